@@ -1,0 +1,257 @@
+//! Shared test helpers: a virtual clock, a recording HTTP proxy and client set-up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use auth_core::{Clock, HttpSettings, OAuthClient, PollEvent, ProviderProfile};
+use fake_qwen::FakeQwen;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+/// Seconds as durations, for comparing recorded waits.
+pub fn secs(values: &[u64]) -> Vec<Duration> {
+    values.iter().copied().map(Duration::from_secs).collect()
+}
+
+/// A client for `base_url` with the given proxy.
+pub fn client_at(base_url: &str, proxy_url: Option<String>) -> OAuthClient {
+    let profile =
+        ProviderProfile::qwen().with_base_url(url::Url::parse(base_url).expect("a valid base URL"));
+    let settings = HttpSettings {
+        proxy_url,
+        user_agent: "auth-core-tests/1".to_owned(),
+        ..HttpSettings::default()
+    };
+    OAuthClient::new(profile, &settings).expect("the client builds")
+}
+
+/// A client pointed straight at `fake`.
+pub fn client_for(fake: &FakeQwen) -> OAuthClient {
+    client_at(&fake.base_url(), None)
+}
+
+/// A `127.0.0.1` port nothing listens on (bound, then released).
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    listener.local_addr().expect("an address").port()
+}
+
+type SleepHook = Box<dyn Fn(usize) + Send + Sync>;
+
+/// Virtual time: `sleep` records the duration, advances `now` at once and returns a ready
+/// future; from sleep number `stall_from` on (0-based), it never completes instead.
+pub struct FakeClock {
+    origin: Instant,
+    state: Mutex<ClockState>,
+    on_sleep: Option<SleepHook>,
+    stall_from: Option<usize>,
+    stalled: Notify,
+}
+
+#[derive(Default)]
+struct ClockState {
+    elapsed: Duration,
+    sleeps: Vec<Duration>,
+}
+
+impl FakeClock {
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            state: Mutex::default(),
+            on_sleep: None,
+            stall_from: None,
+            stalled: Notify::new(),
+        }
+    }
+
+    /// Runs `hook(index)` after sleep number `index` has advanced the time.
+    pub fn on_sleep(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_sleep = Some(Box::new(hook));
+        self
+    }
+
+    /// Makes sleep number `index` (0-based) and later ones never complete.
+    pub fn stalling_from(mut self, index: usize) -> Self {
+        self.stall_from = Some(index);
+        self
+    }
+
+    /// Completes once a sleep has stalled.
+    pub async fn stalled(&self) {
+        self.stalled.notified().await;
+    }
+
+    /// Every requested sleep, in order.
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sleeps
+            .clone()
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> Instant {
+        self.origin
+            + self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let index = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.sleeps.push(duration);
+            state.sleeps.len() - 1
+        };
+        if self.stall_from.is_some_and(|from| index >= from) {
+            self.stalled.notify_one();
+            return Box::pin(std::future::pending());
+        }
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed += duration;
+        if let Some(hook) = &self.on_sleep {
+            hook(index);
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Collects poll events.
+#[derive(Default)]
+pub struct Events(pub Vec<PollEvent>);
+
+impl Events {
+    pub fn sink(&mut self) -> impl FnMut(PollEvent) + Send + '_ {
+        |event| self.0.push(event)
+    }
+}
+
+/// A minimal forwarding HTTP proxy: one request per connection, records each request line
+/// (absolute-form, as clients send to HTTP proxies) and relays to the target with
+/// `Connection: close`.
+pub struct RecordingProxy {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingProxy {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = listener.local_addr().expect("an address").port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    // A failed relay shows up as a failed request in the test itself.
+                    let _ = relay_one(stream, log).await;
+                });
+            }
+        });
+        Self { port, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Request lines seen so far, such as `POST http://127.0.0.1:1234/path HTTP/1.1`.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay_one(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let head_end = loop {
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut lines = head.split("\r\n").filter(|line| !line.is_empty());
+    let request_line = lines.next().unwrap_or_default().to_owned();
+    seen.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(request_line.clone());
+
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let target = url::Url::parse(target).map_err(std::io::Error::other)?;
+    let headers: Vec<&str> = lines
+        .filter(|line| {
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            name != "connection" && name != "proxy-connection"
+        })
+        .collect();
+    let content_length: usize = headers
+        .iter()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buffer[head_end..].to_vec();
+    while body.len() < content_length {
+        let read = client.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..read]);
+    }
+
+    let host = target.host_str().unwrap_or_default();
+    let port = target.port_or_known_default().unwrap_or(80);
+    let mut upstream = TcpStream::connect((host, port)).await?;
+    let mut forwarded = format!(
+        "{method} {} {version}\r\n",
+        &target[url::Position::BeforePath..]
+    );
+    for header in headers {
+        forwarded.push_str(header);
+        forwarded.push_str("\r\n");
+    }
+    forwarded.push_str("connection: close\r\n\r\n");
+    upstream.write_all(forwarded.as_bytes()).await?;
+    upstream.write_all(&body).await?;
+    let mut answer = Vec::new();
+    upstream.read_to_end(&mut answer).await?;
+    client.write_all(&answer).await?;
+    client.shutdown().await
+}

@@ -1,0 +1,96 @@
+//! The HTTP settings: the proxy carries every request, and bad proxies fail clearly.
+
+use auth_core::{
+    ClientBuildError, DeviceFlowError, HttpSettings, OAuthClient, ProviderProfile, RefreshError,
+    TransientCause,
+};
+use fake_qwen::{FakeQwen, PollStep};
+
+use crate::support::{FakeClock, RecordingProxy, client_at, client_for, closed_port};
+
+#[tokio::test]
+async fn every_request_goes_through_the_proxy() {
+    let fake = FakeQwen::start().await;
+    fake.script_polls(vec![PollStep::Pending, PollStep::Approve]);
+    let proxy = RecordingProxy::start().await;
+    let client = client_at(&fake.base_url(), Some(proxy.url()));
+
+    let auth = client
+        .start_device_login()
+        .await
+        .expect("device request via proxy");
+    let tokens = client
+        .poll_for_token(&auth, &FakeClock::new(), &mut |_| {})
+        .await
+        .expect("approved via proxy");
+    client
+        .refresh(tokens.refresh_token.as_deref().expect("refresh token"))
+        .await
+        .expect("refreshed via proxy");
+
+    let device = format!(
+        "POST {}/api/v1/oauth2/device/code HTTP/1.1",
+        fake.base_url()
+    );
+    let token = format!("POST {}/api/v1/oauth2/token HTTP/1.1", fake.base_url());
+    assert_eq!(
+        proxy.request_lines(),
+        [device, token.clone(), token.clone(), token]
+    );
+    assert_eq!(fake.token_requests().len(), 3);
+}
+
+#[tokio::test]
+async fn a_dead_proxy_makes_requests_unreachable_while_direct_ones_work() {
+    let fake = FakeQwen::start().await;
+    let stored = fake.mint_tokens();
+    let dead_proxy = Some(format!("http://127.0.0.1:{}", closed_port().await));
+    let via_dead_proxy = client_at(&fake.base_url(), dead_proxy);
+
+    let login = via_dead_proxy.start_device_login().await;
+    let Err(error @ DeviceFlowError::Unreachable { .. }) = login else {
+        panic!("expected Unreachable, got {login:?}");
+    };
+    assert!(
+        error.to_string().contains("through the configured proxy"),
+        "{error}"
+    );
+    let refresh = via_dead_proxy.refresh(&stored.refresh_token).await;
+    assert!(
+        matches!(
+            refresh,
+            Err(RefreshError::Transient {
+                cause: TransientCause::Unreachable { .. }
+            })
+        ),
+        "{refresh:?}"
+    );
+    assert!(fake.device_requests().is_empty() && fake.token_requests().is_empty());
+
+    assert!(client_for(&fake).start_device_login().await.is_ok());
+}
+
+#[test]
+fn bad_proxy_settings_are_typed_errors_without_passwords() {
+    let build = |proxy: &str| {
+        OAuthClient::new(
+            ProviderProfile::qwen(),
+            &HttpSettings {
+                proxy_url: Some(proxy.to_owned()),
+                ..HttpSettings::default()
+            },
+        )
+    };
+    assert!(build("socks5://127.0.0.1:1080").is_ok());
+    assert!(matches!(
+        build("ftp://user:secret@127.0.0.1:21"),
+        Err(ClientBuildError::UnsupportedProxyScheme { .. })
+    ));
+    let invalid = build("http://user:secret@").expect_err("no host");
+    assert!(
+        matches!(invalid, ClientBuildError::InvalidProxyUrl { .. }),
+        "{invalid:?}"
+    );
+    assert!(!invalid.to_string().contains("secret"), "{invalid}");
+    assert!(!format!("{invalid:?}").contains("secret"));
+}

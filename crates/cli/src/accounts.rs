@@ -1,0 +1,151 @@
+//! `accounts list`, `logout` and `import`: the saved accounts as the user manages them.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+use token_store::{AuthDir, BadFile, StoredAccount};
+
+use crate::email::{prompt_email, validate_email};
+use crate::error::CliError;
+use crate::output::format_relative;
+
+/// What `accounts list` shows of one account.
+fn status(account: &StoredAccount, now: OffsetDateTime) -> &'static str {
+    let record = &account.record;
+    let has_refresh = record
+        .refresh_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty());
+    match (record.is_expired_at(now), has_refresh) {
+        (false, _) => "ok",
+        (true, true) => "expired (refreshed by the server)",
+        (true, false) => "expired: log in again",
+    }
+}
+
+/// Renders the account table, then one line per file that could not be loaded.
+pub fn render_account_table(
+    accounts: &[StoredAccount],
+    problems: &[BadFile],
+    now: OffsetDateTime,
+) -> String {
+    let mut rows = vec![[
+        "EMAIL".to_owned(),
+        "EXPIRES".to_owned(),
+        "LAST REFRESH".to_owned(),
+        "STATUS".to_owned(),
+        "FILE".to_owned(),
+    ]];
+    for account in accounts {
+        let record = &account.record;
+        let file = account
+            .path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        rows.push([
+            record
+                .email
+                .clone()
+                .unwrap_or_else(|| "(no email)".to_owned()),
+            record
+                .expired
+                .map(|at| format_relative(at, now))
+                .unwrap_or_else(|| "unknown".to_owned()),
+            record
+                .last_refresh
+                .map(|at| format_relative(at, now))
+                .unwrap_or_else(|| "never".to_owned()),
+            status(account, now).to_owned(),
+            file,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    for problem in problems {
+        let _ = writeln!(table, "skipped {problem}");
+    }
+    table
+}
+
+/// `cliproxy accounts list`.
+pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
+    let store = AuthDir::open(auth_dir)?;
+    let listing = store.list()?;
+    if listing.accounts.is_empty() && listing.problems.is_empty() {
+        return Ok(format!(
+            "No accounts in {}. Add one with `cliproxy login qwen`.\n",
+            auth_dir.display()
+        ));
+    }
+    let mut out = render_account_table(
+        &listing.accounts,
+        &listing.problems,
+        OffsetDateTime::now_utc(),
+    );
+    for path in &listing.tightened {
+        let _ = writeln!(
+            out,
+            "tightened {} to mode 0600 (it was readable by others)",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// `cliproxy logout EMAIL`: removes the account's files, returning them.
+pub fn logout(auth_dir: &Path, email: &str) -> Result<Vec<PathBuf>, CliError> {
+    let store = AuthDir::open(auth_dir)?;
+    let removed = store.remove_account(email)?;
+    if removed.is_empty() {
+        return Err(CliError::AccountNotFound {
+            email: email.to_owned(),
+            auth_dir: auth_dir.to_owned(),
+        });
+    }
+    Ok(removed)
+}
+
+/// `cliproxy import qwen-code [PATH]`: saves Qwen Code's login as a cliproxy account.
+pub fn import_qwen_code(
+    auth_dir: &Path,
+    source: Option<PathBuf>,
+    email: Option<&str>,
+) -> Result<(String, PathBuf), CliError> {
+    let source = source
+        .or_else(token_store::default_qwen_code_creds_path)
+        .ok_or_else(|| CliError::ImportSourceMissing {
+            path: PathBuf::from("~/.qwen/oauth_creds.json"),
+        })?;
+    if !source.is_file() {
+        return Err(CliError::ImportSourceMissing { path: source });
+    }
+    let store = AuthDir::open(auth_dir)?;
+    let mut record = token_store::read_qwen_code_creds(&source)?;
+    let email = match email {
+        Some(given) => {
+            validate_email(given).map_err(|problem| CliError::InvalidEmail { problem })?
+        }
+        None => {
+            let stdin = std::io::stdin();
+            prompt_email(&mut stdin.lock(), &mut std::io::stderr())?
+        }
+    };
+    record.email = Some(email.clone());
+    let path = store.save_login(&record, OffsetDateTime::now_utc())?;
+    Ok((email, path))
+}

@@ -1,0 +1,202 @@
+//! Command-line grammar: the subcommands, the global options, and the Go tool's
+//! single-dash spellings that old scripts still use.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Serve Qwen accounts as an OpenAI- and Anthropic-compatible API.
+#[derive(Debug, Parser)]
+#[command(name = "cliproxy", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "CLIPROXY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the token files [default: ~/.cli-proxy-api].
+    #[arg(long, global = true, env = "CLIPROXY_AUTH_DIR", value_name = "DIR")]
+    pub auth_dir: Option<PathBuf>,
+
+    /// Log in a Qwen account (same as `cliproxy login qwen`).
+    #[arg(long)]
+    pub qwen_login: bool,
+
+    /// Options of `--qwen-login`.
+    #[command(flatten)]
+    pub legacy_login: LoginOptions,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log an account in with the OAuth device flow and save its token file.
+    Login {
+        #[arg(value_enum)]
+        provider: Provider,
+        #[command(flatten)]
+        options: LoginOptions,
+    },
+    /// Copy an account from another tool's credentials into the auth dir.
+    Import {
+        #[arg(value_enum)]
+        source: ImportSource,
+        /// Credentials file [default: ~/.qwen/oauth_creds.json].
+        path: Option<PathBuf>,
+        /// The account's email; asked for when missing.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Inspect the saved accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Remove an account's token file.
+    Logout {
+        /// The account's email.
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Every account with its file, expiry, last refresh and status.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Provider {
+    Qwen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportSource {
+    /// Qwen Code's `~/.qwen/oauth_creds.json`.
+    QwenCode,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoginOptions {
+    /// Do not open a browser; only print the URL and code.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// The account's email; asked for after authorization when missing.
+    #[arg(long, value_name = "EMAIL")]
+    pub email: Option<String>,
+
+    /// Accepted for scripts written for the Go tool; the device flow needs no callback.
+    #[arg(long, value_name = "PORT")]
+    pub oauth_callback_port: Option<u16>,
+}
+
+/// Options the Go tool spelled with a single dash (`-qwen-login`, `-auth-dir DIR`).
+const LEGACY_LONG_OPTIONS: &[&str] = &[
+    "qwen-login",
+    "no-browser",
+    "auth-dir",
+    "config",
+    "oauth-callback-port",
+    "email",
+];
+
+/// Rewrites the Go tool's single-dash long options to their double-dash form,
+/// so `cliproxy -qwen-login -no-browser -auth-dir DIR` keeps working.
+pub fn normalize_legacy_args<I>(args: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else {
+                return arg;
+            };
+            let Some(rest) = text.strip_prefix('-') else {
+                return arg;
+            };
+            let name = rest.split('=').next().unwrap_or(rest);
+            if rest.starts_with('-') || !LEGACY_LONG_OPTIONS.contains(&name) {
+                return arg;
+            }
+            OsString::from(format!("-{text}"))
+        })
+        .collect()
+}
+
+impl Cli {
+    /// Parses the process arguments, legacy spellings included.
+    pub fn parse_args() -> Self {
+        Self::parse_from(normalize_legacy_args(std::env::args_os()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let args = std::iter::once("cliproxy")
+            .chain(args.iter().copied())
+            .map(OsString::from);
+        Cli::try_parse_from(normalize_legacy_args(args)).expect("arguments parse")
+    }
+
+    #[test]
+    fn legacy_single_dash_spellings_parse() {
+        let cli = parse(&["-qwen-login", "-no-browser", "-auth-dir", "/tmp/a"]);
+        assert!(cli.qwen_login);
+        assert!(cli.legacy_login.no_browser);
+        assert_eq!(cli.auth_dir, Some(PathBuf::from("/tmp/a")));
+    }
+
+    #[test]
+    fn legacy_equals_form_parses() {
+        let cli = parse(&[
+            "-qwen-login",
+            "-auth-dir=/tmp/b",
+            "-oauth-callback-port=8085",
+        ]);
+        assert_eq!(cli.auth_dir, Some(PathBuf::from("/tmp/b")));
+        assert_eq!(cli.legacy_login.oauth_callback_port, Some(8085));
+    }
+
+    #[test]
+    fn login_subcommand_parses() {
+        let cli = parse(&["login", "qwen", "--no-browser", "--email", "a@b.co"]);
+        let Some(Command::Login { provider, options }) = cli.command else {
+            panic!("expected login");
+        };
+        assert_eq!(provider, Provider::Qwen);
+        assert!(options.no_browser);
+        assert_eq!(options.email.as_deref(), Some("a@b.co"));
+    }
+
+    #[test]
+    fn global_options_follow_subcommands() {
+        let cli = parse(&["accounts", "list", "--auth-dir", "/x"]);
+        assert_eq!(cli.auth_dir, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn short_flags_and_values_are_left_alone() {
+        let args = ["cliproxy", "-h", "-", "-5", "--no-browser"].map(OsString::from);
+        let normalized = normalize_legacy_args(args.clone());
+        assert_eq!(normalized, args.to_vec());
+    }
+
+    #[test]
+    fn legacy_flags_do_not_mix_with_subcommands() {
+        let args = ["cliproxy", "--qwen-login", "accounts", "list"].map(OsString::from);
+        assert!(Cli::try_parse_from(args).is_err());
+    }
+
+    #[test]
+    fn no_arguments_parse_to_no_command() {
+        let cli = parse(&[]);
+        assert!(cli.command.is_none());
+        assert!(!cli.qwen_login);
+    }
+}

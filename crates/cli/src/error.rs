@@ -1,0 +1,63 @@
+//! Every way a command can fail, each with the message the user sees and its exit code.
+
+use std::path::PathBuf;
+
+use crate::email::EmailProblem;
+
+/// Exit code for a missing or invalid email: the user gave the command bad input.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for Ctrl-C, as shells report a SIGINT death.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(
+        "EmailRequiredError: no email was entered, so nothing was saved. Run `cliproxy login qwen` again and enter your Qwen account email when asked (or pass --email)."
+    )]
+    EmailRequired,
+
+    #[error(
+        "invalid email format ({problem}); nothing was saved. Run the login again and enter an address like name@example.com."
+    )]
+    InvalidEmail { problem: EmailProblem },
+
+    #[error("login cancelled; nothing was saved.")]
+    Cancelled,
+
+    #[error(transparent)]
+    Login(#[from] auth_core::DeviceFlowError),
+
+    #[error(transparent)]
+    HttpClient(#[from] auth_core::ClientBuildError),
+
+    #[error(transparent)]
+    Store(#[from] token_store::StoreError),
+
+    #[error(
+        "no account with email {email} in {auth_dir}. Run `cliproxy accounts list` to see the saved accounts."
+    )]
+    AccountNotFound { email: String, auth_dir: PathBuf },
+
+    #[error(
+        "no Qwen Code credentials at {path}. Log in with Qwen Code first, or pass the file: `cliproxy import qwen-code PATH`."
+    )]
+    ImportSourceMissing { path: PathBuf },
+
+    #[error("could not use the terminal: {0}")]
+    Terminal(std::io::Error),
+}
+
+impl CliError {
+    pub(crate) fn terminal(error: std::io::Error) -> Self {
+        Self::Terminal(error)
+    }
+
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::EmailRequired | Self::InvalidEmail { .. } => EXIT_USAGE,
+            Self::Cancelled => EXIT_INTERRUPTED,
+            _ => 1,
+        }
+    }
+}

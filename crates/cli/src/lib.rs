@@ -1,0 +1,24 @@
+//! cliproxy's terminal front end: argument parsing, prompts, progress and output.
+//!
+//! The binary resolves configuration and hands each command plain settings; this
+//! crate talks to the user and drives `auth-core` and `token-store`.
+//!
+//! Invariants:
+//! - Interactive output (instructions, prompts, the live status line) goes to
+//!   stderr; results a script may want go to stdout through the binary.
+//! - Nothing is written to the auth dir until a login is approved and has an
+//!   email: Ctrl-C, a refused email or any flow error leave the dir untouched.
+//! - No token is ever printed.
+
+pub mod accounts;
+pub mod args;
+pub mod browser;
+pub mod email;
+pub mod error;
+pub mod login;
+pub mod output;
+pub mod qr;
+
+pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider};
+pub use error::CliError;
+pub use login::{LoginOutcome, LoginSettings, login_qwen};

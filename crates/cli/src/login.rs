@@ -1,0 +1,216 @@
+//! `cliproxy login qwen`: the device flow as the user sees it, from the code on
+//! screen to the saved token file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use auth_core::{
+    Clock as _, DeviceAuthorization, HttpSettings, OAuthClient, PollEvent, ProviderProfile,
+    TokenSet, TokioClock,
+};
+use token_store::{AuthDir, TokenRecord};
+
+use crate::args::LoginOptions;
+use crate::browser::{BrowserOutcome, open_browser};
+use crate::email::{prompt_email, validate_email};
+use crate::error::CliError;
+use crate::output::{Terminal, format_countdown};
+use crate::qr::render_qr;
+
+/// Everything a login needs, resolved from flags, environment and config by the binary.
+#[derive(Debug, Clone)]
+pub struct LoginSettings {
+    pub auth_dir: PathBuf,
+    pub profile: ProviderProfile,
+    pub http: HttpSettings,
+    pub options: LoginOptions,
+    /// Time for the polling loop: real time, or scaled in tests.
+    pub clock: TokioClock,
+}
+
+/// A finished login.
+#[derive(Debug)]
+pub struct LoginOutcome {
+    pub email: String,
+    pub path: PathBuf,
+    pub replaced: Vec<PathBuf>,
+}
+
+/// How often the live wait indicator redraws.
+const STATUS_REFRESH: Duration = Duration::from_secs(1);
+
+/// Runs the whole login: device code, approval, email, token file.
+pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliError> {
+    let mut terminal = Terminal::stderr();
+    let store = AuthDir::open(&settings.auth_dir)?;
+    store.check_writable()?;
+    let email_given = settings
+        .options
+        .email
+        .as_deref()
+        .map(validate_email)
+        .transpose()
+        .map_err(|problem| CliError::InvalidEmail { problem })?;
+    if settings.options.oauth_callback_port.is_some() {
+        terminal.line(
+            "Note: --oauth-callback-port is not needed: Qwen's device login has no callback, so the port is not used.",
+        );
+    }
+
+    let client = OAuthClient::new(settings.profile.clone(), &settings.http)?;
+    let authorization = with_interrupt(client.start_device_login()).await??;
+    show_instructions(&mut terminal, &authorization, settings.options.no_browser);
+
+    let tokens = wait_for_approval(&mut terminal, &client, &authorization, &settings.clock).await?;
+    terminal.line("Authorization approved.");
+
+    let email = match email_given {
+        Some(email) => email,
+        None => with_interrupt(ask_email()).await??,
+    };
+    let record = token_record(email.clone(), tokens);
+    let before = store.list()?;
+    let path = store.save_login(&record, time::OffsetDateTime::now_utc())?;
+    let replaced = before
+        .accounts
+        .into_iter()
+        .filter(|account| account.record.email.as_deref() == Some(email.as_str()))
+        .map(|account| account.path)
+        .filter(|old| *old != path && !old.exists())
+        .collect();
+    Ok(LoginOutcome {
+        email,
+        path,
+        replaced,
+    })
+}
+
+fn show_instructions(
+    terminal: &mut Terminal,
+    authorization: &DeviceAuthorization,
+    no_browser: bool,
+) {
+    terminal
+        .line("To log in your Qwen account, open this URL in any browser (phone, laptop, ...),");
+    terminal.line("signed in to the Qwen account you want to add:");
+    terminal.line(format!(
+        "\n    {}\n",
+        authorization.verification_uri_complete
+    ));
+    terminal.line(format!(
+        "and confirm the code {} (expires in {}).",
+        authorization.user_code,
+        format_countdown(authorization.expires_in)
+    ));
+    if terminal.is_interactive()
+        && let Some(qr) = render_qr(&authorization.verification_uri_complete)
+    {
+        terminal.line(format!("Or scan it with your phone:\n{qr}"));
+    }
+    match open_browser(&authorization.verification_uri_complete, no_browser) {
+        BrowserOutcome::Opened => {
+            terminal.line("Opened the URL in your browser (pass --no-browser to stop this).");
+        }
+        BrowserOutcome::Disabled => {}
+        BrowserOutcome::NoDisplay => {
+            terminal
+                .line("No display found, so no browser was opened: open the URL on any device.");
+        }
+        BrowserOutcome::Failed(reason) => terminal.line(format!(
+            "Could not open a browser ({reason}): open the URL yourself."
+        )),
+    }
+}
+
+async fn wait_for_approval(
+    terminal: &mut Terminal,
+    client: &OAuthClient,
+    authorization: &DeviceAuthorization,
+    clock: &TokioClock,
+) -> Result<TokenSet, CliError> {
+    let deadline = clock.now() + authorization.expires_in;
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut on_event = move |event| {
+        let _ = events.send(event);
+    };
+    let poll = client.poll_for_token(authorization, clock, &mut on_event);
+    tokio::pin!(poll);
+    if !terminal.is_interactive() {
+        terminal.line("Waiting for you to approve the login...");
+    }
+    let mut ticker = tokio::time::interval(STATUS_REFRESH);
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    loop {
+        tokio::select! {
+            result = &mut poll => {
+                terminal.clear_status();
+                while let Ok(event) = received.try_recv() {
+                    report(terminal, event);
+                }
+                return result.map_err(CliError::from);
+            }
+            _ = &mut interrupt => {
+                terminal.clear_status();
+                return Err(CliError::Cancelled);
+            }
+            Some(event) = received.recv() => report(terminal, event),
+            _ = ticker.tick() => {
+                let left = deadline.saturating_duration_since(clock.now());
+                terminal.status(format!(
+                    "Waiting for approval... code expires in {} (Ctrl-C to cancel)",
+                    format_countdown(left)
+                ));
+            }
+        }
+    }
+}
+
+fn report(terminal: &mut Terminal, event: PollEvent) {
+    match event {
+        PollEvent::Waiting { .. } => {}
+        PollEvent::SlowDown { new_interval } => terminal.line(format!(
+            "Qwen asked to slow down; now checking every {} s.",
+            new_interval.as_secs()
+        )),
+        PollEvent::Retrying { reason, retry_in } => terminal.line(format!(
+            "Could not reach Qwen ({reason}); retrying in {} s.",
+            retry_in.as_secs().max(1)
+        )),
+    }
+}
+
+/// Reads the email from the terminal or piped stdin on a blocking thread.
+async fn ask_email() -> Result<String, CliError> {
+    tokio::task::spawn_blocking(|| {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut output = std::io::stderr();
+        prompt_email(&mut input, &mut output)
+    })
+    .await
+    .map_err(|join| CliError::Terminal(std::io::Error::other(join)))?
+}
+
+/// Races `work` against Ctrl-C.
+async fn with_interrupt<T>(work: impl Future<Output = T>) -> Result<T, CliError> {
+    tokio::select! {
+        done = work => Ok(done),
+        _ = tokio::signal::ctrl_c() => Err(CliError::Cancelled),
+    }
+}
+
+fn token_record(email: String, tokens: TokenSet) -> TokenRecord {
+    let now = time::OffsetDateTime::now_utc();
+    TokenRecord {
+        provider: "qwen".to_owned(),
+        email: Some(email),
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        token_type: Some(tokens.token_type),
+        resource_url: tokens.resource_url,
+        expired: tokens.expires_in.map(|life| now + life),
+        last_refresh: Some(now),
+        extra: Default::default(),
+    }
+}

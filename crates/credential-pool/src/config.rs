@@ -1,0 +1,56 @@
+//! Pool configuration and the set of models a credential serves.
+
+use std::time::Duration;
+
+/// How [`Pool::select`](crate::Pool::select) picks among eligible credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Spread successive requests for a model evenly across its credentials.
+    #[default]
+    RoundRobin,
+    /// Use the first eligible credential (in insertion order) until it
+    /// becomes unavailable, then the next one.
+    FillFirst,
+}
+
+/// Tunables of a [`Pool`](crate::Pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Selection strategy.
+    pub strategy: Strategy,
+    /// Cooldown after the first consecutive quota failure without a
+    /// `Retry-After`; doubled on each further consecutive failure.
+    pub backoff_base: Duration,
+    /// Upper bound of the exponential backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::default(),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Which model ids a credential serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Models {
+    /// Any model id (API-key upstreams that accept anything).
+    All,
+    /// Exactly these model ids.
+    Only(Vec<String>),
+}
+
+impl Models {
+    /// Whether a credential with this model set serves `model`.
+    #[must_use]
+    pub fn serves(&self, model: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(list) => list.iter().any(|m| m == model),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Credentials in memory: selection, rotation, cooldown, failover
+//! bookkeeping, per-credential request-rate caps, and refresh scheduling
+//! helpers.
+//!
+//! The crate is provider-agnostic: it never does HTTP, never reads files and
+//! stores the server's own credential type `C` behind an [`Arc`](std::sync::Arc).
+//! All time comes in as parameters (`now`), and jitter is an explicit
+//! value, so behaviour is deterministic and testable without sleeping.
+//!
+//! # Invariants
+//!
+//! - **Eligibility.** [`Pool::select`] only returns a credential that serves
+//!   the model, is not disabled, is not cooling down for that model, is below
+//!   its request-rate cap, and is not among the keys already tried for the
+//!   request.
+//! - **One slot per lease.** A successful `select` records exactly one send
+//!   in the chosen credential's sliding-minute window; a failed `select`
+//!   records nothing.
+//! - **Cooldown is per (credential, model).** A quota report for one model
+//!   never blocks the same credential for another model.
+//!   [`Outcome::Success`] clears the cooldown and the backoff counter of that
+//!   pair; [`Outcome::Failed`] changes nothing.
+//! - **Replacing keeps history.** [`Pool::upsert`] of an existing key keeps
+//!   its insertion position, cooldowns, backoff counters and rate window; it
+//!   re-enables the credential (new credential material, e.g. after a
+//!   re-login).
+//! - **Fair rotation.** With [`Strategy::RoundRobin`], successive selections
+//!   for a model cycle through its candidates in insertion order, skipping
+//!   unavailable ones; with [`Strategy::FillFirst`] the first eligible
+//!   candidate in insertion order is always chosen.
+//! - **Short critical sections.** Every method takes the pool's internal
+//!   mutex briefly, never calls back into caller code while holding it, and
+//!   returns owned data, so no lock is ever held across an upstream call.
+//! - **Time is a parameter.** Nothing in this crate reads the clock.
+//!
+//! # Failover loop
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use credential_pool::{Models, Outcome, Pool, PoolConfig};
+//!
+//! let pool: Pool<&str> = Pool::new(PoolConfig::default());
+//! pool.upsert("qwen:alice", Arc::new("token-a"), Models::Only(vec!["qwen3-coder-plus".into()]), None);
+//! pool.upsert("qwen:bob", Arc::new("token-b"), Models::Only(vec!["qwen3-coder-plus".into()]), None);
+//!
+//! let mut tried = Vec::new();
+//! let answer = loop {
+//!     let lease = match pool.select("qwen3-coder-plus", &tried, Instant::now()) {
+//!         Ok(lease) => lease,
+//!         Err(unavailable) => break Err(unavailable.to_string()),
+//!     };
+//!     // ... send the request upstream with `lease.credential`, no lock held ...
+//!     let status = if *lease.key == *"qwen:alice" { 429 } else { 200 };
+//!     let outcome = match status {
+//!         200 => Outcome::Success,
+//!         429 => Outcome::QuotaExceeded { retry_after: None },
+//!         _ => Outcome::Failed,
+//!     };
+//!     pool.report(&lease.key, "qwen3-coder-plus", outcome, Instant::now());
+//!     if outcome == Outcome::Success {
+//!         break Ok(lease.key);
+//!     }
+//!     tried.push(lease.key);
+//! };
+//! assert_eq!(answer.as_deref(), Ok("qwen:bob"));
+//! ```
+
+mod config;
+mod error;
+mod pool;
+mod rate;
+mod refresh;
+mod single_flight;
+
+pub use config::{Models, PoolConfig, Strategy};
+pub use error::Unavailable;
+pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool};
+pub use refresh::refresh_due;
+pub use single_flight::SingleFlight;

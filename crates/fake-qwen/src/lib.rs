@@ -1,0 +1,176 @@
+//! Test support: a faithful in-process fake of Qwen's OAuth server.
+//!
+//! [`FakeQwen::start`] binds `127.0.0.1:0` and serves, on its own thread and Tokio runtime, the
+//! same paths as `https://chat.qwen.ai`:
+//!
+//! - `POST /api/v1/oauth2/device/code` — RFC 8628 device authorization with PKCE S256. Checks
+//!   the form content type, `Accept: application/json`, the public `client_id`
+//!   ([`CLIENT_ID`]), the exact `scope` ([`SCOPE`]), `code_challenge_method=S256` and the shape
+//!   of `code_challenge`; anything else gets 400 `invalid_request`. Answers `device_code`,
+//!   `user_code`, `verification_uri` (`<base_url>/authorize`), `verification_uri_complete`,
+//!   `expires_in` and, only when set, `interval` ([`DeviceAnswer`]).
+//! - `POST /api/v1/oauth2/token` with `grant_type=urn:ietf:params:oauth:grant-type:device_code`
+//!   — checks `client_id`, that `device_code` is outstanding (else 400 `invalid_grant`) and that
+//!   BASE64URL-NOPAD(SHA256(`code_verifier`)) equals the challenge it was issued for (else 400
+//!   `invalid_grant` "PKCE verification failed"), then answers the next [`PollStep`] of the
+//!   test's script. Approval uses the device code up.
+//! - `POST /api/v1/oauth2/token` with `grant_type=refresh_token` — checks `client_id` and that
+//!   the refresh token is live (else 400 `invalid_request` "Invalid refresh token or
+//!   client_id"), then answers as the [`RefreshBehaviour`] says.
+//!
+//! Errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; "HTML"
+//! answers are Alibaba-WAF-like captcha pages (`text/html`, containing `aliyun_waf_` and
+//! `captcha`). Successful token answers carry `token_type: "Bearer"`, `expires_in` and a
+//! `resource_url` naming the fake itself (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`), so
+//! that a chat API added to this fake later can be reached through it.
+//!
+//! [`FakeQwen::set_down`] makes every endpoint drop the connection without answering (a
+//! transport error for the client); a 5xx answer is a [`PollStep::ServerError`] or
+//! [`RefreshBehaviour::ServerError`] instead.
+//!
+//! Invariants:
+//! - Every value the fake issues (device codes, access and refresh tokens) contains the fake's
+//!   `host:port` and a counter, so it is unique among the fakes running at the same time; none
+//!   of them is a secret, which is why the fake's types derive `Debug`.
+//! - POST requests to the two OAuth endpoints are recorded in arrival order, refused ones
+//!   included, except while the fake is [down](FakeQwen::set_down).
+//! - Dropping the [`FakeQwen`] stops the server and frees the port before `drop` returns.
+
+mod oauth;
+mod record;
+mod reply;
+mod script;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
+pub use record::{IssuedToken, RecordedRequest};
+pub use script::{DeviceAnswer, PollStep, RefreshBehaviour};
+
+use state::Shared;
+
+/// A running fake Qwen server; stops when dropped.
+///
+/// A fresh fake answers the device request with [`DeviceAnswer::default`], approves the first
+/// valid poll, rotates refresh tokens and issues access tokens with `expires_in: 3600`.
+pub struct FakeQwen {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeQwen {
+    /// Starts a fake on `127.0.0.1` with a free port.
+    ///
+    /// # Panics
+    ///
+    /// If no thread, runtime or port can be had; a test cannot go on without its fake.
+    /// The fake serves from its own thread and runtime, so it keeps answering while the calling
+    /// thread blocks (for example on `std::process::Command::output`).
+    pub async fn start() -> FakeQwen {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("fake-qwen".to_owned())
+            .spawn(move || server::run(ready_tx, shutdown_rx))
+            .unwrap_or_else(|error| panic!("fake-qwen: cannot spawn its thread: {error}"));
+        match ready_rx.await {
+            Ok(Ok((addr, shared))) => FakeQwen {
+                addr,
+                shared,
+                shutdown: Some(shutdown_tx),
+                thread: Some(thread),
+            },
+            Ok(Err(reason)) => panic!("fake-qwen: cannot start: {reason}"),
+            Err(_) => panic!("fake-qwen: its thread ended before it started serving"),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the OAuth base URL to point a client at.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT`: what successful token answers carry as `resource_url` by default.
+    pub fn resource_url(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sets what later device requests are answered.
+    pub fn set_device_answer(&self, answer: DeviceAnswer) {
+        self.shared.lock().device_answer = answer;
+    }
+
+    /// Sets what successive valid device-code polls get, from the first step on; the last step
+    /// repeats forever, and an empty script means `[PollStep::Pending]`.
+    pub fn script_polls(&self, steps: Vec<PollStep>) {
+        self.shared.lock().set_script(steps);
+    }
+
+    /// Sets how later refresh requests are answered.
+    pub fn set_refresh(&self, behaviour: RefreshBehaviour) {
+        self.shared.lock().refresh = behaviour;
+    }
+
+    /// Sets the `expires_in` (seconds) of access tokens issued from now on.
+    pub fn set_token_expires_in(&self, seconds: u64) {
+        self.shared.lock().token_expires_in = seconds;
+    }
+
+    /// Sets the `resource_url` of later full token answers; `None` leaves the field out.
+    pub fn set_answered_resource_url(&self, resource_url: Option<String>) {
+        self.shared.lock().answered_resource_url = resource_url;
+    }
+
+    /// While down, the fake accepts connections but drops every request without answering, so
+    /// clients see a transport error (connection closed), as with an unreachable server.
+    /// Dropped requests are not recorded.
+    pub fn set_down(&self, down: bool) {
+        self.shared.lock().down = down;
+    }
+
+    /// Issues a token pair as if a login had just completed, for tests that start from stored
+    /// tokens; the refresh token works with the current [`RefreshBehaviour`].
+    pub fn mint_tokens(&self) -> IssuedToken {
+        self.shared.lock().mint_pair()
+    }
+
+    /// Requests to the device endpoint so far, oldest first.
+    pub fn device_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().device_requests.clone()
+    }
+
+    /// Requests to the token endpoint (polls and refreshes) so far, oldest first.
+    pub fn token_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().token_requests.clone()
+    }
+
+    /// Every token pair issued so far, oldest first.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.shared.lock().issued.clone()
+    }
+
+    /// Whether this fake ever issued `access_token`.
+    pub fn issued_access_token(&self, access_token: &str) -> bool {
+        self.shared.lock().access_token_is_issued(access_token)
+    }
+}
+
+impl Drop for FakeQwen {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            // The server thread may already be gone; then there is nothing to stop.
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // A panic on the server thread has already been printed; the test decides the rest.
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The OAuth endpoints: device authorization and the token endpoint (device-code polls and
+//! refreshes), checking requests the way Qwen does and answering from the test's script.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
+
+use crate::record::{IssuedToken, RecordedRequest};
+use crate::reply::{self, Reply};
+use crate::script::{PollStep, RefreshBehaviour};
+use crate::state::World;
+
+/// Path of the device authorization endpoint, as on chat.qwen.ai.
+pub const DEVICE_CODE_PATH: &str = "/api/v1/oauth2/device/code";
+/// Path of the token endpoint, as on chat.qwen.ai.
+pub const TOKEN_PATH: &str = "/api/v1/oauth2/token";
+/// The public client id Qwen Code uses; any other is refused.
+pub const CLIENT_ID: &str = "f0304373b74a44d2b584a3fb70ca9e56";
+/// The scope the device request must ask for, exactly.
+pub const SCOPE: &str = "openid profile email model.completion";
+
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const BAD_REFRESH: &str = "Invalid refresh token or client_id";
+
+/// `POST /api/v1/oauth2/device/code`.
+pub(crate) fn device_code(world: &mut World, request: &RecordedRequest) -> Reply {
+    if let Some(refusal) = refuse_unless_form_accepting_json(request) {
+        return refusal;
+    }
+    if request.form_value("client_id") != Some(CLIENT_ID) {
+        return invalid_request("Invalid client_id");
+    }
+    if request.form_value("scope") != Some(SCOPE) {
+        return invalid_request("Invalid scope");
+    }
+    if request.form_value("code_challenge_method") != Some("S256") {
+        return invalid_request("code_challenge_method must be S256");
+    }
+    let Some(challenge) = request
+        .form_value("code_challenge")
+        .filter(|challenge| is_s256_challenge(challenge))
+    else {
+        return invalid_request("code_challenge must be a base64url SHA-256 digest");
+    };
+
+    let device_code = world.open_device(challenge);
+    let answer = world.device_answer.clone();
+    let verification_uri = format!("{}/authorize", world.base_url);
+    let mut body = serde_json::json!({
+        "device_code": device_code,
+        "user_code": answer.user_code,
+        "verification_uri": verification_uri,
+        "expires_in": answer.expires_in,
+    });
+    if answer.include_verification_uri_complete {
+        let mut complete = url::Url::parse(&verification_uri).ok();
+        if let Some(url) = complete.as_mut() {
+            url.query_pairs_mut()
+                .append_pair("user_code", &answer.user_code);
+        }
+        body["verification_uri_complete"] = complete.map(String::from).into();
+    }
+    if let Some(interval) = answer.interval {
+        body["interval"] = interval.into();
+    }
+    reply::json(200, &body)
+}
+
+/// `POST /api/v1/oauth2/token`.
+pub(crate) fn token(world: &mut World, request: &RecordedRequest) -> Reply {
+    if let Some(refusal) = refuse_unless_form_accepting_json(request) {
+        return refusal;
+    }
+    match request.form_value("grant_type") {
+        Some(DEVICE_GRANT) => device_poll(world, request),
+        Some("refresh_token") => refresh(world, request),
+        Some(_) => reply::oauth_error(
+            400,
+            "unsupported_grant_type",
+            "grant_type must be the device_code grant or refresh_token",
+        ),
+        None => invalid_request("grant_type is required"),
+    }
+}
+
+fn device_poll(world: &mut World, request: &RecordedRequest) -> Reply {
+    if request.form_value("client_id") != Some(CLIENT_ID) {
+        return invalid_request("Invalid client_id");
+    }
+    let Some(device_code) = request.form_value("device_code") else {
+        return invalid_request("device_code is required");
+    };
+    let Some(challenge) = world.device_challenge(device_code) else {
+        return reply::oauth_error(400, "invalid_grant", "Invalid device_code");
+    };
+    let Some(verifier) = request.form_value("code_verifier") else {
+        return invalid_request("code_verifier is required");
+    };
+    if !(43..=128).contains(&verifier.len()) {
+        return invalid_request("code_verifier must be 43 to 128 characters");
+    }
+    if s256(verifier) != challenge {
+        return reply::oauth_error(400, "invalid_grant", "PKCE verification failed");
+    }
+
+    match world.take_step() {
+        PollStep::Pending => reply::oauth_error(
+            400,
+            "authorization_pending",
+            "The authorization request is still pending",
+        ),
+        PollStep::SlowDown400 => slow_down(400),
+        PollStep::SlowDown429 => slow_down(429),
+        PollStep::Denied => reply::oauth_error(
+            400,
+            "access_denied",
+            "The user denied the authorization request",
+        ),
+        PollStep::Expired => {
+            reply::oauth_error(400, "expired_token", "The device code has expired")
+        }
+        PollStep::Html { status } => reply::waf_page(status),
+        PollStep::ServerError(status) => reply::server_error(status),
+        PollStep::Approve => {
+            let device_code = device_code.to_owned();
+            world.close_device(&device_code);
+            let issued = world.mint_pair();
+            token_answer(world, &issued, true)
+        }
+    }
+}
+
+fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
+    if request.form_value("client_id") != Some(CLIENT_ID) {
+        return invalid_request(BAD_REFRESH);
+    }
+    let Some(refresh_token) = request.form_value("refresh_token") else {
+        return invalid_request("refresh_token is required");
+    };
+    let behaviour = world.refresh;
+    match behaviour {
+        RefreshBehaviour::Invalid => invalid_request(BAD_REFRESH),
+        RefreshBehaviour::ServerError(status) => reply::server_error(status),
+        RefreshBehaviour::Html { status } => reply::waf_page(status),
+        RefreshBehaviour::Rotate | RefreshBehaviour::KeepRefresh
+            if !world.refresh_token_is_live(refresh_token) =>
+        {
+            invalid_request(BAD_REFRESH)
+        }
+        RefreshBehaviour::Rotate => {
+            world.retire_refresh_token(refresh_token);
+            let issued = world.mint_pair();
+            token_answer(world, &issued, true)
+        }
+        RefreshBehaviour::KeepRefresh => {
+            let issued = world.mint_access(refresh_token);
+            token_answer(world, &issued, false)
+        }
+    }
+}
+
+/// A 200 token answer; `full` adds `refresh_token` and `resource_url`.
+fn token_answer(world: &World, issued: &IssuedToken, full: bool) -> Reply {
+    let mut body = serde_json::json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+    });
+    if full {
+        body["refresh_token"] = issued.refresh_token.clone().into();
+        if let Some(resource_url) = &world.answered_resource_url {
+            body["resource_url"] = resource_url.clone().into();
+        }
+    }
+    reply::json(200, &body)
+}
+
+/// Both endpoints take a form body and answer JSON only to clients that accept it; the
+/// refusal to send otherwise.
+fn refuse_unless_form_accepting_json(request: &RecordedRequest) -> Option<Reply> {
+    let is_form = request.header("content-type").is_some_and(|value| {
+        value
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    if !is_form {
+        return Some(invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let accepts_json = request
+        .header("accept")
+        .is_some_and(|value| value.to_ascii_lowercase().contains("application/json"));
+    if !accepts_json {
+        return Some(invalid_request("Accept must include application/json"));
+    }
+    None
+}
+
+fn slow_down(status: u16) -> Reply {
+    reply::oauth_error(
+        status,
+        "slow_down",
+        "Polling too frequently; increase the interval by 5 seconds",
+    )
+}
+
+fn invalid_request(description: &str) -> Reply {
+    reply::oauth_error(400, "invalid_request", description)
+}
+
+/// BASE64URL-NOPAD(SHA256(verifier)), the RFC 7636 S256 transform.
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// A SHA-256 digest in base64url without padding is exactly 43 characters of that alphabet.
+fn is_s256_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode(challenge)
+            .is_ok_and(|digest| digest.len() == 32)
+}

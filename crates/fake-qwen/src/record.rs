@@ -1,0 +1,52 @@
+//! Requests as the fake received them, for tests to inspect.
+
+/// One request the fake answered (requests refused while [`crate::FakeQwen::set_down`] is on are
+/// not recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// `POST`, `GET`, ...
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Header names are lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body decoded as `application/x-www-form-urlencoded` (empty when it is not a form).
+    pub form: Vec<(String, String)>,
+    /// The raw body, decoded as UTF-8 with replacement characters.
+    pub body: String,
+}
+
+impl RecordedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The first value of form field `name`.
+    pub fn form_value(&self, name: &str) -> Option<&str> {
+        self.form
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The form field names in the order sent.
+    pub fn form_names(&self) -> Vec<&str> {
+        self.form.iter().map(|(key, _)| key.as_str()).collect()
+    }
+}
+
+/// A token pair the fake handed out (by a device-code approval, a refresh or
+/// [`crate::FakeQwen::mint_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    /// The access token, valid for the fake's chat API once that exists.
+    pub access_token: String,
+    /// The refresh token that goes with it (the old one when the refresh kept it).
+    pub refresh_token: String,
+    /// The `expires_in` that was answered, in seconds.
+    pub expires_in: u64,
+}

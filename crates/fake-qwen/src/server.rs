@@ -1,0 +1,166 @@
+//! The HTTP plumbing: a hyper server on its own thread and Tokio runtime, so the fake keeps
+//! answering even while a test blocks its own thread (for example on `std::process::Command`).
+//! Requests are read whole, recorded, and routed by path to the endpoint modules (`oauth` now;
+//! a chat-completions module gets its own routes in `handle` beside it).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::oauth;
+use crate::record::RecordedRequest;
+use crate::reply::{self, Reply};
+use crate::state::{Shared, World};
+
+/// Returned to hyper instead of an answer while the fake is down: hyper then drops the
+/// connection without writing anything, which the client sees as a transport error.
+#[derive(Debug)]
+struct Down;
+
+impl fmt::Display for Down {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("fake Qwen is down; dropping the connection")
+    }
+}
+
+impl std::error::Error for Down {}
+
+/// Runs on the fake's own thread: binds 127.0.0.1:0 and serves until `shutdown` fires or is
+/// dropped. `ready` gets the bound address and the new world, or the reason starting failed.
+pub(crate) fn run(
+    ready: oneshot::Sender<Result<(SocketAddr, Shared), String>>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            // The receiver only goes away if start() itself was abandoned.
+            let _ = ready.send(Err(format!("cannot build a Tokio runtime: {error}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match TcpListener::bind(("127.0.0.1", 0)).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = ready.send(Err(format!("cannot bind 127.0.0.1:0: {error}")));
+                return;
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(error) => {
+                let _ = ready.send(Err(format!("cannot read the bound address: {error}")));
+                return;
+            }
+        };
+        let shared = Shared::new(World::new(addr.to_string()));
+        if ready.send(Ok((addr, shared.clone()))).is_err() {
+            return;
+        }
+        serve(listener, shared, shutdown).await;
+    });
+}
+
+/// Accepts connections until shutdown; dropping the `JoinSet` then aborts open connections.
+async fn serve(listener: TcpListener, shared: Shared, mut shutdown: oneshot::Receiver<()>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| handle(shared.clone(), request));
+                    // A connection ending badly (client gone, fake down) is not the fake's problem.
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Down> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let recorded = record(&parts, &body);
+
+    let mut world = shared.lock();
+    if world.down {
+        return Err(Down);
+    }
+    let path = recorded.path.clone();
+    let reply = match (path.as_str(), &parts.method) {
+        (oauth::DEVICE_CODE_PATH, &Method::POST) => {
+            let reply = oauth::device_code(&mut world, &recorded);
+            world.device_requests.push(recorded);
+            reply
+        }
+        (oauth::TOKEN_PATH, &Method::POST) => {
+            let reply = oauth::token(&mut world, &recorded);
+            world.token_requests.push(recorded);
+            reply
+        }
+        (oauth::DEVICE_CODE_PATH | oauth::TOKEN_PATH, _) => {
+            reply::oauth_error(405, "invalid_request", "Only POST is allowed here")
+        }
+        _ => reply::oauth_error(404, "not_found", "No such endpoint on the fake Qwen server"),
+    };
+    Ok(reply)
+}
+
+fn record(parts: &http::request::Parts, body: &Bytes) -> RecordedRequest {
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let is_form = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let form = if is_form {
+        url::form_urlencoded::parse(body)
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers,
+        form,
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}

@@ -1,0 +1,415 @@
+//! Tests of the fake itself, at the HTTP level with a plain reqwest client.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fake_qwen::{
+    CLIENT_ID, DEVICE_CODE_PATH, DeviceAnswer, FakeQwen, PollStep, RefreshBehaviour, SCOPE,
+    TOKEN_PATH,
+};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const OTHER_VERIFIER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("the fake answered JSON")
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn post(fake: &FakeQwen, path: &str, form: &[(&str, &str)]) -> Answer {
+    let answer = reqwest::Client::new()
+        .post(format!("{}{path}", fake.base_url()))
+        .header("accept", "application/json")
+        .form(form)
+        .send()
+        .await
+        .expect("the fake answers");
+    Answer {
+        status: answer.status().as_u16(),
+        content_type: answer
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned(),
+        body: answer.text().await.expect("a readable body"),
+    }
+}
+
+async fn device_code(fake: &FakeQwen, verifier: &str) -> String {
+    let answer = post(
+        fake,
+        DEVICE_CODE_PATH,
+        &[
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+            ("code_challenge", &challenge(verifier)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.json()["device_code"]
+        .as_str()
+        .expect("a device_code")
+        .to_owned()
+}
+
+async fn poll(fake: &FakeQwen, device_code: &str, verifier: &str) -> Answer {
+    post(
+        fake,
+        TOKEN_PATH,
+        &[
+            ("grant_type", DEVICE_GRANT),
+            ("client_id", CLIENT_ID),
+            ("device_code", device_code),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await
+}
+
+async fn refresh(fake: &FakeQwen, refresh_token: &str) -> Answer {
+    post(
+        fake,
+        TOKEN_PATH,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn device_answer_has_qwen_shape_and_omits_absent_interval() {
+    let fake = FakeQwen::start().await;
+    let answer = post(
+        &fake,
+        DEVICE_CODE_PATH,
+        &[
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+            ("code_challenge", &challenge(VERIFIER)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.content_type.starts_with("application/json"));
+    let body = answer.json();
+    assert_eq!(body["user_code"], "QWEN-1234");
+    assert_eq!(body["expires_in"], 600);
+    assert!(body.get("interval").is_none());
+    assert_eq!(
+        body["verification_uri"],
+        format!("{}/authorize", fake.base_url())
+    );
+    assert_eq!(
+        body["verification_uri_complete"],
+        format!("{}/authorize?user_code=QWEN-1234", fake.base_url())
+    );
+
+    fake.set_device_answer(DeviceAnswer {
+        user_code: "ABCD-5678".to_owned(),
+        expires_in: 30,
+        interval: Some(7),
+        include_verification_uri_complete: false,
+    });
+    let body = post(
+        &fake,
+        DEVICE_CODE_PATH,
+        &[
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+            ("code_challenge", &challenge(VERIFIER)),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(body["interval"], 7);
+    assert_eq!(body["expires_in"], 30);
+    assert!(body.get("verification_uri_complete").is_none());
+}
+
+#[tokio::test]
+async fn device_request_is_checked_like_qwen() {
+    let fake = FakeQwen::start().await;
+    let good_challenge = challenge(VERIFIER);
+    let cases: [[(&str, &str); 4]; 4] = [
+        [
+            ("client_id", "someone-else"),
+            ("scope", SCOPE),
+            ("code_challenge", &good_challenge),
+            ("code_challenge_method", "S256"),
+        ],
+        [
+            ("client_id", CLIENT_ID),
+            ("scope", "openid"),
+            ("code_challenge", &good_challenge),
+            ("code_challenge_method", "S256"),
+        ],
+        [
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+            ("code_challenge", &good_challenge),
+            ("code_challenge_method", "plain"),
+        ],
+        [
+            ("client_id", CLIENT_ID),
+            ("scope", SCOPE),
+            ("code_challenge", "short"),
+            ("code_challenge_method", "S256"),
+        ],
+    ];
+    for form in cases {
+        let answer = post(&fake, DEVICE_CODE_PATH, &form).await;
+        assert_eq!(answer.status, 400, "{form:?}");
+        assert_eq!(answer.error(), "invalid_request", "{form:?}");
+    }
+
+    let client = reqwest::Client::new();
+    let url = format!("{}{DEVICE_CODE_PATH}", fake.base_url());
+    let form = [
+        ("client_id", CLIENT_ID),
+        ("scope", SCOPE),
+        ("code_challenge", good_challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let without_accept = client.post(&url).form(&form).send().await.expect("answer");
+    assert_eq!(without_accept.status().as_u16(), 400);
+    let as_json = client
+        .post(&url)
+        .header("accept", "application/json")
+        .json(&serde_json::json!({ "client_id": CLIENT_ID }))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(as_json.status().as_u16(), 400);
+
+    assert_eq!(fake.device_requests().len(), 6);
+    assert_eq!(
+        fake.device_requests()[0].form_value("client_id"),
+        Some("someone-else")
+    );
+}
+
+#[tokio::test]
+async fn wrong_pkce_verifier_is_rejected_and_does_not_use_a_step() {
+    let fake = FakeQwen::start().await;
+    fake.script_polls(vec![PollStep::Pending, PollStep::Approve]);
+    let code = device_code(&fake, VERIFIER).await;
+
+    let wrong = poll(&fake, &code, OTHER_VERIFIER).await;
+    assert_eq!(wrong.status, 400);
+    assert_eq!(
+        wrong.json(),
+        serde_json::json!({"error": "invalid_grant", "error_description": "PKCE verification failed"})
+    );
+
+    let pending = poll(&fake, &code, VERIFIER).await;
+    assert_eq!(pending.error(), "authorization_pending");
+    let right = poll(&fake, &code, VERIFIER).await;
+    assert_eq!(right.status, 200, "{}", right.body);
+    assert!(fake.issued_access_token(right.json()["access_token"].as_str().unwrap_or_default()));
+}
+
+#[tokio::test]
+async fn unknown_and_used_device_codes_are_invalid_grant() {
+    let fake = FakeQwen::start().await;
+    let unknown = poll(&fake, "no-such-code", VERIFIER).await;
+    assert_eq!(
+        (unknown.status, unknown.error()),
+        (400, "invalid_grant".to_owned())
+    );
+
+    let code = device_code(&fake, VERIFIER).await;
+    assert_eq!(poll(&fake, &code, VERIFIER).await.status, 200);
+    let again = poll(&fake, &code, VERIFIER).await;
+    assert_eq!(
+        (again.status, again.error()),
+        (400, "invalid_grant".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn polls_follow_the_script_in_order_and_the_last_step_repeats() {
+    let fake = FakeQwen::start().await;
+    fake.script_polls(vec![
+        PollStep::Pending,
+        PollStep::SlowDown400,
+        PollStep::SlowDown429,
+        PollStep::ServerError(502),
+        PollStep::Html { status: 405 },
+        PollStep::Denied,
+    ]);
+    let code = device_code(&fake, VERIFIER).await;
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let answer = poll(&fake, &code, VERIFIER).await;
+        let error = if answer.content_type.starts_with("text/html") {
+            assert!(answer.body.contains("aliyun_waf_") && answer.body.contains("captcha"));
+            "html".to_owned()
+        } else {
+            answer.error()
+        };
+        seen.push((answer.status, error));
+    }
+    let expected = [
+        (400, "authorization_pending"),
+        (400, "slow_down"),
+        (429, "slow_down"),
+        (502, "server_error"),
+        (405, "html"),
+        (400, "access_denied"),
+        (400, "access_denied"),
+    ]
+    .map(|(status, error)| (status, error.to_owned()));
+    assert_eq!(seen, expected);
+
+    fake.script_polls(vec![PollStep::Expired]);
+    let expired = poll(&fake, &code, VERIFIER).await;
+    assert_eq!(
+        (expired.status, expired.error()),
+        (400, "expired_token".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn approval_answers_tokens_pointing_at_the_fake() {
+    let fake = FakeQwen::start().await;
+    fake.set_token_expires_in(120);
+    let code = device_code(&fake, VERIFIER).await;
+    let answer = poll(&fake, &code, VERIFIER).await;
+    let body = answer.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 120);
+    assert_eq!(body["resource_url"], fake.resource_url());
+    assert!(!fake.resource_url().contains("://"));
+    let issued = fake.issued_tokens();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(body["access_token"], issued[0].access_token);
+    assert_eq!(body["refresh_token"], issued[0].refresh_token);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_retires_the_old_token() {
+    let fake = FakeQwen::start().await;
+    let first = fake.mint_tokens();
+    let answer = refresh(&fake, &first.refresh_token).await;
+    assert_eq!(answer.status, 200);
+    let body = answer.json();
+    let new_refresh = body["refresh_token"].as_str().expect("rotated").to_owned();
+    assert_ne!(new_refresh, first.refresh_token);
+    assert_eq!(body["resource_url"], fake.resource_url());
+
+    let stale = refresh(&fake, &first.refresh_token).await;
+    assert_eq!(stale.status, 400);
+    assert_eq!(
+        stale.json(),
+        serde_json::json!({"error": "invalid_request", "error_description": "Invalid refresh token or client_id"})
+    );
+    assert_eq!(refresh(&fake, &new_refresh).await.status, 200);
+}
+
+#[tokio::test]
+async fn refresh_behaviours() {
+    let fake = FakeQwen::start().await;
+    let tokens = fake.mint_tokens();
+
+    fake.set_refresh(RefreshBehaviour::KeepRefresh);
+    let kept = refresh(&fake, &tokens.refresh_token).await.json();
+    assert!(kept.get("refresh_token").is_none());
+    assert!(kept.get("resource_url").is_none());
+    assert_ne!(kept["access_token"], tokens.access_token);
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 200);
+
+    fake.set_refresh(RefreshBehaviour::Invalid);
+    let invalid = refresh(&fake, &tokens.refresh_token).await;
+    assert_eq!(
+        (invalid.status, invalid.error()),
+        (400, "invalid_request".to_owned())
+    );
+
+    fake.set_refresh(RefreshBehaviour::ServerError(503));
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 503);
+
+    fake.set_refresh(RefreshBehaviour::Html { status: 403 });
+    let page = refresh(&fake, &tokens.refresh_token).await;
+    assert_eq!(page.status, 403);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(page.body.contains("aliyun_waf_"));
+}
+
+#[tokio::test]
+async fn down_drops_connections_until_up_again() {
+    let fake = FakeQwen::start().await;
+    fake.set_down(true);
+    let client = reqwest::Client::new();
+    let url = format!("{}{TOKEN_PATH}", fake.base_url());
+    let failed = client.post(&url).form(&[("a", "b")]).send().await;
+    assert!(failed.is_err(), "a down fake must not answer");
+    assert!(fake.token_requests().is_empty());
+
+    fake.set_down(false);
+    let answered = client
+        .post(&url)
+        .form(&[("a", "b")])
+        .send()
+        .await
+        .expect("an answer once up");
+    assert_eq!(answered.status().as_u16(), 400);
+    assert_eq!(fake.token_requests().len(), 1);
+}
+
+#[tokio::test]
+async fn dropping_the_fake_stops_it() {
+    let fake = FakeQwen::start().await;
+    let url = format!("{}{TOKEN_PATH}", fake.base_url());
+    drop(fake);
+    assert!(reqwest::Client::new().post(url).send().await.is_err());
+}
+
+#[test]
+fn serves_while_the_caller_blocks() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let fake = runtime.block_on(FakeQwen::start());
+    let url = format!("{}/nowhere", fake.base_url());
+    // A blocking client on another thread while this thread waits: the fake needs no help.
+    let status = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            reqwest::get(url)
+                .await
+                .map(|answer| answer.status().as_u16())
+        })
+    })
+    .join()
+    .expect("the client thread");
+    assert_eq!(status.expect("an answer"), 404);
+}

@@ -1,0 +1,1 @@
+//! proxy-server: the hyper + tower stack (being built).

@@ -1,0 +1,222 @@
+//! Errors of the store, and the reasons a single token file is rejected.
+//!
+//! Every message names the path and the operation and, for I/O failures,
+//! tells the user what to do next. No message ever contains file content,
+//! so a token can never leak through an error.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::key::AccountKey;
+
+/// Where a user can read more when tokens cannot be saved.
+const TROUBLESHOOTING: &str = "see \"Token not saving\" in docs/troubleshooting.md";
+
+/// What the store was doing when an I/O error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Creating the auth dir (or its parents, or `.locks`).
+    CreateDir,
+    /// Checking an existing auth dir.
+    OpenDir,
+    /// Listing the auth dir.
+    ReadDir,
+    /// Reading one token file.
+    ReadFile,
+    /// Writing one token file (temp file, fsync, rename).
+    WriteFile,
+    /// Removing one token file.
+    RemoveFile,
+    /// Flushing the directory entry after a rename or removal.
+    SyncDir,
+    /// Opening or locking an account lock file.
+    Lock,
+    /// Reading Qwen Code's own credentials file.
+    ReadQwenCodeCreds,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::CreateDir => "create directory",
+            Operation::OpenDir => "open the auth dir",
+            Operation::ReadDir => "list the auth dir",
+            Operation::ReadFile => "read token file",
+            Operation::WriteFile => "write token file",
+            Operation::RemoveFile => "remove token file",
+            Operation::SyncDir => "flush directory",
+            Operation::Lock => "lock account file",
+            Operation::ReadQwenCodeCreds => "read Qwen Code credentials",
+        })
+    }
+}
+
+impl Operation {
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Operation::CreateDir
+                | Operation::WriteFile
+                | Operation::RemoveFile
+                | Operation::SyncDir
+                | Operation::Lock
+        )
+    }
+}
+
+/// Tells the user what to do about `error` while doing `op`.
+fn hint(op: &Operation, error: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let op = *op;
+    match error.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem if op.writes() => format!(
+            "Make sure the auth dir is writable by this user, or choose another with --auth-dir ({TROUBLESHOOTING})."
+        ),
+        K::PermissionDenied if op == Operation::ReadQwenCodeCreds => {
+            "Make sure this user can read the file, or pass its path explicitly.".to_owned()
+        }
+        K::PermissionDenied => {
+            "Make sure the auth dir and its files are readable by this user, or choose another with --auth-dir."
+                .to_owned()
+        }
+        K::StorageFull | K::QuotaExceeded => format!(
+            "The disk is full: free some space and try again; the previous token file is unchanged ({TROUBLESHOOTING})."
+        ),
+        K::NotADirectory => {
+            "Part of this path is a regular file, not a directory: choose another --auth-dir.".to_owned()
+        }
+        K::NotFound if op == Operation::ReadQwenCodeCreds => {
+            "Log in with Qwen Code first, or pass the path of its oauth_creds.json.".to_owned()
+        }
+        K::NotFound if op == Operation::ReadFile => {
+            "The file was removed meanwhile (another login may have replaced it): list the auth dir again."
+                .to_owned()
+        }
+        _ if op.writes() => format!("Check the auth dir and try again ({TROUBLESHOOTING})."),
+        _ => "Check the path and try again.".to_owned(),
+    }
+}
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation on `path` failed.
+    #[error("could not {op} {}: {error}. {}", .path.display(), hint(.op, .error))]
+    Io {
+        /// What the store was doing.
+        op: Operation,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error (already part of the message, so not a `source`).
+        error: io::Error,
+    },
+    /// A token file exists but is not a usable token file.
+    #[error("invalid token file {}: {}", .0.path.display(), .0.reason)]
+    Invalid(BadFile),
+    /// A record that would not pass validation was about to be written.
+    #[error("refusing to write a token file that would be invalid: {0}")]
+    InvalidRecord(BadFileReason),
+    /// A login cannot be saved without an email, because the file name is built from it.
+    #[error("cannot save a login without an email address: the token file name is built from it")]
+    MissingEmail,
+    /// The email cannot safely become part of a file name.
+    #[error(
+        "the email {email:?} cannot be used in a token file name because it contains {problem}"
+    )]
+    UnsafeEmail {
+        /// The email as given.
+        email: String,
+        /// What makes it unsafe, e.g. "`/`".
+        problem: &'static str,
+    },
+    /// A write was attempted while holding the lock of a different account.
+    #[error("cannot write {} while holding the lock of {held}: the record belongs to {needed}", .path.display())]
+    WrongLock {
+        /// The token file to be written.
+        path: PathBuf,
+        /// The account whose lock is held.
+        held: AccountKey,
+        /// The account the record belongs to.
+        needed: AccountKey,
+    },
+    /// The file changed account between reading it and taking the lock.
+    #[error("token file {} now belongs to another account than when it was read: list the auth dir and try again", .path.display())]
+    AccountChanged {
+        /// The token file.
+        path: PathBuf,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(op: Operation, path: &Path, error: io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    /// The kind of the underlying I/O error, if this is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            StoreError::Io { error, .. } => Some(error.kind()),
+            _ => None,
+        }
+    }
+
+    /// True when a file or directory was not found, e.g. a token file that a
+    /// fresh login replaced while the caller was working on it.
+    pub fn is_not_found(&self) -> bool {
+        self.io_kind() == Some(io::ErrorKind::NotFound)
+    }
+}
+
+/// A token file the listing could not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadFile {
+    /// Full path of the file.
+    pub path: PathBuf,
+    /// Why it was rejected.
+    pub reason: BadFileReason,
+}
+
+impl fmt::Display for BadFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        write!(f, "{name}: {}", self.reason)
+    }
+}
+
+/// Why a token file (or a record about to be written) is not usable.
+///
+/// Messages describe the problem without quoting file content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadFileReason {
+    /// Not JSON, or not a JSON object. The message has a position, never content.
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    /// The `type` key is missing or empty.
+    #[error("missing \"type\"")]
+    MissingType,
+    /// The `type` is not one of [`crate::KNOWN_PROVIDERS`].
+    #[error("unknown type {0:?}")]
+    UnknownType(String),
+    /// A known key holds a value of the wrong shape.
+    #[error("\"{field}\" is not {expected}")]
+    InvalidField {
+        /// The JSON key.
+        field: &'static str,
+        /// What it should have been.
+        expected: &'static str,
+    },
+    /// Neither `access_token` nor `refresh_token` is a non-empty string.
+    #[error("no access_token or refresh_token")]
+    MissingToken,
+    /// The file could not be read.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
+}

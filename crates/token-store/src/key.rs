@@ -1,0 +1,225 @@
+//! Account identity and token file names: which files belong to one
+//! account, and how a new file is safely named from an email.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use crate::error::StoreError;
+use crate::record::{QWEN, TokenRecord};
+
+/// Identity of an account: `<type>-<email lowercased>` (e.g.
+/// `qwen-a@b.com`) when the record has an email, else the lowercased stem
+/// of its file name (web logins, e.g. `qwen-1724150000000`).
+///
+/// All writers of one account serialize on the lock named after this key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountKey(String);
+
+impl AccountKey {
+    /// The key of the account that `record`, stored at `path`, belongs to.
+    pub fn for_record(record: &TokenRecord, path: &Path) -> AccountKey {
+        match record.email.as_deref().filter(|e| !e.is_empty()) {
+            Some(email) => AccountKey::for_email(&record.provider, email),
+            None => AccountKey(
+                path.file_stem()
+                    .map(|stem| stem.to_string_lossy().to_lowercase())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// The key of the account with this provider and email.
+    pub fn for_email(provider: &str, email: &str) -> AccountKey {
+        AccountKey(format!("{provider}-{}", email.to_lowercase()))
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// File name of this account's lock file. Bytes outside a safe set are
+    /// percent-encoded (and `%` itself), so distinct keys never share a lock
+    /// file and no key can name a path outside `.locks`.
+    pub(crate) fn lock_file_name(&self) -> String {
+        let mut name = String::with_capacity(self.0.len() + 5);
+        for byte in self.0.bytes() {
+            if byte.is_ascii_alphanumeric() || b"@._+-".contains(&byte) {
+                name.push(char::from(byte));
+            } else {
+                let _ = write!(name, "%{byte:02X}");
+            }
+        }
+        name.push_str(".lock");
+        name
+    }
+}
+
+impl fmt::Display for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// File name for a fresh Qwen login: `qwen-<email lowercased>-<unix seconds>.json`.
+///
+/// Fails if the email is empty or contains `/`, `\`, `..` or a control
+/// character (NUL included), which could escape the auth dir or confuse tools.
+pub fn login_file_name(email: &str, now: OffsetDateTime) -> Result<String, StoreError> {
+    file_name(QWEN, email, now)
+}
+
+pub(crate) fn file_name(
+    provider: &str,
+    email: &str,
+    now: OffsetDateTime,
+) -> Result<String, StoreError> {
+    check_email(email)?;
+    Ok(format!(
+        "{provider}-{}-{}.json",
+        email.to_lowercase(),
+        now.unix_timestamp()
+    ))
+}
+
+/// Refuses emails that cannot safely become part of a file name.
+pub(crate) fn check_email(email: &str) -> Result<(), StoreError> {
+    if email.trim().is_empty() {
+        return Err(StoreError::MissingEmail);
+    }
+    let problem = if email.contains('/') {
+        Some("`/`")
+    } else if email.contains('\\') {
+        Some("`\\`")
+    } else if email.contains('\0') {
+        Some("a NUL byte")
+    } else if email.contains("..") {
+        Some("`..`")
+    } else if email.chars().any(char::is_control) {
+        Some("a control character")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StoreError::UnsafeEmail {
+            email: email.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// True when the file at `path` holding `record` belongs to the account
+/// `<provider>-<email_lower>`: same type and same email ignoring case, or,
+/// for a file without an email, a name of the form `<provider>-<email>.json`
+/// (Go CLIProxyAPI) or `<provider>-<email>-<digits>.json` (this store).
+pub(crate) fn belongs_to(
+    record: &TokenRecord,
+    path: &Path,
+    provider: &str,
+    email_lower: &str,
+) -> bool {
+    if record.provider != provider {
+        return false;
+    }
+    if let Some(email) = record.email.as_deref().filter(|e| !e.is_empty()) {
+        return email.to_lowercase() == email_lower;
+    }
+    let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()) else {
+        return false;
+    };
+    let base = format!("{provider}-{email_lower}");
+    match stem.strip_prefix(&base) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('-')
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn login_name_format() {
+        let now = datetime!(2025-08-20 07:04:05 UTC);
+        assert_eq!(
+            login_file_name("Alice@Example.COM", now).expect("safe"),
+            "qwen-alice@example.com-1755673445.json"
+        );
+    }
+
+    #[test]
+    fn unsafe_emails_are_refused() {
+        let now = datetime!(2025-08-20 07:04:05 UTC);
+        for email in [
+            "a/b@c.com",
+            "a\\b@c.com",
+            "a\0@c.com",
+            "a@..",
+            "../x",
+            "a\n@c.com",
+        ] {
+            assert!(
+                matches!(
+                    login_file_name(email, now),
+                    Err(StoreError::UnsafeEmail { .. })
+                ),
+                "{email:?}"
+            );
+        }
+        assert!(matches!(
+            login_file_name(" ", now),
+            Err(StoreError::MissingEmail)
+        ));
+    }
+
+    #[test]
+    fn keys() {
+        let mut record = TokenRecord::new(QWEN, "t");
+        let path = Path::new("/auth/qwen-1724150000000.json");
+        assert_eq!(
+            AccountKey::for_record(&record, path).as_str(),
+            "qwen-1724150000000"
+        );
+        record.email = Some("Bob@X.org".into());
+        assert_eq!(
+            AccountKey::for_record(&record, path).to_string(),
+            "qwen-bob@x.org"
+        );
+    }
+
+    #[test]
+    fn lock_file_names_are_safe_and_distinct() {
+        let a = AccountKey("qwen-a/../b".into()).lock_file_name();
+        assert!(!a.contains('/'), "{a}");
+        assert_eq!(a, "qwen-a%2F..%2Fb.lock");
+        let b = AccountKey("qwen-a%2F..%2Fb".into()).lock_file_name();
+        assert_ne!(a, b);
+        assert_eq!(
+            AccountKey::for_email(QWEN, "a@b.com").lock_file_name(),
+            "qwen-a@b.com.lock"
+        );
+    }
+
+    #[test]
+    fn membership() {
+        let mut no_email = TokenRecord::new(QWEN, "t");
+        let check = |r: &TokenRecord, p: &str| belongs_to(r, Path::new(p), QWEN, "a@b.com");
+        assert!(check(&no_email, "/d/qwen-A@B.com.json"));
+        assert!(check(&no_email, "/d/qwen-a@b.com-1700000000.json"));
+        assert!(!check(&no_email, "/d/qwen-a@b.com-x.json"));
+        assert!(!check(&no_email, "/d/qwen-a@b.community.json"));
+        assert!(!check(&no_email, "/d/qwen-1700000000.json"));
+        no_email.email = Some("A@b.COM".into());
+        assert!(check(&no_email, "/d/whatever.json"));
+        no_email.email = Some("c@b.com".into());
+        assert!(!check(&no_email, "/d/qwen-a@b.com.json"));
+    }
+}

@@ -1,0 +1,181 @@
+//! Locking: no lost updates between threads or processes, and a held
+//! account lock really excludes other lockers until it is dropped.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use time::macros::datetime;
+use token_store::{AccountKey, AuthDir, TokenRecord};
+
+/// Set (to `<token file>|<writer id>`) when this binary is re-run as a child writer.
+const CHILD_ENV: &str = "TOKEN_STORE_TEST_CHILD_WRITER";
+const UPDATES_PER_WRITER: usize = 15;
+
+fn account(dir: &AuthDir) -> PathBuf {
+    let mut record = TokenRecord::new("qwen", "access");
+    record.email = Some("a@b.com".into());
+    dir.save_login(&record, datetime!(2025-08-20 07:04:05 UTC))
+        .expect("save")
+}
+
+fn write_keys(dir: &AuthDir, path: &Path, writer: &str) {
+    for i in 0..UPDATES_PER_WRITER {
+        dir.update(path, |r| {
+            r.extra.insert(format!("{writer}-{i}"), i.into());
+        })
+        .expect("update");
+    }
+}
+
+fn assert_all_keys(dir: &AuthDir, path: &Path, writers: &[String]) {
+    let record = dir.load(path).expect("load").record;
+    for writer in writers {
+        for i in 0..UPDATES_PER_WRITER {
+            let key = format!("{writer}-{i}");
+            assert!(record.extra.contains_key(&key), "lost update {key}");
+        }
+    }
+    assert_eq!(record.extra.len(), writers.len() * UPDATES_PER_WRITER);
+}
+
+#[test]
+fn concurrent_threads_lose_no_update() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = AuthDir::open(root.path()).expect("open");
+    let path = account(&dir);
+    let writers: Vec<String> = (0..8).map(|t| format!("thread{t}")).collect();
+    thread::scope(|s| {
+        for writer in &writers {
+            s.spawn(|| write_keys(&dir, &path, writer));
+        }
+    });
+    assert_all_keys(&dir, &path, &writers);
+}
+
+/// Does nothing in a normal run; the child-process test re-runs this binary
+/// with only this test and [`CHILD_ENV`] set.
+#[test]
+fn child_process_writer() {
+    let Ok(spec) = env::var(CHILD_ENV) else {
+        return;
+    };
+    let (path, writer) = spec.split_once('|').expect("path|writer");
+    let path = Path::new(path);
+    let dir = AuthDir::open(path.parent().expect("parent")).expect("open");
+    write_keys(&dir, path, writer);
+}
+
+#[test]
+fn concurrent_processes_lose_no_update() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = AuthDir::open(root.path()).expect("open");
+    let path = account(&dir);
+    let exe = env::current_exe().expect("test binary");
+    let children: Vec<_> = ["process0", "process1"]
+        .iter()
+        .map(|writer| {
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "child_process_writer",
+                    "--test-threads=1",
+                    "--quiet",
+                ])
+                .env(CHILD_ENV, format!("{}|{writer}", path.display()))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn child")
+        })
+        .collect();
+    write_keys(&dir, &path, "parent");
+    for child in children {
+        let output = child.wait_with_output().expect("wait");
+        assert!(
+            output.status.success(),
+            "child writer failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let writers = ["process0", "process1", "parent"].map(String::from);
+    assert_all_keys(&dir, &path, &writers);
+}
+
+#[test]
+fn held_lock_blocks_other_lockers_until_dropped() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = AuthDir::open(root.path()).expect("open");
+    let key = AccountKey::for_email("qwen", "a@b.com");
+    let held = dir.lock_account(&key).expect("lock");
+    assert!(
+        dir.try_lock_account(&key).expect("try").is_none(),
+        "a second open of the lock file in the same thread is excluded"
+    );
+    let other = AccountKey::for_email("qwen", "c@d.com");
+    assert!(
+        dir.try_lock_account(&other).expect("try").is_some(),
+        "other accounts are free"
+    );
+
+    let released = AtomicBool::new(false);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            assert!(dir.try_lock_account(&key).expect("try").is_none());
+            ready_tx.send(()).expect("send");
+            let lock = dir.lock_account(&key).expect("lock");
+            // Only reachable after the main thread dropped its lock.
+            assert!(
+                released.load(Ordering::SeqCst),
+                "got the lock while it was held"
+            );
+            lock
+        });
+        ready_rx.recv().expect("waiter ready");
+        released.store(true, Ordering::SeqCst);
+        drop(held);
+        let lock = waiter.join().expect("waiter");
+        assert_eq!(lock.key(), &key);
+        assert!(dir.try_lock_account(&key).expect("try").is_none());
+    });
+    assert!(
+        dir.try_lock_account(&key).expect("try").is_some(),
+        "dropped locks are released"
+    );
+}
+
+#[test]
+fn lock_files_live_apart_from_token_files() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = AuthDir::open(root.path()).expect("open");
+    let path = account(&dir);
+    let record = dir.load(&path).expect("load").record;
+    let lock = dir
+        .lock_account(&AccountKey::for_record(&record, &path))
+        .expect("lock");
+    assert_eq!(
+        lock.lock_path(),
+        root.path().join(".locks/qwen-a@b.com.lock")
+    );
+    let mode = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    };
+    assert_eq!(mode(lock.lock_path()), 0o600);
+    assert_eq!(mode(&root.path().join(".locks")), 0o700);
+    let mut again = lock.read(&path).expect("read");
+    again.access_token = "rotated".into();
+    lock.write(&path, &again)
+        .expect("write under the held lock");
+    drop(lock);
+    assert_eq!(
+        dir.load(&path).expect("load").record.access_token,
+        "rotated"
+    );
+    assert_eq!(dir.list().expect("list").accounts.len(), 1);
+}

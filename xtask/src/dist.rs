@@ -1,0 +1,304 @@
+//! `cargo xtask dist`: builds the release binary and packages it for
+//! distribution.
+//!
+//! The result is `target/dist/cliproxy-<version>-<triple>.tar.gz` with a single
+//! top-level folder `cliproxy-<version>-<triple>/` holding the binary,
+//! `README.md`, `LICENSE` and `cliproxy.example.toml`, next to a
+//! `<archive>.sha256` file in `sha256sum` format. The archive is
+//! deterministic: fixed entry order, uid/gid 0, fixed modes (0755 for the
+//! binary and the folder, 0644 otherwise), and every mtime set to
+//! `$SOURCE_DATE_EPOCH` (0 when unset); the gzip header carries no timestamp.
+
+use std::{
+    env,
+    fs::{self, File},
+    io::{self, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest, Sha256};
+
+use crate::{cargo, run_checked};
+
+/// Name of the package and of its binary.
+const BIN: &str = "cliproxy";
+
+/// One file to put in the archive.
+struct Entry {
+    /// Where the file is read from.
+    source: PathBuf,
+    /// Name inside the top-level folder of the archive.
+    name: String,
+    mode: u32,
+}
+
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let manifest = root.join("Cargo.toml");
+    let manifest_text = fs::read_to_string(&manifest)
+        .with_context(|| format!("cannot read {}", manifest.display()))?;
+    let version = workspace_version(&manifest_text).with_context(|| {
+        format!(
+            "no `version` in `[workspace.package]` of {}",
+            manifest.display()
+        )
+    })?;
+    let triple = host_triple()?;
+
+    // Check the extra files before spending minutes on a release build.
+    let mut entries = Vec::new();
+    for (file, name) in [
+        ("README.md", "README.md"),
+        ("LICENSE", "LICENSE"),
+        ("config.example.toml", "cliproxy.example.toml"),
+    ] {
+        let source = root.join(file);
+        if !source.is_file() {
+            bail!(
+                "`{file}` is missing at the workspace root ({}); \
+                 it is shipped in the archive as `{name}`",
+                source.display()
+            );
+        }
+        entries.push(Entry {
+            source,
+            name: name.to_owned(),
+            mode: 0o644,
+        });
+    }
+
+    println!("building {BIN} {version} for {triple} ...");
+    run_checked(Command::new(cargo()).current_dir(root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        BIN,
+    ]))?;
+
+    let target_dir = target_dir(root);
+    let binary = target_dir
+        .join("release")
+        .join(format!("{BIN}{}", env::consts::EXE_SUFFIX));
+    if !binary.is_file() {
+        bail!(
+            "the build succeeded but {} does not exist",
+            binary.display()
+        );
+    }
+    entries.insert(
+        0,
+        Entry {
+            source: binary,
+            name: format!("{BIN}{}", env::consts::EXE_SUFFIX),
+            mode: 0o755,
+        },
+    );
+
+    let dist_dir = target_dir.join("dist");
+    fs::create_dir_all(&dist_dir)
+        .with_context(|| format!("cannot create {}", dist_dir.display()))?;
+    let stem = format!("{BIN}-{version}-{triple}");
+    let archive_name = format!("{stem}.tar.gz");
+    let archive = dist_dir.join(&archive_name);
+    write_archive(&archive, &stem, &entries, source_date_epoch()?)
+        .with_context(|| format!("cannot write {}", archive.display()))?;
+
+    let digest = sha256_file(&archive)?;
+    let checksum = dist_dir.join(format!("{archive_name}.sha256"));
+    fs::write(&checksum, sha256sum_line(&digest, &archive_name))
+        .with_context(|| format!("cannot write {}", checksum.display()))?;
+
+    println!("archive:  {}", archive.display());
+    println!("sha256:   {digest}");
+    println!("checksum: {}", checksum.display());
+    Ok(())
+}
+
+/// The `version` of the `[workspace.package]` table, found with a simple line
+/// scan (enough for our own, hand-written Cargo.toml).
+fn workspace_version(manifest: &str) -> Option<String> {
+    let mut in_section = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+            continue;
+        }
+        if !in_section {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "version" {
+            continue;
+        }
+        let value = value.trim();
+        let value = value.split_once('#').map_or(value, |(v, _)| v).trim();
+        let version = value.strip_prefix('"')?.strip_suffix('"')?;
+        return (!version.is_empty()).then(|| version.to_owned());
+    }
+    None
+}
+
+/// The host target triple, from the `host:` line of `rustc -vV`.
+fn host_triple() -> Result<String> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let out = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .with_context(|| format!("failed to run `{rustc} -vV`"))?;
+    if !out.status.success() {
+        bail!("`{rustc} -vV` failed ({})", out.status);
+    }
+    parse_host(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("no `host:` line in the output of `{rustc} -vV`"))
+}
+
+fn parse_host(rustc_vv: &str) -> Option<String> {
+    rustc_vv
+        .lines()
+        .find_map(|line| line.strip_prefix("host:"))
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR`, else `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    match env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// Timestamp for all archive entries (reproducible-builds convention).
+fn source_date_epoch() -> Result<u64> {
+    match env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH is not a number: {s:?}")),
+        _ => Ok(0),
+    }
+}
+
+fn write_archive(path: &Path, top: &str, entries: &[Entry], mtime: u64) -> Result<()> {
+    let file = BufWriter::new(File::create(path)?);
+    // No file name and mtime 0 in the gzip header, so the output is stable.
+    let gz = GzBuilder::new().mtime(0).write(file, Compression::best());
+    let mut tar = tar::Builder::new(gz);
+
+    let mut dir = header(tar::EntryType::Directory, 0o755, 0, mtime);
+    tar.append_data(&mut dir, format!("{top}/"), io::empty())?;
+
+    for entry in entries {
+        let data = fs::read(&entry.source)
+            .with_context(|| format!("cannot read {}", entry.source.display()))?;
+        let mut h = header(
+            tar::EntryType::Regular,
+            entry.mode,
+            data.len() as u64,
+            mtime,
+        );
+        tar.append_data(&mut h, format!("{top}/{}", entry.name), data.as_slice())?;
+    }
+
+    let mut file = tar.into_inner()?.finish()?;
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    // `append_data` fills in the path and the checksum.
+    h
+}
+
+/// Lower-case hex SHA-256 of a file's contents.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// One line in `sha256sum` format: hash, two spaces (text mode), file name.
+fn sha256sum_line(hex: &str, file_name: &str) -> String {
+    format!("{hex}  {file_name}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_from_workspace_package() {
+        let manifest = r#"
+[workspace]
+members = ["crates/*"]
+
+[workspace.package]
+edition = "2024"
+version = "1.2.3" # bumped by release script
+license = "MIT"
+
+[package]
+name = "cliproxy"
+version = "9.9.9"
+"#;
+        assert_eq!(workspace_version(manifest).as_deref(), Some("1.2.3"));
+    }
+
+    #[test]
+    fn version_ignores_other_sections() {
+        let manifest = "[package]\nversion = \"0.9.0\"\n[workspace.package]\nedition = \"2024\"\n";
+        assert_eq!(workspace_version(manifest), None);
+        assert_eq!(
+            workspace_version("[workspace.package]\nversion.workspace = true\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn real_manifest_has_a_version() {
+        let text = fs::read_to_string(crate::project_root().join("Cargo.toml")).unwrap();
+        assert!(workspace_version(&text).is_some());
+    }
+
+    #[test]
+    fn host_from_rustc_vv() {
+        let out = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\n\
+                   host: x86_64-unknown-linux-gnu\nrelease: 1.95.0\n";
+        assert_eq!(parse_host(out).as_deref(), Some("x86_64-unknown-linux-gnu"));
+        assert_eq!(parse_host("binary: rustc\n"), None);
+    }
+
+    #[test]
+    fn sha256sum_format() {
+        // SHA-256 of the empty input.
+        let hex = format!("{:x}", Sha256::digest(b""));
+        assert_eq!(
+            sha256sum_line(&hex, "a.tar.gz"),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  a.tar.gz\n"
+        );
+    }
+}

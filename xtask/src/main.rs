@@ -1,0 +1,92 @@
+//! `cargo xtask`: project automation for cliproxy, written in plain Rust
+//! (the "xtask" pattern) so that it needs nothing but a Rust toolchain.
+//!
+//! The `cargo xtask` alias lives in `.cargo/config.toml`. Each task is in its
+//! own module; this file only parses the command line and dispatches.
+
+mod deny;
+mod dist;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <TASK> [ARGS...]
+
+Tasks:
+  dist    Build `cliproxy` in release mode (--locked) and package it as
+          target/dist/cliproxy-<version>-<target triple>.tar.gz together with
+          README.md, LICENSE and cliproxy.example.toml (from config.example.toml),
+          plus a `.sha256` file that `sha256sum -c` verifies.
+  deny    Run `cargo deny --workspace check bans licenses sources` with the
+          repository's deny.toml. `advisories` is left out on purpose: it
+          has to fetch the RustSec advisory database from the internet, which
+          is not reachable in our build environment. Extra ARGS are passed on
+          to `cargo deny check` (e.g. `cargo xtask deny advisories` where you
+          are online). Needs cargo-deny: `cargo install --locked cargo-deny`.
+  help    Show this message (also shown when no task is given).
+";
+
+fn main() -> ExitCode {
+    // Report errors ourselves: a plain message with its causes, without the
+    // backtrace `anyhow` would add when RUST_BACKTRACE is set.
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_main() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let task = args.next();
+    let rest: Vec<String> = args.collect();
+    match task.as_deref() {
+        None | Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some("dist") => {
+            if !rest.is_empty() {
+                bail!("`dist` takes no arguments, got: {}", rest.join(" "));
+            }
+            dist::run(&project_root())
+        }
+        Some("deny") => deny::run(&project_root(), &rest),
+        Some(other) => {
+            eprint!("{HELP}");
+            bail!("unknown task `{other}`")
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The `cargo` to run: the one that invoked us (`$CARGO`), else from `PATH`.
+fn cargo() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Runs `cmd` with inherited stdio and fails unless it exits successfully.
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
