@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Serve Qwen accounts as an OpenAI- and Anthropic-compatible API.
 #[derive(Debug, Parser)]
-#[command(name = "cliproxy", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "cliproxy", version, about, long_about = None)]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "CLIPROXY_CONFIG", value_name = "FILE")]
@@ -127,9 +127,37 @@ where
 }
 
 impl Cli {
-    /// Parses the process arguments, legacy spellings included.
+    /// Parses the process arguments, legacy spellings included; exits with usage on error.
     pub fn parse_args() -> Self {
-        Self::parse_from(normalize_legacy_args(std::env::args_os()))
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    }
+
+    /// Parses `args` (program name first), legacy spellings included.
+    pub fn try_parse_args<I>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = OsString>,
+    {
+        let cli = Self::try_parse_from(normalize_legacy_args(args))?;
+        let legacy = &cli.legacy_login;
+        let legacy_used = cli.qwen_login
+            || legacy.no_browser
+            || legacy.email.is_some()
+            || legacy.oauth_callback_port.is_some();
+        if cli.command.is_some() && legacy_used {
+            use clap::CommandFactory as _;
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--qwen-login and its options go without a subcommand; use `cliproxy login qwen [OPTIONS]`",
+            ));
+        }
+        if !cli.qwen_login && legacy_used {
+            use clap::CommandFactory as _;
+            return Err(Self::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--no-browser, --email and --oauth-callback-port need `login qwen` or --qwen-login",
+            ));
+        }
+        Ok(cli)
     }
 }
 
@@ -141,7 +169,7 @@ mod tests {
         let args = std::iter::once("cliproxy")
             .chain(args.iter().copied())
             .map(OsString::from);
-        Cli::try_parse_from(normalize_legacy_args(args)).expect("arguments parse")
+        Cli::try_parse_args(args).expect("arguments parse")
     }
 
     #[test]
@@ -190,7 +218,9 @@ mod tests {
     #[test]
     fn legacy_flags_do_not_mix_with_subcommands() {
         let args = ["cliproxy", "--qwen-login", "accounts", "list"].map(OsString::from);
-        assert!(Cli::try_parse_from(args).is_err());
+        assert!(Cli::try_parse_args(args).is_err());
+        let args = ["cliproxy", "--no-browser"].map(OsString::from);
+        assert!(Cli::try_parse_args(args).is_err());
     }
 
     #[test]
