@@ -1,19 +1,27 @@
 //! The configuration file and how each setting is resolved:
 //! command-line flag, then environment variable, then config file, then default.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
-/// Environment variable overriding `proxy-url`.
-const ENV_PROXY_URL: &str = "CLIPROXY_PROXY_URL";
-/// Environment variable overriding `[qwen] oauth-base-url`.
-const ENV_QWEN_OAUTH_BASE_URL: &str = "CLIPROXY_QWEN_OAUTH_BASE_URL";
 /// Test-only: multiplies the login's polling waits (e.g. 0.01).
 const ENV_POLL_TIME_SCALE: &str = "CLIPROXY_POLL_TIME_SCALE";
+
+/// Models a Qwen OAuth account serves unless `[qwen] models` says otherwise.
+pub const DEFAULT_QWEN_MODELS: &[&str] = &[
+    "qwen3-coder-plus",
+    "qwen3-coder-flash",
+    "coder-model",
+    "vision-model",
+];
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
 #[derive(Debug, Default, Deserialize)]
@@ -21,14 +29,82 @@ const ENV_POLL_TIME_SCALE: &str = "CLIPROXY_POLL_TIME_SCALE";
 pub struct ConfigFile {
     pub auth_dir: Option<String>,
     pub proxy_url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub api_keys: Option<Vec<String>>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout: Option<DurationSetting>,
+    pub upstream_idle_timeout: Option<DurationSetting>,
+    pub shutdown_grace: Option<DurationSetting>,
+    pub refresh_lead: Option<DurationSetting>,
+    pub request_retry: Option<usize>,
+    pub routing_strategy: Option<String>,
     #[serde(default)]
     pub qwen: QwenSection,
+    #[serde(default)]
+    pub openai_compat: Vec<OpenAiCompatEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QwenSection {
     pub oauth_base_url: Option<String>,
+    pub requests_per_minute: Option<u32>,
+    pub models: Option<Vec<String>>,
+    pub client_version: Option<String>,
+}
+
+/// One `[[openai-compat]]` upstream: each of its keys is a credential of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OpenAiCompatEntry {
+    pub name: String,
+    pub base_url: String,
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<NonZeroU32>,
+}
+
+/// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(seconds) => Ok(Self(Duration::from_secs(seconds))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl FromStr for DurationSetting {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let text = raw.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let invalid = || format!("invalid duration {raw:?}; write it like 250ms, 30s, 5m or 1h");
+        let number: u64 = number.parse().map_err(|_| invalid())?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "" | "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number * 60),
+            "h" => Duration::from_secs(number * 3600),
+            _ => return Err(invalid()),
+        };
+        Ok(Self(duration))
+    }
 }
 
 /// Settings after every source has been applied.
@@ -38,6 +114,34 @@ pub struct Settings {
     pub proxy_url: Option<String>,
     pub qwen_oauth_base_url: Option<String>,
     pub poll_time_scale: f64,
+    pub serve: ServeSettings,
+}
+
+/// What `cliproxy serve` needs beyond the auth dir.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub api_keys: Vec<String>,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub refresh_lead: Duration,
+    pub request_retry: usize,
+    pub routing_strategy: credential_pool::Strategy,
+    pub qwen_requests_per_minute: Option<NonZeroU32>,
+    pub qwen_models: Vec<String>,
+    pub qwen_client_version: String,
+    pub openai_compat: Vec<OpenAiCompatEntry>,
+}
+
+/// Command-line values that override the config.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub auth_dir: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
 }
 
 impl ConfigFile {
@@ -56,35 +160,123 @@ impl ConfigFile {
                 path.display()
             )
         })?;
-        toml::from_str(&text).map_err(|error| {
+        let file: Self = toml::from_str(&text).map_err(|error| {
             anyhow::anyhow!(
                 "invalid config file {}: {}",
                 path.display(),
                 error.to_string().trim_end()
             )
-        })
+        })?;
+        file.check()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(file)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        for entry in &self.openai_compat {
+            anyhow::ensure!(
+                !entry.api_keys.is_empty(),
+                "[[openai-compat]] {:?} has no api-keys; add at least one key or remove the entry",
+                entry.name
+            );
+            url::Url::parse(&entry.base_url).with_context(|| {
+                format!(
+                    "[[openai-compat]] {:?}: base-url {:?} is not a URL; write it like https://dashscope.aliyuncs.com/compatible-mode/v1",
+                    entry.name, entry.base_url
+                )
+            })?;
+        }
+        Ok(())
     }
 }
 
 impl Settings {
     /// Applies flag > environment > file > default.
-    pub fn resolve(auth_dir_flag: Option<PathBuf>, file: ConfigFile) -> anyhow::Result<Self> {
-        let auth_dir = match auth_dir_flag {
+    pub fn resolve(overrides: Overrides, file: ConfigFile) -> anyhow::Result<Self> {
+        let auth_dir = match overrides.auth_dir {
             Some(dir) => expand_home(&dir.to_string_lossy()),
             None => expand_home(file.auth_dir.as_deref().unwrap_or(DEFAULT_AUTH_DIR)),
         };
-        let poll_time_scale = match env_value(ENV_POLL_TIME_SCALE) {
-            Some(raw) => raw
-                .parse::<f64>()
-                .ok()
-                .with_context(|| format!("{ENV_POLL_TIME_SCALE} must be a number, not {raw:?}"))?,
-            None => 1.0,
+        let poll_time_scale = env_parsed::<f64>(ENV_POLL_TIME_SCALE)?.unwrap_or(1.0);
+        let host_text = overrides
+            .host
+            .or(env_value("CLIPROXY_HOST"))
+            .or(file.host)
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let host = host_text.parse::<IpAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "host {host_text:?} is not an IP address; use 127.0.0.1, 0.0.0.0 or ::1"
+            )
+        })?;
+        let strategy_text = env_value("CLIPROXY_ROUTING_STRATEGY")
+            .or(file.routing_strategy)
+            .unwrap_or_else(|| "round-robin".to_owned());
+        let routing_strategy = match strategy_text.as_str() {
+            "round-robin" => credential_pool::Strategy::RoundRobin,
+            "fill-first" => credential_pool::Strategy::FillFirst,
+            other => anyhow::bail!(
+                "routing-strategy {other:?} is not known; use \"round-robin\" or \"fill-first\""
+            ),
+        };
+        let qwen_rpm = env_parsed::<u32>("CLIPROXY_QWEN_REQUESTS_PER_MINUTE")?
+            .or(file.qwen.requests_per_minute)
+            .unwrap_or(60);
+        let serve = ServeSettings {
+            host,
+            port: overrides
+                .port
+                .map(Ok)
+                .or_else(|| env_parsed::<u16>("CLIPROXY_PORT").transpose())
+                .transpose()?
+                .or(file.port)
+                .unwrap_or(8317),
+            api_keys: env_list("CLIPROXY_API_KEYS")
+                .or(file.api_keys)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|key| !key.trim().is_empty())
+                .collect(),
+            max_body_bytes: env_parsed("CLIPROXY_MAX_BODY_BYTES")?
+                .or(file.max_body_bytes)
+                .unwrap_or(64 * 1024 * 1024),
+            header_read_timeout: duration(
+                "CLIPROXY_HEADER_READ_TIMEOUT",
+                file.header_read_timeout,
+                30,
+            )?,
+            upstream_idle_timeout: duration(
+                "CLIPROXY_UPSTREAM_IDLE_TIMEOUT",
+                file.upstream_idle_timeout,
+                300,
+            )?,
+            shutdown_grace: duration("CLIPROXY_SHUTDOWN_GRACE", file.shutdown_grace, 30)?,
+            refresh_lead: duration("CLIPROXY_REFRESH_LEAD", file.refresh_lead, 20 * 60)?,
+            request_retry: env_parsed("CLIPROXY_REQUEST_RETRY")?
+                .or(file.request_retry)
+                .unwrap_or(3)
+                .max(1),
+            routing_strategy,
+            qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
+            qwen_models: env_list("CLIPROXY_QWEN_MODELS")
+                .or(file.qwen.models)
+                .unwrap_or_else(|| {
+                    DEFAULT_QWEN_MODELS
+                        .iter()
+                        .map(|m| (*m).to_owned())
+                        .collect()
+                }),
+            qwen_client_version: env_value("CLIPROXY_QWEN_CLIENT_VERSION")
+                .or(file.qwen.client_version)
+                .unwrap_or_else(|| "0.14.2".to_owned()),
+            openai_compat: file.openai_compat,
         };
         Ok(Self {
             auth_dir,
-            proxy_url: env_value(ENV_PROXY_URL).or(file.proxy_url),
-            qwen_oauth_base_url: env_value(ENV_QWEN_OAUTH_BASE_URL).or(file.qwen.oauth_base_url),
+            proxy_url: env_value("CLIPROXY_PROXY_URL").or(file.proxy_url),
+            qwen_oauth_base_url: env_value("CLIPROXY_QWEN_OAUTH_BASE_URL")
+                .or(file.qwen.oauth_base_url),
             poll_time_scale,
+            serve,
         })
     }
 }
@@ -93,6 +285,37 @@ fn env_value(name: &str) -> Option<String> {
     std::env::var(name)
         .ok()
         .filter(|value| !value.trim().is_empty())
+}
+
+/// A comma-separated list from the environment.
+fn env_list(name: &str) -> Option<Vec<String>> {
+    env_value(name).map(|raw| raw.split(',').map(|item| item.trim().to_owned()).collect())
+}
+
+fn env_parsed<T: FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+    env_value(name)
+        .map(|raw| {
+            raw.trim().parse::<T>().map_err(|_| {
+                anyhow::anyhow!("environment variable {name}={raw:?} is not a valid value")
+            })
+        })
+        .transpose()
+}
+
+fn duration(
+    env: &str,
+    file: Option<DurationSetting>,
+    default_secs: u64,
+) -> anyhow::Result<Duration> {
+    let from_env = env_value(env)
+        .map(|raw| {
+            raw.parse::<DurationSetting>()
+                .map_err(|e| anyhow::anyhow!("{env}: {e}"))
+        })
+        .transpose()?;
+    Ok(from_env
+        .or(file)
+        .map_or(Duration::from_secs(default_secs), |setting| setting.0))
 }
 
 fn default_config_path() -> Option<PathBuf> {
@@ -150,7 +373,11 @@ mod tests {
             auth_dir: Some("/from/file".into()),
             ..ConfigFile::default()
         };
-        let settings = Settings::resolve(Some("/from/flag".into()), file).unwrap();
+        let overrides = Overrides {
+            auth_dir: Some("/from/flag".into()),
+            ..Overrides::default()
+        };
+        let settings = Settings::resolve(overrides, file).unwrap();
         assert_eq!(settings.auth_dir, PathBuf::from("/from/flag"));
     }
 
@@ -161,5 +388,91 @@ mod tests {
         assert_eq!(expand_home("~"), home);
         assert_eq!(expand_home("/abs"), PathBuf::from("/abs"));
         assert_eq!(expand_home("~other/x"), PathBuf::from("~other/x"));
+    }
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        let parse = |raw: &str| raw.parse::<DurationSetting>().map(|d| d.0);
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("45"), Ok(Duration::from_secs(45)));
+        assert!(parse("5 minutes").is_err());
+        assert!(parse("m").is_err());
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let settings = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+        let serve = settings.serve;
+        assert_eq!(serve.host.to_string(), "127.0.0.1");
+        assert_eq!(serve.port, 8317);
+        assert_eq!(serve.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(serve.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(serve.upstream_idle_timeout, Duration::from_secs(300));
+        assert_eq!(serve.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(serve.refresh_lead, Duration::from_secs(1200));
+        assert_eq!(serve.request_retry, 3);
+        assert_eq!(serve.qwen_requests_per_minute, NonZeroU32::new(60));
+        assert_eq!(serve.qwen_models, DEFAULT_QWEN_MODELS);
+    }
+
+    #[test]
+    fn serve_keys_are_read_from_the_file() {
+        let text = r#"
+            host = "0.0.0.0"
+            port = 9000
+            api-keys = ["k1"]
+            header-read-timeout = "5s"
+            refresh-lead = 600
+            routing-strategy = "fill-first"
+            [qwen]
+            requests-per-minute = 0
+            models = ["coder-model"]
+            [[openai-compat]]
+            name = "dashscope"
+            base-url = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+            api-keys = ["sk-1", "sk-2"]
+            models = ["qwen-max"]
+            requests-per-minute = 30
+        "#;
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        file.check().unwrap();
+        let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+        assert_eq!(serve.host.to_string(), "0.0.0.0");
+        assert_eq!(serve.port, 9000);
+        assert_eq!(serve.api_keys, ["k1"]);
+        assert_eq!(serve.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(serve.refresh_lead, Duration::from_secs(600));
+        assert_eq!(serve.routing_strategy, credential_pool::Strategy::FillFirst);
+        assert_eq!(serve.qwen_requests_per_minute, None, "0 means no cap");
+        assert_eq!(serve.openai_compat[0].api_keys.len(), 2);
+    }
+
+    #[test]
+    fn openai_compat_without_keys_is_refused() {
+        let text =
+            "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = []\n";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        assert!(
+            file.check()
+                .unwrap_err()
+                .to_string()
+                .contains("no api-keys")
+        );
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let file: ConfigFile = toml::from_str(include_str!("../config.example.toml")).unwrap();
+        file.check().unwrap();
+        let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+        let example = Settings::resolve(Overrides::default(), file).unwrap();
+        assert_eq!(
+            format!("{:?}", example.serve),
+            format!("{:?}", defaults.serve),
+            "the example file shows the defaults"
+        );
     }
 }

@@ -2,22 +2,25 @@
 //! configuration, and hands each command to the crate that owns it.
 
 mod config;
+mod serve;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use auth_core::{HttpSettings, ProviderProfile, TokioClock};
+use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
 
-use crate::config::{ConfigFile, Settings};
+use crate::config::{ConfigFile, Overrides, Settings};
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
-    init_tracing();
+    let serving =
+        cli.command.is_none() && !cli.qwen_login || matches!(cli.command, Some(Command::Serve(_)));
+    init_tracing(if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // A cancelled prompt may leave a thread blocked reading stdin: don't wait for it.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -40,19 +46,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLIPROXY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = ConfigFile::load(cli.config.as_deref())?;
-    let settings = Settings::resolve(cli.auth_dir, file)?;
+    let serve_flags = match &cli.command {
+        Some(Command::Serve(options)) => options.clone(),
+        _ => cli.serve.clone(),
+    };
+    let overrides = Overrides {
+        auth_dir: cli.auth_dir,
+        host: serve_flags.host,
+        port: serve_flags.port,
+    };
+    let settings = Settings::resolve(overrides, file)?;
     match cli.command {
         Some(Command::Login {
             provider: Provider::Qwen,
@@ -81,15 +97,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Imported Qwen Code's login as {email}: {}", path.display());
             Ok(())
         }
-        None => {
-            use clap::CommandFactory as _;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Accounts {
+            command: AccountsCommand::Check,
+        }) => serve::check_accounts(&settings, oauth_client(&settings)?).await,
+        Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
     }
 }
 
-async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
+fn oauth_client(settings: &Settings) -> anyhow::Result<OAuthClient> {
+    let profile = qwen_profile(settings)?;
+    Ok(OAuthClient::new(profile, &http_settings(settings))?)
+}
+
+fn qwen_profile(settings: &Settings) -> anyhow::Result<ProviderProfile> {
     let mut profile = ProviderProfile::qwen();
     if let Some(base) = &settings.qwen_oauth_base_url {
         let url = url::Url::parse(base).with_context(|| {
@@ -97,15 +117,22 @@ async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()>
         })?;
         profile = profile.with_base_url(url);
     }
-    let http = HttpSettings {
+    Ok(profile)
+}
+
+fn http_settings(settings: &Settings) -> HttpSettings {
+    HttpSettings {
         proxy_url: settings.proxy_url.clone(),
         timeout: OAUTH_REQUEST_TIMEOUT,
         user_agent: format!("cliproxy/{}", env!("CARGO_PKG_VERSION")),
-    };
+    }
+}
+
+async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
     let outcome = cli::login_qwen(cli::LoginSettings {
         auth_dir: settings.auth_dir.clone(),
-        profile,
-        http,
+        profile: qwen_profile(settings)?,
+        http: http_settings(settings),
         options,
         clock: TokioClock::scaled(settings.poll_time_scale)?,
     })

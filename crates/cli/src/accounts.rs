@@ -13,6 +13,9 @@ use crate::output::format_relative;
 /// What `accounts list` shows of one account.
 fn status(account: &StoredAccount, now: OffsetDateTime) -> &'static str {
     let record = &account.record;
+    if record.status() == Some(token_store::STATUS_RELOGIN_REQUIRED) {
+        return "re-login required";
+    }
     let has_refresh = record
         .refresh_token
         .as_deref()

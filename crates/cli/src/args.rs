@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Serve Qwen accounts as an OpenAI- and Anthropic-compatible API.
 #[derive(Debug, Parser)]
-#[command(name = "cliproxy", version, about, long_about = None)]
+#[command(
+    name = "cliproxy",
+    version,
+    about = "Serve Qwen accounts as an OpenAI- and Anthropic-compatible API",
+    long_about = None
+)]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "CLIPROXY_CONFIG", value_name = "FILE")]
@@ -25,6 +30,10 @@ pub struct Cli {
     /// Options of `--qwen-login`.
     #[command(flatten)]
     pub legacy_login: LoginOptions,
+
+    /// Options of the server, which runs when no command is given.
+    #[command(flatten)]
+    pub serve: ServeOptions,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -59,12 +68,27 @@ pub enum Command {
         /// The account's email.
         email: String,
     },
+    /// Run the API server (the default when no command is given).
+    Serve(ServeOptions),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeOptions {
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<String>,
+
+    /// Port to listen on [default: 8317].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
     /// Every account with its file, expiry, last refresh and status.
     List,
+    /// Sends each account a minimal request and reports whether it works.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,11 +167,26 @@ impl Cli {
             || legacy.no_browser
             || legacy.email.is_some()
             || legacy.oauth_callback_port.is_some();
+        let serve_used = cli.serve.host.is_some() || cli.serve.port.is_some();
+        if cli.command.is_some() && serve_used {
+            use clap::CommandFactory as _;
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--host and --port belong to the server: use `cliproxy serve --host ... --port ...` or no command",
+            ));
+        }
         if cli.command.is_some() && legacy_used {
             use clap::CommandFactory as _;
             return Err(Self::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
                 "--qwen-login and its options go without a subcommand; use `cliproxy login qwen [OPTIONS]`",
+            ));
+        }
+        if cli.qwen_login && serve_used {
+            use clap::CommandFactory as _;
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--host and --port do not apply to --qwen-login",
             ));
         }
         if !cli.qwen_login && legacy_used {
@@ -220,6 +259,19 @@ mod tests {
         let args = ["cliproxy", "--qwen-login", "accounts", "list"].map(OsString::from);
         assert!(Cli::try_parse_args(args).is_err());
         let args = ["cliproxy", "--no-browser"].map(OsString::from);
+        assert!(Cli::try_parse_args(args).is_err());
+    }
+
+    #[test]
+    fn server_options_parse_with_or_without_serve() {
+        let cli = parse(&["--port", "9000"]);
+        assert_eq!(cli.serve.port, Some(9000));
+        let cli = parse(&["serve", "--host", "0.0.0.0"]);
+        let Some(Command::Serve(options)) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(options.host.as_deref(), Some("0.0.0.0"));
+        let args = ["cliproxy", "--port", "1", "accounts", "list"].map(OsString::from);
         assert!(Cli::try_parse_args(args).is_err());
     }
 

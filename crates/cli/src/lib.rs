@@ -19,6 +19,6 @@ pub mod login;
 pub mod output;
 pub mod qr;
 
-pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider};
+pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions};
 pub use error::CliError;
 pub use login::{LoginOutcome, LoginSettings, login_qwen};

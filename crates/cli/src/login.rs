@@ -196,7 +196,10 @@ async fn ask_email() -> Result<String, CliError> {
 async fn with_interrupt<T>(work: impl Future<Output = T>) -> Result<T, CliError> {
     tokio::select! {
         done = work => Ok(done),
-        _ = tokio::signal::ctrl_c() => Err(CliError::Cancelled),
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!();
+            Err(CliError::Cancelled)
+        }
     }
 }
 

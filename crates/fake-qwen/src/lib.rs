@@ -1,7 +1,8 @@
-//! Test support: a faithful in-process fake of Qwen's OAuth server.
+//! Test support: a faithful in-process fake of Qwen's OAuth server and model API.
 //!
 //! [`FakeQwen::start`] binds `127.0.0.1:0` and serves, on its own thread and Tokio runtime, the
-//! same paths as `https://chat.qwen.ai`:
+//! same paths as `https://chat.qwen.ai` and, under `/v1`, as the model API `resource_url`
+//! leads to:
 //!
 //! - `POST /api/v1/oauth2/device/code` — RFC 8628 device authorization with PKCE S256. Checks
 //!   the form content type, `Accept: application/json`, the public `client_id`
@@ -18,11 +19,25 @@
 //!   the refresh token is live (else 400 `invalid_request` "Invalid refresh token or
 //!   client_id"), then answers as the [`RefreshBehaviour`] says.
 //!
-//! Errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; "HTML"
-//! answers are Alibaba-WAF-like captcha pages (`text/html`, containing `aliyun_waf_` and
-//! `captcha`). Successful token answers carry `token_type: "Bearer"`, `expires_in` and a
-//! `resource_url` naming the fake itself (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`), so
-//! that a chat API added to this fake later can be reached through it.
+//! - `POST /v1/chat/completions` — OpenAI chat completions. Accepts `Authorization: Bearer`
+//!   with an access token the fake issued and did not [expire](FakeQwen::expire_access_token),
+//!   or an [API key](FakeQwen::add_api_key); anything else gets 401 `invalid_api_key`
+//!   "invalid access token or token expired". For OAuth tokens, as on Qwen's OAuth endpoint,
+//!   only [`QWEN_OAUTH_MODELS`] exist (else 404 `model_not_found`) and user messages whose
+//!   content is an array of text parts get 400 `invalid_parameter_error`. An optional
+//!   per-token [requests-per-minute limit](FakeQwen::set_requests_per_minute) answers 429 with
+//!   `Retry-After`. Then the token's [`ChatStep`] script (or the default step) decides the
+//!   answer: a completion (streamed as SSE when asked), quota and rate-limit errors, 5xx, a WAF
+//!   page, a stream that is cut, ends early, or holds its final events until the test
+//!   [releases](FakeQwen::release_held_streams) them.
+//! - `GET /v1/models` — the OpenAI model list of [`QWEN_OAUTH_MODELS`], same authentication.
+//!
+//! OAuth errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; model
+//! API errors are `{"error": {"code", "message", "type"}}`. "HTML" answers are Alibaba-WAF-like
+//! captcha pages (`text/html`, containing `aliyun_waf_` and `captcha`). Successful token answers
+//! carry `token_type: "Bearer"`, `expires_in` and a `resource_url` naming the fake itself
+//! (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`); the model API is at
+//! [`FakeQwen::chat_base_url`] (`http://<resource_url>/v1`).
 //!
 //! [`FakeQwen::set_down`] makes every endpoint drop the connection without answering (a
 //! transport error for the client); a 5xx answer is a [`PollStep::ServerError`] or
@@ -32,10 +47,14 @@
 //! - Every value the fake issues (device codes, access and refresh tokens) contains the fake's
 //!   `host:port` and a counter, so it is unique among the fakes running at the same time; none
 //!   of them is a secret, which is why the fake's types derive `Debug`.
-//! - POST requests to the two OAuth endpoints are recorded in arrival order, refused ones
-//!   included, except while the fake is [down](FakeQwen::set_down).
+//! - POST requests to the two OAuth endpoints and to the chat endpoint are recorded in arrival
+//!   order, refused ones included, except while the fake is [down](FakeQwen::set_down).
+//! - A streamed answer whose reader goes away before its last event is counted as
+//!   [cancelled](FakeQwen::cancelled_streams), so tests can see that a client's disconnect
+//!   reached the upstream.
 //! - Dropping the [`FakeQwen`] stops the server and frees the port before `drop` returns.
 
+mod chat;
 mod oauth;
 mod record;
 mod reply;
@@ -48,16 +67,19 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+pub use chat::{CHAT_COMPLETIONS_PATH, MODELS_PATH, QWEN_OAUTH_MODELS};
 pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
 pub use record::{IssuedToken, RecordedRequest};
-pub use script::{DeviceAnswer, PollStep, RefreshBehaviour};
+pub use script::{ChatStep, DeviceAnswer, PollStep, RefreshBehaviour};
 
 use state::Shared;
 
 /// A running fake Qwen server; stops when dropped.
 ///
 /// A fresh fake answers the device request with [`DeviceAnswer::default`], approves the first
-/// valid poll, rotates refresh tokens and issues access tokens with `expires_in: 3600`.
+/// valid poll, rotates refresh tokens, issues access tokens with `expires_in: 3600`, and answers
+/// chat requests with [`ChatStep::Answer`] (3 content chunks when streamed), without a rate
+/// limit.
 pub struct FakeQwen {
     addr: SocketAddr,
     shared: Shared,
@@ -139,6 +161,69 @@ impl FakeQwen {
     /// tokens; the refresh token works with the current [`RefreshBehaviour`].
     pub fn mint_tokens(&self) -> IssuedToken {
         self.shared.lock().mint_pair()
+    }
+
+    /// `http://127.0.0.1:PORT/v1`: the model API base, i.e. `http://<resource_url>/v1`.
+    pub fn chat_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Accepts `key` as an API key on the model API (answers to it skip the OAuth-only checks).
+    pub fn add_api_key(&self, key: &str) {
+        self.shared.lock().chat.add_api_key(key);
+    }
+
+    /// Makes the model API refuse `access_token` from now on with 401 `invalid_api_key`, as for
+    /// an expired token.
+    pub fn expire_access_token(&self, access_token: &str) {
+        self.shared.lock().chat.expire(access_token);
+    }
+
+    /// Sets the step that answers chat requests of tokens without a script of their own.
+    pub fn set_chat_step(&self, step: ChatStep) {
+        self.shared.lock().chat.set_default_step(step);
+    }
+
+    /// Sets what successive chat requests with `token` (access token or API key) get, from the
+    /// first step on; the last step repeats forever. An empty script falls back to the default
+    /// step.
+    pub fn script_chat(&self, token: &str, steps: Vec<ChatStep>) {
+        self.shared.lock().chat.script(token, steps);
+    }
+
+    /// Sets the number of content chunks in streamed answers from now on.
+    pub fn set_stream_chunks(&self, chunks: usize) {
+        self.shared.lock().chat.stream_chunks = chunks;
+    }
+
+    /// Limits each token to `limit` chat requests within any 60 s; past it, 429
+    /// `rate_limit_exceeded` with `Retry-After`. `None` lifts the limit.
+    pub fn set_requests_per_minute(&self, limit: Option<u32>) {
+        self.shared.lock().chat.requests_per_minute = limit;
+    }
+
+    /// Lets `count` streams held by [`ChatStep::HoldLast`] send their final events; a release
+    /// given before a stream reaches its hold is kept for it.
+    pub fn release_held_streams(&self, count: usize) {
+        self.shared.lock().chat.release.add_permits(count);
+    }
+
+    /// How many streamed answers lost their reader before their last event.
+    pub fn cancelled_streams(&self) -> usize {
+        *self.shared.lock().chat.cancelled.borrow()
+    }
+
+    /// Waits until at least `count` streamed answers lost their reader before their last event.
+    pub async fn wait_for_cancelled_streams(&self, count: usize) {
+        let mut cancelled = self.shared.lock().chat.cancelled.subscribe();
+        // The sender lives as long as the fake (and `self` borrows the fake), so this cannot fail.
+        let _ = cancelled.wait_for(|cancelled| *cancelled >= count).await;
+    }
+
+    /// Chat-completion requests so far (refused ones included), oldest first; see
+    /// [`RecordedRequest::bearer`] and [`RecordedRequest::json`].
+    pub fn chat_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().chat.requests.clone()
     }
 
     /// Requests to the device endpoint so far, oldest first.

@@ -33,6 +33,20 @@ impl RecordedRequest {
             .map(|(_, value)| value.as_str())
     }
 
+    /// The token of an `Authorization: Bearer <token>` header.
+    pub fn bearer(&self) -> Option<&str> {
+        let value = self.header("authorization")?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    }
+
+    /// The body parsed as JSON; `Value::Null` when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
     /// The form field names in the order sent.
     pub fn form_names(&self) -> Vec<&str> {
         self.form.iter().map(|(key, _)| key.as_str()).collect()

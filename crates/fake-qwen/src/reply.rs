@@ -1,11 +1,38 @@
-//! Building the fake's HTTP answers: JSON bodies, OAuth error bodies and WAF captcha pages.
+//! Building the fake's HTTP answers: JSON bodies, OAuth and OpenAI error bodies, WAF captcha
+//! pages, and the body type that also carries streamed (and deliberately cut) answers.
+
+use std::fmt;
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full};
+
+/// The body of every answer: whole or streamed. A [`Cut`] error makes hyper abort the
+/// connection mid-answer, without the terminating chunk.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Cut>;
 
 /// Every answer the fake gives.
-pub(crate) type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Body>;
+
+/// The error a streamed answer ends with when the test scripted a connection cut.
+#[derive(Debug)]
+pub(crate) struct Cut;
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("fake Qwen was told to cut this answer off")
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// A whole body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// `status` with a JSON body.
 pub(crate) fn json(status: u16, body: &serde_json::Value) -> Reply {
@@ -29,13 +56,32 @@ pub(crate) fn server_error(status: u16) -> Reply {
     )
 }
 
+/// `status` with a JSON body already serialized.
+pub(crate) fn json_text(status: u16, body: String) -> Reply {
+    build(status, "application/json", body)
+}
+
+/// `status` with the OpenAI error shape `{"error": {"code", "message", "type"}}` Qwen's model API
+/// answers with.
+pub(crate) fn api_error(status: u16, code: &str, message: &str, kind: &str) -> Reply {
+    json(
+        status,
+        &serde_json::json!({ "error": { "code": code, "message": message, "type": kind } }),
+    )
+}
+
 /// `status` with a page shaped like Alibaba Cloud WAF's captcha interstitial.
 pub(crate) fn waf_page(status: u16) -> Reply {
     build(status, "text/html; charset=utf-8", WAF_PAGE.to_owned())
 }
 
 fn build(status: u16, content_type: &str, body: String) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    with_body(status, content_type, full(body))
+}
+
+/// `status` with `body` of `content_type`.
+pub(crate) fn with_body(status: u16, content_type: &str, body: Body) -> Reply {
+    let mut reply = Response::new(body);
     *reply.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(value) = header::HeaderValue::from_str(content_type) {
         reply.headers_mut().insert(header::CONTENT_TYPE, value);

@@ -1,4 +1,5 @@
-//! The knobs a test turns: how the fake answers device requests, device-code polls and refreshes.
+//! The knobs a test turns: how the fake answers device requests, device-code polls, refreshes
+//! and chat completions.
 
 /// What the device endpoint answers (besides the `device_code` it makes up).
 ///
@@ -68,6 +69,47 @@ pub enum RefreshBehaviour {
     KeepRefresh,
     /// 400 `invalid_request` "Invalid refresh token or client_id", as for a dead refresh token.
     Invalid,
+    /// This status with a JSON `server_error` body.
+    ServerError(u16),
+    /// An Alibaba WAF captcha page (`text/html`) with this status.
+    Html {
+        /// HTTP status of the page.
+        status: u16,
+    },
+}
+
+/// How the chat API answers one request that passed authentication (see [`crate::FakeQwen`]
+/// for the checks that come first).
+///
+/// A streamed answer is `data: {chunk}\n\n` events: N content chunks (the first also carrying
+/// `role`), then the *final group*: a chunk with `finish_reason: "stop"`, a usage chunk when the
+/// request set `stream_options.include_usage`, and `data: [DONE]`. N is
+/// [`crate::FakeQwen::set_stream_chunks`] (default 3). Every event is its own body frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatStep {
+    /// 200: a chat completion whose content echoes the last user message, with usage; streamed
+    /// when the request says `"stream": true`.
+    #[default]
+    Answer,
+    /// Like [`ChatStep::Answer`], but a stream waits before its final group until the test calls
+    /// [`crate::FakeQwen::release_held_streams`] (one release per held stream). A non-streaming
+    /// request is answered normally.
+    HoldLast,
+    /// Sends this many events of the answer, then cuts the connection (no terminating chunk): a
+    /// stream breaking off. A non-streaming answer is cut halfway through its JSON.
+    CutAfter(usize),
+    /// Sends this many content chunks, then ends the stream normally without a finish chunk or
+    /// `[DONE]`. A non-streaming request is answered normally.
+    EndAfter(usize),
+    /// 429 `insufficient_quota` "Free allocated quota exceeded." (the daily quota).
+    QuotaExceeded,
+    /// The same quota error with status 403, as the Go tool saw it.
+    QuotaExceeded403,
+    /// 429 `rate_limit_exceeded` with `Retry-After` in seconds.
+    RateLimited {
+        /// The `Retry-After` value, in seconds.
+        retry_after_secs: u64,
+    },
     /// This status with a JSON `server_error` body.
     ServerError(u16),
     /// An Alibaba WAF captcha page (`text/html`) with this status.

@@ -1,7 +1,7 @@
 //! The HTTP plumbing: a hyper server on its own thread and Tokio runtime, so the fake keeps
 //! answering even while a test blocks its own thread (for example on `std::process::Command`).
-//! Requests are read whole, recorded, and routed by path to the endpoint modules (`oauth` now;
-//! a chat-completions module gets its own routes in `handle` beside it).
+//! Requests are read whole, recorded, and routed by path to the endpoint modules (`oauth` and
+//! `chat`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -17,10 +17,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use crate::oauth;
 use crate::record::RecordedRequest;
 use crate::reply::{self, Reply};
 use crate::state::{Shared, World};
+use crate::{chat, oauth};
 
 /// Returned to hyper instead of an answer while the fake is down: hyper then drops the
 /// connection without writing anything, which the client sees as a transport error.
@@ -124,6 +124,18 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
         (oauth::DEVICE_CODE_PATH | oauth::TOKEN_PATH, _) => {
             reply::oauth_error(405, "invalid_request", "Only POST is allowed here")
         }
+        (chat::CHAT_COMPLETIONS_PATH, &Method::POST) => {
+            let reply = chat::completions(&mut world, &recorded);
+            world.chat.requests.push(recorded);
+            reply
+        }
+        (chat::MODELS_PATH, &Method::GET) => chat::models(&world, &recorded),
+        (chat::CHAT_COMPLETIONS_PATH | chat::MODELS_PATH, _) => reply::api_error(
+            405,
+            "method_not_allowed",
+            "This method is not allowed here",
+            "invalid_request_error",
+        ),
         _ => reply::oauth_error(404, "not_found", "No such endpoint on the fake Qwen server"),
     };
     Ok(reply)

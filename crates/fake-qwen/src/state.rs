@@ -1,9 +1,10 @@
-//! The fake's mutable world: test settings, outstanding device codes, live tokens and the
-//! request log. Guarded by one mutex; handlers run with it held and never await.
+//! The fake's mutable world: test settings, outstanding device codes, live tokens, the chat
+//! API's state and the request logs. Guarded by one mutex; handlers run with it held and never await.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::chat::ChatState;
 use crate::record::{IssuedToken, RecordedRequest};
 use crate::script::{DeviceAnswer, PollStep, RefreshBehaviour};
 
@@ -43,6 +44,8 @@ pub(crate) struct World {
     pub(crate) issued: Vec<IssuedToken>,
     pub(crate) device_requests: Vec<RecordedRequest>,
     pub(crate) token_requests: Vec<RecordedRequest>,
+    /// The chat API's settings, credentials and records.
+    pub(crate) chat: ChatState,
     counter: u64,
 }
 
@@ -63,6 +66,7 @@ impl World {
             issued: Vec::new(),
             device_requests: Vec::new(),
             token_requests: Vec::new(),
+            chat: ChatState::new(),
             counter: 0,
         }
     }

@@ -1,1 +1,45 @@
-//! proxy-server: the hyper + tower stack (being built).
+//! The OpenAI-compatible HTTP proxy: one endpoint in front of a pool of credentials (Qwen
+//! OAuth accounts and API keys of OpenAI-compatible upstreams), with client auth, rotation,
+//! failover and streaming pass-through. Built on hyper and tower.
+//!
+//! Use: build a [`Proxy`] from a [`ServerConfig`] and a `credential_pool::Pool<Credential>`
+//! (the binary fills the pool with [`Credential`]s whose [`AccessSource`] it implements), check
+//! the address with [`ServerConfig::check_bind`], then [`Proxy::serve`] a `TcpListener`. Tests
+//! drive [`Proxy::service`] in-process.
+//!
+//! Invariants:
+//! - Tokens never reach logs, error messages or panics: spans and errors name a credential by
+//!   its label; [`Access`] and the config redact their secrets in `Debug`; the client's
+//!   `?key=` query is never logged.
+//! - Client auth fails closed: every path except `/healthz` needs a configured key when keys
+//!   are configured; without keys the server refuses non-loopback addresses.
+//! - Every error a client sees is OpenAI error JSON `{"error":{"message","type","code"}}` whose
+//!   message says what happened and what to do.
+//! - Retries and failover happen only before the first byte of an answer reaches the client,
+//!   within `request_retry` upstream requests; an upstream stream is passed through chunk by
+//!   chunk, and one that breaks off reaches the client as broken (aborted), never as a clean
+//!   end.
+//! - A client that goes away drops its response body, which drops the upstream request.
+//! - Header values, the upstream HTTP client and the Qwen identity are built once, in
+//!   [`Proxy::new`].
+
+mod api_error;
+mod body;
+mod config;
+mod credential;
+mod error;
+mod layers;
+mod proxy;
+mod routes;
+mod serve;
+mod sse;
+mod upstream;
+
+pub use body::{ProxyBody, StreamError};
+pub use config::{ConfigError, ServerConfig};
+pub use credential::{
+    Access, AccessSource, BoxFuture, Credential, Flavor, QWEN_DEFAULT_BASE_URL, RefreshFailure,
+    StaticAccess, qwen_base_url,
+};
+pub use error::{BuildError, ServeError};
+pub use proxy::Proxy;

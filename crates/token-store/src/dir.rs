@@ -154,7 +154,8 @@ impl AuthDir {
     /// and removes every other file of the same account (same type, same
     /// email ignoring case, including Go-style `qwen-<email>.json`), all under
     /// the account lock. Unknown fields of replaced files are carried over
-    /// (the record's own `extra` wins). Returns the new path.
+    /// (the record's own `extra` wins), except the account status, which a
+    /// fresh login clears. Returns the new path.
     ///
     /// The new file is written before old ones are removed, so a crash can
     /// leave two files of one account (the next login cleans up) but never none.
@@ -187,6 +188,7 @@ impl AuthDir {
         for (_, _, old) in &replaced {
             extra.extend(old.extra.clone());
         }
+        extra.remove(crate::record::STATUS_KEY);
         extra.extend(record.extra.clone());
         let mut fresh = record.clone();
         fresh.extra = extra;

@@ -38,4 +38,4 @@ pub use error::{BadFile, BadFileReason, Operation, StoreError};
 pub use key::{AccountKey, login_file_name};
 pub use lock::AccountLock;
 pub use qwen_code::{default_qwen_code_creds_path, read_qwen_code_creds};
-pub use record::{KNOWN_PROVIDERS, QWEN, TokenRecord};
+pub use record::{KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord};

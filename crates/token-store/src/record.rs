@@ -19,6 +19,13 @@ pub const KNOWN_PROVIDERS: &[&str] = &["qwen"];
 /// The provider of Qwen OAuth accounts.
 pub const QWEN: &str = "qwen";
 
+/// Extra key where the server records why an account left rotation
+/// (e.g. `"relogin-required"`); a fresh login clears it.
+pub const STATUS_KEY: &str = "cliproxy_status";
+
+/// [`STATUS_KEY`] value of an account whose refresh token was rejected.
+pub const STATUS_RELOGIN_REQUIRED: &str = "relogin-required";
+
 const TYPE: &str = "type";
 const EMAIL: &str = "email";
 const ACCESS_TOKEN: &str = "access_token";
@@ -81,6 +88,24 @@ impl TokenRecord {
             expired: None,
             last_refresh: None,
             extra: Map::new(),
+        }
+    }
+
+    /// The status the server recorded ([`STATUS_KEY`]), if any.
+    pub fn status(&self) -> Option<&str> {
+        self.extra.get(STATUS_KEY).and_then(Value::as_str)
+    }
+
+    /// Records a status, or clears it with `None`.
+    pub fn set_status(&mut self, status: Option<&str>) {
+        match status {
+            Some(status) => {
+                self.extra
+                    .insert(STATUS_KEY.to_owned(), Value::from(status));
+            }
+            None => {
+                self.extra.remove(STATUS_KEY);
+            }
         }
     }
 

@@ -477,3 +477,25 @@ fn expiry_check() {
     assert!(record.is_expired_at(datetime!(2025-08-20 07:04:05 UTC)));
     assert!(record.is_expired_at(LATER));
 }
+
+#[test]
+fn a_fresh_login_clears_the_recorded_status() {
+    let root = temp();
+    let dir = AuthDir::open(root.path()).expect("open");
+    let mut first = login("a@b.com", "token-1");
+    first.set_status(Some(token_store::STATUS_RELOGIN_REQUIRED));
+    first
+        .extra
+        .insert("note".to_owned(), serde_json::Value::from("kept"));
+    dir.save_login(&first, datetime!(2026-11-25 10:00 UTC))
+        .expect("save");
+
+    let second = login("a@b.com", "token-2");
+    let path = dir
+        .save_login(&second, datetime!(2026-11-25 11:00 UTC))
+        .expect("save");
+
+    let saved = dir.load(&path).expect("load").record;
+    assert_eq!(saved.status(), None);
+    assert_eq!(saved.extra["note"], "kept");
+}

@@ -1,0 +1,495 @@
+//! The model API: `POST /v1/chat/completions` and `GET /v1/models`, authenticated with the
+//! access tokens the fake issued or with API keys the test added, answering as the test
+//! scripted (per token or for everyone) and recording every chat request.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::record::RecordedRequest;
+use crate::reply::{self, Body, Cut, Reply};
+use crate::script::ChatStep;
+use crate::state::World;
+
+/// Path of the chat-completions endpoint, under the `/v1` base that `resource_url` leads to.
+pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
+/// Path of the model list.
+pub const MODELS_PATH: &str = "/v1/models";
+/// The models an OAuth account serves; any other gets 404 `model_not_found` (API keys accept
+/// every model).
+pub const QWEN_OAUTH_MODELS: [&str; 4] = [
+    "coder-model",
+    "vision-model",
+    "qwen3-coder-plus",
+    "qwen3-coder-flash",
+];
+
+/// `created` of every answer, so answers are deterministic.
+const CREATED: u64 = 1_750_000_000;
+/// Default number of content chunks in a streamed answer.
+const DEFAULT_STREAM_CHUNKS: usize = 3;
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Chat settings, credentials and records; part of [`World`].
+pub(crate) struct ChatState {
+    default_step: ChatStep,
+    /// Per token: the script and the index of the next step (the last step repeats).
+    scripts: HashMap<String, (Vec<ChatStep>, usize)>,
+    pub(crate) stream_chunks: usize,
+    pub(crate) requests_per_minute: Option<u32>,
+    /// Per token: when its requests within the last minute arrived.
+    windows: HashMap<String, VecDeque<Instant>>,
+    api_keys: HashSet<String>,
+    expired: HashSet<String>,
+    pub(crate) requests: Vec<RecordedRequest>,
+    /// One permit per [`crate::FakeQwen::release_held_streams`] release.
+    pub(crate) release: Arc<Semaphore>,
+    /// How many streams lost their reader before they were complete.
+    pub(crate) cancelled: Arc<watch::Sender<usize>>,
+    answers: u64,
+}
+
+impl ChatState {
+    pub(crate) fn new() -> Self {
+        Self {
+            default_step: ChatStep::Answer,
+            scripts: HashMap::new(),
+            stream_chunks: DEFAULT_STREAM_CHUNKS,
+            requests_per_minute: None,
+            windows: HashMap::new(),
+            api_keys: HashSet::new(),
+            expired: HashSet::new(),
+            requests: Vec::new(),
+            release: Arc::new(Semaphore::new(0)),
+            cancelled: Arc::new(watch::Sender::new(0)),
+            answers: 0,
+        }
+    }
+
+    pub(crate) fn set_default_step(&mut self, step: ChatStep) {
+        self.default_step = step;
+    }
+
+    /// Replaces `token`'s script; an empty script falls back to the default step.
+    pub(crate) fn script(&mut self, token: &str, steps: Vec<ChatStep>) {
+        if steps.is_empty() {
+            self.scripts.remove(token);
+        } else {
+            self.scripts.insert(token.to_owned(), (steps, 0));
+        }
+    }
+
+    pub(crate) fn add_api_key(&mut self, key: &str) {
+        self.api_keys.insert(key.to_owned());
+    }
+
+    pub(crate) fn expire(&mut self, token: &str) {
+        self.expired.insert(token.to_owned());
+    }
+
+    fn next_step(&mut self, token: &str) -> ChatStep {
+        let Some((steps, next)) = self.scripts.get_mut(token) else {
+            return self.default_step;
+        };
+        let index = (*next).min(steps.len().saturating_sub(1));
+        *next = next.saturating_add(1);
+        steps.get(index).copied().unwrap_or(self.default_step)
+    }
+
+    /// Counts a request of `token` against the per-minute limit; the wait until a slot frees
+    /// when it is over.
+    fn over_rate(&mut self, token: &str, now: Instant) -> Option<Duration> {
+        let limit = usize::try_from(self.requests_per_minute?).unwrap_or(usize::MAX);
+        let window = self.windows.entry(token.to_owned()).or_default();
+        while window
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= RATE_WINDOW)
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit {
+            let oldest = window.front().copied().unwrap_or(now);
+            return Some(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
+        }
+        window.push_back(now);
+        None
+    }
+}
+
+/// Who called: the bearer token and whether it is an OAuth access token (else an API key).
+struct Caller {
+    token: String,
+    oauth: bool,
+}
+
+/// The caller, when its bearer token is live.
+fn authenticate(world: &World, request: &RecordedRequest) -> Option<Caller> {
+    let token = request.bearer().filter(|token| !token.is_empty())?;
+    let oauth = world.access_token_is_issued(token);
+    let live = if oauth {
+        !world.chat.expired.contains(token)
+    } else {
+        world.chat.api_keys.contains(token)
+    };
+    live.then(|| Caller {
+        token: token.to_owned(),
+        oauth,
+    })
+}
+
+/// Qwen's answer to an unknown or expired token.
+fn unauthorized() -> Reply {
+    reply::api_error(
+        401,
+        "invalid_api_key",
+        "invalid access token or token expired",
+        "invalid_request_error",
+    )
+}
+
+/// `GET /v1/models`.
+pub(crate) fn models(world: &World, request: &RecordedRequest) -> Reply {
+    if authenticate(world, request).is_none() {
+        return unauthorized();
+    }
+    let data: Vec<Value> = QWEN_OAUTH_MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": CREATED, "owned_by": "qwen" }))
+        .collect();
+    reply::json(200, &json!({ "object": "list", "data": data }))
+}
+
+/// `POST /v1/chat/completions`.
+pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply {
+    let Some(caller) = authenticate(world, request) else {
+        return unauthorized();
+    };
+    let body = match serde_json::from_str::<Value>(&request.body) {
+        Ok(body @ Value::Object(_)) => body,
+        _ => return invalid_request("The request body must be a JSON object"),
+    };
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return invalid_request("model is required");
+    };
+    if caller.oauth {
+        if !QWEN_OAUTH_MODELS.contains(&model) {
+            return reply::api_error(
+                404,
+                "model_not_found",
+                &format!("The model `{model}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+            );
+        }
+        if has_array_text_user_content(&body) {
+            return reply::api_error(
+                400,
+                "invalid_parameter_error",
+                "<400> InternalError.Algo.InvalidParameter: user content must be a string",
+                "invalid_request_error",
+            );
+        }
+    }
+    if let Some(wait) = world.chat.over_rate(&caller.token, Instant::now()) {
+        return rate_limited(wait.as_secs().max(1));
+    }
+
+    let step = world.chat.next_step(&caller.token);
+    let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
+    match step {
+        ChatStep::QuotaExceeded => quota(429),
+        ChatStep::QuotaExceeded403 => quota(403),
+        ChatStep::RateLimited { retry_after_secs } => rate_limited(retry_after_secs),
+        ChatStep::ServerError(status) => reply::api_error(
+            status,
+            "internal_error",
+            "The fake Qwen server was told to fail this request",
+            "server_error",
+        ),
+        ChatStep::Html { status } => reply::waf_page(status),
+        ChatStep::Answer | ChatStep::HoldLast | ChatStep::CutAfter(_) | ChatStep::EndAfter(_) => {
+            world.chat.answers += 1;
+            let answer = Answer {
+                id: format!("chatcmpl-fake-{}", world.chat.answers),
+                model: model.to_owned(),
+                text: format!("You said: {}", last_user_text(&body)),
+                prompt_tokens: u64::try_from(request.body.len() / 4).unwrap_or(u64::MAX),
+            };
+            if stream {
+                stream_answer(&world.chat, &answer, &body, step)
+            } else {
+                whole_answer(&world.chat, &answer, step)
+            }
+        }
+    }
+}
+
+struct Answer {
+    id: String,
+    model: String,
+    text: String,
+    prompt_tokens: u64,
+}
+
+impl Answer {
+    fn usage(&self, completion_tokens: u64) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        })
+    }
+
+    fn chunk(&self, choices: Value) -> Bytes {
+        let chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": self.model,
+            "choices": choices,
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
+    }
+}
+
+fn whole_answer(chat: &ChatState, answer: &Answer, step: ChatStep) -> Reply {
+    let completion_tokens = u64::try_from(answer.text.split_whitespace().count()).unwrap_or(0);
+    let body = json!({
+        "id": answer.id,
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": answer.model,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": answer.text },
+            "finish_reason": "stop",
+        }],
+        "usage": answer.usage(completion_tokens),
+    })
+    .to_string();
+    let ChatStep::CutAfter(_) = step else {
+        return reply::json_text(200, body);
+    };
+    let bytes = Bytes::from(body);
+    let half = bytes.len() / 2;
+    let plan = StreamPlan {
+        events: vec![bytes.slice(..half), bytes.slice(half..)],
+        hold_before: None,
+        cut_after: Some(1),
+    };
+    reply::with_body(200, "application/json", plan.spawn(chat))
+}
+
+fn stream_answer(chat: &ChatState, answer: &Answer, request: &Value, step: ChatStep) -> Reply {
+    let include_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let chunks = chat.stream_chunks;
+    let mut events: Vec<Bytes> = (0..chunks)
+        .map(|i| {
+            let mut delta = json!({ "content": format!("part{i} ") });
+            if i == 0 {
+                delta["role"] = "assistant".into();
+            }
+            answer.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": null }]))
+        })
+        .collect();
+    events.push(answer.chunk(json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }])));
+    if include_usage {
+        let completion_tokens = u64::try_from(chunks).unwrap_or(u64::MAX);
+        let mut usage_chunk: Value = json!({
+            "id": answer.id,
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": answer.model,
+            "choices": [],
+        });
+        usage_chunk["usage"] = answer.usage(completion_tokens);
+        events.push(Bytes::from(format!("data: {usage_chunk}\n\n")));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+
+    let plan = match step {
+        ChatStep::HoldLast => StreamPlan {
+            events,
+            hold_before: Some(chunks),
+            cut_after: None,
+        },
+        ChatStep::CutAfter(after) => StreamPlan {
+            cut_after: Some(after.min(events.len())),
+            events,
+            hold_before: None,
+        },
+        ChatStep::EndAfter(after) => {
+            events.truncate(after.min(chunks));
+            StreamPlan {
+                events,
+                hold_before: None,
+                cut_after: None,
+            }
+        }
+        _ => StreamPlan {
+            events,
+            hold_before: None,
+            cut_after: None,
+        },
+    };
+    let mut reply = reply::with_body(200, "text/event-stream", plan.spawn(chat));
+    reply.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    reply
+}
+
+/// The events of a streamed answer and where to pause or cut it.
+struct StreamPlan {
+    events: Vec<Bytes>,
+    /// Wait for a release before sending the event at this index.
+    hold_before: Option<usize>,
+    /// Cut the connection instead of sending the event at this index.
+    cut_after: Option<usize>,
+}
+
+impl StreamPlan {
+    /// Produces the events from a task of the fake's runtime; a reader that goes away before the
+    /// last event is counted as a cancelled stream.
+    fn spawn(self, chat: &ChatState) -> Body {
+        let (tx, rx) = mpsc::channel(1);
+        let release = Arc::clone(&chat.release);
+        let cancelled = Arc::clone(&chat.cancelled);
+        let count_cancel = move || cancelled.send_modify(|count| *count += 1);
+        tokio::spawn(async move {
+            for index in 0..=self.events.len() {
+                if self.cut_after == Some(index) {
+                    // The reader may be gone already; then there is nothing left to cut.
+                    let _ = tx.send(Err(Cut)).await;
+                    return;
+                }
+                let Some(event) = self.events.get(index) else {
+                    return;
+                };
+                if self.hold_before == Some(index) {
+                    tokio::select! {
+                        permit = release.acquire() => {
+                            if let Ok(permit) = permit {
+                                permit.forget();
+                            }
+                        }
+                        () = tx.closed() => {
+                            count_cancel();
+                            return;
+                        }
+                    }
+                }
+                if tx.send(Ok(event.clone())).await.is_err() {
+                    count_cancel();
+                    return;
+                }
+            }
+        });
+        ChannelBody { rx }.boxed_unsync()
+    }
+}
+
+/// A body fed by a [`StreamPlan`] task.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, Cut>>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Cut;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Cut>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|event| event.map(|event| event.map(Frame::data)))
+    }
+}
+
+fn quota(status: u16) -> Reply {
+    reply::api_error(
+        status,
+        "insufficient_quota",
+        "Free allocated quota exceeded.",
+        "insufficient_quota",
+    )
+}
+
+fn rate_limited(retry_after_secs: u64) -> Reply {
+    let mut reply = reply::api_error(
+        429,
+        "rate_limit_exceeded",
+        "Requests rate limit exceeded, please try again later.",
+        "rate_limit_error",
+    );
+    reply
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+    reply
+}
+
+fn invalid_request(message: &str) -> Reply {
+    reply::api_error(
+        400,
+        "invalid_request_error",
+        message,
+        "invalid_request_error",
+    )
+}
+
+fn messages(body: &Value) -> &[Value] {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Whether some user message has its text as an array of parts, which Qwen's OAuth endpoint
+/// refuses.
+fn has_array_text_user_content(body: &Value) -> bool {
+    messages(body).iter().any(|message| {
+        message.get("role").and_then(Value::as_str) == Some("user")
+            && message
+                .get("content")
+                .and_then(Value::as_array)
+                .is_some_and(|parts| {
+                    !parts.is_empty()
+                        && parts
+                            .iter()
+                            .all(|part| part.get("type").and_then(Value::as_str) == Some("text"))
+                })
+    })
+}
+
+/// The text of the last user message (its text parts joined when it has parts).
+fn last_user_text(body: &Value) -> String {
+    let Some(content) = messages(body)
+        .iter()
+        .rev()
+        .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|message| message.get("content"))
+    else {
+        return String::new();
+    };
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}

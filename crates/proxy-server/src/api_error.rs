@@ -1,0 +1,172 @@
+//! Errors as clients see them: an HTTP status and an OpenAI error body
+//! `{"error":{"message","type","code"}}` whose message says what happened and what to do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::body::ProxyBody;
+
+/// `type` of errors caused by the request or its credentials.
+pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
+/// `type` of errors caused by quota and rate limits.
+pub(crate) const RATE_LIMIT: &str = "rate_limit_error";
+/// `type` of errors caused by the proxy or the upstream.
+pub(crate) const SERVER_ERROR: &str = "server_error";
+
+/// An error answer for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// Sent as `Retry-After` in whole seconds, rounded up.
+    pub(crate) retry_after: Option<Duration>,
+    /// Extra header (e.g. `Allow` on 405, `WWW-Authenticate` on 401).
+    pub(crate) header: Option<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+            header: None,
+        }
+    }
+
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+
+    /// 404 for a path the proxy does not serve.
+    pub(crate) fn unknown_route(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "unknown_url",
+            format!(
+                "unknown URL: {method} {path}; this proxy serves GET /v1/models and \
+                 POST /v1/chat/completions (point the client's base URL at http://<host>:<port>/v1)"
+            ),
+        )
+    }
+
+    /// 405 for a known path with another method; `allow` lists the methods it takes.
+    pub(crate) fn method_not_allowed(
+        method: &http::Method,
+        path: &str,
+        allow: &'static str,
+    ) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            INVALID_REQUEST,
+            "method_not_allowed",
+            format!("{path} does not take {method}; use {allow}"),
+        )
+        .with_header(header::ALLOW, HeaderValue::from_static(allow))
+    }
+
+    /// 413 for a body over `max` bytes.
+    pub(crate) fn body_too_large(max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            "request_too_large",
+            format!(
+                "the request body is larger than the {} this proxy accepts; send a smaller \
+                 request (fewer or smaller messages and images) or raise `max-body-bytes` in \
+                 the proxy's config",
+                human_bytes(max)
+            ),
+        )
+    }
+
+    /// 400 for a body that is not what the route expects.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, code, message)
+    }
+
+    /// The answer to send.
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        let body = json!({
+            "error": { "message": self.message, "type": self.kind, "code": self.code }
+        });
+        let mut response = json_response(self.status, &body);
+        if let Some(retry_after) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after_secs(retry_after).into());
+        }
+        if let Some((name, value)) = self.header {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+/// `status` with `body` serialized as JSON.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Whole seconds, rounded up, at least 1 (a `Retry-After: 0` invites a hot loop).
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// A size for people: whole MiB or KiB when exact, else bytes.
+fn human_bytes(bytes: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_after_secs(Duration::from_millis(41_200)), 42);
+        assert_eq!(retry_after_secs(Duration::from_secs(5)), 5);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn sizes_are_readable() {
+        assert_eq!(human_bytes(64 * 1024 * 1024), "64 MiB");
+        assert_eq!(human_bytes(2048), "2 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
+}

@@ -1,0 +1,152 @@
+//! The server's settings, their defaults, and the one rule that ties them to the listening
+//! address: without client keys the proxy serves loopback only.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Settings of a [`Proxy`](crate::Proxy). `Debug` hides the client keys and the upstream
+/// proxy URL (it may carry a password).
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Keys clients must present. Empty: no client auth, and the proxy only serves on a
+    /// loopback address ([`ServerConfig::check_bind`]).
+    pub api_keys: Vec<String>,
+    /// Largest request body accepted; bigger ones get 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    pub header_read_timeout: Duration,
+    /// Longest wait for the upstream's answer headers or for its next body chunk; past it the
+    /// attempt fails (before anything reached the client) or the stream is aborted.
+    pub upstream_idle_timeout: Duration,
+    /// After shutdown is asked for, how long in-flight requests and streams may still run.
+    pub shutdown_grace: Duration,
+    /// Upstream attempts per client request, across credentials and token refreshes.
+    pub request_retry: usize,
+    /// Model ids `GET /v1/models` lists besides those the credentials name.
+    pub models: Vec<String>,
+    /// Qwen Code version sent to Qwen OAuth upstreams in `User-Agent`.
+    pub qwen_client_version: String,
+    /// HTTP(S) proxy for upstream requests, e.g. `http://proxy:3128`. `None`: the system's
+    /// proxy settings (`HTTPS_PROXY` and friends) apply.
+    pub upstream_proxy_url: Option<String>,
+    /// Longest wait for a TCP (and TLS) connection to an upstream.
+    pub upstream_connect_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    /// No keys, 64 MiB bodies, 30 s header timeout, 5 min upstream idle timeout, 30 s shutdown
+    /// grace, 3 attempts, no extra models, Qwen Code 0.14.2, no upstream proxy, 30 s connect
+    /// timeout.
+    fn default() -> Self {
+        Self {
+            api_keys: Vec::new(),
+            max_body_bytes: 64 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(5 * 60),
+            shutdown_grace: Duration::from_secs(30),
+            request_retry: 3,
+            models: Vec::new(),
+            qwen_client_version: "0.14.2".to_owned(),
+            upstream_proxy_url: None,
+            upstream_connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("request_retry", &self.request_retry)
+            .field("models", &self.models)
+            .field("qwen_client_version", &self.qwen_client_version)
+            .field(
+                "upstream_proxy_url",
+                &self.upstream_proxy_url.as_ref().map(|_| "<redacted>"),
+            )
+            .field("upstream_connect_timeout", &self.upstream_connect_timeout)
+            .finish()
+    }
+}
+
+/// A configuration that must not be served as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No client keys, yet the address is reachable from other machines.
+    #[error(
+        "refusing to listen on {addr} without client API keys: anyone who can reach it could \
+         use your accounts; add `api-keys = [\"<a long random string>\"]` to the config file, \
+         or listen on 127.0.0.1"
+    )]
+    OpenWithoutKeys {
+        /// The address that was refused.
+        addr: SocketAddr,
+    },
+}
+
+impl ServerConfig {
+    /// Checks that the proxy may listen on `addr`: without client keys only a loopback
+    /// address (127.0.0.0/8, `::1`) is allowed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::OpenWithoutKeys`] for a non-loopback address without keys.
+    pub fn check_bind(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
+        if self.api_keys.is_empty() && !addr.ip().to_canonical().is_loopback() {
+            return Err(ConfigError::OpenWithoutKeys { addr: *addr });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().expect("a socket address")
+    }
+
+    #[test]
+    fn without_keys_only_loopback_is_allowed() {
+        let config = ServerConfig::default();
+        assert!(config.check_bind(&addr("127.0.0.1:8080")).is_ok());
+        assert!(config.check_bind(&addr("[::1]:8080")).is_ok());
+        assert!(config.check_bind(&addr("[::ffff:127.0.0.1]:8080")).is_ok());
+        let refused = config
+            .check_bind(&addr("0.0.0.0:8080"))
+            .expect_err("0.0.0.0 without keys");
+        assert!(refused.to_string().contains("api-keys = ["));
+        assert!(config.check_bind(&addr("[::]:8080")).is_err());
+        assert!(config.check_bind(&addr("192.168.1.2:8080")).is_err());
+    }
+
+    #[test]
+    fn with_keys_any_address_is_allowed() {
+        let config = ServerConfig {
+            api_keys: vec!["k".into()],
+            ..ServerConfig::default()
+        };
+        assert!(config.check_bind(&addr("0.0.0.0:8080")).is_ok());
+    }
+
+    #[test]
+    fn debug_hides_keys_and_proxy() {
+        let config = ServerConfig {
+            api_keys: vec!["client-secret".into()],
+            upstream_proxy_url: Some("http://user:pass@proxy:3128".into()),
+            ..ServerConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("client-secret"));
+        assert!(!debug.contains("pass@"));
+    }
+}

@@ -1,0 +1,151 @@
+//! What the proxy needs of a credential: where to send a request, with which
+//! bearer token, in which request shape, and how to get a fresh token after a 401.
+//!
+//! The proxy never reads token files or speaks OAuth: the binary implements
+//! [`AccessSource`] for Qwen accounts (token-store + auth-core) and uses
+//! [`StaticAccess`] for API keys.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// One credential in the pool's rotation.
+#[derive(Clone)]
+pub struct Credential {
+    /// Shown in logs and errors: the account email, or `<name>#<n>` for an API key. Never a secret.
+    pub label: Arc<str>,
+    pub flavor: Flavor,
+    pub access: Arc<dyn AccessSource>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("label", &self.label)
+            .field("flavor", &self.flavor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which request shape and headers the upstream expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// A Qwen OAuth account: Qwen Code's headers and body shape.
+    QwenOAuth,
+    /// An API key of an OpenAI-compatible upstream: requests pass as the client sent them.
+    OpenAiCompatible,
+}
+
+/// The bearer token and base URL to use now. Cheap to clone.
+#[derive(Clone)]
+pub struct Access {
+    pub bearer: Arc<str>,
+    /// Base URL ending in the API version, e.g. `https://portal.qwen.ai/v1` (no trailing slash).
+    pub base_url: Arc<str>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Access")
+            .field("bearer", &"<redacted>")
+            .field("base_url", &self.base_url)
+            .finish()
+    }
+}
+
+/// Why a refresh did not produce a new token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RefreshFailure {
+    /// The refresh token is dead: the account leaves rotation until it logs in again.
+    #[error("the account needs a new login (`cliproxy login qwen`)")]
+    ReloginRequired,
+    /// The credential has no refresh (an API key).
+    #[error("this credential cannot be refreshed")]
+    NotRefreshable,
+    /// Network, server or WAF trouble; a later try may work.
+    #[error("token refresh failed: {0}")]
+    Transient(String),
+}
+
+/// A boxed future, for the object-safe [`AccessSource`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Supplies the current token of a credential and refreshes it on demand.
+pub trait AccessSource: Send + Sync + 'static {
+    /// The token and base URL to use for the next request; must not block.
+    fn current(&self) -> Access;
+
+    /// Gets a new token after the upstream answered 401. Concurrent callers
+    /// share one refresh (single flight). On [`RefreshFailure::ReloginRequired`]
+    /// the proxy takes the credential out of rotation; the source logs it, once.
+    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>>;
+}
+
+/// A credential whose token never changes: an API key.
+#[derive(Debug, Clone)]
+pub struct StaticAccess(pub Access);
+
+impl AccessSource for StaticAccess {
+    fn current(&self) -> Access {
+        self.0.clone()
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>> {
+        Box::pin(std::future::ready(Err(RefreshFailure::NotRefreshable)))
+    }
+}
+
+/// Qwen's default API base when an account has no `resource_url`.
+pub const QWEN_DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
+
+/// The API base URL for a Qwen account's `resource_url`: `https://` added when
+/// there is no scheme, `/v1` appended when missing, the default when absent.
+pub fn qwen_base_url(resource_url: Option<&str>) -> String {
+    let Some(raw) = resource_url.map(str::trim).filter(|r| !r.is_empty()) else {
+        return QWEN_DEFAULT_BASE_URL.to_owned();
+    };
+    let with_scheme = if raw.contains("://") {
+        raw.to_owned()
+    } else {
+        format!("https://{raw}")
+    };
+    let trimmed = with_scheme.trim_end_matches('/');
+    if trimmed.ends_with("/v1") {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/v1")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_from_resource_url() {
+        assert_eq!(
+            qwen_base_url(Some("portal.qwen.ai")),
+            "https://portal.qwen.ai/v1"
+        );
+        assert_eq!(
+            qwen_base_url(Some("https://portal.qwen.ai/v1/")),
+            "https://portal.qwen.ai/v1"
+        );
+        assert_eq!(
+            qwen_base_url(Some("http://127.0.0.1:9/")),
+            "http://127.0.0.1:9/v1"
+        );
+        assert_eq!(qwen_base_url(None), QWEN_DEFAULT_BASE_URL);
+        assert_eq!(qwen_base_url(Some("  ")), QWEN_DEFAULT_BASE_URL);
+    }
+
+    #[test]
+    fn debug_hides_the_bearer() {
+        let access = Access {
+            bearer: "sk-secret".into(),
+            base_url: "https://x/v1".into(),
+        };
+        assert!(!format!("{access:?}").contains("sk-secret"));
+    }
+}

@@ -1,0 +1,162 @@
+//! [`Proxy`]: built once from the config and the pool; assembles the tower stack.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use credential_pool::Pool;
+use http::{HeaderMap, Request, Response};
+use hyper::body::Body;
+use tower::{Service, ServiceBuilder};
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::body::StreamError;
+use crate::config::ServerConfig;
+use crate::credential::Credential;
+use crate::error::BuildError;
+use crate::layers::auth::{ClientAuthLayer, ClientKeys};
+use crate::layers::body_limit::BodyLimitLayer;
+use crate::routes::{Router, State};
+use crate::upstream::Upstream;
+
+/// The proxy: configuration, the credential pool, and the one upstream HTTP client.
+pub struct Proxy {
+    pub(crate) config: ServerConfig,
+    state: Arc<State>,
+    keys: Arc<ClientKeys>,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds the proxy: checks the config and builds the upstream HTTP client once.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] for an empty client key, `request_retry == 0`, a Qwen client version that
+    /// cannot go in a header, an unusable upstream proxy URL, or a client that cannot be built.
+    pub fn new(config: ServerConfig, pool: Arc<Pool<Credential>>) -> Result<Proxy, BuildError> {
+        let keys = Arc::new(ClientKeys::new(&config.api_keys)?);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        let state = Arc::new(State {
+            upstream: Upstream::new(&config, pool)?,
+            models: config.models.clone(),
+            created,
+            max_body_bytes: config.max_body_bytes,
+        });
+        Ok(Proxy {
+            config,
+            state,
+            keys,
+        })
+    }
+
+    /// The whole tower stack as a service, for [`serve`](Proxy::serve) and for in-process
+    /// tests (`tower::ServiceExt::oneshot`). Never fails: every error is an answer.
+    ///
+    /// Layers, outermost first:
+    ///
+    /// 1. `SetRequestIdLayer` (tower-http) — keeps the client's `x-request-id`, or sets a new
+    ///    UUID v4 on the request.
+    /// 2. `TraceLayer` (tower-http) — one `request` span per request with `request_id`,
+    ///    `method` and `path` (never the query: it may hold `?key=`). Inner code records
+    ///    `model` (chat handler), `account` (the label of the credential tried last — never a
+    ///    token), `finish_reason`, `prompt_tokens` and `completion_tokens` (from the answer
+    ///    or stream); this layer records `status` and `latency_ms` (time to the response
+    ///    head) and logs the response at INFO, a 5xx at WARN and the end of a body at DEBUG
+    ///    (a stream aborted mid-way is logged at WARN by the upstream body, inside this span).
+    /// 3. `PropagateRequestIdLayer` (tower-http) — copies `x-request-id` to the response,
+    ///    the inner layers' own 401/413 answers included.
+    /// 4. `ClientAuthLayer` — 401 unless the request presents a configured client key
+    ///    (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, `?key=`; constant-time
+    ///    comparison), except on `/healthz`; off when no keys are configured.
+    /// 5. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
+    ///    body is read; otherwise wraps the body in `Limited` so reading past the limit (a
+    ///    chunked body) is also 413.
+    /// 6. `Router` — 404 for unknown paths, 405 for wrong methods, then the handlers; the chat
+    ///    handler answers 400 to a malformed JSON body and forwards the rest upstream.
+    pub fn service<B>(
+        &self,
+    ) -> impl Service<
+        Request<B>,
+        Response = Response<impl Body<Data = Bytes, Error = StreamError> + Send + 'static>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(make_span::<B>)
+                    .on_response(on_response::<crate::body::ProxyBody>)
+                    .on_eos(on_eos)
+                    .on_failure(on_failure),
+            )
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(ClientAuthLayer::new(Arc::clone(&self.keys)))
+            .layer(BodyLimitLayer::new(self.config.max_body_bytes))
+            .service(Router::new(Arc::clone(&self.state)))
+    }
+}
+
+fn make_span<B>(request: &Request<B>) -> Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = request.uri().path(),
+        model = Empty,
+        account = Empty,
+        status = Empty,
+        latency_ms = Empty,
+        finish_reason = Empty,
+        prompt_tokens = Empty,
+        completion_tokens = Empty,
+    )
+}
+
+fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
+    span.record(
+        "latency_ms",
+        u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+    );
+    tracing::info!("response");
+}
+
+fn on_eos(_: Option<&HeaderMap>, stream_duration: Duration, _: &Span) {
+    tracing::debug!(
+        stream_ms = u64::try_from(stream_duration.as_millis()).unwrap_or(u64::MAX),
+        "stream complete"
+    );
+}
+
+fn on_failure(failure: ServerErrorsFailureClass, _: Duration, _: &Span) {
+    tracing::warn!(%failure, "request failed");
+}

@@ -1,0 +1,133 @@
+//! The routes, and the router at the bottom of the tower stack.
+//!
+//! | Method    | Path                   | Module   | Auth |
+//! |-----------|------------------------|----------|------|
+//! | GET       | `/v1/models`           | `models` | key  |
+//! | POST      | `/v1/chat/completions` | `chat`   | key  |
+//! | GET, HEAD | `/healthz`             | `health` | none ([`PUBLIC_PATHS`](crate::layers::auth::PUBLIC_PATHS)) |
+//!
+//! Any other path gets 404, a known path with another method 405 (with `Allow`), both as
+//! OpenAI error JSON.
+//!
+//! The translation routes — Anthropic `POST /v1/messages` and OpenAI `POST /v1/responses` —
+//! belong here as `messages.rs` and `responses.rs`, each with a [`Route`] variant: they turn
+//! the client's request into a [`ChatRequest`](crate::upstream::ChatRequest) for
+//! `Upstream::chat` (which does selection, failover and retries) and turn its
+//! [`Answer`](crate::upstream::Answer) back into their own format (streamed answers event by
+//! event with [`SseParser`](crate::sse::SseParser)).
+
+mod chat;
+mod health;
+mod models;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::Limited;
+use hyper::body::Body;
+use tower::Service;
+
+use crate::api_error::ApiError;
+use crate::body::ProxyBody;
+use crate::credential::BoxFuture;
+use crate::upstream::Upstream;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) upstream: Upstream,
+    /// Models from the config, listed before the pool's.
+    pub(crate) models: Vec<String>,
+    /// `created` of listed models: when the proxy was built, in Unix seconds.
+    pub(crate) created: u64,
+    /// The body limit, for the 413 of a chunked body found too large while reading.
+    pub(crate) max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Models,
+    ChatCompletions,
+    Health,
+}
+
+impl Route {
+    fn find(path: &str) -> Option<Self> {
+        match path {
+            "/v1/models" => Some(Self::Models),
+            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/healthz" => Some(Self::Health),
+            _ => None,
+        }
+    }
+
+    fn allows(self, method: &Method) -> bool {
+        match self {
+            Self::Models => method == Method::GET,
+            Self::ChatCompletions => method == Method::POST,
+            Self::Health => method == Method::GET || method == Method::HEAD,
+        }
+    }
+
+    /// The `Allow` header of a 405.
+    fn allow(self) -> &'static str {
+        match self {
+            Self::Models => "GET",
+            Self::ChatCompletions => "POST",
+            Self::Health => "GET, HEAD",
+        }
+    }
+}
+
+/// The innermost service: dispatches to the handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Router {
+    state: Arc<State>,
+}
+
+impl Router {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+impl<B> Service<Request<Limited<B>>> for Router
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<ProxyBody>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Limited<B>>) -> Self::Future {
+        let state = Arc::clone(&self.state);
+        Box::pin(async move { Ok(dispatch(&state, request).await) })
+    }
+}
+
+async fn dispatch<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = request.uri().path();
+    let Some(route) = Route::find(path) else {
+        return ApiError::unknown_route(request.method(), path).into_response();
+    };
+    if !route.allows(request.method()) {
+        return ApiError::method_not_allowed(request.method(), path, route.allow()).into_response();
+    }
+    match route {
+        Route::Models => models::list(state),
+        Route::ChatCompletions => chat::completions(state, request).await,
+        Route::Health => health::check(state),
+    }
+}

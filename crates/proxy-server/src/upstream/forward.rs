@@ -1,0 +1,474 @@
+//! The failover loop: select a credential, send, classify the answer, report it to the pool,
+//! and either hand the answer to the client or try again (refreshed token on the same
+//! credential after a 401, else the next credential) within the attempt budget.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use credential_pool::{Outcome, Unavailable};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tracing::Span;
+
+use super::classify::{self, Failure, Verdict};
+use super::shape;
+use super::stream::UpstreamBody;
+use super::{Upstream, error_chain, headers};
+use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
+use crate::body::ProxyBody;
+use crate::credential::{Access, Credential, Flavor, RefreshFailure};
+
+/// Largest non-streaming answer held in memory.
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+/// Largest error body read to classify an answer; the rest is not read.
+const MAX_ERROR_BYTES: usize = 1024 * 1024;
+/// The reason shown for a credential disabled because its refresh token is dead.
+const RELOGIN_REASON: &str = "re-login required";
+/// Where to add capacity, for messages whose remedy is more credentials.
+const ADD_CREDENTIALS: &str = "add accounts with `cliproxy login qwen` or more API keys";
+
+/// A client's chat-completions request, parsed once.
+#[derive(Debug)]
+pub(crate) struct ChatRequest {
+    pub(crate) model: String,
+    pub(crate) stream: bool,
+    /// The client's body as it came: what OpenAI-compatible upstreams get.
+    pub(crate) raw: Bytes,
+    /// The parsed body: reshaped for Qwen OAuth upstreams on first need.
+    pub(crate) json: Value,
+}
+
+/// The upstream's final answer, ready for the client.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// A whole answer: a non-streaming success, or an error passed through.
+    Complete {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    /// A streamed success.
+    Stream {
+        content_type: Option<HeaderValue>,
+        body: Box<UpstreamBody>,
+    },
+}
+
+impl Answer {
+    pub(crate) fn into_response(self) -> Response<ProxyBody> {
+        let (status, content_type, body, streamed) = match self {
+            Self::Complete {
+                status,
+                content_type,
+                body,
+            } => (status, content_type, ProxyBody::full(body), false),
+            Self::Stream { content_type, body } => {
+                (StatusCode::OK, content_type, ProxyBody::stream(body), true)
+            }
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let default_type = if streamed {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            content_type.unwrap_or(HeaderValue::from_static(default_type)),
+        );
+        if streamed {
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        response
+    }
+}
+
+/// What one upstream request came to.
+enum Attempt {
+    Success(Answer),
+    PassThrough(Answer),
+    Failed(Failure),
+}
+
+impl Upstream {
+    /// Serves `request` with the pool's credentials.
+    ///
+    /// # Errors
+    ///
+    /// An [`ApiError`] for the client when no credential could serve the request.
+    pub(crate) async fn chat(&self, request: ChatRequest) -> Result<Answer, ApiError> {
+        let ChatRequest {
+            model,
+            stream,
+            raw,
+            mut json,
+        } = request;
+        let mut qwen_body: Option<Bytes> = None;
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut last: Option<(Arc<str>, Failure)> = None;
+        let mut attempts = 0;
+        while attempts < self.attempts {
+            let lease = match self.pool.select(&model, &tried, Instant::now()) {
+                Ok(lease) => lease,
+                Err(unavailable) => return Err(unavailable_error(&unavailable, last)),
+            };
+            let credential: &Credential = &lease.credential;
+            Span::current().record("account", &*credential.label);
+            let body = match credential.flavor {
+                Flavor::OpenAiCompatible => raw.clone(),
+                Flavor::QwenOAuth => qwen_body
+                    .get_or_insert_with(|| shape::for_qwen(&mut json))
+                    .clone(),
+            };
+
+            let mut access = credential.access.current();
+            let mut refreshed = false;
+            let failure = loop {
+                attempts += 1;
+                let failure = match self
+                    .attempt(&access, credential.flavor, stream, &body)
+                    .await
+                {
+                    Attempt::Success(answer) => {
+                        self.pool
+                            .report(&lease.key, &model, Outcome::Success, Instant::now());
+                        return Ok(answer);
+                    }
+                    Attempt::PassThrough(answer) => return Ok(answer),
+                    Attempt::Failed(failure) => failure,
+                };
+                let Failure::Unauthorized { message, .. } = &failure else {
+                    break failure;
+                };
+                if refreshed {
+                    break failure;
+                }
+                refreshed = true;
+                match credential.access.refresh().await {
+                    Ok(fresh) if attempts < self.attempts => {
+                        tracing::info!(account = %credential.label, "token refused; retrying with a refreshed token");
+                        access = fresh;
+                    }
+                    Ok(_) => break failure,
+                    Err(RefreshFailure::ReloginRequired) => {
+                        // The access source logs this once per account; the proxy only acts on it.
+                        self.pool
+                            .set_disabled(&lease.key, Some(RELOGIN_REASON.to_owned()));
+                        break Failure::Relogin;
+                    }
+                    Err(RefreshFailure::NotRefreshable) => break failure,
+                    Err(other @ RefreshFailure::Transient(_)) => {
+                        break Failure::Unauthorized {
+                            message: message.clone(),
+                            refresh: Some(other.to_string()),
+                        };
+                    }
+                }
+            };
+            tracing::warn!(account = %credential.label, %failure, "upstream attempt failed");
+            let outcome = match &failure {
+                Failure::Quota { retry_after, .. } => Outcome::QuotaExceeded {
+                    retry_after: *retry_after,
+                },
+                _ => Outcome::Failed,
+            };
+            self.pool
+                .report(&lease.key, &model, outcome, Instant::now());
+            tried.push(Arc::clone(&lease.key));
+            last = Some((Arc::clone(&credential.label), failure));
+        }
+        Err(match last {
+            Some((label, failure)) => failure_error(&label, failure),
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_ERROR,
+                "no_attempt",
+                "no upstream request could be made; check `request-retry` in the config",
+            ),
+        })
+    }
+
+    /// One upstream request; reads as much of the answer as needed to classify it.
+    async fn attempt(
+        &self,
+        access: &Access,
+        flavor: Flavor,
+        stream: bool,
+        body: &Bytes,
+    ) -> Attempt {
+        let Some((name, authorization)) = headers::bearer(&access.bearer) else {
+            return Attempt::Failed(Failure::BadToken);
+        };
+        let send = self
+            .client
+            .post(format!("{}/chat/completions", access.base_url))
+            .headers(self.headers.get(flavor, stream).clone())
+            .header(name, authorization)
+            .body(body.clone())
+            .send();
+        let response = match tokio::time::timeout(self.idle_timeout, send).await {
+            Err(_) => {
+                return Attempt::Failed(Failure::Timeout {
+                    after: self.idle_timeout,
+                });
+            }
+            Ok(Err(error)) => {
+                return Attempt::Failed(Failure::Unreachable {
+                    error: error_chain(&error.without_url()),
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let response = http::Response::from(response);
+        let status = response.status();
+        let (parts, mut body) = response.into_parts();
+        let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+
+        if !status.is_success() {
+            let bytes = match self.read(&mut body, MAX_ERROR_BYTES, false).await {
+                Ok(bytes) => bytes,
+                Err(failure) => return Attempt::Failed(failure),
+            };
+            return match classify::error_answer(status, &parts.headers, &bytes) {
+                Verdict::PassThrough => Attempt::PassThrough(Answer::Complete {
+                    status,
+                    content_type,
+                    body: bytes,
+                }),
+                Verdict::Fail(failure) => Attempt::Failed(failure),
+            };
+        }
+        if classify::is_html(&parts.headers, b"") {
+            return Attempt::Failed(Failure::Html { status });
+        }
+        if stream {
+            // The first chunk is read before committing, to catch an HTML page sent with 200.
+            let first = match self.next_data(&mut body).await {
+                Ok(first) => first,
+                Err(failure) => return Attempt::Failed(failure),
+            };
+            if first
+                .as_ref()
+                .is_some_and(|first| classify::is_html(&HeaderMap::new(), first))
+            {
+                return Attempt::Failed(Failure::Html { status });
+            }
+            return Attempt::Success(Answer::Stream {
+                content_type,
+                body: Box::new(UpstreamBody::new(first, body, self.idle_timeout)),
+            });
+        }
+        let bytes = match self.read(&mut body, MAX_ANSWER_BYTES, true).await {
+            Ok(bytes) => bytes,
+            Err(failure) => return Attempt::Failed(failure),
+        };
+        if classify::is_html(&HeaderMap::new(), &bytes) {
+            return Attempt::Failed(Failure::Html { status });
+        }
+        Attempt::Success(Answer::Complete {
+            status,
+            content_type,
+            body: bytes,
+        })
+    }
+
+    /// The next body frame's data within the idle timeout; `Ok(None)` at the end.
+    async fn next_data(&self, body: &mut reqwest::Body) -> Result<Option<Bytes>, Failure> {
+        loop {
+            let frame = match tokio::time::timeout(self.idle_timeout, body.frame()).await {
+                Err(_) => {
+                    return Err(Failure::Timeout {
+                        after: self.idle_timeout,
+                    });
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(error))) => {
+                    return Err(Failure::Unreachable {
+                        error: error_chain(&error.without_url()),
+                    });
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Ok(Some(data));
+            }
+        }
+    }
+
+    /// Reads up to `limit` bytes of a body. Past the limit, `strict` makes it a failure;
+    /// otherwise the rest is left unread (enough to classify an error).
+    async fn read(
+        &self,
+        body: &mut reqwest::Body,
+        limit: usize,
+        strict: bool,
+    ) -> Result<Bytes, Failure> {
+        let Some(first) = self.next_data(body).await? else {
+            return Ok(Bytes::new());
+        };
+        let mut whole: Option<BytesMut> = None;
+        loop {
+            let held = whole.as_ref().map_or(first.len(), BytesMut::len);
+            if held > limit {
+                if strict {
+                    return Err(Failure::Oversized { limit });
+                }
+                break;
+            }
+            let Some(next) = self.next_data(body).await? else {
+                break;
+            };
+            whole
+                .get_or_insert_with(|| BytesMut::from(&first[..]))
+                .extend_from_slice(&next);
+        }
+        Ok(whole.map_or(first, BytesMut::freeze))
+    }
+}
+
+/// The client's error when the pool has no credential for the request.
+fn unavailable_error(unavailable: &Unavailable, last: Option<(Arc<str>, Failure)>) -> ApiError {
+    match unavailable {
+        Unavailable::UnknownModel { known, .. } => ApiError::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "model_not_found",
+            if known.is_empty() {
+                unavailable.to_string()
+            } else {
+                format!(
+                    "{unavailable}; use one of them, or add a credential that serves this model"
+                )
+            },
+        ),
+        Unavailable::CoolingDown { retry_after, .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMIT,
+            "rate_limit_exceeded",
+            unavailable.to_string(),
+        )
+        .with_retry_after(Some(*retry_after)),
+        Unavailable::Disabled { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "credentials_disabled",
+            unavailable.to_string(),
+        ),
+        Unavailable::Exhausted { .. } => match last {
+            Some((label, failure)) => failure_error(&label, failure),
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_ERROR,
+                "credentials_exhausted",
+                unavailable.to_string(),
+            ),
+        },
+    }
+}
+
+/// The client's error when the last attempt, with credential `label`, failed.
+fn failure_error(label: &str, failure: Failure) -> ApiError {
+    let bad_gateway =
+        |code, message: String| ApiError::new(StatusCode::BAD_GATEWAY, SERVER_ERROR, code, message);
+    match failure {
+        Failure::Quota {
+            status,
+            retry_after,
+            message,
+        } => {
+            let when = retry_after.map_or_else(
+                || "shortly".to_owned(),
+                |wait| format!("in {} s", retry_after_secs(wait)),
+            );
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                "rate_limit_exceeded",
+                format!(
+                    "{label} hit a quota or rate limit ({status}{}) and no other credential \
+                     could take the request; retry {when}, or {ADD_CREDENTIALS}",
+                    quoted(message.as_deref())
+                ),
+            )
+            .with_retry_after(retry_after)
+        }
+        Failure::Unauthorized { message, refresh } => bad_gateway(
+            "upstream_auth_failed",
+            format!(
+                "the upstream refused the token of {label} (401{}){}; run `cliproxy login qwen` \
+                 for that account, or check the API key",
+                quoted(message.as_deref()),
+                refresh.map_or_else(String::new, |refresh| format!("; {refresh}"))
+            ),
+        ),
+        Failure::Relogin => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "relogin_required",
+            format!(
+                "{label} needs a new login and no other credential could take the request; run \
+                 `cliproxy login qwen`"
+            ),
+        ),
+        Failure::Server { status, message } => bad_gateway(
+            "upstream_error",
+            format!(
+                "the upstream answered {status}{} for {label}, and no other credential could \
+                 take the request; retry shortly",
+                quoted(message.as_deref())
+            ),
+        ),
+        Failure::Html { status } => bad_gateway(
+            "upstream_html",
+            format!(
+                "the upstream answered {status} with an HTML page instead of JSON for {label} \
+                 (usually a firewall or captcha page after many requests); retry later, or \
+                 spread the load: {ADD_CREDENTIALS}"
+            ),
+        ),
+        Failure::Unreachable { error } => bad_gateway(
+            "upstream_unreachable",
+            format!(
+                "could not get an answer from the upstream for {label}: {error}; check the \
+                 network, the upstream proxy setting and the credential's base URL"
+            ),
+        ),
+        Failure::Timeout { after } => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            SERVER_ERROR,
+            "upstream_timeout",
+            format!(
+                "the upstream sent nothing for {} s for {label}; retry, or raise the upstream \
+                 idle timeout in the config",
+                after.as_secs()
+            ),
+        ),
+        Failure::BadToken => bad_gateway(
+            "invalid_credential",
+            format!(
+                "the token of {label} has characters that cannot be sent in a header; log in \
+                 again with `cliproxy login qwen` or fix the API key"
+            ),
+        ),
+        Failure::Oversized { limit } => bad_gateway(
+            "upstream_answer_too_large",
+            format!(
+                "the upstream's answer for {label} is larger than {} MiB; ask for a shorter \
+                 answer (`max_tokens`) or stream it (`\"stream\": true`)",
+                limit / (1024 * 1024)
+            ),
+        ),
+    }
+}
+
+fn quoted(message: Option<&str>) -> String {
+    message.map_or_else(String::new, |message| format!(": {message}"))
+}

@@ -1,0 +1,162 @@
+//! The headers of upstream requests, built once: Qwen Code's identity for Qwen OAuth accounts,
+//! plain JSON headers for OpenAI-compatible API keys. Only `Authorization` is added per
+//! attempt.
+
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::credential::Flavor;
+use crate::error::BuildError;
+
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+const OWN_USER_AGENT: &str = concat!("cliproxy/", env!("CARGO_PKG_VERSION"));
+
+/// Precomputed header sets, one per (flavor, streaming) pair.
+#[derive(Debug)]
+pub(crate) struct UpstreamHeaders {
+    qwen: HeaderMap,
+    qwen_stream: HeaderMap,
+    plain: HeaderMap,
+    plain_stream: HeaderMap,
+}
+
+impl UpstreamHeaders {
+    pub(crate) fn new(qwen_client_version: &str) -> Result<Self, BuildError> {
+        let user_agent =
+            HeaderValue::try_from(qwen_user_agent(qwen_client_version)).map_err(|_| {
+                BuildError::ClientVersion {
+                    version: qwen_client_version.to_owned(),
+                }
+            })?;
+        let mut qwen = HeaderMap::new();
+        qwen.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+        qwen.insert(USER_AGENT, user_agent.clone());
+        qwen.insert(HeaderName::from_static("x-dashscope-useragent"), user_agent);
+        qwen.insert(
+            HeaderName::from_static("x-dashscope-authtype"),
+            HeaderValue::from_static("qwen-oauth"),
+        );
+        qwen.insert(
+            HeaderName::from_static("x-dashscope-cachecontrol"),
+            HeaderValue::from_static("enable"),
+        );
+        let mut plain = HeaderMap::new();
+        plain.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+        plain.insert(USER_AGENT, HeaderValue::from_static(OWN_USER_AGENT));
+        Ok(Self {
+            qwen_stream: with_accept(&qwen, EVENT_STREAM),
+            qwen: with_accept(&qwen, JSON),
+            plain_stream: with_accept(&plain, EVENT_STREAM),
+            plain: with_accept(&plain, JSON),
+        })
+    }
+
+    /// The headers for a request of `flavor`, without `Authorization`.
+    pub(crate) fn get(&self, flavor: Flavor, stream: bool) -> &HeaderMap {
+        match (flavor, stream) {
+            (Flavor::QwenOAuth, false) => &self.qwen,
+            (Flavor::QwenOAuth, true) => &self.qwen_stream,
+            (Flavor::OpenAiCompatible, false) => &self.plain,
+            (Flavor::OpenAiCompatible, true) => &self.plain_stream,
+        }
+    }
+}
+
+fn with_accept(base: &HeaderMap, accept: &'static str) -> HeaderMap {
+    let mut headers = base.clone();
+    headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    headers
+}
+
+/// `Authorization: Bearer <token>`, marked sensitive (hyper's HPACK and debug output skip it);
+/// `None` when the token has bytes a header cannot carry.
+pub(crate) fn bearer(token: &str) -> Option<(HeaderName, HeaderValue)> {
+    let mut value = HeaderValue::try_from(format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some((AUTHORIZATION, value))
+}
+
+/// `QwenCode/<version> (<platform>; <arch>)` with Node.js's names for this machine.
+pub(crate) fn qwen_user_agent(version: &str) -> String {
+    format!(
+        "QwenCode/{version} ({}; {})",
+        node_platform(std::env::consts::OS),
+        node_arch(std::env::consts::ARCH)
+    )
+}
+
+/// Node.js's `process.platform` for a Rust `target_os`.
+fn node_platform(os: &str) -> &str {
+    match os {
+        "macos" => "darwin",
+        "windows" => "win32",
+        "solaris" | "illumos" => "sunos",
+        other => other,
+    }
+}
+
+/// Node.js's `process.arch` for a Rust `target_arch`.
+fn node_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        "x86" => "ia32",
+        "powerpc64" => "ppc64",
+        "powerpc" => "ppc",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        assert_eq!(node_platform("linux"), "linux");
+        assert_eq!(node_platform("macos"), "darwin");
+        assert_eq!(node_platform("windows"), "win32");
+        assert_eq!(node_arch("x86_64"), "x64");
+        assert_eq!(node_arch("aarch64"), "arm64");
+        assert_eq!(node_arch("riscv64"), "riscv64");
+    }
+
+    #[test]
+    fn qwen_headers_carry_qwen_codes_identity() {
+        let headers = UpstreamHeaders::new("0.14.2").expect("a valid version");
+        let qwen = headers.get(Flavor::QwenOAuth, true);
+        let user_agent = qwen_user_agent("0.14.2");
+        assert!(user_agent.starts_with("QwenCode/0.14.2 ("));
+        assert_eq!(qwen[USER_AGENT], user_agent.as_str());
+        assert_eq!(qwen["x-dashscope-useragent"], user_agent.as_str());
+        assert_eq!(qwen["x-dashscope-authtype"], "qwen-oauth");
+        assert_eq!(qwen["x-dashscope-cachecontrol"], "enable");
+        assert_eq!(qwen[ACCEPT], "text/event-stream");
+        assert_eq!(
+            headers.get(Flavor::QwenOAuth, false)[ACCEPT],
+            "application/json"
+        );
+
+        let plain = headers.get(Flavor::OpenAiCompatible, false);
+        assert!(plain.get("x-dashscope-authtype").is_none());
+        assert_eq!(plain[CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn a_version_with_a_newline_is_refused() {
+        assert!(matches!(
+            UpstreamHeaders::new("1\n2"),
+            Err(BuildError::ClientVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn bearer_is_sensitive() {
+        let (name, value) = bearer("tok").expect("a valid token");
+        assert_eq!(name, AUTHORIZATION);
+        assert!(value.is_sensitive());
+        assert!(bearer("bad\ntoken").is_none());
+    }
+}

@@ -1,0 +1,87 @@
+//! Sending a chat-completions request upstream with credentials from the pool: selection,
+//! per-flavor headers and body shape, classification of the answer, token refresh, failover,
+//! and the streamed pass-through.
+//!
+//! Invariants:
+//! - One `reqwest::Client` (with the configured upstream proxy) serves every request.
+//! - Retrying and failover happen only before the first byte reaches the client; once an
+//!   [`Answer`] is returned, it is final.
+//! - At most `request_retry` upstream requests are sent per client request.
+//! - Every upstream answer is reported to the pool, except errors passed through to the
+//!   client (the request was wrong, not the credential).
+
+mod classify;
+mod forward;
+mod headers;
+mod observe;
+mod shape;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credential_pool::Pool;
+
+use crate::config::ServerConfig;
+use crate::credential::Credential;
+use crate::error::BuildError;
+
+pub(crate) use forward::{Answer, ChatRequest};
+pub(crate) use observe::record_completion;
+pub(crate) use stream::UpstreamBody;
+
+use headers::UpstreamHeaders;
+
+/// Everything needed to send requests upstream; shared by all requests.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    client: reqwest::Client,
+    headers: UpstreamHeaders,
+    pool: Arc<Pool<Credential>>,
+    idle_timeout: Duration,
+    attempts: usize,
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        config: &ServerConfig,
+        pool: Arc<Pool<Credential>>,
+    ) -> Result<Self, BuildError> {
+        if config.request_retry == 0 {
+            return Err(BuildError::NoAttempts);
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.upstream_connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true);
+        if let Some(url) = &config.upstream_proxy_url {
+            let proxy = reqwest::Proxy::all(url).map_err(|error| BuildError::UpstreamProxy {
+                reason: error_chain(&error.without_url()),
+            })?;
+            builder = builder.proxy(proxy);
+        }
+        Ok(Self {
+            client: builder.build().map_err(BuildError::Client)?,
+            headers: UpstreamHeaders::new(&config.qwen_client_version)?,
+            pool,
+            idle_timeout: config.upstream_idle_timeout,
+            attempts: config.request_retry,
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &Pool<Credential> {
+        &self.pool
+    }
+}
+
+/// An error and its sources, joined with `: `.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,161 @@
+//! Watches a chat-completions answer go by without changing it: the finish reason, the token
+//! usage and, for streams, the number of events and whether `data: [DONE]` came. Recorded on
+//! the request's span (`finish_reason`, `prompt_tokens`, `completion_tokens`) for its log line.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use tracing::Span;
+
+use crate::sse::{SseParser, TooLong};
+
+/// Longest SSE line (and event) accepted from an upstream; longer ones break the stream.
+pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;
+
+/// The fields of a completion or completion chunk the proxy looks at.
+#[derive(Debug, Deserialize)]
+struct Summary<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// Incremental observer of one streamed answer.
+#[derive(Debug)]
+pub(crate) struct StreamObserver {
+    parser: SseParser,
+    events: u64,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl StreamObserver {
+    pub(crate) fn new() -> Self {
+        Self {
+            parser: SseParser::new(MAX_SSE_LINE),
+            events: 0,
+            finish_reason: None,
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Looks at the next chunk of the stream.
+    ///
+    /// # Errors
+    ///
+    /// [`TooLong`] when a line exceeds [`MAX_SSE_LINE`]: the stream is to be treated as broken.
+    pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), TooLong> {
+        let Self {
+            parser,
+            events,
+            finish_reason,
+            usage,
+            done,
+        } = self;
+        parser.feed(chunk, |event| {
+            *events += 1;
+            if event.data == b"[DONE]" {
+                *done = true;
+                return;
+            }
+            if let Ok(summary) = serde_json::from_slice::<Summary<'_>>(event.data) {
+                note(&summary, finish_reason, usage);
+            }
+        })
+    }
+
+    /// Records what was seen on the current span, at the normal end of the stream.
+    pub(crate) fn finish(&self) {
+        record(self.finish_reason.as_deref(), self.usage);
+        tracing::debug!(
+            events = self.events,
+            done = self.done,
+            "upstream stream ended"
+        );
+    }
+}
+
+/// Records the finish reason and usage of a non-streaming answer on the current span.
+pub(crate) fn record_completion(body: &[u8]) {
+    let Ok(summary) = serde_json::from_slice::<Summary<'_>>(body) else {
+        return;
+    };
+    let (mut finish_reason, mut usage) = (None, None);
+    note(&summary, &mut finish_reason, &mut usage);
+    record(finish_reason.as_deref(), usage);
+}
+
+fn note(summary: &Summary<'_>, finish_reason: &mut Option<String>, usage: &mut Option<Usage>) {
+    if let Some(reason) = summary
+        .choices
+        .iter()
+        .find_map(|choice| choice.finish_reason.as_deref())
+    {
+        *finish_reason = Some(reason.to_owned());
+    }
+    if summary.usage.is_some() {
+        *usage = summary.usage;
+    }
+}
+
+fn record(finish_reason: Option<&str>, usage: Option<Usage>) {
+    let span = Span::current();
+    if let Some(reason) = finish_reason {
+        span.record("finish_reason", reason);
+    }
+    if let Some(usage) = usage {
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_finish_reason_usage_and_done_across_chunks() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut observer = StreamObserver::new();
+        for piece in stream.as_bytes().chunks(5) {
+            observer.feed(piece).expect("short lines");
+        }
+        assert_eq!(observer.events, 4);
+        assert!(observer.done);
+        assert_eq!(observer.finish_reason.as_deref(), Some("stop"));
+        let usage = observer.usage.expect("usage");
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 3));
+    }
+
+    #[test]
+    fn non_json_events_are_only_counted() {
+        let mut observer = StreamObserver::new();
+        observer
+            .feed(b"event: ping\ndata: hello\n\n")
+            .expect("short lines");
+        assert_eq!(observer.events, 1);
+        assert!(observer.finish_reason.is_none());
+    }
+}

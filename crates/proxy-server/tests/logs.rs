@@ -1,0 +1,151 @@
+//! What the proxy logs: one span per request naming the model and the account, never a token
+//! or a client key.
+//!
+//! Its own test binary, alone in its process: a thread-scoped subscriber only sees every
+//! callsite when no other test registers them concurrently.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use credential_pool::{Models, Pool};
+use fake_qwen::{ChatStep, FakeQwen};
+use http::Request;
+use http_body_util::{BodyExt as _, Full};
+use proxy_server::{
+    Access, AccessSource, BoxFuture, Credential, Flavor, Proxy, RefreshFailure, ServerConfig,
+};
+use serde_json::json;
+use tower::ServiceExt as _;
+use tracing_subscriber::EnvFilter;
+
+/// Log output collected in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts with a stale token; the first refresh gives the fresh one.
+struct Refreshing {
+    base_url: String,
+    tokens: [String; 2],
+    refreshes: AtomicUsize,
+}
+
+impl AccessSource for Refreshing {
+    fn current(&self) -> Access {
+        let index = self.refreshes.load(Ordering::SeqCst).min(1);
+        Access {
+            bearer: self.tokens[index].as_str().into(),
+            base_url: self.base_url.as_str().into(),
+        }
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>> {
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(self.current())))
+    }
+}
+
+const CLIENT_KEY: &str = "sk-client-secret-42";
+
+/// Awaits `future`, failing the test if it hangs (a guard, not a timing assertion).
+async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("the test hung")
+}
+
+async fn send(proxy: &Proxy, stream: bool) -> Result<Bytes, String> {
+    let body = json!({
+        "model": "coder-model",
+        "stream": stream,
+        "messages": [{ "role": "user", "content": "hello" }],
+    });
+    let request = Request::post(format!("/v1/chat/completions?key={CLIENT_KEY}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a request");
+    let response = within(proxy.service().oneshot(request))
+        .await
+        .expect("the service never fails");
+    assert_eq!(response.status(), 200);
+    within(response.into_body().collect())
+        .await
+        .map(|body| body.to_bytes())
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test]
+async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new("proxy_server=trace,tower_http=trace"))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let fake = FakeQwen::start().await;
+    let stale = fake.mint_tokens().access_token;
+    let fresh = fake.mint_tokens().access_token;
+    fake.expire_access_token(&stale);
+    let pool = Arc::new(Pool::new(Default::default()));
+    let account = Credential {
+        label: "alice@example.com".into(),
+        flavor: Flavor::QwenOAuth,
+        access: Arc::new(Refreshing {
+            base_url: fake.chat_base_url(),
+            tokens: [stale.clone(), fresh.clone()],
+            refreshes: AtomicUsize::new(0),
+        }),
+    };
+    pool.upsert(
+        "qwen:alice",
+        Arc::new(account),
+        Models::Only(vec!["coder-model".into()]),
+        None,
+    );
+    let config = ServerConfig {
+        api_keys: vec![CLIENT_KEY.into()],
+        ..ServerConfig::default()
+    };
+    let proxy = Proxy::new(config, pool).expect("a valid config");
+
+    send(&proxy, false).await.expect("a whole answer");
+    send(&proxy, true).await.expect("a whole stream");
+    fake.set_chat_step(ChatStep::CutAfter(1));
+    assert!(send(&proxy, true).await.is_err(), "a broken stream");
+
+    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("UTF-8");
+    for expected in [
+        "request_id=",
+        "model=\"coder-model\"",
+        "account=\"alice@example.com\"",
+        "status=200",
+        "finish_reason=\"stop\"",
+        "completion_tokens=",
+        "refreshed token",
+        "broke off",
+    ] {
+        assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
+    }
+    for secret in [stale.as_str(), fresh.as_str(), CLIENT_KEY] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+    }
+}

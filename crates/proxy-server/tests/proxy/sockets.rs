@@ -1,0 +1,178 @@
+//! Behaviour that needs real sockets: client disconnects, broken and idle upstream streams
+//! reaching the client as broken, graceful shutdown, slow half-open clients, and the bind
+//! check in `serve`.
+
+use std::time::Duration;
+
+use fake_qwen::ChatStep;
+use proxy_server::{ConfigError, ServeError, ServerConfig};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{Server, chat_body, client, proxy, proxy_with, qwen_pool, within};
+
+/// Starts a streamed chat request and reads until the first content chunk arrived.
+async fn start_stream(server: &Server) -> (reqwest::Response, String) {
+    let mut response = within(
+        client()
+            .post(server.url("/v1/chat/completions"))
+            .json(&chat_body(true))
+            .send(),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("part0") {
+        let chunk = within(response.chunk())
+            .await
+            .expect("an intact stream")
+            .expect("more of the stream");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    (response, seen)
+}
+
+/// Reads the rest of a stream: `Ok(text)` at a clean end, `Err` when it broke.
+async fn rest_of(response: &mut reqwest::Response) -> Result<String, reqwest::Error> {
+    let mut text = String::new();
+    while let Some(chunk) = within(response.chunk()).await? {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn a_client_disconnect_cancels_the_upstream_request() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let server = Server::start(proxy(&pool)).await;
+    let (response, seen) = start_stream(&server).await;
+    assert!(!seen.contains("[DONE]"));
+    drop(response);
+    within(fake.wait_for_cancelled_streams(1)).await;
+    server.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn a_broken_upstream_stream_reaches_the_client_broken() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::CutAfter(2));
+    let server = Server::start(proxy(&pool)).await;
+    let (mut response, _) = start_stream(&server).await;
+    let rest = rest_of(&mut response).await;
+    assert!(rest.is_err(), "the stream ended cleanly: {rest:?}");
+    server.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn an_idle_upstream_stream_is_aborted() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let config = ServerConfig {
+        upstream_idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(proxy_with(config, &pool)).await;
+    let (mut response, _) = start_stream(&server).await;
+    let rest = rest_of(&mut response).await;
+    assert!(rest.is_err(), "the stream ended cleanly: {rest:?}");
+    // The proxy let go of the upstream stream as well.
+    within(fake.wait_for_cancelled_streams(1)).await;
+    server.stop().await.expect("a clean stop");
+}
+
+/// Waits until the server no longer accepts connections (its listener is closed).
+async fn until_refused(server: &Server) {
+    within(async {
+        while TcpStream::connect(server.addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_in_flight_stream_finish() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let mut server = Server::start(proxy(&pool)).await;
+    let (mut response, _) = start_stream(&server).await;
+
+    server.trigger_shutdown();
+    until_refused(&server).await;
+    assert!(!server.is_finished(), "serve waits for the open stream");
+
+    fake.release_held_streams(1);
+    let rest = rest_of(&mut response).await.expect("the stream completes");
+    assert!(rest.ends_with("data: [DONE]\n\n"), "{rest}");
+    server.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn streams_still_open_after_the_grace_period_are_closed() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(proxy_with(config, &pool)).await;
+    let (mut response, _) = start_stream(&server).await;
+    server
+        .stop()
+        .await
+        .expect("serve returns after the grace period");
+    assert!(rest_of(&mut response).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_half_open_connections_neither_block_others_nor_stay_open() {
+    let (_fake, pool, _) = qwen_pool(1).await;
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(proxy_with(config, &pool)).await;
+
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let mut socket = within(TcpStream::connect(server.addr))
+            .await
+            .expect("a connection");
+        if i % 10 != 0 {
+            // A partial request line, then nothing; every tenth sends nothing at all.
+            within(socket.write_all(b"GET /v1/mod"))
+                .await
+                .expect("a write");
+        }
+        slow.push(socket);
+    }
+
+    let answer = within(client().get(server.url("/v1/models")).send())
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status(), 200);
+
+    for mut socket in slow {
+        let mut rest = Vec::new();
+        // EOF (possibly after a 408) or a reset: either way the server closed it.
+        let _ = within(socket.read_to_end(&mut rest)).await;
+    }
+    server.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn serve_refuses_an_open_address_without_keys() {
+    let (_fake, pool, _) = qwen_pool(1).await;
+    let listener = TcpListener::bind(("0.0.0.0", 0)).await.expect("a port");
+    let refused = proxy(&pool)
+        .serve(listener, std::future::pending())
+        .await
+        .expect_err("no keys on 0.0.0.0");
+    assert!(matches!(
+        refused,
+        ServeError::Config(ConfigError::OpenWithoutKeys { .. })
+    ));
+    assert!(refused.to_string().contains("api-keys = ["));
+}

@@ -1,0 +1,246 @@
+//! The set of live Qwen accounts, kept in step with the auth dir: loading,
+//! adding, replacing and removing accounts in the pool, and each account's
+//! refresh schedule.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use auth_core::OAuthClient;
+use credential_pool::{Models, Pool, refresh_due};
+use proxy_server::{Credential, Flavor, RefreshFailure};
+use token_store::{AccountKey, AuthDir, StoredAccount};
+
+use super::qwen_account::{Flights, QwenAccount, RefreshReason};
+
+/// The longest random spread added before an account's refresh.
+const MAX_REFRESH_JITTER: Duration = Duration::from_secs(5 * 60);
+/// First wait after a refresh failed for a passing reason; doubles up to the max.
+const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(15);
+const MAX_RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(10 * 60);
+
+/// How accounts enter the pool.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<NonZeroU32>,
+    pub refresh_lead: Duration,
+}
+
+struct Live {
+    account: Arc<QwenAccount>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.scheduler.abort();
+    }
+}
+
+/// Every account loaded from the auth dir.
+pub struct Accounts {
+    store: AuthDir,
+    oauth: OAuthClient,
+    pool: Arc<Pool<Credential>>,
+    settings: AccountSettings,
+    flights: Arc<Flights>,
+    live: Mutex<HashMap<AccountKey, Live>>,
+    /// Bad files already reported, so each is logged once until it changes.
+    reported: Mutex<HashSet<(PathBuf, String)>>,
+}
+
+/// What one pass over the auth dir changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+impl Accounts {
+    pub fn new(
+        store: AuthDir,
+        oauth: OAuthClient,
+        pool: Arc<Pool<Credential>>,
+        settings: AccountSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            oauth,
+            pool,
+            settings,
+            flights: Arc::new(Flights::new()),
+            live: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn store(&self) -> &AuthDir {
+        &self.store
+    }
+
+    /// Reads the auth dir and brings the pool in line with it. Must run inside
+    /// the Tokio runtime (it starts refresh schedulers); does blocking I/O.
+    pub fn reconcile(self: &Arc<Self>) -> Result<Reconciled, token_store::StoreError> {
+        let listing = self.store.list()?;
+        self.report_problems(&listing.problems);
+        for path in &listing.tightened {
+            tracing::warn!(file = %path.display(), "token file was readable by others; tightened it to 0600");
+        }
+        let mut seen: HashMap<AccountKey, StoredAccount> = HashMap::new();
+        for stored in listing.accounts {
+            if stored.record.provider == token_store::QWEN {
+                seen.insert(stored.key(), stored);
+            }
+        }
+        let mut changes = Reconciled::default();
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        live.retain(|key, _| {
+            let keep = seen.contains_key(key);
+            if !keep {
+                self.pool.remove(key.as_str());
+                tracing::info!(account = %key, "account file removed; account left rotation");
+                changes.removed += 1;
+            }
+            keep
+        });
+        for (key, stored) in seen {
+            match live.get(&key) {
+                Some(existing) if existing.account.path == stored.path => {
+                    if existing.account.differs_from(&stored.record) {
+                        existing.account.adopt(stored.record);
+                        self.apply_status(&existing.account);
+                        changes.updated += 1;
+                    }
+                }
+                Some(_) => {
+                    live.insert(key, self.start(stored));
+                    changes.updated += 1;
+                }
+                None => {
+                    let started = self.start(stored);
+                    tracing::info!(account = %started.account.label, "account added");
+                    live.insert(key, started);
+                    changes.added += 1;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The live accounts, for `healthz`-style reporting and tests.
+    pub fn len(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
+    }
+
+    fn start(self: &Arc<Self>, stored: StoredAccount) -> Live {
+        let account = Arc::new(QwenAccount::new(
+            stored,
+            self.store.clone(),
+            self.oauth.clone(),
+            Arc::clone(&self.flights),
+            self.settings.refresh_lead,
+        ));
+        self.pool.upsert(
+            account.key.as_str(),
+            Arc::new(account_credential(&account)),
+            Models::Only(self.settings.models.clone()),
+            self.settings.requests_per_minute,
+        );
+        self.apply_status(&account);
+        let scheduler = tokio::spawn(schedule_refreshes(
+            Arc::clone(&account),
+            Arc::clone(&self.pool),
+            self.settings.refresh_lead,
+        ));
+        Live { account, scheduler }
+    }
+
+    fn apply_status(&self, account: &QwenAccount) {
+        let reason = account
+            .needs_relogin()
+            .then(|| "re-login required".to_owned());
+        self.pool.set_disabled(account.key.as_str(), reason);
+    }
+
+    fn report_problems(&self, problems: &[token_store::BadFile]) {
+        let mut reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let current: HashSet<(PathBuf, String)> = problems
+            .iter()
+            .map(|bad| (bad.path.clone(), bad.reason.to_string()))
+            .collect();
+        for problem in problems {
+            let entry = (problem.path.clone(), problem.reason.to_string());
+            if !reported.contains(&entry) {
+                tracing::warn!(
+                    "skipped token file {problem}; fix or remove it (see docs/troubleshooting.md)"
+                );
+            }
+        }
+        *reported = current;
+    }
+}
+
+/// The pool's view of a Qwen account.
+pub fn account_credential(account: &Arc<QwenAccount>) -> Credential {
+    Credential {
+        label: Arc::clone(&account.label),
+        flavor: Flavor::QwenOAuth,
+        access: Arc::clone(account) as Arc<dyn proxy_server::AccessSource>,
+    }
+}
+
+/// Refreshes `account` a lead time (plus jitter) before each expiry, until aborted.
+async fn schedule_refreshes(
+    account: Arc<QwenAccount>,
+    pool: Arc<Pool<Credential>>,
+    lead: Duration,
+) {
+    let jitter_max = MAX_REFRESH_JITTER.min(lead / 4);
+    let mut failures: u32 = 0;
+    loop {
+        if account.needs_relogin() {
+            account.changed.notified().await;
+            continue;
+        }
+        let Some(expires_at) = account.expires_at() else {
+            account.changed.notified().await;
+            continue;
+        };
+        let now = SystemTime::now();
+        let due = refresh_due(expires_at, lead, jitter_max, rand::random::<f64>(), now);
+        let wait = if failures == 0 {
+            due.duration_since(now).unwrap_or_default()
+        } else {
+            RETRY_AFTER_FAILED_REFRESH
+                .saturating_mul(1 << failures.min(6))
+                .min(MAX_RETRY_AFTER_FAILED_REFRESH)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = account.changed.notified() => {
+                failures = 0;
+                continue;
+            }
+        }
+        match account.refresh_for(RefreshReason::Expiring).await {
+            Ok(_) => failures = 0,
+            Err(RefreshFailure::ReloginRequired) => {
+                pool.set_disabled(account.key.as_str(), Some("re-login required".to_owned()));
+            }
+            Err(_) => failures = failures.saturating_add(1),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! `cliproxy serve`: wires the auth dir, the credential pool, token refresh,
+//! the dir watch and the HTTP server together, and runs until SIGINT/SIGTERM.
+
+mod accounts;
+mod check;
+mod qwen_account;
+mod watch;
+
+pub use check::check_accounts;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use auth_core::OAuthClient;
+use credential_pool::{Models, Pool, PoolConfig};
+use proxy_server::{Access, Credential, Flavor, Proxy, ServerConfig, StaticAccess};
+use token_store::AuthDir;
+
+use crate::config::{OpenAiCompatEntry, Settings};
+use accounts::{AccountSettings, Accounts};
+
+/// Runs the server until a shutdown signal, then drains in-flight requests.
+pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
+    let serve = &settings.serve;
+    let address = SocketAddr::new(serve.host, serve.port);
+    let config = ServerConfig {
+        api_keys: serve.api_keys.clone(),
+        max_body_bytes: usize::try_from(serve.max_body_bytes).unwrap_or(usize::MAX),
+        header_read_timeout: serve.header_read_timeout,
+        upstream_idle_timeout: serve.upstream_idle_timeout,
+        shutdown_grace: serve.shutdown_grace,
+        request_retry: serve.request_retry,
+        models: serve.qwen_models.clone(),
+        qwen_client_version: serve.qwen_client_version.clone(),
+        upstream_proxy_url: settings.proxy_url.clone(),
+        ..ServerConfig::default()
+    };
+    config.check_bind(&address)?;
+
+    let pool = Arc::new(Pool::new(PoolConfig {
+        strategy: serve.routing_strategy,
+        ..PoolConfig::default()
+    }));
+    add_api_keys(&pool, &serve.openai_compat);
+    let store = AuthDir::open(&settings.auth_dir)?;
+    let accounts = Accounts::new(
+        store,
+        oauth,
+        Arc::clone(&pool),
+        AccountSettings {
+            models: serve.qwen_models.clone(),
+            requests_per_minute: serve.qwen_requests_per_minute,
+            refresh_lead: serve.refresh_lead,
+        },
+    );
+    let loaded = accounts.reconcile()?;
+    let _watch = watch::watch(Arc::clone(&accounts))?;
+    if pool.is_empty() {
+        tracing::warn!(
+            "no accounts in {} and no [[openai-compat]] keys: add one with `cliproxy login qwen`; the server picks it up without a restart",
+            settings.auth_dir.display()
+        );
+    }
+
+    let proxy = Proxy::new(config, Arc::clone(&pool))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
+    let bound = listener.local_addr().unwrap_or(address);
+    tracing::info!(
+        accounts = loaded.added,
+        api_keys = pool.len() - accounts.len(),
+        "listening on http://{bound}"
+    );
+    proxy.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Adds every `[[openai-compat]]` key to the pool.
+fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
+    for (label, credential, models) in api_key_credentials(entries) {
+        let rpm = entries
+            .iter()
+            .find(|entry| label.starts_with(&format!("{}#", entry.name)))
+            .and_then(|entry| entry.requests_per_minute);
+        pool.upsert(
+            &format!("openai-compat:{label}"),
+            Arc::new(credential),
+            models,
+            rpm,
+        );
+    }
+}
+
+/// Each key of each `[[openai-compat]]` entry as a credential of its own,
+/// labelled `<name>#<n>`, with the models it serves.
+fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<(Arc<str>, Credential, Models)> {
+    let mut credentials = Vec::new();
+    for entry in entries {
+        let base_url: Arc<str> = entry.base_url.trim_end_matches('/').into();
+        let models = if entry.models.is_empty() {
+            Models::All
+        } else {
+            Models::Only(entry.models.clone())
+        };
+        for (index, key) in entry.api_keys.iter().enumerate() {
+            let label: Arc<str> = format!("{}#{}", entry.name, index + 1).into();
+            let access = StaticAccess(Access {
+                bearer: key.as_str().into(),
+                base_url: Arc::clone(&base_url),
+            });
+            let credential = Credential {
+                label: Arc::clone(&label),
+                flavor: Flavor::OpenAiCompatible,
+                access: Arc::new(access),
+            };
+            credentials.push((label, credential, models.clone()));
+        }
+    }
+    credentials
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(
+                        "cannot listen for SIGTERM ({error}); only Ctrl-C stops the server"
+                    );
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+}
