@@ -43,6 +43,17 @@ pub struct ConfigFile {
     pub qwen: QwenSection,
     #[serde(default)]
     pub openai_compat: Vec<OpenAiCompatEntry>,
+    #[serde(default)]
+    pub models: ModelsSection,
+}
+
+/// `[models]`: how client model names map to served models.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelsSection {
+    /// Pattern (exact, or with `*`) → served model.
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +145,7 @@ pub struct ServeSettings {
     pub qwen_models: Vec<String>,
     pub qwen_client_version: String,
     pub openai_compat: Vec<OpenAiCompatEntry>,
+    pub model_aliases: Vec<(String, String)>,
 }
 
 /// Command-line values that override the config.
@@ -173,6 +185,12 @@ impl ConfigFile {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        for (pattern, target) in &self.models.aliases {
+            anyhow::ensure!(
+                !pattern.is_empty() && !target.trim().is_empty(),
+                "[models.aliases] {pattern:?} = {target:?}: both the name and the model it maps to must be non-empty"
+            );
+        }
         for entry in &self.openai_compat {
             anyhow::ensure!(
                 !entry.api_keys.is_empty(),
@@ -269,6 +287,10 @@ impl Settings {
                 .or(file.qwen.client_version)
                 .unwrap_or_else(|| "0.14.2".to_owned()),
             openai_compat: file.openai_compat,
+            model_aliases: match env_value("CLIPROXY_MODEL_ALIASES") {
+                Some(raw) => parse_alias_list(&raw)?,
+                None => file.models.aliases.into_iter().collect(),
+            },
         };
         Ok(Self {
             auth_dir,
@@ -279,6 +301,19 @@ impl Settings {
             serve,
         })
     }
+}
+
+/// `pattern=model,pattern=model`, as `CLIPROXY_MODEL_ALIASES` takes it.
+fn parse_alias_list(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    raw.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (pattern, target) = pair.split_once('=').filter(|(p, t)| !p.trim().is_empty() && !t.trim().is_empty()).with_context(|| {
+                format!("CLIPROXY_MODEL_ALIASES: {pair:?} is not `name=model`; write e.g. claude-*=qwen3-coder-plus,gpt-5=coder-model")
+            })?;
+            Ok((pattern.trim().to_owned(), target.trim().to_owned()))
+        })
+        .collect()
 }
 
 fn env_value(name: &str) -> Option<String> {
@@ -448,6 +483,30 @@ mod tests {
         assert_eq!(serve.routing_strategy, credential_pool::Strategy::FillFirst);
         assert_eq!(serve.qwen_requests_per_minute, None, "0 means no cap");
         assert_eq!(serve.openai_compat[0].api_keys.len(), 2);
+    }
+
+    #[test]
+    fn model_aliases_come_from_the_file_or_the_environment() {
+        let text =
+            "[models.aliases]\n\"claude-*\" = \"qwen3-coder-plus\"\n\"gpt-5\" = \"coder-model\"\n";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        file.check().unwrap();
+        let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+        assert_eq!(
+            serve.model_aliases,
+            [
+                ("claude-*".to_owned(), "qwen3-coder-plus".to_owned()),
+                ("gpt-5".to_owned(), "coder-model".to_owned())
+            ]
+        );
+        assert_eq!(
+            parse_alias_list("a*=b, c = d").unwrap(),
+            [
+                ("a*".to_owned(), "b".to_owned()),
+                ("c".to_owned(), "d".to_owned())
+            ]
+        );
+        assert!(parse_alias_list("nonsense").is_err());
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         shutdown_grace: serve.shutdown_grace,
         request_retry: serve.request_retry,
         models: serve.qwen_models.clone(),
+        model_aliases: serve.model_aliases.clone(),
         qwen_client_version: serve.qwen_client_version.clone(),
         upstream_proxy_url: settings.proxy_url.clone(),
         ..ServerConfig::default()

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub request_retry: usize,
     /// Model ids `GET /v1/models` lists besides those the credentials name.
     pub models: Vec<String>,
+    /// Client model names (exact or `*` globs) and the model each stands for.
+    pub model_aliases: Vec<(String, String)>,
     /// Qwen Code version sent to Qwen OAuth upstreams in `User-Agent`.
     pub qwen_client_version: String,
     /// HTTP(S) proxy for upstream requests, e.g. `http://proxy:3128`. `None`: the system's
@@ -36,7 +38,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     /// No keys, 64 MiB bodies, 30 s header timeout, 5 min upstream idle timeout, 30 s shutdown
-    /// grace, 3 attempts, no extra models, Qwen Code 0.14.2, no upstream proxy, 30 s connect
+    /// grace, 3 attempts, no extra models or aliases, Qwen Code 0.14.2, no upstream proxy, 30 s connect
     /// timeout.
     fn default() -> Self {
         Self {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             request_retry: 3,
             models: Vec::new(),
+            model_aliases: Vec::new(),
             qwen_client_version: "0.14.2".to_owned(),
             upstream_proxy_url: None,
             upstream_connect_timeout: Duration::from_secs(30),
@@ -67,6 +70,7 @@ impl fmt::Debug for ServerConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("request_retry", &self.request_retry)
             .field("models", &self.models)
+            .field("model_aliases", &self.model_aliases)
             .field("qwen_client_version", &self.qwen_client_version)
             .field(
                 "upstream_proxy_url",

@@ -1,5 +1,5 @@
-//! `GET /v1/models`: the configured models and every model a credential names, in OpenAI's
-//! list shape.
+//! `GET /v1/models`: the configured models, every model a credential names, and the model
+//! aliases (as their patterns), in OpenAI's list shape.
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -15,6 +15,7 @@ pub(super) fn list(state: &State) -> Response<ProxyBody> {
         .iter()
         .cloned()
         .chain(state.upstream.pool().models())
+        .chain(state.upstream.aliases().patterns().map(str::to_owned))
     {
         if !ids.contains(&id) {
             ids.push(id);

@@ -106,9 +106,18 @@ impl Upstream {
         let ChatRequest {
             model,
             stream,
-            raw,
+            mut raw,
             mut json,
         } = request;
+        let model = match self.aliases.resolve(&model) {
+            Some(target) if target != model => {
+                tracing::debug!(requested = %model, model = %target, "model alias applied");
+                json["model"] = Value::from(target);
+                raw = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+                target.to_owned()
+            }
+            _ => model,
+        };
         let mut qwen_body: Option<Bytes> = None;
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<(Arc<str>, Failure)> = None;
@@ -116,7 +125,9 @@ impl Upstream {
         while attempts < self.attempts {
             let lease = match self.pool.select(&model, &tried, Instant::now()) {
                 Ok(lease) => lease,
-                Err(unavailable) => return Err(unavailable_error(&unavailable, last)),
+                Err(unavailable) => {
+                    return Err(unavailable_error(&unavailable, last, &self.aliases));
+                }
             };
             let credential: &Credential = &lease.credential;
             Span::current().record("account", &*credential.label);
@@ -335,20 +346,32 @@ impl Upstream {
 }
 
 /// The client's error when the pool has no credential for the request.
-fn unavailable_error(unavailable: &Unavailable, last: Option<(Arc<str>, Failure)>) -> ApiError {
+fn unavailable_error(
+    unavailable: &Unavailable,
+    last: Option<(Arc<str>, Failure)>,
+    aliases: &super::Aliases,
+) -> ApiError {
     match unavailable {
-        Unavailable::UnknownModel { known, .. } => ApiError::new(
-            StatusCode::NOT_FOUND,
-            INVALID_REQUEST,
-            "model_not_found",
-            if known.is_empty() {
-                unavailable.to_string()
+        Unavailable::UnknownModel { known, .. } => {
+            let patterns: Vec<&str> = aliases.patterns().collect();
+            let alias_note = if patterns.is_empty() {
+                "; or map this name to one with [models.aliases] in the config".to_owned()
             } else {
-                format!(
-                    "{unavailable}; use one of them, or add a credential that serves this model"
-                )
-            },
-        ),
+                format!(" (aliases: {})", patterns.join(", "))
+            };
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                "model_not_found",
+                if known.is_empty() {
+                    unavailable.to_string()
+                } else {
+                    format!(
+                        "{unavailable}{alias_note}; use one of them, or add a credential that serves this model"
+                    )
+                },
+            )
+        }
         Unavailable::CoolingDown { retry_after, .. } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             RATE_LIMIT,

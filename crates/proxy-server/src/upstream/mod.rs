@@ -10,6 +10,7 @@
 //! - Every upstream answer is reported to the pool, except errors passed through to the
 //!   client (the request was wrong, not the credential).
 
+mod aliases;
 mod classify;
 mod forward;
 mod headers;
@@ -26,6 +27,7 @@ use crate::config::ServerConfig;
 use crate::credential::Credential;
 use crate::error::BuildError;
 
+pub(crate) use aliases::Aliases;
 pub(crate) use forward::{Answer, ChatRequest};
 pub(crate) use observe::record_completion;
 pub(crate) use stream::UpstreamBody;
@@ -40,6 +42,7 @@ pub(crate) struct Upstream {
     pool: Arc<Pool<Credential>>,
     idle_timeout: Duration,
     attempts: usize,
+    aliases: Aliases,
 }
 
 impl Upstream {
@@ -66,11 +69,16 @@ impl Upstream {
             pool,
             idle_timeout: config.upstream_idle_timeout,
             attempts: config.request_retry,
+            aliases: Aliases::new(&config.model_aliases),
         })
     }
 
     pub(crate) fn pool(&self) -> &Pool<Credential> {
         &self.pool
+    }
+
+    pub(crate) fn aliases(&self) -> &Aliases {
+        &self.aliases
     }
 }
 

@@ -13,7 +13,9 @@ use proxy_server::ServerConfig;
 use serde_json::json;
 use tower::ServiceExt as _;
 
-use crate::support::{self, MODEL, call, chat_request, get, proxy, proxy_with, qwen_pool, within};
+use crate::support::{
+    self, MODEL, call, chat_body, chat_request, get, proxy, proxy_with, qwen_pool, within,
+};
 
 #[tokio::test]
 async fn models_lists_configured_and_pool_models_once_each() {
@@ -187,4 +189,39 @@ async fn an_unknown_model_is_404_naming_the_known_ones() {
         .error(404, "model_not_found");
     assert!(message.contains("gpt-9"), "{message}");
     assert!(message.contains(MODEL), "{message}");
+}
+
+#[tokio::test]
+async fn model_aliases_route_client_names_to_served_models() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let config = ServerConfig {
+        model_aliases: vec![
+            ("claude-*".to_owned(), "qwen3-coder-plus".to_owned()),
+            ("gpt-5".to_owned(), MODEL.to_owned()),
+        ],
+        ..ServerConfig::default()
+    };
+    let proxy = proxy_with(config, &pool);
+
+    let mut body = chat_body(false);
+    body["model"] = json!("claude-sonnet-4-5");
+    let answer = call(&proxy, chat_request(&body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let sent = fake.chat_requests();
+    assert_eq!(sent.last().unwrap().json()["model"], "qwen3-coder-plus");
+
+    let listed = call(&proxy, get("/v1/models")).await.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"claude-*") && ids.contains(&"gpt-5"), "{ids:?}");
+
+    body["model"] = json!("gemini-pro");
+    let message = call(&proxy, chat_request(&body))
+        .await
+        .error(404, "model_not_found");
+    assert!(message.contains("claude-*") && message.contains(MODEL), "{message}");
 }
