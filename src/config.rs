@@ -74,7 +74,8 @@ pub struct OpenAiCompatEntry {
     pub api_keys: Vec<String>,
     #[serde(default)]
     pub models: Vec<String>,
-    pub requests_per_minute: Option<NonZeroU32>,
+    /// Per-key cap over a sliding minute; missing or 0: no cap.
+    pub requests_per_minute: Option<u32>,
 }
 
 /// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
@@ -249,11 +250,9 @@ impl Settings {
                 .or(file.port)
                 .unwrap_or(8317),
             api_keys: env_list("CLIPROXY_API_KEYS")
+                .map(|keys| keys.into_iter().filter(|key| !key.is_empty()).collect())
                 .or(file.api_keys)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|key| !key.trim().is_empty())
-                .collect(),
+                .unwrap_or_default(),
             max_body_bytes: env_parsed("CLIPROXY_MAX_BODY_BYTES")?
                 .or(file.max_body_bytes)
                 .unwrap_or(64 * 1024 * 1024),

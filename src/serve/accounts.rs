@@ -2,7 +2,7 @@
 //! adding, replacing and removing accounts in the pool, and each account's
 //! refresh schedule.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use super::qwen_account::{Flights, QwenAccount, RefreshReason};
 
 /// The longest random spread added before an account's refresh.
 const MAX_REFRESH_JITTER: Duration = Duration::from_secs(5 * 60);
-/// First wait after a refresh failed for a passing reason; doubles up to the max.
+/// Wait after a first failed refresh (a passing failure); doubles with each further one, up to the max.
 const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(15);
 const MAX_RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(10 * 60);
 
@@ -90,7 +90,7 @@ impl Accounts {
         for path in &listing.tightened {
             tracing::warn!(file = %path.display(), "token file was readable by others; tightened it to 0600");
         }
-        let mut seen: HashMap<AccountKey, StoredAccount> = HashMap::new();
+        let mut seen: BTreeMap<AccountKey, StoredAccount> = BTreeMap::new();
         for stored in listing.accounts {
             if stored.record.provider == token_store::QWEN {
                 seen.insert(stored.key(), stored);
@@ -225,7 +225,7 @@ async fn schedule_refreshes(
             due.duration_since(now).unwrap_or_default()
         } else {
             RETRY_AFTER_FAILED_REFRESH
-                .saturating_mul(1 << failures.min(6))
+                .saturating_mul(1 << (failures - 1).min(6))
                 .min(MAX_RETRY_AFTER_FAILED_REFRESH)
         };
         tokio::select! {
@@ -240,7 +240,10 @@ async fn schedule_refreshes(
             Err(RefreshFailure::ReloginRequired) => {
                 pool.set_disabled(account.key.as_str(), Some("re-login required".to_owned()));
             }
-            Err(_) => failures = failures.saturating_add(1),
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(account = %account.label, "scheduled refresh failed ({error}); retrying later");
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
     let listing = store.list()?;
     let flights = Arc::new(Flights::new());
     let mut probes: Vec<(Arc<str>, Credential, String)> = Vec::new();
+    let mut relogin_marked = Vec::new();
     let qwen_model = serve
         .qwen_models
         .first()
@@ -72,6 +73,9 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
             Arc::clone(&flights),
             serve.refresh_lead,
         ));
+        if account.needs_relogin() {
+            relogin_marked.push(Arc::clone(&account.label));
+        }
         let credential = account_credential(&account);
         probes.push((Arc::clone(&account.label), credential, qwen_model.clone()));
     }
@@ -95,7 +99,15 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
 
     let mut rows = Vec::new();
     for (label, credential, model) in probes {
-        let (verdict, detail) = probe(settings, credential, &model).await?;
+        let (verdict, detail) = if relogin_marked.contains(&label) {
+            (
+                Verdict::ReloginRequired,
+                "the server found its refresh token dead; run `cliproxy login qwen` for it"
+                    .to_owned(),
+            )
+        } else {
+            probe(settings, credential, &model).await?
+        };
         rows.push((label, verdict, model, detail));
     }
     let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(7).max(7);

@@ -85,7 +85,8 @@ fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
         let rpm = entries
             .iter()
             .find(|entry| label.starts_with(&format!("{}#", entry.name)))
-            .and_then(|entry| entry.requests_per_minute);
+            .and_then(|entry| entry.requests_per_minute)
+            .and_then(std::num::NonZeroU32::new);
         pool.upsert(
             &format!("openai-compat:{label}"),
             Arc::new(credential),

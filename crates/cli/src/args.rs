@@ -87,7 +87,8 @@ pub struct ServeOptions {
 pub enum AccountsCommand {
     /// Every account with its file, expiry, last refresh and status.
     List,
-    /// Sends each account a minimal request and reports whether it works.
+    /// Sends each account and API key a minimal request (refreshing tokens as the
+    /// server would) and reports whether it works; exits 1 when any does not.
     Check,
 }
 

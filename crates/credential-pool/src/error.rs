@@ -37,7 +37,7 @@ pub enum Unavailable {
     },
     /// Every candidate is disabled (e.g. its refresh token is dead).
     #[error(
-        "{} for {model} {} disabled and need{} a new login; run `cliproxy login qwen` or fix the API keys",
+        "{} for {model} {} disabled and need{} a new login; run `cliproxy login qwen` for each (`cliproxy accounts list` shows which)",
         count_phrase(*.count, ""), if *.count == 1 { "is" } else { "are" }, if *.count == 1 { "s" } else { "" }
     )]
     Disabled {
