@@ -39,6 +39,7 @@ pub struct ConfigFile {
     pub refresh_lead: Option<DurationSetting>,
     pub request_retry: Option<usize>,
     pub routing_strategy: Option<String>,
+    pub max_output_tokens: Option<u32>,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -142,6 +143,8 @@ pub struct ServeSettings {
     pub refresh_lead: Duration,
     pub request_retry: usize,
     pub routing_strategy: credential_pool::Strategy,
+    /// `None`: requests keep whatever output token limit they ask for.
+    pub max_output_tokens: Option<u32>,
     pub qwen_requests_per_minute: Option<NonZeroU32>,
     pub qwen_models: Vec<String>,
     pub qwen_client_version: String,
@@ -273,6 +276,12 @@ impl Settings {
                 .unwrap_or(3)
                 .max(1),
             routing_strategy,
+            max_output_tokens: Some(
+                env_parsed::<u32>("CLIPROXY_MAX_OUTPUT_TOKENS")?
+                    .or(file.max_output_tokens)
+                    .unwrap_or(65_536),
+            )
+            .filter(|cap| *cap > 0),
             qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
             qwen_models: env_list("CLIPROXY_QWEN_MODELS")
                 .or(file.qwen.models)
@@ -448,6 +457,7 @@ mod tests {
         assert_eq!(serve.shutdown_grace, Duration::from_secs(30));
         assert_eq!(serve.refresh_lead, Duration::from_secs(1200));
         assert_eq!(serve.request_retry, 3);
+        assert_eq!(serve.max_output_tokens, Some(65_536));
         assert_eq!(serve.qwen_requests_per_minute, NonZeroU32::new(60));
         assert_eq!(serve.qwen_models, DEFAULT_QWEN_MODELS);
     }

@@ -33,6 +33,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         request_retry: serve.request_retry,
         models: serve.qwen_models.clone(),
         model_aliases: serve.model_aliases.clone(),
+        max_output_tokens: serve.max_output_tokens,
         qwen_client_version: serve.qwen_client_version.clone(),
         upstream_proxy_url: settings.proxy_url.clone(),
         ..ServerConfig::default()

@@ -18,6 +18,7 @@ use crate::record::RecordedRequest;
 use crate::reply::{self, Body, Cut, Reply};
 use crate::script::ChatStep;
 use crate::state::World;
+use crate::tools::{self, ARGUMENT_FRAGMENTS, ToolCall};
 
 /// Path of the chat-completions endpoint, under the `/v1` base that `resource_url` leads to.
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
@@ -55,6 +56,8 @@ pub(crate) struct ChatState {
     /// How many streams lost their reader before they were complete.
     pub(crate) cancelled: Arc<watch::Sender<usize>>,
     answers: u64,
+    /// Tool calls made so far (numbers `call_<n>`).
+    calls: u64,
 }
 
 impl ChatState {
@@ -71,6 +74,7 @@ impl ChatState {
             release: Arc::new(Semaphore::new(0)),
             cancelled: Arc::new(watch::Sender::new(0)),
             answers: 0,
+            calls: 0,
         }
     }
 
@@ -197,6 +201,14 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
             );
         }
     }
+    if let Err(message) = tools::check_request(&body) {
+        return reply::api_error(
+            400,
+            "invalid_parameter_error",
+            &format!("<400> InternalError.Algo.InvalidParameter: {message}"),
+            "invalid_request_error",
+        );
+    }
     if let Some(wait) = world.chat.over_rate(&caller.token, Instant::now()) {
         return rate_limited(wait.as_secs().max(1));
     }
@@ -214,12 +226,16 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
             "server_error",
         ),
         ChatStep::Html { status } => reply::waf_page(status),
-        ChatStep::Answer | ChatStep::HoldLast | ChatStep::CutAfter(_) | ChatStep::EndAfter(_) => {
+        ChatStep::Answer
+        | ChatStep::HoldLast
+        | ChatStep::CutAfter(_)
+        | ChatStep::EndAfter(_)
+        | ChatStep::ToolCalls { .. } => {
             world.chat.answers += 1;
             let answer = Answer {
                 id: format!("chatcmpl-fake-{}", world.chat.answers),
                 model: model.to_owned(),
-                text: format!("You said: {}", last_user_text(&body)),
+                turn: world.chat.turn(&body, step),
                 prompt_tokens: u64::try_from(request.body.len() / 4).unwrap_or(u64::MAX),
             };
             if stream {
@@ -234,8 +250,138 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
 struct Answer {
     id: String,
     model: String,
-    text: String,
+    turn: Turn,
     prompt_tokens: u64,
+}
+
+/// What the model says in one answer, before it is sent whole or streamed.
+struct Turn {
+    /// `reasoning_content`, when the request set `enable_thinking: true`.
+    reasoning: Option<String>,
+    /// `content` of a whole answer; `None` is `null`.
+    text: Option<String>,
+    /// `content` as streamed, one delta per fragment.
+    streamed_text: Vec<String>,
+    tool_calls: Vec<ToolCall>,
+}
+
+impl Turn {
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        }
+    }
+
+    /// The deltas of a streamed answer before its finish chunk, in OpenAI's order: reasoning,
+    /// content, then each tool call (a head with `id`, `type`, `function.name` and empty
+    /// `arguments`, then argument fragments carrying only `index` and `function.arguments`).
+    /// The first delta also carries `role`.
+    fn deltas(&self) -> Vec<Value> {
+        let mut deltas = Vec::new();
+        for fragment in tools::fragments(self.reasoning.as_deref().unwrap_or_default(), 2) {
+            deltas.push(json!({ "content": null, "reasoning_content": fragment }));
+        }
+        for fragment in &self.streamed_text {
+            deltas.push(json!({ "content": fragment }));
+        }
+        for (index, call) in self.tool_calls.iter().enumerate() {
+            deltas.push(json!({ "tool_calls": [{
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": { "name": call.name, "arguments": "" },
+            }] }));
+            for fragment in tools::fragments(&call.arguments, ARGUMENT_FRAGMENTS) {
+                deltas.push(json!({ "tool_calls": [{
+                    "index": index,
+                    "function": { "arguments": fragment },
+                }] }));
+            }
+        }
+        if let Some(first) = deltas.first_mut() {
+            first["role"] = "assistant".into();
+        }
+        deltas
+    }
+
+    /// `choices[0].message` of a whole answer.
+    fn message(&self) -> Value {
+        let mut message = json!({ "role": "assistant", "content": self.text });
+        if let Some(reasoning) = &self.reasoning {
+            message["reasoning_content"] = reasoning.as_str().into();
+        }
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self.tool_calls.iter().map(ToolCall::to_json).collect();
+        }
+        message
+    }
+
+    /// Completion tokens of a whole answer: words of text and reasoning, and a token per four
+    /// bytes of tool arguments.
+    fn completion_tokens(&self) -> u64 {
+        let words = |text: Option<&str>| text.map_or(0, |text| text.split_whitespace().count());
+        let arguments: usize = self
+            .tool_calls
+            .iter()
+            .map(|call| call.arguments.len().div_ceil(4))
+            .sum();
+        let total = words(self.text.as_deref()) + words(self.reasoning.as_deref()) + arguments;
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+}
+
+impl ChatState {
+    /// Decides the answer to `body`: a text built from the tool results when the conversation
+    /// ends with them; tool calls when [`tools::plan`] says the model calls tools; else a text
+    /// echoing the last user message (streamed as `part0 `, `part1 `, ...).
+    fn turn(&mut self, body: &Value, step: ChatStep) -> Turn {
+        let thinking = body.get("enable_thinking").and_then(Value::as_bool) == Some(true);
+        let reasoning =
+            thinking.then(|| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
+        if let Some(results) = tools::trailing_results(body) {
+            let text = format!("The tool returned: {}", results.join(" | "));
+            return Turn {
+                reasoning,
+                streamed_text: tools::fragments(&text, self.stream_chunks),
+                text: Some(text),
+                tool_calls: Vec::new(),
+            };
+        }
+        if let Some(plan) = tools::plan(body, step) {
+            let mut tool_calls = Vec::new();
+            for tool in tools::chosen_tools(body, plan.calls) {
+                self.calls += 1;
+                tool_calls.push(ToolCall {
+                    id: format!("call_{}", self.calls),
+                    name: tools::tool_name(tool).to_owned(),
+                    arguments: tools::arguments(tool, self.calls),
+                });
+            }
+            let text = plan.leading_text.then(|| {
+                let names: Vec<&str> = tool_calls.iter().map(|call| call.name.as_str()).collect();
+                format!("Let me call {}.", names.join(" and "))
+            });
+            return Turn {
+                reasoning,
+                streamed_text: text
+                    .as_deref()
+                    .map(|text| tools::fragments(text, 2))
+                    .unwrap_or_default(),
+                text,
+                tool_calls,
+            };
+        }
+        Turn {
+            reasoning,
+            text: Some(format!("You said: {}", last_user_text(body))),
+            streamed_text: (0..self.stream_chunks)
+                .map(|i| format!("part{i} "))
+                .collect(),
+            tool_calls: Vec::new(),
+        }
+    }
 }
 
 impl Answer {
@@ -260,7 +406,7 @@ impl Answer {
 }
 
 fn whole_answer(chat: &ChatState, answer: &Answer, step: ChatStep) -> Reply {
-    let completion_tokens = u64::try_from(answer.text.split_whitespace().count()).unwrap_or(0);
+    let completion_tokens = answer.turn.completion_tokens();
     let body = json!({
         "id": answer.id,
         "object": "chat.completion",
@@ -268,8 +414,8 @@ fn whole_answer(chat: &ChatState, answer: &Answer, step: ChatStep) -> Reply {
         "model": answer.model,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": answer.text },
-            "finish_reason": "stop",
+            "message": answer.turn.message(),
+            "finish_reason": answer.turn.finish_reason(),
         }],
         "usage": answer.usage(completion_tokens),
     })
@@ -292,17 +438,15 @@ fn stream_answer(chat: &ChatState, answer: &Answer, request: &Value, step: ChatS
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         == Some(true);
-    let chunks = chat.stream_chunks;
-    let mut events: Vec<Bytes> = (0..chunks)
-        .map(|i| {
-            let mut delta = json!({ "content": format!("part{i} ") });
-            if i == 0 {
-                delta["role"] = "assistant".into();
-            }
-            answer.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": null }]))
-        })
+    let deltas = answer.turn.deltas();
+    // The events before the final group.
+    let chunks = deltas.len();
+    let mut events: Vec<Bytes> = deltas
+        .into_iter()
+        .map(|delta| answer.chunk(json!([{ "index": 0, "delta": delta, "finish_reason": null }])))
         .collect();
-    events.push(answer.chunk(json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }])));
+    let finish_reason = answer.turn.finish_reason();
+    events.push(answer.chunk(json!([{ "index": 0, "delta": {}, "finish_reason": finish_reason }])));
     if include_usage {
         let completion_tokens = u64::try_from(chunks).unwrap_or(u64::MAX);
         let mut usage_chunk: Value = json!({
@@ -475,21 +619,11 @@ fn has_array_text_user_content(body: &Value) -> bool {
 
 /// The text of the last user message (its text parts joined when it has parts).
 fn last_user_text(body: &Value) -> String {
-    let Some(content) = messages(body)
-        .iter()
-        .rev()
-        .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
-        .and_then(|message| message.get("content"))
-    else {
-        return String::new();
-    };
-    match content {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
+    tools::content_text(
+        messages(body)
             .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
+            .rev()
+            .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|message| message.get("content")),
+    )
 }

@@ -26,10 +26,14 @@
 //!   only [`QWEN_OAUTH_MODELS`] exist (else 404 `model_not_found`) and user messages whose
 //!   content is an array of text parts get 400 `invalid_parameter_error`. An optional
 //!   per-token [requests-per-minute limit](FakeQwen::set_requests_per_minute) answers 429 with
-//!   `Retry-After`. Then the token's [`ChatStep`] script (or the default step) decides the
-//!   answer: a completion (streamed as SSE when asked), quota and rate-limit errors, 5xx, a WAF
-//!   page, a stream that is cut, ends early, or holds its final events until the test
-//!   [releases](FakeQwen::release_held_streams) them.
+//!   `Retry-After`. As OpenAI's API does, malformed `tools` and a tool-call history that does
+//!   not add up (a `role: "tool"` message answering no pending call, a call left unanswered,
+//!   `function.arguments` that is not a string) get 400 `invalid_parameter_error`. Then the
+//!   token's [`ChatStep`] script (or the default step) decides the answer: a completion
+//!   (streamed as SSE when asked) that echoes the user, calls the offered tools or reports the
+//!   tool results it was sent, with `reasoning_content` when `enable_thinking` is on; quota and
+//!   rate-limit errors, 5xx, a WAF page, a stream that is cut, ends early, or holds its final
+//!   events until the test [releases](FakeQwen::release_held_streams) them.
 //! - `GET /v1/models` — the OpenAI model list of [`QWEN_OAUTH_MODELS`], same authentication.
 //!
 //! OAuth errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; model
@@ -61,6 +65,7 @@ mod reply;
 mod script;
 mod server;
 mod state;
+mod tools;
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;

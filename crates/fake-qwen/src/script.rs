@@ -81,9 +81,28 @@ pub enum RefreshBehaviour {
 /// How the chat API answers one request that passed authentication (see [`crate::FakeQwen`]
 /// for the checks that come first).
 ///
-/// A streamed answer is `data: {chunk}\n\n` events: N content chunks (the first also carrying
-/// `role`), then the *final group*: a chunk with `finish_reason: "stop"`, a usage chunk when the
-/// request set `stream_options.include_usage`, and `data: [DONE]`. N is
+/// What an answering step says depends on the request, as with a real model:
+/// - the conversation ends with `role: "tool"` results: a text `The tool returned: <result>`
+///   (several results joined with ` | `), `finish_reason: "stop"`;
+/// - the request offers `tools` (and `tool_choice` is not `"none"`) and its last message is the
+///   user's: `content: null`, one `tool_calls` entry for the first tool (or the one
+///   `tool_choice` names), `finish_reason: "tool_calls"` ([`ChatStep::ToolCalls`] makes more
+///   calls and can put text first). Calls are `call_<n>`, numbered across the fake; their
+///   `arguments` are a JSON string `{"<first required property, else first property>": value}`
+///   with value `"<property>-<n>"` for strings (the first `enum` value if any), `n` for numbers,
+///   `true`, `[]` or `{}` by type, and `{}` for a tool without properties;
+/// - otherwise: `You said: <last user text>` (streamed as N content chunks `part0 `, `part1 `, ...).
+///
+/// With `enable_thinking: true` the answer also has `reasoning_content` (whole) or starts with
+/// two `reasoning_content` deltas whose `content` is `null` (streamed), as Qwen's thinking
+/// models do.
+///
+/// A streamed answer is `data: {chunk}\n\n` events: the *deltas* (the first also carrying
+/// `role`): reasoning, then content, then for each tool call a delta with `index`, `id`,
+/// `type`, `function.name` and `function.arguments: ""`, followed by up to three deltas with only
+/// `index` and an `arguments` fragment, exactly as OpenAI streams them; then the *final group*:
+/// a chunk with an empty delta and the `finish_reason`, a usage chunk with empty `choices` when
+/// the request set `stream_options.include_usage`, and `data: [DONE]`. N is
 /// [`crate::FakeQwen::set_stream_chunks`] (default 3). Every event is its own body frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChatStep {
@@ -98,9 +117,19 @@ pub enum ChatStep {
     /// Sends this many events of the answer, then cuts the connection (no terminating chunk): a
     /// stream breaking off. A non-streaming answer is cut halfway through its JSON.
     CutAfter(usize),
-    /// Sends this many content chunks, then ends the stream normally without a finish chunk or
+    /// Sends this many deltas, then ends the stream normally without a finish chunk or
     /// `[DONE]`. A non-streaming request is answered normally.
     EndAfter(usize),
+    /// Like [`ChatStep::Answer`], but when the model calls tools it makes `calls` calls in one
+    /// turn (the offered tools in order, wrapping around; all the named one under a named
+    /// `tool_choice`; one when `parallel_tool_calls` is false), and with `leading_text` it says
+    /// `Let me call <names>.` first (as `content`, streamed before the calls).
+    ToolCalls {
+        /// Calls in the turn (0 counts as 1).
+        calls: u8,
+        /// Whether text comes before the calls.
+        leading_text: bool,
+    },
     /// 429 `insufficient_quota` "Free allocated quota exceeded." (the daily quota).
     QuotaExceeded,
     /// The same quota error with status 403, as the Go tool saw it.

@@ -247,3 +247,297 @@ async fn a_reader_leaving_a_held_stream_is_counted_as_cancelled() {
         .expect("the fake noticed the reader leaving");
     assert_eq!(fake.cancelled_streams(), 1);
 }
+
+fn weather_tools() -> Value {
+    json!([
+        { "type": "function", "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": { "city": { "type": "string" }, "days": { "type": "integer" } },
+                "required": ["city"],
+            },
+        } },
+        { "type": "function", "function": {
+            "name": "get_time",
+            "parameters": { "type": "object", "properties": { "zone": { "type": "string" } } },
+        } },
+    ])
+}
+
+fn tool_request(stream: bool) -> Value {
+    json!({
+        "model": "coder-model",
+        "stream": stream,
+        "stream_options": { "include_usage": true },
+        "tools": weather_tools(),
+        "messages": [{ "role": "user", "content": "Weather in Paris?" }],
+    })
+}
+
+/// The `data:` payloads of an SSE body, `[DONE]` included.
+fn sse_events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .expect("a data event")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn offered_tools_are_called_and_their_results_answered() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+
+    let (status, answer) = json_of(chat(&fake, &token, &tool_request(false)).await).await;
+    assert_eq!(status, 200, "{answer}");
+    let choice = &answer["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert!(choice["message"]["content"].is_null(), "{answer}");
+    let calls = choice["message"]["tool_calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["id"], "call_1");
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"city-1"}"#);
+
+    let mut follow_up = tool_request(false);
+    let history = follow_up["messages"].as_array_mut().expect("messages");
+    history.push(choice["message"].clone());
+    history.push(json!({ "role": "tool", "tool_call_id": "call_1", "content": "22C, sunny" }));
+    let (status, answer) = json_of(chat(&fake, &token, &follow_up).await).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "The tool returned: 22C, sunny"
+    );
+    assert!(answer["choices"][0]["message"].get("tool_calls").is_none());
+
+    let mut refused = tool_request(false);
+    refused["tool_choice"] = "none".into();
+    let (_, answer) = json_of(chat(&fake, &token, &refused).await).await;
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "You said: Weather in Paris?"
+    );
+
+    let mut named = tool_request(false);
+    named["tool_choice"] = json!({ "type": "function", "function": { "name": "get_time" } });
+    let (_, answer) = json_of(chat(&fake, &token, &named).await).await;
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_time");
+    assert_eq!(call["function"]["arguments"], r#"{"zone":"zone-2"}"#);
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_follow_openais_chunk_format() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    fake.set_chat_step(ChatStep::ToolCalls {
+        calls: 2,
+        leading_text: true,
+    });
+
+    let response = chat(&fake, &token, &tool_request(true)).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("a whole stream");
+    let events = sse_events(&text);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|event| serde_json::from_str(event).expect("a JSON chunk"))
+        .collect();
+    let (usage, chunks) = chunks.split_last().expect("a usage chunk");
+    assert_eq!(usage["choices"], json!([]));
+    assert!(usage["usage"]["completion_tokens"].is_u64());
+    let (finish, deltas) = chunks.split_last().expect("a finish chunk");
+    assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(finish["choices"][0]["delta"], json!({}));
+    assert!(
+        deltas
+            .iter()
+            .all(|chunk| chunk["choices"][0]["finish_reason"].is_null())
+    );
+    let deltas: Vec<&Value> = deltas
+        .iter()
+        .map(|chunk| &chunk["choices"][0]["delta"])
+        .collect();
+
+    assert_eq!(deltas[0]["role"], "assistant");
+    let content: String = deltas
+        .iter()
+        .filter_map(|delta| delta["content"].as_str())
+        .collect();
+    assert_eq!(content, "Let me call get_weather and get_time.");
+    let first_call = deltas
+        .iter()
+        .position(|delta| delta.get("tool_calls").is_some())
+        .expect("tool call deltas");
+    assert!(
+        deltas[first_call..]
+            .iter()
+            .all(|delta| delta.get("content").is_none()),
+        "text comes before the calls"
+    );
+
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    for delta in &deltas[first_call..] {
+        let entries = delta["tool_calls"].as_array().expect("tool_calls");
+        assert_eq!(entries.len(), 1, "{delta}");
+        let entry = &entries[0];
+        let index = usize::try_from(entry["index"].as_u64().expect("index")).expect("small");
+        if entry.get("id").is_some() {
+            assert_eq!(index, calls.len(), "calls start in index order");
+            assert_eq!(entry["type"], "function");
+            assert_eq!(entry["function"]["arguments"], "", "{entry}");
+            calls.push((
+                entry["id"].as_str().expect("id").to_owned(),
+                entry["function"]["name"].as_str().expect("name").to_owned(),
+                String::new(),
+            ));
+        } else {
+            let keys: Vec<&String> = entry.as_object().expect("object").keys().collect();
+            assert_eq!(keys, ["index", "function"], "{entry}");
+            let function = entry["function"].as_object().expect("function");
+            assert_eq!(function.keys().collect::<Vec<_>>(), ["arguments"]);
+            calls[index]
+                .2
+                .push_str(function["arguments"].as_str().expect("a fragment"));
+        }
+    }
+    let fragments = deltas[first_call..]
+        .iter()
+        .filter(|delta| delta["tool_calls"][0].get("id").is_none())
+        .count();
+    assert_eq!(
+        fragments, 6,
+        "each call's arguments come in three fragments"
+    );
+    assert_eq!(
+        calls,
+        [
+            (
+                "call_1".to_owned(),
+                "get_weather".to_owned(),
+                r#"{"city":"city-1"}"#.to_owned()
+            ),
+            (
+                "call_2".to_owned(),
+                "get_time".to_owned(),
+                r#"{"zone":"zone-2"}"#.to_owned()
+            ),
+        ]
+    );
+
+    // Both results back: one text that reports them, streamed.
+    let mut follow_up = tool_request(true);
+    let history = follow_up["messages"].as_array_mut().expect("messages");
+    history.push(json!({ "role": "assistant", "content": null, "tool_calls": [
+        { "id": "call_1", "type": "function", "function": { "name": "get_weather", "arguments": "{}" } },
+        { "id": "call_2", "type": "function", "function": { "name": "get_time", "arguments": "{}" } },
+    ] }));
+    history.push(json!({ "role": "tool", "tool_call_id": "call_1", "content": "sunny" }));
+    history.push(json!({ "role": "tool", "tool_call_id": "call_2", "content": [{ "type": "text", "text": "noon" }] }));
+    let text = chat(&fake, &token, &follow_up)
+        .await
+        .text()
+        .await
+        .expect("a whole stream");
+    let content: String = sse_events(&text)
+        .iter()
+        .filter_map(|event| serde_json::from_str::<Value>(event).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(content, "The tool returned: sunny | noon");
+    assert!(text.contains(r#""finish_reason":"stop""#), "{text}");
+}
+
+#[tokio::test]
+async fn thinking_requests_get_reasoning_content() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    let mut request = body(false);
+    request["enable_thinking"] = true.into();
+    let (_, answer) = json_of(chat(&fake, &token, &request).await).await;
+    let message = &answer["choices"][0]["message"];
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .expect("reasoning")
+            .contains("ping")
+    );
+    assert_eq!(message["content"], "You said: ping");
+
+    request["stream"] = true.into();
+    let text = chat(&fake, &token, &request)
+        .await
+        .text()
+        .await
+        .expect("a stream");
+    let events = sse_events(&text);
+    let chunk = |i: usize| serde_json::from_str::<Value>(&events[i]).expect("a JSON chunk");
+    assert_eq!(chunk(0)["choices"][0]["delta"]["role"], "assistant");
+    for i in 0..2 {
+        let delta = &chunk(i)["choices"][0]["delta"];
+        assert!(delta["content"].is_null(), "{delta}");
+        assert!(delta["reasoning_content"].is_string(), "{delta}");
+    }
+    assert_eq!(chunk(2)["choices"][0]["delta"]["content"], "part0 ");
+}
+
+#[tokio::test]
+async fn a_tool_history_that_does_not_add_up_is_refused() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    let call = json!({ "id": "call_7", "type": "function",
+        "function": { "name": "get_weather", "arguments": "{\"city\":\"x\"}" } });
+    let with = |messages: Value| {
+        let mut request = tool_request(false);
+        request["messages"] = messages;
+        request
+    };
+    let cases = [
+        (
+            with(json!([
+                { "role": "user", "content": "hi" },
+                { "role": "tool", "tool_call_id": "call_7", "content": "stray" },
+            ])),
+            "role 'tool'",
+        ),
+        (
+            with(json!([
+                { "role": "user", "content": "hi" },
+                { "role": "assistant", "content": null, "tool_calls": [call] },
+                { "role": "user", "content": "no result" },
+            ])),
+            "call_7",
+        ),
+        (
+            with(json!([
+                { "role": "user", "content": "hi" },
+                { "role": "assistant", "content": null, "tool_calls": [{ "id": "call_7",
+                    "type": "function", "function": { "name": "get_weather", "arguments": { "city": "x" } } }] },
+                { "role": "tool", "tool_call_id": "call_7", "content": "ok" },
+            ])),
+            "must be a string",
+        ),
+    ];
+    for (request, needle) in cases {
+        let (status, answer) = json_of(chat(&fake, &token, &request).await).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_parameter_error");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(needle), "{message}");
+    }
+}

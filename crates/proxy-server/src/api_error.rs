@@ -1,5 +1,8 @@
 //! Errors as clients see them: an HTTP status and an OpenAI error body
-//! `{"error":{"message","type","code"}}` whose message says what happened and what to do.
+//! `{"error":{"message","type","code"}}` whose message says what happened and what to do —
+//! or, for Anthropic clients ([`ErrorShape::Anthropic`], paths under `/v1/messages`), the
+//! Anthropic body `{"type":"error","error":{"type","message"}}` with the same status,
+//! message and headers.
 
 use std::time::Duration;
 
@@ -8,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::ProxyBody;
+use crate::translate::anthropic;
 
 /// `type` of errors caused by the request or its credentials.
 pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
@@ -63,8 +67,10 @@ impl ApiError {
             INVALID_REQUEST,
             "unknown_url",
             format!(
-                "unknown URL: {method} {path}; this proxy serves GET /v1/models and \
-                 POST /v1/chat/completions (point the client's base URL at http://<host>:<port>/v1)"
+                "unknown URL: {method} {path}; this proxy serves GET /v1/models, \
+                 POST /v1/chat/completions, POST /v1/responses and POST /v1/messages (point \
+                 OpenAI clients at http://<host>:<port>/v1, Anthropic clients at \
+                 http://<host>:<port>)"
             ),
         )
     }
@@ -104,11 +110,19 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, INVALID_REQUEST, code, message)
     }
 
-    /// The answer to send.
+    /// The answer to send, as OpenAI error JSON.
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
-        let body = json!({
-            "error": { "message": self.message, "type": self.kind, "code": self.code }
-        });
+        self.into_response_as(ErrorShape::OpenAi)
+    }
+
+    /// The answer to send, with the error body `shape` (headers are the same in both).
+    pub(crate) fn into_response_as(self, shape: ErrorShape) -> Response<ProxyBody> {
+        let body = match shape {
+            ErrorShape::OpenAi => json!({
+                "error": { "message": self.message, "type": self.kind, "code": self.code }
+            }),
+            ErrorShape::Anthropic => anthropic::error_body(self.status, &self.message),
+        };
         let mut response = json_response(self.status, &body);
         if let Some(retry_after) = self.retry_after {
             response
@@ -119,6 +133,27 @@ impl ApiError {
             response.headers_mut().insert(name, value);
         }
         response
+    }
+}
+
+/// The error body format a client expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    /// `{"error":{"message","type","code"}}`.
+    OpenAi,
+    /// `{"type":"error","error":{"type","message"}}`, with Anthropic's error types.
+    Anthropic,
+}
+
+impl ErrorShape {
+    /// Anthropic under `/v1/messages` (the Messages API), OpenAI everywhere else.
+    pub(crate) fn for_path(path: &str) -> Self {
+        let rest = path.strip_prefix("/v1/messages");
+        if rest.is_some_and(|rest| rest.is_empty() || rest.starts_with('/')) {
+            Self::Anthropic
+        } else {
+            Self::OpenAi
+        }
     }
 }
 
@@ -161,6 +196,37 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(41_200)), 42);
         assert_eq!(retry_after_secs(Duration::from_secs(5)), 5);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn only_messages_paths_get_the_anthropic_shape() {
+        for path in ["/v1/messages", "/v1/messages/", "/v1/messages/count_tokens"] {
+            assert_eq!(ErrorShape::for_path(path), ErrorShape::Anthropic, "{path}");
+        }
+        for path in [
+            "/v1/messagesx",
+            "/v1/chat/completions",
+            "/v1/models",
+            "/messages",
+        ] {
+            assert_eq!(ErrorShape::for_path(path), ErrorShape::OpenAi, "{path}");
+        }
+    }
+
+    #[test]
+    fn both_shapes_keep_status_and_headers() {
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMIT,
+            "rate",
+            "slow down",
+        )
+        .with_retry_after(Some(Duration::from_millis(2500)));
+        for shape in [ErrorShape::OpenAi, ErrorShape::Anthropic] {
+            let response = error.clone().into_response_as(shape);
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::translate::stream::TranslatedBody;
 use crate::upstream::UpstreamBody;
 
 /// A response body of the proxy.
@@ -27,6 +28,8 @@ enum Kind {
     Full(Option<Bytes>),
     /// An upstream stream (boxed: it is much larger than a buffer).
     Stream(Box<UpstreamBody>),
+    /// An upstream stream re-encoded for another API.
+    Translated(Box<TranslatedBody>),
 }
 
 impl ProxyBody {
@@ -39,6 +42,12 @@ impl ProxyBody {
     pub(crate) fn stream(body: Box<UpstreamBody>) -> Self {
         Self {
             kind: Kind::Stream(body),
+        }
+    }
+
+    pub(crate) fn translated(body: TranslatedBody) -> Self {
+        Self {
+            kind: Kind::Translated(Box::new(body)),
         }
     }
 }
@@ -54,6 +63,7 @@ impl Body for ProxyBody {
         match &mut self.get_mut().kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Kind::Stream(body) => Pin::new(&mut **body).poll_frame(cx),
+            Kind::Translated(body) => Pin::new(&mut **body).poll_frame(cx),
         }
     }
 
@@ -61,6 +71,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Stream(body) => body.is_end_stream(),
+            Kind::Translated(body) => body.is_end_stream(),
         }
     }
 
@@ -70,6 +81,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
             }
             Kind::Stream(body) => body.size_hint(),
+            Kind::Translated(body) => body.size_hint(),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub models: Vec<String>,
     /// Client model names (exact or `*` globs) and the model each stands for.
     pub model_aliases: Vec<(String, String)>,
+    /// Requests asking for more output tokens than this are lowered to it; `None`: no cap.
+    pub max_output_tokens: Option<u32>,
     /// Qwen Code version sent to Qwen OAuth upstreams in `User-Agent`.
     pub qwen_client_version: String,
     /// HTTP(S) proxy for upstream requests, e.g. `http://proxy:3128`. `None`: the system's
@@ -38,7 +40,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     /// No keys, 64 MiB bodies, 30 s header timeout, 5 min upstream idle timeout, 30 s shutdown
-    /// grace, 3 attempts, no extra models or aliases, Qwen Code 0.14.2, no upstream proxy, 30 s connect
+    /// grace, 3 attempts, no extra models or aliases, output capped at 65,536 tokens, Qwen Code 0.14.2, no upstream proxy, 30 s connect
     /// timeout.
     fn default() -> Self {
         Self {
@@ -50,6 +52,7 @@ impl Default for ServerConfig {
             request_retry: 3,
             models: Vec::new(),
             model_aliases: Vec::new(),
+            max_output_tokens: Some(65_536),
             qwen_client_version: "0.14.2".to_owned(),
             upstream_proxy_url: None,
             upstream_connect_timeout: Duration::from_secs(30),
@@ -71,6 +74,7 @@ impl fmt::Debug for ServerConfig {
             .field("request_retry", &self.request_retry)
             .field("models", &self.models)
             .field("model_aliases", &self.model_aliases)
+            .field("max_output_tokens", &self.max_output_tokens)
             .field("qwen_client_version", &self.qwen_client_version)
             .field(
                 "upstream_proxy_url",

@@ -11,8 +11,9 @@
 //! - Tokens never reach logs, error messages or panics: spans and errors name a credential by
 //!   its label; [`Access`] and the config redact their secrets in `Debug`; the client's
 //!   `?key=` query is never logged.
-//! - Client auth fails closed: every path except `/healthz` needs a configured key when keys
-//!   are configured; without keys the server refuses non-loopback addresses.
+//! - Client auth fails closed: when keys are configured, every path needs one except the
+//!   probes `/healthz`, `/` and `/api/hello`, which reveal nothing; without keys the server
+//!   refuses non-loopback addresses.
 //! - Every error a client sees is OpenAI error JSON `{"error":{"message","type","code"}}` whose
 //!   message says what happened and what to do.
 //! - Retries and failover happen only before the first byte of an answer reaches the client,
@@ -33,6 +34,7 @@ mod proxy;
 mod routes;
 mod serve;
 mod sse;
+mod translate;
 mod upstream;
 
 pub use body::{ProxyBody, StreamError};

@@ -83,7 +83,8 @@ impl Proxy {
     ///    the inner layers' own 401/413 answers included.
     /// 4. `ClientAuthLayer` — 401 unless the request presents a configured client key
     ///    (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, `?key=`; constant-time
-    ///    comparison), except on `/healthz`; off when no keys are configured.
+    ///    comparison), except on the probes `/healthz`, `/` and `/api/hello`; off when no keys
+    ///    are configured.
     /// 5. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
     ///    body is read; otherwise wraps the body in `Limited` so reading past the limit (a
     ///    chunked body) is also 413.

@@ -2,7 +2,8 @@
 //! the short constant [`PUBLIC_PATHS`] list. A key is read from `Authorization: Bearer`,
 //! `x-api-key`, `x-goog-api-key` or the `key` query parameter, and compared in constant time
 //! with every configured key (no early exit). Without configured keys the layer lets
-//! everything through (the server then only listens on loopback).
+//! everything through (the server then only listens on loopback). The 401 is OpenAI error
+//! JSON, or Anthropic error JSON under `/v1/messages` ([`ErrorShape::for_path`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,12 +14,12 @@ use subtle::{Choice, ConstantTimeEq as _};
 use tower::{Layer, Service};
 
 use super::ShortCircuit;
-use crate::api_error::{ApiError, INVALID_REQUEST};
+use crate::api_error::{ApiError, ErrorShape, INVALID_REQUEST};
 use crate::body::ProxyBody;
 use crate::error::BuildError;
 
 /// Paths served without a key.
-pub(crate) const PUBLIC_PATHS: [&str; 1] = ["/healthz"];
+pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];
 
 /// The configured client keys.
 pub(crate) struct ClientKeys {
@@ -87,8 +88,8 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
         .then(|| token.trim_ascii())
 }
 
-/// 401; `missing` tells no key from a wrong key.
-fn unauthorized(missing: bool) -> Response<ProxyBody> {
+/// 401 in `shape`; `missing` tells no key from a wrong key.
+fn unauthorized(missing: bool, shape: ErrorShape) -> Response<ProxyBody> {
     let message = if missing {
         "no API key was sent; send one of the proxy's client keys (`api-keys` in its config) \
          as `Authorization: Bearer <key>` or `x-api-key: <key>`"
@@ -103,7 +104,7 @@ fn unauthorized(missing: bool) -> Response<ProxyBody> {
         message,
     )
     .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-    .into_response()
+    .into_response_as(shape)
 }
 
 /// Adds [`ClientAuth`].
@@ -152,10 +153,11 @@ where
         if self.keys.keys.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
             return ShortCircuit::inner(self.inner.call(request));
         }
+        let shape = ErrorShape::for_path(request.uri().path());
         match self.keys.check(&request) {
             Check::Valid => ShortCircuit::inner(self.inner.call(request)),
-            Check::Invalid => ShortCircuit::answer(unauthorized(false)),
-            Check::Missing => ShortCircuit::answer(unauthorized(true)),
+            Check::Invalid => ShortCircuit::answer(unauthorized(false, shape)),
+            Check::Missing => ShortCircuit::answer(unauthorized(true, shape)),
         }
     }
 }

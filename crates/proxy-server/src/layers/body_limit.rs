@@ -14,7 +14,7 @@ use hyper::body::Body;
 use tower::{Layer, Service};
 
 use super::ShortCircuit;
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
 
 /// Adds [`BodyLimit`].
@@ -68,7 +68,10 @@ where
             .and_then(|value| value.trim().parse::<u64>().ok());
         let max = u64::try_from(self.max).unwrap_or(u64::MAX);
         if declared.is_some_and(|declared| declared > max) {
-            return ShortCircuit::answer(ApiError::body_too_large(self.max).into_response());
+            let shape = ErrorShape::for_path(request.uri().path());
+            return ShortCircuit::answer(
+                ApiError::body_too_large(self.max).into_response_as(shape),
+            );
         }
         let max = self.max;
         ShortCircuit::inner(self.inner.call(request.map(|body| Limited::new(body, max))))

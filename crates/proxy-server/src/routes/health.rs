@@ -1,3 +1,5 @@
+//! `HEAD /` and `HEAD /api/hello`: 200 without a body, for clients' connectivity probes.
+//!
 //! `GET /healthz`: liveness and how many credentials could serve a request right now (not
 //! disabled, not cooling down for any model, below their rate cap). Always 200; needs no key.
 
@@ -9,6 +11,12 @@ use serde_json::json;
 use super::State;
 use crate::api_error::json_response;
 use crate::body::ProxyBody;
+
+pub(super) fn probe() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::OK;
+    response
+}
 
 pub(super) fn check(state: &State) -> Response<ProxyBody> {
     let statuses = state.upstream.pool().statuses(Instant::now());

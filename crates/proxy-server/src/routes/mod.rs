@@ -5,20 +5,25 @@
 //! | GET       | `/v1/models`           | `models` | key  |
 //! | POST      | `/v1/chat/completions` | `chat`   | key  |
 //! | GET, HEAD | `/healthz`             | `health` | none ([`PUBLIC_PATHS`](crate::layers::auth::PUBLIC_PATHS)) |
+//! | HEAD      | `/`, `/api/hello`      | `health` | none (connectivity probes of Claude Code) |
+//! | POST      | `/v1/messages`         | `messages` | key |
+//! | POST      | `/v1/messages/count_tokens` | `messages` | key |
+//! | POST      | `/v1/responses`        | `responses` | key |
 //!
 //! Any other path gets 404, a known path with another method 405 (with `Allow`), both as
-//! OpenAI error JSON.
+//! OpenAI error JSON (Anthropic error JSON under `/v1/messages`).
 //!
-//! The translation routes — Anthropic `POST /v1/messages` and OpenAI `POST /v1/responses` —
-//! belong here as `messages.rs` and `responses.rs`, each with a [`Route`] variant: they turn
-//! the client's request into a [`ChatRequest`](crate::upstream::ChatRequest) for
-//! `Upstream::chat` (which does selection, failover and retries) and turn its
-//! [`Answer`](crate::upstream::Answer) back into their own format (streamed answers event by
-//! event with [`SseParser`](crate::sse::SseParser)).
+//! The translation routes turn the client's request into a
+//! [`ChatRequest`](crate::upstream::ChatRequest) for `Upstream::chat` (which does selection,
+//! failover and retries) and turn its [`Answer`](crate::upstream::Answer) back into their own
+//! format (streamed answers event by event with [`SseParser`](crate::sse::SseParser)); the
+//! mappings themselves live in [`crate::translate`].
 
 mod chat;
 mod health;
+mod messages;
 mod models;
+mod responses;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use http_body_util::Limited;
 use hyper::body::Body;
 use tower::Service;
 
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
 use crate::credential::BoxFuture;
 use crate::upstream::Upstream;
@@ -52,6 +57,10 @@ enum Route {
     Models,
     ChatCompletions,
     Health,
+    Probe,
+    Messages,
+    CountTokens,
+    Responses,
 }
 
 impl Route {
@@ -60,6 +69,10 @@ impl Route {
             "/v1/models" => Some(Self::Models),
             "/v1/chat/completions" => Some(Self::ChatCompletions),
             "/healthz" => Some(Self::Health),
+            "/" | "/api/hello" => Some(Self::Probe),
+            "/v1/messages" => Some(Self::Messages),
+            "/v1/messages/count_tokens" => Some(Self::CountTokens),
+            "/v1/responses" => Some(Self::Responses),
             _ => None,
         }
     }
@@ -67,8 +80,11 @@ impl Route {
     fn allows(self, method: &Method) -> bool {
         match self {
             Self::Models => method == Method::GET,
-            Self::ChatCompletions => method == Method::POST,
+            Self::ChatCompletions | Self::Messages | Self::CountTokens | Self::Responses => {
+                method == Method::POST
+            }
             Self::Health => method == Method::GET || method == Method::HEAD,
+            Self::Probe => method == Method::HEAD,
         }
     }
 
@@ -76,8 +92,9 @@ impl Route {
     fn allow(self) -> &'static str {
         match self {
             Self::Models => "GET",
-            Self::ChatCompletions => "POST",
+            Self::ChatCompletions | Self::Messages | Self::CountTokens | Self::Responses => "POST",
             Self::Health => "GET, HEAD",
+            Self::Probe => "HEAD",
         }
     }
 }
@@ -120,14 +137,20 @@ where
 {
     let path = request.uri().path();
     let Some(route) = Route::find(path) else {
-        return ApiError::unknown_route(request.method(), path).into_response();
+        return ApiError::unknown_route(request.method(), path)
+            .into_response_as(ErrorShape::for_path(path));
     };
     if !route.allows(request.method()) {
-        return ApiError::method_not_allowed(request.method(), path, route.allow()).into_response();
+        return ApiError::method_not_allowed(request.method(), path, route.allow())
+            .into_response_as(ErrorShape::for_path(path));
     }
     match route {
         Route::Models => models::list(state),
         Route::ChatCompletions => chat::completions(state, request).await,
         Route::Health => health::check(state),
+        Route::Probe => health::probe(),
+        Route::Messages => messages::create(state, request).await,
+        Route::CountTokens => messages::count_tokens(state, request).await,
+        Route::Responses => responses::create(state, request).await,
     }
 }

@@ -109,15 +109,22 @@ impl Upstream {
             mut raw,
             mut json,
         } = request;
+        let mut rewritten = false;
         let model = match self.aliases.resolve(&model) {
             Some(target) if target != model => {
                 tracing::debug!(requested = %model, model = %target, "model alias applied");
                 json["model"] = Value::from(target);
-                raw = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+                rewritten = true;
                 target.to_owned()
             }
             _ => model,
         };
+        if let Some(cap) = self.max_output_tokens {
+            rewritten |= clamp_output_tokens(&mut json, cap);
+        }
+        if rewritten {
+            raw = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        }
         let mut qwen_body: Option<Bytes> = None;
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<(Arc<str>, Failure)> = None;
@@ -346,6 +353,22 @@ impl Upstream {
 }
 
 /// The client's error when the pool has no credential for the request.
+/// Lowers `max_tokens` / `max_completion_tokens` above `cap` to `cap` (agents such as Claude
+/// Code ask for more than Qwen's models can produce, which the upstream refuses with a 400).
+/// Returns whether the body changed.
+fn clamp_output_tokens(json: &mut Value, cap: u32) -> bool {
+    let mut changed = false;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        if let Some(asked) = json.get(field).and_then(Value::as_u64)
+            && asked > u64::from(cap)
+        {
+            json[field] = Value::from(cap);
+            changed = true;
+        }
+    }
+    changed
+}
+
 fn unavailable_error(
     unavailable: &Unavailable,
     last: Option<(Arc<str>, Failure)>,
@@ -354,22 +377,24 @@ fn unavailable_error(
     match unavailable {
         Unavailable::UnknownModel { known, .. } => {
             let patterns: Vec<&str> = aliases.patterns().collect();
-            let alias_note = if patterns.is_empty() {
-                "; or map this name to one with [models.aliases] in the config".to_owned()
+            let aliases_part = if patterns.is_empty() {
+                String::new()
             } else {
-                format!(" (aliases: {})", patterns.join(", "))
+                format!(" (or an alias: {})", patterns.join(", "))
+            };
+            let advice = if known.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; use one of them{aliases_part}, map this name to one with [models.aliases] \
+                     in the config, or add a credential that serves it"
+                )
             };
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 INVALID_REQUEST,
                 "model_not_found",
-                if known.is_empty() {
-                    unavailable.to_string()
-                } else {
-                    format!(
-                        "{unavailable}{alias_note}; use one of them, or add a credential that serves this model"
-                    )
-                },
+                format!("{unavailable}{advice}"),
             )
         }
         Unavailable::CoolingDown { retry_after, .. } => ApiError::new(

@@ -43,6 +43,7 @@ pub(crate) struct Upstream {
     idle_timeout: Duration,
     attempts: usize,
     aliases: Aliases,
+    max_output_tokens: Option<u32>,
 }
 
 impl Upstream {
@@ -70,6 +71,7 @@ impl Upstream {
             idle_timeout: config.upstream_idle_timeout,
             attempts: config.request_retry,
             aliases: Aliases::new(&config.model_aliases),
+            max_output_tokens: config.max_output_tokens,
         })
     }
 

@@ -217,11 +217,79 @@ async fn model_aliases_route_client_names_to_served_models() {
         .iter()
         .map(|model| model["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"claude-*") && ids.contains(&"gpt-5"), "{ids:?}");
+    assert!(
+        ids.contains(&"claude-*") && ids.contains(&"gpt-5"),
+        "{ids:?}"
+    );
 
     body["model"] = json!("gemini-pro");
     let message = call(&proxy, chat_request(&body))
         .await
         .error(404, "model_not_found");
-    assert!(message.contains("claude-*") && message.contains(MODEL), "{message}");
+    assert!(
+        message.contains("claude-*") && message.contains(MODEL),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn output_token_requests_above_the_cap_are_lowered() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let mut body = chat_body(false);
+    body["max_tokens"] = json!(128_000);
+
+    let capped = proxy_with(ServerConfig::default(), &pool);
+    assert_eq!(call(&capped, chat_request(&body)).await.status, 200);
+    assert_eq!(
+        fake.chat_requests().last().unwrap().json()["max_tokens"],
+        65_536
+    );
+
+    let uncapped = ServerConfig {
+        max_output_tokens: None,
+        ..ServerConfig::default()
+    };
+    assert_eq!(
+        call(&proxy_with(uncapped, &pool), chat_request(&body))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        fake.chat_requests().last().unwrap().json()["max_tokens"],
+        128_000
+    );
+
+    body["max_tokens"] = json!(100);
+    assert_eq!(call(&capped, chat_request(&body)).await.status, 200);
+    assert_eq!(
+        fake.chat_requests().last().unwrap().json()["max_tokens"],
+        100
+    );
+}
+
+#[tokio::test]
+async fn errors_under_v1_messages_have_the_anthropic_shape() {
+    let (_fake, pool, _) = qwen_pool(1).await;
+    let config = ServerConfig {
+        max_body_bytes: 16,
+        ..ServerConfig::default()
+    };
+    let proxy = proxy_with(config, &pool);
+
+    let wrong_method = call(&proxy, get("/v1/messages")).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.json()["type"], "error");
+
+    let unknown = call(&proxy, get("/v1/messages/nothing")).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"]["type"], "not_found_error");
+
+    let too_large = Request::post("/v1/messages")
+        .header("content-length", "4096")
+        .body(Full::new(Bytes::from(vec![b' '; 4096])))
+        .unwrap();
+    let answer = call(&proxy, too_large).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["error"]["type"], "request_too_large");
 }

@@ -1,0 +1,103 @@
+//! `POST /v1/responses`: the OpenAI Responses API (Codex CLI's only API) served by the chat
+//! upstream. The request is translated to chat completions ([`crate::translate::responses`]),
+//! served by `Upstream::chat` like any chat request, and its answer translated back: a whole
+//! Responses object, or Responses stream events. Upstream error answers pass through as they
+//! are (OpenAI error JSON, same status); errors of this route are OpenAI error JSON too.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Limited;
+use hyper::body::Body;
+use serde_json::Value;
+use tracing::Span;
+
+use super::State;
+use crate::api_error::{ApiError, SERVER_ERROR, json_response};
+use crate::body::ProxyBody;
+use crate::layers::body_limit::read_body;
+use crate::translate::responses::{self, ResponsesStream, Shell, Translated};
+use crate::translate::stream::TranslatedBody;
+use crate::upstream::{Answer, ChatRequest, record_completion};
+
+pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match serve(state, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn serve<B>(
+    state: &State,
+    request: Request<Limited<B>>,
+) -> Result<Response<ProxyBody>, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
+    let body: Value = serde_json::from_slice(&raw).map_err(|error| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the request body is not valid JSON ({error}); send a Responses request object \
+                 such as {{\"model\": \"coder-model\", \"input\": \"...\"}}"
+            ),
+        )
+    })?;
+    if let Some(model) = body.get("model").and_then(Value::as_str) {
+        Span::current().record("model", model);
+    }
+    let Translated {
+        model,
+        stream,
+        chat,
+        echo,
+    } = responses::to_chat(&body)?;
+    let shell = Shell::fresh(echo);
+    let chat = ChatRequest {
+        model,
+        stream,
+        // Serializing a `Value` cannot fail (its map keys are strings).
+        raw: Bytes::from(serde_json::to_vec(&chat).unwrap_or_default()),
+        json: chat,
+    };
+    match state.upstream.chat(chat).await? {
+        Answer::Complete { status, body, .. } if status.is_success() => {
+            record_completion(&body);
+            let completion: Value =
+                serde_json::from_slice(&body).map_err(|_| not_a_completion())?;
+            let object = responses::from_chat(&completion, &shell).ok_or_else(not_a_completion)?;
+            Ok(json_response(StatusCode::OK, &object))
+        }
+        Answer::Stream { body, .. } => {
+            let (translator, opening) = ResponsesStream::start(shell);
+            let body = TranslatedBody::new(body, Box::new(translator), opening);
+            let mut response = Response::new(ProxyBody::translated(body));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Ok(response)
+        }
+        // An upstream error the client caused: already OpenAI error JSON.
+        error => Ok(error.into_response()),
+    }
+}
+
+/// 502 for a successful upstream answer that is not a chat completion.
+fn not_a_completion() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        SERVER_ERROR,
+        "bad_upstream_answer",
+        "the upstream's answer is not a chat completion, so it cannot be turned into a \
+         Responses object; retry, or check the upstream's base URL",
+    )
+}

@@ -1,0 +1,27 @@
+//! OpenAI Responses (`POST /v1/responses`, what Codex CLI speaks) on top of chat completions.
+//!
+//! - [`request`]: a Responses request as a chat-completions request (its table lists every
+//!   field), with [`input`] mapping the input items to messages.
+//! - [`response`]: a whole chat completion as a Responses object.
+//! - [`stream`]: a streamed chat completion as Responses stream events.
+//! - [`object`]: the response envelope, items and usage both answer paths share.
+//!
+//! cliproxy is stateless: it stores no responses, so `previous_response_id` is refused and
+//! clients send the whole conversation (Codex CLI does). Only function tools reach the
+//! upstream; hosted tools are dropped. Reasoning the upstream sends (`reasoning_content`)
+//! comes back as a `reasoning` item with the text as its summary; reasoning items sent back in
+//! `input` are dropped.
+
+mod input;
+mod object;
+mod request;
+mod response;
+mod stream;
+
+#[cfg(test)]
+mod golden;
+
+pub(crate) use object::Shell;
+pub(crate) use request::{Translated, to_chat};
+pub(crate) use response::from_chat;
+pub(crate) use stream::ResponsesStream;

@@ -1,0 +1,162 @@
+//! A streamed upstream answer re-encoded for another API: the upstream's chat-completions
+//! SSE events go through a [`StreamTranslator`], and what it writes is sent on.
+//!
+//! The upstream body underneath keeps its guarantees (idle timeout, cancellation on drop,
+//! usage logging). Ending: a normal upstream end lets the translator write its closing events;
+//! a broken upstream lets it write an error event (where the API has one) and then ends this
+//! body with the same [`StreamError`], so the client's response is aborted, never completed.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::body::StreamError;
+use crate::sse::SseParser;
+use crate::upstream::UpstreamBody;
+
+/// Longest SSE line or event accepted from the upstream while translating.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Turns chat-completions stream events into another API's stream events.
+pub(crate) trait StreamTranslator: Send {
+    /// One upstream event: `data` is a `chat.completion.chunk` JSON object or `[DONE]`.
+    /// Appends the events to send, already encoded as SSE, to `out`.
+    fn on_event(&mut self, data: &[u8], out: &mut BytesMut);
+
+    /// The upstream stream ended normally; append the closing events.
+    fn finish(&mut self, out: &mut BytesMut);
+
+    /// The upstream stream broke off; append an error event if the API has one.
+    fn fail(&mut self, error: &StreamError, out: &mut BytesMut);
+}
+
+/// What happens after the pending output is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Running,
+    Done,
+    Failed,
+}
+
+/// The translated body.
+pub(crate) struct TranslatedBody {
+    upstream: Box<UpstreamBody>,
+    parser: SseParser,
+    translator: Box<dyn StreamTranslator>,
+    out: BytesMut,
+    ending: Ending,
+    error: Option<StreamError>,
+}
+
+impl std::fmt::Debug for TranslatedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TranslatedBody")
+            .field("upstream", &self.upstream)
+            .field("ending", &self.ending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TranslatedBody {
+    /// Translates `upstream` with `translator`; `opening` is sent first (e.g. `message_start`).
+    pub(crate) fn new(
+        upstream: Box<UpstreamBody>,
+        translator: Box<dyn StreamTranslator>,
+        opening: Bytes,
+    ) -> Self {
+        Self {
+            upstream,
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            translator,
+            out: BytesMut::from(&opening[..]),
+            ending: Ending::Running,
+            error: None,
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        let translator = &mut self.translator;
+        let out = &mut self.out;
+        let fed = self
+            .parser
+            .feed(data, |event| translator.on_event(event.data, out));
+        if let Err(too_long) = fed {
+            self.break_off(StreamError::LineTooLong(too_long.limit));
+        }
+    }
+
+    fn break_off(&mut self, error: StreamError) {
+        self.translator.fail(&error, &mut self.out);
+        self.error = Some(error);
+        self.ending = Ending::Failed;
+    }
+}
+
+impl Body for TranslatedBody {
+    type Data = Bytes;
+    type Error = StreamError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
+        let this = self.get_mut();
+        loop {
+            if !this.out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
+            }
+            match this.ending {
+                Ending::Done => return Poll::Ready(None),
+                Ending::Failed => return Poll::Ready(this.error.take().map(Err)),
+                Ending::Running => {}
+            }
+            match Pin::new(&mut *this.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        this.feed(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => this.break_off(error),
+                Poll::Ready(None) => {
+                    this.translator.finish(&mut this.out);
+                    this.ending = Ending::Done;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.out.is_empty() && self.ending == Ending::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// Appends one SSE event (`event: NAME` and a JSON `data:` line) to `out`.
+pub(crate) fn write_event(out: &mut BytesMut, name: &str, data: &serde_json::Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    // Writing JSON into a growable buffer cannot fail.
+    let _ = serde_json::to_writer(BytesMutWriter(out), data);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// `io::Write` over a `BytesMut`.
+struct BytesMutWriter<'a>(&'a mut BytesMut);
+
+impl std::io::Write for BytesMutWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

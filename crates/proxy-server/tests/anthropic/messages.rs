@@ -1,0 +1,350 @@
+//! `POST /v1/messages`: whole answers, Claude Code's streaming request, tool use round trips
+//! and thinking.
+
+use fake_qwen::ChatStep;
+use serde_json::{Value, json};
+
+use crate::support::{
+    CLIENT_KEY, MODEL, api_key_pool, call, keyed, message_body, names, post, proxy, proxy_with,
+    qwen_pool,
+};
+
+#[tokio::test]
+async fn a_message_is_answered_as_an_anthropic_message() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let answer = call(
+        &proxy(&pool),
+        post("/v1/messages", &message_body(MODEL, false)),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let message = answer.json();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(message["model"], MODEL);
+    assert!(
+        message["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msg_")),
+        "{message}"
+    );
+    assert_eq!(
+        message["content"],
+        json!([{ "type": "text", "text": "You said: hello" }])
+    );
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(message["stop_sequence"], Value::Null);
+    assert!(
+        message["usage"]["input_tokens"].as_u64() > Some(0),
+        "{message}"
+    );
+    assert_eq!(message["usage"]["output_tokens"], 3);
+
+    let upstream = fake.chat_requests()[0].json();
+    assert_eq!(upstream["model"], MODEL);
+    assert_eq!(upstream["max_tokens"], 1024);
+    assert_eq!(
+        upstream["messages"],
+        json!([
+            { "role": "system", "content": [
+                { "type": "text", "text": "You are terse.", "cache_control": { "type": "ephemeral" } }
+            ] },
+            { "role": "user", "content": "hello" },
+        ]),
+        "the OAuth shape applies to the translated request"
+    );
+}
+
+/// Claude Code 2.x: `?beta=true`, `stream: true`, `max_tokens: 128000`, its headers, and the
+/// client key as `Authorization: Bearer` (ANTHROPIC_AUTH_TOKEN).
+#[tokio::test]
+async fn claude_codes_streaming_request_gets_anthropics_event_sequence() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let mut body = message_body(MODEL, true);
+    body["max_tokens"] = 128_000.into();
+    body["metadata"] = json!({ "user_id": "user_abc_account__session_0f3e" });
+    let mut request = post("/v1/messages?beta=true", &body);
+    for (name, value) in [
+        ("authorization", format!("Bearer {CLIENT_KEY}")),
+        (
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14".to_owned(),
+        ),
+        ("x-app", "cli".to_owned()),
+        (
+            "user-agent",
+            "claude-cli/2.1.328 (external, cli)".to_owned(),
+        ),
+    ] {
+        request.headers_mut().insert(
+            http::HeaderName::try_from(name).expect("a name"),
+            value.parse().expect("a value"),
+        );
+    }
+    let answer = call(&proxy_with(keyed(), &pool), request).await;
+    let events = answer.events();
+    assert_eq!(answer.header("cache-control"), Some("no-cache"));
+    assert_eq!(
+        names(&events),
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+    );
+    let start = &events[0].1["message"];
+    assert_eq!(start["model"], MODEL);
+    assert_eq!(start["content"], json!([]));
+    assert_eq!(
+        events[2].1["content_block"],
+        json!({ "type": "text", "text": "" })
+    );
+    let text: String = events[3..6]
+        .iter()
+        .map(|(_, data)| data["delta"]["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(text, "part0 part1 part2 ");
+    let end = &events[7].1;
+    assert_eq!(end["delta"]["stop_reason"], "end_turn");
+    assert_eq!(
+        end["usage"]["output_tokens"], 3,
+        "usage from the final chunk"
+    );
+    assert!(end["usage"]["input_tokens"].as_u64() > Some(0), "{end}");
+
+    let upstream = &fake.chat_requests()[0];
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    let upstream = upstream.json();
+    assert_eq!(upstream["stream"], true);
+    assert_eq!(upstream["stream_options"], json!({ "include_usage": true }));
+    assert_eq!(
+        upstream["max_tokens"], 65_536,
+        "Claude Code's 128000 lowered to what Qwen's models produce"
+    );
+    assert_eq!(upstream["user"], "user_abc_account__session_0f3e");
+}
+
+/// The Anthropic request the golden `request/tool_use.json` pairs with its chat request
+/// reaches an API-key upstream exactly as that chat request.
+#[tokio::test]
+async fn an_api_key_upstream_gets_the_golden_chat_request() {
+    let fixture: Value =
+        serde_json::from_str(include_str!("../golden/anthropic/request/tool_use.json"))
+            .expect("the fixture");
+    let (fake, pool) = api_key_pool().await;
+    let answer = call(&proxy(&pool), post("/v1/messages", &fixture["anthropic"])).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(fake.chat_requests()[0].json(), fixture["chat"]);
+}
+
+fn weather_tools() -> Value {
+    json!([
+        {
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "input_schema": {
+                "type": "object",
+                "properties": { "location": { "type": "string" } },
+                "required": ["location"],
+            },
+        },
+        {
+            "name": "get_time",
+            "description": "Get the current time in a given time zone",
+            "input_schema": {
+                "type": "object",
+                "properties": { "timezone": { "type": "string" } },
+                "required": ["timezone"],
+            },
+        },
+    ])
+}
+
+#[tokio::test]
+async fn tool_calls_stream_as_tool_use_blocks_and_their_results_go_back() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::ToolCalls {
+        calls: 2,
+        leading_text: true,
+    });
+    let proxy = proxy(&pool);
+    let mut body = message_body(MODEL, true);
+    body["tools"] = weather_tools();
+    let events = call(&proxy, post("/v1/messages", &body)).await.events();
+
+    // Blocks: the text, then one tool_use per call, each closed before the next opens.
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut open: Option<u64> = None;
+    for (name, data) in &events {
+        match name.as_str() {
+            "content_block_start" => {
+                assert_eq!(open, None, "a block opened before the previous one closed");
+                assert_eq!(data["index"], blocks.len());
+                open = data["index"].as_u64();
+                let mut block = data["content_block"].clone();
+                if block["type"] == "tool_use" {
+                    block["partial_json"] = "".into();
+                }
+                blocks.push(block);
+            }
+            "content_block_delta" => {
+                assert_eq!(data["index"].as_u64(), open);
+                let block = blocks.last_mut().expect("an open block");
+                let delta = &data["delta"];
+                match delta["type"].as_str() {
+                    Some("text_delta") => {
+                        let text = format!(
+                            "{}{}",
+                            block["text"].as_str().unwrap_or_default(),
+                            delta["text"].as_str().unwrap_or_default()
+                        );
+                        block["text"] = text.into();
+                    }
+                    Some("input_json_delta") => {
+                        let json = format!(
+                            "{}{}",
+                            block["partial_json"].as_str().unwrap_or_default(),
+                            delta["partial_json"].as_str().unwrap_or_default()
+                        );
+                        block["partial_json"] = json.into();
+                    }
+                    other => panic!("unexpected delta {other:?}"),
+                }
+            }
+            "content_block_stop" => {
+                assert_eq!(data["index"].as_u64(), open);
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    assert_eq!(blocks[0]["type"], "text");
+    let text = blocks[0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("get_weather") && text.contains("get_time"),
+        "the fake names the tools it calls: {text}"
+    );
+    let mut uses = Vec::new();
+    for (block, (name, argument)) in blocks[1..]
+        .iter()
+        .zip([("get_weather", "location"), ("get_time", "timezone")])
+    {
+        assert_eq!(block["type"], "tool_use");
+        assert_eq!(block["name"], name);
+        assert_eq!(block["input"], json!({}));
+        let input: Value = serde_json::from_str(block["partial_json"].as_str().unwrap_or_default())
+            .expect("the fragments join into JSON");
+        assert!(input[argument].is_string(), "{input}");
+        uses.push(json!({ "type": "tool_use", "id": block["id"], "name": name, "input": input }));
+    }
+    let end = &events[events.len() - 2].1;
+    assert_eq!(end["delta"]["stop_reason"], "tool_use");
+
+    // The next turn carries the calls and their results back; the fake checks them as
+    // OpenAI does (each tool message answers a call of the assistant message before it).
+    let mut assistant = vec![json!({ "type": "text", "text": blocks[0]["text"] })];
+    assistant.extend(uses.iter().cloned());
+    let results: Vec<Value> = uses
+        .iter()
+        .zip(["sunny", "noon"])
+        .map(|(call, result)| {
+            json!({ "type": "tool_result", "tool_use_id": call["id"], "content": result })
+        })
+        .collect();
+    body["stream"] = false.into();
+    body["messages"] = json!([
+        body["messages"][0],
+        { "role": "assistant", "content": assistant },
+        { "role": "user", "content": results },
+    ]);
+    let answer = call(&proxy, post("/v1/messages", &body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let message = answer.json();
+    assert_eq!(
+        message["content"],
+        json!([{ "type": "text", "text": "The tool returned: sunny | noon" }])
+    );
+    let upstream = fake.chat_requests()[1].json();
+    let roles: Vec<&str> = upstream["messages"]
+        .as_array()
+        .map(|messages| messages.iter().filter_map(|m| m["role"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"]);
+}
+
+#[tokio::test]
+async fn a_whole_tool_call_answer_is_a_tool_use_message() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let mut body = message_body(MODEL, false);
+    body["tools"] = weather_tools();
+    body["tool_choice"] = json!({ "type": "tool", "name": "get_time" });
+    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let message = answer.json();
+    assert_eq!(message["stop_reason"], "tool_use");
+    let content = message["content"].as_array().expect("content");
+    assert_eq!(content.len(), 1, "{message}");
+    assert_eq!(content[0]["type"], "tool_use");
+    assert_eq!(content[0]["name"], "get_time");
+    assert!(content[0]["input"]["timezone"].is_string(), "{message}");
+    assert_eq!(
+        fake.chat_requests()[0].json()["tool_choice"],
+        json!({ "type": "function", "function": { "name": "get_time" } })
+    );
+}
+
+#[tokio::test]
+async fn thinking_streams_as_a_thinking_block_before_the_text() {
+    let (fake, pool) = api_key_pool().await;
+    let mut body = message_body("qwen3-max", true);
+    body["thinking"] = json!({ "type": "enabled", "budget_tokens": 2048 });
+    let events = call(&proxy(&pool), post("/v1/messages", &body))
+        .await
+        .events();
+    let upstream = fake.chat_requests()[0].json();
+    assert_eq!(upstream["enable_thinking"], true);
+    assert_eq!(upstream["thinking_budget"], 2048);
+
+    assert_eq!(
+        events[2].1["content_block"],
+        json!({ "type": "thinking", "thinking": "" })
+    );
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .filter_map(|(_, data)| data["delta"]["type"].as_str())
+        .collect();
+    let first_text = deltas
+        .iter()
+        .position(|kind| *kind == "text_delta")
+        .expect("text follows");
+    assert!(first_text >= 2, "{deltas:?}");
+    assert!(
+        deltas[..first_text - 1]
+            .iter()
+            .all(|kind| *kind == "thinking_delta"),
+        "{deltas:?}"
+    );
+    assert_eq!(deltas[first_text - 1], "signature_delta");
+
+    body["stream"] = false.into();
+    let message = call(&proxy(&pool), post("/v1/messages", &body))
+        .await
+        .json();
+    assert_eq!(message["content"][0]["type"], "thinking");
+    assert_eq!(message["content"][0]["signature"], "");
+    assert!(
+        message["content"][0]["thinking"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert_eq!(message["content"][1]["type"], "text");
+}
