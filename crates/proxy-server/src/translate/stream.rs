@@ -37,6 +37,9 @@ pub(crate) trait StreamTranslator: Send {
 enum Ending {
     Running,
     Done,
+    /// Broken: the error event is written; give the server one turn to flush it.
+    Failing,
+    /// The error event had its turn; the body now ends with the error.
     Failed,
 }
 
@@ -90,7 +93,7 @@ impl TranslatedBody {
     fn break_off(&mut self, error: StreamError) {
         self.translator.fail(&error, &mut self.out);
         self.error = Some(error);
-        self.ending = Ending::Failed;
+        self.ending = Ending::Failing;
     }
 }
 
@@ -109,6 +112,14 @@ impl Body for TranslatedBody {
             }
             match this.ending {
                 Ending::Done => return Poll::Ready(None),
+                Ending::Failing => {
+                    // hyper aborts the connection as soon as the body errors, dropping what
+                    // it has buffered but not yet written: yielding once lets it flush the
+                    // error event to the client first.
+                    this.ending = Ending::Failed;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Ending::Failed => return Poll::Ready(this.error.take().map(Err)),
                 Ending::Running => {}
             }

@@ -176,3 +176,50 @@ async fn serve_refuses_an_open_address_without_keys() {
     ));
     assert!(refused.to_string().contains("api-keys = ["));
 }
+
+/// Reads a stream to its end or break, returning what arrived and whether it broke.
+async fn everything_of(response: &mut reqwest::Response) -> (String, bool) {
+    let mut text = String::new();
+    loop {
+        match within(response.chunk()).await {
+            Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) => return (text, false),
+            Err(_) => return (text, true),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_translated_stream_that_breaks_delivers_its_error_event_before_the_abort() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::CutAfter(2));
+    let server = Server::start(proxy(&pool)).await;
+    let requests = [
+        (
+            "/v1/messages",
+            serde_json::json!({
+                "model": crate::support::MODEL, "max_tokens": 100, "stream": true,
+                "messages": [{"role": "user", "content": "hello"}],
+            }),
+            "event: error",
+        ),
+        (
+            "/v1/responses",
+            serde_json::json!({"model": crate::support::MODEL, "stream": true, "input": "hello"}),
+            "event: response.failed",
+        ),
+    ];
+    for (path, body, closing_event) in requests {
+        let mut response = within(client().post(server.url(path)).json(&body).send())
+            .await
+            .expect("an answer");
+        assert_eq!(response.status(), 200, "{path}");
+        let (text, broke) = everything_of(&mut response).await;
+        assert!(broke, "{path}: the stream ended cleanly: {text}");
+        assert!(
+            text.contains(closing_event),
+            "{path}: no {closing_event} before the abort: {text}"
+        );
+    }
+    server.stop().await.expect("a clean stop");
+}

@@ -2,7 +2,8 @@
 //!
 //! ## Request ([`request`])
 //! - `model`, `max_tokens`, `temperature`, `top_p`, `stream` are copied; `stop_sequences` →
-//!   `stop`; `metadata.user_id` → `user`; `stream_options` is left to the upstream layer.
+//!   `stop`; `metadata.user_id` → `user`; a stream also asks for
+//!   `stream_options.include_usage`, so `message_delta` carries usage from any upstream.
 //!   Unknown top-level fields (`top_k`, `service_tier`, `context_management`, ...) are
 //!   ignored. `model`, a non-empty `messages` and (except for `count_tokens`) `max_tokens`
 //!   are required, as by Anthropic.

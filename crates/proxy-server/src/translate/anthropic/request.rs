@@ -187,6 +187,13 @@ impl MessagesRequest {
             None | Some(Value::Null) => false,
             Some(Value::Bool(stream)) => {
                 chat.insert("stream".to_owned(), Value::Bool(stream));
+                if stream {
+                    // The closing message_delta reports usage: ask every upstream for it.
+                    chat.insert(
+                        "stream_options".to_owned(),
+                        serde_json::json!({ "include_usage": true }),
+                    );
+                }
                 stream
             }
             Some(_) => return Err(invalid("stream", "must be true or false")),
