@@ -4,6 +4,7 @@
 //! The `cargo xtask` alias lives in `.cargo/config.toml`. Each task is in its
 //! own module; this file only parses the command line and dispatches.
 
+mod bench;
 mod deny;
 mod dist;
 
@@ -29,6 +30,12 @@ Tasks:
           is not reachable in our build environment. Extra ARGS are passed on
           to `cargo deny check` (e.g. `cargo xtask deny advisories` where you
           are online). Needs cargo-deny: `cargo install --locked cargo-deny`.
+  bench   Benchmark cliproxy on 127.0.0.1 against an in-process upstream stub
+          and a do-nothing pass-through proxy measured in the same run:
+          throughput, latency, time to first byte, memory with 256 open
+          streams, start-up with 1,000 accounts; prints PASS/FAIL per budget
+          line. Options: --duration SECS, --concurrency N, --quick, --check
+          (exit non-zero on FAIL), --no-build. See docs/benchmarks.md.
   help    Show this message (also shown when no task is given).
 ";
 
@@ -60,6 +67,7 @@ fn try_main() -> Result<()> {
             dist::run(&project_root())
         }
         Some("deny") => deny::run(&project_root(), &rest),
+        Some("bench") => bench::run(&project_root(), &rest),
         Some(other) => {
             eprint!("{HELP}");
             bail!("unknown task `{other}`")

@@ -1,0 +1,577 @@
+//! `cargo xtask bench`: measures cliproxy's overhead as a proxy, on loopback
+//! only, against a baseline measured in the same run.
+//!
+//! One run builds `cliproxy` in release mode, starts an in-process upstream
+//! stub ([`stub`]) and a do-nothing pass-through proxy ([`baseline`]; once
+//! in-process, once in a child process of its own), starts
+//! `cliproxy serve` in front of the stub ([`cliproxy`]), and drives all three
+//! with the in-process load generator ([`load`]): non-streaming and streaming
+//! chat completions, at one connection (latency) and at many (throughput).
+//! It then holds [`report::OPEN_STREAMS`] streams open through cliproxy to
+//! read its memory, times its start-up with 0 and 1,000 account files, and
+//! prints the tables and the budget ([`report`]).
+//!
+//! Every phase is bounded in time, every address is 127.0.0.1, and every
+//! child process is killed when the run ends, fails or panics.
+
+mod baseline;
+mod cliproxy;
+mod load;
+mod net;
+mod report;
+mod stub;
+
+use std::{
+    env, fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use self::{
+    baseline::Baseline,
+    cliproxy::{Instance, Layout, Probe},
+    load::{Plan, Target},
+    report::{HeldStreams, OPEN_STREAMS, Results, Row, Startup},
+    stub::Stub,
+};
+use crate::{cargo, dist::target_dir, run_checked};
+
+pub(crate) const HELP: &str = "\
+cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]
+
+Measures cliproxy against an in-process upstream stub, next to a do-nothing
+pass-through proxy as the baseline, all on 127.0.0.1, and prints the results
+and the budget (see docs/benchmarks.md).
+
+Options:
+  --duration SECS   measured time per scenario and target (default 5), in
+                    3 rounds that take turns across the targets, each after
+                    a warm-up (a fifth of the time in all, 0.2 s to 1 s)
+  --concurrency N   connections of the throughput scenarios (default 32)
+  --quick           1 s per scenario: a smoke run
+  --check           exit non-zero when a budget line fails
+  --no-build        use the existing target/release/cliproxy
+";
+
+/// Each scenario's time is split into this many rounds that take turns
+/// across the targets, so that a slow spell of the shared machine, or a
+/// lucky or unlucky placement of threads on the cores, does not fall on one
+/// target only. The rounds' samples are pooled.
+const ROUNDS: u32 = 3;
+/// Account files of the start-up measurement.
+const STARTUP_ACCOUNTS: usize = 1000;
+/// Start-up runs per account count.
+const STARTUP_RUNS: usize = 3;
+/// Longest wait for all held streams to get their first event.
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+/// Longest wait for the held streams to end after the release.
+const FINISH_WAIT: Duration = Duration::from_secs(30);
+
+/// The command line of `cargo xtask bench`.
+#[derive(Debug, Clone, PartialEq)]
+struct Options {
+    measure: Duration,
+    concurrency: usize,
+    check: bool,
+    build: bool,
+    help: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            measure: Duration::from_secs(5),
+            concurrency: 32,
+            check: false,
+            build: true,
+            help: false,
+        }
+    }
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options::default();
+        let mut duration = None;
+        let mut quick = false;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next().cloned())
+                    .with_context(|| format!("`{name}` needs a value"))
+            };
+            match name {
+                "--duration" => {
+                    let text = value()?;
+                    let secs: f64 = text
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 600.0)
+                        .with_context(|| {
+                            format!("--duration {text:?}: give seconds between 0 and 600")
+                        })?;
+                    duration = Some(Duration::from_secs_f64(secs));
+                }
+                "--concurrency" => {
+                    let text = value()?;
+                    options.concurrency = text
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .with_context(|| {
+                            format!("--concurrency {text:?}: give a number from 1 to 1024")
+                        })?;
+                }
+                "--quick" => quick = true,
+                "--check" => options.check = true,
+                "--no-build" => options.build = false,
+                "-h" | "--help" => options.help = true,
+                other => bail!("unknown option `{other}` for `bench`\n\n{HELP}"),
+            }
+        }
+        options.measure = match (duration, quick) {
+            (Some(duration), _) => duration,
+            (None, true) => Duration::from_secs(1),
+            (None, false) => options.measure,
+        };
+        Ok(options)
+    }
+
+    /// Warm-up before each measured period: a fifth of it, 0.2 s to 1 s.
+    fn warmup(&self) -> Duration {
+        (self.measure / 5).clamp(Duration::from_millis(200), Duration::from_secs(1))
+    }
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    if let [flag, upstream] = args
+        && flag == "--serve-baseline"
+    {
+        return baseline::serve_process(upstream);
+    }
+    let options = Options::parse(args)?;
+    if options.help {
+        print!("{HELP}");
+        return Ok(());
+    }
+    if cfg!(debug_assertions) {
+        // `cargo xtask` builds xtask unoptimised; the stub, the baseline and
+        // the load generator must not be the bottleneck, so run them from
+        // an optimised build of xtask instead.
+        println!("re-running the benchmark from a release build of xtask ...");
+        let status = Command::new(cargo())
+            .current_dir(root)
+            .args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+            .args(args)
+            .status()
+            .context("cannot run cargo")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    if options.build {
+        println!("building cliproxy (release) ...");
+        run_checked(Command::new(cargo()).current_dir(root).args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "cliproxy",
+        ]))?;
+    }
+    let binary = target_dir(root)
+        .join("release")
+        .join(format!("cliproxy{}", env::consts::EXE_SUFFIX));
+    ensure!(
+        binary.is_file(),
+        "{} does not exist; build it or drop --no-build",
+        binary.display()
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime.block_on(measure(&binary, &options))?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+
+    println!("\n## cargo xtask bench\n");
+    println!("{}\n", machine_facts(root, &options));
+    print!("{}", results.render());
+    if options.check && !results.passed() {
+        bail!("cliproxy is over budget (see the FAIL lines above)");
+    }
+    Ok(())
+}
+
+/// Runs every phase and collects the results.
+async fn measure(binary: &Path, options: &Options) -> Result<Results> {
+    let work = WorkDir::create()?;
+    let stub = Stub::start().await?;
+    let baseline = Baseline::start(stub.addr()).await?;
+    let baseline_proc = baseline::BaselineProcess::spawn(stub.addr())?;
+
+    let layout = Layout::create(&work.path().join("serve"))?;
+    let port = net::free_port()?;
+    layout.write_config(port, stub.addr())?;
+    eprintln!("starting {} ...", binary.display());
+    let mut proxy = Instance::spawn(binary, &layout, port)?;
+    let ready = proxy.wait_ready(Probe::Health).await?;
+    eprintln!(
+        "cliproxy (pid {}) answers /healthz on {} after {}",
+        proxy.pid(),
+        proxy.addr(),
+        report::fmt_duration(ready)
+    );
+    let targets = [
+        Target {
+            name: "direct",
+            addr: stub.addr(),
+        },
+        Target {
+            name: "baseline",
+            addr: baseline.addr(),
+        },
+        Target {
+            name: "baseline-proc",
+            addr: baseline_proc.addr(),
+        },
+        Target {
+            name: "cliproxy",
+            addr: proxy.addr(),
+        },
+    ];
+    for target in targets {
+        for stream in [false, true] {
+            if let Err(error) = load::once(target, stream).await {
+                let log = if target.name == "cliproxy" {
+                    format!("\ncliproxy's log:\n{}", proxy.log_tail())
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "{} does not serve a {} chat completion: {error}{log}",
+                    target.name,
+                    if stream { "streaming" } else { "non-streaming" },
+                );
+            }
+        }
+    }
+
+    let mut results = Results {
+        concurrency: options.concurrency,
+        rss_idle_kb: proxy.memory().map(|m| m.rss_kb),
+        ..Results::default()
+    };
+    let mut levels = vec![1, options.concurrency];
+    levels.dedup();
+    for stream in [false, true] {
+        for &concurrency in &levels {
+            eprintln!(
+                "  {} x{concurrency}: {ROUNDS} rounds over {} ...",
+                if stream { "stream" } else { "non-stream" },
+                targets.map(|t| t.name).join(", ")
+            );
+            let mut outcomes: Vec<load::Outcome> = vec![load::Outcome::default(); targets.len()];
+            for _ in 0..ROUNDS {
+                for (target, total) in targets.iter().zip(&mut outcomes) {
+                    let plan = Plan {
+                        stream,
+                        concurrency,
+                        warmup: options.warmup() / ROUNDS,
+                        measure: options.measure / ROUNDS,
+                    };
+                    total.merge(load::run(*target, plan).await);
+                }
+            }
+            for (target, mut outcome) in targets.iter().zip(outcomes) {
+                outcome.summarise();
+                results.rows.push(Row {
+                    stream,
+                    concurrency,
+                    target: target.name,
+                    outcome,
+                });
+            }
+        }
+    }
+
+    eprintln!("  {OPEN_STREAMS} streams held open -> cliproxy ...");
+    results.held = hold_streams(&stub, targets[3], &proxy).await;
+    results.peak_rss_kb = proxy.memory().map(|m| m.hwm_kb);
+    for line in proxy.log_problems() {
+        eprintln!("cliproxy logged: {line}");
+    }
+    drop(proxy);
+
+    for accounts in [0, STARTUP_ACCOUNTS] {
+        eprintln!("  start-up with {accounts} account files ...");
+        results
+            .startup
+            .push(startup(binary, work.path(), stub.addr(), accounts).await);
+    }
+    results.unexpected = stub.unexpected();
+    eprintln!("the stub answered {} chat requests", stub.chat_requests());
+    Ok(results)
+}
+
+/// Opens [`OPEN_STREAMS`] streams through cliproxy that the stub holds
+/// after their first event, reads cliproxy's memory, then lets them end.
+async fn hold_streams(stub: &Stub, target: Target, proxy: &Instance) -> HeldStreams {
+    let gate = stub.hold();
+    let open = load::open_streams(target, OPEN_STREAMS, OPEN_WAIT).await;
+    // The stub counts a stream once its first event is written, so this is
+    // normally true at once.
+    for _ in 0..100 {
+        if stub.held() >= open.opened {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let held_upstream = stub.held();
+    let rss_kb = proxy.memory().map(|m| m.rss_kb);
+    let opened = open.opened;
+    let mut errors = open.errors.clone();
+    gate.release();
+    let (completed, finish_errors) = open.finish(FINISH_WAIT).await;
+    for error in finish_errors {
+        if !errors.contains(&error) {
+            errors.push(error);
+        }
+    }
+    HeldStreams {
+        opened,
+        held_upstream,
+        rss_kb,
+        completed,
+        errors,
+    }
+}
+
+/// Times [`STARTUP_RUNS`] start-ups with `accounts` Qwen token files.
+async fn startup(binary: &Path, work: &Path, stub: SocketAddr, accounts: usize) -> Startup {
+    let mut result = Startup {
+        accounts,
+        runs: Vec::new(),
+        error: None,
+    };
+    if let Err(error) = startup_runs(binary, work, stub, &mut result).await {
+        result.error = Some(format!("{error:#}"));
+    }
+    result
+}
+
+async fn startup_runs(
+    binary: &Path,
+    work: &Path,
+    stub: SocketAddr,
+    result: &mut Startup,
+) -> Result<()> {
+    let layout = Layout::create(&work.join(format!("startup-{}", result.accounts)))?;
+    layout.write_qwen_accounts(result.accounts, stub)?;
+    for _ in 0..STARTUP_RUNS {
+        let port = net::free_port()?;
+        layout.write_config(port, stub)?;
+        let mut instance = Instance::spawn(binary, &layout, port)?;
+        result.runs.push(instance.wait_ready(Probe::Models).await?);
+    }
+    Ok(())
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<WorkDir> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = env::temp_dir().join(format!("cliproxy-bench-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(WorkDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Date, commit, CPU and options of this run, for the record.
+fn machine_facts(root: &Path, options: &Options) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map_or("unknown".to_owned(), |out| {
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        });
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .and_then(|rest| rest.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!(
+        "{} UTC, commit {commit}, {cpus} CPUs ({model}); {} s measured per scenario and target in {ROUNDS} rounds, {} ms warm-up in all; throughput at {} connections",
+        cliproxy::rfc3339_utc(now)
+            .trim_end_matches('Z')
+            .replace('T', " "),
+        options.measure.as_secs_f64(),
+        options.warmup().as_millis(),
+        options.concurrency
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        Options::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(parse(&[]).unwrap(), Options::default());
+        let o = parse(&[
+            "--duration",
+            "2.5",
+            "--concurrency=8",
+            "--check",
+            "--no-build",
+        ])
+        .unwrap();
+        assert_eq!(o.measure, Duration::from_millis(2500));
+        assert_eq!(o.concurrency, 8);
+        assert!(o.check && !o.build);
+        assert_eq!(parse(&["--quick"]).unwrap().measure, Duration::from_secs(1));
+        assert_eq!(
+            parse(&["--quick", "--duration", "3"]).unwrap().measure,
+            Duration::from_secs(3)
+        );
+        assert!(parse(&["--duration"]).is_err());
+        assert!(parse(&["--duration", "0"]).is_err());
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--fast"]).is_err());
+    }
+
+    #[test]
+    fn warmup_is_bounded() {
+        let with = |secs| Options {
+            measure: Duration::from_secs(secs),
+            ..Options::default()
+        };
+        assert_eq!(with(1).warmup(), Duration::from_millis(200));
+        assert_eq!(with(3).warmup(), Duration::from_millis(600));
+        assert_eq!(with(60).warmup(), Duration::from_secs(1));
+    }
+}
+
+/// The stub, the baseline and the load generator against each other (no
+/// cliproxy needed): short, bounded runs on loopback.
+#[cfg(test)]
+mod loopback_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn load_through_baseline_has_no_errors() {
+        let stub = Stub::start().await.unwrap();
+        let baseline = Baseline::start(stub.addr()).await.unwrap();
+        for target in [
+            Target {
+                name: "direct",
+                addr: stub.addr(),
+            },
+            Target {
+                name: "baseline",
+                addr: baseline.addr(),
+            },
+        ] {
+            for stream in [false, true] {
+                load::once(target, stream).await.unwrap();
+                let plan = Plan {
+                    stream,
+                    concurrency: 4,
+                    warmup: Duration::from_millis(50),
+                    measure: Duration::from_millis(200),
+                };
+                let outcome = load::run(target, plan).await;
+                assert_eq!(
+                    outcome.errors, 0,
+                    "{}: {:?}",
+                    target.name, outcome.error_samples
+                );
+                assert!(outcome.requests > 0, "{}", target.name);
+                let latency = outcome.latency.unwrap();
+                assert_eq!(latency.count as u64, outcome.requests);
+                assert!(latency.p50 <= latency.p99 && latency.p99 <= latency.max);
+                assert_eq!(outcome.ttfb.is_some(), stream);
+            }
+        }
+        assert!(stub.chat_requests() > 0);
+        assert_eq!(stub.unexpected().0, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn held_streams_stay_open_until_released() {
+        let stub = Stub::start().await.unwrap();
+        let baseline = Baseline::start(stub.addr()).await.unwrap();
+        let target = Target {
+            name: "baseline",
+            addr: baseline.addr(),
+        };
+        let gate = stub.hold();
+        let open = load::open_streams(target, 16, Duration::from_secs(10)).await;
+        assert_eq!(open.opened, 16, "{:?}", open.errors);
+        assert_eq!(stub.held(), 16);
+        gate.release();
+        let (complete, errors) = open.finish(Duration::from_secs(10)).await;
+        assert_eq!(complete, 16, "{errors:?}");
+        assert_eq!(stub.held(), 0);
+        // Without a gate, streams run through at once.
+        load::once(target, true).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dead_target_counts_errors_and_stops() {
+        let port = net::free_port().unwrap();
+        let target = Target {
+            name: "nobody",
+            addr: SocketAddr::from((net::LOOPBACK, port)),
+        };
+        let plan = Plan {
+            stream: false,
+            concurrency: 2,
+            warmup: Duration::ZERO,
+            measure: Duration::from_millis(100),
+        };
+        let outcome = load::run(target, plan).await;
+        assert_eq!(outcome.requests, 0);
+        assert!(outcome.errors > 0);
+        assert!(!outcome.error_samples.is_empty());
+        assert!(load::once(target, false).await.is_err());
+    }
+}
