@@ -77,7 +77,7 @@ impl Proxy {
     ///    `model` (chat handler), `account` (the label of the credential tried last — never a
     ///    token), `finish_reason`, `prompt_tokens` and `completion_tokens` (from the answer
     ///    or stream); this layer records `status` and `latency_ms` (time to the response
-    ///    head) and logs the response at INFO, a 5xx at WARN and the end of a body at DEBUG
+    ///    head) and logs the response at DEBUG, a 5xx at WARN and the end of a body at DEBUG
     ///    (a stream aborted mid-way is logged at WARN by the upstream body, inside this span).
     /// 3. `PropagateRequestIdLayer` (tower-http) — copies `x-request-id` to the response,
     ///    the inner layers' own 401/413 answers included.
@@ -148,7 +148,9 @@ fn on_response<B>(response: &Response<B>, latency: Duration, span: &Span) {
         "latency_ms",
         u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
     );
-    tracing::info!("response");
+    // Per-request lines cost a formatted write each: they are DEBUG (`CLIPROXY_LOG=debug`);
+    // failures are logged at WARN by the layers that see them.
+    tracing::debug!("response");
 }
 
 fn on_eos(_: Option<&HeaderMap>, stream_duration: Duration, _: &Span) {
