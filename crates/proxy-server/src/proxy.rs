@@ -72,7 +72,7 @@ impl Proxy {
     ///
     /// 1. `SetRequestIdLayer` (tower-http) — keeps the client's `x-request-id`, or sets a new
     ///    UUID v4 on the request.
-    /// 2. `TraceLayer` (tower-http) — one `request` span per request with `request_id`,
+    /// 2. `TraceLayer` (tower-http) — one DEBUG `request` span per request with `request_id`,
     ///    `method` and `path` (never the query: it may hold `?key=`). Inner code records
     ///    `model` (chat handler), `account` (the label of the credential tried last — never a
     ///    token), `finish_reason`, `prompt_tokens` and `completion_tokens` (from the answer
@@ -127,7 +127,10 @@ fn make_span<B>(request: &Request<B>) -> Span {
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    // DEBUG: at the default INFO level the span costs nothing; warnings name the account and
+    // model themselves. `CLIPROXY_LOG=debug` (or `proxy_server=debug`) turns on the
+    // per-request span and its line.
+    tracing::debug_span!(
         "request",
         request_id,
         method = %request.method(),

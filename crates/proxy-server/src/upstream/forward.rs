@@ -189,7 +189,7 @@ impl Upstream {
                     }
                 }
             };
-            tracing::warn!(account = %credential.label, %failure, "upstream attempt failed");
+            tracing::warn!(account = %credential.label, %model, %failure, "upstream attempt failed");
             let outcome = match &failure {
                 Failure::Quota { retry_after, .. } => Outcome::QuotaExceeded {
                     retry_after: *retry_after,

@@ -43,6 +43,8 @@ pub(crate) struct StreamObserver {
     finish_reason: Option<String>,
     usage: Option<Usage>,
     done: bool,
+    /// Whether the request's span is logged at all; if not, events are not parsed.
+    recording: bool,
 }
 
 impl StreamObserver {
@@ -53,6 +55,7 @@ impl StreamObserver {
             finish_reason: None,
             usage: None,
             done: false,
+            recording: !Span::current().is_disabled(),
         }
     }
 
@@ -68,11 +71,15 @@ impl StreamObserver {
             finish_reason,
             usage,
             done,
+            recording,
         } = self;
         parser.feed(chunk, |event| {
             *events += 1;
             if event.data == b"[DONE]" {
                 *done = true;
+                return;
+            }
+            if !*recording {
                 return;
             }
             if let Ok(summary) = serde_json::from_slice::<Summary<'_>>(event.data) {
@@ -94,6 +101,9 @@ impl StreamObserver {
 
 /// Records the finish reason and usage of a non-streaming answer on the current span.
 pub(crate) fn record_completion(body: &[u8]) {
+    if Span::current().is_disabled() {
+        return;
+    }
     let Ok(summary) = serde_json::from_slice::<Summary<'_>>(body) else {
         return;
     };
@@ -130,23 +140,50 @@ fn record(finish_reason: Option<&str>, usage: Option<Usage>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn notes_finish_reason_usage_and_done_across_chunks() {
-        let stream = concat!(
-            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n",
-            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n",
-            "data: [DONE]\n\n",
-        );
+    const STREAM: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn observe(stream: &str) -> StreamObserver {
         let mut observer = StreamObserver::new();
         for piece in stream.as_bytes().chunks(5) {
             observer.feed(piece).expect("short lines");
         }
+        observer
+    }
+
+    /// Runs `body` inside an enabled DEBUG span, as the request span is under `CLIPROXY_LOG=debug`.
+    fn in_recorded_span<T>(body: impl FnOnce() -> T) -> T {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let _entered = tracing::debug_span!("request").entered();
+            body()
+        })
+    }
+
+    #[test]
+    fn notes_finish_reason_usage_and_done_across_chunks() {
+        let observer = in_recorded_span(|| observe(STREAM));
         assert_eq!(observer.events, 4);
         assert!(observer.done);
         assert_eq!(observer.finish_reason.as_deref(), Some("stop"));
         let usage = observer.usage.expect("usage");
         assert_eq!((usage.prompt_tokens, usage.completion_tokens), (7, 3));
+    }
+
+    #[test]
+    fn skips_parsing_events_when_the_span_is_not_logged() {
+        let observer = observe(STREAM);
+        assert_eq!(observer.events, 4);
+        assert!(observer.done);
+        assert!(observer.finish_reason.is_none());
+        assert!(observer.usage.is_none());
     }
 
     #[test]
