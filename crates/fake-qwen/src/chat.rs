@@ -18,7 +18,7 @@ use crate::record::RecordedRequest;
 use crate::reply::{self, Body, Cut, Reply};
 use crate::script::ChatStep;
 use crate::state::World;
-use crate::tools::{self, ARGUMENT_FRAGMENTS, ToolCall};
+use crate::tools::{self, ARGUMENT_FRAGMENTS, PreferredTool, ToolCall};
 
 /// Path of the chat-completions endpoint, under the `/v1` base that `resource_url` leads to.
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
@@ -58,6 +58,8 @@ pub(crate) struct ChatState {
     answers: u64,
     /// Tool calls made so far (numbers `call_<n>`).
     calls: u64,
+    /// The tools the model calls first, with their arguments.
+    pub(crate) preferred: Vec<PreferredTool>,
 }
 
 impl ChatState {
@@ -75,6 +77,7 @@ impl ChatState {
             cancelled: Arc::new(watch::Sender::new(0)),
             answers: 0,
             calls: 0,
+            preferred: Vec::new(),
         }
     }
 
@@ -230,6 +233,7 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
         | ChatStep::HoldLast
         | ChatStep::CutAfter(_)
         | ChatStep::EndAfter(_)
+        | ChatStep::ErrorAfter(_)
         | ChatStep::ToolCalls { .. } => {
             world.chat.answers += 1;
             let answer = Answer {
@@ -351,12 +355,21 @@ impl ChatState {
         }
         if let Some(plan) = tools::plan(body, step) {
             let mut tool_calls = Vec::new();
-            for tool in tools::chosen_tools(body, plan.calls) {
+            for tool in tools::chosen_tools(body, plan.calls, &self.preferred) {
                 self.calls += 1;
+                let name = tools::tool_name(tool);
+                let arguments = self
+                    .preferred
+                    .iter()
+                    .find(|preferred| preferred.name == name)
+                    .map_or_else(
+                        || tools::arguments(tool, self.calls),
+                        |preferred| preferred.arguments.clone(),
+                    );
                 tool_calls.push(ToolCall {
                     id: format!("call_{}", self.calls),
-                    name: tools::tool_name(tool).to_owned(),
-                    arguments: tools::arguments(tool, self.calls),
+                    name: name.to_owned(),
+                    arguments,
                 });
             }
             let text = plan.leading_text.then(|| {
@@ -474,6 +487,28 @@ fn stream_answer(chat: &ChatState, answer: &Answer, request: &Value, step: ChatS
         },
         ChatStep::EndAfter(after) => {
             events.truncate(after.min(chunks));
+            StreamPlan {
+                events,
+                hold_before: None,
+                cut_after: None,
+            }
+        }
+        ChatStep::ErrorAfter(after) => {
+            events.truncate(after.min(chunks));
+            let error = json!({
+                "id": answer.id,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": answer.model,
+                "choices": [],
+                "error": {
+                    "code": "data_inspection_failed",
+                    "message": "Output data may contain inappropriate content.",
+                    "type": "data_inspection_failed",
+                },
+            });
+            events.push(Bytes::from(format!("data: {error}\n\n")));
+            events.push(Bytes::from_static(b"data: [DONE]\n\n"));
             StreamPlan {
                 events,
                 hold_before: None,

@@ -32,8 +32,11 @@
 //!   token's [`ChatStep`] script (or the default step) decides the answer: a completion
 //!   (streamed as SSE when asked) that echoes the user, calls the offered tools or reports the
 //!   tool results it was sent, with `reasoning_content` when `enable_thinking` is on; quota and
-//!   rate-limit errors, 5xx, a WAF page, a stream that is cut, ends early, or holds its final
-//!   events until the test [releases](FakeQwen::release_held_streams) them.
+//!   rate-limit errors, 5xx, a WAF page, a stream that is cut, ends early, reports an error in
+//!   a chunk, or holds its final events until the test
+//!   [releases](FakeQwen::release_held_streams) them. The test can
+//!   [prefer](FakeQwen::prefer_tool) tools, which the model then calls with given arguments,
+//!   so that a real agent runs a real command.
 //! - `GET /v1/models` — the OpenAI model list of [`QWEN_OAUTH_MODELS`], same authentication.
 //!
 //! OAuth errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; model
@@ -194,6 +197,20 @@ impl FakeQwen {
     /// step.
     pub fn script_chat(&self, token: &str, steps: Vec<ChatStep>) {
         self.shared.lock().chat.script(token, steps);
+    }
+
+    /// Makes the model call tool `name`, whenever a request offers it and the model calls
+    /// tools, with `arguments` (a JSON object) instead of arguments made up from its schema.
+    /// Preferred tools come before the other offered ones, in the order they were preferred
+    /// (a named `tool_choice` still wins). Preferring a tool again replaces its arguments.
+    pub fn prefer_tool(&self, name: &str, arguments: &serde_json::Value) {
+        let mut world = self.shared.lock();
+        let preferred = &mut world.chat.preferred;
+        preferred.retain(|tool| tool.name != name);
+        preferred.push(tools::PreferredTool {
+            name: name.to_owned(),
+            arguments: arguments.to_string(),
+        });
     }
 
     /// Sets the number of content chunks in streamed answers from now on.

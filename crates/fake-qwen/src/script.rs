@@ -84,13 +84,15 @@ pub enum RefreshBehaviour {
 /// What an answering step says depends on the request, as with a real model:
 /// - the conversation ends with `role: "tool"` results: a text `The tool returned: <result>`
 ///   (several results joined with ` | `), `finish_reason: "stop"`;
-/// - the request offers `tools` (and `tool_choice` is not `"none"`) and its last message is the
-///   user's: `content: null`, one `tool_calls` entry for the first tool (or the one
-///   `tool_choice` names), `finish_reason: "tool_calls"` ([`ChatStep::ToolCalls`] makes more
-///   calls and can put text first). Calls are `call_<n>`, numbered across the fake; their
-///   `arguments` are a JSON string `{"<first required property, else first property>": value}`
-///   with value `"<property>-<n>"` for strings (the first `enum` value if any), `n` for numbers,
-///   `true`, `[]` or `{}` by type, and `{}` for a tool without properties;
+/// - the request offers `tools` (and `tool_choice` is not `"none"`) and its last message, after
+///   any trailing `system` messages, is the user's: `content: null`, one `tool_calls` entry for
+///   the first tool (or the one `tool_choice` names, or the first offered one of the tools the
+///   test [prefers](crate::FakeQwen::prefer_tool)), `finish_reason: "tool_calls"`
+///   ([`ChatStep::ToolCalls`] makes more calls and can put text first). Calls are `call_<n>`,
+///   numbered across the fake; their `arguments` are the preferred tool's arguments, or a JSON
+///   string `{"<first required property, else first property>": value}` with value
+///   `"<property>-<n>"` for strings (the first `enum` value if any), `n` for numbers, `true`,
+///   `[]` or `{}` by type, and `{}` for a tool without properties;
 /// - otherwise: `You said: <last user text>` (streamed as N content chunks `part0 `, `part1 `, ...).
 ///
 /// With `enable_thinking: true` the answer also has `reasoning_content` (whole) or starts with
@@ -120,6 +122,10 @@ pub enum ChatStep {
     /// Sends this many deltas, then ends the stream normally without a finish chunk or
     /// `[DONE]`. A non-streaming request is answered normally.
     EndAfter(usize),
+    /// Sends this many deltas, then a chunk carrying an `error` object (code
+    /// `data_inspection_failed`, as DashScope reports a content-filter hit mid-answer) and
+    /// `data: [DONE]`. A non-streaming request is answered normally.
+    ErrorAfter(usize),
     /// Like [`ChatStep::Answer`], but when the model calls tools it makes `calls` calls in one
     /// turn (the offered tools in order, wrapping around; all the named one under a named
     /// `tool_choice`; one when `parallel_tool_calls` is false), and with `leading_text` it says

@@ -184,11 +184,16 @@ pub(crate) fn trailing_results(body: &Value) -> Option<Vec<String>> {
 }
 
 /// Whether (and how) the model calls tools for this request: only when it offers tools, its
-/// `tool_choice` is not `"none"` and its last message is the user's.
+/// `tool_choice` is not `"none"` and its last message other than system messages (which
+/// agents add at the end, such as reminders) is the user's.
 pub(crate) fn plan(body: &Value, step: ChatStep) -> Option<CallPlan> {
+    let last = messages(body)
+        .iter()
+        .rev()
+        .find(|message| role(message) != Some("system"));
     if tools(body).is_empty()
         || body.get("tool_choice").and_then(Value::as_str) == Some("none")
-        || messages(body).last().and_then(role) != Some("user")
+        || last.and_then(role) != Some("user")
     {
         return None;
     }
@@ -207,20 +212,39 @@ pub(crate) fn plan(body: &Value, step: ChatStep) -> Option<CallPlan> {
 }
 
 /// The tools the model calls, in order: the one `tool_choice` names, else the offered tools
-/// from the first on (wrapping around when there are fewer tools than calls).
-pub(crate) fn chosen_tools(body: &Value, calls: usize) -> Vec<&Value> {
+/// that are `preferred` (in the order of preference), then the other offered tools (wrapping
+/// around when there are fewer tools than calls).
+pub(crate) fn chosen_tools<'a>(
+    body: &'a Value,
+    calls: usize,
+    preferred: &[PreferredTool],
+) -> Vec<&'a Value> {
     let offered = tools(body);
+    let by_name = |name: &str| offered.iter().find(|tool| tool_name(tool) == name);
     let named = body
         .pointer("/tool_choice/function/name")
         .and_then(Value::as_str)
-        .and_then(|name| {
-            offered
-                .iter()
-                .find(|tool| tool.pointer("/function/name").and_then(Value::as_str) == Some(name))
-        });
+        .and_then(by_name);
+    let mut order: Vec<&Value> = preferred
+        .iter()
+        .filter_map(|preferred| by_name(&preferred.name))
+        .collect();
+    order.extend(
+        offered
+            .iter()
+            .filter(|tool| !preferred.iter().any(|p| p.name == tool_name(tool))),
+    );
     (0..calls)
-        .filter_map(|i| named.or_else(|| offered.get(i % offered.len().max(1))))
+        .filter_map(|i| named.or_else(|| order.get(i % order.len().max(1)).copied()))
         .collect()
+}
+
+/// A tool the model calls first when it is offered, and the arguments it calls it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreferredTool {
+    pub(crate) name: String,
+    /// A JSON object, serialized.
+    pub(crate) arguments: String,
 }
 
 /// The name of an offered tool.

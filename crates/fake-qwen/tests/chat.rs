@@ -541,3 +541,63 @@ async fn a_tool_history_that_does_not_add_up_is_refused() {
         assert!(message.contains(needle), "{message}");
     }
 }
+
+#[tokio::test]
+async fn preferred_tools_are_called_first_with_their_arguments() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    fake.prefer_tool("not_offered", &json!({ "x": 1 }));
+    fake.prefer_tool("get_time", &json!({ "zone": "Europe/Paris" }));
+
+    let (_, answer) = json_of(chat(&fake, &token, &tool_request(false)).await).await;
+    let calls = &answer["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "get_time", "{answer}");
+    assert_eq!(
+        calls[0]["function"]["arguments"],
+        r#"{"zone":"Europe/Paris"}"#
+    );
+
+    // Two calls: the preferred tool, then the others in order.
+    fake.set_chat_step(ChatStep::ToolCalls {
+        calls: 2,
+        leading_text: false,
+    });
+    let (_, answer) = json_of(chat(&fake, &token, &tool_request(false)).await).await;
+    let names: Vec<&str> = answer["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .expect("calls")
+        .iter()
+        .map(|call| call["function"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["get_time", "get_weather"]);
+}
+
+#[tokio::test]
+async fn system_messages_after_the_users_do_not_stop_the_model_from_calling_tools() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    let mut request = tool_request(false);
+    let history = request["messages"].as_array_mut().expect("messages");
+    history.push(json!({ "role": "system", "content": "# Environment" }));
+    let (_, answer) = json_of(chat(&fake, &token, &request).await).await;
+    assert_eq!(
+        answer["choices"][0]["finish_reason"], "tool_calls",
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn an_error_chunk_ends_a_stream_as_dashscope_reports_a_filter_hit() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    fake.set_chat_step(ChatStep::ErrorAfter(1));
+    let response = chat(&fake, &token, &body(true)).await;
+    assert_eq!(response.status(), 200);
+    let events = sse_events(&response.text().await.expect("a body"));
+    assert_eq!(events.len(), 3, "{events:?}");
+    let first: Value = serde_json::from_str(&events[0]).expect("JSON");
+    assert_eq!(first["choices"][0]["delta"]["content"], "part0 ");
+    let error: Value = serde_json::from_str(&events[1]).expect("JSON");
+    assert_eq!(error["error"]["code"], "data_inspection_failed");
+    assert_eq!(events[2], "[DONE]");
+}
