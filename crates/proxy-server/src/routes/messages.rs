@@ -64,7 +64,14 @@ where
     let chat = request.into_chat(&upstream_model).map_err(bad_request)?;
     // Serializing a `Value` cannot fail (its map keys are strings).
     let raw = Bytes::from(serde_json::to_vec(&chat.json).unwrap_or_default());
+    // `message_start` comes before the upstream reports usage: it carries the estimate.
+    let estimated_input_tokens = if chat.stream {
+        anthropic::estimate_tokens(&chat.json)
+    } else {
+        0
+    };
     let model = chat.model;
+    let stops = chat.stop_sequences;
     let answer = state
         .upstream
         .chat(ChatRequest {
@@ -77,7 +84,7 @@ where
     match answer {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);
-            let message = anthropic::message(&body, &model).map_err(|error| {
+            let message = anthropic::message(&body, &model, &stops).map_err(|error| {
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     SERVER_ERROR,
@@ -95,8 +102,8 @@ where
             &anthropic::upstream_error_body(status, &body),
         )),
         Answer::Stream { body, .. } => {
-            let translated =
-                TranslatedBody::new(body, Box::new(MessageStream::new(model)), Bytes::new());
+            let translator = MessageStream::new(model, stops, estimated_input_tokens);
+            let translated = TranslatedBody::new(body, Box::new(translator), Bytes::new());
             let mut response = Response::new(ProxyBody::translated(translated));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

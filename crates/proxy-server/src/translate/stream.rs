@@ -5,6 +5,9 @@
 //! usage logging). Ending: a normal upstream end lets the translator write its closing events;
 //! a broken upstream lets it write an error event (where the API has one) and then ends this
 //! body with the same [`StreamError`], so the client's response is aborted, never completed.
+//! A translator that is [done](StreamTranslator::done) before the upstream ends (an Anthropic
+//! answer cut at a stop sequence) ends this body at once, without reading the rest; the
+//! upstream body is dropped with it, which cancels the upstream request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,6 +33,12 @@ pub(crate) trait StreamTranslator: Send {
 
     /// The upstream stream broke off; append an error event if the API has one.
     fn fail(&mut self, error: &StreamError, out: &mut BytesMut);
+
+    /// Whether the answer is complete before the upstream's end, so the rest of the upstream
+    /// stream is not needed (its closing events are already written).
+    fn done(&self) -> bool {
+        false
+    }
 }
 
 /// What happens after the pending output is flushed.
@@ -87,6 +96,8 @@ impl TranslatedBody {
             .feed(data, |event| translator.on_event(event.data, out));
         if let Err(too_long) = fed {
             self.break_off(StreamError::LineTooLong(too_long.limit));
+        } else if self.translator.done() {
+            self.ending = Ending::Done;
         }
     }
 

@@ -187,3 +187,28 @@ async fn a_server_error_before_the_stream_is_a_json_api_error() {
     .await;
     answer.anthropic_error(502, "api_error");
 }
+
+#[tokio::test]
+async fn an_error_chunk_mid_stream_becomes_an_error_event() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::ErrorAfter(2));
+    let answer = call(
+        &proxy(&pool),
+        post("/v1/messages", &message_body(MODEL, true)),
+    )
+    .await;
+    let events = answer.events();
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, data)| data["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["part0 ", "part1 "]);
+    let (name, data) = events.last().expect("events");
+    assert_eq!(name, "error");
+    assert_eq!(
+        data,
+        &json!({ "type": "error", "error": { "type": "api_error", "message":
+            "Output data may contain inappropriate content.; the answer is incomplete, retry the request" } })
+    );
+    assert!(!answer.text().contains("message_stop"), "{}", answer.text());
+}

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     CLIENT_KEY, MODEL, api_key_pool, call, keyed, message_body, names, post, proxy, proxy_with,
-    qwen_pool,
+    qwen_pool, within,
 };
 
 #[tokio::test]
@@ -347,4 +347,100 @@ async fn thinking_streams_as_a_thinking_block_before_the_text() {
             .is_some_and(|t| !t.is_empty())
     );
     assert_eq!(message["content"][1]["type"], "text");
+}
+
+/// Claude Code 2.1.328 puts `role: "system"` turns into `messages` (its environment, reminders);
+/// on a Qwen OAuth account they end up in the one leading system message the endpoint takes.
+#[tokio::test]
+async fn claude_codes_system_turns_reach_qwen_in_the_leading_system_message() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    let mut body = message_body(MODEL, false);
+    body["messages"] = json!([
+        { "role": "user", "content": [{ "type": "text", "text": "List the files here" }] },
+        { "role": "system", "content": "# Environment\n - Platform: linux" },
+    ]);
+    let answer = call(&proxy(&pool), post("/v1/messages?beta=true", &body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        answer.json()["content"],
+        json!([{ "type": "text", "text": "You said: List the files here" }])
+    );
+    assert_eq!(
+        fake.chat_requests()[0].json()["messages"],
+        json!([
+            { "role": "system", "content": [
+                { "type": "text", "text": "You are terse.", "cache_control": { "type": "ephemeral" } },
+                { "type": "text", "text": "# Environment\n - Platform: linux" },
+            ] },
+            { "role": "user", "content": "List the files here" },
+        ])
+    );
+}
+
+/// The stream ends at the stop sequence without waiting for the rest of the upstream's
+/// answer (the fake holds its last events until released, which never happens here), and the
+/// upstream request is cancelled.
+#[tokio::test]
+async fn a_stop_sequence_ends_the_stream_there_and_cancels_the_upstream() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let mut body = message_body(MODEL, true);
+    body["stop_sequences"] = json!(["part1", "never"]);
+    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    let events = answer.events();
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|(_, data)| data["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["part0 "]);
+    let (_, delta) = &events[events.len() - 2];
+    assert_eq!(
+        delta["delta"],
+        json!({ "stop_reason": "stop_sequence", "stop_sequence": "part1" })
+    );
+    assert!(
+        delta["usage"]["output_tokens"].as_u64() > Some(0),
+        "{delta}"
+    );
+    assert_eq!(
+        events.last().map(|(name, _)| name.as_str()),
+        Some("message_stop")
+    );
+    within(fake.wait_for_cancelled_streams(1)).await;
+    let upstream = fake.chat_requests()[0].json();
+    assert!(upstream.get("stop").is_none(), "{upstream}");
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_cut_at_its_first_stop_sequence() {
+    let (_fake, pool, _) = qwen_pool(1).await;
+    let mut body = message_body(MODEL, false);
+    body["stop_sequences"] = json!([": ", "said"]);
+    let message = call(&proxy(&pool), post("/v1/messages", &body))
+        .await
+        .json();
+    assert_eq!(
+        message["content"],
+        json!([{ "type": "text", "text": "You " }])
+    );
+    assert_eq!(message["stop_reason"], "stop_sequence");
+    assert_eq!(message["stop_sequence"], "said");
+}
+
+#[tokio::test]
+async fn message_start_carries_the_input_estimate_before_the_upstream_counts() {
+    let (_fake, pool, _) = qwen_pool(1).await;
+    let proxy = proxy(&pool);
+    let body = message_body(MODEL, true);
+    let events = call(&proxy, post("/v1/messages", &body)).await.events();
+    let estimate = call(&proxy, post("/v1/messages/count_tokens", &body))
+        .await
+        .json()["input_tokens"]
+        .as_u64()
+        .expect("an estimate");
+    assert!(estimate > 0);
+    assert_eq!(
+        events[0].1["message"]["usage"],
+        json!({ "input_tokens": estimate, "output_tokens": 0 })
+    );
 }

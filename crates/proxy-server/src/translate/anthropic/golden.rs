@@ -3,12 +3,15 @@
 //! extended thinking, vision) and OpenAI's chat-completions reference, not from this code's
 //! output. Outputs are compared as JSON values.
 //!
-//! - `request/*.json`: `{"anthropic": <Messages request>, "chat": <chat request>}`.
-//! - `response/*.json`: `{"model", "chat": <chat completion>, "anthropic": <message>}`.
+//! - `request/*.json`: `{"anthropic": <Messages request>, "chat": <chat request>}`, and
+//!   `stop_sequences` when the request has any (the ones cliproxy enforces).
+//! - `response/*.json`: `{"model", "chat": <chat completion>, "anthropic": <message>}`, and
+//!   the request's `stop_sequences` when it has any.
 //! - `stream/NAME.upstream.sse` (chat chunks as an upstream sends them) and
 //!   `stream/NAME.expected.sse` (the Anthropic events); the client's model is the one in the
-//!   expected `message_start`. Each stream is also fed split at every byte, to show that
-//!   chunk boundaries do not matter.
+//!   expected `message_start`. An optional `stream/NAME.options.json` gives the request's
+//!   `stop_sequences` and `estimated_input_tokens` (else none and 0). Each stream is also fed
+//!   split at every byte, to show that chunk boundaries do not matter.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use serde_json::Value;
 
 use super::request::{Endpoint, MessagesRequest};
 use super::response::message;
+use super::stops::StopSequences;
 use super::stream::MessageStream;
 use crate::sse::SseParser;
 use crate::translate::stream::StreamTranslator as _;
@@ -42,6 +46,21 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
+/// The `stop_sequences` of a fixture (none when absent).
+fn stop_sequences(fixture: &Value) -> StopSequences {
+    let sequences = fixture
+        .get("stop_sequences")
+        .and_then(Value::as_array)
+        .map(|sequences| {
+            sequences
+                .iter()
+                .map(|sequence| sequence.as_str().expect("a string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    StopSequences::new(sequences)
+}
+
 #[test]
 fn requests_map_to_chat_requests() {
     for path in fixtures("request", ".json") {
@@ -60,6 +79,12 @@ fn requests_map_to_chat_requests() {
         );
         assert_eq!(chat.stream, fixture["chat"]["stream"] == true);
         assert_eq!(chat.model, fixture["anthropic"]["model"]);
+        assert_eq!(
+            chat.stop_sequences,
+            stop_sequences(&fixture),
+            "{}",
+            path.display()
+        );
     }
 }
 
@@ -69,7 +94,7 @@ fn completions_map_to_messages() {
         let fixture = read_json(&path);
         let model = fixture["model"].as_str().expect("a model");
         let body = fixture["chat"].to_string();
-        let got = message(body.as_bytes(), model)
+        let got = message(body.as_bytes(), model, &stop_sequences(&fixture))
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         assert_eq!(
             got,
@@ -95,15 +120,20 @@ fn events(sse: &[u8]) -> Vec<(String, Value)> {
     events
 }
 
-/// Runs the translator over `pieces` of an upstream body, as `TranslatedBody` does.
-fn translate(model: &str, pieces: &[&[u8]]) -> Vec<u8> {
-    let mut translator = MessageStream::new(model.to_owned());
+/// Runs the translator over `pieces` of an upstream body, as `TranslatedBody` does (which
+/// stops reading once the translator is done).
+fn translate(model: &str, options: &Value, pieces: &[&[u8]]) -> Vec<u8> {
+    let estimate = options["estimated_input_tokens"].as_u64().unwrap_or(0);
+    let mut translator = MessageStream::new(model.to_owned(), stop_sequences(options), estimate);
     let mut parser = SseParser::new(1 << 20);
     let mut out = BytesMut::new();
     for piece in pieces {
         parser
             .feed(piece, |event| translator.on_event(event.data, &mut out))
             .expect("short events");
+        if translator.done() {
+            return out.to_vec();
+        }
     }
     translator.finish(&mut out);
     out.to_vec()
@@ -122,8 +152,17 @@ fn streams_map_to_event_streams() {
             .as_str()
             .expect("message_start names the model")
             .to_owned();
+        let options_path = PathBuf::from(
+            path.to_string_lossy()
+                .replace(".upstream.sse", ".options.json"),
+        );
+        let options = if options_path.exists() {
+            read_json(&options_path)
+        } else {
+            Value::Null
+        };
 
-        let whole = translate(&model, &[&upstream]);
+        let whole = translate(&model, &options, &[&upstream]);
         let got = events(&whole);
         assert_eq!(
             got,
@@ -135,7 +174,7 @@ fn streams_map_to_event_streams() {
         for split in 1..upstream.len() {
             let (head, tail) = upstream.split_at(split);
             assert_eq!(
-                translate(&model, &[head, tail]),
+                translate(&model, &options, &[head, tail]),
                 whole,
                 "{} split at {split}",
                 path.display()

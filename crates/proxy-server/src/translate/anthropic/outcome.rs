@@ -11,9 +11,10 @@ use serde_json::{Map, Value};
 /// `max_tokens`, `tool_calls` (and the legacy `function_call`) → `tool_use`,
 /// `content_filter` → `refusal`; anything else, or none, → `end_turn`.
 ///
-/// `stop_sequence` is never reported: chat completions say `stop` both for a natural end and
-/// for a matched stop sequence, and do not say which sequence matched. An answer that called
-/// tools ends with `tool_use` even when the upstream said `stop` (some do).
+/// `stop_sequence` does not come from here: chat completions say `stop` both for a natural
+/// end and for a matched stop sequence, so cliproxy finds the sequences in the text itself
+/// ([`super::stops`]). An answer that called tools ends with `tool_use` even when the upstream
+/// said `stop` (some do).
 pub(crate) fn stop_reason(finish_reason: Option<&str>, called_tools: bool) -> &'static str {
     match finish_reason {
         Some("length") => "max_tokens",

@@ -2,7 +2,12 @@
 //! chat-completions request ([`MessagesRequest::into_chat`]); the mapping is listed in the
 //! [module docs](super).
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value, json};
+
+use super::stops::StopSequences;
+use crate::translate::thinking::takes_thinking_switch;
 
 /// Which endpoint a request is for: `count_tokens` takes no `max_tokens`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,8 @@ pub(crate) struct ChatBody {
     pub(crate) model: String,
     pub(crate) stream: bool,
     pub(crate) json: Value,
+    /// `stop_sequences`, which cliproxy enforces on the answer ([`super::stops`]).
+    pub(crate) stop_sequences: StopSequences,
 }
 
 impl MessagesRequest {
@@ -151,14 +158,15 @@ impl MessagesRequest {
         let mut messages = Vec::with_capacity(input.len() + 1);
         if let Some(system) = fields
             .remove("system")
-            .map(system_text)
+            .map(|system| system_text(system, "system"))
             .transpose()?
             .flatten()
         {
             messages.push(json!({ "role": "system", "content": system }));
         }
+        let mut referenced = HashSet::new();
         for (index, message) in input.into_iter().enumerate() {
-            push_message(&mut messages, index, message)?;
+            push_message(&mut messages, index, message, &mut referenced)?;
         }
 
         let mut chat = Map::new();
@@ -176,13 +184,11 @@ impl MessagesRequest {
                 Some(_) => return Err(invalid(name, "must be a number")),
             }
         }
-        if let Some(stop) = fields
+        let stop_sequences = fields
             .remove("stop_sequences")
             .map(stop_sequences)
             .transpose()?
-        {
-            chat.insert("stop".to_owned(), stop);
-        }
+            .unwrap_or_default();
         let stream = match fields.remove("stream") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(stream)) => {
@@ -205,7 +211,7 @@ impl MessagesRequest {
         {
             chat.insert("user".to_owned(), Value::String(user));
         }
-        add_tools(&mut chat, &mut fields)?;
+        add_tools(&mut chat, &mut fields, &referenced)?;
         if let Some(thinking) = fields.get("thinking") {
             add_thinking(&mut chat, upstream_model, thinking);
         }
@@ -213,13 +219,14 @@ impl MessagesRequest {
             model,
             stream,
             json: Value::Object(chat),
+            stop_sequences,
         })
     }
 }
 
-/// `system` as one text: a string, or the texts of text blocks joined with a blank line;
-/// `None` when empty.
-fn system_text(system: Value) -> Result<Option<String>, RequestError> {
+/// A system prompt (`system` at `path`, or the content of a `system` message) as one text: a
+/// string, or the texts of text blocks joined with a blank line; `None` when empty.
+fn system_text(system: Value, path: &str) -> Result<Option<String>, RequestError> {
     let text = match system {
         Value::Null => return Ok(None),
         Value::String(text) => text,
@@ -228,7 +235,7 @@ fn system_text(system: Value) -> Result<Option<String>, RequestError> {
             for (index, block) in blocks.into_iter().enumerate() {
                 let Value::Object(mut block) = block else {
                     return Err(invalid(
-                        format!("system[{index}]"),
+                        format!("{path}[{index}]"),
                         "must be a text block {\"type\": \"text\", \"text\": \"...\"}",
                     ));
                 };
@@ -239,10 +246,7 @@ fn system_text(system: Value) -> Result<Option<String>, RequestError> {
             texts.join("\n\n")
         }
         _ => {
-            return Err(invalid(
-                "system",
-                "must be a string or an array of text blocks",
-            ));
+            return Err(invalid(path, "must be a string or an array of text blocks"));
         }
     };
     Ok(Some(text).filter(|text| !text.is_empty()))
@@ -255,6 +259,8 @@ enum Kind {
     Image,
     ToolUse,
     ToolResult,
+    /// A tool loaded by a tool search; only meaningful inside a `tool_result`.
+    ToolReference,
     /// Thinking, redacted thinking, documents, server-tool blocks...: dropped.
     Other,
 }
@@ -266,6 +272,7 @@ impl Kind {
             Some("image") => Self::Image,
             Some("tool_use") => Self::ToolUse,
             Some("tool_result") => Self::ToolResult,
+            Some("tool_reference") => Self::ToolReference,
             _ => Self::Other,
         }
     }
@@ -296,29 +303,42 @@ fn block_object(block: Value, path: &str) -> Result<Map<String, Value>, RequestE
     }
 }
 
-/// Appends the chat messages for Anthropic message number `index`.
-fn push_message(out: &mut Vec<Value>, index: usize, message: Value) -> Result<(), RequestError> {
+/// Appends the chat messages for Anthropic message number `index`; the names of the tools
+/// its tool results reference go to `referenced`.
+fn push_message(
+    out: &mut Vec<Value>,
+    index: usize,
+    message: Value,
+    referenced: &mut HashSet<String>,
+) -> Result<(), RequestError> {
     let path = format!("messages[{index}]");
     let Value::Object(mut message) = message else {
         return Err(invalid(path, "must be an object with `role` and `content`"));
     };
-    let user = match message.get("role").and_then(Value::as_str) {
-        Some("user") => true,
-        Some("assistant") => false,
+    let role = match message.get("role").and_then(Value::as_str) {
+        Some(role @ ("user" | "assistant" | "system")) => role.to_owned(),
         _ => {
             return Err(invalid(
                 format!("{path}.role"),
-                "must be \"user\" or \"assistant\"",
+                "must be \"user\", \"assistant\" or \"system\"",
             ));
         }
     };
-    match message.remove("content") {
+    let content = message.remove("content");
+    if role == "system" {
+        // A mid-conversation system turn (Claude Code sends them): a system message in place.
+        let text = system_text(content.unwrap_or(Value::Null), &format!("{path}.content"))?;
+        if let Some(text) = text {
+            out.push(json!({ "role": "system", "content": text }));
+        }
+        return Ok(());
+    }
+    match content {
         Some(Value::String(text)) => {
-            let role = if user { "user" } else { "assistant" };
             out.push(json!({ "role": role, "content": text }));
             Ok(())
         }
-        Some(Value::Array(blocks)) if user => push_user(out, &path, blocks),
+        Some(Value::Array(blocks)) if role == "user" => push_user(out, &path, blocks, referenced),
         Some(Value::Array(blocks)) => push_assistant(out, &path, blocks),
         _ => Err(invalid(
             format!("{path}.content"),
@@ -329,7 +349,12 @@ fn push_message(out: &mut Vec<Value>, index: usize, message: Value) -> Result<()
 
 /// A user turn: one `tool` message per `tool_result` (in order), then one user message with
 /// the images of the tool results and the turn's own text and images (in order).
-fn push_user(out: &mut Vec<Value>, path: &str, blocks: Vec<Value>) -> Result<(), RequestError> {
+fn push_user(
+    out: &mut Vec<Value>,
+    path: &str,
+    blocks: Vec<Value>,
+    referenced: &mut HashSet<String>,
+) -> Result<(), RequestError> {
     let mut tool_messages = Vec::new();
     let mut parts = Vec::new();
     for (index, block) in blocks.into_iter().enumerate() {
@@ -338,8 +363,10 @@ fn push_user(out: &mut Vec<Value>, path: &str, blocks: Vec<Value>) -> Result<(),
         match Kind::of(&block) {
             Kind::Text => parts.push(text_part(required_string(&mut block, "text", &path)?)),
             Kind::Image => parts.push(image_part(&mut block, &path)?),
-            Kind::ToolResult => tool_messages.push(tool_message(block, &path, &mut parts)?),
-            Kind::ToolUse | Kind::Other => {}
+            Kind::ToolResult => {
+                tool_messages.push(tool_message(block, &path, &mut parts, referenced)?);
+            }
+            Kind::ToolUse | Kind::ToolReference | Kind::Other => {}
         }
     }
     out.extend(tool_messages);
@@ -369,7 +396,7 @@ fn push_assistant(
         match Kind::of(&block) {
             Kind::Text => texts.push(required_string(&mut block, "text", &path)?),
             Kind::ToolUse => calls.push(tool_call(block, &path)?),
-            Kind::Image | Kind::ToolResult | Kind::Other => {}
+            Kind::Image | Kind::ToolResult | Kind::ToolReference | Kind::Other => {}
         }
     }
     if texts.is_empty() && calls.is_empty() {
@@ -430,11 +457,13 @@ fn tool_call(mut block: Map<String, Value>, path: &str) -> Result<Value, Request
 
 /// A `tool_result` block as a `tool` message: its text (blocks joined with a blank line),
 /// prefixed with `Error: ` when `is_error`; its images go to `parts` (the user message that
-/// follows the tool messages).
+/// follows the tool messages). A `tool_reference` block is the text `Loaded tool: <name>`,
+/// and its name goes to `referenced`.
 fn tool_message(
     mut block: Map<String, Value>,
     path: &str,
     parts: &mut Vec<Value>,
+    referenced: &mut HashSet<String>,
 ) -> Result<Value, RequestError> {
     let id = required_string(&mut block, "tool_use_id", path)?;
     let is_error = block.get("is_error").and_then(Value::as_bool) == Some(true);
@@ -449,6 +478,11 @@ fn tool_message(
                 match Kind::of(&item) {
                     Kind::Text => texts.push(required_string(&mut item, "text", &path)?),
                     Kind::Image => parts.push(image_part(&mut item, &path)?),
+                    Kind::ToolReference => {
+                        let name = required_string(&mut item, "tool_name", &path)?;
+                        texts.push(format!("Loaded tool: {name}"));
+                        referenced.insert(name);
+                    }
                     Kind::ToolUse | Kind::ToolResult | Kind::Other => {}
                 }
             }
@@ -469,23 +503,32 @@ fn tool_message(
     Ok(json!({ "role": "tool", "tool_call_id": id, "content": content }))
 }
 
-fn stop_sequences(value: Value) -> Result<Value, RequestError> {
+fn stop_sequences(value: Value) -> Result<StopSequences, RequestError> {
     let problem = || invalid("stop_sequences", "must be an array of strings");
-    let Value::Array(sequences) = value else {
-        return Err(problem());
+    let sequences = match value {
+        Value::Null => Vec::new(),
+        Value::Array(sequences) => sequences,
+        _ => return Err(problem()),
     };
-    if !sequences.iter().all(Value::is_string) {
-        return Err(problem());
-    }
-    Ok(Value::Array(sequences))
+    sequences
+        .into_iter()
+        .map(|sequence| match sequence {
+            Value::String(sequence) => Ok(sequence),
+            _ => Err(problem()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(StopSequences::new)
 }
 
 /// `tools` with an `input_schema` as function tools (server tools such as `web_search` have
-/// none and are dropped: the upstream cannot run them); `tool_choice` and
-/// `disable_parallel_tool_use` only when some tool is left.
+/// none and are dropped: the upstream cannot run them). A tool with `defer_loading: true` is
+/// left out unless a `tool_reference` in the history (in `referenced`) loaded it, as the tool
+/// search does for Anthropic's models. `tool_choice` and `disable_parallel_tool_use` only
+/// when some tool is left.
 fn add_tools(
     chat: &mut Map<String, Value>,
     fields: &mut Map<String, Value>,
+    referenced: &HashSet<String>,
 ) -> Result<(), RequestError> {
     let tools = match fields.remove("tools") {
         None | Some(Value::Null) => Vec::new(),
@@ -510,6 +553,10 @@ fn add_tools(
                 ));
             }
         };
+        let deferred = tool.get("defer_loading").and_then(Value::as_bool) == Some(true);
+        if deferred && !referenced.contains(&name) {
+            continue;
+        }
         let mut function = Map::new();
         function.insert("name".to_owned(), name.into());
         if let Some(description) = take_string(&mut tool, "description") {
@@ -555,13 +602,6 @@ fn add_tools(
         chat.insert("parallel_tool_calls".to_owned(), Value::Bool(false));
     }
     Ok(())
-}
-
-/// Whether `model` takes Qwen's `enable_thinking` switch: Qwen3 models other than the coder
-/// ones, and QwQ.
-fn takes_thinking_switch(model: &str) -> bool {
-    let model = model.to_ascii_lowercase();
-    (model.starts_with("qwen3") && !model.contains("coder")) || model.starts_with("qwq")
 }
 
 /// `thinking` as Qwen's switch, for models that take it: `enabled` → `enable_thinking: true`
@@ -655,10 +695,15 @@ mod tests {
             chat(&request).err(),
             Some(invalid("messages[1].content[0].id", "must be a string"))
         );
-        request["messages"] = json!([{ "role": "system", "content": "a" }]);
+        request["messages"] = json!([{ "role": "tool", "content": "a" }]);
         assert!(matches!(
             chat(&request),
             Err(RequestError::Invalid { field, .. }) if field == "messages[0].role"
+        ));
+        request["messages"] = json!([{ "role": "system", "content": [1] }]);
+        assert!(matches!(
+            chat(&request),
+            Err(RequestError::Invalid { field, .. }) if field == "messages[0].content[0]"
         ));
         request["messages"] = json!([{ "role": "user", "content": [{ "type": "image",
             "source": { "type": "file", "file_id": "f" } }] }]);
@@ -756,6 +801,101 @@ mod tests {
         assert_eq!(
             chat(&request).expect("valid")["messages"],
             json!([{ "role": "user", "content": "a" }, { "role": "user", "content": "b" }])
+        );
+    }
+
+    #[test]
+    fn system_turns_in_the_conversation_stay_system_messages_in_place() {
+        let mut request = base();
+        request["system"] = json!("You are terse.");
+        request["messages"] = json!([
+            { "role": "user", "content": "a" },
+            { "role": "system", "content": "# Environment" },
+            { "role": "assistant", "content": "b" },
+            { "role": "system", "content": [
+                { "type": "text", "text": "reminder 1" },
+                { "type": "text", "text": "reminder 2", "cache_control": { "type": "ephemeral" } },
+            ] },
+            { "role": "system", "content": [] },
+            { "role": "user", "content": "c" },
+        ]);
+        assert_eq!(
+            chat(&request).expect("valid")["messages"],
+            json!([
+                { "role": "system", "content": "You are terse." },
+                { "role": "user", "content": "a" },
+                { "role": "system", "content": "# Environment" },
+                { "role": "assistant", "content": "b" },
+                { "role": "system", "content": "reminder 1\n\nreminder 2" },
+                { "role": "user", "content": "c" },
+            ])
+        );
+    }
+
+    #[test]
+    fn deferred_tools_are_offered_once_a_tool_reference_loads_them() {
+        let schema = json!({ "type": "object", "properties": {} });
+        let mut request = base();
+        request["tools"] = json!([
+            { "name": "ToolSearch", "input_schema": schema },
+            { "name": "Placeholder", "input_schema": schema, "defer_loading": true },
+            { "name": "WebFetch", "input_schema": schema, "defer_loading": true },
+            { "name": "CronList", "input_schema": schema, "defer_loading": true },
+        ]);
+        let offered = |request: &Value| -> Vec<String> {
+            chat(request).expect("valid")["tools"]
+                .as_array()
+                .map(|tools| {
+                    tools
+                        .iter()
+                        .filter_map(|tool| tool["function"]["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(offered(&request), ["ToolSearch"]);
+
+        request["messages"] = json!([
+            { "role": "user", "content": "fetch it" },
+            { "role": "assistant", "content": [
+                { "type": "tool_use", "id": "t1", "name": "ToolSearch", "input": { "query": "select:WebFetch" } },
+            ] },
+            { "role": "user", "content": [
+                { "type": "tool_result", "tool_use_id": "t1", "content": [
+                    { "type": "tool_reference", "tool_name": "WebFetch" },
+                ] },
+            ] },
+        ]);
+        assert_eq!(offered(&request), ["ToolSearch", "WebFetch"]);
+        assert_eq!(
+            chat(&request).expect("valid")["messages"][2],
+            json!({ "role": "tool", "tool_call_id": "t1", "content": "Loaded tool: WebFetch" })
+        );
+
+        request["messages"][2]["content"][0]["content"] = json!([{ "type": "tool_reference" }]);
+        assert_eq!(
+            chat(&request).err(),
+            Some(invalid(
+                "messages[2].content[0].content[0].tool_name",
+                "must be a string"
+            ))
+        );
+    }
+
+    #[test]
+    fn stop_sequences_stay_with_cliproxy_and_are_not_sent_upstream() {
+        let mut request = base();
+        request["stop_sequences"] = json!(["a", "b", "c", "d", "e", ""]);
+        let body = request.to_string();
+        let parsed = MessagesRequest::parse(body.as_bytes(), Endpoint::Create).expect("valid");
+        let translated = parsed.into_chat("qwen3-coder-plus").expect("valid");
+        assert!(translated.json.get("stop").is_none(), "{}", translated.json);
+        let expected = ["a", "b", "c", "d", "e"].map(str::to_owned).to_vec();
+        assert_eq!(translated.stop_sequences, StopSequences::new(expected));
+        request["stop_sequences"] = json!(["a", 1]);
+        assert_eq!(
+            chat(&request).err(),
+            Some(invalid("stop_sequences", "must be an array of strings"))
         );
     }
 

@@ -1,11 +1,13 @@
 //! A whole chat completion as an Anthropic message: `choices[0].message` becomes the content
 //! blocks (thinking, text, tool uses, in that order), `finish_reason` the stop reason and
-//! `usage` the usage ([`super::outcome`]).
+//! `usage` the usage ([`super::outcome`]). A stop sequence in the text ([`super::stops`])
+//! cuts the text there, drops the tool uses after it and ends with `stop_sequence`.
 
 use serde::Deserialize as _;
 use serde_json::{Map, Value, json};
 
 use super::outcome::{Usage, message_id, stop_reason, tool_use_id};
+use super::stops::StopSequences;
 
 /// The upstream's success answer is not a chat completion.
 #[derive(Debug, thiserror::Error)]
@@ -16,12 +18,17 @@ pub(crate) enum ResponseError {
     NoMessage,
 }
 
-/// The Anthropic message for the chat completion `body`; `model` is the client's model.
+/// The Anthropic message for the chat completion `body`; `model` is the client's model, and
+/// `stops` the request's stop sequences.
 ///
 /// # Errors
 ///
 /// [`ResponseError`] when `body` is not a chat completion.
-pub(crate) fn message(body: &[u8], model: &str) -> Result<Value, ResponseError> {
+pub(crate) fn message(
+    body: &[u8],
+    model: &str,
+    stops: &StopSequences,
+) -> Result<Value, ResponseError> {
     let answer: Value = serde_json::from_slice(body)?;
     let choice = answer
         .get("choices")
@@ -41,14 +48,21 @@ pub(crate) fn message(body: &[u8], model: &str) -> Result<Value, ResponseError> 
     {
         content.push(json!({ "type": "thinking", "thinking": thinking, "signature": "" }));
     }
-    let text = text_of(message.get("content"));
+    let mut text = text_of(message.get("content"));
+    let stopped = stops.find(&text).map(|found| {
+        text.truncate(found.at);
+        found.sequence
+    });
     if !text.is_empty() {
         content.push(json!({ "type": "text", "text": text }));
     }
-    let calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let calls = match stopped {
+        Some(_) => &[][..],
+        None => message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice),
+    };
     for (index, call) in calls.iter().enumerate() {
         let function = call.get("function");
         let name = function
@@ -69,14 +83,18 @@ pub(crate) fn message(body: &[u8], model: &str) -> Result<Value, ResponseError> 
         .get("usage")
         .and_then(|usage| Usage::deserialize(usage).ok())
         .unwrap_or_default();
+    let reason = match stopped {
+        Some(_) => "stop_sequence",
+        None => stop_reason(finish_reason, !calls.is_empty()),
+    };
     Ok(json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": stop_reason(finish_reason, !calls.is_empty()),
-        "stop_sequence": null,
+        "stop_reason": reason,
+        "stop_sequence": stopped,
         "usage": usage.to_anthropic(),
     }))
 }
@@ -143,11 +161,11 @@ mod tests {
     #[test]
     fn answers_without_a_message_are_refused() {
         assert!(matches!(
-            message(b"nope", "m"),
+            message(b"nope", "m", &StopSequences::default()),
             Err(ResponseError::NotJson(_))
         ));
         assert!(matches!(
-            message(br#"{"choices":[]}"#, "m"),
+            message(br#"{"choices":[]}"#, "m", &StopSequences::default()),
             Err(ResponseError::NoMessage)
         ));
     }
@@ -164,7 +182,8 @@ mod tests {
                 ],
             } }],
         });
-        let message = message(body.to_string().as_bytes(), "m").expect("a message");
+        let message = message(body.to_string().as_bytes(), "m", &StopSequences::default())
+            .expect("a message");
         assert_eq!(message["content"][0]["id"], "toolu_chatcmpl-9_0");
         assert_eq!(message["content"][1]["id"], "toolu_chatcmpl-9_1");
         assert_eq!(message["stop_reason"], "tool_use");

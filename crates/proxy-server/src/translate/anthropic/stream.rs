@@ -1,20 +1,32 @@
 //! A streamed chat answer as Anthropic's event stream ([`MessageStream`]).
 //!
-//! Events, in order: `message_start` (empty content, usage with `input_tokens` 0 unless the
-//! first chunk already carries usage) and `ping` when the first upstream event arrives; then
-//! one content block after another — `content_block_start`, its deltas, `content_block_stop`
-//! — and at the end `message_delta` (stop reason, usage) and `message_stop`.
+//! Events, in order: `message_start` (empty content; usage from the first chunk when it
+//! carries usage, else `input_tokens` is the local estimate of the request, the one
+//! `count_tokens` gives, and `output_tokens` 0) and `ping` when the first upstream event
+//! arrives; then one content block after another — `content_block_start`, its deltas,
+//! `content_block_stop` — and at the end `message_delta` (stop reason, usage) and
+//! `message_stop`.
 //!
 //! - Blocks: `reasoning_content` goes to a `thinking` block (`thinking_delta`s, then an empty
 //!   `signature_delta` before its stop: the upstream has no signature), `content` to a `text`
-//!   block (`text_delta`), and each tool call (told apart by its chat `index`) to a `tool_use`
-//!   block whose argument fragments are sent as they come as `input_json_delta`s. A change
-//!   of kind closes the open block and opens the next, with the next index; consecutive
-//!   deltas of the same kind extend the open block.
+//!   block (`text_delta`), and each tool call to a `tool_use` block whose argument fragments
+//!   are sent as they come as `input_json_delta`s. A change of kind closes the open block and
+//!   opens the next, with the next index; consecutive deltas of the same kind extend the open
+//!   block.
+//! - Tool calls are told apart by their chat `index`, and by their `id`: a fragment that
+//!   brings a new, different `id` for an index already in use starts a new call (some
+//!   OpenAI-compatible servers send every call with `index: 0`). A fragment without an `id`
+//!   belongs to the latest call with its index.
 //! - A tool call is opened once its name is known; fragments before that are held. Fragments
 //!   for a tool call whose block was already closed (the upstream went back to it) cannot be
 //!   sent and are dropped with a warning; OpenAI-compatible upstreams send tool calls one
 //!   after the other.
+//! - Stop sequences ([`super::stops`]): text that may be the start of one is held back until
+//!   the next text says whether it is (and sent before any other kind of content, or at the
+//!   end). When one matches, the text before it is sent, the message ends with
+//!   `stop_reason: "stop_sequence"` and the sequence, and the translation is done: the body
+//!   ends, which cancels the upstream request. The usage is then the last the upstream sent,
+//!   or an estimate (the request's, and a token per 4 bytes of what was sent).
 //! - The end comes at `data: [DONE]` or when the upstream body ends, whichever is first, once:
 //!   the usage is the last `usage` seen (it may come in a chunk with no choices after the
 //!   finish reason), `{"output_tokens": 0}` when none came.
@@ -30,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::outcome::{Usage, message_id, stop_reason, tool_use_id};
+use super::stops::{Scanned, StopScanner, StopSequences};
 use crate::body::StreamError;
 use crate::translate::stream::{StreamTranslator, write_event};
 
@@ -110,7 +123,7 @@ enum Open {
 /// One tool call of the answer.
 #[derive(Debug, Default)]
 struct ToolCall {
-    /// The chat `index` that identifies it across chunks.
+    /// The chat `index` that identifies it across chunks (with its `id`).
     key: Option<u64>,
     id: Option<String>,
     name: Option<String>,
@@ -134,11 +147,23 @@ pub(crate) struct MessageStream {
     called_tools: bool,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    stops: StopScanner,
+    /// The request's estimated input tokens, for `message_start` before the upstream says.
+    estimated_input_tokens: u64,
+    /// Bytes of text, thinking and arguments sent, to estimate the output tokens of an answer
+    /// cut at a stop sequence.
+    sent_bytes: usize,
+    /// The message ended at a stop sequence: the rest of the upstream answer is not needed.
+    cut: bool,
 }
 
+/// Bytes per token of the output estimate, as `count_tokens` estimates input.
+const BYTES_PER_TOKEN: usize = 4;
+
 impl MessageStream {
-    /// A translator for an answer to a request for `model`.
-    pub(crate) fn new(model: String) -> Self {
+    /// A translator for an answer to a request for `model` with stop sequences `stops`, whose
+    /// input is estimated at `estimated_input_tokens`.
+    pub(crate) fn new(model: String, stops: StopSequences, estimated_input_tokens: u64) -> Self {
         Self {
             model,
             id: String::new(),
@@ -149,6 +174,10 @@ impl MessageStream {
             called_tools: false,
             finish_reason: None,
             usage: None,
+            stops: StopScanner::new(stops),
+            estimated_input_tokens,
+            sent_bytes: 0,
+            cut: false,
         }
     }
 
@@ -159,7 +188,13 @@ impl MessageStream {
         }
         self.phase = Phase::Started;
         self.id = message_id(chat_id);
-        let mut usage = self.usage.unwrap_or_default().to_anthropic();
+        let mut usage = match self.usage {
+            Some(usage) => usage.to_anthropic(),
+            None => Map::from_iter([(
+                "input_tokens".to_owned(),
+                Value::from(self.estimated_input_tokens),
+            )]),
+        };
         usage.insert("output_tokens".to_owned(), 0.into());
         write_event(
             out,
@@ -216,6 +251,8 @@ impl MessageStream {
     }
 
     fn thinking(&mut self, thinking: &str, out: &mut BytesMut) {
+        self.flush_text(out);
+        self.sent_bytes += thinking.len();
         let index = match self.open {
             Some(Open::Thinking(index)) => index,
             _ => {
@@ -231,7 +268,30 @@ impl MessageStream {
         );
     }
 
+    /// A text delta, through the stop-sequence scanner.
     fn text(&mut self, text: &str, out: &mut BytesMut) {
+        let (text, stop) = match self.stops.push(text) {
+            Scanned::Text(text) => (text, None),
+            Scanned::Stop { text, sequence } => (text, Some(sequence.to_owned())),
+        };
+        if !text.is_empty() {
+            self.send_text(&text, out);
+        }
+        if let Some(sequence) = stop {
+            self.end_at_stop_sequence(&sequence, out);
+        }
+    }
+
+    /// Sends the text the stop-sequence scanner held back.
+    fn flush_text(&mut self, out: &mut BytesMut) {
+        let held = self.stops.flush();
+        if !held.is_empty() {
+            self.send_text(&held, out);
+        }
+    }
+
+    fn send_text(&mut self, text: &str, out: &mut BytesMut) {
+        self.sent_bytes += text.len();
         let index = match self.open {
             Some(Open::Text(index)) => index,
             _ => {
@@ -243,16 +303,26 @@ impl MessageStream {
         delta(out, index, &json!({ "type": "text_delta", "text": text }));
     }
 
-    /// The slot of the tool call `call` belongs to, added when new: by chat `index`, else by
-    /// id, else the last one.
+    /// The slot of the tool call `call` belongs to, added when new. With a chat `index`: the
+    /// call with that index and the fragment's id, or without an id the latest call with that
+    /// index; a new id for an index whose latest call has another id is a new call. Without an
+    /// index: the call with the fragment's id, else the last call.
     fn slot(&mut self, call: &ToolCallDelta<'_>) -> usize {
         let id = call.id.as_deref().filter(|id| !id.is_empty());
+        let same_id = |tool: &ToolCall| tool.id.as_deref() == id;
         let found = match (call.index, id) {
-            (Some(key), _) => self.tools.iter().position(|tool| tool.key == Some(key)),
-            (None, Some(id)) => self
+            (Some(key), Some(_)) => self
                 .tools
                 .iter()
-                .position(|tool| tool.id.as_deref() == Some(id)),
+                .rposition(|tool| tool.key == Some(key))
+                .filter(|&slot| self.tools[slot].id.is_none() || same_id(&self.tools[slot]))
+                .or_else(|| {
+                    self.tools
+                        .iter()
+                        .position(|tool| tool.key == Some(key) && same_id(tool))
+                }),
+            (Some(key), None) => self.tools.iter().rposition(|tool| tool.key == Some(key)),
+            (None, Some(_)) => self.tools.iter().position(same_id),
             (None, None) => self.tools.len().checked_sub(1),
         };
         found.unwrap_or_else(|| {
@@ -265,12 +335,14 @@ impl MessageStream {
     }
 
     fn tool_call(&mut self, call: ToolCallDelta<'_>, out: &mut BytesMut) {
+        self.flush_text(out);
         let slot = self.slot(&call);
         let (name, arguments) = match call.function {
             Some(function) => (function.name, function.arguments),
             None => (None, None),
         };
         let arguments = arguments.unwrap_or_default();
+        self.sent_bytes += arguments.len();
         let tool = &mut self.tools[slot];
         if tool.id.is_none() {
             tool.id = call.id.filter(|id| !id.is_empty()).map(Cow::into_owned);
@@ -329,23 +401,53 @@ impl MessageStream {
             return;
         }
         self.start(None, out);
+        self.flush_text(out);
         if self.tools.iter().any(|tool| tool.block.is_none()) {
             tracing::warn!("the upstream sent a tool call without a name; dropped");
         }
-        self.close_block(out);
         let usage = match self.usage {
             Some(usage) => usage.to_anthropic(),
             None => Map::from_iter([("output_tokens".to_owned(), Value::from(0))]),
         };
+        let reason = stop_reason(self.finish_reason.as_deref(), self.called_tools);
+        self.close(reason, None, usage, out);
+    }
+
+    /// Ends the message at stop sequence `sequence`, with the usage the upstream sent so far
+    /// or an estimate.
+    fn end_at_stop_sequence(&mut self, sequence: &str, out: &mut BytesMut) {
+        let usage = match self.usage {
+            Some(usage) => usage.to_anthropic(),
+            None => Map::from_iter([
+                (
+                    "input_tokens".to_owned(),
+                    Value::from(self.estimated_input_tokens),
+                ),
+                (
+                    "output_tokens".to_owned(),
+                    Value::from(self.sent_bytes.div_ceil(BYTES_PER_TOKEN)),
+                ),
+            ]),
+        };
+        self.close("stop_sequence", Some(sequence), usage, out);
+        self.cut = true;
+    }
+
+    /// Closes the open block and sends `message_delta` and `message_stop`.
+    fn close(
+        &mut self,
+        reason: &str,
+        sequence: Option<&str>,
+        usage: Map<String, Value>,
+        out: &mut BytesMut,
+    ) {
+        self.close_block(out);
         write_event(
             out,
             "message_delta",
             &json!({
                 "type": "message_delta",
-                "delta": {
-                    "stop_reason": stop_reason(self.finish_reason.as_deref(), self.called_tools),
-                    "stop_sequence": null,
-                },
+                "delta": { "stop_reason": reason, "stop_sequence": sequence },
                 "usage": usage,
             }),
         );
@@ -440,6 +542,10 @@ impl StreamTranslator for MessageStream {
         self.end(out);
     }
 
+    fn done(&self) -> bool {
+        self.cut
+    }
+
     fn fail(&mut self, error: &StreamError, out: &mut BytesMut) {
         self.error(
             &format!("{error}; the answer is incomplete, retry the request"),
@@ -457,7 +563,7 @@ mod tests {
     /// Feeds each `data` payload as one upstream event, then `end` (if any); returns the
     /// events sent as (name, data).
     fn run(events: &[&str], end: Option<&StreamError>) -> Vec<(String, Value)> {
-        let mut translator = MessageStream::new("m".to_owned());
+        let mut translator = MessageStream::new("m".to_owned(), StopSequences::default(), 0);
         let mut out = BytesMut::new();
         for data in events {
             translator.on_event(data.as_bytes(), &mut out);
