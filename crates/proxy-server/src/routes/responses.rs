@@ -49,16 +49,24 @@ where
             ),
         )
     })?;
-    if let Some(model) = body.get("model").and_then(Value::as_str) {
-        Span::current().record("model", model);
+    let requested = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !requested.is_empty() {
+        Span::current().record("model", requested);
     }
+    // `reasoning` depends on the model the upstream is asked for, after the alias.
+    let aliases = state.upstream.aliases();
+    let upstream_model = aliases.resolve(requested).unwrap_or(requested).to_owned();
     let Translated {
         model,
         stream,
         chat,
         echo,
-    } = responses::to_chat(&body)?;
-    let shell = Shell::fresh(echo);
+        namespaces,
+    } = responses::to_chat(&body, &upstream_model)?;
+    let shell = Shell::fresh(echo).with_namespaces(namespaces);
     let chat = ChatRequest {
         model,
         stream,

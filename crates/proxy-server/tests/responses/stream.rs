@@ -206,3 +206,35 @@ async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
     );
     assert_eq!(stream.data("response.completed").len(), 0);
 }
+
+#[tokio::test]
+async fn an_error_chunk_mid_stream_ends_with_response_failed_naming_the_upstream_error() {
+    let (fake, proxy) = qwen_proxy().await;
+    fake.set_chat_step(ChatStep::ErrorAfter(2));
+    let stream = call_stream(
+        &proxy,
+        &json!({ "model": MODEL, "input": "hello", "stream": true }),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    stream.assert_well_formed();
+    assert!(
+        !stream.broken,
+        "the upstream ended normally after its error chunk"
+    );
+    let deltas: Vec<&Value> = stream.data("response.output_text.delta");
+    assert_eq!(
+        deltas.len(),
+        2,
+        "the text before the error reached the client"
+    );
+    let failed = stream.last();
+    assert_eq!(failed["type"], "response.failed");
+    assert_eq!(failed["response"]["status"], "failed");
+    assert_eq!(failed["response"]["error"]["code"], "server_error");
+    assert_eq!(
+        failed["response"]["error"]["message"],
+        "the upstream reported an error mid-answer: Output data may contain inappropriate content."
+    );
+    assert_eq!(stream.data("response.completed").len(), 0);
+}

@@ -30,6 +30,16 @@ async fn within<T>(future: impl Future<Output = T>) -> T {
 }
 
 fn proxy_with(fake: &FakeQwen, flavor: Flavor, token: &str, models: Models) -> Proxy {
+    config_proxy(ServerConfig::default(), fake, flavor, token, models)
+}
+
+fn config_proxy(
+    config: ServerConfig,
+    fake: &FakeQwen,
+    flavor: Flavor,
+    token: &str,
+    models: Models,
+) -> Proxy {
     let credential = Credential {
         label: "test@example.com".into(),
         flavor,
@@ -40,7 +50,7 @@ fn proxy_with(fake: &FakeQwen, flavor: Flavor, token: &str, models: Models) -> P
     };
     let pool = Arc::new(Pool::new(PoolConfig::default()));
     pool.upsert("test:0", Arc::new(credential), models, None);
-    Proxy::new(ServerConfig::default(), pool).expect("a valid config")
+    Proxy::new(config, pool).expect("a valid config")
 }
 
 /// A fake and a proxy with one Qwen OAuth account serving [`MODEL`].
@@ -57,6 +67,27 @@ pub async fn api_key_proxy() -> (FakeQwen, Proxy) {
     let fake = FakeQwen::start().await;
     fake.add_api_key(API_KEY);
     let proxy = proxy_with(&fake, Flavor::OpenAiCompatible, API_KEY, Models::All);
+    (fake, proxy)
+}
+
+/// [`api_key_proxy`] with `[models.aliases]` `aliases` (client name, served model).
+pub async fn aliased_api_key_proxy(aliases: &[(&str, &str)]) -> (FakeQwen, Proxy) {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key(API_KEY);
+    let config = ServerConfig {
+        model_aliases: aliases
+            .iter()
+            .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
+            .collect(),
+        ..ServerConfig::default()
+    };
+    let proxy = config_proxy(
+        config,
+        &fake,
+        Flavor::OpenAiCompatible,
+        API_KEY,
+        Models::All,
+    );
     (fake, proxy)
 }
 

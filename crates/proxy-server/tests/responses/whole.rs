@@ -4,7 +4,9 @@
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
-use crate::support::{MODEL, api_key_proxy, call, qwen_proxy, weather_tools};
+use crate::support::{
+    MODEL, aliased_api_key_proxy, api_key_proxy, call, qwen_proxy, weather_tools,
+};
 
 #[tokio::test]
 async fn a_text_answer_is_a_response_object() {
@@ -255,5 +257,78 @@ async fn upstream_errors_pass_through_with_their_status() {
         fake.chat_requests().len(),
         1,
         "no failover for a client error"
+    );
+}
+
+#[tokio::test]
+async fn reasoning_is_decided_on_the_model_an_alias_maps_to() {
+    let (fake, proxy) =
+        aliased_api_key_proxy(&[("gpt-5*", "qwen3-235b-a22b"), ("o4-mini", "coder-model")]).await;
+    let answer = call(
+        &proxy,
+        &json!({ "model": "gpt-5-codex", "input": "hi", "reasoning": { "effort": "high" } }),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let sent = fake.chat_requests()[0].json();
+    assert_eq!(sent["model"], "qwen3-235b-a22b");
+    assert_eq!(sent["enable_thinking"], true, "{sent}");
+    let body = answer.json();
+    assert_eq!(body["model"], "gpt-5-codex");
+    assert_eq!(body["output"][0]["type"], "reasoning");
+
+    call(
+        &proxy,
+        &json!({ "model": "o4-mini", "input": "hi", "reasoning": { "effort": "high" } }),
+    )
+    .await;
+    let sent = fake.chat_requests()[1].json();
+    assert!(sent.get("enable_thinking").is_none(), "{sent}");
+}
+
+#[tokio::test]
+async fn namespace_tools_are_called_by_name_and_namespace_and_go_back_up_flat() {
+    let (fake, proxy) = api_key_proxy().await;
+    fake.prefer_tool("multi_agent_v1__spawn_agent", &json!({ "message": "go" }));
+    let tools = json!([
+        { "type": "function", "name": "exec_command", "parameters": { "type": "object", "properties": {} } },
+        { "type": "namespace", "name": "multi_agent_v1", "description": "Sub-agents.", "tools": [
+            { "type": "function", "name": "spawn_agent", "parameters": {
+                "type": "object", "properties": { "message": { "type": "string" } } } },
+        ] },
+    ]);
+    let request = json!({ "model": "qwen-max", "input": "Split the work.", "tools": tools });
+    let answer = call(&proxy, &request).await;
+    assert_eq!(answer.status, 200);
+    let sent = fake.chat_requests()[0].json();
+    let names: Vec<&str> = sent["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|tool| tool["function"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["exec_command", "multi_agent_v1__spawn_agent"]);
+    let body = answer.json();
+    let call_item = &body["output"][0];
+    assert_eq!(call_item["type"], "function_call", "{body}");
+    assert_eq!(call_item["name"], "spawn_agent");
+    assert_eq!(call_item["namespace"], "multi_agent_v1");
+
+    let mut follow_up = request.clone();
+    follow_up["input"] = json!([
+        { "role": "user", "content": "Split the work." },
+        call_item,
+        { "type": "function_call_output", "call_id": call_item["call_id"], "output": "agent-7 started" },
+    ]);
+    let answer = call(&proxy, &follow_up).await;
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let sent = fake.chat_requests()[1].json();
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["function"]["name"],
+        "multi_agent_v1__spawn_agent"
+    );
+    assert_eq!(
+        answer.json()["output"][0]["content"][0]["text"],
+        "The tool returned: agent-7 started"
     );
 }

@@ -50,16 +50,27 @@ fn read(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
+/// The model the upstream is asked for: the fixture's `upstream_model` (what a model alias
+/// made of the request's model), else the request's model.
+fn upstream_model(fixture: &Value) -> &str {
+    fixture
+        .get("upstream_model")
+        .or_else(|| fixture["request"].get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 /// The shell for a fixture's Responses request.
-fn shell(request: &Value) -> Shell {
-    let translated = to_chat(request).expect("a translatable request");
-    Shell::new(translated.echo, "golden", CREATED_AT)
+fn shell(fixture: &Value) -> Shell {
+    let translated =
+        to_chat(&fixture["request"], upstream_model(fixture)).expect("a translatable request");
+    Shell::new(translated.echo, "golden", CREATED_AT).with_namespaces(translated.namespaces)
 }
 
 #[test]
 fn requests_translate_to_chat_completions() {
     for (name, fixture) in fixtures("request") {
-        let result = to_chat(&fixture["request"]);
+        let result = to_chat(&fixture["request"], upstream_model(&fixture));
         match (fixture.get("chat"), fixture.get("error")) {
             (Some(chat), None) => {
                 let translated = result.unwrap_or_else(|error| panic!("{name}: {error:?}"));
@@ -87,7 +98,7 @@ fn requests_translate_to_chat_completions() {
 #[test]
 fn completions_translate_to_response_objects() {
     for (name, fixture) in fixtures("response") {
-        let response = from_chat(&fixture["completion"], &shell(&fixture["request"]))
+        let response = from_chat(&fixture["completion"], &shell(&fixture))
             .unwrap_or_else(|| panic!("{name}: not a completion"));
         assert_eq!(response, fixture["response"], "{name}");
     }
@@ -96,7 +107,7 @@ fn completions_translate_to_response_objects() {
 #[test]
 fn streams_translate_to_event_sequences() {
     for (name, fixture) in fixtures("stream") {
-        let (mut translator, opening) = ResponsesStream::start(shell(&fixture["request"]));
+        let (mut translator, opening) = ResponsesStream::start(shell(&fixture));
         let mut out = BytesMut::from(&opening[..]);
         for chunk in fixture["chunks"].as_array().expect("chunks") {
             let data = match chunk {

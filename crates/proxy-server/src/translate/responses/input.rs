@@ -8,7 +8,8 @@
 //!   them).
 //! - `function_call` items become `tool_calls` of an assistant message: consecutive calls share
 //!   one message, and the text of an assistant message item right before them is that
-//!   message's `content` (`""` when there is none).
+//!   message's `content` (`""` when there is none). A call with a `namespace` is named as
+//!   its namespace's tools are sent upstream, `<namespace>__<name>` ([`super::namespaces`]).
 //! - `function_call_output` items become `role: "tool"` messages; an output given as parts
 //!   sends its text parts joined with `\n` (images and files in tool output are dropped).
 //! - `reasoning` items are dropped: the upstream cannot take them back.
@@ -16,6 +17,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::namespaces::flat_name;
 use super::request::Refusal;
 
 /// Appends the messages for `items` to `messages`.
@@ -163,6 +165,10 @@ fn append_call(
 ) -> Result<(), Refusal> {
     let call_id = required_str(index, fields, "call_id")?;
     let name = required_str(index, fields, "name")?;
+    let name = match fields.get("namespace").and_then(Value::as_str) {
+        Some(namespace) => flat_name(namespace, name),
+        None => name.to_owned(),
+    };
     let arguments = match fields.get("arguments") {
         Some(Value::String(arguments)) => arguments.clone(),
         None | Some(Value::Null) => "{}".to_owned(),

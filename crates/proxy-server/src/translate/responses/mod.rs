@@ -5,14 +5,16 @@
 //! - [`response`]: a whole chat completion as a Responses object.
 //! - [`stream`]: a streamed chat completion as Responses stream events.
 //! - [`object`]: the response envelope, items and usage both answer paths share.
+//! - [`namespaces`]: namespace tools as flat chat tools, and their calls back.
 //!
 //! cliproxy is stateless: it stores no responses, so `previous_response_id` is refused and
-//! clients send the whole conversation (Codex CLI does). Only function tools reach the
-//! upstream; hosted tools are dropped. Reasoning the upstream sends (`reasoning_content`)
+//! clients send the whole conversation (Codex CLI does). Only function tools (also those
+//! inside `namespace` tools) reach the upstream; hosted tools are dropped. Reasoning the upstream sends (`reasoning_content`)
 //! comes back as a `reasoning` item with the text as its summary; reasoning items sent back in
 //! `input` are dropped.
 
 mod input;
+mod namespaces;
 mod object;
 mod request;
 mod response;

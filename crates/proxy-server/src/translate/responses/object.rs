@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+use super::namespaces::Namespaces;
+
 /// Counts responses made by this process, to keep ids made within one clock tick apart.
 static RESPONSES: AtomicU64 = AtomicU64::new(0);
 
@@ -44,13 +46,14 @@ impl Status {
     }
 }
 
-/// What every response object of one request shares: its id, creation time and the fields it
-/// repeats from the request.
+/// What every response object of one request shares: its id, creation time, the fields it
+/// repeats from the request and the request's namespaced tools.
 #[derive(Debug, Clone)]
 pub(crate) struct Shell {
     base: String,
     created_at: u64,
     echo: Map<String, Value>,
+    namespaces: Namespaces,
 }
 
 impl Shell {
@@ -60,7 +63,14 @@ impl Shell {
             base: base.into(),
             created_at,
             echo,
+            namespaces: Namespaces::default(),
         }
+    }
+
+    /// The shell, naming the model's calls of the request's namespaced tools.
+    pub(crate) fn with_namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
+        self
     }
 
     /// A shell with a new id, created now.
@@ -71,6 +81,31 @@ impl Shell {
         let count = RESPONSES.fetch_add(1, Ordering::Relaxed);
         let base = format!("{:x}{:06x}", now.as_nanos(), count & 0xff_ffff);
         Self::new(echo, base, now.as_secs())
+    }
+
+    /// A function call item for a call of chat function `chat_name`: a namespaced tool's call
+    /// has its `name` and `namespace` apart.
+    pub(crate) fn function_call_item(
+        &self,
+        id: &str,
+        status: &str,
+        call_id: &str,
+        chat_name: &str,
+        arguments: &str,
+    ) -> Value {
+        let (namespace, name) = self.namespaces.split(chat_name);
+        let mut item = json!({
+            "type": "function_call",
+            "id": id,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+            "status": status,
+        });
+        if let Some(namespace) = namespace {
+            item["namespace"] = namespace.into();
+        }
+        item
     }
 
     /// The id of the output item at `output_index`, e.g. `msg_<base>_0`.
@@ -132,24 +167,6 @@ pub(crate) fn reasoning_item(id: &str, status: &str, summary: Option<&str>) -> V
 /// A `summary_text` part.
 pub(crate) fn summary_text(text: &str) -> Value {
     json!({ "type": "summary_text", "text": text })
-}
-
-/// A function call item.
-pub(crate) fn function_call_item(
-    id: &str,
-    status: &str,
-    call_id: &str,
-    name: &str,
-    arguments: &str,
-) -> Value {
-    json!({
-        "type": "function_call",
-        "id": id,
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    })
 }
 
 /// The Responses usage for a chat `usage` object; `null` when there is none. DashScope's

@@ -8,20 +8,25 @@
 //! | `max_output_tokens` | `max_tokens` |
 //! | `stream` | `stream`, with `stream_options.include_usage` so the end carries usage |
 //! | function `tools` (`name`, `description`, `parameters`, `strict` at the top) | `tools` (those under `function`) |
-//! | other tools (`web_search`, `file_search`, `local_shell`, `custom`, `mcp`, ...) | dropped: a chat upstream cannot run them |
+//! | `namespace` tools: their function `tools` | function tools named `<namespace>__<name>`, the namespace's `description` before the tool's ([`super::namespaces`]) |
+//! | other tools (`web_search`, `file_search`, `local_shell`, `custom`, `mcp`, ...; `custom` tools inside a namespace) | dropped: a chat upstream cannot run them |
 //! | `tool_choice` `auto`/`none`/`required`, `{"type":"function","name"}` | the same, `{"type":"function","function":{"name"}}` |
 //! | `tool_choice` naming a dropped tool kind | dropped (the upstream's default, `auto`) |
 //! | `text.format` `json_schema` / `json_object` | `response_format` `json_schema` (`name`, `schema`, `strict`, `description` under `json_schema`) / `json_object` |
-//! | `reasoning` on a `qwen3*` model without `coder` in its id | `enable_thinking` (`false` for effort `minimal`/`none`); ignored for other models |
+//! | `reasoning`, when the upstream model (after model aliases) takes Qwen's switch ([`crate::translate::thinking`]: `qwen3*` without `coder`, `qwq*`) | `enable_thinking` (`false` for effort `minimal`/`none`); ignored for other models |
 //! | `previous_response_id`, `conversation` | refused: cliproxy stores no responses |
 //! | `store`, `include`, `metadata`, `truncation`, `service_tier`, `prompt_cache_key`, `background`, ... | ignored |
 //!
 //! Without any forwarded tool, `tools`, `tool_choice` and `parallel_tool_calls` are left out.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value, json};
 
 use super::input;
+use super::namespaces::Namespaces;
 use crate::api_error::ApiError;
+use crate::translate::thinking::takes_thinking_switch;
 
 /// Why a request cannot be translated; the client gets it as a 400 `invalid_request_error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +59,17 @@ pub(crate) struct Translated {
     pub(crate) chat: Value,
     /// The request fields the response object repeats.
     pub(crate) echo: Map<String, Value>,
+    /// The namespaced tools, to name the model's calls of them.
+    pub(crate) namespaces: Namespaces,
 }
 
-/// Translates a Responses request body.
+/// Translates a Responses request body; `upstream_model` is the model the upstream will be
+/// asked for (the request's, or what a model alias maps it to), which decides `reasoning`.
 ///
 /// # Errors
 ///
 /// A [`Refusal`] naming what cliproxy cannot translate.
-pub(crate) fn to_chat(body: &Value) -> Result<Translated, Refusal> {
+pub(crate) fn to_chat(body: &Value, upstream_model: &str) -> Result<Translated, Refusal> {
     let Some(fields) = body.as_object() else {
         return Err(Refusal::new(
             "invalid_json",
@@ -76,6 +84,7 @@ pub(crate) fn to_chat(body: &Value) -> Result<Translated, Refusal> {
     };
     refuse_stored_state(fields)?;
     let stream = fields.get("stream").and_then(Value::as_bool) == Some(true);
+    let (chat_tools, echo_tools, namespaces) = tools(present(fields, "tools"))?;
 
     let mut messages = Vec::new();
     let instructions = present(fields, "instructions");
@@ -115,7 +124,6 @@ pub(crate) fn to_chat(body: &Value) -> Result<Translated, Refusal> {
     if let Some(max) = present(fields, "max_output_tokens") {
         chat.insert("max_tokens".into(), max.clone());
     }
-    let (chat_tools, echo_tools) = tools(present(fields, "tools"))?;
     if !chat_tools.is_empty() {
         chat.insert("tools".into(), Value::Array(chat_tools));
         if let Some(choice) = tool_choice(present(fields, "tool_choice"))? {
@@ -128,7 +136,7 @@ pub(crate) fn to_chat(body: &Value) -> Result<Translated, Refusal> {
     if let Some(format) = response_format(present(fields, "text"))? {
         chat.insert("response_format".into(), format);
     }
-    if let Some(thinking) = enable_thinking(model, present(fields, "reasoning")) {
+    if let Some(thinking) = enable_thinking(upstream_model, present(fields, "reasoning")) {
         chat.insert("enable_thinking".into(), thinking.into());
     }
 
@@ -137,6 +145,7 @@ pub(crate) fn to_chat(body: &Value) -> Result<Translated, Refusal> {
         stream,
         chat: Value::Object(chat),
         echo: echo(fields, model, echo_tools),
+        namespaces,
     })
 }
 
@@ -163,10 +172,11 @@ fn refuse_stored_state(fields: &Map<String, Value>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The chat tools and the function tools the response repeats.
-fn tools(tools: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Refusal> {
+/// The chat tools, the tools the response repeats, and the namespaced tools.
+fn tools(tools: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>, Namespaces), Refusal> {
+    let mut namespaces = Namespaces::default();
     let items = match tools {
-        None => return Ok((Vec::new(), Vec::new())),
+        None => return Ok((Vec::new(), Vec::new(), namespaces)),
         Some(Value::Array(items)) => items,
         Some(_) => {
             return Err(Refusal::new("invalid_tools", "`tools` must be an array"));
@@ -175,26 +185,82 @@ fn tools(tools: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>), Refusal> {
     let mut chat = Vec::new();
     let mut echo = Vec::new();
     for (index, tool) in items.iter().enumerate() {
-        if tool.get("type").and_then(Value::as_str) != Some("function") {
-            continue;
-        }
-        let Some(name) = tool.get("name").and_then(Value::as_str) else {
-            return Err(Refusal::new(
-                "invalid_tools",
-                format!("tools[{index}] is a function tool without a string `name`"),
-            ));
-        };
-        let mut function = Map::new();
-        function.insert("name".into(), name.into());
-        for field in ["description", "parameters", "strict"] {
-            if let Some(value) = tool.get(field).filter(|value| !value.is_null()) {
-                function.insert(field.into(), value.clone());
+        match tool.get("type").and_then(Value::as_str) {
+            Some("function") => {
+                let name = function_name(tool, &format!("tools[{index}]"))?;
+                chat.push(function_tool(tool, name.to_owned(), None));
             }
+            Some("namespace") => {
+                let Some(namespace) = tool.get("name").and_then(Value::as_str) else {
+                    return Err(Refusal::new(
+                        "invalid_tools",
+                        format!("tools[{index}] is a namespace tool without a string `name`"),
+                    ));
+                };
+                let description = tool.get("description").and_then(Value::as_str);
+                let inner = tool.get("tools").and_then(Value::as_array);
+                for (at, function) in inner.into_iter().flatten().enumerate() {
+                    if function.get("type").and_then(Value::as_str) != Some("function") {
+                        continue;
+                    }
+                    let name = function_name(function, &format!("tools[{index}].tools[{at}]"))?;
+                    let flat = namespaces.add(namespace, name);
+                    chat.push(function_tool(function, flat, description));
+                }
+            }
+            _ => continue,
         }
-        chat.push(json!({ "type": "function", "function": function }));
         echo.push(tool.clone());
     }
-    Ok((chat, echo))
+    let mut names = HashSet::new();
+    for tool in &chat {
+        let name = tool["function"]["name"].as_str().unwrap_or_default();
+        if !names.insert(name) {
+            return Err(Refusal::new(
+                "invalid_tools",
+                format!(
+                    "more than one tool is sent upstream as `{name}` (a namespace tool is sent as \
+                     `<namespace>__<name>`); rename one of them"
+                ),
+            ));
+        }
+    }
+    Ok((chat, echo, namespaces))
+}
+
+/// The `name` of function tool `tool` at `path`.
+fn function_name<'a>(tool: &'a Value, path: &str) -> Result<&'a str, Refusal> {
+    tool.get("name").and_then(Value::as_str).ok_or_else(|| {
+        Refusal::new(
+            "invalid_tools",
+            format!("{path} is a function tool without a string `name`"),
+        )
+    })
+}
+
+/// The chat tool for function tool `tool`, sent as `name`; a namespace's `description` goes
+/// before the tool's own.
+fn function_tool(tool: &Value, name: String, namespace_description: Option<&str>) -> Value {
+    let mut function = Map::new();
+    function.insert("name".into(), name.into());
+    let own = tool.get("description").and_then(Value::as_str);
+    let description = match (namespace_description, own) {
+        (Some(outer), Some(own)) => Some(Value::String(format!("{outer}\n\n{own}"))),
+        (Some(outer), None) => Some(Value::String(outer.to_owned())),
+        (None, _) => tool
+            .get("description")
+            .filter(|value| !value.is_null())
+            .cloned(),
+    };
+    if let Some(description) = description {
+        function.insert("description".into(), description);
+    }
+    for field in ["parameters", "strict"] {
+        if let Some(value) = tool.get(field).filter(|value| !value.is_null()) {
+            function.insert(field.into(), value.clone());
+        }
+    }
+    json!({ "type": "function", "function": function })
 }
 
 /// The chat `tool_choice`; `None` leaves the upstream's default.
@@ -253,11 +319,10 @@ fn response_format(text: Option<&Value>) -> Result<Option<Value>, Refusal> {
     }
 }
 
-/// Qwen's `enable_thinking` for `reasoning`, on the Qwen3 models that think (not the coders).
+/// Qwen's `enable_thinking` for `reasoning`, on the models that take the switch.
 fn enable_thinking(model: &str, reasoning: Option<&Value>) -> Option<bool> {
     let reasoning = reasoning?;
-    let model = model.to_ascii_lowercase();
-    if !model.starts_with("qwen3") || model.contains("coder") {
+    if !takes_thinking_switch(model) {
         return None;
     }
     let effort = reasoning.get("effort").and_then(Value::as_str);

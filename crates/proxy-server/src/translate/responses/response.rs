@@ -2,7 +2,8 @@
 //!
 //! The first choice's `reasoning_content` becomes a `reasoning` item (its text as one
 //! `summary_text`), its `content` a `message` item with one `output_text` part, and each of its
-//! `tool_calls` a `function_call` item, in that order; empty parts make no item. The status is
+//! `tool_calls` a `function_call` item (with `namespace` for a namespaced tool's call), in that
+//! order; empty parts make no item. The status is
 //! `completed`, or `incomplete` for `finish_reason` `length` (`max_output_tokens`) and
 //! `content_filter`. Usage maps `prompt_tokens`/`completion_tokens` (and their cached and
 //! reasoning details) to `input_tokens`/`output_tokens`.
@@ -43,7 +44,7 @@ pub(crate) fn from_chat(completion: &Value, shell: &Shell) -> Option<Value> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
         };
-        output.push(object::function_call_item(
+        output.push(shell.function_call_item(
             &id,
             "completed",
             &call_id,

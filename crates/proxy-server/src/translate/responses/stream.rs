@@ -8,9 +8,11 @@
 //! - `content` deltas: a `message` item, `response.content_part.added` (an empty
 //!   `output_text`), `response.output_text.delta`s, and at its end `response.output_text.done`,
 //!   `response.content_part.done`;
-//! - each `tool_calls[].index`: a `function_call` item (empty `arguments`),
-//!   `response.function_call_arguments.delta`s, and at its end
-//!   `response.function_call_arguments.done`;
+//! - each tool call: a `function_call` item (empty `arguments`; `name` and `namespace` apart
+//!   for a namespaced tool), `response.function_call_arguments.delta`s, and at its end
+//!   `response.function_call_arguments.done`. Calls are told apart by `tool_calls[].index`,
+//!   and by `id`: a fragment with a new, different `id` for the open call's index starts a new
+//!   call (some OpenAI-compatible servers send every call with `index: 0`);
 //!
 //! every item opening with `response.output_item.added` (status `in_progress`) and ending with
 //! `response.output_item.done` (status `completed`). A delta of another kind than the open
@@ -22,8 +24,9 @@
 //! `response.completed` carries the whole response (output and usage, which may arrive in a
 //! chunk with empty `choices` after the `finish_reason`); a `finish_reason` of `length` or
 //! `content_filter` ends with `response.incomplete` instead, as the Responses API does. A
-//! stream that breaks off, or an upstream chunk carrying an `error`, ends with
-//! `response.failed` (status `failed`, `error.code` `server_error`, the items completed so far).
+//! stream that breaks off, or an upstream chunk carrying an `error` (an object with a
+//! `message`, or a string), ends with `response.failed` (status `failed`, `error.code`
+//! `server_error`, the items completed so far).
 //! Every event has `type` and a `sequence_number` counting from 0.
 
 use bytes::{Bytes, BytesMut};
@@ -41,8 +44,8 @@ pub(crate) struct ResponsesStream {
     /// The items completed so far.
     output: Vec<Value>,
     open: Open,
-    /// The chat `index` of every tool call already closed.
-    closed_calls: Vec<u64>,
+    /// The chat `index` and upstream `id` of every tool call already closed.
+    closed_calls: Vec<(u64, Option<String>)>,
     finish_reason: Option<String>,
     usage: Option<Value>,
     /// A terminal event was sent; nothing more is.
@@ -71,6 +74,8 @@ struct CallItem {
     output_index: usize,
     /// The chat `tool_calls[].index`.
     index: u64,
+    /// The upstream's `id` of the call, when it sent one.
+    upstream_id: Option<String>,
     call_id: String,
     name: String,
     arguments: String,
@@ -123,6 +128,7 @@ impl ResponsesStream {
             let message = error
                 .get("message")
                 .and_then(Value::as_str)
+                .or_else(|| error.as_str())
                 .unwrap_or("no message");
             self.failed(
                 format!("the upstream reported an error mid-answer: {message}"),
@@ -258,13 +264,27 @@ impl ResponsesStream {
                 .unwrap_or_default()
         };
         let (name, arguments) = (field("name"), field("arguments"));
+        let upstream_id = fragment
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty());
+        let same_call = |index_of: u64, id_of: Option<&str>| {
+            index_of == index && (upstream_id.is_none() || id_of.is_none() || id_of == upstream_id)
+        };
+        let closed = match upstream_id {
+            Some(_) => self
+                .closed_calls
+                .iter()
+                .any(|(_, id)| id.as_deref() == upstream_id),
+            None => self.closed_calls.iter().any(|(closed, _)| *closed == index),
+        };
         match &mut self.open {
-            Open::Call(call) if call.index == index => {
+            Open::Call(call) if same_call(call.index, call.upstream_id.as_deref()) => {
                 if call.name.is_empty() {
                     call.name = name.to_owned();
                 }
             }
-            _ if self.closed_calls.contains(&index) => {
+            _ if closed => {
                 tracing::warn!(
                     index,
                     "the upstream sent more of a tool call after a later one began; dropped"
@@ -275,11 +295,11 @@ impl ResponsesStream {
                 self.close(out);
                 let output_index = self.output.len();
                 let id = self.shell.item_id("fc", output_index);
-                let call_id = fragment
-                    .get("id")
-                    .and_then(Value::as_str)
+                let call_id = upstream_id
                     .map_or_else(|| self.shell.item_id("call", output_index), str::to_owned);
-                let item = object::function_call_item(&id, "in_progress", &call_id, name, "");
+                let item = self
+                    .shell
+                    .function_call_item(&id, "in_progress", &call_id, name, "");
                 self.emit(
                     out,
                     "response.output_item.added",
@@ -289,6 +309,7 @@ impl ResponsesStream {
                     id,
                     output_index,
                     index,
+                    upstream_id: upstream_id.map(str::to_owned),
                     call_id,
                     name: name.to_owned(),
                     arguments: String::new(),
@@ -364,10 +385,10 @@ impl ResponsesStream {
                         "arguments": call.arguments,
                     }),
                 );
-                self.closed_calls.push(call.index);
+                self.closed_calls.push((call.index, call.upstream_id));
                 (
                     call.output_index,
-                    object::function_call_item(
+                    self.shell.function_call_item(
                         &call.id,
                         "completed",
                         &call.call_id,
