@@ -1,5 +1,6 @@
-//! `GET /v1/models`: the configured models, every model a credential names, and the model
-//! aliases (as their patterns), in OpenAI's list shape.
+//! `GET /v1/models`: the configured models, every model a credential names, and the exact
+//! model aliases, in OpenAI's list shape. Glob aliases (`claude-*`) are not models a client
+//! can ask for by that name, so they are not listed.
 
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -15,7 +16,14 @@ pub(super) fn list(state: &State) -> Response<ProxyBody> {
         .iter()
         .cloned()
         .chain(state.upstream.pool().models())
-        .chain(state.upstream.aliases().patterns().map(str::to_owned))
+        .chain(
+            state
+                .upstream
+                .aliases()
+                .patterns()
+                .filter(|pattern| !pattern.contains('*'))
+                .map(str::to_owned),
+        )
     {
         if !ids.contains(&id) {
             ids.push(id);
