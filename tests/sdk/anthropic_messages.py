@@ -137,7 +137,8 @@ def test_stream_events():
     start = events[0].message
     eq(start.role, "assistant", "message_start role")
     eq(start.content, [], "message_start content")
-    check(isinstance(start.usage.input_tokens, int), f"message_start usage: {start.usage}")
+    # Before the upstream counts, message_start carries cliproxy's estimate of the prompt.
+    check(start.usage.input_tokens > 0, f"message_start usage: {start.usage}")
     block = next(e for e in events if e.type == "content_block_start")
     eq((block.index, block.content_block.type), (0, "text"), "content_block_start")
     for event in events:
@@ -222,11 +223,15 @@ def follow_up(message, uses):
     ]
 
 
-def check_final_answer(message, uses):
+def check_final_answer(message, uses, failed=()):
+    """The answer to the tool results; the fake repeats them, so the results of the uses in
+    `failed` (sent with is_error) show that they reached the model marked as errors."""
     eq(message.stop_reason, "end_turn", "stop_reason after the results")
     eq([block.type for block in message.content], ["text"], "content after the results")
     if FAKE:
-        expected = " | ".join(TOOL_RESULTS[use.name] for use in uses)
+        expected = " | ".join(
+            f"Error: {TOOL_RESULTS[use.name]}" if use.id in failed else TOOL_RESULTS[use.name] for use in uses
+        )
         eq(text_of(message), f"The tool returned: {expected}", "answer")
 
 
@@ -297,7 +302,7 @@ def test_tool_result_blocks_and_text():
         }
         for use in uses
     ]
-    results[-1]["is_error"] = False
+    results[-1]["is_error"] = True
     answer = client.messages.create(
         model=MODEL,
         max_tokens=MAX_TOKENS,
@@ -308,7 +313,7 @@ def test_tool_result_blocks_and_text():
             {"role": "user", "content": results},
         ],
     )
-    check_final_answer(answer, uses)
+    check_final_answer(answer, uses, failed={uses[-1].id})
 
     # Text after the results is a new user turn for the model: it answers that.
     answer = client.messages.create(
@@ -403,15 +408,18 @@ def test_unknown_key_is_refused():
         raise AssertionError("an unknown key was accepted")
 
 
-def test_upstream_error_has_anthropic_shape():
-    """An error from upstream (here: a model Qwen does not serve) in Anthropic's error shape."""
+def test_unknown_model_has_anthropic_shape():
+    """A model no credential serves: 404 not_found_error in Anthropic's shape, naming the model
+    and the models that exist."""
     try:
         client.messages.create(
             model="no-such-model", max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "hi"}]
         )
-    except anthropic.APIStatusError as error:
-        check(400 <= error.status_code < 500, f"status: {error.status_code}")
-        check_error_shape(error)
+    except anthropic.NotFoundError as error:
+        eq(error.status_code, 404, "status")
+        check_error_shape(error, "not_found_error")
+        message = error.body["error"]["message"]
+        check("no-such-model" in message and MODEL in message, f"names the model and the known ones: {message!r}")
     else:
         raise AssertionError("an unknown model was served")
 

@@ -331,12 +331,16 @@ def test_codex_model_id_by_alias():
         eq(events[-1].response.output_text, "part0 part1 part2 ", "text")
 
 
-def test_upstream_error_is_an_openai_error():
+def test_unknown_model_is_an_openai_error():
+    """A model no credential serves: 404 model_not_found in OpenAI's shape, naming the model and
+    the models that exist."""
     try:
         client.responses.create(model="no-such-model", input="hi")
-    except openai.APIStatusError as error:
-        check(400 <= error.status_code < 500, f"status: {error.status_code}")
-        check(isinstance(error.body, dict) and error.body.get("message"), f"error body: {error.body!r}")
+    except openai.NotFoundError as error:
+        eq(error.status_code, 404, "status")
+        check(isinstance(error.body, dict) and error.body.get("code") == "model_not_found", f"error body: {error.body!r}")
+        message = error.body.get("message", "")
+        check("no-such-model" in message and MODEL in message, f"names the model and the known ones: {message!r}")
     else:
         raise AssertionError("an unknown model was served")
 
