@@ -16,6 +16,8 @@ pub struct OAuthClient {
     pub(crate) token_url: Url,
     /// Whether `proxy_url` was set, so transport errors can say so.
     pub(crate) via_proxy: bool,
+    /// The whole-request timeout of [`HttpSettings`], which polls may shorten.
+    pub(crate) timeout: std::time::Duration,
 }
 
 impl OAuthClient {
@@ -37,6 +39,7 @@ impl OAuthClient {
             device_url,
             token_url,
             via_proxy: http.proxy_url.is_some(),
+            timeout: http.timeout,
         })
     }
 

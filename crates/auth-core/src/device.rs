@@ -2,12 +2,13 @@
 //! challenge, and the answer the user acts on.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use crate::answer::{self, Answer, seconds_field, string_field};
 use crate::client::OAuthClient;
+use crate::clock::Clock;
 use crate::error::DeviceFlowError;
 use crate::pkce::Pkce;
 
@@ -31,17 +32,31 @@ pub struct DeviceAuthorization {
     /// The page with `user_code` already filled in: the server's, or `verification_uri` plus
     /// `?user_code=...` when the server gave none.
     pub verification_uri_complete: String,
-    /// How long the device code lives, measured from the answer (at most 24 h).
+    /// How long the device code lives, counted from when the answer was received (RFC 8628
+    /// §3.2), 10 min when absent (at most 24 h).
     pub expires_in: Duration,
     /// The server's poll interval, 5 s when absent or zero (at most 300 s).
     pub interval: Duration,
+    /// When the answer was received plus `expires_in`, on the clock the login was started with.
+    deadline: Instant,
     pub(crate) device_code: String,
     pub(crate) pkce: Pkce,
 }
 
 impl DeviceAuthorization {
-    /// Reads a 2xx device answer. The error says what was missing, never a value.
-    fn from_answer(body: &Map<String, Value>, pkce: Pkce) -> Result<Self, String> {
+    /// When the device code expires, on the clock given to
+    /// [`OAuthClient::start_device_login`]: polling stops there, and a countdown counts to it.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Reads a 2xx device answer received at `received_at`. The error says what was missing,
+    /// never a value.
+    fn from_answer(
+        body: &Map<String, Value>,
+        pkce: Pkce,
+        received_at: Instant,
+    ) -> Result<Self, String> {
         let missing = |field: &str| format!("the device answer has no {field}");
         let device_code =
             string_field(body, "device_code").ok_or_else(|| missing("device_code"))?;
@@ -64,6 +79,7 @@ impl DeviceAuthorization {
             verification_uri_complete,
             expires_in,
             interval,
+            deadline: received_at + expires_in,
             device_code,
             pkce,
         })
@@ -99,7 +115,13 @@ impl OAuthClient {
     /// Asks for a device code: POST form `client_id, scope, code_challenge,
     /// code_challenge_method=S256` with `Accept: application/json` and a fresh
     /// `x-request-id`.
-    pub async fn start_device_login(&self) -> Result<DeviceAuthorization, DeviceFlowError> {
+    ///
+    /// `clock` reads the time the answer arrives, from which the code's lifetime counts; poll
+    /// with the same clock.
+    pub async fn start_device_login(
+        &self,
+        clock: &dyn Clock,
+    ) -> Result<DeviceAuthorization, DeviceFlowError> {
         let pkce = Pkce::generate()?;
         let request = self
             .http
@@ -118,7 +140,7 @@ impl OAuthClient {
             })?;
         match answer {
             Answer::Json { status, body } => {
-                let authorization = DeviceAuthorization::from_answer(&body, pkce)
+                let authorization = DeviceAuthorization::from_answer(&body, pkce, clock.now())
                     .map_err(|detail| DeviceFlowError::UnexpectedAnswer { status, detail })?;
                 tracing::debug!(
                     provider = %self.profile.name,
@@ -152,7 +174,11 @@ mod tests {
 
     fn parse(json: &str) -> Result<DeviceAuthorization, String> {
         let body: Map<String, Value> = serde_json::from_str(json).expect("json object");
-        DeviceAuthorization::from_answer(&body, Pkce::generate().expect("randomness"))
+        DeviceAuthorization::from_answer(
+            &body,
+            Pkce::generate().expect("randomness"),
+            Instant::now(),
+        )
     }
 
     #[test]
@@ -163,6 +189,7 @@ mod tests {
         .expect("valid");
         assert_eq!(auth.interval, DEFAULT_INTERVAL);
         assert_eq!(auth.expires_in, DEFAULT_EXPIRES_IN);
+        assert!(auth.deadline() > Instant::now());
         assert_eq!(
             auth.verification_uri_complete,
             "https://x/authorize?user_code=AB+CD"

@@ -4,8 +4,10 @@
 //! Timing rules: wait `interval` before every poll; each `slow_down` (HTTP 400 or 429) adds 5 s
 //! to the interval for all later polls; transport errors and 5xx answers are retried after an
 //! exponential backoff (from twice the interval, capped at 60 s); no wait reaches past the
-//! deadline. The future holds no resources besides its in-flight request and sleep, so dropping
-//! it at any `.await` cancels the login cleanly.
+//! deadline, and no poll request may take longer than the time left before it (the cap is
+//! real time, as HTTP timeouts are, even under a scaled clock). The future holds no resources
+//! besides its in-flight request and sleep, so dropping it at any `.await` cancels the login
+//! cleanly.
 
 use std::time::Duration;
 
@@ -56,16 +58,17 @@ enum Outcome {
 impl OAuthClient {
     /// Polls until the login is approved and returns its tokens.
     ///
-    /// `clock` measures the deadline (`auth.expires_in` from the call) and does the waiting;
-    /// `on_event` hears about every wait, slow-down and retry. Cancel-safe: drop the future to
-    /// abandon the login.
+    /// `clock`, the one the login was started with, measures the deadline
+    /// ([`DeviceAuthorization::deadline`]: `expires_in` after the device answer arrived) and
+    /// does the waiting; `on_event` hears about every wait, slow-down and retry. Cancel-safe:
+    /// drop the future to abandon the login.
     pub async fn poll_for_token(
         &self,
         auth: &DeviceAuthorization,
         clock: &dyn Clock,
         on_event: &mut (dyn FnMut(PollEvent) + Send),
     ) -> Result<TokenSet, DeviceFlowError> {
-        let deadline = clock.now() + auth.expires_in;
+        let deadline = auth.deadline();
         let mut interval = auth.interval;
         let mut wait = interval;
         let mut failures: u32 = 0;
@@ -81,7 +84,8 @@ impl OAuthClient {
                 return Err(DeviceFlowError::TimedOut { last_problem });
             }
 
-            match self.poll_once(auth).await {
+            let left = deadline.saturating_duration_since(clock.now());
+            match self.poll_once(auth, left).await {
                 Outcome::Tokens(tokens) => {
                     tracing::debug!(provider = %self.profile.name, "device login approved");
                     return Ok(tokens);
@@ -116,13 +120,20 @@ impl OAuthClient {
         }
     }
 
-    async fn poll_once(&self, auth: &DeviceAuthorization) -> Outcome {
-        let request = self.http.post(self.token_url.clone()).form(&[
-            ("grant_type", DEVICE_GRANT),
-            ("client_id", self.profile.client_id.as_str()),
-            ("device_code", auth.device_code.as_str()),
-            ("code_verifier", auth.pkce.verifier()),
-        ]);
+    /// One poll, given up as timed out when it takes longer than `left` (real time, like every
+    /// HTTP timeout) or the client's own timeout, whichever is shorter.
+    async fn poll_once(&self, auth: &DeviceAuthorization, left: Duration) -> Outcome {
+        let timeout = self.timeout.min(left);
+        let request = self
+            .http
+            .post(self.token_url.clone())
+            .timeout(timeout)
+            .form(&[
+                ("grant_type", DEVICE_GRANT),
+                ("client_id", self.profile.client_id.as_str()),
+                ("device_code", auth.device_code.as_str()),
+                ("code_verifier", auth.pkce.verifier()),
+            ]);
         let answer = match answer::send(request, self.via_proxy).await {
             Ok(answer) => answer,
             Err(error) => {

@@ -58,7 +58,7 @@ pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliErro
     }
 
     let client = OAuthClient::new(settings.profile.clone(), &settings.http)?;
-    let authorization = with_interrupt(client.start_device_login()).await??;
+    let authorization = with_interrupt(client.start_device_login(&settings.clock)).await??;
     show_instructions(&mut terminal, &authorization, settings.options.no_browser);
 
     let tokens = wait_for_approval(&mut terminal, &client, &authorization, &settings.clock).await?;
@@ -128,7 +128,7 @@ async fn wait_for_approval(
     authorization: &DeviceAuthorization,
     clock: &TokioClock,
 ) -> Result<TokenSet, CliError> {
-    let deadline = clock.now() + authorization.expires_in;
+    let deadline = authorization.deadline();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let mut on_event = move |event| {
         let _ = events.send(event);

@@ -3,13 +3,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auth_core::{DeviceFlowError, Pkce, PollEvent};
+use auth_core::{Clock as _, DeviceFlowError, Pkce, PollEvent};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fake_qwen::{CLIENT_ID, DeviceAnswer, FakeQwen, PollStep, SCOPE};
 use sha2::{Digest as _, Sha256};
 
-use crate::support::{Events, FakeClock, client_at, client_for, closed_port, secs};
+use crate::support::{
+    CannedServer, Events, FakeClock, TokenAnswer, client_at, client_for, client_with_timeout,
+    closed_port, secs,
+};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -19,7 +22,10 @@ async fn login_with(
     events: &mut Events,
 ) -> Result<auth_core::TokenSet, DeviceFlowError> {
     let client = client_for(fake);
-    let auth = client.start_device_login().await.expect("device request");
+    let auth = client
+        .start_device_login(clock)
+        .await
+        .expect("device request");
     client
         .poll_for_token(&auth, clock, &mut events.sink())
         .await
@@ -111,7 +117,10 @@ async fn slow_down_on_400_and_429_each_add_five_seconds_for_good() {
 async fn server_interval_is_used_and_absent_interval_means_five_seconds() {
     let fake = FakeQwen::start().await;
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
+    let auth = client
+        .start_device_login(&FakeClock::new())
+        .await
+        .expect("device request");
     assert_eq!(auth.interval, Duration::from_secs(5));
 
     fake.set_device_answer(DeviceAnswer {
@@ -119,9 +128,12 @@ async fn server_interval_is_used_and_absent_interval_means_five_seconds() {
         ..DeviceAnswer::default()
     });
     fake.script_polls(vec![PollStep::Pending, PollStep::Approve]);
-    let auth = client.start_device_login().await.expect("device request");
-    assert_eq!(auth.interval, Duration::from_secs(2));
     let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
+    assert_eq!(auth.interval, Duration::from_secs(2));
     client
         .poll_for_token(&auth, &clock, &mut |_| {})
         .await
@@ -139,7 +151,7 @@ async fn device_answer_is_exposed_with_a_complete_uri_fallback() {
         include_verification_uri_complete: false,
     });
     let auth = client_for(&fake)
-        .start_device_login()
+        .start_device_login(&FakeClock::new())
         .await
         .expect("device request");
     assert_eq!(auth.user_code, "WXYZ-0001");
@@ -245,14 +257,17 @@ async fn server_errors_are_retried_with_backoff_until_up() {
 async fn transport_errors_are_retried_until_the_server_is_back() {
     let fake = Arc::new(FakeQwen::start().await);
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
-    fake.set_down(true);
     let hooked = Arc::clone(&fake);
     let clock = FakeClock::new().on_sleep(move |index| {
         if index == 1 {
             hooked.set_down(false);
         }
     });
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
+    fake.set_down(true);
     let mut events = Events::default();
     client
         .poll_for_token(&auth, &clock, &mut events.sink())
@@ -293,9 +308,13 @@ async fn retries_stop_at_the_deadline_and_say_why() {
 async fn reused_device_code_is_a_typed_invalid_grant() {
     let fake = FakeQwen::start().await;
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
+    let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
     client
-        .poll_for_token(&auth, &FakeClock::new(), &mut |_| {})
+        .poll_for_token(&auth, &clock, &mut |_| {})
         .await
         .expect("approved");
 
@@ -423,7 +442,7 @@ async fn requests_carry_exactly_the_specified_fields() {
 #[tokio::test]
 async fn device_request_failures_are_typed() {
     let unreachable = client_at(&format!("http://127.0.0.1:{}", closed_port().await), None)
-        .start_device_login()
+        .start_device_login(&FakeClock::new())
         .await;
     let Err(error @ DeviceFlowError::Unreachable { .. }) = unreachable else {
         panic!("expected Unreachable, got {unreachable:?}");
@@ -436,7 +455,7 @@ async fn device_request_failures_are_typed() {
     profile.client_id = "not-qwen".to_owned();
     let client =
         auth_core::OAuthClient::new(profile, &auth_core::HttpSettings::default()).expect("client");
-    let refused = client.start_device_login().await;
+    let refused = client.start_device_login(&FakeClock::new()).await;
     let Err(DeviceFlowError::Rejected {
         status: 400, code, ..
     }) = refused
@@ -451,8 +470,11 @@ async fn dropping_the_poll_future_cancels_the_login() {
     let fake = FakeQwen::start().await;
     fake.script_polls(vec![PollStep::Pending, PollStep::Approve]);
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
     let clock = FakeClock::new().stalling_from(1);
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
     {
         let mut ignore = |_| {};
         let polling = client.poll_for_token(&auth, &clock, &mut ignore);
@@ -484,8 +506,11 @@ async fn poll_future_is_send_so_it_can_be_spawned() {
     }
     let fake = FakeQwen::start().await;
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
     let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
     let mut sink = |_: PollEvent| {};
     let polling = assert_send(client.poll_for_token(&auth, &clock, &mut sink));
     polling.await.expect("approved");
@@ -496,9 +521,13 @@ async fn debug_and_errors_never_show_secrets() {
     let fake = FakeQwen::start().await;
     fake.script_polls(vec![PollStep::Approve, PollStep::Denied]);
     let client = client_for(&fake);
-    let auth = client.start_device_login().await.expect("device request");
+    let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
     let tokens = client
-        .poll_for_token(&auth, &FakeClock::new(), &mut |_| {})
+        .poll_for_token(&auth, &clock, &mut |_| {})
         .await
         .expect("approved");
     let poll = &fake.token_requests()[0];
@@ -529,4 +558,60 @@ async fn debug_and_errors_never_show_secrets() {
             assert!(!text.contains(secret.as_str()), "{text}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_code_lifetime_counts_from_the_device_answer() {
+    let fake = FakeQwen::start().await;
+    fake.set_device_answer(DeviceAnswer {
+        expires_in: 30,
+        ..DeviceAnswer::default()
+    });
+    fake.script_polls(vec![PollStep::Pending]);
+    let client = client_for(&fake);
+    let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
+    assert_eq!(auth.deadline(), clock.now() + Duration::from_secs(30));
+    // Ten seconds pass (the user reads the instructions) before polling starts.
+    clock.sleep(Duration::from_secs(10)).await;
+
+    let result = client.poll_for_token(&auth, &clock, &mut |_| {}).await;
+
+    assert!(
+        matches!(result, Err(DeviceFlowError::TimedOut { .. })),
+        "{result:?}"
+    );
+    assert_eq!(clock.sleeps(), secs(&[10, 5, 5, 5, 5]), "20 s were left");
+    assert_eq!(clock.now(), auth.deadline());
+}
+
+#[tokio::test]
+async fn a_hanging_poll_is_given_up_when_the_code_runs_out() {
+    // The code has 1 s left at the first poll; the HTTP timeout alone would wait an hour.
+    let server = CannedServer::start(6, 5, TokenAnswer::Hang).await;
+    let client = client_with_timeout(&server.url(), Duration::from_secs(3600));
+    let clock = FakeClock::new();
+    let auth = client
+        .start_device_login(&clock)
+        .await
+        .expect("device request");
+
+    let mut ignore = |_| {};
+    let polling = client.poll_for_token(&auth, &clock, &mut ignore);
+    let result = tokio::time::timeout(Duration::from_secs(600), polling)
+        .await
+        .expect("the poll request outlived the device code");
+
+    let Err(DeviceFlowError::TimedOut {
+        last_problem: Some(problem),
+    }) = &result
+    else {
+        panic!("expected TimedOut with a problem, got {result:?}");
+    };
+    assert!(problem.contains("timed out"), "{problem}");
+    server.abandoned(1).await;
+    assert_eq!(clock.sleeps(), secs(&[5, 1]));
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use auth_core::{RefreshError, TransientCause};
 use fake_qwen::{CLIENT_ID, FakeQwen, RefreshBehaviour};
 
-use crate::support::client_for;
+use crate::support::{CannedServer, TokenAnswer, client_at, client_for};
 
 #[tokio::test]
 async fn rotation_returns_new_tokens_and_retires_the_old_refresh_token() {
@@ -184,4 +184,60 @@ async fn refresh_request_carries_exactly_the_specified_fields() {
     );
     assert_eq!(request.form_value("client_id"), Some(CLIENT_ID));
     assert_eq!(request.header("accept"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn invalid_grant_and_401_require_a_new_login() {
+    let cases = [
+        (401, "invalid_grant"),
+        (400, "invalid_grant"),
+        (401, "invalid_request"),
+    ];
+    for (status, code) in cases {
+        let body: &'static str = Box::leak(
+            format!(r#"{{"error":"{code}","error_description":"Refresh token expired"}}"#)
+                .into_boxed_str(),
+        );
+        let server = CannedServer::start(600, 5, TokenAnswer::Reply { status, body }).await;
+        let error = client_at(&server.url(), None)
+            .refresh("dead-refresh-token")
+            .await
+            .expect_err("refused");
+
+        let RefreshError::ReloginRequired {
+            status: seen_status,
+            code: seen_code,
+            description,
+        } = &error
+        else {
+            panic!("{status} {code}: expected ReloginRequired, got {error:?}");
+        };
+        assert_eq!((*seen_status, seen_code.as_str()), (status, code));
+        assert_eq!(description.as_deref(), Some("Refresh token expired"));
+        assert!(error.needs_relogin() && !error.is_retryable(), "{error:?}");
+        assert!(error.to_string().contains("must log in again"), "{error}");
+        assert!(!error.to_string().contains("dead-refresh-token"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn other_refusals_are_neither_relogin_nor_retryable() {
+    let server = CannedServer::start(
+        600,
+        5,
+        TokenAnswer::Reply {
+            status: 401,
+            body: r#"{"error":"unauthorized_client"}"#,
+        },
+    )
+    .await;
+    let error = client_at(&server.url(), None)
+        .refresh("r")
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&error, RefreshError::Rejected { status: 401, code, .. } if code == "unauthorized_client"),
+        "{error:?}"
+    );
+    assert!(!error.needs_relogin() && !error.is_retryable());
 }

@@ -28,6 +28,18 @@ pub fn client_at(base_url: &str, proxy_url: Option<String>) -> OAuthClient {
     OAuthClient::new(profile, &settings).expect("the client builds")
 }
 
+/// A client for `base_url` whose requests time out after `timeout`.
+pub fn client_with_timeout(base_url: &str, timeout: Duration) -> OAuthClient {
+    let profile =
+        ProviderProfile::qwen().with_base_url(url::Url::parse(base_url).expect("a valid base URL"));
+    let settings = HttpSettings {
+        timeout,
+        user_agent: "auth-core-tests/1".to_owned(),
+        ..HttpSettings::default()
+    };
+    OAuthClient::new(profile, &settings).expect("the client builds")
+}
+
 /// A client pointed straight at `fake`.
 pub fn client_for(fake: &FakeQwen) -> OAuthClient {
     client_at(&fake.base_url(), None)
@@ -254,4 +266,118 @@ async fn relay_one(mut client: TcpStream, seen: Arc<Mutex<Vec<String>>>) -> std:
     upstream.read_to_end(&mut answer).await?;
     client.write_all(&answer).await?;
     client.shutdown().await
+}
+
+/// How [`CannedServer`] answers the token endpoint (polls and refreshes alike).
+#[derive(Clone, Copy)]
+pub enum TokenAnswer {
+    /// This status and JSON body.
+    Reply { status: u16, body: &'static str },
+    /// Reads the request and never answers, until the client gives up.
+    Hang,
+}
+
+/// A tiny OAuth server with fixed answers, for what fake-qwen does not script. The device
+/// endpoint always issues a code with the given lifetime and interval; the token endpoint
+/// answers every request with one [`TokenAnswer`]. One request per connection.
+pub struct CannedServer {
+    port: u16,
+    abandoned: tokio::sync::watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CannedServer {
+    pub async fn start(expires_in: u64, interval: u64, token: TokenAnswer) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let port = listener.local_addr().expect("an address").port();
+        let device = format!(
+            r#"{{"device_code":"canned-device-code","user_code":"CANNED","verification_uri":"http://127.0.0.1:{port}/authorize","expires_in":{expires_in},"interval":{interval}}}"#
+        );
+        let (count, abandoned) = tokio::sync::watch::channel(0);
+        let count = Arc::new(count);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (device, count) = (device.clone(), Arc::clone(&count));
+                tokio::spawn(async move {
+                    // A broken connection shows up as a failed request in the test itself.
+                    let _ = answer_one(stream, &device, token, &count).await;
+                });
+            }
+        });
+        Self {
+            port,
+            abandoned,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the client has given up (closed) `count` hanging requests.
+    pub async fn abandoned(&self, count: usize) {
+        let mut abandoned = self.abandoned.clone();
+        abandoned
+            .wait_for(|seen| *seen >= count)
+            .await
+            .expect("the server runs");
+    }
+}
+
+impl Drop for CannedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer_one(
+    mut stream: TcpStream,
+    device: &str,
+    token: TokenAnswer,
+    abandoned: &tokio::sync::watch::Sender<usize>,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let head_end = loop {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(at) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break at + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    let (status, body) = if head.contains("/device/code") {
+        (200, device)
+    } else {
+        match token {
+            TokenAnswer::Reply { status, body } => (status, body),
+            TokenAnswer::Hang => {
+                while stream.read(&mut chunk).await? > 0 {}
+                abandoned.send_modify(|count| *count += 1);
+                return Ok(());
+            }
+        }
+    };
+    let answer = format!(
+        "HTTP/1.1 {status} Canned\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await
 }

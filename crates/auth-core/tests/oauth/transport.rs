@@ -15,12 +15,13 @@ async fn every_request_goes_through_the_proxy() {
     let proxy = RecordingProxy::start().await;
     let client = client_at(&fake.base_url(), Some(proxy.url()));
 
+    let clock = FakeClock::new();
     let auth = client
-        .start_device_login()
+        .start_device_login(&clock)
         .await
         .expect("device request via proxy");
     let tokens = client
-        .poll_for_token(&auth, &FakeClock::new(), &mut |_| {})
+        .poll_for_token(&auth, &clock, &mut |_| {})
         .await
         .expect("approved via proxy");
     client
@@ -47,7 +48,7 @@ async fn a_dead_proxy_makes_requests_unreachable_while_direct_ones_work() {
     let dead_proxy = Some(format!("http://127.0.0.1:{}", closed_port().await));
     let via_dead_proxy = client_at(&fake.base_url(), dead_proxy);
 
-    let login = via_dead_proxy.start_device_login().await;
+    let login = via_dead_proxy.start_device_login(&FakeClock::new()).await;
     let Err(error @ DeviceFlowError::Unreachable { .. }) = login else {
         panic!("expected Unreachable, got {login:?}");
     };
@@ -67,7 +68,12 @@ async fn a_dead_proxy_makes_requests_unreachable_while_direct_ones_work() {
     );
     assert!(fake.device_requests().is_empty() && fake.token_requests().is_empty());
 
-    assert!(client_for(&fake).start_device_login().await.is_ok());
+    assert!(
+        client_for(&fake)
+            .start_device_login(&FakeClock::new())
+            .await
+            .is_ok()
+    );
 }
 
 #[test]
