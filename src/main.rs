@@ -92,9 +92,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             email,
         }) => {
-            let (email, path) =
+            let imported =
                 cli::accounts::import_qwen_code(&settings.auth_dir, path, email.as_deref())?;
-            println!("Imported Qwen Code's login as {email}: {}", path.display());
+            print_replaced(&imported.replaced);
+            println!(
+                "Imported Qwen Code's login as {}: {}",
+                imported.email,
+                imported.path.display()
+            );
             Ok(())
         }
         Some(Command::Accounts {
@@ -137,13 +142,18 @@ async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()>
         clock: TokioClock::scaled(settings.poll_time_scale)?,
     })
     .await?;
-    for old in &outcome.replaced {
-        println!("Replaced the previous login {}", old.display());
-    }
+    print_replaced(&outcome.replaced);
     println!(
         "Logged in {} — token saved to {}",
         outcome.email,
         outcome.path.display()
     );
     Ok(())
+}
+
+/// One line per older token file of the account that a new login or import removed.
+fn print_replaced(replaced: &[std::path::PathBuf]) {
+    for old in replaced {
+        println!("Replaced the previous login {}", old.display());
+    }
 }

@@ -74,7 +74,7 @@ async fn empty_auth_dir_says_how_to_add_an_account() {
 
 #[tokio::test]
 async fn logout_removes_the_account_file() {
-    let fake = FakeQwen::start().await;
+    let fake = support::fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     sandbox
         .run(
@@ -139,6 +139,54 @@ async fn qwen_code_credentials_import_with_their_expiry() {
             .starts_with("2100-01-01T00:00:00"),
         "{json}"
     );
+}
+
+#[tokio::test]
+async fn import_messages_speak_of_the_import() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let qwen_dir = sandbox.home.path().join(".qwen");
+    std::fs::create_dir_all(&qwen_dir).unwrap();
+    let creds = qwen_dir.join("oauth_creds.json");
+    std::fs::write(&creds, r#"{"access_token":"qc-access"}"#).unwrap();
+
+    let run = sandbox.run(&["import", "qwen-code"], "bad\n\n").await;
+    let shown = run.failure(2);
+    assert!(
+        shown.contains("Enter the email of the Qwen account Qwen Code is logged in to."),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("EmailRequiredError")
+            && shown.contains("Run `cliproxy import qwen-code` again"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("just approved") && !shown.contains("login"),
+        "{shown}"
+    );
+
+    std::fs::write(&creds, r#"{"expiry_date":1}"#).unwrap();
+    let shown = sandbox
+        .run(&["import", "qwen-code", "--email", "a@b.co"], "")
+        .await
+        .failure(1);
+    assert!(
+        shown.contains(&format!(
+            "cannot import Qwen Code's credentials {}",
+            creds.display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("no access_token or refresh_token"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("cliproxy login qwen"),
+        "says what to do: {shown}"
+    );
+    assert!(sandbox.token_files().is_empty());
 }
 
 #[tokio::test]

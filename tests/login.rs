@@ -2,8 +2,8 @@
 
 mod support;
 
-use fake_qwen::{DeviceAnswer, FakeQwen, PollStep};
-use support::{Sandbox, mode};
+use fake_qwen::{DeviceAnswer, PollStep};
+use support::{Sandbox, fake_qwen, mode};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const EMAIL: &str = "dev@example.com";
@@ -14,7 +14,7 @@ fn login_args() -> [&'static str; 3] {
 
 #[tokio::test]
 async fn login_writes_a_private_token_file_named_after_the_email() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let run = sandbox.run(&login_args(), "Dev@Example.com\n").await;
@@ -53,6 +53,14 @@ async fn login_writes_a_private_token_file_named_after_the_email() {
     assert!(shown.contains("QWEN-1234"), "{shown}");
     assert!(shown.contains("Enter your Qwen account email:"), "{shown}");
     assert!(
+        shown.contains("No browser was opened (--no-browser): open the URL on any device."),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("QR") && !shown.contains("code expires in"),
+        "no QR code or countdown without a terminal: {shown}"
+    );
+    assert!(
         !shown.contains(&issued[0].access_token),
         "token leaked to the terminal"
     );
@@ -64,7 +72,7 @@ async fn login_writes_a_private_token_file_named_after_the_email() {
 
 #[tokio::test]
 async fn pending_polls_continue_until_approval() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![
         PollStep::Pending,
         PollStep::Pending,
@@ -83,7 +91,7 @@ async fn pending_polls_continue_until_approval() {
 
 #[tokio::test]
 async fn slow_down_on_400_and_429_each_add_five_seconds() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![
         PollStep::SlowDown400,
         PollStep::Pending,
@@ -102,7 +110,7 @@ async fn slow_down_on_400_and_429_each_add_five_seconds() {
 
 #[tokio::test]
 async fn denial_ends_the_login_and_writes_nothing() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![PollStep::Pending, PollStep::Denied]);
     let sandbox = Sandbox::new(&fake);
 
@@ -117,7 +125,7 @@ async fn denial_ends_the_login_and_writes_nothing() {
 
 #[tokio::test]
 async fn expired_code_ends_the_login_and_writes_nothing() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![PollStep::Expired]);
     let sandbox = Sandbox::new(&fake);
 
@@ -132,7 +140,7 @@ async fn expired_code_ends_the_login_and_writes_nothing() {
 
 #[tokio::test]
 async fn approval_deadline_passing_times_out() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.set_device_answer(DeviceAnswer {
         expires_in: 12,
         ..DeviceAnswer::default()
@@ -154,7 +162,7 @@ async fn approval_deadline_passing_times_out() {
 
 #[tokio::test]
 async fn firewall_page_is_a_clear_error() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![PollStep::Html { status: 405 }]);
     let sandbox = Sandbox::new(&fake);
 
@@ -170,7 +178,7 @@ async fn firewall_page_is_a_clear_error() {
 
 #[tokio::test]
 async fn server_errors_are_retried_until_it_is_back() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![
         PollStep::ServerError(503),
         PollStep::ServerError(502),
@@ -181,13 +189,23 @@ async fn server_errors_are_retried_until_it_is_back() {
     let run = sandbox.run(&login_args(), "dev@example.com\n").await;
     run.success();
 
-    assert!(run.stderr().contains("retrying"), "{}", run.stderr());
+    let shown = run.stderr();
+    assert!(
+        shown.contains(
+            "Checking for approval failed (the login server failed with HTTP 503); retrying in"
+        ),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("Could not reach"),
+        "the server did answer: {shown}"
+    );
     sandbox.only_token_file();
 }
 
 #[tokio::test]
 async fn unreachable_server_says_what_to_check() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -208,7 +226,7 @@ async fn unreachable_server_says_what_to_check() {
 
 #[tokio::test]
 async fn invalid_email_is_explained_then_a_valid_one_is_accepted() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let run = sandbox
@@ -231,7 +249,7 @@ async fn invalid_email_is_explained_then_a_valid_one_is_accepted() {
 
 #[tokio::test]
 async fn three_invalid_emails_fail_with_usage_exit_code() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let shown = sandbox
@@ -245,7 +263,7 @@ async fn three_invalid_emails_fail_with_usage_exit_code() {
 
 #[tokio::test]
 async fn missing_email_is_email_required_error() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     for stdin in ["", "\n"] {
@@ -257,7 +275,7 @@ async fn missing_email_is_email_required_error() {
 
 #[tokio::test]
 async fn email_flag_skips_the_prompt() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let run = sandbox
@@ -271,7 +289,7 @@ async fn email_flag_skips_the_prompt() {
 
 #[tokio::test]
 async fn logging_the_same_email_in_again_replaces_its_file() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     sandbox
@@ -301,7 +319,7 @@ async fn logging_the_same_email_in_again_replaces_its_file() {
 
 #[tokio::test]
 async fn legacy_go_spellings_log_in() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     let other_dir = sandbox.home.path().join("legacy-auth");
 
@@ -334,7 +352,7 @@ async fn legacy_go_spellings_log_in() {
 
 #[tokio::test]
 async fn callback_port_is_accepted_with_a_note() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let args = [
@@ -356,7 +374,7 @@ async fn callback_port_is_accepted_with_a_note() {
 
 #[tokio::test]
 async fn browser_opens_unless_told_not_to() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     let opened = sandbox.home.path().join("opened-url");
     let fifo = std::process::Command::new("mkfifo")
@@ -400,7 +418,7 @@ async fn browser_opens_unless_told_not_to() {
 
 #[tokio::test]
 async fn headless_login_says_no_browser_was_opened() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
 
     let run = sandbox.run(&["login", "qwen"], "dev@example.com\n").await;
@@ -415,7 +433,7 @@ async fn headless_login_says_no_browser_was_opened() {
 
 #[tokio::test]
 async fn unwritable_auth_dir_fails_before_asking_for_approval() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     let blocker = sandbox.home.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
@@ -439,7 +457,7 @@ async fn unwritable_auth_dir_fails_before_asking_for_approval() {
 
 #[tokio::test]
 async fn ctrl_c_while_waiting_cancels_cleanly() {
-    let fake = FakeQwen::start().await;
+    let fake = fake_qwen().await;
     fake.script_polls(vec![PollStep::Pending]);
     let sandbox = Sandbox::new(&fake);
     let mut child = sandbox.command(&login_args()).spawn().unwrap();
@@ -468,6 +486,219 @@ async fn ctrl_c_while_waiting_cancels_cleanly() {
     assert_eq!(status.code(), Some(130), "{shown}");
     assert!(shown.contains("cancelled"), "{shown}");
     assert!(sandbox.token_files().is_empty());
+}
+
+#[tokio::test]
+async fn an_email_the_store_cannot_save_is_asked_for_again() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+
+    let run = sandbox
+        .run(&login_args(), "a..b@example.com\nok@example.com\n")
+        .await;
+    let stdout = run.success();
+
+    let shown = run.stderr();
+    assert!(
+        shown.contains("That is not a valid email: it contains `..`"),
+        "{shown}"
+    );
+    assert_eq!(fake.issued_tokens().len(), 1, "one authorization");
+    let (path, json) = sandbox.only_token_file();
+    assert_eq!(json["email"], "ok@example.com");
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(name.starts_with("qwen-ok@example.com-"), "{name}");
+    assert!(stdout.contains("ok@example.com"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_email_flag_the_store_cannot_save_fails_before_the_login() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+
+    let args = [
+        "login",
+        "qwen",
+        "--no-browser",
+        "--email",
+        "x..y@example.com",
+    ];
+    let shown = sandbox.run(&args, "").await.failure(2);
+
+    assert!(
+        shown.contains("invalid email format (it contains `..`"),
+        "{shown}"
+    );
+    assert!(fake.device_requests().is_empty(), "no login was started");
+    assert!(sandbox.token_files().is_empty());
+}
+
+#[tokio::test]
+async fn an_entry_that_is_not_utf8_is_asked_for_again() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+
+    let run = sandbox
+        .run_bytes(&login_args(), b"d\xffv@example.com\nok@example.com\n")
+        .await;
+    run.success();
+
+    assert!(run.stderr().contains("it is not text"), "{}", run.stderr());
+    assert_eq!(fake.issued_tokens().len(), 1, "one authorization");
+    assert_eq!(sandbox.only_token_file().1["email"], "ok@example.com");
+}
+
+#[tokio::test]
+async fn token_lifetime_counts_from_the_approval_not_from_the_email() {
+    const TOKEN_LIFETIME_SECS: i64 = 3600;
+    let fake = fake_qwen().await;
+    fake.set_token_expires_in(TOKEN_LIFETIME_SECS.unsigned_abs());
+    let sandbox = Sandbox::new(&fake);
+    let started = time::OffsetDateTime::now_utc();
+    let mut login = sandbox.spawn(&login_args());
+
+    login.wait_for("Enter your Qwen account email:").await;
+    let asked = time::OffsetDateTime::now_utc();
+    login.write("dev@example.com\n").await;
+    let finished = login.finish().await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.shown);
+    let (_, json) = sandbox.only_token_file();
+    let stamp = |field: &str| {
+        let text = json[field].as_str().expect(field);
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339")
+    };
+    let lifetime = time::Duration::seconds(TOKEN_LIFETIME_SECS);
+    assert!(
+        started <= stamp("last_refresh") && stamp("last_refresh") <= asked,
+        "last_refresh {} is when the tokens arrived, before the prompt at {asked}",
+        stamp("last_refresh")
+    );
+    assert!(
+        stamp("expired") <= asked + lifetime,
+        "expired {} counts from the approval, not from the email typed after {asked}",
+        stamp("expired")
+    );
+    assert_eq!(stamp("expired") - stamp("last_refresh"), lifetime);
+}
+
+#[tokio::test]
+async fn relogin_reports_a_replaced_go_style_file_whatever_its_case() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    std::fs::create_dir_all(sandbox.auth_dir()).unwrap();
+    let go_file = sandbox.auth_dir().join("qwen-Dev@Example.com.json");
+    std::fs::write(
+        &go_file,
+        r#"{"type":"qwen","email":"Dev@Example.com","access_token":"go-access"}"#,
+    )
+    .unwrap();
+
+    let stdout = sandbox
+        .run(&login_args(), "dev@example.com\n")
+        .await
+        .success();
+
+    assert!(
+        stdout.contains(&format!(
+            "Replaced the previous login {}",
+            go_file.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!go_file.exists());
+    assert_eq!(
+        sandbox.only_token_file().1["access_token"],
+        fake.issued_tokens()[0].access_token.as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_system_opener_is_reported_not_claimed_as_opened() {
+    for (exit_code, expected) in [
+        (
+            3,
+            "Could not open a browser (xdg-open exited with status 3): open the URL yourself",
+        ),
+        (
+            0,
+            "Opened the URL in your browser (pass --no-browser to stop this).",
+        ),
+    ] {
+        let fake = fake_qwen().await;
+        fake.script_polls(vec![PollStep::Pending]);
+        let sandbox = Sandbox::new(&fake);
+        let bin = sandbox.home.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let opener = bin.join("xdg-open");
+        std::fs::write(&opener, format!("#!/bin/sh\nexit {exit_code}\n")).unwrap();
+        std::fs::set_permissions(&opener, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = sandbox.command(&["login", "qwen"]);
+        command.env("PATH", path).env("DISPLAY", ":99");
+        let mut login = support::Running::spawn(command);
+
+        login.wait_for(expected).await;
+        fake.script_polls(vec![PollStep::Approve]);
+        login.wait_for("Enter your Qwen account email:").await;
+        login.write("dev@example.com\n").await;
+        let finished = login.finish().await;
+
+        assert_eq!(finished.code, Some(0), "{}", finished.shown);
+        if exit_code != 0 {
+            assert!(
+                !finished.shown.contains("Opened the URL"),
+                "{}",
+                finished.shown
+            );
+        }
+        sandbox.only_token_file();
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_gets_a_qr_code_and_a_live_countdown() {
+    let fake = fake_qwen().await;
+    fake.script_polls(vec![PollStep::Pending]);
+    let sandbox = Sandbox::new(&fake);
+    let mut login = sandbox.spawn_in_terminal(&login_args());
+
+    login.wait_for("Or scan it with your phone:").await;
+    login.wait_for("code expires in").await;
+    fake.script_polls(vec![PollStep::Approve]);
+    login.wait_for("Enter your Qwen account email:").await;
+    login.write("dev@example.com\n").await;
+    let finished = login.finish().await;
+
+    assert_eq!(finished.code, Some(0), "{}", finished.shown);
+    let shown = finished.shown;
+    let qr_rows = shown
+        .lines()
+        .skip_while(|line| !line.contains("Or scan it with your phone:"))
+        .skip(1)
+        .take_while(|line| {
+            let line = line.trim_end_matches('\r');
+            !line.is_empty() && line.chars().all(|c| matches!(c, '█' | '▀' | '▄' | ' '))
+        })
+        .count();
+    assert!(qr_rows >= 13, "a QR code of at least 25 modules: {shown}");
+    let countdown = shown
+        .split("Waiting for approval... code expires in ")
+        .nth(1)
+        .expect("a countdown");
+    let (minutes, rest) = countdown.split_once(':').expect("minutes:seconds");
+    assert!(
+        minutes.parse::<u32>().is_ok() && rest[..2].parse::<u32>().is_ok(),
+        "the countdown shows the time left: {shown}"
+    );
+    assert!(shown.contains("(Ctrl-C to cancel)"), "{shown}");
+    sandbox.only_token_file();
 }
 
 /// Reads what the fake browser writes into the FIFO at `path`: blocks until it writes.

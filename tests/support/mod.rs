@@ -5,12 +5,27 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use fake_qwen::FakeQwen;
-use tokio::io::AsyncWriteExt as _;
-use tokio::process::Command;
+use fake_qwen::{DeviceAnswer, FakeQwen};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::process::{Child, Command};
 
 /// Polling waits run at a thousandth of real time: 5 s become 5 ms.
 const POLL_TIME_SCALE: &str = "0.001";
+
+/// Lifetime of the device codes of [`fake_qwen`]: a day.
+pub const LONG_CODE_LIFETIME_SECS: u64 = 86_400;
+
+/// A fake Qwen whose device codes live a day. At the tests' time scale the default 600 s code
+/// lasts 0.6 s of real time: a hidden deadline for every test that is not about expiry.
+#[allow(dead_code, reason = "not every test binary logs in")]
+pub async fn fake_qwen() -> FakeQwen {
+    let fake = FakeQwen::start().await;
+    fake.set_device_answer(DeviceAnswer {
+        expires_in: LONG_CODE_LIFETIME_SECS,
+        ..DeviceAnswer::default()
+    });
+    fake
+}
 
 /// A sandbox for one test: a home directory with an auth dir inside.
 pub struct Sandbox {
@@ -54,6 +69,54 @@ impl Sandbox {
         run(self.command(args), stdin).await
     }
 
+    /// Runs `cliproxy ARGS` with `stdin` bytes that need not be UTF-8, and waits for it to exit.
+    #[allow(dead_code, reason = "not every test binary feeds raw bytes")]
+    pub async fn run_bytes(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut child = self.command(args).spawn().expect("spawn cliproxy");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin).await.expect("write stdin");
+        drop(input);
+        Run(child.wait_with_output().await.expect("cliproxy runs"))
+    }
+
+    /// Starts `cliproxy ARGS`, to follow its stderr while it runs.
+    #[allow(dead_code, reason = "not every test binary follows a running login")]
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running::spawn(self.command(args))
+    }
+
+    /// Starts `cliproxy ARGS` on a pseudo-terminal (through util-linux `script`), as in an
+    /// interactive session: stdin, stdout and stderr are the terminal, and what it shows is
+    /// read from `script`'s stdout.
+    #[allow(dead_code, reason = "not every test binary needs a terminal")]
+    pub fn spawn_in_terminal(&self, args: &[&str]) -> Running {
+        let inner = self.command(args);
+        let std = inner.as_std();
+        let mut line = format!("exec {}", shell_quote(std.get_program()));
+        for arg in std.get_args() {
+            line.push(' ');
+            line.push_str(&shell_quote(arg));
+        }
+        let mut command = Command::new("script");
+        command.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+        command.env_clear();
+        for (name, value) in std.get_envs() {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .expect("run `script` from util-linux, which the terminal tests need");
+        let shown = child.stdout.take().expect("stdout");
+        Running::new(child, Box::new(shown))
+    }
+
     /// The token files in the auth dir, sorted.
     pub fn token_files(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.auth_dir()) else {
@@ -94,6 +157,127 @@ pub async fn run(mut command: Command, stdin: &str) -> Run {
         .expect("write stdin");
     drop(input);
     Run(child.wait_with_output().await.expect("cliproxy runs"))
+}
+
+/// `text` in single quotes for `sh`.
+#[allow(dead_code, reason = "not every test binary needs a terminal")]
+fn shell_quote(text: &std::ffi::OsStr) -> String {
+    format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// How long [`Running::wait_for`] waits for more output before it calls the test hung.
+#[allow(dead_code, reason = "not every test binary follows a running command")]
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A running command whose output (stderr, or a terminal's output) a test follows as it comes.
+#[allow(dead_code, reason = "not every test binary follows a running command")]
+pub struct Running {
+    child: Child,
+    shown: Box<dyn AsyncRead + Unpin + Send>,
+    /// Everything read so far.
+    seen: Vec<u8>,
+    /// Where the next [`Running::wait_for`] starts searching.
+    cursor: usize,
+}
+
+#[allow(dead_code, reason = "each test binary uses some of these")]
+impl Running {
+    /// Starts a prepared command (see [`Sandbox::command`]), following its stderr.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("spawn cliproxy");
+        let shown = child.stderr.take().expect("stderr");
+        Self::new(child, Box::new(shown))
+    }
+
+    fn new(child: Child, shown: Box<dyn AsyncRead + Unpin + Send>) -> Self {
+        Self {
+            child,
+            shown,
+            seen: Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    /// Reads until `needle` appears after the end of the previous match; panics if the output
+    /// ends first.
+    pub async fn wait_for(&mut self, needle: &str) {
+        let needle = needle.as_bytes();
+        loop {
+            if let Some(at) = self.seen[self.cursor..]
+                .windows(needle.len())
+                .position(|window| window == needle)
+            {
+                self.cursor += at + needle.len();
+                return;
+            }
+            let mut chunk = [0_u8; 4096];
+            // Not a synchronisation: only turns a hang (the text never comes) into a failure.
+            let read = tokio::time::timeout(HANG_GUARD, self.shown.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no {:?} after {HANG_GUARD:?}:\n{}",
+                        String::from_utf8_lossy(needle),
+                        self.shown()
+                    )
+                })
+                .expect("read output");
+            assert!(
+                read > 0,
+                "the output ended before {:?}:\n{}",
+                String::from_utf8_lossy(needle),
+                self.shown()
+            );
+            self.seen.extend_from_slice(&chunk[..read]);
+        }
+    }
+
+    /// Everything shown so far.
+    pub fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Writes `text` to stdin.
+    pub async fn write(&mut self, text: &str) {
+        let input = self.child.stdin.as_mut().expect("stdin is open");
+        input.write_all(text.as_bytes()).await.expect("write stdin");
+        input.flush().await.expect("flush stdin");
+    }
+
+    /// The process id, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// Closes stdin, reads the rest of the output (and stdout, when that is not what was
+    /// followed) and waits for the exit.
+    pub async fn finish(mut self) -> Finished {
+        drop(self.child.stdin.take());
+        let mut stdout = Vec::new();
+        let mut out = self.child.stdout.take();
+        let (rest, _) = tokio::join!(self.shown.read_to_end(&mut self.seen), async {
+            if let Some(out) = out.as_mut() {
+                out.read_to_end(&mut stdout).await.expect("read stdout");
+            }
+        });
+        rest.expect("read output");
+        let status = self.child.wait().await.expect("wait");
+        Finished {
+            code: status.code(),
+            shown: self.shown(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        }
+    }
+}
+
+/// How a [`Running`] command ended.
+#[allow(dead_code, reason = "each test binary uses some of these")]
+pub struct Finished {
+    pub code: Option<i32>,
+    /// Everything the followed output showed.
+    pub shown: String,
+    /// stdout, when it was not the followed output.
+    pub stdout: String,
 }
 
 /// A finished run of the binary.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
-use crate::email::{prompt_email, validate_email};
+use crate::email::{EmailFor, prompt_email, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
 
@@ -123,12 +123,22 @@ pub fn logout(auth_dir: &Path, email: &str) -> Result<Vec<PathBuf>, CliError> {
     Ok(removed)
 }
 
+/// An imported account.
+#[derive(Debug)]
+pub struct Imported {
+    pub email: String,
+    /// The new token file.
+    pub path: PathBuf,
+    /// The account's older files that the new one replaced.
+    pub replaced: Vec<PathBuf>,
+}
+
 /// `cliproxy import qwen-code [PATH]`: saves Qwen Code's login as a cliproxy account.
 pub fn import_qwen_code(
     auth_dir: &Path,
     source: Option<PathBuf>,
     email: Option<&str>,
-) -> Result<(String, PathBuf), CliError> {
+) -> Result<Imported, CliError> {
     let source = source
         .or_else(token_store::default_qwen_code_creds_path)
         .ok_or_else(|| CliError::ImportSourceMissing {
@@ -140,15 +150,20 @@ pub fn import_qwen_code(
     let store = AuthDir::open(auth_dir)?;
     let mut record = token_store::read_qwen_code_creds(&source)?;
     let email = match email {
-        Some(given) => {
-            validate_email(given).map_err(|problem| CliError::InvalidEmail { problem })?
-        }
+        Some(given) => validate_email(given).map_err(|problem| CliError::InvalidEmail {
+            problem,
+            purpose: EmailFor::Import,
+        })?,
         None => {
             let stdin = std::io::stdin();
-            prompt_email(&mut stdin.lock(), &mut std::io::stderr())?
+            prompt_email(&mut stdin.lock(), &mut std::io::stderr(), EmailFor::Import)?
         }
     };
     record.email = Some(email.clone());
-    let path = store.save_login(&record, OffsetDateTime::now_utc())?;
-    Ok((email, path))
+    let saved = store.save_login(&record, OffsetDateTime::now_utc())?;
+    Ok(Imported {
+        email,
+        path: saved.path,
+        replaced: saved.replaced,
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::email::EmailProblem;
+use crate::email::{EmailFor, EmailProblem};
 
 /// Exit code for a missing or invalid email: the user gave the command bad input.
 pub const EXIT_USAGE: i32 = 2;
@@ -12,14 +12,19 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(
-        "EmailRequiredError: no email was entered, so nothing was saved. Run `cliproxy login qwen` again and enter your Qwen account email when asked (or pass --email)."
+        "EmailRequiredError: no email was entered, so nothing was saved. Run `{}` again and enter the Qwen account's email when asked (or pass --email EMAIL).",
+        .purpose.command()
     )]
-    EmailRequired,
+    EmailRequired { purpose: EmailFor },
 
     #[error(
-        "invalid email format ({problem}); nothing was saved. Run the login again and enter an address like name@example.com."
+        "invalid email format ({problem}); nothing was saved. Run `{}` again with an address like name@example.com.",
+        .purpose.command()
     )]
-    InvalidEmail { problem: EmailProblem },
+    InvalidEmail {
+        problem: EmailProblem,
+        purpose: EmailFor,
+    },
 
     #[error("login cancelled; nothing was saved.")]
     Cancelled,
@@ -43,7 +48,10 @@ pub enum CliError {
     )]
     ImportSourceMissing { path: PathBuf },
 
-    #[error("could not use the terminal: {0}")]
+    /// Reading the email from stdin, or writing the prompt to stderr, failed.
+    #[error(
+        "could not ask for the email: reading stdin or writing to the terminal failed ({0}); nothing was saved. Run the command again with --email EMAIL, so nothing needs to be asked."
+    )]
     Terminal(std::io::Error),
 }
 
@@ -55,7 +63,7 @@ impl CliError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::EmailRequired | Self::InvalidEmail { .. } => EXIT_USAGE,
+            Self::EmailRequired { .. } | Self::InvalidEmail { .. } => EXIT_USAGE,
             Self::Cancelled => EXIT_INTERRUPTED,
             _ => 1,
         }

@@ -2,7 +2,7 @@
 //! screen to the saved token file.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use auth_core::{
     Clock as _, DeviceAuthorization, HttpSettings, OAuthClient, PollEvent, ProviderProfile,
@@ -11,8 +11,8 @@ use auth_core::{
 use token_store::{AuthDir, TokenRecord};
 
 use crate::args::LoginOptions;
-use crate::browser::{BrowserOutcome, open_browser};
-use crate::email::{prompt_email, validate_email};
+use crate::browser::{BrowserOutcome, Opener, open_browser};
+use crate::email::{EmailFor, prompt_email, validate_email};
 use crate::error::CliError;
 use crate::output::{Terminal, format_countdown};
 use crate::qr::render_qr;
@@ -32,7 +32,9 @@ pub struct LoginSettings {
 #[derive(Debug)]
 pub struct LoginOutcome {
     pub email: String,
+    /// The new token file.
     pub path: PathBuf,
+    /// The account's older files that the new one replaced.
     pub replaced: Vec<PathBuf>,
 }
 
@@ -50,7 +52,10 @@ pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliErro
         .as_deref()
         .map(validate_email)
         .transpose()
-        .map_err(|problem| CliError::InvalidEmail { problem })?;
+        .map_err(|problem| CliError::InvalidEmail {
+            problem,
+            purpose: EmailFor::Login,
+        })?;
     if settings.options.oauth_callback_port.is_some() {
         terminal.line(
             "Note: --oauth-callback-port is not needed: Qwen's device login has no callback, so the port is not used.",
@@ -59,37 +64,40 @@ pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliErro
 
     let client = OAuthClient::new(settings.profile.clone(), &settings.http)?;
     let authorization = with_interrupt(client.start_device_login(&settings.clock)).await??;
-    show_instructions(&mut terminal, &authorization, settings.options.no_browser);
+    let opener = show_instructions(&mut terminal, &authorization, settings.options.no_browser);
 
-    let tokens = wait_for_approval(&mut terminal, &client, &authorization, &settings.clock).await?;
+    let tokens = wait_for_approval(
+        &mut terminal,
+        &client,
+        &authorization,
+        &settings.clock,
+        opener,
+    )
+    .await?;
+    // The token's lifetime counts from now, not from whenever the email is typed.
+    let received_at = SystemTime::now();
     terminal.line("Authorization approved.");
 
     let email = match email_given {
         Some(email) => email,
         None => with_interrupt(ask_email()).await??,
     };
-    let record = token_record(email.clone(), tokens);
-    let before = store.list()?;
-    let path = store.save_login(&record, time::OffsetDateTime::now_utc())?;
-    let replaced = before
-        .accounts
-        .into_iter()
-        .filter(|account| account.record.email.as_deref() == Some(email.as_str()))
-        .map(|account| account.path)
-        .filter(|old| *old != path && !old.exists())
-        .collect();
+    let record = token_record(email.clone(), tokens, received_at);
+    let saved = store.save_login(&record, time::OffsetDateTime::now_utc())?;
     Ok(LoginOutcome {
         email,
-        path,
-        replaced,
+        path: saved.path,
+        replaced: saved.replaced,
     })
 }
 
+/// Prints the URL, the code and (on a terminal) the QR code, and tries to open a browser.
+/// Returns the system opener when it is still running, so its failure can be reported.
 fn show_instructions(
     terminal: &mut Terminal,
     authorization: &DeviceAuthorization,
     no_browser: bool,
-) {
+) -> Option<Opener> {
     terminal
         .line("To log in your Qwen account, open this URL in any browser (phone, laptop, ...),");
     terminal.line("signed in to the Qwen account you want to add:");
@@ -108,27 +116,44 @@ fn show_instructions(
         terminal.line(format!("Or scan it with your phone:\n{qr}"));
     }
     match open_browser(&authorization.verification_uri_complete, no_browser) {
-        BrowserOutcome::Opened => {
-            terminal.line("Opened the URL in your browser (pass --no-browser to stop this).");
+        BrowserOutcome::Started => {
+            terminal.line(BROWSER_OPENED);
+            None
         }
-        BrowserOutcome::Disabled => {}
+        BrowserOutcome::Opening(opener) => Some(opener),
+        BrowserOutcome::Disabled => {
+            terminal.line("No browser was opened (--no-browser): open the URL on any device.");
+            None
+        }
         BrowserOutcome::NoDisplay => {
             terminal
                 .line("No display found, so no browser was opened: open the URL on any device.");
+            None
         }
-        BrowserOutcome::Failed(reason) => terminal.line(format!(
-            "Could not open a browser ({reason}): open the URL yourself."
-        )),
+        BrowserOutcome::Failed(reason) => {
+            terminal.line(browser_failed(&reason));
+            None
+        }
     }
 }
 
+const BROWSER_OPENED: &str = "Opened the URL in your browser (pass --no-browser to stop this).";
+
+fn browser_failed(reason: &str) -> String {
+    format!("Could not open a browser ({reason}): open the URL yourself, on this or any device.")
+}
+
+/// Polls until approval, showing the countdown on a terminal and reporting poll problems and
+/// how the system opener (if one runs) ended. Ctrl-C cancels.
 async fn wait_for_approval(
     terminal: &mut Terminal,
     client: &OAuthClient,
     authorization: &DeviceAuthorization,
     clock: &TokioClock,
+    mut opener: Option<Opener>,
 ) -> Result<TokenSet, CliError> {
     let deadline = authorization.deadline();
+    let mut opener_running = opener.is_some();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let mut on_event = move |event| {
         let _ = events.send(event);
@@ -155,6 +180,13 @@ async fn wait_for_approval(
                 return Err(CliError::Cancelled);
             }
             Some(event) = received.recv() => report(terminal, event),
+            opened = opener_exit(&mut opener), if opener_running => {
+                opener_running = false;
+                match opened {
+                    Ok(()) => terminal.line(BROWSER_OPENED),
+                    Err(reason) => terminal.line(browser_failed(&reason)),
+                }
+            }
             _ = ticker.tick() => {
                 let left = deadline.saturating_duration_since(clock.now());
                 terminal.status(format!(
@@ -174,9 +206,17 @@ fn report(terminal: &mut Terminal, event: PollEvent) {
             new_interval.as_secs()
         )),
         PollEvent::Retrying { reason, retry_in } => terminal.line(format!(
-            "Could not reach Qwen ({reason}); retrying in {} s.",
+            "Checking for approval failed ({reason}); retrying in {} s.",
             retry_in.as_secs().max(1)
         )),
+    }
+}
+
+/// How the system opener ended; never completes when there is none.
+async fn opener_exit(opener: &mut Option<Opener>) -> Result<(), String> {
+    match opener {
+        Some(opener) => opener.wait().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -186,7 +226,7 @@ async fn ask_email() -> Result<String, CliError> {
         let stdin = std::io::stdin();
         let mut input = stdin.lock();
         let mut output = std::io::stderr();
-        prompt_email(&mut input, &mut output)
+        prompt_email(&mut input, &mut output, EmailFor::Login)
     })
     .await
     .map_err(|join| CliError::Terminal(std::io::Error::other(join)))?
@@ -203,8 +243,11 @@ async fn with_interrupt<T>(work: impl Future<Output = T>) -> Result<T, CliError>
     }
 }
 
-fn token_record(email: String, tokens: TokenSet) -> TokenRecord {
-    let now = time::OffsetDateTime::now_utc();
+/// The token file's content for tokens that arrived at `received_at`.
+fn token_record(email: String, tokens: TokenSet, received_at: SystemTime) -> TokenRecord {
+    let expired = tokens
+        .expires_at(received_at)
+        .map(time::OffsetDateTime::from);
     TokenRecord {
         provider: "qwen".to_owned(),
         email: Some(email),
@@ -212,8 +255,8 @@ fn token_record(email: String, tokens: TokenSet) -> TokenRecord {
         refresh_token: tokens.refresh_token,
         token_type: Some(tokens.token_type),
         resource_url: tokens.resource_url,
-        expired: tokens.expires_in.map(|life| now + life),
-        last_refresh: Some(now),
+        expired,
+        last_refresh: Some(received_at.into()),
         extra: Default::default(),
     }
 }

@@ -39,6 +39,15 @@ pub struct Listing {
     pub tightened: Vec<PathBuf>,
 }
 
+/// Result of [`AuthDir::save_login`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedLogin {
+    /// The new token file.
+    pub path: PathBuf,
+    /// The account's older files that were removed, sorted by path.
+    pub replaced: Vec<PathBuf>,
+}
+
 /// A valid token file and its content.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAccount {
@@ -155,7 +164,7 @@ impl AuthDir {
     /// email ignoring case, including Go-style `qwen-<email>.json`), all under
     /// the account lock. Unknown fields of replaced files are carried over
     /// (the record's own `extra` wins), except the account status, which a
-    /// fresh login clears. Returns the new path.
+    /// fresh login clears. Returns the new path and the removed ones.
     ///
     /// The new file is written before old ones are removed, so a crash can
     /// leave two files of one account (the next login cleans up) but never none.
@@ -163,7 +172,7 @@ impl AuthDir {
         &self,
         record: &TokenRecord,
         now: OffsetDateTime,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<SavedLogin, StoreError> {
         record.validate().map_err(StoreError::InvalidRecord)?;
         let email = record.email.as_deref().ok_or(StoreError::MissingEmail)?;
         let target = self
@@ -193,17 +202,22 @@ impl AuthDir {
         let mut fresh = record.clone();
         fresh.extra = extra;
         lock.write(&target, &fresh)?;
-        let mut removed_any = false;
-        for (_, path, _) in &replaced {
-            if *path != target {
-                atomic::remove_file(path)?;
-                removed_any = true;
-            }
+        let mut removed: Vec<PathBuf> = replaced
+            .into_iter()
+            .map(|(_, path, _)| path)
+            .filter(|path| *path != target)
+            .collect();
+        removed.sort();
+        for path in &removed {
+            atomic::remove_file(path)?;
         }
-        if removed_any {
+        if !removed.is_empty() {
             atomic::sync_dir(&self.path)?;
         }
-        Ok(target)
+        Ok(SavedLogin {
+            path: target,
+            replaced: removed,
+        })
     }
 
     /// Read-modify-write of one file under its account lock: re-reads the
@@ -232,11 +246,6 @@ impl AuthDir {
     /// account meanwhile.
     pub fn lock_account(&self, key: &AccountKey) -> Result<AccountLock, StoreError> {
         AccountLock::acquire(&self.path, key)
-    }
-
-    /// Takes the account lock if it is free; `Ok(None)` if someone holds it.
-    pub fn try_lock_account(&self, key: &AccountKey) -> Result<Option<AccountLock>, StoreError> {
-        AccountLock::try_acquire(&self.path, key)
     }
 
     /// Removes every file of the account with this email (ignoring case),

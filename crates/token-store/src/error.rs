@@ -112,17 +112,30 @@ pub enum StoreError {
         error: io::Error,
     },
     /// A token file exists but is not a usable token file.
-    #[error("invalid token file {}: {}", .0.path.display(), .0.reason)]
+    #[error(
+        "invalid token file {}: {}. Move it out of the auth dir, or log the account in again to replace it.",
+        .0.path.display(),
+        .0.reason
+    )]
     Invalid(BadFile),
+    /// Qwen Code's credentials file, read for an import, is not usable.
+    #[error(
+        "cannot import Qwen Code's credentials {}: {}. Log in with Qwen Code again so it rewrites the file, or log in here with `cliproxy login qwen`.",
+        .0.path.display(),
+        .0.reason
+    )]
+    InvalidQwenCodeCreds(BadFile),
     /// A record that would not pass validation was about to be written.
     #[error("refusing to write a token file that would be invalid: {0}")]
     InvalidRecord(BadFileReason),
     /// A login cannot be saved without an email, because the file name is built from it.
-    #[error("cannot save a login without an email address: the token file name is built from it")]
+    #[error(
+        "cannot save a login without an email address: the token file name is built from it. Give the account's email (--email EMAIL) and run the command again."
+    )]
     MissingEmail,
     /// The email cannot safely become part of a file name.
     #[error(
-        "the email {email:?} cannot be used in a token file name because it contains {problem}"
+        "the email {email:?} cannot be used in a token file name because it contains {problem}. Use the email as `cliproxy accounts list` shows it."
     )]
     UnsafeEmail {
         /// The email as given.
@@ -155,20 +168,6 @@ impl StoreError {
             path: path.to_path_buf(),
             error,
         }
-    }
-
-    /// The kind of the underlying I/O error, if this is an I/O error.
-    pub fn io_kind(&self) -> Option<io::ErrorKind> {
-        match self {
-            StoreError::Io { error, .. } => Some(error.kind()),
-            _ => None,
-        }
-    }
-
-    /// True when a file or directory was not found, e.g. a token file that a
-    /// fresh login replaced while the caller was working on it.
-    pub fn is_not_found(&self) -> bool {
-        self.io_kind() == Some(io::ErrorKind::NotFound)
     }
 }
 

@@ -90,7 +90,22 @@ pub(crate) fn check_email(email: &str) -> Result<(), StoreError> {
     if email.trim().is_empty() {
         return Err(StoreError::MissingEmail);
     }
-    let problem = if email.contains('/') {
+    match email_file_name_problem(email) {
+        Some(problem) => Err(StoreError::UnsafeEmail {
+            email: email.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// What keeps `email` out of a token file name, such as "`..`", or `None` when it fits.
+///
+/// Refused: `/`, `\`, `..`, a NUL byte and any other control character, which could escape
+/// the auth dir or confuse tools. This is the one rule the store applies; the login's email
+/// check calls it too, so an email the login accepts can always be saved.
+pub fn email_file_name_problem(email: &str) -> Option<&'static str> {
+    if email.contains('/') {
         Some("`/`")
     } else if email.contains('\\') {
         Some("`\\`")
@@ -102,13 +117,6 @@ pub(crate) fn check_email(email: &str) -> Result<(), StoreError> {
         Some("a control character")
     } else {
         None
-    };
-    match problem {
-        Some(problem) => Err(StoreError::UnsafeEmail {
-            email: email.to_owned(),
-            problem,
-        }),
-        None => Ok(()),
     }
 }
 

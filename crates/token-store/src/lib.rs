@@ -33,9 +33,9 @@ mod lock;
 mod qwen_code;
 mod record;
 
-pub use dir::{AuthDir, Listing, StoredAccount};
+pub use dir::{AuthDir, Listing, SavedLogin, StoredAccount};
 pub use error::{BadFile, BadFileReason, Operation, StoreError};
-pub use key::{AccountKey, login_file_name};
+pub use key::{AccountKey, email_file_name_problem, login_file_name};
 pub use lock::AccountLock;
 pub use qwen_code::{default_qwen_code_creds_path, read_qwen_code_creds};
 pub use record::{KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord};

@@ -29,7 +29,7 @@ pub fn read_qwen_code_creds(path: &Path) -> Result<TokenRecord, StoreError> {
     let bytes = read_limited(path)
         .map_err(|error| StoreError::io(Operation::ReadQwenCodeCreds, path, error))?;
     parse(&bytes).map_err(|reason| {
-        StoreError::Invalid(BadFile {
+        StoreError::InvalidQwenCodeCreds(BadFile {
             path: path.to_path_buf(),
             reason,
         })

@@ -120,7 +120,8 @@ fn qwen_code_creds_import_then_save() {
     record.email = Some("qc@example.com".into());
     let path = dir
         .save_login(&record, datetime!(2025-08-20 07:00 UTC))
-        .expect("save");
+        .expect("save")
+        .path;
     assert_eq!(dir.load(&path).expect("load").record, record);
 }
 
@@ -138,19 +139,69 @@ fn qwen_code_creds_errors() {
     assert!(message.contains("Qwen Code"), "{message}");
     let empty = root.path().join("empty.json");
     fs::write(&empty, r#"{"expiry_date":1}"#).expect("write");
-    assert!(matches!(
-        read_qwen_code_creds(&empty),
-        Err(StoreError::Invalid(bad)) if bad.reason == BadFileReason::MissingToken
-    ));
+    let error = read_qwen_code_creds(&empty).expect_err("no token");
+    let message = error.to_string();
+    assert!(
+        matches!(&error, StoreError::InvalidQwenCodeCreds(bad) if bad.reason == BadFileReason::MissingToken),
+        "{error:?}"
+    );
+    assert!(message.contains("Qwen Code's credentials"), "{message}");
+    assert!(
+        message.contains("cliproxy login qwen"),
+        "says what to do: {message}"
+    );
 }
+
+/// Set (to the expected path, or `none`) when this binary re-runs
+/// [`default_creds_path_child`] with a `HOME` of the parent's choosing.
+const HOME_CHILD_ENV: &str = "TOKEN_STORE_TEST_EXPECTED_CREDS_PATH";
 
 #[test]
 fn default_creds_path_is_under_home() {
-    if let Some(path) = default_qwen_code_creds_path() {
+    let home = tempfile::tempdir().expect("temp home");
+    let expected = home.path().join(".qwen/oauth_creds.json");
+    let cases = [
+        (
+            Some(home.path().as_os_str()),
+            expected.to_str().expect("utf-8"),
+        ),
+        (Some(std::ffi::OsStr::new("")), "none"),
+        (None, "none"),
+    ];
+    for (home, expected) in cases {
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        child
+            .args(["--exact", "default_creds_path_child", "--test-threads=1"])
+            .env(HOME_CHILD_ENV, expected);
+        match home {
+            Some(home) => child.env("HOME", home),
+            None => child.env_remove("HOME"),
+        };
+        let output = child.output().expect("re-run the test binary");
         assert!(
-            path.ends_with(Path::new(".qwen/oauth_creds.json")),
-            "{}",
-            path.display()
+            output.status.success(),
+            "HOME={home:?}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("1 passed"),
+            "the child test ran"
+        );
+    }
+}
+
+/// Does nothing in a normal run; [`default_creds_path_is_under_home`] re-runs this binary with
+/// only this test, a chosen `HOME` and [`HOME_CHILD_ENV`] set.
+#[test]
+fn default_creds_path_child() {
+    let Some(expected) = std::env::var_os(HOME_CHILD_ENV) else {
+        return;
+    };
+    let found = default_qwen_code_creds_path();
+    if expected == "none" {
+        assert_eq!(found, None);
+    } else {
+        assert_eq!(found.as_deref(), Some(Path::new(&expected)));
     }
 }

@@ -80,7 +80,10 @@ fn open_under_a_regular_file_names_the_path() {
         "{message}"
     );
     let error = AuthDir::open(&blocker).expect_err("a file is not a dir");
-    assert_eq!(error.io_kind(), Some(std::io::ErrorKind::NotADirectory));
+    assert!(
+        matches!(&error, StoreError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotADirectory),
+        "{error:?}"
+    );
 }
 
 #[test]
@@ -89,7 +92,8 @@ fn save_login_writes_private_file_with_name_and_keys() {
     let dir = AuthDir::open(root.path()).expect("open");
     let path = dir
         .save_login(&login("Alice@Example.com", "tok-a"), NOW)
-        .expect("save");
+        .expect("save")
+        .path;
     assert_eq!(
         path.file_name().and_then(|n| n.to_str()),
         Some("qwen-alice@example.com-1755673445.json")
@@ -140,16 +144,26 @@ fn relogin_replaces_the_old_file_whatever_the_case() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
     let first = dir.save_login(&login("a@b.com", "old"), NOW).expect("save");
+    assert!(first.replaced.is_empty(), "{:?}", first.replaced);
     let second = dir
         .save_login(&login("A@B.COM", "new"), LATER)
         .expect("save");
-    assert!(!first.exists());
+    assert!(!first.path.exists());
+    assert_eq!(second.replaced, [first.path]);
     assert_eq!(file_names(&dir), ["qwen-a@b.com-1755759845.json"]);
-    assert_eq!(dir.load(&second).expect("load").record.access_token, "new");
+    assert_eq!(
+        dir.load(&second.path).expect("load").record.access_token,
+        "new"
+    );
     let again = dir
         .save_login(&login("a@b.com", "newest"), LATER)
         .expect("same second");
-    assert_eq!(again, second);
+    assert_eq!(again.path, second.path);
+    assert!(
+        again.replaced.is_empty(),
+        "a file overwritten in place is not reported as replaced"
+    );
+    let again = again.path;
     assert_eq!(file_names(&dir).len(), 1);
     assert_eq!(
         dir.load(&again).expect("load").record.access_token,
@@ -161,7 +175,7 @@ fn relogin_replaces_the_old_file_whatever_the_case() {
 fn relogin_replaces_go_style_files_and_keeps_their_unknown_fields() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let go_file = root.path().join("qwen-a@b.com.json");
+    let go_file = root.path().join("qwen-A@b.com.json");
     fs::write(
         &go_file,
         r#"{"access_token":"go","refresh_token":"go-r","last_refresh":"","resource_url":"portal.qwen.ai","email":"A@b.com","type":"qwen","expired":"","label":"work"}"#,
@@ -184,8 +198,10 @@ fn relogin_replaces_go_style_files_and_keeps_their_unknown_fields() {
 
     let mut record = login("a@b.com", "fresh");
     record.extra.insert("label".into(), "personal".into());
-    let path = dir.save_login(&record, NOW).expect("save");
+    let saved = dir.save_login(&record, NOW).expect("save");
+    let path = saved.path;
 
+    assert_eq!(saved.replaced, [go_file, emailless], "sorted by path");
     assert_eq!(
         file_names(&dir),
         [
@@ -255,7 +271,10 @@ fn update_keeps_unknown_fields_and_rereads_the_file() {
 fn update_cannot_move_a_file_to_another_account() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir.save_login(&login("a@b.com", "t"), NOW).expect("save");
+    let path = dir
+        .save_login(&login("a@b.com", "t"), NOW)
+        .expect("save")
+        .path;
     let error = dir
         .update(&path, |r| r.email = Some("x@y.com".into()))
         .expect_err("account change");
@@ -270,10 +289,16 @@ fn update_cannot_move_a_file_to_another_account() {
 fn update_of_a_replaced_file_is_not_found() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let old = dir.save_login(&login("a@b.com", "t"), NOW).expect("save");
+    let old = dir
+        .save_login(&login("a@b.com", "t"), NOW)
+        .expect("save")
+        .path;
     dir.save_login(&login("a@b.com", "u"), LATER).expect("save");
     let error = dir.update(&old, |_| {}).expect_err("gone");
-    assert!(error.is_not_found(), "{error}");
+    assert!(
+        matches!(&error, StoreError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound),
+        "{error:?}"
+    );
     assert!(
         error.to_string().contains("list the auth dir again"),
         "{error}"
@@ -286,7 +311,8 @@ fn listing_reports_bad_files_by_name_and_loads_the_good_ones() {
     let dir = AuthDir::open(root.path()).expect("open");
     let good = dir
         .save_login(&login("a@b.com", "good-secret"), NOW)
-        .expect("save");
+        .expect("save")
+        .path;
     let files = [
         (
             "broken.json",
@@ -339,7 +365,10 @@ fn listing_reports_bad_files_by_name_and_loads_the_good_ones() {
 fn listing_tightens_files_open_to_others() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir.save_login(&login("a@b.com", "t"), NOW).expect("save");
+    let path = dir
+        .save_login(&login("a@b.com", "t"), NOW)
+        .expect("save")
+        .path;
     fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
     let listing = dir.list().expect("list");
     assert_eq!(listing.tightened, std::slice::from_ref(&path));
@@ -352,7 +381,10 @@ fn listing_tightens_files_open_to_others() {
 fn crash_leftovers_are_ignored_and_stale_ones_removed() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let good = dir.save_login(&login("a@b.com", "t"), NOW).expect("save");
+    let good = dir
+        .save_login(&login("a@b.com", "t"), NOW)
+        .expect("save")
+        .path;
     let before = fs::read(&good).expect("read");
     let fresh_tmp = root.path().join(".qwen-x.tmp");
     fs::write(&fresh_tmp, r#"{"type":"qwen","access_tok"#).expect("write");
@@ -402,18 +434,28 @@ fn write_errors_name_the_path_and_what_to_do() {
     assert_eq!(message.lines().count(), 1, "{message}");
 }
 
+/// Set when this binary re-runs [`permission_denied_names_the_path`] as an unprivileged user.
+const UNPRIVILEGED_ENV: &str = "TOKEN_STORE_TEST_UNPRIVILEGED";
+/// The user and group `nobody`, which file modes apply to.
+const NOBODY: u32 = 65_534;
+
 #[test]
 fn permission_denied_names_the_path() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
     fs::create_dir(root.path().join(".locks")).expect("locks dir");
     fs::set_permissions(root.path(), Permissions::from_mode(0o500)).expect("chmod");
-    let probe = root.path().join("probe");
-    let running_as_root = File::create(&probe).is_ok();
+    let modes_apply = File::create(root.path().join("probe")).is_err();
     let result = dir.save_login(&login("a@b.com", "t"), NOW);
     fs::set_permissions(root.path(), Permissions::from_mode(0o700)).expect("chmod back");
-    if running_as_root {
-        // root ignores the mode; write_errors_name_the_path_and_what_to_do covers the message
+    if !modes_apply {
+        assert!(
+            std::env::var_os(UNPRIVILEGED_ENV).is_none(),
+            "file modes do not apply even as uid {NOBODY}"
+        );
+        // root (CI runs as root) ignores file modes: run this test again as `nobody`, for
+        // whom the read-only dir really refuses the write.
+        rerun_unprivileged("permission_denied_names_the_path");
         return;
     }
     let message = result.expect_err("read-only dir").to_string();
@@ -423,18 +465,59 @@ fn permission_denied_names_the_path() {
     assert!(message.contains("writable by this user"), "{message}");
 }
 
+/// Runs the test `name` of this binary as user `nobody` and asserts that it passed.
+fn rerun_unprivileged(name: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let exe = std::env::current_exe().expect("test binary");
+    let spawned = std::process::Command::new(&exe)
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(UNPRIVILEGED_ENV, "1")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    let output = match spawned {
+        Ok(output) => output,
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            println!(
+                "SKIPPED {name}: file modes do not apply to this user, and it cannot switch to uid {NOBODY} ({error})"
+            );
+            return;
+        }
+        Err(error) => panic!(
+            "could not re-run {} as uid {NOBODY}: {error}",
+            exe.display()
+        ),
+    };
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "as uid {NOBODY}:\n{shown}");
+    assert!(
+        shown.contains("1 passed"),
+        "the test ran as uid {NOBODY}:\n{shown}"
+    );
+}
+
 #[test]
 fn remove_account_removes_every_file_of_that_email() {
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let new = dir.save_login(&login("a@b.com", "t"), NOW).expect("save");
+    let new = dir
+        .save_login(&login("a@b.com", "t"), NOW)
+        .expect("save")
+        .path;
     let go = root.path().join("qwen-A@B.com.json");
     fs::write(
         &go,
         r#"{"type":"qwen","email":"A@B.com","access_token":"t"}"#,
     )
     .expect("write");
-    let keep = dir.save_login(&login("c@d.com", "t"), NOW).expect("save");
+    let keep = dir
+        .save_login(&login("c@d.com", "t"), NOW)
+        .expect("save")
+        .path;
     let bad = root.path().join("qwen-a@b.com-1.json");
     fs::write(&bad, "{").expect("write");
 
@@ -458,7 +541,7 @@ fn debug_output_never_shows_tokens() {
     record.refresh_token = Some("sekrit-refresh".into());
     let root = temp();
     let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir.save_login(&record, NOW).expect("save");
+    let path = dir.save_login(&record, NOW).expect("save").path;
     let account = dir.load(&path).expect("load");
     for text in [
         format!("{record:?}"),
@@ -493,7 +576,8 @@ fn a_fresh_login_clears_the_recorded_status() {
     let second = login("a@b.com", "token-2");
     let path = dir
         .save_login(&second, datetime!(2026-11-25 11:00 UTC))
-        .expect("save");
+        .expect("save")
+        .path;
 
     let saved = dir.load(&path).expect("load").record;
     assert_eq!(saved.status(), None);
