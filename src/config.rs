@@ -1,6 +1,7 @@
 //! The configuration file and how each setting is resolved:
 //! command-line flag, then environment variable, then config file, then default.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,9 @@ pub const DEFAULT_QWEN_MODELS: &[&str] = &[
 ];
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
-#[derive(Debug, Default, Deserialize)]
+///
+/// `Debug` shows how many keys there are, never a key, and hides proxy passwords.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ConfigFile {
     pub auth_dir: Option<String>,
@@ -67,7 +70,9 @@ pub struct QwenSection {
 }
 
 /// One `[[openai-compat]]` upstream: each of its keys is a credential of its own.
-#[derive(Debug, Clone, Deserialize)]
+///
+/// `Debug` shows how many keys there are, never a key.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct OpenAiCompatEntry {
     pub name: String,
@@ -120,8 +125,8 @@ impl FromStr for DurationSetting {
     }
 }
 
-/// Settings after every source has been applied.
-#[derive(Debug, Clone)]
+/// Settings after every source has been applied. `Debug` hides keys and proxy passwords.
+#[derive(Clone)]
 pub struct Settings {
     pub auth_dir: PathBuf,
     pub proxy_url: Option<String>,
@@ -130,8 +135,8 @@ pub struct Settings {
     pub serve: ServeSettings,
 }
 
-/// What `cliproxy serve` needs beyond the auth dir.
-#[derive(Debug, Clone)]
+/// What `cliproxy serve` needs beyond the auth dir. `Debug` hides the keys.
+#[derive(Clone)]
 pub struct ServeSettings {
     pub host: IpAddr,
     pub port: u16,
@@ -150,6 +155,101 @@ pub struct ServeSettings {
     pub qwen_client_version: String,
     pub openai_compat: Vec<OpenAiCompatEntry>,
     pub model_aliases: Vec<(String, String)>,
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("auth_dir", &self.auth_dir)
+            .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_keys", &self.api_keys.as_deref().map(Keys))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("refresh_lead", &self.refresh_lead)
+            .field("request_retry", &self.request_retry)
+            .field("routing_strategy", &self.routing_strategy)
+            .field("max_output_tokens", &self.max_output_tokens)
+            .field("qwen", &self.qwen)
+            .field("openai_compat", &self.openai_compat)
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+impl fmt::Debug for OpenAiCompatEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCompatEntry")
+            .field("name", &self.name)
+            .field("base_url", &redact_url(&self.base_url))
+            .field("api_keys", &Keys(&self.api_keys))
+            .field("models", &self.models)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("auth_dir", &self.auth_dir)
+            .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
+            .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
+            .field("poll_time_scale", &self.poll_time_scale)
+            .field("serve", &self.serve)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ServeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_keys", &Keys(&self.api_keys))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("refresh_lead", &self.refresh_lead)
+            .field("request_retry", &self.request_retry)
+            .field("routing_strategy", &self.routing_strategy)
+            .field("max_output_tokens", &self.max_output_tokens)
+            .field("qwen_requests_per_minute", &self.qwen_requests_per_minute)
+            .field("qwen_models", &self.qwen_models)
+            .field("qwen_client_version", &self.qwen_client_version)
+            .field("openai_compat", &self.openai_compat)
+            .field("model_aliases", &self.model_aliases)
+            .finish()
+    }
+}
+
+/// `Debug` stand-in for a list of keys: how many, never which.
+struct Keys<'a>(&'a [String]);
+
+impl fmt::Debug for Keys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{} redacted]", self.0.len())
+    }
+}
+
+/// A URL with its password, if any, replaced by `***`; text that does not parse but may hold
+/// credentials (an `@`) is hidden.
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Fails only for URLs that cannot have credentials, which this one has.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) if raw.contains('@') => "[unparsable, hidden]".to_owned(),
+        Err(_) => raw.to_owned(),
+    }
 }
 
 /// Command-line values that override the config.
@@ -219,7 +319,11 @@ impl Settings {
             Some(dir) => expand_home(&dir.to_string_lossy()),
             None => expand_home(file.auth_dir.as_deref().unwrap_or(DEFAULT_AUTH_DIR)),
         };
-        let poll_time_scale = env_parsed::<f64>(ENV_POLL_TIME_SCALE)?.unwrap_or(1.0);
+        let poll_time_scale = env_parsed::<f64>(
+            ENV_POLL_TIME_SCALE,
+            "a number such as 0.01 (it is for tests only)",
+        )?
+        .unwrap_or(1.0);
         let host_text = overrides
             .host
             .or(env_value("CLIPROXY_HOST"))
@@ -240,15 +344,20 @@ impl Settings {
                 "routing-strategy {other:?} is not known; use \"round-robin\" or \"fill-first\""
             ),
         };
-        let qwen_rpm = env_parsed::<u32>("CLIPROXY_QWEN_REQUESTS_PER_MINUTE")?
-            .or(file.qwen.requests_per_minute)
-            .unwrap_or(60);
+        let qwen_rpm = env_parsed::<u32>(
+            "CLIPROXY_QWEN_REQUESTS_PER_MINUTE",
+            "a whole number of requests such as 60 (0 for no cap)",
+        )?
+        .or(file.qwen.requests_per_minute)
+        .unwrap_or(60);
         let serve = ServeSettings {
             host,
             port: overrides
                 .port
                 .map(Ok)
-                .or_else(|| env_parsed::<u16>("CLIPROXY_PORT").transpose())
+                .or_else(|| {
+                    env_parsed::<u16>("CLIPROXY_PORT", "a port number from 0 to 65535").transpose()
+                })
                 .transpose()?
                 .or(file.port)
                 .unwrap_or(8317),
@@ -256,9 +365,12 @@ impl Settings {
                 .map(|keys| keys.into_iter().filter(|key| !key.is_empty()).collect())
                 .or(file.api_keys)
                 .unwrap_or_default(),
-            max_body_bytes: env_parsed("CLIPROXY_MAX_BODY_BYTES")?
-                .or(file.max_body_bytes)
-                .unwrap_or(64 * 1024 * 1024),
+            max_body_bytes: env_parsed(
+                "CLIPROXY_MAX_BODY_BYTES",
+                "a whole number of bytes such as 67108864",
+            )?
+            .or(file.max_body_bytes)
+            .unwrap_or(64 * 1024 * 1024),
             header_read_timeout: duration(
                 "CLIPROXY_HEADER_READ_TIMEOUT",
                 file.header_read_timeout,
@@ -271,15 +383,21 @@ impl Settings {
             )?,
             shutdown_grace: duration("CLIPROXY_SHUTDOWN_GRACE", file.shutdown_grace, 30)?,
             refresh_lead: duration("CLIPROXY_REFRESH_LEAD", file.refresh_lead, 20 * 60)?,
-            request_retry: env_parsed("CLIPROXY_REQUEST_RETRY")?
-                .or(file.request_retry)
-                .unwrap_or(3)
-                .max(1),
+            request_retry: env_parsed(
+                "CLIPROXY_REQUEST_RETRY",
+                "a whole number of attempts such as 3",
+            )?
+            .or(file.request_retry)
+            .unwrap_or(3)
+            .max(1),
             routing_strategy,
             max_output_tokens: Some(
-                env_parsed::<u32>("CLIPROXY_MAX_OUTPUT_TOKENS")?
-                    .or(file.max_output_tokens)
-                    .unwrap_or(65_536),
+                env_parsed::<u32>(
+                    "CLIPROXY_MAX_OUTPUT_TOKENS",
+                    "a whole number of tokens such as 65536 (0 for no cap)",
+                )?
+                .or(file.max_output_tokens)
+                .unwrap_or(65_536),
             )
             .filter(|cap| *cap > 0),
             qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
@@ -335,14 +453,19 @@ fn env_list(name: &str) -> Option<Vec<String>> {
     env_value(name).map(|raw| raw.split(',').map(|item| item.trim().to_owned()).collect())
 }
 
-fn env_parsed<T: FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+/// A number from the environment; `expected` describes a valid value for the error.
+fn env_parsed<T: FromStr>(name: &str, expected: &str) -> anyhow::Result<Option<T>> {
     env_value(name)
-        .map(|raw| {
-            raw.trim().parse::<T>().map_err(|_| {
-                anyhow::anyhow!("environment variable {name}={raw:?} is not a valid value")
-            })
-        })
+        .map(|raw| parse_env_value(name, &raw, expected))
         .transpose()
+}
+
+fn parse_env_value<T: FromStr>(name: &str, raw: &str, expected: &str) -> anyhow::Result<T> {
+    raw.trim().parse::<T>().map_err(|_| {
+        anyhow::anyhow!(
+            "environment variable {name}={raw:?} is not valid: give {expected}, or unset it"
+        )
+    })
 }
 
 fn duration(
@@ -528,6 +651,49 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("no api-keys")
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_keys_or_proxy_passwords() {
+        let text = r#"
+            proxy-url = "http://alice:proxy-secret@127.0.0.1:3128"
+            api-keys = ["client-secret-1", "client-secret-2"]
+            [[openai-compat]]
+            name = "dashscope"
+            base-url = "https://bob:url-secret@dashscope.example/v1"
+            api-keys = ["sk-upstream-secret"]
+        "#;
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let file_debug = format!("{file:?} {file:#?}");
+        let settings = Settings::resolve(Overrides::default(), file).unwrap();
+        let shown = [
+            file_debug,
+            format!("{settings:?}"),
+            format!("{settings:#?}"),
+            format!("{:?}", settings.serve),
+            format!("{:?}", settings.serve.openai_compat[0]),
+        ];
+        for text in &shown {
+            assert!(!text.contains("secret"), "{text}");
+        }
+        assert!(shown[1].contains("api_keys: [2 redacted]"), "{}", shown[1]);
+        assert!(shown[1].contains("alice:***@127.0.0.1"), "{}", shown[1]);
+        assert!(shown[1].contains("dashscope"), "{}", shown[1]);
+    }
+
+    #[test]
+    fn a_bad_number_in_the_environment_says_what_is_expected() {
+        let error = parse_env_value::<u16>("CLIPROXY_PORT", "80a", "a port number from 0 to 65535")
+            .expect_err("not a port");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("environment variable CLIPROXY_PORT=\"80a\" is not valid"),
+            "{message}"
+        );
+        assert!(
+            message.contains("give a port number from 0 to 65535, or unset it"),
+            "{message}"
         );
     }
 

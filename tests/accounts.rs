@@ -217,3 +217,20 @@ async fn unknown_config_key_is_named_with_its_file() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_number_in_the_environment_says_what_it_should_be() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let mut command = sandbox.command(&["accounts", "list"]);
+    command.env("CLIPROXY_PORT", "eighty");
+
+    let shown = support::run(command, "").await.failure(1);
+
+    assert!(
+        shown.contains(
+            "environment variable CLIPROXY_PORT=\"eighty\" is not valid: give a port number from 0 to 65535, or unset it"
+        ),
+        "{shown}"
+    );
+}
