@@ -551,3 +551,35 @@ async fn no_api_keys_refuses_a_public_address() {
     let shown = run.failure(1);
     assert!(shown.contains("api-keys"), "{shown}");
 }
+
+#[tokio::test]
+async fn a_refresh_answer_without_refresh_token_or_resource_url_keeps_the_old_ones_on_disk() {
+    let fake = FakeQwen::start().await;
+    fake.set_refresh(RefreshBehaviour::KeepRefresh);
+    let sandbox = Sandbox::new(&fake);
+    let (path, tokens) = write_account(&sandbox, &fake, "dev@example.com", DAY);
+    fake.expire_access_token(&tokens.access_token);
+    let server = Server::start(&sandbox, "").await;
+
+    let response = server.chat(MODEL, false).await;
+
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(refreshes(&fake), 1);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_ne!(
+        saved["access_token"],
+        tokens.access_token.as_str(),
+        "refreshed"
+    );
+    assert_eq!(
+        saved["refresh_token"],
+        tokens.refresh_token.as_str(),
+        "the answer had no refresh_token: the old one is kept"
+    );
+    assert_eq!(
+        saved["resource_url"],
+        fake.chat_base_url().as_str(),
+        "the answer had no resource_url: the old one is kept"
+    );
+    assert_eq!(mode(&path), 0o600);
+}
