@@ -91,7 +91,7 @@ impl Body for ProxyBody {
 pub enum StreamError {
     /// The upstream connection broke or sent bad framing.
     #[error("the upstream stream broke off: {0}")]
-    Upstream(#[source] reqwest::Error),
+    Upstream(#[source] hyper::Error),
     /// The upstream sent nothing for too long.
     #[error("the upstream sent nothing for {} s, so the stream was aborted", .0.as_secs())]
     Idle(Duration),

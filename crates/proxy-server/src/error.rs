@@ -31,9 +31,12 @@ pub enum BuildError {
         /// What was wrong with it.
         reason: String,
     },
-    /// The HTTP client for upstream requests could not be built (e.g. no TLS roots).
-    #[error("cannot build the HTTP client for upstream requests: {0}")]
-    Client(#[source] reqwest::Error),
+    /// TLS for upstream requests could not be set up from the platform's trust store.
+    #[error(
+        "cannot set up TLS for upstream requests ({0}); check that the system's CA \
+         certificates are installed (e.g. the ca-certificates package)"
+    )]
+    Tls(#[source] rustls::Error),
 }
 
 /// [`Proxy::serve`](crate::Proxy::serve) could not run.

@@ -39,6 +39,8 @@ pub(crate) enum Failure {
     Timeout { after: Duration },
     /// The token cannot be put in a header.
     BadToken,
+    /// The credential's base URL does not make a request URL.
+    BadBaseUrl { base_url: String },
     /// A non-streaming answer larger than the proxy holds in memory.
     Oversized { limit: usize },
 }
@@ -68,6 +70,7 @@ impl fmt::Display for Failure {
             Self::Unreachable { error } => write!(f, "no answer: {error}"),
             Self::Timeout { after } => write!(f, "no answer within {} s", after.as_secs()),
             Self::BadToken => f.write_str("the token has characters a header cannot carry"),
+            Self::BadBaseUrl { base_url } => write!(f, "the base URL `{base_url}` is not usable"),
             Self::Oversized { limit } => write!(f, "an answer larger than {limit} bytes"),
         }
     }

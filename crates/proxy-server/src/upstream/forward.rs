@@ -8,8 +8,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use credential_pool::{Outcome, Unavailable};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::BodyExt as _;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
 use serde_json::Value;
 use tracing::Span;
 
@@ -220,30 +221,34 @@ impl Upstream {
         stream: bool,
         body: &Bytes,
     ) -> Attempt {
-        let Some((name, authorization)) = headers::bearer(&access.bearer) else {
+        let Some(authorization) = headers::bearer(&access.bearer) else {
             return Attempt::Failed(Failure::BadToken);
         };
-        let send = self
-            .client
-            .post(format!("{}/chat/completions", access.base_url))
-            .headers(self.headers.get(flavor, stream).clone())
-            .header(name, authorization)
-            .body(body.clone())
-            .send();
-        let response = match tokio::time::timeout(self.idle_timeout, send).await {
-            Err(_) => {
-                return Attempt::Failed(Failure::Timeout {
-                    after: self.idle_timeout,
-                });
-            }
-            Ok(Err(error)) => {
-                return Attempt::Failed(Failure::Unreachable {
-                    error: error_chain(&error.without_url()),
-                });
-            }
-            Ok(Ok(response)) => response,
+        let Ok(uri) = Uri::try_from(format!("{}/chat/completions", access.base_url)) else {
+            return Attempt::Failed(Failure::BadBaseUrl {
+                base_url: access.base_url.to_string(),
+            });
         };
-        let response = http::Response::from(response);
+        let mut request = Request::new(Full::new(body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self
+            .headers
+            .with_authorization(flavor, stream, authorization);
+        let response =
+            match tokio::time::timeout(self.idle_timeout, self.client.send(request)).await {
+                Err(_) => {
+                    return Attempt::Failed(Failure::Timeout {
+                        after: self.idle_timeout,
+                    });
+                }
+                Ok(Err(error)) => {
+                    return Attempt::Failed(Failure::Unreachable {
+                        error: error_chain(&error),
+                    });
+                }
+                Ok(Ok(response)) => response,
+            };
         let status = response.status();
         let (parts, mut body) = response.into_parts();
         let content_type = parts.headers.get(CONTENT_TYPE).cloned();
@@ -297,7 +302,7 @@ impl Upstream {
     }
 
     /// The next body frame's data within the idle timeout; `Ok(None)` at the end.
-    async fn next_data(&self, body: &mut reqwest::Body) -> Result<Option<Bytes>, Failure> {
+    async fn next_data(&self, body: &mut Incoming) -> Result<Option<Bytes>, Failure> {
         loop {
             let frame = match tokio::time::timeout(self.idle_timeout, body.frame()).await {
                 Err(_) => {
@@ -308,7 +313,7 @@ impl Upstream {
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(error))) => {
                     return Err(Failure::Unreachable {
-                        error: error_chain(&error.without_url()),
+                        error: error_chain(&error),
                     });
                 }
                 Ok(Some(Ok(frame))) => frame,
@@ -325,7 +330,7 @@ impl Upstream {
     /// otherwise the rest is left unread (enough to classify an error).
     async fn read(
         &self,
-        body: &mut reqwest::Body,
+        body: &mut Incoming,
         limit: usize,
         strict: bool,
     ) -> Result<Bytes, Failure> {
@@ -504,6 +509,13 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
             format!(
                 "the token of {label} has characters that cannot be sent in a header; log in \
                  again with `cliproxy login qwen` or fix the API key"
+            ),
+        ),
+        Failure::BadBaseUrl { base_url } => bad_gateway(
+            "invalid_base_url",
+            format!(
+                "the base URL `{base_url}` of {label} does not make a valid request URL; fix its \
+                 `base-url` in the config, or log the account in again"
             ),
         ),
         Failure::Oversized { limit } => bad_gateway(

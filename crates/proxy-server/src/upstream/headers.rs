@@ -52,8 +52,25 @@ impl UpstreamHeaders {
         })
     }
 
+    /// The headers for a request of `flavor` with `authorization`, in a map with room for
+    /// the headers hyper adds (`Host`, `Content-Length`), so none of them reallocates it.
+    pub(crate) fn with_authorization(
+        &self,
+        flavor: Flavor,
+        stream: bool,
+        authorization: HeaderValue,
+    ) -> HeaderMap {
+        let template = self.get(flavor, stream);
+        let mut headers = HeaderMap::with_capacity(template.len() + 3);
+        for (name, value) in template {
+            headers.insert(name, value.clone());
+        }
+        headers.insert(AUTHORIZATION, authorization);
+        headers
+    }
+
     /// The headers for a request of `flavor`, without `Authorization`.
-    pub(crate) fn get(&self, flavor: Flavor, stream: bool) -> &HeaderMap {
+    fn get(&self, flavor: Flavor, stream: bool) -> &HeaderMap {
         match (flavor, stream) {
             (Flavor::QwenOAuth, false) => &self.qwen,
             (Flavor::QwenOAuth, true) => &self.qwen_stream,
@@ -69,12 +86,12 @@ fn with_accept(base: &HeaderMap, accept: &'static str) -> HeaderMap {
     headers
 }
 
-/// `Authorization: Bearer <token>`, marked sensitive (hyper's HPACK and debug output skip it);
-/// `None` when the token has bytes a header cannot carry.
-pub(crate) fn bearer(token: &str) -> Option<(HeaderName, HeaderValue)> {
+/// The value of `Authorization: Bearer <token>`, marked sensitive (hyper's HPACK and debug
+/// output skip it); `None` when the token has bytes a header cannot carry.
+pub(crate) fn bearer(token: &str) -> Option<HeaderValue> {
     let mut value = HeaderValue::try_from(format!("Bearer {token}")).ok()?;
     value.set_sensitive(true);
-    Some((AUTHORIZATION, value))
+    Some(value)
 }
 
 /// `QwenCode/<version> (<platform>; <arch>)` with Node.js's names for this machine.
@@ -154,8 +171,8 @@ mod tests {
 
     #[test]
     fn bearer_is_sensitive() {
-        let (name, value) = bearer("tok").expect("a valid token");
-        assert_eq!(name, AUTHORIZATION);
+        let value = bearer("tok").expect("a valid token");
+        assert_eq!(value, "Bearer tok");
         assert!(value.is_sensitive());
         assert!(bearer("bad\ntoken").is_none());
     }

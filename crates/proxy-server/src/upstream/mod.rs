@@ -3,7 +3,8 @@
 //! and the streamed pass-through.
 //!
 //! Invariants:
-//! - One `reqwest::Client` (with the configured upstream proxy) serves every request.
+//! - One [`HttpClient`](client::HttpClient) (one connection pool, with the configured or
+//!   environment's proxy) serves every request.
 //! - Retrying and failover happen only before the first byte reaches the client; once an
 //!   [`Answer`] is returned, it is final.
 //! - At most `request_retry` upstream requests are sent per client request.
@@ -12,6 +13,7 @@
 
 mod aliases;
 mod classify;
+mod client;
 mod forward;
 mod headers;
 mod observe;
@@ -37,7 +39,7 @@ use headers::UpstreamHeaders;
 /// Everything needed to send requests upstream; shared by all requests.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    client: reqwest::Client,
+    client: client::HttpClient,
     headers: UpstreamHeaders,
     pool: Arc<Pool<Credential>>,
     idle_timeout: Duration,
@@ -54,18 +56,11 @@ impl Upstream {
         if config.request_retry == 0 {
             return Err(BuildError::NoAttempts);
         }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.upstream_connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true);
-        if let Some(url) = &config.upstream_proxy_url {
-            let proxy = reqwest::Proxy::all(url).map_err(|error| BuildError::UpstreamProxy {
-                reason: error_chain(&error.without_url()),
-            })?;
-            builder = builder.proxy(proxy);
-        }
         Ok(Self {
-            client: builder.build().map_err(BuildError::Client)?,
+            client: client::HttpClient::new(
+                config.upstream_proxy_url.as_deref(),
+                config.upstream_connect_timeout,
+            )?,
             headers: UpstreamHeaders::new(&config.qwen_client_version)?,
             pool,
             idle_timeout: config.upstream_idle_timeout,

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
@@ -26,7 +26,7 @@ use crate::upstream::observe::StreamObserver;
 pub(crate) struct UpstreamBody {
     /// The first chunk, already read to check the answer before committing to it.
     first: Option<Bytes>,
-    inner: reqwest::Body,
+    inner: Incoming,
     idle_timeout: Duration,
     last_chunk_at: Instant,
     /// Fires at or after `last_chunk_at + idle_timeout`; re-armed lazily, not per chunk.
@@ -47,7 +47,7 @@ impl fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(first: Option<Bytes>, inner: reqwest::Body, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(first: Option<Bytes>, inner: Incoming, idle_timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
             first,
@@ -115,7 +115,7 @@ impl Body for UpstreamBody {
                     Ok(_) | Err(_) => {}
                 },
                 Poll::Ready(Some(Err(error))) => {
-                    return this.fail(StreamError::Upstream(error.without_url()));
+                    return this.fail(StreamError::Upstream(error));
                 }
                 Poll::Ready(None) => {
                     this.finished = true;

@@ -8,3 +8,4 @@ mod failover;
 mod routes;
 mod sockets;
 mod support;
+mod upstream_proxy;

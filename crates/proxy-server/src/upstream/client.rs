@@ -1,0 +1,324 @@
+//! The HTTP client of upstream requests: hyper-util's pooled client, HTTP/1.1 or HTTP/2 (by
+//! ALPN) over rustls with the platform's trust store, connecting directly or through a proxy.
+//!
+//! The proxy is the configured `proxy-url` for every request, or else the standard
+//! `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` / `NO_PROXY` variables:
+//!
+//! | proxy        | `https://` upstream                      | `http://` upstream                          |
+//! |--------------|------------------------------------------|---------------------------------------------|
+//! | `http(s)://` | `CONNECT` tunnel, then TLS to the upstream | absolute-form request to the proxy, with `Proxy-Authorization` |
+//! | `socks5://`  | SOCKS5, names resolved here, then TLS     | SOCKS5, names resolved here                 |
+//! | `socks5h://` | SOCKS5, names resolved by the proxy, then TLS | SOCKS5, names resolved by the proxy     |
+//!
+//! Connecting is off the hot path (connections are pooled and kept alive); sending a request
+//! is one `hyper_util` call, with no URL re-parsing, redirect or retry layers in between.
+
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Uri};
+use http_body_util::Full;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
+
+use crate::credential::BoxFuture;
+use crate::error::BuildError;
+
+/// How long an unused pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Sends upstream requests; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub(crate) struct HttpClient {
+    client: Client<Connector, Full<Bytes>>,
+    proxies: Arc<Proxies>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client that connects through `proxy_url` when given, else as the environment's proxy
+    /// variables say, giving each new connection `connect_timeout` to be ready (TCP, proxy
+    /// handshake and TLS together).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::UpstreamProxy`] for a proxy URL that is not `http`, `https`, `socks5` or
+    /// `socks5h` with a host; [`BuildError::Tls`] when the platform's trust store cannot be
+    /// used.
+    pub(crate) fn new(
+        proxy_url: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Self, BuildError> {
+        let proxies = Arc::new(match proxy_url {
+            Some(url) => Proxies::configured(url)?,
+            None => Proxies::from_env(),
+        });
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let (tls, tls_to_proxy) = tls_configs()?;
+        let connector = Connector {
+            http,
+            tls,
+            tls_to_proxy,
+            proxies: Arc::clone(&proxies),
+            timeout: connect_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Self { client, proxies })
+    }
+
+    /// Sends `request`; a plain-HTTP request through an HTTP proxy gets the proxy's
+    /// credentials.
+    pub(crate) fn send(&self, mut request: Request<Full<Bytes>>) -> ResponseFuture {
+        if let Some(credentials) = self.proxies.forwarding_credentials(request.uri()) {
+            request
+                .headers_mut()
+                .insert(http::header::PROXY_AUTHORIZATION, credentials);
+        }
+        self.client.request(request)
+    }
+}
+
+/// Which proxy, if any, carries a connection: the configured one for all, or the
+/// environment's (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+struct Proxies(Matcher);
+
+impl Proxies {
+    fn configured(url: &str) -> Result<Self, BuildError> {
+        let uri: Uri = url.parse().map_err(|_| BuildError::UpstreamProxy {
+            reason: "it is not a URL".to_owned(),
+        })?;
+        match uri.scheme_str() {
+            Some("http" | "https" | "socks5" | "socks5h") => {}
+            Some(other) => {
+                return Err(BuildError::UpstreamProxy {
+                    reason: format!(
+                        "`{other}://` is not supported; use http://, https://, socks5:// or socks5h://"
+                    ),
+                });
+            }
+            None => {
+                return Err(BuildError::UpstreamProxy {
+                    reason: "it has no scheme such as http://".to_owned(),
+                });
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(BuildError::UpstreamProxy {
+                reason: "it has no host".to_owned(),
+            });
+        }
+        Ok(Self(Matcher::builder().all(url.to_owned()).build()))
+    }
+
+    fn from_env() -> Self {
+        Self(Matcher::from_env())
+    }
+
+    fn intercept(&self, dst: &Uri) -> Option<Intercept> {
+        self.0.intercept(dst)
+    }
+
+    /// `Proxy-Authorization` for a request forwarded in absolute form: a plain-HTTP upstream
+    /// through an HTTP(S) proxy that has credentials.
+    fn forwarding_credentials(&self, dst: &Uri) -> Option<HeaderValue> {
+        if dst.scheme() != Some(&Scheme::HTTP) {
+            return None;
+        }
+        let proxy = self.intercept(dst)?;
+        if !is_http_proxy(proxy.uri()) {
+            return None;
+        }
+        proxy.basic_auth().cloned()
+    }
+}
+
+fn is_http_proxy(proxy: &Uri) -> bool {
+    matches!(proxy.scheme_str(), Some("http" | "https"))
+}
+
+/// rustls client configs that share one verifier of the platform's trust store (loaded once):
+/// one offering HTTP/2 and HTTP/1.1 for upstreams, one without ALPN for `https://` proxies.
+fn tls_configs() -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), BuildError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = Arc::new(
+        rustls_platform_verifier::Verifier::new(Arc::clone(&provider)).map_err(BuildError::Tls)?,
+    );
+    // `dangerous()` is only rustls's door to a custom verifier: this one verifies fully.
+    let mut upstream = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(BuildError::Tls)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    let to_proxy = Arc::new(upstream.clone());
+    upstream.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(upstream), to_proxy))
+}
+
+/// Opens upstream connections, through the proxy when one applies.
+#[derive(Clone)]
+struct Connector {
+    http: HttpConnector,
+    /// For upstreams: offers HTTP/2 and HTTP/1.1.
+    tls: Arc<rustls::ClientConfig>,
+    /// For the connection to an `https://` proxy: no ALPN (it speaks HTTP/1.1 `CONNECT`).
+    tls_to_proxy: Arc<rustls::ClientConfig>,
+    proxies: Arc<Proxies>,
+    /// For the whole set-up of a connection.
+    timeout: Duration,
+}
+
+impl Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Conn, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let connector = self.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, connector.connect(dst))
+                .await
+                .map_err(|_| format!("no connection within {} s", timeout.as_secs()))?
+        })
+    }
+}
+
+impl Connector {
+    async fn connect(self, dst: Uri) -> Result<Conn, BoxError> {
+        let Some(proxy) = self.proxies.intercept(&dst) else {
+            let io = HttpsConnector::from((self.http, self.tls))
+                .call(dst)
+                .await?;
+            return Ok(Conn::new(io, false));
+        };
+        let proxy_uri = proxy.uri().clone();
+        match proxy_uri.scheme_str() {
+            Some(scheme @ ("socks5" | "socks5h")) => {
+                let mut socks =
+                    SocksV5::new(proxy_uri.clone(), self.http).local_dns(scheme == "socks5");
+                if let Some((user, password)) = proxy.raw_auth() {
+                    socks = socks.with_auth(user.to_owned(), password.to_owned());
+                }
+                let io = HttpsConnector::from((socks, self.tls)).call(dst).await?;
+                Ok(Conn::new(io, false))
+            }
+            Some(other) if !is_http_proxy(&proxy_uri) => Err(format!(
+                "the proxy scheme `{other}://` is not supported; use http://, https://, \
+                 socks5:// or socks5h://"
+            )
+            .into()),
+            _ if dst.scheme() == Some(&Scheme::HTTPS) => {
+                let to_proxy = HttpsConnector::from((self.http, self.tls_to_proxy));
+                let mut tunnel = Tunnel::new(proxy_uri, to_proxy);
+                if let Some(credentials) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(credentials.clone());
+                }
+                let io = HttpsConnector::from((tunnel, self.tls)).call(dst).await?;
+                Ok(Conn::new(io, false))
+            }
+            _ => {
+                let io = HttpsConnector::from((self.http, self.tls_to_proxy))
+                    .call(proxy_uri)
+                    .await?;
+                Ok(Conn::new(io, true))
+            }
+        }
+    }
+}
+
+/// What a connection must be for hyper.
+trait Io: Read + Write + Connection + Send + Unpin + 'static {}
+
+impl<T: Read + Write + Connection + Send + Unpin + 'static> Io for T {}
+
+/// An upstream connection: TCP, TLS, tunnelled or not.
+pub(crate) struct Conn {
+    io: Box<dyn Io>,
+    /// Sent to an HTTP proxy in absolute form (not tunnelled).
+    forwarded: bool,
+}
+
+impl Conn {
+    fn new(io: impl Io, forwarded: bool) -> Self {
+        Self {
+            io: Box::new(io),
+            forwarded,
+        }
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        self.io.connected().proxy(self.forwarded)
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.io).poll_write_vectored(cx, bufs)
+    }
+}
