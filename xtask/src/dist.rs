@@ -3,10 +3,11 @@
 //!
 //! The result is `target/dist/cliproxy-<version>-<triple>.tar.gz` with a single
 //! top-level folder `cliproxy-<version>-<triple>/` holding the binary,
-//! `README.md`, `LICENSE` and `cliproxy.example.toml`, next to a
+//! `README.md`, `LICENSE`, `config.example.toml` and `docs/*.md` (the README's
+//! and the docs' links stay valid inside the archive), next to a
 //! `<archive>.sha256` file in `sha256sum` format. The archive is
 //! deterministic: fixed entry order, uid/gid 0, fixed modes (0755 for the
-//! binary and the folder, 0644 otherwise), and every mtime set to
+//! binary and the folders, 0644 otherwise), and every mtime set to
 //! `$SOURCE_DATE_EPOCH` (0 when unset); the gzip header carries no timestamp.
 
 use std::{
@@ -48,26 +49,14 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let triple = host_triple()?;
 
     // Check the extra files before spending minutes on a release build.
-    let mut entries = Vec::new();
-    for (file, name) in [
-        ("README.md", "README.md"),
-        ("LICENSE", "LICENSE"),
-        ("config.example.toml", "cliproxy.example.toml"),
-    ] {
-        let source = root.join(file);
-        if !source.is_file() {
-            bail!(
-                "`{file}` is missing at the workspace root ({}); \
-                 it is shipped in the archive as `{name}`",
-                source.display()
-            );
-        }
-        entries.push(Entry {
-            source,
-            name: name.to_owned(),
+    let mut entries: Vec<Entry> = shipped_files(root)?
+        .into_iter()
+        .map(|name| Entry {
+            source: root.join(&name),
+            name,
             mode: 0o644,
-        });
-    }
+        })
+        .collect();
 
     println!("building {BIN} {version} for {triple} ...");
     run_checked(Command::new(cargo()).current_dir(root).args([
@@ -115,6 +104,37 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     println!("sha256:   {digest}");
     println!("checksum: {}", checksum.display());
     Ok(())
+}
+
+/// Files at the workspace root that ship next to the binary: fixed ones first, then
+/// `docs/*.md` sorted. Their names are the same inside the archive, so relative links work.
+fn shipped_files(root: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = ["README.md", "LICENSE", "config.example.toml"]
+        .map(str::to_owned)
+        .to_vec();
+    let docs = root.join("docs");
+    let mut doc_names = Vec::new();
+    for entry in fs::read_dir(&docs).with_context(|| format!("cannot list {}", docs.display()))? {
+        let path = entry
+            .with_context(|| format!("cannot list {}", docs.display()))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "md") && path.is_file() {
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            doc_names.push(format!("docs/{file}"));
+        }
+    }
+    doc_names.sort();
+    names.extend(doc_names);
+    for name in &names {
+        let source = root.join(name);
+        if !source.is_file() {
+            bail!(
+                "`{name}` is missing at the workspace root ({}); it is shipped in the archive",
+                source.display()
+            );
+        }
+    }
+    Ok(names)
 }
 
 /// The `version` of the `[workspace.package]` table, found with a simple line
@@ -191,8 +211,23 @@ fn write_archive(path: &Path, top: &str, entries: &[Entry], mtime: u64) -> Resul
     let gz = GzBuilder::new().mtime(0).write(file, Compression::best());
     let mut tar = tar::Builder::new(gz);
 
-    let mut dir = header(tar::EntryType::Directory, 0o755, 0, mtime);
-    tar.append_data(&mut dir, format!("{top}/"), io::empty())?;
+    let mut dirs = vec![String::new()];
+    for entry in entries {
+        if let Some((parent, _)) = entry.name.rsplit_once('/')
+            && !dirs.iter().any(|dir| dir == parent)
+        {
+            dirs.push(parent.to_owned());
+        }
+    }
+    for dir in dirs {
+        let mut h = header(tar::EntryType::Directory, 0o755, 0, mtime);
+        let path = if dir.is_empty() {
+            format!("{top}/")
+        } else {
+            format!("{top}/{dir}/")
+        };
+        tar.append_data(&mut h, path, io::empty())?;
+    }
 
     for entry in entries {
         let data = fs::read(&entry.source)
@@ -282,6 +317,42 @@ version = "9.9.9"
     fn real_manifest_has_a_version() {
         let text = fs::read_to_string(crate::project_root().join("Cargo.toml")).unwrap();
         assert!(workspace_version(&text).is_some());
+    }
+
+    #[test]
+    fn shipped_docs_links_stay_inside_the_archive() {
+        let root = crate::project_root();
+        let shipped = shipped_files(&root).unwrap();
+        assert!(
+            shipped.contains(&"docs/troubleshooting.md".to_owned()),
+            "{shipped:?}"
+        );
+        for name in shipped.iter().filter(|name| name.ends_with(".md")) {
+            let text = fs::read_to_string(root.join(name)).unwrap();
+            let dir = Path::new(name).parent().unwrap_or(Path::new(""));
+            for link in text.split("](").skip(1) {
+                let target = link.split(')').next().unwrap_or_default();
+                let file = target.split('#').next().unwrap_or_default();
+                if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                    continue;
+                }
+                let mut resolved = PathBuf::new();
+                for part in dir.join(file).components() {
+                    match part {
+                        std::path::Component::ParentDir => {
+                            resolved.pop();
+                        }
+                        std::path::Component::Normal(part) => resolved.push(part),
+                        _ => {}
+                    }
+                }
+                let resolved = resolved.to_string_lossy().into_owned();
+                assert!(
+                    shipped.contains(&resolved),
+                    "{name} links to {target}, which the archive does not hold"
+                );
+            }
+        }
     }
 
     #[test]
