@@ -1,0 +1,297 @@
+//! The real coding agents end to end: Claude Code (`claude -p`) and Codex CLI (`codex exec`),
+//! at the versions in [`CLAUDE_CODE_VERSION`] and [`CODEX_VERSION`], each run one tool-using
+//! session through the real `cliproxy serve` binary in front of the fake Qwen. The fake's model
+//! asks the agent to read a file (Claude Code's `Read` tool; `cat` through Codex's
+//! `exec_command`), the agent really runs it, and the model answers with what the tool
+//! returned, so the file's contents reach the agent's final answer only through a second
+//! round trip of tool results.
+//!
+//! Each client runs with its telemetry, update checks and other non-essential traffic turned
+//! off, and with a [`tripwire::Tripwire`] as its HTTP(S) proxy: any request to anywhere but
+//! cliproxy fails the test.
+//!
+//! The clients come from npm (`.ci/run` installs them with `npm install --prefix
+//! target/agent-clients`; `CLIPROXY_AGENT_CLIENTS` names another prefix). Without them these
+//! tests print SKIPPED and pass, unless `CLIPROXY_REQUIRE_AGENT_TESTS=1` (CI), where they fail.
+
+#[allow(dead_code)] // shared with the other end-to-end tests; this one uses a part of it
+#[path = "support/server.rs"]
+mod server;
+#[allow(dead_code)]
+mod support;
+#[path = "agents/tripwire.rs"]
+mod tripwire;
+
+use std::ffi::OsStr;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use fake_qwen::FakeQwen;
+use serde_json::{Value, json};
+use server::{API_KEY, Server, write_account};
+use support::Sandbox;
+use tripwire::Tripwire;
+
+/// The versions in docs/clients.md, which `.ci/run` installs.
+const CLAUDE_CODE_VERSION: &str = "2.1.328";
+const CODEX_VERSION: &str = "0.169.0";
+/// The model the fake's OAuth account serves; the agents' own ids map to it by alias.
+const MODEL: &str = "coder-model";
+const DAY: i64 = 86_400;
+/// What the file the agents read says.
+const MARKER: &str = "cliproxy-agents-marker 7f3a";
+/// A hang guard for one agent run; a run takes about a second.
+const RUN_GUARD: Duration = Duration::from_secs(180);
+
+/// The installed clients' `node_modules/.bin`.
+fn clients_bin() -> PathBuf {
+    let prefix = std::env::var_os("CLIPROXY_AGENT_CLIENTS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/agent-clients"),
+        PathBuf::from,
+    );
+    prefix.join("node_modules/.bin")
+}
+
+/// The client `name` when it is installed at `version`. Otherwise the test is skipped with a
+/// note, or fails when `CLIPROXY_REQUIRE_AGENT_TESTS=1`.
+fn client(test: &str, name: &str, version: &str) -> Option<PathBuf> {
+    let path = clients_bin().join(name);
+    let why = match std::process::Command::new(&path)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) if String::from_utf8_lossy(&output.stdout).contains(version) => {
+            return Some(path);
+        }
+        Ok(output) => format!(
+            "{} is {}, not {version}",
+            path.display(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ),
+        Err(error) => format!("{} cannot run: {error}", path.display()),
+    };
+    let install = "npm install --prefix target/agent-clients --no-save \
+                   @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0";
+    let required = std::env::var("CLIPROXY_REQUIRE_AGENT_TESTS").is_ok_and(|value| value == "1");
+    assert!(
+        !required,
+        "{test}: the agent CLIs are required (CLIPROXY_REQUIRE_AGENT_TESTS=1) but {why}; run \
+         `{install}`"
+    );
+    // Straight to the process's stderr, past the test harness's capture.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test}: {why}; `{install}` runs it."
+    );
+    None
+}
+
+/// A fake Qwen with one account, `cliproxy serve` in front of it, a work dir with the file
+/// to read, and the tripwire.
+struct Session {
+    fake: FakeQwen,
+    server: Server,
+    sandbox: Sandbox,
+    tripwire: Tripwire,
+    /// The agent's working directory, with `marker.txt`.
+    work: PathBuf,
+}
+
+impl Session {
+    async fn start() -> Session {
+        let fake = FakeQwen::start().await;
+        let sandbox = Sandbox::new(&fake);
+        write_account(&sandbox, &fake, "agents@example.com", DAY);
+        let aliases =
+            format!("[models.aliases]\n\"claude-*\" = \"{MODEL}\"\n\"gpt-5*\" = \"{MODEL}\"\n");
+        let server = Server::start(&sandbox, &aliases).await;
+        let work = sandbox.home.path().join("work");
+        std::fs::create_dir_all(&work).expect("create the work dir");
+        std::fs::write(work.join("marker.txt"), format!("{MARKER}\n")).expect("write marker.txt");
+        Session {
+            fake,
+            server,
+            sandbox,
+            tripwire: Tripwire::start().await,
+            work,
+        }
+    }
+
+    /// A directory of the sandbox for one client's home and config.
+    fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.sandbox.home.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create a client dir");
+        dir
+    }
+
+    /// `program ARGS` in the work dir, with only `PATH`, the tripwire as proxy and `env`.
+    async fn run(&self, program: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .current_dir(&self.work)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HTTP_PROXY", &self.tripwire.url)
+            .env("HTTPS_PROXY", &self.tripwire.url)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        tokio::time::timeout(RUN_GUARD, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not finish within {RUN_GUARD:?}", program.display()))
+            .expect("the agent runs")
+    }
+
+    /// Asserts that the fake got the file's contents back as a tool result, and that the
+    /// agent made no request past cliproxy.
+    async fn check_round_trip(&mut self, output: &Output) {
+        let results: Vec<Value> = self
+            .fake
+            .chat_requests()
+            .iter()
+            .flat_map(|request| {
+                request.json()["messages"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|message| message["role"] == "tool")
+            .collect();
+        assert!(
+            results.iter().any(|result| result["content"]
+                .as_str()
+                .is_some_and(|text| text.contains(MARKER))),
+            "the tool's output did not come back as a tool result; tool messages: {results:?}\n{}",
+            self.report(output).await
+        );
+        let stray = self.tripwire.requests().await;
+        assert!(
+            stray.is_empty(),
+            "the agent sent requests past cliproxy: {stray:?}"
+        );
+    }
+
+    /// The agent's output, cliproxy's log and the fake's last requests, for a failure message.
+    async fn report(&mut self, output: &Output) -> String {
+        // Reads whatever the server has logged by now into `seen`; nothing contains the needle.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            self.server.next_log_containing("\u{0}"),
+        )
+        .await;
+        let upstream: Vec<String> = self
+            .fake
+            .chat_requests()
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(|request| {
+                let body = &request.body;
+                format!("  {}", &body[..body.len().min(2_000)])
+            })
+            .collect();
+        format!(
+            "--- agent {}\n{}\n{}\n--- cliproxy log:\n{}\n--- the last requests fake Qwen received:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            self.server.seen.join("\n"),
+            upstream.join("\n")
+        )
+    }
+}
+
+#[tokio::test]
+async fn claude_code_runs_a_tool_through_cliproxy() {
+    let test = "claude_code_runs_a_tool_through_cliproxy";
+    let Some(claude) = client(test, "claude", CLAUDE_CODE_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    let marker = session.work.join("marker.txt");
+    session
+        .fake
+        .prefer_tool("Read", &json!({ "file_path": marker }));
+    let home = session.dir("claude-home");
+    let output = session
+        .run(
+            &claude,
+            &["-p", "What does marker.txt say?", "--output-format", "json"],
+            &[
+                ("HOME", home.as_os_str()),
+                ("ANTHROPIC_BASE_URL", OsStr::new(&session.server.base)),
+                ("ANTHROPIC_AUTH_TOKEN", OsStr::new(API_KEY)),
+                ("ANTHROPIC_API_KEY", OsStr::new("")),
+                ("ANTHROPIC_MODEL", OsStr::new(MODEL)),
+                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", OsStr::new("1")),
+                ("DISABLE_AUTOUPDATER", OsStr::new("1")),
+                ("DISABLE_TELEMETRY", OsStr::new("1")),
+                ("DISABLE_ERROR_REPORTING", OsStr::new("1")),
+            ],
+        )
+        .await;
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    if !output.status.success() || result["is_error"] != false {
+        panic!("Claude Code failed\n{}", session.report(&output).await);
+    }
+    let answer = result["result"].as_str().unwrap_or_default();
+    assert!(
+        answer.starts_with("The tool returned: ") && answer.contains(MARKER),
+        "the answer after the tool result: {answer:?}\n{}",
+        session.report(&output).await
+    );
+    assert!(result["num_turns"].as_u64() >= Some(2), "{result}");
+    session.check_round_trip(&output).await;
+}
+
+#[tokio::test]
+async fn codex_runs_a_command_through_cliproxy() {
+    let test = "codex_runs_a_command_through_cliproxy";
+    let Some(codex) = client(test, "codex", CODEX_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    session
+        .fake
+        .prefer_tool("exec_command", &json!({ "cmd": "cat marker.txt" }));
+    let codex_home = session.dir("codex-home");
+    // As docs/clients.md sets Codex up, plus what keeps it from other servers: no plugin
+    // sync (GitHub, chatgpt.com), no analytics (ab.chatgpt.com), no update check.
+    let config = format!(
+        "model = \"gpt-5-codex\"\nmodel_provider = \"cliproxy\"\n\
+         check_for_update_on_startup = false\n\n\
+         [model_providers.cliproxy]\nname = \"cliproxy\"\nbase_url = \"{}/v1\"\n\
+         env_key = \"CLIPROXY_CLIENT_KEY\"\nwire_api = \"responses\"\n\n\
+         [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
+        session.server.base
+    );
+    std::fs::write(codex_home.join("config.toml"), config).expect("write config.toml");
+    let home = session.dir("codex-user-home");
+    let output = session
+        .run(
+            &codex,
+            &["exec", "--skip-git-repo-check", "What does marker.txt say?"],
+            &[
+                ("HOME", home.as_os_str()),
+                ("CODEX_HOME", codex_home.as_os_str()),
+                ("CLIPROXY_CLIENT_KEY", OsStr::new(API_KEY)),
+            ],
+        )
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        panic!("Codex failed\n{}", session.report(&output).await);
+    }
+    assert!(
+        stdout.starts_with("The tool returned: ") && stdout.contains(MARKER),
+        "Codex's last message: {stdout:?}\n{}",
+        session.report(&output).await
+    );
+    session.check_round_trip(&output).await;
+}
