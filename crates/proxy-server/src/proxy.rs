@@ -11,7 +11,6 @@ use http::{HeaderMap, Request, Response};
 use hyper::body::Body;
 use tower::{Service, ServiceBuilder};
 use tower_http::classify::ServerErrorsFailureClass;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
@@ -22,6 +21,7 @@ use crate::credential::Credential;
 use crate::error::BuildError;
 use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::routes::{Router, State};
 use crate::upstream::Upstream;
 
@@ -70,8 +70,9 @@ impl Proxy {
     ///
     /// Layers, outermost first:
     ///
-    /// 1. `SetRequestIdLayer` (tower-http) — keeps the client's `x-request-id`, or sets a new
-    ///    UUID v4 on the request.
+    /// 1. `RequestIdLayer` — keeps the client's `x-request-id`, or sets a new UUID v4 on the
+    ///    request, and puts the same id on the response, the inner layers' own 401/413
+    ///    answers included.
     /// 2. `TraceLayer` (tower-http) — one DEBUG `request` span per request with `request_id`,
     ///    `method` and `path` (never the query: it may hold `?key=`). Inner code records
     ///    `model` (chat handler), `account` (the label of the credential tried last — never a
@@ -79,16 +80,14 @@ impl Proxy {
     ///    or stream); this layer records `status` and `latency_ms` (time to the response
     ///    head) and logs the response at DEBUG, a 5xx at WARN and the end of a body at DEBUG
     ///    (a stream aborted mid-way is logged at WARN by the upstream body, inside this span).
-    /// 3. `PropagateRequestIdLayer` (tower-http) — copies `x-request-id` to the response,
-    ///    the inner layers' own 401/413 answers included.
-    /// 4. `ClientAuthLayer` — 401 unless the request presents a configured client key
+    /// 3. `ClientAuthLayer` — 401 unless the request presents a configured client key
     ///    (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, `?key=`; constant-time
     ///    comparison), except on the probes `/healthz`, `/` and `/api/hello`; off when no keys
     ///    are configured.
-    /// 5. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
+    /// 4. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
     ///    body is read; otherwise wraps the body in `Limited` so reading past the limit (a
     ///    chunked body) is also 413.
-    /// 6. `Router` — 404 for unknown paths, 405 for wrong methods, then the handlers; the chat
+    /// 5. `Router` — 404 for unknown paths, 405 for wrong methods, then the handlers; the chat
     ///    handler answers 400 to a malformed JSON body and forwards the rest upstream.
     pub fn service<B>(
         &self,
@@ -106,7 +105,7 @@ impl Proxy {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(RequestIdLayer)
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(make_span::<B>)
@@ -114,7 +113,6 @@ impl Proxy {
                     .on_eos(on_eos)
                     .on_failure(on_failure),
             )
-            .layer(PropagateRequestIdLayer::x_request_id())
             .layer(ClientAuthLayer::new(Arc::clone(&self.keys)))
             .layer(BodyLimitLayer::new(self.config.max_body_bytes))
             .service(Router::new(Arc::clone(&self.state)))
@@ -124,7 +122,7 @@ impl Proxy {
 fn make_span<B>(request: &Request<B>) -> Span {
     let request_id = request
         .headers()
-        .get("x-request-id")
+        .get(&X_REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     // DEBUG: at the default INFO level the span costs nothing; warnings name the account and

@@ -1,9 +1,10 @@
-//! The proxy's own tower layers (tower-http provides the request id and tracing ones): client
-//! authentication and the request body limit. Both answer some requests themselves, without
-//! calling the inner service; [`ShortCircuit`] is the future for that.
+//! The proxy's own tower layers (tower-http provides the tracing one): the request id, client
+//! authentication and the request body limit. The last two answer some requests themselves,
+//! without calling the inner service; [`ShortCircuit`] is the future for that.
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod request_id;
 
 use std::convert::Infallible;
 use std::future::{Future, Ready};

@@ -86,6 +86,18 @@ async fn request_ids_are_generated_or_echoed() {
         .insert("x-request-id", "my-request-7".parse().expect("a header"));
     let echoed = call(&proxy, request).await;
     assert_eq!(echoed.header("x-request-id"), Some("my-request-7"));
+
+    let another = call(&proxy, get("/v1/models")).await;
+    assert_ne!(another.header("x-request-id"), Some(id), "ids are fresh");
+
+    // The client-auth layer's own 401 carries one too.
+    let config = ServerConfig {
+        api_keys: vec!["right".to_owned()],
+        ..ServerConfig::default()
+    };
+    let refused = call(&proxy_with(config, &pool), get("/v1/models")).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("x-request-id").map(str::len), Some(36));
 }
 
 #[tokio::test]
