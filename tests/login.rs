@@ -701,6 +701,30 @@ async fn a_terminal_gets_a_qr_code_and_a_live_countdown() {
     sandbox.only_token_file();
 }
 
+#[tokio::test]
+async fn ctrl_c_at_the_email_prompt_exits_at_once() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    let mut login = sandbox.spawn(&login_args());
+
+    login.wait_for("Enter your Qwen account email:").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &login.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // stdin stays open: the process must not wait for a line that never comes.
+    let finished = login.finish_keeping_stdin().await;
+
+    assert_eq!(finished.code, Some(130), "{}", finished.shown);
+    assert!(
+        finished.shown.contains("login cancelled"),
+        "{}",
+        finished.shown
+    );
+    assert!(sandbox.token_files().is_empty());
+}
+
 /// Reads what the fake browser writes into the FIFO at `path`: blocks until it writes.
 async fn read_fifo(path: &std::path::Path) -> String {
     let path = path.to_owned();

@@ -253,15 +253,28 @@ impl Running {
     /// followed) and waits for the exit.
     pub async fn finish(mut self) -> Finished {
         drop(self.child.stdin.take());
+        self.finish_keeping_stdin().await
+    }
+
+    /// Like [`Running::finish`], but stdin stays open until the process has exited, so it
+    /// never sees the end of its input.
+    pub async fn finish_keeping_stdin(mut self) -> Finished {
         let mut stdout = Vec::new();
         let mut out = self.child.stdout.take();
-        let (rest, _) = tokio::join!(self.shown.read_to_end(&mut self.seen), async {
-            if let Some(out) = out.as_mut() {
-                out.read_to_end(&mut stdout).await.expect("read stdout");
-            }
-        });
-        rest.expect("read output");
-        let status = self.child.wait().await.expect("wait");
+        let ended = async {
+            let (rest, _) = tokio::join!(self.shown.read_to_end(&mut self.seen), async {
+                if let Some(out) = out.as_mut() {
+                    out.read_to_end(&mut stdout).await.expect("read stdout");
+                }
+            });
+            rest.expect("read output");
+            self.child.wait().await.expect("wait")
+        };
+        // Not a synchronisation: only turns a process that never exits into a failure.
+        let status = tokio::time::timeout(HANG_GUARD, ended)
+            .await
+            .unwrap_or_else(|_| panic!("the process did not exit within {HANG_GUARD:?}"));
+        drop(self.child.stdin.take());
         Finished {
             code: status.code(),
             shown: self.shown(),
