@@ -92,11 +92,13 @@ impl StopScanner {
         }
     }
 
+    /// Whether there is anything to look for; without, text can be sent as it comes.
+    pub(crate) fn is_active(&self) -> bool {
+        !self.sequences.is_empty()
+    }
+
     /// The next text delta.
     pub(crate) fn push(&mut self, delta: &str) -> Scanned<'_> {
-        if self.sequences.is_empty() {
-            return Scanned::Text(delta.to_owned());
-        }
         self.held.push_str(delta);
         if let Some(found) = self.sequences.find(&self.held) {
             let mut text = std::mem::take(&mut self.held);
@@ -186,6 +188,7 @@ mod tests {
     #[test]
     fn without_sequences_text_passes_as_it_is() {
         let mut scanner = StopScanner::default();
+        assert!(!scanner.is_active());
         assert_eq!(scanner.push("a<"), Scanned::Text("a<".into()));
         assert_eq!(scanner.flush(), "");
     }

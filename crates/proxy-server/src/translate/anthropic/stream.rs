@@ -268,8 +268,12 @@ impl MessageStream {
         );
     }
 
-    /// A text delta, through the stop-sequence scanner.
+    /// A text delta, through the stop-sequence scanner when the request has stop sequences.
     fn text(&mut self, text: &str, out: &mut BytesMut) {
+        if !self.stops.is_active() {
+            self.send_text(text, out);
+            return;
+        }
         let (text, stop) = match self.stops.push(text) {
             Scanned::Text(text) => (text, None),
             Scanned::Stop { text, sequence } => (text, Some(sequence.to_owned())),
