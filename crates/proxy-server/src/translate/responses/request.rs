@@ -8,7 +8,7 @@
 //! | `max_output_tokens` | `max_tokens` |
 //! | `stream` | `stream`, with `stream_options.include_usage` so the end carries usage |
 //! | function `tools` (`name`, `description`, `parameters`, `strict` at the top) | `tools` (those under `function`) |
-//! | `namespace` tools: their function `tools` | function tools named `<namespace>__<name>`, the namespace's `description` before the tool's ([`super::namespaces`]) |
+//! | `namespace` tools: their function `tools` | function tools named `<namespace>__<name>`, the namespace's `description` before the tool's ([`super::namespaces`]); a flat name that another tool has too is refused (`invalid_tools`) |
 //! | other tools (`web_search`, `file_search`, `local_shell`, `custom`, `mcp`, ...; `custom` tools inside a namespace) | dropped: a chat upstream cannot run them |
 //! | `tool_choice` `auto`/`none`/`required`, `{"type":"function","name"}` | the same, `{"type":"function","function":{"name"}}` |
 //! | `tool_choice` naming a dropped tool kind | dropped (the upstream's default, `auto`) |
