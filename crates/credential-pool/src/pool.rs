@@ -1,7 +1,8 @@
 //! The credential pool: per-model candidate lists, rotation, cooldowns,
 //! backoff and rate caps behind one short-lived mutex.
 //!
-//! Candidate lists are rebuilt on [`Pool::upsert`] and [`Pool::remove`];
+//! A new credential joins the candidate lists in place; they are rebuilt when one leaves
+//! ([`Pool::remove`]) or changes its models;
 //! [`Pool::select`] does one hash lookup for the model and then walks its
 //! list from a rotating cursor, skipping unavailable credentials, without
 //! allocating on success.
@@ -192,6 +193,41 @@ struct Inner<C> {
 }
 
 impl<C> Inner<C> {
+    /// Appends a new entry and adds it to the index and candidate lists in place, in time
+    /// proportional to its models (not to the pool): loading n accounts stays O(n).
+    fn push(&mut self, entry: Entry<C>) {
+        let i = self.entries.len();
+        self.index.insert(Arc::clone(&entry.key), i);
+        match &entry.models {
+            Models::All => {
+                self.any_model.members.push(i);
+                for candidates in self.by_model.values_mut() {
+                    candidates.members.push(i);
+                }
+            }
+            Models::Only(list) => {
+                for model in list {
+                    if let Some(candidates) = self.by_model.get_mut(model.as_str()) {
+                        // A model listed twice by one entry counts once.
+                        if candidates.members.last() != Some(&i) {
+                            candidates.members.push(i);
+                        }
+                        continue;
+                    }
+                    // A new model: every `Models::All` entry serves it too, and all come first.
+                    let mut members = self.any_model.members.clone();
+                    members.push(i);
+                    self.by_model
+                        .insert(model.as_str().into(), Candidates { members, cursor: 0 });
+                    if let Err(at) = self.known.binary_search(model) {
+                        self.known.insert(at, model.clone());
+                    }
+                }
+            }
+        }
+        self.entries.push(entry);
+    }
+
     /// Recomputes the key index and candidate lists after entries changed,
     /// keeping each model's cursor (wrapped into the new list length).
     fn rebuild(&mut self) {
@@ -331,7 +367,7 @@ impl<C> Pool<C> {
             }
             return;
         }
-        inner.entries.push(Entry {
+        inner.push(Entry {
             key: key.into(),
             credential,
             models,
@@ -339,7 +375,6 @@ impl<C> Pool<C> {
             rate: requests_per_minute.map(RateWindow::new),
             backoff: HashMap::new(),
         });
-        inner.rebuild();
     }
 
     /// Removes a credential; `false` when the key was unknown.
@@ -526,5 +561,62 @@ impl<C> Pool<C> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candidate lists as comparable data: (model, members) sorted by model, the `any`
+    /// members, the known models and the key index.
+    type Shape = (
+        Vec<(String, Vec<usize>)>,
+        Vec<usize>,
+        Vec<String>,
+        Vec<(String, usize)>,
+    );
+
+    fn shape<C>(inner: &Inner<C>) -> Shape {
+        let mut by_model: Vec<(String, Vec<usize>)> = inner
+            .by_model
+            .iter()
+            .map(|(model, c)| (model.to_string(), c.members.clone()))
+            .collect();
+        by_model.sort();
+        let mut index: Vec<(String, usize)> = inner
+            .index
+            .iter()
+            .map(|(key, &i)| (key.to_string(), i))
+            .collect();
+        index.sort();
+        (
+            by_model,
+            inner.any_model.members.clone(),
+            inner.known.clone(),
+            index,
+        )
+    }
+
+    #[test]
+    fn adding_in_place_builds_what_a_full_rebuild_builds() {
+        let only = |models: &[&str]| Models::Only(models.iter().map(|m| (*m).to_owned()).collect());
+        let additions = [
+            only(&["b", "a"]),
+            Models::All,
+            only(&["c"]),
+            only(&["a", "a", "d"]),
+            Models::All,
+            only(&[]),
+            only(&["b", "e"]),
+        ];
+        let pool: Pool<()> = Pool::default();
+        for (i, models) in additions.into_iter().enumerate() {
+            pool.upsert(&format!("k{i}"), Arc::new(()), models, None);
+            let mut inner = pool.lock();
+            let incremental = shape(&inner);
+            inner.rebuild();
+            assert_eq!(incremental, shape(&inner), "after adding k{i}");
+        }
     }
 }
