@@ -76,13 +76,13 @@ impl HttpClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         let (tls, tls_to_proxy) = tls_configs()?;
-        let connector = Connector {
+        let connector = Connector(Arc::new(Connecting {
             http,
             tls,
             tls_to_proxy,
             proxies: Arc::clone(&proxies),
             timeout: connect_timeout,
-        };
+        }));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -180,9 +180,13 @@ fn tls_configs() -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>
     Ok((Arc::new(upstream), to_proxy))
 }
 
-/// Opens upstream connections, through the proxy when one applies.
+/// Opens upstream connections, through the proxy when one applies. The pool clones it for
+/// every request, so it is one `Arc`.
 #[derive(Clone)]
-struct Connector {
+struct Connector(Arc<Connecting>);
+
+/// What opening a connection needs.
+struct Connecting {
     http: HttpConnector,
     /// For upstreams: offers HTTP/2 and HTTP/1.1.
     tls: Arc<rustls::ClientConfig>,
@@ -203,20 +207,20 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
-        let connector = self.clone();
-        let timeout = self.timeout;
+        let connecting = Arc::clone(&self.0);
         Box::pin(async move {
-            tokio::time::timeout(timeout, connector.connect(dst))
+            let timeout = connecting.timeout;
+            tokio::time::timeout(timeout, connecting.connect(dst))
                 .await
                 .map_err(|_| format!("no connection within {} s", timeout.as_secs()))?
         })
     }
 }
 
-impl Connector {
-    async fn connect(self, dst: Uri) -> Result<Conn, BoxError> {
+impl Connecting {
+    async fn connect(&self, dst: Uri) -> Result<Conn, BoxError> {
         let Some(proxy) = self.proxies.intercept(&dst) else {
-            let io = HttpsConnector::from((self.http, self.tls))
+            let io = HttpsConnector::from((self.http.clone(), Arc::clone(&self.tls)))
                 .call(dst)
                 .await?;
             return Ok(Conn::new(io, false));
@@ -224,12 +228,14 @@ impl Connector {
         let proxy_uri = proxy.uri().clone();
         match proxy_uri.scheme_str() {
             Some(scheme @ ("socks5" | "socks5h")) => {
-                let mut socks =
-                    SocksV5::new(proxy_uri.clone(), self.http).local_dns(scheme == "socks5");
+                let mut socks = SocksV5::new(proxy_uri.clone(), self.http.clone())
+                    .local_dns(scheme == "socks5");
                 if let Some((user, password)) = proxy.raw_auth() {
                     socks = socks.with_auth(user.to_owned(), password.to_owned());
                 }
-                let io = HttpsConnector::from((socks, self.tls)).call(dst).await?;
+                let io = HttpsConnector::from((socks, Arc::clone(&self.tls)))
+                    .call(dst)
+                    .await?;
                 Ok(Conn::new(io, false))
             }
             Some(other) if !is_http_proxy(&proxy_uri) => Err(format!(
@@ -238,16 +244,19 @@ impl Connector {
             )
             .into()),
             _ if dst.scheme() == Some(&Scheme::HTTPS) => {
-                let to_proxy = HttpsConnector::from((self.http, self.tls_to_proxy));
+                let to_proxy =
+                    HttpsConnector::from((self.http.clone(), Arc::clone(&self.tls_to_proxy)));
                 let mut tunnel = Tunnel::new(proxy_uri, to_proxy);
                 if let Some(credentials) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(credentials.clone());
                 }
-                let io = HttpsConnector::from((tunnel, self.tls)).call(dst).await?;
+                let io = HttpsConnector::from((tunnel, Arc::clone(&self.tls)))
+                    .call(dst)
+                    .await?;
                 Ok(Conn::new(io, false))
             }
             _ => {
-                let io = HttpsConnector::from((self.http, self.tls_to_proxy))
+                let io = HttpsConnector::from((self.http.clone(), Arc::clone(&self.tls_to_proxy)))
                     .call(proxy_uri)
                     .await?;
                 Ok(Conn::new(io, true))
