@@ -87,6 +87,30 @@ async fn send(proxy: &Proxy, stream: bool) -> Result<Bytes, String> {
         .map_err(|error| error.to_string())
 }
 
+/// A streamed Anthropic message cut at a stop sequence while the upstream still holds the rest.
+async fn stop_at_a_sequence(proxy: &Proxy) {
+    let body = json!({
+        "model": "coder-model",
+        "max_tokens": 64,
+        "stream": true,
+        "stop_sequences": ["part1"],
+        "messages": [{ "role": "user", "content": "hello" }],
+    });
+    let request = Request::post(format!("/v1/messages?key={CLIENT_KEY}"))
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a request");
+    let response = within(proxy.service().oneshot(request))
+        .await
+        .expect("the service never fails");
+    assert_eq!(response.status(), 200);
+    let events = within(response.into_body().collect())
+        .await
+        .expect("a whole stream")
+        .to_bytes();
+    let events = String::from_utf8_lossy(&events);
+    assert!(events.contains("\"stop_sequence\":\"part1\""), "{events}");
+}
+
 #[tokio::test]
 async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
     let captured = Captured::default();
@@ -128,8 +152,20 @@ async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
     send(&proxy, true).await.expect("a whole stream");
     fake.set_chat_step(ChatStep::CutAfter(1));
     assert!(send(&proxy, true).await.is_err(), "a broken stream");
+    let before_the_stop = captured.0.lock().expect("lock").len();
+    fake.set_chat_step(ChatStep::HoldLast);
+    stop_at_a_sequence(&proxy).await;
 
     let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("UTF-8");
+    let at_the_stop = &logs[before_the_stop..];
+    assert!(
+        at_the_stop.contains("answer complete before the upstream's end"),
+        "{at_the_stop}"
+    );
+    assert!(
+        !at_the_stop.contains("client went away"),
+        "a stop sequence is not a client that left:\n{at_the_stop}"
+    );
     for expected in [
         "request_id=",
         "model=\"coder-model\"",

@@ -7,7 +7,8 @@
 //! body with the same [`StreamError`], so the client's response is aborted, never completed.
 //! A translator that is [done](StreamTranslator::done) before the upstream ends (an Anthropic
 //! answer cut at a stop sequence) ends this body at once, without reading the rest; the
-//! upstream body is dropped with it, which cancels the upstream request.
+//! upstream body is told so ([`UpstreamBody::finish_early`]) and dropped with it, which
+//! cancels the upstream request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -97,6 +98,7 @@ impl TranslatedBody {
         if let Err(too_long) = fed {
             self.break_off(StreamError::LineTooLong(too_long.limit));
         } else if self.translator.done() {
+            self.upstream.finish_early();
             self.ending = Ending::Done;
         }
     }

@@ -77,6 +77,20 @@ impl UpstreamBody {
         Poll::Ready(Some(Err(error)))
     }
 
+    /// Ends the stream early because the answer is already complete (a translated answer cut
+    /// at a stop sequence): records what was seen and lets the drop cancel the upstream request
+    /// without calling it a client that went away.
+    pub(crate) fn finish_early(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.observer.finish();
+        tracing::debug!(
+            "answer complete before the upstream's end; cancelling the upstream request"
+        );
+    }
+
     /// `Ready` once nothing came for the idle timeout.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
