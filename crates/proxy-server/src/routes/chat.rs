@@ -1,18 +1,18 @@
-//! `POST /v1/chat/completions`: reads and checks the client's JSON, then lets the upstream
-//! module serve it (streamed or not) and hands the answer back untouched.
+//! `POST /v1/chat/completions`: reads and checks the client's JSON (without building it into
+//! a `Value`), then lets the upstream module serve it (streamed or not) and hands the answer
+//! back untouched.
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Limited;
 use hyper::body::Body;
-use serde_json::Value;
 use tracing::Span;
 
 use super::State;
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
 use crate::layers::body_limit::read_body;
-use crate::upstream::{Answer, ChatRequest, record_completion};
+use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
 pub(super) async fn completions<B>(
     state: &State,
@@ -45,34 +45,23 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let json: Value = serde_json::from_slice(&raw).map_err(|error| {
-        ApiError::bad_request(
+    let chat = ChatRequest::from_client(raw).map_err(|malformed| match malformed {
+        Malformed::NotAnObject => ApiError::bad_request(
+            "invalid_json",
+            "the request body must be a JSON object with `model` and `messages`",
+        ),
+        Malformed::Json(error) => ApiError::bad_request(
             "invalid_json",
             format!(
                 "the request body is not valid JSON ({error}); send a chat-completions request \
                  object such as {{\"model\": \"coder-model\", \"messages\": [...]}}"
             ),
-        )
-    })?;
-    if !json.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_json",
-            "the request body must be a JSON object with `model` and `messages`",
-        ));
-    }
-    let Some(model) = json.get("model").and_then(Value::as_str) else {
-        return Err(ApiError::bad_request(
+        ),
+        Malformed::NoModel => ApiError::bad_request(
             "missing_model",
             "the request has no `model`; set it to one of the ids GET /v1/models lists",
-        ));
-    };
-    let model = model.to_owned();
-    Span::current().record("model", model.as_str());
-    let stream = json.get("stream").and_then(Value::as_bool) == Some(true);
-    Ok(ChatRequest {
-        model,
-        stream,
-        raw,
-        json,
-    })
+        ),
+    })?;
+    Span::current().record("model", chat.model.as_str());
+    Ok(chat)
 }

@@ -62,8 +62,6 @@ where
         .unwrap_or(request.model())
         .to_owned();
     let chat = request.into_chat(&upstream_model).map_err(bad_request)?;
-    // Serializing a `Value` cannot fail (its map keys are strings).
-    let raw = Bytes::from(serde_json::to_vec(&chat.json).unwrap_or_default());
     // `message_start` comes before the upstream reports usage: it carries the estimate.
     let estimated_input_tokens = if chat.stream {
         anthropic::estimate_tokens(&chat.json)
@@ -74,12 +72,11 @@ where
     let stops = chat.stop_sequences;
     let answer = state
         .upstream
-        .chat(ChatRequest {
-            model: model.clone(),
-            stream: chat.stream,
-            raw,
-            json: chat.json,
-        })
+        .chat(ChatRequest::from_json(
+            model.clone(),
+            chat.stream,
+            chat.json,
+        ))
         .await?;
     match answer {
         Answer::Complete { status, body, .. } if status.is_success() => {

@@ -67,13 +67,7 @@ where
         namespaces,
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest {
-        model,
-        stream,
-        // Serializing a `Value` cannot fail (its map keys are strings).
-        raw: Bytes::from(serde_json::to_vec(&chat).unwrap_or_default()),
-        json: chat,
-    };
+    let chat = ChatRequest::from_json(model, stream, chat);
     match state.upstream.chat(chat).await? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);

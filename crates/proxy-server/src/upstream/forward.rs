@@ -15,6 +15,7 @@ use serde_json::Value;
 use tracing::Span;
 
 use super::classify::{self, Failure, Verdict};
+use super::request::ChatRequest;
 use super::shape;
 use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
@@ -30,17 +31,6 @@ const MAX_ERROR_BYTES: usize = 1024 * 1024;
 const RELOGIN_REASON: &str = "re-login required";
 /// Where to add capacity, for messages whose remedy is more credentials.
 const ADD_CREDENTIALS: &str = "add accounts with `cliproxy login qwen` or more API keys";
-
-/// A client's chat-completions request, parsed once.
-#[derive(Debug)]
-pub(crate) struct ChatRequest {
-    pub(crate) model: String,
-    pub(crate) stream: bool,
-    /// The client's body as it came: what OpenAI-compatible upstreams get.
-    pub(crate) raw: Bytes,
-    /// The parsed body: reshaped for Qwen OAuth upstreams on first need.
-    pub(crate) json: Value,
-}
 
 /// The upstream's final answer, ready for the client.
 #[derive(Debug)]
@@ -103,30 +93,22 @@ impl Upstream {
     /// # Errors
     ///
     /// An [`ApiError`] for the client when no credential could serve the request.
-    pub(crate) async fn chat(&self, request: ChatRequest) -> Result<Answer, ApiError> {
-        let ChatRequest {
-            model,
-            stream,
-            mut raw,
-            mut json,
-        } = request;
-        let mut rewritten = false;
-        let model = match self.aliases.resolve(&model) {
-            Some(target) if target != model => {
-                tracing::debug!(requested = %model, model = %target, "model alias applied");
-                json["model"] = Value::from(target);
-                rewritten = true;
-                target.to_owned()
-            }
-            _ => model,
-        };
-        if let Some(cap) = self.max_output_tokens {
-            rewritten |= clamp_output_tokens(&mut json, cap);
+    pub(crate) async fn chat(&self, mut request: ChatRequest) -> Result<Answer, ApiError> {
+        if let Some(target) = self.aliases.resolve(&request.model)
+            && target != request.model
+        {
+            tracing::debug!(requested = %request.model, model = %target, "model alias applied");
+            request.json_mut()["model"] = Value::from(target);
+            request.model = target.to_owned();
         }
-        if rewritten {
-            raw = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        if let Some(cap) = self.max_output_tokens
+            && request.output_tokens() > Some(u64::from(cap))
+        {
+            clamp_output_tokens(request.json_mut(), cap);
         }
-        let mut qwen_body: Option<Bytes> = None;
+        let model = std::mem::take(&mut request.model);
+        let stream = request.stream;
+        let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<(Arc<str>, Failure)> = None;
         let mut attempts = 0;
@@ -140,10 +122,8 @@ impl Upstream {
             let credential: &Credential = &lease.credential;
             Span::current().record("account", &*credential.label);
             let body = match credential.flavor {
-                Flavor::OpenAiCompatible => raw.clone(),
-                Flavor::QwenOAuth => qwen_body
-                    .get_or_insert_with(|| shape::for_qwen(&mut json))
-                    .clone(),
+                Flavor::OpenAiCompatible => outgoing.as_sent(),
+                Flavor::QwenOAuth => outgoing.for_qwen(shape::for_qwen),
             };
 
             let mut access = credential.access.current();
@@ -357,21 +337,14 @@ impl Upstream {
     }
 }
 
-/// The client's error when the pool has no credential for the request.
 /// Lowers `max_tokens` / `max_completion_tokens` above `cap` to `cap` (agents such as Claude
 /// Code ask for more than Qwen's models can produce, which the upstream refuses with a 400).
-/// Returns whether the body changed.
-fn clamp_output_tokens(json: &mut Value, cap: u32) -> bool {
-    let mut changed = false;
+fn clamp_output_tokens(json: &mut Value, cap: u32) {
     for field in ["max_tokens", "max_completion_tokens"] {
-        if let Some(asked) = json.get(field).and_then(Value::as_u64)
-            && asked > u64::from(cap)
-        {
+        if json.get(field).and_then(Value::as_u64) > Some(u64::from(cap)) {
             json[field] = Value::from(cap);
-            changed = true;
         }
     }
-    changed
 }
 
 fn unavailable_error(

@@ -17,6 +17,7 @@ mod client;
 mod forward;
 mod headers;
 mod observe;
+mod request;
 mod shape;
 mod stream;
 
@@ -30,8 +31,9 @@ use crate::credential::Credential;
 use crate::error::BuildError;
 
 pub(crate) use aliases::Aliases;
-pub(crate) use forward::{Answer, ChatRequest};
+pub(crate) use forward::Answer;
 pub(crate) use observe::record_completion;
+pub(crate) use request::{ChatRequest, Malformed};
 pub(crate) use stream::UpstreamBody;
 
 use headers::UpstreamHeaders;

@@ -110,6 +110,12 @@ async fn malformed_json_is_400() {
     let message = call(&proxy, request).await.error(400, "invalid_json");
     assert!(message.contains("not valid JSON"), "{message}");
 
+    let array = Request::post("/v1/chat/completions")
+        .body(Full::new(Bytes::from_static(b"[\"coder-model\"]")))
+        .expect("a request");
+    let message = call(&proxy, array).await.error(400, "invalid_json");
+    assert!(message.contains("must be a JSON object"), "{message}");
+
     let message = call(&proxy, chat_request(&json!({ "messages": [] })))
         .await
         .error(400, "missing_model");
