@@ -26,6 +26,15 @@ pub struct Server {
 impl Server {
     /// Starts `cliproxy serve` in `sandbox` with `api-keys = [API_KEY]`, port 0 and `extra_config`.
     pub async fn start(sandbox: &Sandbox, extra_config: &str) -> Server {
+        Self::start_with_env(sandbox, extra_config, &[]).await
+    }
+
+    /// [`Server::start`] with more environment variables (the sandbox's are cleared).
+    pub async fn start_with_env(
+        sandbox: &Sandbox,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
         let config = sandbox
             .home
             .path()
@@ -36,7 +45,9 @@ impl Server {
         )
         .expect("write config");
         let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
-        command.env("CLIPROXY_LOG", "info");
+        command
+            .env("CLIPROXY_LOG", "info")
+            .envs(env.iter().copied());
         let mut child = command.spawn().expect("spawn cliproxy serve");
         let stderr = child.stderr.take().expect("stderr");
         let (lines, log) = mpsc::unbounded_channel();
