@@ -230,9 +230,11 @@ fn wants_stream(body: &[u8]) -> bool {
 fn stream_reply(state: &Arc<State>) -> Response<Reply> {
     let gate = lock(&state.gate).clone();
     let hold = gate.map(|mut gate| {
-        let state = Arc::clone(state);
+        // Counted from now, before the first event can reach the client: whoever has seen a
+        // stream's first event also sees it counted.
+        let held = HeldCount::new(Arc::clone(state));
         let wait: HoldFuture = Box::pin(async move {
-            let _held = HeldCount::new(state);
+            let _held = held;
             let _ = tokio::time::timeout(HOLD_LIMIT, gate.wait_for(|released| *released)).await;
         });
         wait
