@@ -293,6 +293,55 @@ impl<C> Inner<C> {
     }
 }
 
+/// Walks `members` from `start`, wrapping: the position of the first usable candidate, or
+/// why there is none (see [`Unavailable`] for which reason wins).
+fn first_usable<C>(
+    entries: &mut [Entry<C>],
+    members: &[usize],
+    start: usize,
+    model: &str,
+    tried: &[Arc<str>],
+    now: Instant,
+    known: &[String],
+) -> Result<usize, Unavailable> {
+    let n = members.len();
+    if n == 0 {
+        return Err(Unavailable::UnknownModel {
+            model: model.to_owned(),
+            known: known.to_vec(),
+        });
+    }
+    let (mut disabled, mut tried_count, mut waiting) = (0_usize, 0_usize, 0_usize);
+    let mut earliest: Option<Duration> = None;
+    for offset in 0..n {
+        let pos = (start + offset) % n;
+        match entries[members[pos]].check(model, tried, now) {
+            Check::Usable => return Ok(pos),
+            Check::Disabled => disabled += 1,
+            Check::Tried => tried_count += 1,
+            Check::Wait(wait) => {
+                waiting += 1;
+                earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+            }
+        }
+    }
+    let model = model.to_owned();
+    Err(if tried_count > 0 {
+        Unavailable::Exhausted { model }
+    } else if let Some(retry_after) = earliest {
+        Unavailable::CoolingDown {
+            model,
+            retry_after,
+            waiting,
+        }
+    } else {
+        Unavailable::Disabled {
+            model,
+            count: disabled,
+        }
+    })
+}
+
 impl<C> Default for Pool<C> {
     fn default() -> Self {
         Self::new(PoolConfig::default())
@@ -438,56 +487,60 @@ impl<C> Pool<C> {
             Some(list) => list,
             None => any_model,
         };
-        let n = list.members.len();
-        if n == 0 {
-            return Err(Unavailable::UnknownModel {
-                model: model.to_owned(),
-                known: known.clone(),
-            });
-        }
         let start = match self.config.strategy {
             Strategy::RoundRobin => list.cursor,
             Strategy::FillFirst => 0,
         };
-        let (mut disabled, mut tried_count, mut waiting) = (0_usize, 0_usize, 0_usize);
-        let mut earliest: Option<Duration> = None;
-        for offset in 0..n {
-            let pos = (start + offset) % n;
-            let entry = &mut entries[list.members[pos]];
-            match entry.check(model, tried, now) {
-                Check::Usable => {
-                    if let Some(window) = entry.rate.as_mut() {
-                        window.record(now);
-                    }
-                    list.cursor = (pos + 1) % n;
-                    return Ok(Lease {
-                        key: Arc::clone(&entry.key),
-                        credential: Arc::clone(&entry.credential),
-                    });
-                }
-                Check::Disabled => disabled += 1,
-                Check::Tried => tried_count += 1,
-                Check::Wait(wait) => {
-                    waiting += 1;
-                    earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
-                }
-            }
+        let pos = first_usable(entries, &list.members, start, model, tried, now, known)?;
+        let entry = &mut entries[list.members[pos]];
+        if let Some(window) = entry.rate.as_mut() {
+            window.record(now);
         }
-        let model = model.to_owned();
-        Err(if tried_count > 0 {
-            Unavailable::Exhausted { model }
-        } else if let Some(retry_after) = earliest {
-            Unavailable::CoolingDown {
-                model,
-                retry_after,
-                waiting,
-            }
-        } else {
-            Unavailable::Disabled {
-                model,
-                count: disabled,
-            }
+        list.cursor = (pos + 1) % list.members.len();
+        Ok(Lease {
+            key: Arc::clone(&entry.key),
+            credential: Arc::clone(&entry.credential),
         })
+    }
+
+    /// Whether some credential could serve `model` at `now`, as [`Pool::select`] would
+    /// decide with nothing tried yet, without choosing one or taking a rate slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when none could, and why.
+    pub fn availability(&self, model: &str, now: Instant) -> Result<(), Unavailable> {
+        let mut guard = self.lock();
+        let Inner {
+            entries,
+            by_model,
+            any_model,
+            known,
+            ..
+        } = &mut *guard;
+        let list = by_model.get(model).unwrap_or(any_model);
+        first_usable(entries, &list.members, 0, model, &[], now, known).map(|_| ())
+    }
+
+    /// Takes a rate slot on `key` for one more request of the same client request (the retry
+    /// after a refreshed token); `false` when it is at its cap, disabled or gone.
+    pub fn take_slot(&self, key: &str, now: Instant) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        let entry = &mut inner.entries[i];
+        if entry.disabled.is_some() {
+            return false;
+        }
+        let Some(window) = entry.rate.as_mut() else {
+            return true;
+        };
+        if window.wait(now).is_some() {
+            return false;
+        }
+        window.record(now);
+        true
     }
 
     /// Records what the upstream said about a request sent with `key` for

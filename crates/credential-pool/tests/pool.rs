@@ -314,6 +314,47 @@ fn all_cooling_reports_earliest_recovery_and_waiting_count() {
 }
 
 #[test]
+fn availability_says_what_select_would_without_taking_anything() {
+    let pool = pool_with(Strategy::RoundRobin, &["a", "b"], &only(&[MODEL]), rpm(1));
+    let now = Instant::now();
+    assert_eq!(pool.availability(MODEL, now), Ok(()));
+    assert_eq!(pick(&pool, MODEL, now), "a", "availability moved no cursor");
+    assert_eq!(pool.availability(MODEL, now), Ok(()), "b is free");
+    quota(&pool, "b", MODEL, Some(30 * SEC), now);
+    assert_eq!(
+        pool.availability(MODEL, now),
+        Err(Unavailable::CoolingDown {
+            model: MODEL.to_owned(),
+            retry_after: 30 * SEC,
+            waiting: 2,
+        })
+    );
+    // Asking took no slot: a's one slot is still the one `pick` used.
+    assert_eq!(pool.statuses(now)[0].requests_in_window, 1);
+    assert_eq!(pool.availability(MODEL, now + 60 * SEC), Ok(()));
+    assert!(matches!(
+        pool.availability("other", now),
+        Err(Unavailable::UnknownModel { .. })
+    ));
+}
+
+#[test]
+fn a_retry_on_the_same_credential_takes_a_slot_when_there_is_one() {
+    let pool = pool_with(Strategy::RoundRobin, &["a"], &only(&[MODEL]), rpm(2));
+    let now = Instant::now();
+    assert_eq!(pick(&pool, MODEL, now), "a");
+    assert!(pool.take_slot("a", now));
+    assert!(!pool.take_slot("a", now), "two of two slots used");
+    assert!(pool.take_slot("a", now + 61 * SEC), "the minute has passed");
+    assert!(!pool.take_slot("gone", now));
+    pool.set_disabled("a", Some("re-login required".to_owned()));
+    assert!(!pool.take_slot("a", now + 200 * SEC));
+
+    let uncapped = pool_with(Strategy::RoundRobin, &["u"], &only(&[MODEL]), None);
+    assert!((0..100).all(|_| uncapped.take_slot("u", now)));
+}
+
+#[test]
 fn disabled_credentials_are_skipped_and_all_disabled_is_reported() {
     let pool = pool_with(Strategy::RoundRobin, &["a", "b"], &only(&[MODEL]), None);
     let now = Instant::now();

@@ -37,6 +37,8 @@ pub(crate) enum Failure {
     Unreachable { error: String },
     /// No answer headers, or no body chunk, within the idle timeout.
     Timeout { after: Duration },
+    /// The token was refreshed after a 401, but the credential is at its rate cap.
+    RateCapped,
     /// The token cannot be put in a header.
     BadToken,
     /// The credential's base URL does not make a request URL.
@@ -69,6 +71,9 @@ impl fmt::Display for Failure {
             Self::Html { status } => write!(f, "an HTML page instead of JSON ({status})"),
             Self::Unreachable { error } => write!(f, "no answer: {error}"),
             Self::Timeout { after } => write!(f, "no answer within {} s", after.as_secs()),
+            Self::RateCapped => {
+                f.write_str("token refreshed, but the credential is at its requests-per-minute cap")
+            }
             Self::BadToken => f.write_str("the token has characters a header cannot carry"),
             Self::BadBaseUrl { base_url } => write!(f, "the base URL `{base_url}` is not usable"),
             Self::Oversized { limit } => write!(f, "an answer larger than {limit} bytes"),

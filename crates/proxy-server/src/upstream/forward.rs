@@ -151,6 +151,10 @@ impl Upstream {
                 refreshed = true;
                 match credential.access.refresh().await {
                     Ok(fresh) if attempts < self.attempts => {
+                        // The retry is one more request against the credential's rate cap.
+                        if !self.pool.take_slot(&lease.key, Instant::now()) {
+                            break Failure::RateCapped;
+                        }
                         tracing::info!(account = %credential.label, "token refused; retrying with a refreshed token");
                         access = fresh;
                     }
@@ -183,6 +187,16 @@ impl Upstream {
             last = Some((Arc::clone(&credential.label), failure));
         }
         Err(match last {
+            // Every attempt was spent on limits: say when a credential is free again, as when
+            // all of them cool down before any attempt.
+            Some((label, failure @ (Failure::Quota { .. } | Failure::RateCapped))) => {
+                match self.pool.availability(&model, Instant::now()) {
+                    Err(unavailable @ Unavailable::CoolingDown { .. }) => {
+                        unavailable_error(&unavailable, None, &self.aliases)
+                    }
+                    _ => attempts_spent_error(&label, failure, self.attempts),
+                }
+            }
             Some((label, failure)) => failure_error(&label, failure),
             None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -347,6 +361,26 @@ fn clamp_output_tokens(json: &mut Value, cap: u32) {
     }
 }
 
+/// The client's error when `request-retry` attempts all hit limits and another credential
+/// could take the request right away: retry now.
+fn attempts_spent_error(label: &str, failure: Failure, attempts: usize) -> ApiError {
+    let status = match &failure {
+        Failure::Quota { status, .. } => status.to_string(),
+        _ => "requests-per-minute cap".to_owned(),
+    };
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        RATE_LIMIT,
+        "rate_limit_exceeded",
+        format!(
+            "{label} and the credentials tried before it hit quota or rate limits ({status}), \
+             which used up this request's {attempts} attempts (`request-retry`); other \
+             credentials are free now: retry, or raise `request-retry`"
+        ),
+    )
+    .with_retry_after(Some(std::time::Duration::from_secs(1)))
+}
+
 fn unavailable_error(
     unavailable: &Unavailable,
     last: Option<(Arc<str>, Failure)>,
@@ -475,6 +509,16 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
                 "the upstream sent nothing for {} s for {label}; retry, or raise the upstream \
                  idle timeout in the config",
                 after.as_secs()
+            ),
+        ),
+        Failure::RateCapped => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            RATE_LIMIT,
+            "rate_limit_exceeded",
+            format!(
+                "the upstream refused the token of {label} (401); it was refreshed, but the \
+                 credential is at its requests-per-minute cap and no other credential could \
+                 take the request; retry shortly, or {ADD_CREDENTIALS}"
             ),
         ),
         Failure::BadToken => bad_gateway(

@@ -3,9 +3,9 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use credential_pool::{Models, Pool};
+use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::{ChatStep, FakeQwen};
 use proxy_server::{Credential, Flavor, RefreshFailure, ServerConfig};
 
@@ -286,4 +286,85 @@ async fn attempts_are_bounded_by_request_retry() {
     assert!(message.contains("500"), "{message}");
     assert!(message.contains("retry"), "{message}");
     assert_eq!(fake.chat_requests().len(), 2);
+}
+
+/// As many accounts as attempts, all out of quota without `Retry-After`: the budget runs out
+/// on the last one, and the client still learns when the first frees up and how many wait.
+#[tokio::test]
+async fn quota_on_every_attempt_still_says_when_and_how_many_wait() {
+    let fake = FakeQwen::start().await;
+    // A backoff no test run outlasts, so all three still cool down when the answer is made.
+    let pool = Arc::new(Pool::new(PoolConfig {
+        backoff_base: Duration::from_secs(600),
+        ..PoolConfig::default()
+    }));
+    for i in 0..3 {
+        add_qwen(&pool, &fake, i, &fake.mint_tokens().access_token);
+    }
+    fake.set_chat_step(ChatStep::QuotaExceeded);
+    let answer = chat(&proxy(&pool)).await;
+    let message = answer.error(429, "rate_limit_exceeded");
+    assert!(message.contains("all 3 usable credentials"), "{message}");
+    let retry_after: u64 = answer
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((500..=600).contains(&retry_after), "{retry_after}");
+    assert_eq!(fake.chat_requests().len(), 3);
+}
+
+/// The attempts run out on quota errors while other credentials are still free: retry now.
+#[tokio::test]
+async fn attempts_spent_on_quota_with_credentials_left_say_retry_now() {
+    let (fake, pool, tokens) = qwen_pool(3).await;
+    fake.script_chat(&tokens[0], vec![ChatStep::QuotaExceeded]);
+    fake.script_chat(&tokens[1], vec![ChatStep::QuotaExceeded]);
+    let config = ServerConfig {
+        request_retry: 2,
+        ..ServerConfig::default()
+    };
+    let proxy = proxy_with(config, &pool);
+    let answer = chat(&proxy).await;
+    let message = answer.error(429, "rate_limit_exceeded");
+    assert!(message.contains("request-retry"), "{message}");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert_eq!(served_by(&fake), [tokens[0].as_str(), tokens[1].as_str()]);
+
+    assert_eq!(
+        chat(&proxy).await.status,
+        200,
+        "the third credential serves"
+    );
+}
+
+/// The retry after a refreshed token is a request like any other for the rate cap: at the cap,
+/// the request moves to another credential instead of exceeding it.
+#[tokio::test]
+async fn the_retry_after_a_refresh_respects_the_rate_cap() {
+    let fake = FakeQwen::start().await;
+    let stale = fake.mint_tokens().access_token;
+    let fresh = fake.mint_tokens().access_token;
+    fake.expire_access_token(&stale);
+    let access = TestAccess::new(&fake.chat_base_url(), &stale);
+    access.on_refresh(Ok(&fresh));
+    let pool = Arc::new(Pool::new(Default::default()));
+    let capped = Credential {
+        label: "capped@example.com".into(),
+        flavor: Flavor::QwenOAuth,
+        access: access.clone(),
+    };
+    pool.upsert(
+        "qwen:capped",
+        Arc::new(capped),
+        qwen_models(),
+        NonZeroU32::new(1),
+    );
+    let other = fake.mint_tokens().access_token;
+    add_qwen(&pool, &fake, 1, &other);
+
+    let answer = chat(&proxy(&pool)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(access.refreshes(), 1);
+    assert_eq!(served_by(&fake), [stale.as_str(), other.as_str()]);
 }
