@@ -104,6 +104,13 @@ impl SseParser {
         Ok(())
     }
 
+    /// Whether the input so far stops inside a line or an event (no blank line after it yet);
+    /// `pending_data` is the data of that event. At the end of a stream, this means it was cut.
+    pub(crate) fn mid_event(&self) -> Option<&[u8]> {
+        let inside = !self.partial.is_empty() || self.has_data || !self.event.is_empty();
+        inside.then_some(self.data.as_slice())
+    }
+
     /// Handles one complete line (without its terminator).
     fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event<'_>)) -> Result<(), TooLong> {
         if line.is_empty() {
@@ -153,6 +160,30 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parser_knows_when_it_stopped_inside_an_event() {
+        let after = |input: &[u8]| {
+            let mut parser = SseParser::new(1024);
+            parser.feed(input, |_| {}).expect("short lines");
+            parser.mid_event().map(<[u8]>::to_vec)
+        };
+        assert_eq!(after(b""), None);
+        assert_eq!(after(b"data: a\n\n"), None);
+        assert_eq!(after(b": comment\n"), None);
+        assert_eq!(
+            after(b"data: a\n\ndata: {\"x"),
+            Some(Vec::new()),
+            "inside a line"
+        );
+        assert_eq!(
+            after(b"data: b\n"),
+            Some(b"b".to_vec()),
+            "no blank line yet"
+        );
+        assert_eq!(after(b"event: ping\n"), Some(Vec::new()));
+        assert_eq!(after(b"data: [DONE]\n"), Some(b"[DONE]".to_vec()));
+    }
 
     /// Feeds `chunks` in order and returns the events as (event, data) strings.
     fn parse(chunks: &[&[u8]]) -> Vec<(String, String)> {

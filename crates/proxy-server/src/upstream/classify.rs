@@ -33,6 +33,8 @@ pub(crate) enum Failure {
     },
     /// An HTML page (WAF, captcha, proxy error page) instead of JSON.
     Html { status: StatusCode },
+    /// A success whose body is not whole JSON (cut off when the connection closed).
+    NotJson { status: StatusCode },
     /// No answer: connection refused, reset, TLS failure, broken body.
     Unreachable { error: String },
     /// No answer headers, or no body chunk, within the idle timeout.
@@ -69,6 +71,7 @@ impl fmt::Display for Failure {
                 write!(f, "upstream error ({status}{})", said(message.as_deref()))
             }
             Self::Html { status } => write!(f, "an HTML page instead of JSON ({status})"),
+            Self::NotJson { status } => write!(f, "a body that is not whole JSON ({status})"),
             Self::Unreachable { error } => write!(f, "no answer: {error}"),
             Self::Timeout { after } => write!(f, "no answer within {} s", after.as_secs()),
             Self::RateCapped => {

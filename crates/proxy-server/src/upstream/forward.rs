@@ -11,6 +11,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use tracing::Span;
 
@@ -288,6 +289,11 @@ impl Upstream {
         if classify::is_html(&HeaderMap::new(), &bytes) {
             return Attempt::Failed(Failure::Html { status });
         }
+        // A body that ends with the connection can be cut without any error: only whole JSON
+        // is an answer.
+        if serde_json::from_slice::<IgnoredAny>(&bytes).is_err() {
+            return Attempt::Failed(Failure::NotJson { status });
+        }
         Attempt::Success(Answer::Complete {
             status,
             content_type,
@@ -492,6 +498,14 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
                 "the upstream answered {status} with an HTML page instead of JSON for {label} \
                  (usually a firewall or captcha page after many requests); retry later, or \
                  spread the load: {ADD_CREDENTIALS}"
+            ),
+        ),
+        Failure::NotJson { status } => bad_gateway(
+            "upstream_invalid_answer",
+            format!(
+                "the upstream answered {status} for {label} with a body that is not whole JSON \
+                 (cut off, or not an OpenAI-compatible API); retry, or check the credential's \
+                 base URL"
             ),
         ),
         Failure::Unreachable { error } => bad_gateway(

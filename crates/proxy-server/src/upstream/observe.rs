@@ -88,6 +88,16 @@ impl StreamObserver {
         })
     }
 
+    /// Whether the stream, now at its end, was cut: it stopped inside a line or an event,
+    /// other than a `[DONE]` missing only its blank line, and no `[DONE]` came before.
+    pub(crate) fn was_cut(&self) -> bool {
+        !self.done
+            && self
+                .parser
+                .mid_event()
+                .is_some_and(|data| data != b"[DONE]")
+    }
+
     /// Records what was seen on the current span, at the normal end of the stream.
     pub(crate) fn finish(&self) {
         record(self.finish_reason.as_deref(), self.usage);

@@ -3,8 +3,9 @@
 //! [`StreamObserver`], with an idle timeout between chunks.
 //!
 //! Ending: a normal upstream end is a normal end (with or without `data: [DONE]`); a broken
-//! connection, bad framing, an over-long SSE line or the idle timeout end the body with a
-//! [`StreamError`], which makes hyper abort the client's response. Dropping the body (the
+//! connection, bad framing, an end in the middle of an event (a connection closed early when
+//! the body's end is the connection's), an over-long SSE line or the idle timeout end the body
+//! with a [`StreamError`], which makes hyper abort the client's response. Dropping the body (the
 //! client went away) drops the upstream response, which closes its connection and so cancels
 //! the upstream request.
 
@@ -130,6 +131,9 @@ impl Body for UpstreamBody {
                 },
                 Poll::Ready(Some(Err(error))) => {
                     return this.fail(StreamError::Upstream(error));
+                }
+                Poll::Ready(None) if this.observer.was_cut() => {
+                    return this.fail(StreamError::Cut);
                 }
                 Poll::Ready(None) => {
                     this.finished = true;

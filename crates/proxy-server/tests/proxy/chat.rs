@@ -219,3 +219,89 @@ async fn a_non_streaming_answer_that_breaks_off_fails_over() {
     );
     assert_eq!(body["model"], MODEL);
 }
+
+/// An upstream whose answers end with the connection (no length, no chunking): each
+/// connection gets `head` and `body` and is closed, which is how such a body can be cut
+/// without any transport error.
+async fn close_delimited_upstream(head: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let answer = format!("{head}connection: close\r\n\r\n{body}");
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+fn one_key_at(base_url: &str) -> Arc<Pool<proxy_server::Credential>> {
+    let pool = Arc::new(Pool::new(Default::default()));
+    let key = credential("cut#1", Flavor::OpenAiCompatible, base_url, "sk-cut");
+    pool.upsert("cut:1", Arc::new(key), Models::All, None);
+    pool
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_inside_an_event_reaches_the_client_broken() {
+    let base_url = close_delimited_upstream(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"ind",
+    )
+    .await;
+    let response = within(
+        proxy(&one_key_at(&base_url))
+            .service()
+            .oneshot(chat_request(&chat_body(true))),
+    )
+    .await
+    .expect("the service never fails");
+    assert_eq!(response.status(), 200);
+    let error = within(response.into_body().collect())
+        .await
+        .expect_err("a cut stream must not end cleanly");
+    assert!(error.to_string().contains("cut off"), "{error}");
+}
+
+#[tokio::test]
+async fn a_stream_whose_last_done_lacks_its_blank_line_still_ends_cleanly() {
+    let base_url = close_delimited_upstream(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n",
+    )
+    .await;
+    let answer = call(
+        &proxy(&one_key_at(&base_url)),
+        chat_request(&chat_body(true)),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.text().ends_with("data: [DONE]\n"),
+        "{}",
+        answer.text()
+    );
+}
+
+#[tokio::test]
+async fn a_whole_answer_cut_where_the_connection_ends_is_not_passed_on() {
+    let base_url = close_delimited_upstream(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n",
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choi",
+    )
+    .await;
+    let answer = call(
+        &proxy(&one_key_at(&base_url)),
+        chat_request(&chat_body(false)),
+    )
+    .await;
+    let message = answer.error(502, "upstream_invalid_answer");
+    assert!(message.contains("not whole JSON"), "{message}");
+}
