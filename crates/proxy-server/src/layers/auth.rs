@@ -1,7 +1,8 @@
 //! Client authentication, failing closed: every path needs one of the configured keys except
 //! the short constant [`PUBLIC_PATHS`] list. A key is read from `Authorization: Bearer`,
 //! `x-api-key`, `x-goog-api-key` or the `key` query parameter, and compared in constant time
-//! with every configured key (no early exit). Without configured keys the layer lets
+//! with every configured key (no early exit). The comparison is of SHA-256 digests, so not
+//! even a key's length shows in the time it takes. Without configured keys the layer lets
 //! everything through (the server then only listens on loopback). The 401 is OpenAI error
 //! JSON, or Anthropic error JSON under `/v1/messages` ([`ErrorShape::for_path`]).
 
@@ -10,6 +11,7 @@ use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
+use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConstantTimeEq as _};
 use tower::{Layer, Service};
 
@@ -21,9 +23,9 @@ use crate::error::BuildError;
 /// Paths served without a key.
 pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];
 
-/// The configured client keys.
+/// The configured client keys, as SHA-256 digests.
 pub(crate) struct ClientKeys {
-    keys: Box<[Box<[u8]>]>,
+    digests: Box<[[u8; 32]]>,
 }
 
 impl ClientKeys {
@@ -32,15 +34,16 @@ impl ClientKeys {
             return Err(BuildError::EmptyApiKey);
         }
         Ok(Self {
-            keys: keys.iter().map(|key| key.as_bytes().into()).collect(),
+            digests: keys.iter().map(|key| digest(key.as_bytes())).collect(),
         })
     }
 
     /// Whether `candidate` equals some configured key; looks at every key whatever the result.
     fn matches(&self, candidate: &[u8]) -> Choice {
-        self.keys
-            .iter()
-            .fold(Choice::from(0), |found, key| found | key.ct_eq(candidate))
+        let candidate = digest(candidate);
+        self.digests.iter().fold(Choice::from(0), |found, key| {
+            found | key.as_slice().ct_eq(candidate.as_slice())
+        })
     }
 
     /// Whether the request presents a configured key (in any of the accepted places).
@@ -72,6 +75,10 @@ impl ClientKeys {
             (false, false) => Check::Missing,
         }
     }
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
 }
 
 enum Check {
@@ -150,7 +157,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if self.keys.keys.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
+        if self.keys.digests.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
             return ShortCircuit::inner(self.inner.call(request));
         }
         let shape = ErrorShape::for_path(request.uri().path());
@@ -232,6 +239,23 @@ mod tests {
                 ("x-api-key", "alpha-key")
             ]
         )));
+    }
+
+    #[test]
+    fn only_the_exact_key_matches_not_its_prefixes_or_extensions() {
+        for near in ["alpha-ke", "alpha-key2", "ALPHA-KEY", " alpha-key"] {
+            let bearer = format!("Bearer {near}");
+            assert!(
+                !valid(&request("/v1/models", &[("x-api-key", near)])),
+                "{near}"
+            );
+            if near.trim() != "alpha-key" {
+                assert!(
+                    !valid(&request("/v1/models", &[("authorization", &bearer)])),
+                    "{near}"
+                );
+            }
+        }
     }
 
     #[test]
