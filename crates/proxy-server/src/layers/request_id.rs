@@ -5,6 +5,7 @@
 //! in the request's and response's extensions: six allocations per request that nothing here
 //! reads. This layer costs two (the id and the copy kept for the response).
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -59,6 +60,25 @@ where
             inner: self.inner.call(request),
             id: Some(id),
         }
+    }
+}
+
+/// A request's id, for the log lines that come outside its span (the per-request span is
+/// DEBUG, so at the default level warnings carry the id themselves).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LoggedId(Option<HeaderValue>);
+
+impl LoggedId {
+    /// The id this layer set on (or kept for) `request`.
+    pub(crate) fn of<B>(request: &Request<B>) -> Self {
+        Self(request.headers().get(&X_REQUEST_ID).cloned())
+    }
+}
+
+impl fmt::Display for LoggedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = self.0.as_ref().and_then(|id| id.to_str().ok());
+        f.write_str(id.unwrap_or("-"))
     }
 }
 

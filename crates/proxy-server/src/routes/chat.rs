@@ -12,6 +12,7 @@ use super::State;
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
 use crate::layers::body_limit::read_body;
+use crate::layers::request_id::LoggedId;
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
 pub(super) async fn completions<B>(
@@ -44,8 +45,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let id = LoggedId::of(&request);
     let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let chat = ChatRequest::from_client(raw).map_err(|malformed| match malformed {
+    let chat = ChatRequest::from_client(raw, id).map_err(|malformed| match malformed {
         Malformed::NotAnObject => ApiError::bad_request(
             "invalid_json",
             "the request body must be a JSON object with `model` and `messages`",

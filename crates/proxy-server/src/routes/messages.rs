@@ -20,6 +20,7 @@ use super::State;
 use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::layers::body_limit::read_body;
+use crate::layers::request_id::LoggedId;
 use crate::translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
 use crate::translate::stream::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
@@ -55,6 +56,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let id = LoggedId::of(&request);
     let request = read(state, request, Endpoint::Create).await?;
     let aliases = state.upstream.aliases();
     let upstream_model = aliases
@@ -76,6 +78,7 @@ where
             model.clone(),
             chat.stream,
             chat.json,
+            id,
         ))
         .await?;
     match answer {

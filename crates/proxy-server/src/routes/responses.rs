@@ -16,6 +16,7 @@ use super::State;
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::layers::body_limit::read_body;
+use crate::layers::request_id::LoggedId;
 use crate::translate::responses::{self, ResponsesStream, Shell, Translated};
 use crate::translate::stream::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
@@ -39,6 +40,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let id = LoggedId::of(&request);
     let raw = read_body(request.into_body(), state.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&raw).map_err(|error| {
         ApiError::bad_request(
@@ -67,7 +69,7 @@ where
         namespaces,
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest::from_json(model, stream, chat);
+    let chat = ChatRequest::from_json(model, stream, chat, id);
     match state.upstream.chat(chat).await? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);

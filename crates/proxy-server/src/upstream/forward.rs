@@ -23,6 +23,7 @@ use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
 use crate::body::ProxyBody;
 use crate::credential::{Access, Credential, Flavor, RefreshFailure};
+use crate::layers::request_id::LoggedId;
 
 /// Largest non-streaming answer held in memory.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -109,6 +110,7 @@ impl Upstream {
         }
         let model = std::mem::take(&mut request.model);
         let stream = request.stream;
+        let id = std::mem::take(&mut request.id);
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<(Arc<str>, Failure)> = None;
@@ -132,7 +134,7 @@ impl Upstream {
             let failure = loop {
                 attempts += 1;
                 let failure = match self
-                    .attempt(&access, credential.flavor, stream, &body)
+                    .attempt(&access, credential.flavor, stream, &body, &id)
                     .await
                 {
                     Attempt::Success(answer) => {
@@ -156,7 +158,7 @@ impl Upstream {
                         if !self.pool.take_slot(&lease.key, Instant::now()) {
                             break Failure::RateCapped;
                         }
-                        tracing::info!(account = %credential.label, "token refused; retrying with a refreshed token");
+                        tracing::info!(request_id = %id, account = %credential.label, "token refused; retrying with a refreshed token");
                         access = fresh;
                     }
                     Ok(_) => break failure,
@@ -175,7 +177,7 @@ impl Upstream {
                     }
                 }
             };
-            tracing::warn!(account = %credential.label, %model, %failure, "upstream attempt failed");
+            tracing::warn!(request_id = %id, account = %credential.label, %model, %failure, "upstream attempt failed");
             let outcome = match &failure {
                 Failure::Quota { retry_after, .. } => Outcome::QuotaExceeded {
                     retry_after: *retry_after,
@@ -215,6 +217,7 @@ impl Upstream {
         flavor: Flavor,
         stream: bool,
         body: &Bytes,
+        id: &LoggedId,
     ) -> Attempt {
         let Some(authorization) = headers::bearer(&access.bearer) else {
             return Attempt::Failed(Failure::BadToken);
@@ -279,7 +282,12 @@ impl Upstream {
             }
             return Attempt::Success(Answer::Stream {
                 content_type,
-                body: Box::new(UpstreamBody::new(first, body, self.idle_timeout)),
+                body: Box::new(UpstreamBody::new(
+                    first,
+                    body,
+                    self.idle_timeout,
+                    id.clone(),
+                )),
             });
         }
         let bytes = match self.read(&mut body, MAX_ANSWER_BYTES, true).await {

@@ -13,11 +13,15 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::layers::request_id::LoggedId;
+
 /// A chat-completions request for [`Upstream::chat`](super::Upstream::chat).
 #[derive(Debug)]
 pub(crate) struct ChatRequest {
     pub(crate) model: String,
     pub(crate) stream: bool,
+    /// The client request's id, for warnings.
+    pub(crate) id: LoggedId,
     body: Body,
 }
 
@@ -63,7 +67,7 @@ impl ChatRequest {
     /// # Errors
     ///
     /// [`Malformed`] when it is not a JSON object with a string `model`.
-    pub(crate) fn from_client(bytes: Bytes) -> Result<Self, Malformed> {
+    pub(crate) fn from_client(bytes: Bytes, id: LoggedId) -> Result<Self, Malformed> {
         // A derived `Deserialize` also takes an array (its fields by position): only an object
         // is a request.
         let is_object = bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
@@ -88,6 +92,7 @@ impl ChatRequest {
         Ok(Self {
             model,
             stream,
+            id,
             body: Body::Raw {
                 bytes,
                 output_tokens,
@@ -96,10 +101,11 @@ impl ChatRequest {
     }
 
     /// A request built by a translator.
-    pub(crate) fn from_json(model: String, stream: bool, json: Value) -> Self {
+    pub(crate) fn from_json(model: String, stream: bool, json: Value, id: LoggedId) -> Self {
         Self {
             model,
             stream,
+            id,
             body: Body::Parsed { json, bytes: None },
         }
     }
@@ -195,7 +201,7 @@ mod tests {
     use serde_json::json;
 
     fn client(body: &str) -> Result<ChatRequest, Malformed> {
-        ChatRequest::from_client(Bytes::from(body.to_owned()))
+        ChatRequest::from_client(Bytes::from(body.to_owned()), LoggedId::default())
     }
 
     #[test]
@@ -263,8 +269,13 @@ mod tests {
         let reshape = |json: &mut Value| json["shaped"] = json!(true);
         let original = r#"{"model":"a"}"#;
         let mut from_client = client(original).expect("a chat request").into_outgoing();
-        let mut translated =
-            ChatRequest::from_json("a".into(), false, json!({"model": "a"})).into_outgoing();
+        let mut translated = ChatRequest::from_json(
+            "a".into(),
+            false,
+            json!({"model": "a"}),
+            LoggedId::default(),
+        )
+        .into_outgoing();
         for outgoing in [&mut from_client, &mut translated] {
             let shaped = outgoing.for_qwen(reshape);
             assert_eq!(shaped, r#"{"model":"a","shaped":true}"#.as_bytes());

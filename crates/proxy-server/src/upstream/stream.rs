@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
 use crate::body::StreamError;
+use crate::layers::request_id::LoggedId;
 use crate::upstream::observe::StreamObserver;
 
 /// The body of a streamed upstream answer.
@@ -36,6 +37,8 @@ pub(crate) struct UpstreamBody {
     finished: bool,
     /// The request's span, for the log line when the client goes away.
     span: Span,
+    /// The request's id, for the warning when the stream is aborted.
+    id: LoggedId,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -48,7 +51,12 @@ impl fmt::Debug for UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(first: Option<Bytes>, inner: Incoming, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        first: Option<Bytes>,
+        inner: Incoming,
+        idle_timeout: Duration,
+        id: LoggedId,
+    ) -> Self {
         let now = Instant::now();
         Self {
             first,
@@ -59,6 +67,7 @@ impl UpstreamBody {
             observer: StreamObserver::new(),
             finished: false,
             span: Span::current(),
+            id,
         }
     }
 
@@ -74,7 +83,7 @@ impl UpstreamBody {
     /// body errors of plain HTTP responses).
     fn fail(&mut self, error: StreamError) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         self.finished = true;
-        tracing::warn!(%error, "aborting the stream to the client");
+        tracing::warn!(request_id = %self.id, %error, "aborting the stream to the client");
         Poll::Ready(Some(Err(error)))
     }
 
