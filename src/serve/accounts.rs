@@ -4,22 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use auth_core::OAuthClient;
-use credential_pool::{Models, Pool, refresh_due};
-use proxy_server::{Credential, Flavor, RefreshFailure};
+use credential_pool::{Models, Pool};
+use proxy_server::{Credential, Flavor};
 use token_store::{AccountKey, AuthDir, StoredAccount};
 
-use super::qwen_account::{Flights, QwenAccount, RefreshReason};
-
-/// The longest random spread added before an account's refresh.
-const MAX_REFRESH_JITTER: Duration = Duration::from_secs(5 * 60);
-/// Wait after a first failed refresh (a passing failure); doubles with each further one, up to the max.
-const RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(15);
-const MAX_RETRY_AFTER_FAILED_REFRESH: Duration = Duration::from_secs(10 * 60);
+use super::qwen_account::{FileStamp, Flights, QwenAccount};
+use super::schedule;
 
 /// How accounts enter the pool.
 #[derive(Debug, Clone)]
@@ -134,6 +129,19 @@ impl Accounts {
         Ok(changes)
     }
 
+    /// Whether the file at `path` is exactly as this server last wrote it (a refresh's
+    /// write-back), so re-reading it would change nothing.
+    pub fn is_own_write(&self, path: &Path) -> bool {
+        let Some(stamp) = FileStamp::of(path) else {
+            return false;
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .any(|live| live.account.path == path && live.account.wrote(&stamp))
+    }
+
     /// The live accounts, for `healthz`-style reporting and tests.
     pub fn len(&self) -> usize {
         self.live
@@ -148,7 +156,6 @@ impl Accounts {
             self.store.clone(),
             self.oauth.clone(),
             Arc::clone(&self.flights),
-            self.settings.refresh_lead,
         ));
         self.pool.upsert(
             account.key.as_str(),
@@ -157,10 +164,11 @@ impl Accounts {
             self.settings.requests_per_minute,
         );
         self.apply_status(&account);
-        let scheduler = tokio::spawn(schedule_refreshes(
+        let scheduler = tokio::spawn(schedule::run(
             Arc::clone(&account),
             Arc::clone(&self.pool),
             self.settings.refresh_lead,
+            schedule::SystemClock,
         ));
         Live { account, scheduler }
     }
@@ -199,51 +207,5 @@ pub fn account_credential(account: &Arc<QwenAccount>) -> Credential {
         label: Arc::clone(&account.label),
         flavor: Flavor::QwenOAuth,
         access: Arc::clone(account) as Arc<dyn proxy_server::AccessSource>,
-    }
-}
-
-/// Refreshes `account` a lead time (plus jitter) before each expiry, until aborted.
-async fn schedule_refreshes(
-    account: Arc<QwenAccount>,
-    pool: Arc<Pool<Credential>>,
-    lead: Duration,
-) {
-    let jitter_max = MAX_REFRESH_JITTER.min(lead / 4);
-    let mut failures: u32 = 0;
-    loop {
-        if account.needs_relogin() {
-            account.changed.notified().await;
-            continue;
-        }
-        let Some(expires_at) = account.expires_at() else {
-            account.changed.notified().await;
-            continue;
-        };
-        let now = SystemTime::now();
-        let due = refresh_due(expires_at, lead, jitter_max, rand::random::<f64>(), now);
-        let wait = if failures == 0 {
-            due.duration_since(now).unwrap_or_default()
-        } else {
-            RETRY_AFTER_FAILED_REFRESH
-                .saturating_mul(1 << (failures - 1).min(6))
-                .min(MAX_RETRY_AFTER_FAILED_REFRESH)
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = account.changed.notified() => {
-                failures = 0;
-                continue;
-            }
-        }
-        match account.refresh_for(RefreshReason::Expiring).await {
-            Ok(_) => failures = 0,
-            Err(RefreshFailure::ReloginRequired) => {
-                pool.set_disabled(account.key.as_str(), Some("re-login required".to_owned()));
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(account = %account.label, "scheduled refresh failed ({error}); retrying later");
-            }
-        }
     }
 }

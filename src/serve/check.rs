@@ -71,7 +71,6 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
             store.clone(),
             oauth.clone(),
             Arc::clone(&flights),
-            serve.refresh_lead,
         ));
         if account.needs_relogin() {
             relogin_marked.push(Arc::clone(&account.label));

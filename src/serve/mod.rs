@@ -4,6 +4,7 @@
 mod accounts;
 mod check;
 mod qwen_account;
+mod schedule;
 mod watch;
 
 pub use check::check_accounts;

@@ -1,9 +1,11 @@
 //! One Qwen OAuth account while the server runs: its current token, and the
 //! refresh that renews it under the token-store lock and writes it back.
 
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use auth_core::OAuthClient;
 use credential_pool::SingleFlight;
@@ -20,26 +22,59 @@ struct Snapshot {
     record: TokenRecord,
 }
 
-/// Why a refresh was asked for.
+/// Why a refresh was asked for. Each reason says what the caller saw, so that after taking the
+/// lock the refresh is skipped only when someone else already renewed that token.
 #[derive(Debug, Clone)]
 pub enum RefreshReason {
     /// The upstream rejected this access token (HTTP 401).
     Rejected(Arc<str>),
-    /// The token expires within the refresh lead.
-    Expiring,
+    /// The scheduler found the token due: this access token, expiring at `expires`.
+    Due {
+        access_token: Arc<str>,
+        expires: OffsetDateTime,
+    },
+}
+
+/// Identifies one version of a file on disk (inode, size, mtime), to recognise the server's
+/// own writes when the dir watch reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` now, if it exists.
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
 }
 
 pub struct QwenAccount {
     pub key: AccountKey,
     pub label: Arc<str>,
-    pub path: std::path::PathBuf,
+    pub path: PathBuf,
     store: AuthDir,
     oauth: OAuthClient,
     flights: Arc<Flights>,
-    refresh_lead: Duration,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The refresh token Qwen rejected (`Some(None)`: there was none). Kept in memory as well
+    /// as in the file, so a dead token is never sent again even when marking the file failed.
+    dead_refresh_token: Mutex<Option<Option<String>>>,
     /// Set once the "re-login required" warning was logged.
     relogin_reported: AtomicBool,
+    /// The file as this server last wrote it.
+    written: Mutex<Option<FileStamp>>,
     /// Wakes the refresh scheduler when the token changes.
     pub changed: tokio::sync::Notify,
 }
@@ -50,7 +85,6 @@ impl QwenAccount {
         store: AuthDir,
         oauth: OAuthClient,
         flights: Arc<Flights>,
-        refresh_lead: Duration,
     ) -> Self {
         let key = stored.key();
         let label: Arc<str> = stored
@@ -66,25 +100,35 @@ impl QwenAccount {
             store,
             oauth,
             flights,
-            refresh_lead,
             snapshot: RwLock::new(Arc::new(snapshot_of(stored.record))),
+            dead_refresh_token: Mutex::new(None),
             relogin_reported: AtomicBool::new(false),
+            written: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
         }
     }
 
+    /// Whether the account needs a new login: its file is marked, or Qwen rejected the refresh
+    /// token it holds.
     pub fn needs_relogin(&self) -> bool {
-        self.read_snapshot().record.status() == Some(STATUS_RELOGIN_REQUIRED)
+        self.is_dead(&self.read_snapshot().record)
     }
 
-    /// When the access token expires, if known.
-    pub fn expires_at(&self) -> Option<SystemTime> {
-        self.read_snapshot().record.expired.map(SystemTime::from)
+    /// What the scheduler plans on: when the token expires (if known), and the refresh reason
+    /// that names this token.
+    pub fn due(&self) -> Option<(SystemTime, RefreshReason)> {
+        let snapshot = self.read_snapshot();
+        let expires = snapshot.record.expired?;
+        let reason = RefreshReason::Due {
+            access_token: Arc::clone(&snapshot.access.bearer),
+            expires,
+        };
+        Some((SystemTime::from(expires), reason))
     }
 
     /// Takes a record read from disk (another process refreshed or re-logged in).
     pub fn adopt(&self, record: TokenRecord) {
-        if record.status() != Some(STATUS_RELOGIN_REQUIRED) {
+        if !self.is_dead(&record) {
             self.relogin_reported.store(false, Ordering::Relaxed);
         }
         *self
@@ -102,6 +146,12 @@ impl QwenAccount {
             || current.expired != record.expired
             || current.resource_url != record.resource_url
             || current.status() != record.status()
+    }
+
+    /// Whether the file at this account's path is, as `stamp` shows, the one this server
+    /// wrote last.
+    pub fn wrote(&self, stamp: &FileStamp) -> bool {
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) == Some(*stamp)
     }
 
     /// Refreshes the token once, however many callers ask at the same time.
@@ -127,11 +177,11 @@ impl QwenAccount {
         .map_err(|join| RefreshFailure::Transient(join.to_string()))?
         .map_err(|error| RefreshFailure::Transient(error.to_string()))?;
 
-        if on_disk.status() == Some(STATUS_RELOGIN_REQUIRED) {
+        if self.is_dead(&on_disk) {
             self.adopt(on_disk);
             return Err(RefreshFailure::ReloginRequired);
         }
-        if !self.still_needs_refresh(&on_disk, &reason) {
+        if !still_needs_refresh(&on_disk, &reason) {
             self.adopt(on_disk);
             return Ok(self.current());
         }
@@ -161,54 +211,78 @@ impl QwenAccount {
         fresh.expired = tokens.expires_in.map(|life| now + life);
         fresh.last_refresh = Some(now);
         fresh.set_status(None);
-        let written = self.write_under(lock, fresh).await?;
+        let written = self.write_under(lock, fresh).await.map_err(|error| {
+            tracing::error!(account = %self.label, "{error}");
+            RefreshFailure::Transient(error)
+        })?;
         tracing::info!(account = %self.label, "refreshed the access token");
         self.adopt(written);
         Ok(self.current())
     }
 
-    fn still_needs_refresh(&self, on_disk: &TokenRecord, reason: &RefreshReason) -> bool {
-        match reason {
-            RefreshReason::Rejected(stale) => on_disk.access_token.as_str() == &**stale,
-            RefreshReason::Expiring => {
-                let horizon = OffsetDateTime::now_utc() + self.refresh_lead;
-                on_disk.expired.is_none_or(|expires| expires <= horizon)
-            }
-        }
-    }
-
-    /// Marks the file so `accounts list` shows it and logs it once.
+    /// Remembers that the refresh token of `record` is dead, marks the file so `accounts list`
+    /// shows it, and logs it once.
     async fn record_relogin_required(
         &self,
         lock: token_store::AccountLock,
         mut record: TokenRecord,
     ) {
-        if !self.relogin_reported.swap(true, Ordering::Relaxed) {
+        *self
+            .dead_refresh_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(usable_refresh_token(&record));
+        let first = !self.relogin_reported.swap(true, Ordering::Relaxed);
+        if first {
             tracing::warn!(
                 account = %self.label,
                 "the refresh token was rejected: this account left rotation until you run `cliproxy login qwen` for it again"
             );
         }
         record.set_status(Some(STATUS_RELOGIN_REQUIRED));
-        match self.write_under(lock, record).await {
+        match self.write_under(lock, record.clone()).await {
             Ok(written) => self.adopt(written),
-            Err(error) => tracing::warn!(account = %self.label, "{error}"),
+            Err(error) => {
+                if first {
+                    tracing::error!(
+                        account = %self.label,
+                        "{error} The account stays out of rotation, but until the file can be marked, `accounts list` and other servers do not show that it needs a new login."
+                    );
+                }
+                // Not on disk, but this server knows: the scheduler must not retry a dead token.
+                self.adopt(record);
+            }
         }
     }
 
+    /// Writes `record` under `lock` and remembers the file's stamp as this server's own write.
     async fn write_under(
         &self,
         lock: token_store::AccountLock,
         record: TokenRecord,
-    ) -> Result<TokenRecord, RefreshFailure> {
+    ) -> Result<TokenRecord, String> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || lock.write(&path, &record).map(|()| record))
-            .await
-            .map_err(|join| RefreshFailure::Transient(join.to_string()))?
-            .map_err(|error| {
-                tracing::error!("{error}");
-                RefreshFailure::Transient(error.to_string())
-            })
+        let (record, stamp) = tokio::task::spawn_blocking(move || {
+            lock.write(&path, &record)?;
+            // Taken while the lock is held, so no other cliproxy writer can come in between.
+            let stamp = FileStamp::of(&path);
+            Ok::<_, token_store::StoreError>((record, stamp))
+        })
+        .await
+        .map_err(|join| format!("writing {} failed: {join}", self.path.display()))?
+        .map_err(|error| error.to_string())?;
+        *self.written.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+        Ok(record)
+    }
+
+    /// Whether `record` is marked, or holds the refresh token Qwen rejected.
+    fn is_dead(&self, record: &TokenRecord) -> bool {
+        record.status() == Some(STATUS_RELOGIN_REQUIRED)
+            || self
+                .dead_refresh_token
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|dead| *dead == usable_refresh_token(record))
     }
 
     fn read_snapshot(&self) -> Arc<Snapshot> {
@@ -219,6 +293,26 @@ impl QwenAccount {
                 .unwrap_or_else(|poison| poison.into_inner()),
         )
     }
+}
+
+/// Whether the file read under the lock still holds the token the caller saw; if not, someone
+/// else already renewed it.
+fn still_needs_refresh(on_disk: &TokenRecord, reason: &RefreshReason) -> bool {
+    match reason {
+        RefreshReason::Rejected(stale) => on_disk.access_token.as_str() == &**stale,
+        RefreshReason::Due {
+            access_token,
+            expires,
+        } => on_disk.access_token.as_str() == &**access_token && on_disk.expired == Some(*expires),
+    }
+}
+
+/// The refresh token of `record`, `None` when missing or empty.
+fn usable_refresh_token(record: &TokenRecord) -> Option<String> {
+    record
+        .refresh_token
+        .clone()
+        .filter(|token| !token.is_empty())
 }
 
 impl AccessSource for QwenAccount {
