@@ -76,8 +76,8 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         api_keys = pool.len() - accounts.len(),
         "listening on http://{bound}"
     );
+    // proxy-server logs "shutting down" and "stopped".
     proxy.serve(listener, shutdown_signal()).await?;
-    tracing::info!("stopped");
     Ok(())
 }
 
@@ -151,5 +151,4 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
 }

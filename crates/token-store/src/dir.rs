@@ -109,10 +109,11 @@ impl AuthDir {
 
     /// Loads every valid token file. Invalid ones (bad JSON, missing token,
     /// unknown type, unreadable) are reported in `problems` without stopping.
-    /// Files more open than 0600 are tightened to 0600, reported in
-    /// `tightened` and logged (path only). Dotfiles, temp and lock files,
-    /// non-`.json` files and subdirectories are ignored; temp files left by
-    /// a crash more than an hour ago are removed.
+    /// Files more open than 0600 are tightened to 0600 and reported in
+    /// `tightened`; one that cannot be tightened is logged (path only).
+    /// Dotfiles, temp and lock files, non-`.json` files and subdirectories
+    /// are ignored; temp files left by a crash more than an hour ago are
+    /// removed.
     ///
     /// Fails only if the directory itself cannot be read.
     pub fn list(&self) -> Result<Listing, StoreError> {
@@ -122,13 +123,8 @@ impl AuthDir {
         for (path, meta) in scan.token_files {
             if meta.permissions().mode() & 0o077 != 0 {
                 match fs::set_permissions(&path, Permissions::from_mode(FILE_MODE)) {
-                    Ok(()) => {
-                        tracing::warn!(
-                            path = %path.display(),
-                            "token file was accessible to other users; tightened to 0600"
-                        );
-                        listing.tightened.push(path.clone());
-                    }
+                    // Reported in `tightened`; the caller says it in its own words.
+                    Ok(()) => listing.tightened.push(path.clone()),
                     Err(error) => tracing::warn!(
                         path = %path.display(),
                         %error,
