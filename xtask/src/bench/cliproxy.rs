@@ -85,11 +85,20 @@ impl Layout {
         Ok(layout)
     }
 
-    /// Writes a config for `port` that sends chat requests to the stub as
-    /// an `[[openai-compat]]` upstream and points Qwen OAuth at it too.
-    pub(crate) fn write_config(&self, port: u16, stub: SocketAddr) -> Result<()> {
-        fs::write(&self.config, config_text(port, stub, &self.auth_dir))
-            .with_context(|| format!("cannot write {}", self.config.display()))
+    /// Writes a config for `port` that points Qwen OAuth at the stub and, with
+    /// [`Upstream::ApiKeys`], sends chat requests to it as an
+    /// `[[openai-compat]]` upstream.
+    pub(crate) fn write_config(
+        &self,
+        port: u16,
+        stub: SocketAddr,
+        upstream: Upstream,
+    ) -> Result<()> {
+        fs::write(
+            &self.config,
+            config_text(port, stub, &self.auth_dir, upstream),
+        )
+        .with_context(|| format!("cannot write {}", self.config.display()))
     }
 
     /// Writes `count` valid Qwen token files whose access tokens expire in a
@@ -109,7 +118,7 @@ impl Layout {
                 "access_token": format!("bench-access-{i}"),
                 "refresh_token": format!("bench-refresh-{i}"),
                 "token_type": "Bearer",
-                "resource_url": stub.to_string(),
+                "resource_url": format!("http://{stub}"),
                 "expired": expired,
                 "last_refresh": last_refresh,
             });
@@ -127,10 +136,19 @@ impl Layout {
     }
 }
 
+/// Which credentials serve the benchmark's model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upstream {
+    /// [`UPSTREAM_KEYS`] of an `[[openai-compat]]` entry: requests pass as the client sent them.
+    ApiKeys,
+    /// Qwen OAuth account files ([`Layout::write_qwen_accounts`]), with no requests-per-minute
+    /// cap: requests get Qwen's body shape and headers, the product's OAuth path.
+    QwenAccounts,
+}
+
 /// The config file of a benchmark instance.
-fn config_text(port: u16, stub: SocketAddr, auth_dir: &Path) -> String {
-    let keys: Vec<String> = UPSTREAM_KEYS.iter().map(|k| format!("\"{k}\"")).collect();
-    format!(
+fn config_text(port: u16, stub: SocketAddr, auth_dir: &Path, upstream: Upstream) -> String {
+    let mut text = format!(
         "# Written by `cargo xtask bench`.\n\
          host = \"{LOOPBACK}\"\n\
          port = {port}\n\
@@ -138,16 +156,30 @@ fn config_text(port: u16, stub: SocketAddr, auth_dir: &Path) -> String {
          api-keys = [\"{API_KEY}\"]\n\
          \n\
          [qwen]\n\
-         oauth-base-url = \"http://{stub}\"\n\
-         \n\
-         [[openai-compat]]\n\
-         name = \"bench\"\n\
-         base-url = \"http://{stub}/v1\"\n\
-         api-keys = [{keys}]\n\
-         models = [\"{MODEL}\"]\n",
+         oauth-base-url = \"http://{stub}\"\n",
         auth = toml_string(&auth_dir.to_string_lossy()),
-        keys = keys.join(", "),
-    )
+    );
+    match upstream {
+        Upstream::ApiKeys => {
+            let keys: Vec<String> = UPSTREAM_KEYS.iter().map(|k| format!("\"{k}\"")).collect();
+            text.push_str(&format!(
+                "\n\
+                 [[openai-compat]]\n\
+                 name = \"bench\"\n\
+                 base-url = \"http://{stub}/v1\"\n\
+                 api-keys = [{keys}]\n\
+                 models = [\"{MODEL}\"]\n",
+                keys = keys.join(", "),
+            ));
+        }
+        Upstream::QwenAccounts => {
+            text.push_str(&format!(
+                "models = [\"{MODEL}\"]\n\
+                 requests-per-minute = 0\n"
+            ));
+        }
+    }
+    text
 }
 
 /// A TOML basic string.
@@ -364,12 +396,20 @@ mod tests {
     #[test]
     fn config_is_loopback_only() {
         let stub: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let text = config_text(5000, stub, Path::new("/tmp/a \"b\""));
+        let text = config_text(5000, stub, Path::new("/tmp/a \"b\""), Upstream::ApiKeys);
         assert!(text.contains("host = \"127.0.0.1\"\n"));
         assert!(text.contains("port = 5000\n"));
         assert!(text.contains("auth-dir = \"/tmp/a \\\"b\\\"\"\n"));
         assert!(text.contains("base-url = \"http://127.0.0.1:4000/v1\"\n"));
         assert!(text.contains("oauth-base-url = \"http://127.0.0.1:4000\"\n"));
         assert!(!text.contains("requests-per-minute"));
+
+        let text = config_text(5000, stub, Path::new("/tmp/x"), Upstream::QwenAccounts);
+        assert!(text.contains("host = \"127.0.0.1\"\n"));
+        assert!(!text.contains("[[openai-compat]]"));
+        assert!(text.contains("[qwen]\noauth-base-url = \"http://127.0.0.1:4000\"\n"));
+        assert!(text.contains(&format!(
+            "models = [\"{MODEL}\"]\nrequests-per-minute = 0\n"
+        )));
     }
 }

@@ -33,7 +33,7 @@ use anyhow::{Context, Result, bail, ensure};
 
 use self::{
     baseline::Baseline,
-    cliproxy::{Instance, Layout, Probe},
+    cliproxy::{Instance, Layout, Probe, Upstream},
     load::{Plan, Target},
     report::{HeldStreams, OPEN_STREAMS, Results, Row, Startup},
     stub::Stub,
@@ -64,6 +64,8 @@ Options:
 const ROUNDS: u32 = 3;
 /// Account files of the start-up measurement.
 const STARTUP_ACCOUNTS: usize = 1000;
+/// Qwen accounts of the `cliproxy-qwen` target, as many as the API keys of `cliproxy`.
+const QWEN_ACCOUNTS: usize = 4;
 /// Start-up runs per account count.
 const STARTUP_RUNS: usize = 3;
 /// Longest wait for all held streams to get their first event.
@@ -221,7 +223,7 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
 
     let layout = Layout::create(&work.path().join("serve"))?;
     let port = net::free_port()?;
-    layout.write_config(port, stub.addr())?;
+    layout.write_config(port, stub.addr(), Upstream::ApiKeys)?;
     eprintln!("starting {} ...", binary.display());
     let mut proxy = Instance::spawn(binary, &layout, port)?;
     let ready = proxy.wait_ready(Probe::Health).await?;
@@ -231,6 +233,12 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
         proxy.addr(),
         report::fmt_duration(ready)
     );
+    let qwen_layout = Layout::create(&work.path().join("serve-qwen"))?;
+    qwen_layout.write_qwen_accounts(QWEN_ACCOUNTS, stub.addr())?;
+    let qwen_port = net::free_port()?;
+    qwen_layout.write_config(qwen_port, stub.addr(), Upstream::QwenAccounts)?;
+    let mut qwen_proxy = Instance::spawn(binary, &qwen_layout, qwen_port)?;
+    qwen_proxy.wait_ready(Probe::Health).await?;
     let targets = [
         Target {
             name: "direct",
@@ -248,14 +256,18 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
             name: "cliproxy",
             addr: proxy.addr(),
         },
+        Target {
+            name: "cliproxy-qwen",
+            addr: qwen_proxy.addr(),
+        },
     ];
     for target in targets {
         for stream in [false, true] {
             if let Err(error) = load::once(target, stream).await {
-                let log = if target.name == "cliproxy" {
-                    format!("\ncliproxy's log:\n{}", proxy.log_tail())
-                } else {
-                    String::new()
+                let log = match target.name {
+                    "cliproxy" => format!("\ncliproxy's log:\n{}", proxy.log_tail()),
+                    "cliproxy-qwen" => format!("\ncliproxy's log:\n{}", qwen_proxy.log_tail()),
+                    _ => String::new(),
                 };
                 bail!(
                     "{} does not serve a {} chat completion: {error}{log}",
@@ -307,10 +319,15 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
     eprintln!("  {OPEN_STREAMS} streams held open -> cliproxy ...");
     results.held = hold_streams(&stub, targets[3], &proxy).await;
     results.peak_rss_kb = proxy.memory().map(|m| m.hwm_kb);
-    for line in proxy.log_problems() {
+    for line in proxy
+        .log_problems()
+        .into_iter()
+        .chain(qwen_proxy.log_problems())
+    {
         eprintln!("cliproxy logged: {line}");
     }
     drop(proxy);
+    drop(qwen_proxy);
 
     for accounts in [0, STARTUP_ACCOUNTS] {
         eprintln!("  start-up with {accounts} account files ...");
@@ -379,7 +396,7 @@ async fn startup_runs(
     layout.write_qwen_accounts(result.accounts, stub)?;
     for _ in 0..STARTUP_RUNS {
         let port = net::free_port()?;
-        layout.write_config(port, stub)?;
+        layout.write_config(port, stub, Upstream::ApiKeys)?;
         let mut instance = Instance::spawn(binary, &layout, port)?;
         result.runs.push(instance.wait_ready(Probe::Models).await?);
     }

@@ -146,6 +146,25 @@ impl Results {
             );
         }
 
+        for stream in [false, true] {
+            let kind = if stream { "streaming" } else { "non-streaming" };
+            let c = self.concurrency;
+            if let (Some(qwen), Some(base)) = (
+                self.row(stream, c, "cliproxy-qwen"),
+                self.row(stream, c, "baseline"),
+            ) {
+                let (q, b) = (qwen.requests_per_sec(), base.requests_per_sec());
+                let ratio = if b > 0.0 { q / b } else { 0.0 };
+                checks.push(Check {
+                    pass: None,
+                    text: format!(
+                        "{kind} throughput at {c} connections through Qwen OAuth accounts (body reshaped, Qwen headers): cliproxy-qwen {q:.0} req/s = {:.0} % of baseline",
+                        ratio * 100.0
+                    ),
+                });
+            }
+        }
+
         let p50 = |target| {
             self.row(false, 1, target)
                 .and_then(|o| o.latency)
@@ -214,12 +233,12 @@ impl Results {
         let errors: u64 = self
             .rows
             .iter()
-            .filter(|r| r.target == "cliproxy")
+            .filter(|r| r.target.starts_with("cliproxy"))
             .map(|r| r.outcome.errors)
             .sum();
         checks.push(Check {
             pass: Some(errors == 0),
-            text: format!("failed requests through cliproxy: {errors} (need 0)"),
+            text: format!("failed requests through cliproxy and cliproxy-qwen: {errors} (need 0)"),
         });
         checks
     }
@@ -279,8 +298,9 @@ impl Results {
             out,
             "\n`direct`: the upstream stub itself; `baseline`: a do-nothing pass-through \
              proxy in the benchmark's own process; `baseline-proc`: the same pass-through \
-             in a process of its own, like cliproxy; `cliproxy`: `cliproxy serve`. \
-             For streams, the latency columns are the whole stream (send to `[DONE]`) \
+             in a process of its own, like cliproxy; `cliproxy`: `cliproxy serve` with \
+             API keys of an OpenAI-compatible upstream (the budget's target); \
+             `cliproxy-qwen`: `cliproxy serve` with Qwen OAuth accounts. For streams, the latency columns are the whole stream (send to `[DONE]`) \
              and TTFB is send to the first body byte.\n"
         );
 
