@@ -80,8 +80,8 @@ pub struct OpenAiCompatEntry {
     pub api_keys: Vec<String>,
     #[serde(default)]
     pub models: Vec<String>,
-    /// Per-key cap over a sliding minute; missing or 0: no cap.
-    pub requests_per_minute: Option<u32>,
+    /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
+    pub requests_per_minute: Option<NonZeroU32>,
 }
 
 /// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
@@ -295,7 +295,22 @@ impl ConfigFile {
                 "[models.aliases] {pattern:?} = {target:?}: both the name and the model it maps to must be non-empty"
             );
         }
+        let mut names = std::collections::HashSet::new();
         for entry in &self.openai_compat {
+            anyhow::ensure!(
+                !entry.name.trim().is_empty(),
+                "an [[openai-compat]] entry has an empty name; give it one, such as name = \"dashscope\""
+            );
+            anyhow::ensure!(
+                !entry.name.contains('#'),
+                "[[openai-compat]] {:?}: the name may not contain `#`, because its keys are labelled <name>#1, <name>#2, ...; rename the entry",
+                entry.name
+            );
+            anyhow::ensure!(
+                names.insert(entry.name.as_str()),
+                "[[openai-compat]] {:?} appears more than once; give each entry its own name, or merge their api-keys into one entry",
+                entry.name
+            );
             anyhow::ensure!(
                 !entry.api_keys.is_empty(),
                 "[[openai-compat]] {:?} has no api-keys; add at least one key or remove the entry",
@@ -361,10 +376,10 @@ impl Settings {
                 .transpose()?
                 .or(file.port)
                 .unwrap_or(8317),
-            api_keys: env_list("CLIPROXY_API_KEYS")
-                .map(|keys| keys.into_iter().filter(|key| !key.is_empty()).collect())
-                .or(file.api_keys)
-                .unwrap_or_default(),
+            api_keys: match env_list("CLIPROXY_API_KEYS") {
+                Some(keys) => without_blanks(keys).0,
+                None => file_api_keys(file.api_keys.unwrap_or_default()),
+            },
             max_body_bytes: env_parsed(
                 "CLIPROXY_MAX_BODY_BYTES",
                 "a whole number of bytes such as 67108864",
@@ -427,6 +442,35 @@ impl Settings {
             serve,
         })
     }
+}
+
+/// The config file's `api-keys`, trimmed and without blank entries, which are dropped with a
+/// warning (a blank key would count as a key, and let the server listen on a public address).
+fn file_api_keys(keys: Vec<String>) -> Vec<String> {
+    let (keys, dropped) = without_blanks(keys);
+    if dropped > 0 {
+        let (entries, them) = if dropped == 1 {
+            ("entry", "it")
+        } else {
+            ("entries", "them")
+        };
+        tracing::warn!(
+            "ignored {dropped} empty or blank {entries} in api-keys of the config file; remove {them}, or put real keys there"
+        );
+    }
+    keys
+}
+
+/// `keys` trimmed, without the empty ones; and how many were dropped.
+fn without_blanks(keys: Vec<String>) -> (Vec<String>, usize) {
+    let before = keys.len();
+    let kept: Vec<String> = keys
+        .into_iter()
+        .map(|key| key.trim().to_owned())
+        .filter(|key| !key.is_empty())
+        .collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
 }
 
 /// `pattern=model,pattern=model`, as `CLIPROXY_MODEL_ALIASES` takes it.
@@ -652,6 +696,61 @@ mod tests {
                 .to_string()
                 .contains("no api-keys")
         );
+    }
+
+    #[test]
+    fn openai_compat_entries_need_unique_plain_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let entry = |name: &str| {
+            format!(
+                "[[openai-compat]]\nname = \"{name}\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\n"
+            )
+        };
+        let refusal = |text: String| {
+            std::fs::write(&path, text).unwrap();
+            format!("{:#}", ConfigFile::load(Some(&path)).unwrap_err())
+        };
+
+        let twice = refusal(entry("dashscope") + &entry("coding") + &entry("dashscope"));
+        assert!(
+            twice.contains("[[openai-compat]] \"dashscope\" appears more than once"),
+            "{twice}"
+        );
+        assert!(twice.contains(&path.display().to_string()), "{twice}");
+        let hash = refusal(entry("a") + &entry("a#1"));
+        assert!(
+            hash.contains("\"a#1\": the name may not contain `#`"),
+            "{hash}"
+        );
+        let blank = refusal(entry(" "));
+        assert!(blank.contains("has an empty name"), "{blank}");
+        std::fs::write(&path, entry("a") + &entry("ab")).unwrap();
+        ConfigFile::load(Some(&path)).expect("distinct names are fine");
+    }
+
+    #[test]
+    fn openai_compat_requests_per_minute_of_zero_is_refused() {
+        let text = "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\nrequests-per-minute = 0\n";
+        let error = toml::from_str::<ConfigFile>(text).unwrap_err().to_string();
+        assert!(error.contains("expected a nonzero u32"), "{error}");
+        let capped: ConfigFile = toml::from_str(&text.replace("= 0", "= 5")).unwrap();
+        assert_eq!(
+            capped.openai_compat[0].requests_per_minute,
+            NonZeroU32::new(5)
+        );
+    }
+
+    #[test]
+    fn blank_api_keys_in_the_file_are_dropped_and_the_others_trimmed() {
+        let file: ConfigFile = toml::from_str("api-keys = [\"\", \"   \", \" k1 \"]\n").unwrap();
+        let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+        assert_eq!(serve.api_keys, ["k1"]);
+        let only_blank: ConfigFile = toml::from_str("api-keys = [\"  \"]\n").unwrap();
+        let serve = Settings::resolve(Overrides::default(), only_blank)
+            .unwrap()
+            .serve;
+        assert!(serve.api_keys.is_empty(), "a blank key is no key");
     }
 
     #[test]

@@ -553,6 +553,29 @@ async fn no_api_keys_refuses_a_public_address() {
 }
 
 #[tokio::test]
+async fn blank_api_keys_count_as_none_and_say_so() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let config = sandbox.home.path().join("blank-keys.toml");
+    std::fs::write(&config, "api-keys = [\"\", \"   \"]\n").unwrap();
+
+    let args = ["--config", config.to_str().unwrap(), "serve"];
+    let run = sandbox
+        .run(&[&args[..], &["--host", "0.0.0.0", "--port", "0"]].concat(), "")
+        .await;
+
+    let shown = run.failure(1);
+    assert!(
+        shown.contains("ignored 2 empty or blank entries in api-keys of the config file"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refusing to listen on 0.0.0.0:0 without client API keys"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn a_refresh_answer_without_refresh_token_or_resource_url_keeps_the_old_ones_on_disk() {
     let fake = FakeQwen::start().await;
     fake.set_refresh(RefreshBehaviour::KeepRefresh);

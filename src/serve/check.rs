@@ -78,12 +78,12 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
         let credential = account_credential(&account);
         probes.push((Arc::clone(&account.label), credential, qwen_model.clone()));
     }
-    for (label, credential, models) in super::api_key_credentials(&serve.openai_compat) {
-        let model = match models {
+    for key in super::api_key_credentials(&serve.openai_compat) {
+        let model = match key.models {
             Models::Only(list) if !list.is_empty() => list[0].clone(),
             _ => qwen_model.clone(),
         };
-        probes.push((label, credential, model));
+        probes.push((Arc::clone(&key.credential.label), key.credential, model));
     }
     for problem in &listing.problems {
         eprintln!("skipped {problem}");

@@ -10,6 +10,7 @@ mod watch;
 pub use check::check_accounts;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -81,26 +82,28 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Adds every `[[openai-compat]]` key to the pool.
+/// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap.
 fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
-    for (label, credential, models) in api_key_credentials(entries) {
-        let rpm = entries
-            .iter()
-            .find(|entry| label.starts_with(&format!("{}#", entry.name)))
-            .and_then(|entry| entry.requests_per_minute)
-            .and_then(std::num::NonZeroU32::new);
+    for key in api_key_credentials(entries) {
         pool.upsert(
-            &format!("openai-compat:{label}"),
-            Arc::new(credential),
-            models,
-            rpm,
+            &format!("openai-compat:{}", key.credential.label),
+            Arc::new(key.credential),
+            key.models,
+            key.requests_per_minute,
         );
     }
 }
 
-/// Each key of each `[[openai-compat]]` entry as a credential of its own,
-/// labelled `<name>#<n>`, with the models it serves.
-fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<(Arc<str>, Credential, Models)> {
+/// One key of an `[[openai-compat]]` entry, as a credential of its own.
+struct ApiKeyCredential {
+    /// Labelled `<name>#<n>`; names are unique and free of `#` (checked at config load).
+    credential: Credential,
+    models: Models,
+    requests_per_minute: Option<NonZeroU32>,
+}
+
+/// Each key of each `[[openai-compat]]` entry, with the models and rate cap of its entry.
+fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCredential> {
     let mut credentials = Vec::new();
     for entry in entries {
         let base_url: Arc<str> = entry.base_url.trim_end_matches('/').into();
@@ -110,17 +113,19 @@ fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<(Arc<str>, Credenti
             Models::Only(entry.models.clone())
         };
         for (index, key) in entry.api_keys.iter().enumerate() {
-            let label: Arc<str> = format!("{}#{}", entry.name, index + 1).into();
             let access = StaticAccess(Access {
                 bearer: key.as_str().into(),
                 base_url: Arc::clone(&base_url),
             });
-            let credential = Credential {
-                label: Arc::clone(&label),
-                flavor: Flavor::OpenAiCompatible,
-                access: Arc::new(access),
-            };
-            credentials.push((label, credential, models.clone()));
+            credentials.push(ApiKeyCredential {
+                credential: Credential {
+                    label: format!("{}#{}", entry.name, index + 1).into(),
+                    flavor: Flavor::OpenAiCompatible,
+                    access: Arc::new(access),
+                },
+                models: models.clone(),
+                requests_per_minute: entry.requests_per_minute,
+            });
         }
     }
     credentials
@@ -150,5 +155,49 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, keys: usize, rpm: Option<u32>) -> OpenAiCompatEntry {
+        OpenAiCompatEntry {
+            name: name.to_owned(),
+            base_url: "https://x.example/v1/".to_owned(),
+            api_keys: (0..keys).map(|i| format!("{name}-key-{i}")).collect(),
+            models: Vec::new(),
+            requests_per_minute: rpm.and_then(NonZeroU32::new),
+        }
+    }
+
+    #[test]
+    fn each_key_carries_the_rate_cap_of_its_own_entry() {
+        let entries = [
+            entry("a", 2, Some(7)),
+            entry("ab", 1, None),
+            entry("b", 1, Some(3)),
+        ];
+        let keys: Vec<(String, Option<u32>)> = api_key_credentials(&entries)
+            .iter()
+            .map(|key| {
+                (
+                    key.credential.label.to_string(),
+                    key.requests_per_minute.map(NonZeroU32::get),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("a#1".to_owned(), Some(7)),
+                ("a#2".to_owned(), Some(7)),
+                ("ab#1".to_owned(), None),
+                ("b#1".to_owned(), Some(3)),
+            ]
+        );
+        let access = api_key_credentials(&entries)[0].credential.access.current();
+        assert_eq!(&*access.base_url, "https://x.example/v1");
     }
 }
