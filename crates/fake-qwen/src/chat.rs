@@ -46,6 +46,8 @@ pub(crate) struct ChatState {
     scripts: HashMap<String, (Vec<ChatStep>, usize)>,
     pub(crate) stream_chunks: usize,
     pub(crate) requests_per_minute: Option<u32>,
+    /// `Retry-After` (seconds) of quota answers; `None` leaves it out.
+    pub(crate) quota_retry_after: Option<u64>,
     /// Per token: when its requests within the last minute arrived.
     windows: HashMap<String, VecDeque<Instant>>,
     api_keys: HashSet<String>,
@@ -69,6 +71,7 @@ impl ChatState {
             scripts: HashMap::new(),
             stream_chunks: DEFAULT_STREAM_CHUNKS,
             requests_per_minute: None,
+            quota_retry_after: None,
             windows: HashMap::new(),
             api_keys: HashSet::new(),
             expired: HashSet::new(),
@@ -219,8 +222,8 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
     let step = world.chat.next_step(&caller.token);
     let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
     match step {
-        ChatStep::QuotaExceeded => quota(429),
-        ChatStep::QuotaExceeded403 => quota(403),
+        ChatStep::QuotaExceeded => quota(429, world.chat.quota_retry_after),
+        ChatStep::QuotaExceeded403 => quota(403, world.chat.quota_retry_after),
         ChatStep::RateLimited { retry_after_secs } => rate_limited(retry_after_secs),
         ChatStep::ServerError(status) => reply::api_error(
             status,
@@ -598,13 +601,19 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-fn quota(status: u16) -> Reply {
-    reply::api_error(
+fn quota(status: u16, retry_after_secs: Option<u64>) -> Reply {
+    let mut reply = reply::api_error(
         status,
         "insufficient_quota",
         "Free allocated quota exceeded.",
         "insufficient_quota",
-    )
+    );
+    if let Some(secs) = retry_after_secs {
+        reply
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, secs.into());
+    }
+    reply
 }
 
 fn rate_limited(retry_after_secs: u64) -> Reply {

@@ -17,7 +17,9 @@
 //!   test's script. Approval uses the device code up.
 //! - `POST /api/v1/oauth2/token` with `grant_type=refresh_token` — checks `client_id` and that
 //!   the refresh token is live (else 400 `invalid_request` "Invalid refresh token or
-//!   client_id"), then answers as the [`RefreshBehaviour`] says.
+//!   client_id"), then answers as the [`RefreshBehaviour`] says. A test can
+//!   [hold](FakeQwen::hold_refreshes) refresh answers until it releases them, and wait for a
+//!   held request to arrive and for its answer to leave, to act at either moment.
 //!
 //! - `POST /v1/chat/completions` — OpenAI chat completions. Accepts `Authorization: Bearer`
 //!   with an access token the fake issued and did not [expire](FakeQwen::expire_access_token),
@@ -62,6 +64,7 @@
 //! - Dropping the [`FakeQwen`] stops the server and frees the port before `drop` returns.
 
 mod chat;
+mod gate;
 mod oauth;
 mod record;
 mod reply;
@@ -148,6 +151,34 @@ impl FakeQwen {
         self.shared.lock().refresh = behaviour;
     }
 
+    /// While on, every refresh request (`grant_type=refresh_token`) is recorded when it arrives
+    /// and then held, unanswered, until [released](FakeQwen::release_held_refreshes); the
+    /// answer follows the [`RefreshBehaviour`] at that time. Held requests are numbered 1, 2,
+    /// ... in arrival order, across the fake's life. Requests already held stay held when the
+    /// gate is turned off.
+    pub fn hold_refreshes(&self, hold: bool) {
+        self.shared.lock().refresh_gate.set_on(hold);
+    }
+
+    /// Lets the next `count` held refreshes, in arrival order, be answered, also one whose client
+    /// has gone away; a release given before a refresh is held is kept for it.
+    pub fn release_held_refreshes(&self, count: usize) {
+        self.shared.lock().refresh_gate.release(count);
+    }
+
+    /// Waits until at least `count` refresh requests have been held.
+    pub async fn wait_for_held_refreshes(&self, count: usize) {
+        let gate = self.shared.lock().refresh_gate.clone();
+        gate.wait_for_held(count).await;
+    }
+
+    /// Waits until held refresh number `number` (1 for the first) was answered: its answer was
+    /// handed to the connection whole (or the connection was gone).
+    pub async fn wait_for_answered_refresh(&self, number: usize) {
+        let gate = self.shared.lock().refresh_gate.clone();
+        gate.wait_for_answered(number).await;
+    }
+
     /// Sets the `expires_in` (seconds) of access tokens issued from now on.
     pub fn set_token_expires_in(&self, seconds: u64) {
         self.shared.lock().token_expires_in = seconds;
@@ -216,6 +247,13 @@ impl FakeQwen {
     /// Sets the number of content chunks in streamed answers from now on.
     pub fn set_stream_chunks(&self, chunks: usize) {
         self.shared.lock().chat.stream_chunks = chunks;
+    }
+
+    /// Makes quota answers ([`ChatStep::QuotaExceeded`], [`ChatStep::QuotaExceeded403`]) carry
+    /// `Retry-After: <secs>`, as an upstream that names its reset time; `None` (the default)
+    /// leaves the header out.
+    pub fn set_quota_retry_after(&self, secs: Option<u64>) {
+        self.shared.lock().chat.quota_retry_after = secs;
     }
 
     /// Limits each token to `limit` chat requests within any 60 s; past it, 429

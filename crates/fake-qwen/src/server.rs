@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
+use crate::gate::RefreshGate;
 use crate::record::RecordedRequest;
 use crate::reply::{self, Reply};
 use crate::state::{Shared, World};
@@ -104,6 +105,11 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
         Err(_) => Bytes::new(),
     };
     let recorded = record(&parts, &body);
+    if let Some((gate, ticket)) = hold_refresh(&shared, &parts.method, &recorded)? {
+        gate.wait_for_release(ticket).await;
+        let reply = oauth::token(&mut shared.lock(), &recorded);
+        return Ok(gate.track(ticket, reply));
+    }
 
     let mut world = shared.lock();
     if world.down {
@@ -139,6 +145,30 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
         _ => reply::oauth_error(404, "not_found", "No such endpoint on the fake Qwen server"),
     };
     Ok(reply)
+}
+
+/// When the refresh gate is on and `recorded` is a refresh, records it and returns its number
+/// in the gate; the caller answers it once released.
+fn hold_refresh(
+    shared: &Shared,
+    method: &Method,
+    recorded: &RecordedRequest,
+) -> Result<Option<(RefreshGate, usize)>, Down> {
+    let mut world = shared.lock();
+    if world.down {
+        return Err(Down);
+    }
+    let is_refresh = recorded.path == oauth::TOKEN_PATH
+        && method == Method::POST
+        && recorded.form_value("grant_type") == Some("refresh_token");
+    if !is_refresh {
+        return Ok(None);
+    }
+    let Some(ticket) = world.refresh_gate.admit() else {
+        return Ok(None);
+    };
+    world.token_requests.push(recorded.clone());
+    Ok(Some((world.refresh_gate.clone(), ticket)))
 }
 
 fn record(parts: &http::request::Parts, body: &Bytes) -> RecordedRequest {

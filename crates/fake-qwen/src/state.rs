@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::chat::ChatState;
+use crate::gate::RefreshGate;
 use crate::record::{IssuedToken, RecordedRequest};
 use crate::script::{DeviceAnswer, PollStep, RefreshBehaviour};
 
@@ -46,6 +47,8 @@ pub(crate) struct World {
     pub(crate) token_requests: Vec<RecordedRequest>,
     /// The chat API's settings, credentials and records.
     pub(crate) chat: ChatState,
+    /// Holds refresh answers while a test wants them held.
+    pub(crate) refresh_gate: RefreshGate,
     counter: u64,
 }
 
@@ -67,6 +70,7 @@ impl World {
             device_requests: Vec::new(),
             token_requests: Vec::new(),
             chat: ChatState::new(),
+            refresh_gate: RefreshGate::new(),
             counter: 0,
         }
     }

@@ -191,6 +191,29 @@ async fn scripted_errors_have_qwens_shapes() {
 }
 
 #[tokio::test]
+async fn quota_answers_can_name_when_to_retry() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    fake.script_chat(
+        &token,
+        vec![ChatStep::QuotaExceeded, ChatStep::QuotaExceeded403],
+    );
+    let plain = chat(&fake, &token, &body(false)).await;
+    assert_eq!(plain.status(), 429);
+    assert!(
+        plain.headers().get("retry-after").is_none(),
+        "none by default"
+    );
+
+    fake.set_quota_retry_after(Some(3600));
+    let named = chat(&fake, &token, &body(false)).await;
+    assert_eq!(named.status(), 403);
+    assert_eq!(named.headers()["retry-after"], "3600");
+    let (_, answer) = json_of(named).await;
+    assert_eq!(answer["error"]["code"], "insufficient_quota");
+}
+
+#[tokio::test]
 async fn the_rate_limit_counts_per_token() {
     let fake = FakeQwen::start().await;
     let first = fake.mint_tokens().access_token;

@@ -360,6 +360,65 @@ async fn refresh_behaviours() {
     assert!(page.body.contains("aliyun_waf_"));
 }
 
+/// Stops a test whose awaited event never comes; never a synchronisation.
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[tokio::test]
+async fn held_refreshes_are_answered_in_order_once_released() {
+    let fake = FakeQwen::start().await;
+    fake.set_refresh(RefreshBehaviour::KeepRefresh);
+    let tokens = fake.mint_tokens();
+    fake.hold_refreshes(true);
+
+    let first = tokio::spawn({
+        let (url, token) = (fake.base_url(), tokens.refresh_token.clone());
+        async move { refresh_at(&url, &token).await }
+    });
+    tokio::time::timeout(HANG_GUARD, fake.wait_for_held_refreshes(1))
+        .await
+        .expect("the refresh is held");
+    assert_eq!(fake.token_requests().len(), 1, "recorded on arrival");
+    assert_eq!(fake.issued_tokens().len(), 1, "not answered yet");
+    let second = tokio::spawn({
+        let (url, token) = (fake.base_url(), tokens.refresh_token.clone());
+        async move { refresh_at(&url, &token).await }
+    });
+    tokio::time::timeout(HANG_GUARD, fake.wait_for_held_refreshes(2))
+        .await
+        .expect("the second refresh is held too");
+
+    fake.release_held_refreshes(1);
+    tokio::time::timeout(HANG_GUARD, fake.wait_for_answered_refresh(1))
+        .await
+        .expect("the first is answered");
+    let answer = first.await.unwrap();
+    assert_eq!(answer.0, 200);
+    assert_eq!(fake.issued_tokens().len(), 2, "the second is still held");
+    // A release given before a refresh is held is kept for it; turning the gate off lets
+    // later ones through.
+    fake.release_held_refreshes(2);
+    assert_eq!(second.await.unwrap().0, 200);
+    fake.hold_refreshes(false);
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 200);
+    assert_eq!(fake.issued_tokens().len(), 4);
+}
+
+/// A refresh against the fake at `base_url`: status and body.
+async fn refresh_at(base_url: &str, refresh_token: &str) -> (u16, String) {
+    let answer = reqwest::Client::new()
+        .post(format!("{base_url}{TOKEN_PATH}"))
+        .header("accept", "application/json")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", CLIENT_ID),
+        ])
+        .send()
+        .await
+        .expect("the fake answers");
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
 #[tokio::test]
 async fn down_drops_connections_until_up_again() {
     let fake = FakeQwen::start().await;
