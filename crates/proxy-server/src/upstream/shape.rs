@@ -4,7 +4,7 @@
 //! text parts sent as plain strings; `stream_options.include_usage` on streaming requests.
 //! API-key upstreams never go through this.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Reshapes `body` in place. Done once per client request, whatever the number of attempts
 /// ([`Outgoing::for_qwen`](super::request::Outgoing::for_qwen)).
@@ -31,12 +31,19 @@ fn shape(fields: &mut Map<String, Value>) {
             }
         }
         if !parts.first().is_some_and(Value::is_object) {
-            parts.insert(0, json!({ "type": "text", "text": "" }));
+            parts.insert(0, text_part(String::new()));
         }
         if let Some(Value::Object(first)) = parts.first_mut() {
-            first.insert("cache_control".to_owned(), json!({ "type": "ephemeral" }));
+            first.insert(
+                "cache_control".to_owned(),
+                object([("type", Value::from("ephemeral"))]),
+            );
         }
-        rest[0] = json!({ "role": "system", "content": parts });
+        // Built directly: `json!` would copy `parts` through a serializer.
+        rest[0] = object([
+            ("role", Value::from("system")),
+            ("content", Value::Array(parts)),
+        ]);
         *messages = rest;
     }
     if fields.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -60,13 +67,27 @@ fn role(message: &Value) -> Option<&str> {
 /// contributes its parts as they are.
 fn append_system_parts(parts: &mut Vec<Value>, message: &mut Value) {
     match message.get_mut("content").map(Value::take) {
-        Some(Value::String(text)) => parts.push(json!({ "type": "text", "text": text })),
+        Some(Value::String(text)) => parts.push(text_part(text)),
         Some(Value::Array(items)) => parts.extend(items.into_iter().map(|item| match item {
-            Value::String(text) => json!({ "type": "text", "text": text }),
+            Value::String(text) => text_part(text),
             other => other,
         })),
         _ => {}
     }
+}
+
+/// `{"type": "text", "text": text}`.
+fn text_part(text: String) -> Value {
+    object([("type", Value::from("text")), ("text", Value::String(text))])
+}
+
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    )
 }
 
 /// A user message whose content is a non-empty array of only text parts gets its texts joined
@@ -93,6 +114,7 @@ fn flatten_text_content(message: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn shaped(body: Value) -> Value {
         let mut body = body;
