@@ -68,13 +68,9 @@ async fn within<T>(future: impl Future<Output = T>) -> T {
         .expect("the test hung")
 }
 
-async fn send(proxy: &Proxy, stream: bool) -> Result<Bytes, String> {
-    let body = json!({
-        "model": "coder-model",
-        "stream": stream,
-        "messages": [{ "role": "user", "content": "hello" }],
-    });
-    let request = Request::post(format!("/v1/chat/completions?key={CLIENT_KEY}"))
+/// POSTs `body` to `path` with the client key and reads the 200 answer to its end.
+async fn post(proxy: &Proxy, path: &str, body: &serde_json::Value) -> Result<Bytes, String> {
+    let request = Request::post(format!("{path}?key={CLIENT_KEY}"))
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("a request");
     let response = within(proxy.service().oneshot(request))
@@ -87,6 +83,15 @@ async fn send(proxy: &Proxy, stream: bool) -> Result<Bytes, String> {
         .map_err(|error| error.to_string())
 }
 
+async fn send(proxy: &Proxy, stream: bool) -> Result<Bytes, String> {
+    let body = json!({
+        "model": "coder-model",
+        "stream": stream,
+        "messages": [{ "role": "user", "content": "hello" }],
+    });
+    post(proxy, "/v1/chat/completions", &body).await
+}
+
 /// A streamed Anthropic message cut at a stop sequence while the upstream still holds the rest.
 async fn stop_at_a_sequence(proxy: &Proxy) {
     let body = json!({
@@ -96,17 +101,9 @@ async fn stop_at_a_sequence(proxy: &Proxy) {
         "stop_sequences": ["part1"],
         "messages": [{ "role": "user", "content": "hello" }],
     });
-    let request = Request::post(format!("/v1/messages?key={CLIENT_KEY}"))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("a request");
-    let response = within(proxy.service().oneshot(request))
+    let events = post(proxy, "/v1/messages", &body)
         .await
-        .expect("the service never fails");
-    assert_eq!(response.status(), 200);
-    let events = within(response.into_body().collect())
-        .await
-        .expect("a whole stream")
-        .to_bytes();
+        .expect("a whole stream");
     let events = String::from_utf8_lossy(&events);
     assert!(events.contains("\"stop_sequence\":\"part1\""), "{events}");
 }

@@ -182,22 +182,28 @@ async fn a_stream_that_ends_without_done_passes_as_it_is() {
     assert!(!text.contains("[DONE]"), "{text}");
 }
 
-#[tokio::test]
-async fn a_broken_upstream_stream_ends_the_body_with_an_error() {
-    let (fake, pool, _) = qwen_pool(1).await;
-    fake.set_chat_step(ChatStep::CutAfter(2));
+/// Streams a chat request through `pool` and returns the error its 200 body ended with.
+async fn broken_stream(pool: &Arc<Pool<proxy_server::Credential>>) -> String {
     let response = within(
-        proxy(&pool)
+        proxy(pool)
             .service()
             .oneshot(chat_request(&chat_body(true))),
     )
     .await
     .expect("the service never fails");
     assert_eq!(response.status(), 200);
-    let error = within(response.into_body().collect())
+    within(response.into_body().collect())
         .await
-        .expect_err("a broken stream must not end cleanly");
-    assert!(error.to_string().contains("broke off"), "{error}");
+        .expect_err("a broken stream must not end cleanly")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_broken_upstream_stream_ends_the_body_with_an_error() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::CutAfter(2));
+    let error = broken_stream(&pool).await;
+    assert!(error.contains("broke off"), "{error}");
 }
 
 #[tokio::test]
@@ -256,18 +262,8 @@ async fn a_stream_that_ends_inside_an_event_reaches_the_client_broken() {
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"ind",
     )
     .await;
-    let response = within(
-        proxy(&one_key_at(&base_url))
-            .service()
-            .oneshot(chat_request(&chat_body(true))),
-    )
-    .await
-    .expect("the service never fails");
-    assert_eq!(response.status(), 200);
-    let error = within(response.into_body().collect())
-        .await
-        .expect_err("a cut stream must not end cleanly");
-    assert!(error.to_string().contains("cut off"), "{error}");
+    let error = broken_stream(&one_key_at(&base_url)).await;
+    assert!(error.contains("cut off"), "{error}");
 }
 
 #[tokio::test]

@@ -148,21 +148,44 @@ async fn an_unreachable_upstream_fails_over() {
     assert!(message.contains("dead@example.com"), "{message}");
 }
 
-#[tokio::test]
-async fn a_refused_token_is_refreshed_once_and_the_request_retried() {
-    let fake = FakeQwen::start().await;
+/// An account whose token the fake refuses, and whose refresh gives one it accepts.
+struct StaleAccount {
+    credential: Credential,
+    access: Arc<TestAccess>,
+    stale: String,
+    fresh: String,
+}
+
+fn stale_account(fake: &FakeQwen, label: &str) -> StaleAccount {
     let stale = fake.mint_tokens().access_token;
     let fresh = fake.mint_tokens().access_token;
     fake.expire_access_token(&stale);
     let access = TestAccess::new(&fake.chat_base_url(), &stale);
     access.on_refresh(Ok(&fresh));
-    let pool = Arc::new(Pool::new(Default::default()));
-    let qwen = Credential {
-        label: "a@example.com".into(),
+    let credential = Credential {
+        label: label.into(),
         flavor: Flavor::QwenOAuth,
         access: access.clone(),
     };
-    pool.upsert("qwen:a", Arc::new(qwen), qwen_models(), None);
+    StaleAccount {
+        credential,
+        access,
+        stale,
+        fresh,
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_once_and_the_request_retried() {
+    let fake = FakeQwen::start().await;
+    let StaleAccount {
+        credential,
+        access,
+        stale,
+        fresh,
+    } = stale_account(&fake, "a@example.com");
+    let pool = Arc::new(Pool::new(Default::default()));
+    pool.upsert("qwen:a", Arc::new(credential), qwen_models(), None);
 
     let answer = chat(&proxy(&pool)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -343,20 +366,16 @@ async fn attempts_spent_on_quota_with_credentials_left_say_retry_now() {
 #[tokio::test]
 async fn the_retry_after_a_refresh_respects_the_rate_cap() {
     let fake = FakeQwen::start().await;
-    let stale = fake.mint_tokens().access_token;
-    let fresh = fake.mint_tokens().access_token;
-    fake.expire_access_token(&stale);
-    let access = TestAccess::new(&fake.chat_base_url(), &stale);
-    access.on_refresh(Ok(&fresh));
+    let StaleAccount {
+        credential,
+        access,
+        stale,
+        ..
+    } = stale_account(&fake, "capped@example.com");
     let pool = Arc::new(Pool::new(Default::default()));
-    let capped = Credential {
-        label: "capped@example.com".into(),
-        flavor: Flavor::QwenOAuth,
-        access: access.clone(),
-    };
     pool.upsert(
         "qwen:capped",
-        Arc::new(capped),
+        Arc::new(credential),
         qwen_models(),
         NonZeroU32::new(1),
     );
