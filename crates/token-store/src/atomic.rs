@@ -20,6 +20,23 @@ pub(crate) const DIR_MODE: u32 = 0o700;
 /// Prefix and suffix of temp files; listing skips them.
 pub(crate) const TEMP_PREFIX: &str = ".";
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+/// Length of the random part of a temp file's name.
+const TEMP_RANDOM_LEN: usize = 6;
+
+/// The start of the name of every temp file of a write to `target`: `.<target file name>.`, so
+/// a leftover of an interrupted write names the file it was for.
+fn temp_prefix_for(target: &Path) -> String {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    format!("{TEMP_PREFIX}{name}.")
+}
+
+/// Whether `temp_name` is the name of a temp file of a write to `target`.
+pub(crate) fn is_temp_file_of(temp_name: &str, target: &Path) -> bool {
+    temp_name
+        .strip_prefix(&temp_prefix_for(target))
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|random| random.len() == TEMP_RANDOM_LEN && !random.contains('.'))
+}
 
 /// Atomically replaces (or creates) `target` with `bytes`, mode 0600.
 pub(crate) fn write_file(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -30,7 +47,8 @@ pub(crate) fn write_file(target: &Path, bytes: &[u8]) -> Result<(), StoreError> 
 /// disk, but not yet in place: the target is untouched until [`Staged::commit`].
 ///
 /// Dropping it removes the temp file. A crash before the commit leaves the old target intact
-/// and a `.*.tmp` file that listing ignores (and removes once it is stale).
+/// and a `.<target>.<random>.tmp` file that listing ignores, and removes once no process holds
+/// the account's lock (or once it is stale).
 pub(crate) struct Staged<'a> {
     target: &'a Path,
     temp: tempfile::NamedTempFile,
@@ -44,7 +62,8 @@ impl<'a> Staged<'a> {
         // Created with mode 0600 (or less, if the umask removes bits), then set to exactly
         // 0600 before any content is written.
         let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&temp_prefix_for(target))
+            .rand_bytes(TEMP_RANDOM_LEN)
             .suffix(TEMP_SUFFIX)
             .permissions(Permissions::from_mode(FILE_MODE))
             .tempfile_in(parent_dir(target))
@@ -202,6 +221,29 @@ mod tests {
     }
 
     #[test]
+    fn temp_files_name_their_target() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let target = root.path().join("qwen-a@b.com.json");
+        let staged = Staged::write(&target, b"new").expect("stage");
+        let name = staged.temp.path().file_name().unwrap().to_string_lossy();
+        assert!(is_temp_file_of(&name, &target), "{name}");
+        assert!(!is_temp_file_of(&name, &root.path().join("qwen-a@b.com")));
+        let other = root.path().join("qwen-a@b.com.json.x.json");
+        assert!(!is_temp_file_of(
+            ".qwen-a@b.com.json.x.json.abcdef.tmp",
+            &target
+        ));
+        assert!(is_temp_file_of(
+            ".qwen-a@b.com.json.x.json.abcdef.tmp",
+            &other
+        ));
+        assert!(
+            !is_temp_file_of(".abcdef.tmp", &target),
+            "a probe's temp file"
+        );
+    }
+
+    #[test]
     fn a_crash_before_the_rename_keeps_the_old_file_and_listing_ignores_the_leftover() {
         let root = tempfile::tempdir().expect("temp dir");
         let dir = AuthDir::open(root.path()).expect("open");
@@ -230,8 +272,31 @@ mod tests {
             .collect();
         assert_eq!(tokens, ["old-token"]);
         assert!(
-            leftovers[0].exists(),
-            "a recent leftover may be a write in progress"
+            !leftovers[0].exists(),
+            "no one holds the account's lock, so no write is in progress: the leftover goes"
         );
+    }
+
+    #[test]
+    fn listing_keeps_the_temp_file_of_a_write_in_progress() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = AuthDir::open(root.path()).expect("open");
+        let mut record = TokenRecord::new("qwen", "old-token");
+        record.email = Some("a@b.com".into());
+        let now = time::macros::datetime!(2025-08-20 07:04:05 UTC);
+        let path = dir.save_login(&record, now).expect("save").path;
+        let account = dir.load(&path).expect("load").key();
+
+        let lock = dir.lock_account(&account).expect("lock");
+        let staged = Staged::write(&path, b"{}").expect("stage");
+        dir.list().expect("list");
+        assert_eq!(
+            temp_files(root.path()).len(),
+            1,
+            "the writer holds the lock"
+        );
+        staged.commit().expect("the write completes");
+        drop(lock);
+        assert!(temp_files(root.path()).is_empty());
     }
 }

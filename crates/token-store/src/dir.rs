@@ -112,8 +112,9 @@ impl AuthDir {
     /// Files more open than 0600 are tightened to 0600 and reported in
     /// `tightened`; one that cannot be tightened is logged (path only).
     /// Dotfiles, temp and lock files, non-`.json` files and subdirectories
-    /// are ignored; temp files left by a crash more than an hour ago are
-    /// removed.
+    /// are ignored. Temp files that a crash left behind are removed: those of
+    /// a listed token file whose account lock no one holds (so no write is
+    /// in progress), and any more than an hour old.
     ///
     /// Fails only if the directory itself cannot be read.
     pub fn list(&self) -> Result<Listing, StoreError> {
@@ -133,7 +134,11 @@ impl AuthDir {
                 }
             }
             match read_record(&path) {
-                Ok(record) => listing.accounts.push(StoredAccount { path, record }),
+                Ok(record) => {
+                    let account = StoredAccount { path, record };
+                    self.remove_interrupted_writes(&account, &scan.temp_files);
+                    listing.accounts.push(account);
+                }
                 Err(StoreError::Invalid(bad)) => listing.problems.push(bad),
                 Err(error) => {
                     let reason = BadFileReason::Unreadable(match error {
@@ -267,6 +272,42 @@ impl AuthDir {
             atomic::sync_dir(&self.path)?;
         }
         Ok(removed)
+    }
+
+    /// Removes the temp files of `account`'s file that interrupted writes left, when no one
+    /// holds the account's lock: every write happens under it, so then none is in progress.
+    /// Best effort: a failure only means the files stay (and are ignored).
+    fn remove_interrupted_writes(
+        &self,
+        account: &StoredAccount,
+        temp_files: &[(PathBuf, Metadata)],
+    ) {
+        let leftovers: Vec<&Path> = temp_files
+            .iter()
+            .map(|(path, _)| path.as_path())
+            .filter(|temp| {
+                temp.file_name().is_some_and(|name| {
+                    atomic::is_temp_file_of(&name.to_string_lossy(), &account.path)
+                })
+            })
+            .collect();
+        if leftovers.is_empty() {
+            return;
+        }
+        let Ok(Some(_lock)) = AccountLock::try_acquire(&self.path, &account.key()) else {
+            return;
+        };
+        for temp in leftovers {
+            match fs::remove_file(temp) {
+                Ok(()) => {
+                    tracing::debug!(path = %temp.display(), "removed the temp file of an interrupted write")
+                }
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    tracing::debug!(path = %temp.display(), %error, "could not remove the temp file of an interrupted write");
+                }
+            }
+        }
     }
 
     /// One pass over the directory, sorted by path.

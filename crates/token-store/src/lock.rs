@@ -51,6 +51,25 @@ impl AccountLock {
         })
     }
 
+    /// Takes the lock of `key` if no one holds it; `Ok(None)` when someone does.
+    pub(crate) fn try_acquire(
+        auth_dir: &Path,
+        key: &AccountKey,
+    ) -> Result<Option<AccountLock>, StoreError> {
+        let (file, lock_path) = open_lock_file(auth_dir, key)?;
+        match file.try_lock_exclusive() {
+            Ok(()) => Ok(Some(AccountLock {
+                file,
+                key: key.clone(),
+                lock_path,
+            })),
+            Err(error) if error.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+                Ok(None)
+            }
+            Err(error) => Err(StoreError::io(Operation::Lock, &lock_path, error)),
+        }
+    }
+
     /// The account this lock is for.
     pub fn key(&self) -> &AccountKey {
         &self.key
