@@ -100,13 +100,13 @@ impl Upstream {
             && target != request.model
         {
             tracing::debug!(requested = %request.model, model = %target, "model alias applied");
-            request.json_mut()["model"] = Value::from(target);
+            request.json_mut().map_err(not_json)?["model"] = Value::from(target);
             request.model = target.to_owned();
         }
         if let Some(cap) = self.max_output_tokens
             && request.output_tokens() > Some(u64::from(cap))
         {
-            clamp_output_tokens(request.json_mut(), cap);
+            clamp_output_tokens(request.json_mut().map_err(not_json)?, cap);
         }
         let model = std::mem::take(&mut request.model);
         let stream = request.stream;
@@ -126,7 +126,7 @@ impl Upstream {
             Span::current().record("account", &*credential.label);
             let body = match credential.flavor {
                 Flavor::OpenAiCompatible => outgoing.as_sent(),
-                Flavor::QwenOAuth => outgoing.for_qwen(shape::for_qwen),
+                Flavor::QwenOAuth => outgoing.for_qwen(shape::for_qwen).map_err(not_json)?,
             };
 
             let mut access = credential.access.current();
@@ -363,6 +363,17 @@ impl Upstream {
         }
         Ok(whole.map_or(first, BytesMut::freeze))
     }
+}
+
+/// The client's body passed the quick read but not the full parse the request needs.
+fn not_json(error: serde_json::Error) -> ApiError {
+    ApiError::bad_request(
+        "invalid_json",
+        format!(
+            "the request body is not valid JSON ({error}); check the strings for lone UTF-16 \
+             surrogates (\\ud800-\\udfff escapes) and the nesting depth, then send it again"
+        ),
+    )
 }
 
 /// Lowers `max_tokens` / `max_completion_tokens` above `cap` to `cap` (agents such as Claude

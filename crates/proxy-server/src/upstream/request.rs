@@ -3,8 +3,12 @@
 //! A client's own chat request is read once into a small borrowed summary (model, stream,
 //! asked output tokens) and kept as bytes: an OpenAI-compatible upstream gets those bytes
 //! untouched, and the body is parsed into a `Value` only when something must change in it (a
-//! model alias, the output-token cap, Qwen's OAuth body shape). A translated request arrives
-//! parsed and is serialized only if an upstream needs it as sent.
+//! model alias, the output-token cap, Qwen's OAuth body shape). The quick read does not check
+//! everything a full parse does (a lone UTF-16 surrogate in a string, nesting past 128 levels):
+//! such a body passes as it is, and is refused with 400 only where it must be parsed. A
+//! translated request arrives parsed; it is serialized as it is at most once, also before the
+//! Qwen shape changes it, so that an OpenAI-compatible credential tried after a Qwen one still
+//! gets the original.
 
 use std::borrow::Cow;
 
@@ -122,15 +126,19 @@ impl ChatRequest {
     }
 
     /// The body to change, parsed on first need.
-    pub(crate) fn json_mut(&mut self) -> &mut Value {
+    ///
+    /// # Errors
+    ///
+    /// The full parse's error for a body only the quick read accepted.
+    pub(crate) fn json_mut(&mut self) -> Result<&mut Value, serde_json::Error> {
         if let Body::Raw { bytes, .. } = &self.body {
-            let json = parse(bytes);
+            let json = serde_json::from_slice(bytes)?;
             self.body = Body::Parsed { json, bytes: None };
         }
         match &mut self.body {
             Body::Parsed { json, bytes } => {
                 *bytes = None;
-                json
+                Ok(json)
             }
             Body::Raw { .. } => unreachable!("parsed just above"),
         }
@@ -173,21 +181,26 @@ impl Outgoing {
 
     /// The body reshaped by `reshape` (in place) and serialized; [`as_sent`](Self::as_sent)
     /// still gives the body as it was.
-    pub(crate) fn for_qwen(&mut self, reshape: impl FnOnce(&mut Value)) -> Bytes {
+    ///
+    /// # Errors
+    ///
+    /// The full parse's error for a body only the quick read accepted.
+    pub(crate) fn for_qwen(
+        &mut self,
+        reshape: impl FnOnce(&mut Value),
+    ) -> Result<Bytes, serde_json::Error> {
         if let Some(body) = &self.for_qwen {
-            return body.clone();
+            return Ok(body.clone());
         }
         // The original is kept as bytes before the reshaping changes the `Value`.
         let original = self.as_sent();
-        let mut json = self.json.take().unwrap_or_else(|| parse(&original));
+        let mut json = match self.json.take() {
+            Some(json) => json,
+            None => serde_json::from_slice(&original)?,
+        };
         reshape(&mut json);
-        self.for_qwen.insert(serialize(&json)).clone()
+        Ok(self.for_qwen.insert(serialize(&json)).clone())
     }
-}
-
-/// A body known to be a JSON object (checked by [`ChatRequest::from_client`]).
-fn parse(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_default()
 }
 
 fn serialize(json: &Value) -> Bytes {
@@ -252,7 +265,7 @@ mod tests {
     #[test]
     fn a_change_is_sent_and_each_body_is_made_once() {
         let mut request = client(r#"{"model":"a","max_tokens":5}"#).expect("a chat request");
-        request.json_mut()["model"] = json!("b");
+        request.json_mut().expect("JSON")["model"] = json!("b");
         assert_eq!(request.output_tokens(), Some(5));
         let mut outgoing = request.into_outgoing();
         let sent = outgoing.as_sent();
@@ -277,10 +290,27 @@ mod tests {
         )
         .into_outgoing();
         for outgoing in [&mut from_client, &mut translated] {
-            let shaped = outgoing.for_qwen(reshape);
+            let shaped = outgoing.for_qwen(reshape).expect("JSON");
             assert_eq!(shaped, r#"{"model":"a","shaped":true}"#.as_bytes());
-            assert_eq!(outgoing.for_qwen(|_| panic!("reshaped twice")), shaped);
+            let again = outgoing
+                .for_qwen(|_| panic!("reshaped twice"))
+                .expect("JSON");
+            assert_eq!(again, shaped);
             assert_eq!(outgoing.as_sent(), original.as_bytes());
         }
+    }
+
+    #[test]
+    fn a_body_only_the_quick_read_accepts_passes_as_it_is_and_is_never_replaced() {
+        let lone_surrogate = r#"{"model":"a","messages":[{"role":"user","content":"\udc00"}]}"#;
+        let mut request = client(lone_surrogate).expect("the quick read accepts it");
+        assert!(request.json_mut().is_err(), "the full parse refuses it");
+
+        let mut outgoing = client(lone_surrogate)
+            .expect("a chat request")
+            .into_outgoing();
+        assert_eq!(outgoing.as_sent(), lone_surrogate.as_bytes());
+        assert!(outgoing.for_qwen(|_| {}).is_err());
+        assert_eq!(outgoing.as_sent(), lone_surrogate.as_bytes());
     }
 }

@@ -301,3 +301,36 @@ async fn a_whole_answer_cut_where_the_connection_ends_is_not_passed_on() {
     let message = answer.error(502, "upstream_invalid_answer");
     assert!(message.contains("not whole JSON"), "{message}");
 }
+
+/// A lone UTF-16 surrogate passes the proxy's quick read of a body but not a full parse: an
+/// API key gets the body as it came, a Qwen account (whose body must be reshaped) a 400.
+#[tokio::test]
+async fn a_body_only_a_full_parse_refuses_is_passed_on_or_refused_never_replaced() {
+    let raw = r#"{"model":"coder-model","messages":[{"role":"user","content":"\udc00"}]}"#;
+    let request = || {
+        http::Request::post("/v1/chat/completions")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                raw.as_bytes(),
+            )))
+            .expect("a request")
+    };
+
+    let (fake, pool, _) = qwen_pool(1).await;
+    let message = call(&proxy(&pool), request())
+        .await
+        .error(400, "invalid_json");
+    assert!(message.contains("surrogate"), "{message}");
+    assert!(fake.chat_requests().is_empty());
+
+    fake.add_api_key("sk-upstream-1");
+    let keys = Arc::new(Pool::new(Default::default()));
+    let key = credential(
+        "dashscope#1",
+        Flavor::OpenAiCompatible,
+        &fake.chat_base_url(),
+        "sk-upstream-1",
+    );
+    keys.upsert("key:1", Arc::new(key), Models::All, None);
+    call(&proxy(&keys), request()).await;
+    assert_eq!(fake.chat_requests()[0].body, raw);
+}
