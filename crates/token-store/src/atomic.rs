@@ -68,11 +68,13 @@ impl<'a> Staged<'a> {
             .permissions(Permissions::from_mode(FILE_MODE))
             .tempfile_in(parent_dir(target))
             .map_err(|e| fail(without_temp_path(e)))?;
-        temp.as_file()
-            .set_permissions(Permissions::from_mode(FILE_MODE))
+        // Through the `File`: `NamedTempFile`'s own methods add the temp path to their errors,
+        // and the message names the target instead.
+        let file = temp.as_file_mut();
+        file.set_permissions(Permissions::from_mode(FILE_MODE))
             .map_err(fail)?;
-        temp.write_all(bytes).map_err(fail)?;
-        temp.as_file().sync_all().map_err(fail)?;
+        file.write_all(bytes).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
         Ok(Staged { target, temp })
     }
 

@@ -83,6 +83,9 @@ fn hint(op: &Operation, error: &io::Error) -> String {
         K::StorageFull | K::QuotaExceeded => format!(
             "The disk is full: free some space and try again; the previous token file is unchanged ({TROUBLESHOOTING})."
         ),
+        K::FileTooLarge => format!(
+            "A file size limit (ulimit -f) stops the write: lift it for this process; the previous token file is unchanged ({TROUBLESHOOTING})."
+        ),
         K::NotADirectory => {
             "Part of this path is a regular file, not a directory: choose another --auth-dir.".to_owned()
         }
