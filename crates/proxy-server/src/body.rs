@@ -92,7 +92,7 @@ pub enum StreamError {
     /// The upstream connection broke or sent bad framing.
     #[error("the upstream stream broke off: {0}")]
     Upstream(#[source] hyper::Error),
-    /// The upstream's body ended in the middle of an event: it was cut off.
+    /// The upstream's stream ended with its connection in the middle of a line: it was cut off.
     #[error("the upstream stream ended in the middle of an event, so it was cut off")]
     Cut,
     /// The upstream sent nothing for too long.

@@ -104,11 +104,10 @@ impl SseParser {
         Ok(())
     }
 
-    /// Whether the input so far stops inside a line or an event (no blank line after it yet);
-    /// `pending_data` is the data of that event. At the end of a stream, this means it was cut.
-    pub(crate) fn mid_event(&self) -> Option<&[u8]> {
-        let inside = !self.partial.is_empty() || self.has_data || !self.event.is_empty();
-        inside.then_some(self.data.as_slice())
+    /// The start of a line whose end has not come, if the input so far stops inside one. At
+    /// the end of a stream whose end is its connection's, that means it was cut.
+    pub(crate) fn partial_line(&self) -> Option<&[u8]> {
+        (!self.partial.is_empty()).then_some(self.partial.as_slice())
     }
 
     /// Handles one complete line (without its terminator).
@@ -162,27 +161,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_parser_knows_when_it_stopped_inside_an_event() {
+    fn the_parser_knows_when_it_stopped_inside_a_line() {
         let after = |input: &[u8]| {
             let mut parser = SseParser::new(1024);
             parser.feed(input, |_| {}).expect("short lines");
-            parser.mid_event().map(<[u8]>::to_vec)
+            parser.partial_line().map(<[u8]>::to_vec)
         };
         assert_eq!(after(b""), None);
         assert_eq!(after(b"data: a\n\n"), None);
-        assert_eq!(after(b": comment\n"), None);
-        assert_eq!(
-            after(b"data: a\n\ndata: {\"x"),
-            Some(Vec::new()),
-            "inside a line"
-        );
-        assert_eq!(
-            after(b"data: b\n"),
-            Some(b"b".to_vec()),
-            "no blank line yet"
-        );
-        assert_eq!(after(b"event: ping\n"), Some(Vec::new()));
-        assert_eq!(after(b"data: [DONE]\n"), Some(b"[DONE]".to_vec()));
+        assert_eq!(after(b"data: b\n"), None, "a whole line, even without its blank line");
+        assert_eq!(after(b"data: b\r"), None);
+        assert_eq!(after(b"data: a\n\ndata: {\"x"), Some(b"data: {\"x".to_vec()));
+        assert_eq!(after(b"data: [DONE]"), Some(b"data: [DONE]".to_vec()));
     }
 
     /// Feeds `chunks` in order and returns the events as (event, data) strings.

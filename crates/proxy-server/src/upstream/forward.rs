@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use credential_pool::{Outcome, Unavailable};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -287,6 +287,7 @@ impl Upstream {
                     body,
                     self.idle_timeout,
                     id.clone(),
+                    ends_with_connection(&parts),
                 )),
             });
         }
@@ -363,6 +364,20 @@ impl Upstream {
         }
         Ok(whole.map_or(first, BytesMut::freeze))
     }
+}
+
+/// Whether an answer is an HTTP/1 event stream whose end is its connection's (no length, no
+/// chunks), so that a cut shows only in its content.
+fn ends_with_connection(parts: &http::response::Parts) -> bool {
+    let event_stream = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().starts_with("text/event-stream"));
+    event_stream
+        && parts.version < http::Version::HTTP_2
+        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !parts.headers.contains_key(TRANSFER_ENCODING)
 }
 
 /// The client's body passed the quick read but not the full parse the request needs.

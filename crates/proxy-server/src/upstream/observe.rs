@@ -88,14 +88,14 @@ impl StreamObserver {
         })
     }
 
-    /// Whether the stream, now at its end, was cut: it stopped inside a line or an event,
-    /// other than a `[DONE]` missing only its blank line, and no `[DONE]` came before.
+    /// Whether the stream, now at its end, was cut: it stopped inside a line, other than a
+    /// `data: [DONE]` missing only its line end, with no `[DONE]` before. Only meaningful for
+    /// a body whose end is its connection's (with a length or chunks, hyper reports a cut).
     pub(crate) fn was_cut(&self) -> bool {
         !self.done
-            && self
-                .parser
-                .mid_event()
-                .is_some_and(|data| data != b"[DONE]")
+            && self.parser.partial_line().is_some_and(|line| {
+                !matches!(line.trim_ascii_end(), b"data: [DONE]" | b"data:[DONE]")
+            })
     }
 
     /// Records what was seen on the current span, at the normal end of the stream.

@@ -3,9 +3,10 @@
 //! [`StreamObserver`], with an idle timeout between chunks.
 //!
 //! Ending: a normal upstream end is a normal end (with or without `data: [DONE]`); a broken
-//! connection, bad framing, an end in the middle of an event (a connection closed early when
-//! the body's end is the connection's), an over-long SSE line or the idle timeout end the body
-//! with a [`StreamError`], which makes hyper abort the client's response. Dropping the body (the
+//! connection, bad framing, an end inside a line of an event stream whose end is its
+//! connection's (HTTP/1 without a length or chunks: a cut shows no other way), an over-long SSE
+//! line or the idle timeout end the body with a [`StreamError`], which makes hyper abort the
+//! client's response. Dropping the body (the
 //! client went away) drops the upstream response, which closes its connection and so cancels
 //! the upstream request.
 
@@ -39,6 +40,9 @@ pub(crate) struct UpstreamBody {
     span: Span,
     /// The request's id, for the warning when the stream is aborted.
     id: LoggedId,
+    /// An HTTP/1 event stream without a length or chunks: its end is the connection's, so a
+    /// cut shows only as an end inside a line.
+    ends_with_connection: bool,
 }
 
 impl fmt::Debug for UpstreamBody {
@@ -56,6 +60,7 @@ impl UpstreamBody {
         inner: Incoming,
         idle_timeout: Duration,
         id: LoggedId,
+        ends_with_connection: bool,
     ) -> Self {
         let now = Instant::now();
         Self {
@@ -68,6 +73,7 @@ impl UpstreamBody {
             finished: false,
             span: Span::current(),
             id,
+            ends_with_connection,
         }
     }
 
@@ -141,7 +147,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(error))) => {
                     return this.fail(StreamError::Upstream(error));
                 }
-                Poll::Ready(None) if this.observer.was_cut() => {
+                Poll::Ready(None) if this.ends_with_connection && this.observer.was_cut() => {
                     return this.fail(StreamError::Cut);
                 }
                 Poll::Ready(None) => {

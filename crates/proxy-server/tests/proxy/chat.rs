@@ -229,7 +229,8 @@ async fn a_non_streaming_answer_that_breaks_off_fails_over() {
 /// An upstream whose answers end with the connection (no length, no chunking): each
 /// connection gets `head` and `body` and is closed, which is how such a body can be cut
 /// without any transport error.
-async fn close_delimited_upstream(head: &'static str, body: &'static str) -> String {
+async fn close_delimited_upstream(head: impl Into<String>, body: impl Into<String>) -> String {
+    let (head, body): (String, String) = (head.into(), body.into());
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -237,6 +238,7 @@ async fn close_delimited_upstream(head: &'static str, body: &'static str) -> Str
     let addr = listener.local_addr().expect("an address");
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let (head, body) = (head.clone(), body.clone());
             tokio::spawn(async move {
                 let mut request = vec![0; 64 * 1024];
                 let _ = socket.read(&mut request).await;
@@ -267,23 +269,31 @@ async fn a_stream_that_ends_inside_an_event_reaches_the_client_broken() {
 }
 
 #[tokio::test]
-async fn a_stream_whose_last_done_lacks_its_blank_line_still_ends_cleanly() {
-    let base_url = close_delimited_upstream(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n",
-        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n",
-    )
-    .await;
-    let answer = call(
-        &proxy(&one_key_at(&base_url)),
-        chat_request(&chat_body(true)),
-    )
-    .await;
-    assert_eq!(answer.status, 200);
-    assert!(
-        answer.text().ends_with("data: [DONE]\n"),
-        "{}",
-        answer.text()
-    );
+async fn streams_whose_last_line_is_whole_or_framed_end_cleanly() {
+    const EVENT: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n";
+    let sse = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n";
+    // The end is the connection's: whole last lines, with or without their blank line, and a
+    // `[DONE]` without its line end.
+    let mut endings = vec![
+        (sse.to_owned(), "data: [DONE]\n"),
+        (sse.to_owned(), "data: [DONE]"),
+        (sse.to_owned(), "data: {\"choices\":[]}\n"),
+    ];
+    // Framed by a length: whatever the last line, hyper has checked that the body is whole.
+    let cut_looking = "data: {\"choices\"";
+    let length = EVENT.len() + cut_looking.len();
+    endings.push((format!("{sse}content-length: {length}\r\n"), cut_looking));
+    for (head, last) in endings {
+        let body = format!("{EVENT}{last}");
+        let base_url = close_delimited_upstream(head.clone(), body.clone()).await;
+        let answer = call(
+            &proxy(&one_key_at(&base_url)),
+            chat_request(&chat_body(true)),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), body, "{head}");
+    }
 }
 
 #[tokio::test]
