@@ -36,6 +36,8 @@ use tower::Service;
 use crate::credential::BoxFuture;
 use crate::error::BuildError;
 
+/// Idle time before TCP keep-alive probes, and the time between them.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long an unused pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -75,6 +77,11 @@ impl HttpClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        // A stream can go quiet for minutes; keep-alive probes find a connection that died
+        // silently (NAT, load balancers) instead of leaving it to the idle timeout.
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(3));
         let (tls, tls_to_proxy) = tls_configs()?;
         let connector = Connector(Arc::new(Connecting {
             http,
@@ -228,12 +235,16 @@ impl Connecting {
         let proxy_uri = proxy.uri().clone();
         match proxy_uri.scheme_str() {
             Some(scheme @ ("socks5" | "socks5h")) => {
-                let mut socks = SocksV5::new(proxy_uri.clone(), self.http.clone())
-                    .local_dns(scheme == "socks5");
+                let mut socks = SocksV5::new(with_port(&proxy_uri, SOCKS_PORT)?, self.http.clone())
+                    .local_dns(false);
                 if let Some((user, password)) = proxy.raw_auth() {
                     socks = socks.with_auth(user.to_owned(), password.to_owned());
                 }
-                let io = HttpsConnector::from((socks, Arc::clone(&self.tls)))
+                let through = ThroughSocks {
+                    socks,
+                    resolve_here: scheme == "socks5",
+                };
+                let io = HttpsConnector::from((through, Arc::clone(&self.tls)))
                     .call(dst)
                     .await?;
                 Ok(Conn::new(io, false))
@@ -262,6 +273,66 @@ impl Connecting {
                 Ok(Conn::new(io, true))
             }
         }
+    }
+}
+
+/// The port of a SOCKS proxy given without one (curl's and reqwest's default too).
+const SOCKS_PORT: u16 = 1080;
+
+/// `uri` with `port` when it names none.
+fn with_port(uri: &Uri, port: u16) -> Result<Uri, BoxError> {
+    if uri.port().is_some() {
+        return Ok(uri.clone());
+    }
+    let host = uri.host().ok_or("the proxy URL has no host")?;
+    let scheme = uri.scheme_str().unwrap_or("http");
+    Ok(format!("{scheme}://{host}:{port}").parse()?)
+}
+
+/// Connects to an upstream through a SOCKS5 proxy. The destination always carries its port
+/// (hyper-util's `SocksV5` would take 443 for a URL without one, an `http://` one included),
+/// and for `socks5://` its name is resolved here, without blocking the runtime, so that the
+/// proxy gets an address; for `socks5h://` the proxy gets the name.
+#[derive(Clone)]
+struct ThroughSocks {
+    socks: SocksV5<HttpConnector>,
+    resolve_here: bool,
+}
+
+impl Service<Uri> for ThroughSocks {
+    type Response = <SocksV5<HttpConnector> as Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let mut socks = self.socks.clone();
+        let resolve_here = self.resolve_here;
+        Box::pin(async move {
+            let host = dst.host().ok_or("the upstream URL has no host")?;
+            let default_port = if dst.scheme() == Some(&Scheme::HTTPS) {
+                443
+            } else {
+                80
+            };
+            let port = dst.port_u16().unwrap_or(default_port);
+            let authority = if resolve_here {
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                tokio::net::lookup_host((name, port))
+                    .await?
+                    .next()
+                    .ok_or_else(|| format!("{name} has no address"))?
+                    .to_string()
+            } else {
+                format!("{host}:{port}")
+            };
+            let scheme = dst.scheme_str().unwrap_or("http");
+            let target: Uri = format!("{scheme}://{authority}/").parse()?;
+            Ok(socks.call(target).await?)
+        })
     }
 }
 
@@ -329,5 +400,27 @@ impl Write for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxy_without_a_port_gets_the_default_one() {
+        let uri = |text: &str| text.parse::<Uri>().expect("a URI");
+        assert_eq!(
+            with_port(&uri("socks5://proxy.example"), SOCKS_PORT).expect("a URI"),
+            uri("socks5://proxy.example:1080")
+        );
+        assert_eq!(
+            with_port(&uri("socks5h://[::1]:9050"), SOCKS_PORT).expect("a URI"),
+            uri("socks5h://[::1]:9050")
+        );
+        assert_eq!(
+            with_port(&uri("socks5://[::1]"), SOCKS_PORT).expect("a URI"),
+            uri("socks5://[::1]:1080")
+        );
     }
 }

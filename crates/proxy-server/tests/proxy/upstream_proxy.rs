@@ -120,6 +120,24 @@ async fn socks5_resolves_names_here_and_socks5h_leaves_them_to_the_proxy() {
     assert_eq!(fake.chat_requests().len(), 2);
 }
 
+/// Without a port in the upstream URL, the proxy is asked for the scheme's port (80 for
+/// `http://`), not 443.
+#[tokio::test]
+async fn socks_destinations_carry_the_schemes_default_port() {
+    let fake = FakeQwen::start().await;
+    let socks = Socks5Proxy::start().await;
+    let pool = one_account(&fake, "http://localhost/v1");
+    call(
+        &through(socks.url("socks5h"), &pool),
+        chat_request(&chat_body(false)),
+    )
+    .await;
+    assert_eq!(
+        socks.destinations(),
+        [Destination::Name("localhost".to_owned(), 80)]
+    );
+}
+
 #[tokio::test]
 async fn a_socks5_proxy_that_refuses_the_password_is_a_502_naming_the_proxy() {
     let fake = FakeQwen::start().await;
