@@ -75,6 +75,6 @@ mod single_flight;
 
 pub use config::{Models, PoolConfig, Strategy};
 pub use error::Unavailable;
-pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool};
+pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, Slot};
 pub use refresh::refresh_due;
 pub use single_flight::SingleFlight;

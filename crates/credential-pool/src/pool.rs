@@ -40,6 +40,17 @@ pub enum Outcome {
     Failed,
 }
 
+/// What [`Pool::take_slot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A slot was taken (or the credential has no cap).
+    Taken,
+    /// The credential is at its rate cap.
+    Capped,
+    /// The credential is disabled or no longer in the pool.
+    Gone,
+}
+
 /// A credential chosen for one request.
 pub struct Lease<C> {
     /// The credential's key, to pass back to [`Pool::report`] and to put in
@@ -523,24 +534,24 @@ impl<C> Pool<C> {
     }
 
     /// Takes a rate slot on `key` for one more request of the same client request (the retry
-    /// after a refreshed token); `false` when it is at its cap, disabled or gone.
-    pub fn take_slot(&self, key: &str, now: Instant) -> bool {
+    /// after a refreshed token).
+    pub fn take_slot(&self, key: &str, now: Instant) -> Slot {
         let mut inner = self.lock();
         let Some(&i) = inner.index.get(key) else {
-            return false;
+            return Slot::Gone;
         };
         let entry = &mut inner.entries[i];
         if entry.disabled.is_some() {
-            return false;
+            return Slot::Gone;
         }
         let Some(window) = entry.rate.as_mut() else {
-            return true;
+            return Slot::Taken;
         };
         if window.wait(now).is_some() {
-            return false;
+            return Slot::Capped;
         }
         window.record(now);
-        true
+        Slot::Taken
     }
 
     /// Records what the upstream said about a request sent with `key` for

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use credential_pool::{Models, Outcome, Pool, PoolConfig, Strategy, Unavailable};
+use credential_pool::{Models, Outcome, Pool, PoolConfig, Slot, Strategy, Unavailable};
 
 const MODEL: &str = "qwen3-coder-plus";
 const SEC: Duration = Duration::from_secs(1);
@@ -343,15 +343,23 @@ fn a_retry_on_the_same_credential_takes_a_slot_when_there_is_one() {
     let pool = pool_with(Strategy::RoundRobin, &["a"], &only(&[MODEL]), rpm(2));
     let now = Instant::now();
     assert_eq!(pick(&pool, MODEL, now), "a");
-    assert!(pool.take_slot("a", now));
-    assert!(!pool.take_slot("a", now), "two of two slots used");
-    assert!(pool.take_slot("a", now + 61 * SEC), "the minute has passed");
-    assert!(!pool.take_slot("gone", now));
+    assert_eq!(pool.take_slot("a", now), Slot::Taken);
+    assert_eq!(
+        pool.take_slot("a", now),
+        Slot::Capped,
+        "two of two slots used"
+    );
+    assert_eq!(
+        pool.take_slot("a", now + 61 * SEC),
+        Slot::Taken,
+        "a minute later"
+    );
+    assert_eq!(pool.take_slot("gone", now), Slot::Gone);
     pool.set_disabled("a", Some("re-login required".to_owned()));
-    assert!(!pool.take_slot("a", now + 200 * SEC));
+    assert_eq!(pool.take_slot("a", now + 200 * SEC), Slot::Gone);
 
     let uncapped = pool_with(Strategy::RoundRobin, &["u"], &only(&[MODEL]), None);
-    assert!((0..100).all(|_| uncapped.take_slot("u", now)));
+    assert!((0..100).all(|_| uncapped.take_slot("u", now) == Slot::Taken));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use credential_pool::{Outcome, Unavailable};
+use credential_pool::{Outcome, Slot, Unavailable};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
@@ -155,8 +155,11 @@ impl Upstream {
                 match credential.access.refresh().await {
                     Ok(fresh) if attempts < self.attempts => {
                         // The retry is one more request against the credential's rate cap.
-                        if !self.pool.take_slot(&lease.key, Instant::now()) {
-                            break Failure::RateCapped;
+                        match self.pool.take_slot(&lease.key, Instant::now()) {
+                            Slot::Taken => {}
+                            Slot::Capped => break Failure::RateCapped,
+                            // Disabled or removed meanwhile: the next credential, if any.
+                            Slot::Gone => break failure,
                         }
                         tracing::info!(request_id = %id, account = %credential.label, "token refused; retrying with a refreshed token");
                         access = fresh;
@@ -194,10 +197,8 @@ impl Upstream {
             // all of them cool down before any attempt.
             Some((label, failure @ (Failure::Quota { .. } | Failure::RateCapped))) => {
                 match self.pool.availability(&model, Instant::now()) {
-                    Err(unavailable @ Unavailable::CoolingDown { .. }) => {
-                        unavailable_error(&unavailable, None, &self.aliases)
-                    }
-                    _ => attempts_spent_error(&label, failure, self.attempts),
+                    Ok(()) => attempts_spent_error(&label, failure, self.attempts),
+                    Err(unavailable) => unavailable_error(&unavailable, None, &self.aliases),
                 }
             }
             Some((label, failure)) => failure_error(&label, failure),
@@ -222,9 +223,9 @@ impl Upstream {
         let Some(authorization) = headers::bearer(&access.bearer) else {
             return Attempt::Failed(Failure::BadToken);
         };
-        let Ok(uri) = Uri::try_from(format!("{}/chat/completions", access.base_url)) else {
+        let Some(uri) = chat_completions_uri(&access.base_url) else {
             return Attempt::Failed(Failure::BadBaseUrl {
-                base_url: access.base_url.to_string(),
+                base_url: without_password(&access.base_url),
             });
         };
         let mut request = Request::new(Full::new(body.clone()));
@@ -363,6 +364,32 @@ impl Upstream {
                 .extend_from_slice(&next);
         }
         Ok(whole.map_or(first, BytesMut::freeze))
+    }
+}
+
+/// The chat-completions URL under `base_url`. A URL `http` does not take as it is (a host in
+/// Unicode, a space in the path) is normalized by the `url` crate first, as the config check
+/// and the former HTTP client did: only that rare case pays for the full URL parser.
+fn chat_completions_uri(base_url: &str) -> Option<Uri> {
+    const PATH: &str = "/chat/completions";
+    Uri::try_from(format!("{base_url}{PATH}")).ok().or_else(|| {
+        let url = url::Url::parse(&format!("{base_url}{PATH}")).ok()?;
+        Uri::try_from(url.as_str()).ok()
+    })
+}
+
+/// `base_url` for a message, with any password in it replaced by `***`.
+fn without_password(base_url: &str) -> String {
+    match url::Url::parse(base_url) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(_) => base_url.to_owned(),
+        Err(_) => match base_url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => base_url.to_owned(),
+        },
     }
 }
 
@@ -596,4 +623,44 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
 
 fn quoted(message: Option<&str>) -> String {
     message.map_or_else(String::new, |message| format!(": {message}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_make_request_urls_normalized_only_when_needed() {
+        let uri = |base: &str| chat_completions_uri(base).map(|uri| uri.to_string());
+        assert_eq!(
+            uri("https://portal.qwen.ai/v1").as_deref(),
+            Some("https://portal.qwen.ai/v1/chat/completions")
+        );
+        assert_eq!(
+            uri("http://[::1]:8080/v1").as_deref(),
+            Some("http://[::1]:8080/v1/chat/completions")
+        );
+        assert_eq!(
+            uri("https://例え.jp/v1").as_deref(),
+            Some("https://xn--r8jz45g.jp/v1/chat/completions")
+        );
+        assert_eq!(
+            uri("https://api.example/my models/v1").as_deref(),
+            Some("https://api.example/my%20models/v1/chat/completions")
+        );
+        assert_eq!(uri("not a url"), None);
+    }
+
+    #[test]
+    fn passwords_in_base_urls_are_not_shown() {
+        assert_eq!(
+            without_password("https://user:hunter2@api.example/v1"),
+            "https://user:***@api.example/v1"
+        );
+        assert_eq!(
+            without_password("https://api.example/v1"),
+            "https://api.example/v1"
+        );
+        assert!(!without_password("bad url user:hunter2@x").contains("hunter2"));
+    }
 }
