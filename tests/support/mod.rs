@@ -159,8 +159,33 @@ pub async fn run(mut command: Command, stdin: &str) -> Run {
     Run(child.wait_with_output().await.expect("cliproxy runs"))
 }
 
+/// `command` run by `sh` after `prelude` (shell commands such as `ulimit -f 0`), with the same
+/// arguments, environment and pipes; `sh` then `exec`s it, so the process id is the command's.
+#[allow(dead_code, reason = "not every test binary needs a shell prelude")]
+pub fn after_shell_prelude(command: &Command, prelude: &str) -> Command {
+    let std = command.as_std();
+    let mut line = format!("{prelude}; exec {}", shell_quote(std.get_program()));
+    for arg in std.get_args() {
+        line.push(' ');
+        line.push_str(&shell_quote(arg));
+    }
+    let mut shell = Command::new("sh");
+    shell.args(["-c", &line]).env_clear();
+    for (name, value) in std.get_envs() {
+        if let Some(value) = value {
+            shell.env(name, value);
+        }
+    }
+    shell
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    shell
+}
+
 /// `text` in single quotes for `sh`.
-#[allow(dead_code, reason = "not every test binary needs a terminal")]
+#[allow(dead_code, reason = "not every test binary needs a shell")]
 fn shell_quote(text: &std::ffi::OsStr) -> String {
     format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"))
 }

@@ -1,18 +1,36 @@
 //! A running `cliproxy serve` child process for end-to-end tests: started on a
 //! free port, with its log readable line by line so tests wait for events, not time.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use fake_qwen::{FakeQwen, IssuedToken};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use crate::support::Sandbox;
 
 /// The client key every test server accepts.
 pub const API_KEY: &str = "test-key";
+
+/// How long a wait for an event (a log line, a signal of the fake) may take before the test is
+/// called hung. Not a synchronisation: it only turns a hang into a failure.
+pub const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// Awaits `event`, failing the test with `what` if it has not happened within [`HANG_GUARD`].
+#[track_caller]
+pub fn guarded<F: Future>(what: &str, event: F) -> impl Future<Output = F::Output> {
+    let what = what.to_owned();
+    let caller = std::panic::Location::caller();
+    async move {
+        tokio::time::timeout(HANG_GUARD, event)
+            .await
+            .unwrap_or_else(|_| panic!("{caller}: no {what} within {HANG_GUARD:?}"))
+    }
+}
 
 pub struct Server {
     child: Child,
@@ -35,6 +53,17 @@ impl Server {
         extra_config: &str,
         env: &[(&str, &str)],
     ) -> Server {
+        let config = Self::write_config(sandbox, extra_config);
+        let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
+        command
+            .env("CLIPROXY_LOG", "info")
+            .envs(env.iter().copied());
+        Self::spawn(command).await
+    }
+
+    /// Writes the config [`Server::start`] uses into `sandbox` and returns its path, for tests
+    /// that build the command themselves.
+    pub fn write_config(sandbox: &Sandbox, extra_config: &str) -> PathBuf {
         let config = sandbox
             .home
             .path()
@@ -44,10 +73,11 @@ impl Server {
             format!("port = 0\napi-keys = [\"{API_KEY}\"]\n{extra_config}\n"),
         )
         .expect("write config");
-        let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
-        command
-            .env("CLIPROXY_LOG", "info")
-            .envs(env.iter().copied());
+        config
+    }
+
+    /// Runs a prepared `cliproxy serve` command and waits until it listens.
+    pub async fn spawn(mut command: Command) -> Server {
         let mut child = command.spawn().expect("spawn cliproxy serve");
         let stderr = child.stderr.take().expect("stderr");
         let (lines, log) = mpsc::unbounded_channel();
@@ -84,19 +114,58 @@ impl Server {
     }
 
     /// Reads new log lines until one contains `needle` (lines seen before are not searched).
+    /// Fails the test if the server exits first, or logs nothing new for [`HANG_GUARD`].
     pub async fn next_log_containing(&mut self, needle: &str) -> String {
         loop {
-            let Some(line) = self.log.recv().await else {
-                panic!(
-                    "the server exited before logging {needle:?}; its log:\n{}",
-                    self.seen.join("\n")
-                );
-            };
-            self.seen.push(line.clone());
+            let line = self.next_line(needle).await;
             if line.contains(needle) {
                 return line;
             }
         }
+    }
+
+    /// The next log line, read while waiting for `needle`.
+    async fn next_line(&mut self, needle: &str) -> String {
+        let line = match tokio::time::timeout(HANG_GUARD, self.log.recv()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "the server exited before logging {needle:?}; its log:\n{}",
+                self.seen.join("\n")
+            ),
+            Err(_) => panic!(
+                "no {needle:?} in the server's log within {HANG_GUARD:?}; its log:\n{}",
+                self.seen.join("\n")
+            ),
+        };
+        self.seen.push(line.clone());
+        line
+    }
+
+    /// Reads both servers' logs until one of them logs a line containing `needle`; returns
+    /// which one (0 for `a`, 1 for `b`) and the line.
+    pub async fn first_to_log(a: &mut Server, b: &mut Server, needle: &str) -> (usize, String) {
+        for (index, server) in [&*a, &*b].into_iter().enumerate() {
+            if let Some(line) = server.seen.iter().find(|line| line.contains(needle)) {
+                return (index, line.clone());
+            }
+        }
+        loop {
+            let (index, line) = tokio::select! {
+                line = a.next_line(needle) => (0, line),
+                line = b.next_line(needle) => (1, line),
+            };
+            if line.contains(needle) {
+                return (index, line);
+            }
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it to be gone.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().expect("kill");
+        guarded("exit after SIGKILL", self.child.wait())
+            .await
+            .expect("wait");
     }
 
     /// A client that sends the API key.
@@ -136,10 +205,12 @@ impl Server {
         assert!(sent.success());
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and reads the rest of its log.
     pub async fn wait(&mut self) -> ExitStatus {
-        let status = self.child.wait().await.expect("wait");
-        while let Some(line) = self.log.recv().await {
+        let status = guarded("server exit", self.child.wait())
+            .await
+            .expect("wait");
+        while let Some(line) = guarded("end of the server's log", self.log.recv()).await {
             self.seen.push(line);
         }
         status
