@@ -31,17 +31,20 @@ pub struct ServerConfig {
     pub max_output_tokens: Option<u32>,
     /// Qwen Code version sent to Qwen OAuth upstreams in `User-Agent`.
     pub qwen_client_version: String,
-    /// HTTP(S) proxy for upstream requests, e.g. `http://proxy:3128`. `None`: the system's
-    /// proxy settings (`HTTPS_PROXY` and friends) apply.
+    /// Proxy for upstream requests (`http`, `https`, `socks5` or `socks5h` URL), e.g.
+    /// `http://proxy:3128`. `None`: the environment's (below).
     pub upstream_proxy_url: Option<String>,
+    /// Without `upstream_proxy_url`: whether `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY` apply (else every upstream is reached directly).
+    pub upstream_proxy_from_env: bool,
     /// Longest wait for a TCP (and TLS) connection to an upstream.
     pub upstream_connect_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     /// No keys, 64 MiB bodies, 30 s header timeout, 5 min upstream idle timeout, 30 s shutdown
-    /// grace, 3 attempts, no extra models or aliases, output capped at 65,536 tokens, Qwen Code 0.14.2, no upstream proxy, 30 s connect
-    /// timeout.
+    /// grace, 3 attempts, no extra models or aliases, output capped at 65,536 tokens, Qwen Code 0.14.2, the environment's upstream proxy, 30 s
+    /// connect timeout.
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             max_output_tokens: Some(65_536),
             qwen_client_version: "0.14.2".to_owned(),
             upstream_proxy_url: None,
+            upstream_proxy_from_env: true,
             upstream_connect_timeout: Duration::from_secs(30),
         }
     }
@@ -80,6 +84,7 @@ impl fmt::Debug for ServerConfig {
                 "upstream_proxy_url",
                 &self.upstream_proxy_url.as_ref().map(|_| "<redacted>"),
             )
+            .field("upstream_proxy_from_env", &self.upstream_proxy_from_env)
             .field("upstream_connect_timeout", &self.upstream_connect_timeout)
             .finish()
     }

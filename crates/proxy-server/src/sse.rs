@@ -169,9 +169,16 @@ mod tests {
         };
         assert_eq!(after(b""), None);
         assert_eq!(after(b"data: a\n\n"), None);
-        assert_eq!(after(b"data: b\n"), None, "a whole line, even without its blank line");
+        assert_eq!(
+            after(b"data: b\n"),
+            None,
+            "a whole line, even without its blank line"
+        );
         assert_eq!(after(b"data: b\r"), None);
-        assert_eq!(after(b"data: a\n\ndata: {\"x"), Some(b"data: {\"x".to_vec()));
+        assert_eq!(
+            after(b"data: a\n\ndata: {\"x"),
+            Some(b"data: {\"x".to_vec())
+        );
         assert_eq!(after(b"data: [DONE]"), Some(b"data: [DONE]".to_vec()));
     }
 

@@ -143,6 +143,10 @@ async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
         api_keys: vec![CLIENT_KEY.into()],
         ..ServerConfig::default()
     };
+    let config = ServerConfig {
+        upstream_proxy_from_env: false,
+        ..config
+    };
     let proxy = Proxy::new(config, pool).expect("a valid config");
 
     send(&proxy, false).await.expect("a whole answer");

@@ -58,7 +58,7 @@ impl std::fmt::Debug for HttpClient {
 
 impl HttpClient {
     /// A client that connects through `proxy_url` when given, else as the environment's proxy
-    /// variables say, giving each new connection `connect_timeout` to be ready (TCP, proxy
+    /// variables say (unless `proxy_from_env` is off), giving each new connection `connect_timeout` to be ready (TCP, proxy
     /// handshake and TLS together).
     ///
     /// # Errors
@@ -68,11 +68,13 @@ impl HttpClient {
     /// used.
     pub(crate) fn new(
         proxy_url: Option<&str>,
+        proxy_from_env: bool,
         connect_timeout: Duration,
     ) -> Result<Self, BuildError> {
         let proxies = Arc::new(match proxy_url {
             Some(url) => Proxies::configured(url)?,
-            None => Proxies::from_env(),
+            None if proxy_from_env => Proxies::from_env(),
+            None => Proxies::none(),
         });
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -144,6 +146,10 @@ impl Proxies {
 
     fn from_env() -> Self {
         Self(Matcher::from_env())
+    }
+
+    fn none() -> Self {
+        Self(Matcher::builder().build())
     }
 
     fn intercept(&self, dst: &Uri) -> Option<Intercept> {

@@ -61,6 +61,7 @@ impl Upstream {
         Ok(Self {
             client: client::HttpClient::new(
                 config.upstream_proxy_url.as_deref(),
+                config.upstream_proxy_from_env,
                 config.upstream_connect_timeout,
             )?,
             headers: UpstreamHeaders::new(&config.qwen_client_version)?,

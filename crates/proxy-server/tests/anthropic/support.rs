@@ -81,7 +81,7 @@ pub fn proxy(pool: &Arc<Pool<Credential>>) -> Proxy {
 }
 
 pub fn proxy_with(config: ServerConfig, pool: &Arc<Pool<Credential>>) -> Proxy {
-    Proxy::new(config, Arc::clone(pool)).expect("a valid config")
+    Proxy::new(without_environment_proxies(config), Arc::clone(pool)).expect("a valid config")
 }
 
 /// A config that requires [`CLIENT_KEY`].
@@ -199,4 +199,12 @@ pub async fn call(proxy: &Proxy, request: Request<Full<Bytes>>) -> Answer {
         }
     })
     .await
+}
+
+/// `config` with the test machine's `HTTP_PROXY` and friends ignored: the fakes are local.
+fn without_environment_proxies(config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        upstream_proxy_from_env: false,
+        ..config
+    }
 }

@@ -127,10 +127,13 @@ async fn server_errors_fail_over() {
 async fn an_unreachable_upstream_fails_over() {
     let fake = FakeQwen::start().await;
     let token = fake.mint_tokens().access_token;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-        listener.local_addr().expect("an address")
-    };
+    // Bound but never listening, and held for the whole test: connections are refused, and no
+    // other test (or fake) can take the port meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("a socket");
+    reserved
+        .bind("127.0.0.1:0".parse().expect("an address"))
+        .expect("a port");
+    let closed = reserved.local_addr().expect("an address");
     let pool = Arc::new(Pool::new(Default::default()));
     let dead = credential(
         "dead@example.com",

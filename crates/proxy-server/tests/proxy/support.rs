@@ -140,7 +140,7 @@ pub fn proxy(pool: &Arc<Pool<Credential>>) -> Proxy {
 }
 
 pub fn proxy_with(config: ServerConfig, pool: &Arc<Pool<Credential>>) -> Proxy {
-    Proxy::new(config, Arc::clone(pool)).expect("a valid config")
+    Proxy::new(without_environment_proxies(config), Arc::clone(pool)).expect("a valid config")
 }
 
 /// An answer read whole.
@@ -286,4 +286,12 @@ pub fn client() -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("a client")
+}
+
+/// `config` with the test machine's `HTTP_PROXY` and friends ignored: the fakes are local.
+fn without_environment_proxies(config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        upstream_proxy_from_env: false,
+        ..config
+    }
 }

@@ -50,7 +50,7 @@ fn config_proxy(
     };
     let pool = Arc::new(Pool::new(PoolConfig::default()));
     pool.upsert("test:0", Arc::new(credential), models, None);
-    Proxy::new(config, pool).expect("a valid config")
+    Proxy::new(without_environment_proxies(config), pool).expect("a valid config")
 }
 
 /// A fake and a proxy with one Qwen OAuth account serving [`MODEL`].
@@ -270,4 +270,12 @@ pub fn weather_tools() -> Value {
             },
         },
     ])
+}
+
+/// `config` with the test machine's `HTTP_PROXY` and friends ignored: the fakes are local.
+fn without_environment_proxies(config: ServerConfig) -> ServerConfig {
+    ServerConfig {
+        upstream_proxy_from_env: false,
+        ..config
+    }
 }
