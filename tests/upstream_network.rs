@@ -1,5 +1,6 @@
-//! The network between `cliproxy serve` and an upstream, end to end: HTTPS with a CA the user
-//! trusts through `SSL_CERT_FILE`, and the environment's proxy variables.
+//! The network between `cliproxy serve` and an upstream, end to end: HTTPS (HTTP/2 when the
+//! upstream offers it) with a CA the user trusts through `SSL_CERT_FILE`, and the
+//! environment's proxy variables.
 
 #[allow(dead_code)] // shared with the other end-to-end tests; this one uses a part of it
 #[path = "support/server.rs"]
@@ -52,6 +53,8 @@ async fn an_https_upstream_signed_by_a_ca_in_ssl_cert_file_is_served() {
     let events = streamed.text().await.expect("a whole stream");
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
     assert_eq!(fake.chat_requests().len(), 2);
+    // Both went over one pooled connection, in HTTP/2 as the TLS handshake agreed.
+    assert_eq!(front.protocols(), ["h2"]);
 }
 
 #[tokio::test]

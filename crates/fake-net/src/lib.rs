@@ -5,7 +5,8 @@
 //! - [`Socks5Proxy`]: a SOCKS5 proxy (RFC 1928, optional RFC 1929 user/password) that records
 //!   each destination as the client sent it: an address or a name.
 //! - [`TlsFront`]: a TLS terminator in front of a plain-TCP server, with a certificate for
-//!   `localhost` and `127.0.0.1` issued by a fresh CA of its own ([`TlsFront::ca_pem`]).
+//!   `localhost` and `127.0.0.1` issued by a fresh CA of its own ([`TlsFront::ca_pem`]); it
+//!   records the protocol (ALPN) each connection agreed on.
 //!
 //! Each serves until dropped.
 

@@ -1,6 +1,7 @@
-//! A TLS front: terminates TLS (HTTP/1.1 by ALPN) with a certificate for `localhost` and
-//! `127.0.0.1` issued by a CA made for this front alone, and relays the plain bytes to a TCP
-//! backend (e.g. a fake upstream that speaks plain HTTP).
+//! A TLS front: terminates TLS (offering HTTP/2 and HTTP/1.1 by ALPN) with a certificate for
+//! `localhost` and `127.0.0.1` issued by a CA made for this front alone, and relays the plain
+//! bytes to a TCP backend (e.g. a fake upstream that speaks plain HTTP/1 and HTTP/2). It
+//! records the protocol each connection agreed on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +11,13 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::relay::Listener;
+use crate::relay::{Listener, Record};
 
 /// A running TLS front.
 pub struct TlsFront {
     listener: Listener,
     ca_pem: String,
+    protocols: Record<String>,
 }
 
 impl TlsFront {
@@ -23,12 +25,17 @@ impl TlsFront {
     pub async fn start(backend: SocketAddr) -> Self {
         let (ca_pem, config) = server_config();
         let acceptor = TlsAcceptor::from(Arc::new(config));
+        let protocols = Record::new();
+        let record = protocols.clone();
         let listener = Listener::start(move |stream| {
             let acceptor = acceptor.clone();
+            let record = record.clone();
             async move {
                 let Ok(mut tls) = acceptor.accept(stream).await else {
                     return;
                 };
+                let protocol = tls.get_ref().1.alpn_protocol().unwrap_or(b"none");
+                record.push(String::from_utf8_lossy(protocol).into_owned());
                 let Ok(mut plain) = TcpStream::connect(backend).await else {
                     return;
                 };
@@ -36,7 +43,16 @@ impl TlsFront {
             }
         })
         .await;
-        Self { listener, ca_pem }
+        Self {
+            listener,
+            ca_pem,
+            protocols,
+        }
+    }
+
+    /// The ALPN protocol of each connection so far (`h2`, `http/1.1`, or `none`).
+    pub fn protocols(&self) -> Vec<String> {
+        self.protocols.all()
     }
 
     pub fn port(&self) -> u16 {
@@ -75,6 +91,6 @@ fn server_config() -> (String, rustls::ServerConfig) {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
         )
         .expect("server certificate");
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     (ca_cert.pem(), config)
 }
