@@ -409,10 +409,10 @@ async fn streams_arrive_incrementally() {
     write_account(&sandbox, &fake, "dev@example.com", DAY);
     let server = Server::start(&sandbox, "").await;
 
-    let mut response = server.chat(MODEL, true).await;
+    // A proxy that waited for the whole stream would hang here: the last events are held.
+    let mut response = guarded("stream head", server.chat(MODEL, true)).await;
     assert_eq!(response.status(), 200);
-    let first = response
-        .chunk()
+    let first = guarded("first chunk", response.chunk())
         .await
         .unwrap()
         .expect("a first chunk before the last exists");
@@ -433,8 +433,11 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     write_account(&sandbox, &fake, "dev@example.com", DAY);
     let server = Server::start(&sandbox, "").await;
 
-    let mut response = server.chat(MODEL, true).await;
-    response.chunk().await.unwrap().expect("first chunk");
+    let mut response = guarded("stream head", server.chat(MODEL, true)).await;
+    guarded("first chunk", response.chunk())
+        .await
+        .unwrap()
+        .expect("first chunk");
     drop(response);
 
     guarded(
@@ -479,8 +482,11 @@ async fn sigterm_lets_a_running_stream_finish() {
     write_account(&sandbox, &fake, "dev@example.com", DAY);
     let mut server = Server::start(&sandbox, "").await;
 
-    let mut response = server.chat(MODEL, true).await;
-    response.chunk().await.unwrap().expect("first chunk");
+    let mut response = guarded("stream head", server.chat(MODEL, true)).await;
+    guarded("first chunk", response.chunk())
+        .await
+        .unwrap()
+        .expect("first chunk");
     server.signal("TERM");
     server.next_log_containing("shutting down").await;
     fake.release_held_streams(1);
@@ -884,6 +890,11 @@ async fn accounts_check_reports_expired_and_unreachable_accounts() {
     let far = FakeQwen::start().await;
     write_account(&sandbox, &far, "far@example.com", DAY);
     far.set_down(true);
+    let (marked_path, marked) = write_account(&sandbox, &fake, "marked@example.com", DAY);
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&marked_path).unwrap()).unwrap();
+    json["cliproxy_status"] = "relogin-required".into();
+    std::fs::write(&marked_path, serde_json::to_vec(&json).unwrap()).unwrap();
 
     let run = sandbox.run(&["accounts", "check"], "").await;
 
@@ -901,7 +912,16 @@ async fn accounts_check_reports_expired_and_unreachable_accounts() {
     let far_row = row("far@example.com");
     assert!(far_row.contains("  network error  "), "{table}");
     assert!(far_row.contains("could not get an answer"), "{table}");
-    assert!(run.failure(1).contains("2 of 2"), "{}", run.stderr());
+    assert!(
+        row("marked@example.com").contains("  re-login required  "),
+        "{table}"
+    );
+    assert_eq!(
+        requests_per_token(&fake).get(&marked.access_token),
+        None,
+        "a marked account is not tried"
+    );
+    assert!(run.failure(1).contains("3 of 3"), "{}", run.stderr());
 }
 
 #[tokio::test]
