@@ -499,6 +499,22 @@ async fn sigterm_lets_a_running_stream_finish() {
     assert_eq!(server.wait().await.code(), Some(0));
 }
 
+/// The signal handlers exist before the server says it listens. (They used to be set up a
+/// moment later, so a SIGTERM right after that line could kill the process with the default
+/// action; this catches that race when it happens to be hit, as under load.)
+#[tokio::test]
+async fn sigterm_right_after_start_up_is_a_clean_stop() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let mut server = Server::start(&sandbox, "").await;
+
+    // At once after the "listening" line: before any request has been served.
+    server.signal("TERM");
+
+    assert_eq!(server.wait().await.code(), Some(0), "{:?}", server.seen);
+    server.wait_for_log("stopped").await;
+}
+
 #[tokio::test]
 async fn client_errors_have_openai_shapes() {
     let fake = FakeQwen::start().await;

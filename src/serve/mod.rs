@@ -71,6 +71,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
+    let shutdown = shutdown_signal();
     let bound = listener.local_addr().unwrap_or(address);
     tracing::info!(
         accounts = loaded.added,
@@ -78,7 +79,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         "listening on http://{bound}"
     );
     // proxy-server logs "shutting down" and "stopped".
-    proxy.serve(listener, shutdown_signal()).await?;
+    proxy.serve(listener, shutdown).await?;
     Ok(())
 }
 
@@ -131,30 +132,35 @@ fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCredential> {
     credentials
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::warn!(
-                        "cannot listen for SIGTERM ({error}); only Ctrl-C stops the server"
-                    );
-                    let _ = interrupt.await;
-                    return;
+/// Starts listening for SIGINT and SIGTERM at once, so a signal right after start-up is not
+/// left to its default action (killing the process), and resolves on the first of them.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+            }
+            (Ok(mut interrupt), Err(error)) => {
+                tracing::warn!("cannot listen for SIGTERM ({error}); stop the server with Ctrl-C");
+                interrupt.recv().await;
+            }
+            (Err(error), Ok(mut terminate)) => {
+                tracing::warn!("cannot listen for Ctrl-C ({error}); stop the server with SIGTERM");
+                terminate.recv().await;
+            }
+            (Err(error), Err(_)) => {
+                tracing::warn!(
+                    "cannot listen for Ctrl-C or SIGTERM ({error}); stop the server with SIGKILL"
+                );
+                std::future::pending::<()>().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }
 
