@@ -52,7 +52,8 @@ impl Clock for SystemClock {
 ///
 /// The jitter is up to min(5 min, lead / 4). The refresh happens at the jittered time: it is
 /// skipped only if, under the lock, the file no longer holds the token planned on (someone
-/// else refreshed it).
+/// else refreshed it). After a refresh the next one is at least half the new token's remaining
+/// life away.
 pub async fn run(
     account: Arc<QwenAccount>,
     pool: Arc<Pool<Credential>>,
@@ -61,6 +62,9 @@ pub async fn run(
 ) {
     let jitter_max = MAX_REFRESH_JITTER.min(lead / 4);
     let mut failures: u32 = 0;
+    // After a refresh, the next one waits at least half the new token's remaining life, so a
+    // token that lives shorter than the lead is not refreshed again at once, in a loop.
+    let mut not_before: Option<SystemTime> = None;
     loop {
         if account.needs_relogin() {
             // Only a new login (a changed file) can help; never send a dead token again.
@@ -75,6 +79,7 @@ pub async fn run(
         let now = clock.now();
         let wait = if failures == 0 {
             let due = refresh_due(expires_at, lead, jitter_max, clock.fraction(), now);
+            let due = not_before.map_or(due, |floor| due.max(floor));
             due.duration_since(now).unwrap_or_default()
         } else {
             retry_wait(failures, clock.fraction())
@@ -87,7 +92,13 @@ pub async fn run(
             }
         }
         match account.refresh_for(reason).await {
-            Ok(_) => failures = 0,
+            Ok(_) => {
+                failures = 0;
+                let now = clock.now();
+                not_before = account.due().map(|(expires_at, _)| {
+                    now + expires_at.duration_since(now).unwrap_or_default() / 2
+                });
+            }
             Err(RefreshFailure::ReloginRequired) => {
                 pool.set_disabled(account.key.as_str(), Some("re-login required".to_owned()));
             }
@@ -302,6 +313,30 @@ mod tests {
         let second_retry = harness.next_sleep().await;
         assert_eq!(harness.refreshes(), 2);
         assert_eq!(second_retry.wait, retry_wait(2, 0.5));
+    }
+
+    #[tokio::test]
+    async fn a_token_that_lives_shorter_than_the_lead_is_not_refreshed_in_a_loop() {
+        let now = SystemTime::now();
+        let expires = OffsetDateTime::from(now) + Duration::from_secs(60);
+        let mut harness = Harness::start(expires, now, 0.5, RefreshBehaviour::Rotate).await;
+        // Every new token lives 10 minutes: inside the 20-minute lead from the start.
+        harness.fake.set_token_expires_in(600);
+
+        let sleep = harness.next_sleep().await;
+        assert_eq!(sleep.wait, Duration::ZERO, "inside the lead: at once");
+        harness.elapse(sleep);
+        let next = harness.next_sleep().await;
+        assert_eq!(harness.refreshes(), 1);
+        // Half of what is left of the new token's life, not at once.
+        let now = *harness.now.lock().unwrap();
+        let expires = harness.account.due().unwrap().0;
+        let left = expires.duration_since(now).unwrap();
+        assert!(
+            left > Duration::from_secs(500),
+            "a new 600 s token: {left:?}"
+        );
+        assert_eq!(next.wait, left / 2);
     }
 
     #[test]
