@@ -47,7 +47,7 @@ impl Proxy {
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        tracing::info!(%addr, "listening");
+        tracing::debug!(%addr, "listening");
         loop {
             tokio::select! {
                 biased;
