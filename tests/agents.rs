@@ -1,10 +1,10 @@
-//! The real coding agents end to end: Claude Code (`claude -p`) and Codex CLI (`codex exec`),
-//! at the versions in [`CLAUDE_CODE_VERSION`] and [`CODEX_VERSION`], each run one tool-using
-//! session through the real `cliproxy serve` binary in front of the fake Qwen. The fake's model
-//! asks the agent to read a file (Claude Code's `Read` tool; `cat` through Codex's
-//! `exec_command`), the agent really runs it, and the model answers with what the tool
-//! returned, so the file's contents reach the agent's final answer only through a second
-//! round trip of tool results.
+//! The real coding agents end to end: Claude Code (`claude -p`), Codex CLI (`codex exec`) and
+//! Qwen Code (`qwen -p`), at the versions in [`CLAUDE_CODE_VERSION`], [`CODEX_VERSION`] and
+//! [`QWEN_CODE_VERSION`], each run one tool-using session through the real `cliproxy serve`
+//! binary in front of the fake Qwen. The fake's model asks the agent to read a file (Claude
+//! Code's `Read` tool; `cat` through Codex's `exec_command`; Qwen Code's `read_file`), the
+//! agent really runs it, and the model answers with what the tool returned, so the file's
+//! contents reach the agent's final answer only through a second round trip of tool results.
 //!
 //! Each client runs with its telemetry, update checks and other non-essential traffic turned
 //! off, and with a [`tripwire::Tripwire`] as its HTTP(S) proxy: any request to anywhere but
@@ -37,6 +37,7 @@ use tripwire::Tripwire;
 /// The versions in docs/clients.md, which `.ci/run` installs.
 const CLAUDE_CODE_VERSION: &str = "2.1.328";
 const CODEX_VERSION: &str = "0.169.0";
+const QWEN_CODE_VERSION: &str = "0.24.4";
 /// The model the fake's OAuth account serves; the agents' own ids map to it by alias.
 const MODEL: &str = "coder-model";
 const DAY: i64 = 86_400;
@@ -74,7 +75,8 @@ fn client(test: &str, name: &str, version: &str) -> Option<PathBuf> {
         Err(error) => format!("{} cannot run: {error}", path.display()),
     };
     let install = "npm install --prefix target/agent-clients --no-save \
-                   @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0";
+                   @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0 \
+                   @qwen-code/qwen-code@0.24.4";
     let required = std::env::var("CLIPROXY_REQUIRE_AGENT_TESTS").is_ok_and(|value| value == "1");
     assert!(
         !required,
@@ -87,6 +89,19 @@ fn client(test: &str, name: &str, version: &str) -> Option<PathBuf> {
         "SKIPPED {test}: {why}; `{install}` runs it."
     );
     None
+}
+
+/// The text of a chat message's content: a string, or the `text` of its parts (Qwen Code
+/// sends tool results as parts).
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part["text"].as_str())
+            .collect(),
+        _ => String::new(),
+    }
 }
 
 /// A fake Qwen with one account, `cliproxy serve` in front of it, a work dir with the file
@@ -163,9 +178,9 @@ impl Session {
             .filter(|message| message["role"] == "tool")
             .collect();
         assert!(
-            results.iter().any(|result| result["content"]
-                .as_str()
-                .is_some_and(|text| text.contains(MARKER))),
+            results
+                .iter()
+                .any(|result| text_of(&result["content"]).contains(MARKER)),
             "the tool's output did not come back as a tool result; tool messages: {results:?}\n{}",
             self.report(output).await
         );
@@ -291,6 +306,51 @@ async fn codex_runs_a_command_through_cliproxy() {
     assert!(
         stdout.starts_with("The tool returned: ") && stdout.contains(MARKER),
         "Codex's last message: {stdout:?}\n{}",
+        session.report(&output).await
+    );
+    session.check_round_trip(&output).await;
+}
+
+#[tokio::test]
+async fn qwen_code_reads_a_file_through_cliproxy() {
+    let test = "qwen_code_reads_a_file_through_cliproxy";
+    let Some(qwen) = client(test, "qwen", QWEN_CODE_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    let marker = session.work.join("marker.txt");
+    session
+        .fake
+        .prefer_tool("read_file", &json!({ "file_path": marker }));
+    let home = session.dir("qwen-home");
+    // As docs/clients.md sets Qwen Code up, plus its usage statistics turned off (they go to
+    // Alibaba Cloud's RUM service otherwise).
+    std::fs::create_dir_all(home.join(".qwen")).expect("create ~/.qwen");
+    std::fs::write(
+        home.join(".qwen/settings.json"),
+        r#"{"privacy":{"usageStatisticsEnabled":false}}"#,
+    )
+    .expect("write settings.json");
+    let base_url = format!("{}/v1", session.server.base);
+    let output = session
+        .run(
+            &qwen,
+            &["-p", "What does marker.txt say?"],
+            &[
+                ("HOME", home.as_os_str()),
+                ("OPENAI_BASE_URL", OsStr::new(&base_url)),
+                ("OPENAI_API_KEY", OsStr::new(API_KEY)),
+                ("OPENAI_MODEL", OsStr::new(MODEL)),
+            ],
+        )
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        panic!("Qwen Code failed\n{}", session.report(&output).await);
+    }
+    assert!(
+        stdout.starts_with("The tool returned: ") && stdout.contains(MARKER),
+        "Qwen Code's answer: {stdout:?}\n{}",
         session.report(&output).await
     );
     session.check_round_trip(&output).await;
