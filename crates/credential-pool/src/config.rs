@@ -23,6 +23,11 @@ pub struct PoolConfig {
     pub backoff_base: Duration,
     /// Upper bound of the exponential backoff.
     pub backoff_max: Duration,
+    /// How long a credential the upstream refused ([`Outcome::Refused`](crate::Outcome::Refused))
+    /// first stays out of rotation; doubled on each further consecutive refusal.
+    pub refused_base: Duration,
+    /// Upper bound of the refusal backoff.
+    pub refused_max: Duration,
 }
 
 impl Default for PoolConfig {
@@ -31,6 +36,8 @@ impl Default for PoolConfig {
             strategy: Strategy::default(),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30 * 60),
+            refused_base: Duration::from_secs(60),
+            refused_max: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -20,6 +20,9 @@
 //!   never blocks the same credential for another model.
 //!   [`Outcome::Success`] clears the cooldown and the backoff counter of that
 //!   pair; [`Outcome::Failed`] changes nothing.
+//! - **A refusal benches the whole credential.** [`Outcome::Refused`] (the upstream refused
+//!   the credential itself, e.g. a 401 a token refresh did not cure) takes it out of rotation
+//!   for every model, 1 min doubling up to 30 min by default, until a success.
 //! - **Replacing keeps history.** [`Pool::upsert`] of an existing key keeps
 //!   its insertion position, cooldowns, backoff counters and rate window; it
 //!   re-enables the credential (new credential material, e.g. after a
@@ -75,6 +78,6 @@ mod single_flight;
 
 pub use config::{Models, PoolConfig, Strategy};
 pub use error::Unavailable;
-pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, Slot};
+pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Slot};
 pub use refresh::refresh_due;
 pub use single_flight::SingleFlight;

@@ -38,6 +38,14 @@ pub enum Outcome {
     /// Server error or connection failure: no cooldown; the caller just
     /// tries the next credential.
     Failed,
+    /// The upstream refused the credential itself (HTTP `status`, e.g. a 401 that a token
+    /// refresh did not cure): the whole credential, every model, leaves rotation for
+    /// `refused_base * 2^(n-1)` capped at `refused_max`, where `n` counts consecutive
+    /// refusals. A success clears it.
+    Refused {
+        /// The HTTP status the upstream refused it with.
+        status: u16,
+    },
 }
 
 /// What [`Pool::take_slot`] did.
@@ -94,6 +102,19 @@ pub struct CredentialStatus {
     pub requests_in_window: u32,
     /// Its rate cap, when it has one.
     pub requests_per_minute: Option<NonZeroU32>,
+    /// When the upstream refused it and it is out of rotation for that, how long still.
+    pub refused: Option<RefusedStatus>,
+}
+
+/// A credential out of rotation because the upstream refused it ([`Outcome::Refused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedStatus {
+    /// The HTTP status of the last refusal.
+    pub status: u16,
+    /// Time until it rejoins rotation.
+    pub remaining: Duration,
+    /// Consecutive refusals so far.
+    pub consecutive: u32,
 }
 
 /// A running cooldown of one (credential, model) pair.
@@ -121,6 +142,14 @@ struct Backoff {
     failures: u32,
 }
 
+/// Why and until when a whole credential is out of rotation after the upstream refused it.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    until: Instant,
+    status: u16,
+    consecutive: u32,
+}
+
 struct Entry<C> {
     key: Arc<str>,
     credential: Arc<C>,
@@ -130,6 +159,9 @@ struct Entry<C> {
     /// Per model id; an entry stays after its cooldown ends so consecutive
     /// failures keep counting until a success.
     backoff: HashMap<Box<str>, Backoff>,
+    /// The last refusal; stays after it ends so consecutive refusals keep counting until a
+    /// success.
+    refusal: Option<Refusal>,
 }
 
 /// Whether an entry can serve a request right now.
@@ -150,8 +182,12 @@ impl<C> Entry<C> {
             .get(model)
             .filter(|state| state.until > now)
             .map(|state| state.until.saturating_duration_since(now));
+        let refused = self
+            .refusal
+            .filter(|refusal| refusal.until > now)
+            .map(|refusal| refusal.until.saturating_duration_since(now));
         let capped = self.rate.as_mut().and_then(|window| window.wait(now));
-        if let Some(wait) = cooling.max(capped) {
+        if let Some(wait) = cooling.max(refused).max(capped) {
             return Check::Wait(wait);
         }
         if tried.iter().any(|key| **key == *self.key) {
@@ -179,6 +215,14 @@ impl<C> Entry<C> {
             cooling,
             requests_in_window: self.rate.as_ref().map_or(0, |window| window.in_window(now)),
             requests_per_minute: self.rate.as_ref().map(RateWindow::cap),
+            refused: self
+                .refusal
+                .filter(|refusal| refusal.until > now)
+                .map(|refusal| RefusedStatus {
+                    status: refusal.status,
+                    remaining: refusal.until.saturating_duration_since(now),
+                    consecutive: refusal.consecutive,
+                }),
         }
     }
 }
@@ -353,6 +397,12 @@ fn first_usable<C>(
     })
 }
 
+/// `base * 2^(n - 1)`, capped at `max` (`n` counts from 1).
+fn doubled(base: Duration, n: u32, max: Duration) -> Duration {
+    let exponent = n.saturating_sub(1).min(31);
+    base.saturating_mul(1_u32 << exponent).min(max)
+}
+
 impl<C> Default for Pool<C> {
     fn default() -> Self {
         Self::new(PoolConfig::default())
@@ -434,6 +484,7 @@ impl<C> Pool<C> {
             disabled: None,
             rate: requests_per_minute.map(RateWindow::new),
             backoff: HashMap::new(),
+            refusal: None,
         });
     }
 
@@ -566,6 +617,26 @@ impl<C> Pool<C> {
             Outcome::Failed => {}
             Outcome::Success => {
                 entry.backoff.remove(model);
+                entry.refusal = None;
+            }
+            Outcome::Refused { status } => {
+                let consecutive = entry
+                    .refusal
+                    .map_or(0, |refusal| refusal.consecutive)
+                    .saturating_add(1);
+                let delay = doubled(
+                    self.config.refused_base,
+                    consecutive,
+                    self.config.refused_max,
+                );
+                let until = now.checked_add(delay).unwrap_or(now);
+                entry.refusal = Some(Refusal {
+                    until: entry
+                        .refusal
+                        .map_or(until, |previous| until.max(previous.until)),
+                    status,
+                    consecutive,
+                });
             }
             Outcome::QuotaExceeded { retry_after } => {
                 let previous = entry.backoff.get(model).copied();
@@ -591,11 +662,7 @@ impl<C> Pool<C> {
 
     /// `backoff_base * 2^(failures - 1)`, capped at `backoff_max`.
     fn backoff_delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(31);
-        self.config
-            .backoff_base
-            .saturating_mul(1_u32 << exponent)
-            .min(self.config.backoff_max)
+        doubled(self.config.backoff_base, failures, self.config.backoff_max)
     }
 
     /// A snapshot of every credential, in insertion order.
