@@ -160,12 +160,14 @@ async fn wait_for_approval(
     };
     let poll = client.poll_for_token(authorization, clock, &mut on_event);
     tokio::pin!(poll);
+    // Registered before the wait is announced, so a Ctrl-C right after it is caught (the
+    // `ctrl_c()` future would register only when first polled).
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(CliError::Terminal)?;
     if !terminal.is_interactive() {
         terminal.line("Waiting for you to approve the login...");
     }
     let mut ticker = tokio::time::interval(STATUS_REFRESH);
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
     loop {
         tokio::select! {
             result = &mut poll => {
@@ -175,7 +177,7 @@ async fn wait_for_approval(
                 }
                 return result.map_err(CliError::from);
             }
-            _ = &mut interrupt => {
+            _ = interrupt.recv() => {
                 terminal.clear_status();
                 return Err(CliError::Cancelled);
             }
