@@ -218,6 +218,15 @@ impl FakeQwen {
         self.shared.lock().chat.expire(access_token);
     }
 
+    /// Makes the model API refuse the account that holds `refresh_token` for good: its current
+    /// `access_token` and every access token a refresh of it issues from now on get 401, as
+    /// for an account the upstream has banned although its refresh token still works.
+    pub fn refuse_account(&self, access_token: &str, refresh_token: &str) {
+        let mut world = self.shared.lock();
+        world.chat.expire(access_token);
+        world.refuse_refresh_lineage(refresh_token);
+    }
+
     /// Sets the step that answers chat requests of tokens without a script of their own.
     pub fn set_chat_step(&self, step: ChatStep) {
         self.shared.lock().chat.set_default_step(step);

@@ -150,10 +150,12 @@ fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
         RefreshBehaviour::Rotate => {
             world.retire_refresh_token(refresh_token);
             let issued = world.mint_pair();
+            world.inherit_refusal(refresh_token, &issued);
             token_answer(world, &issued, true)
         }
         RefreshBehaviour::KeepRefresh => {
             let issued = world.mint_access(refresh_token);
+            world.inherit_refusal(refresh_token, &issued);
             token_answer(world, &issued, false)
         }
     }

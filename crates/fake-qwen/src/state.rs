@@ -42,6 +42,8 @@ pub(crate) struct World {
     /// Outstanding device codes and the PKCE challenge each was issued for.
     devices: HashMap<String, String>,
     live_refresh_tokens: HashSet<String>,
+    /// Refresh tokens of refused accounts: the access tokens their refreshes issue get 401.
+    refused_lineages: HashSet<String>,
     pub(crate) issued: Vec<IssuedToken>,
     pub(crate) device_requests: Vec<RecordedRequest>,
     pub(crate) token_requests: Vec<RecordedRequest>,
@@ -66,6 +68,7 @@ impl World {
             token_expires_in: 3600,
             devices: HashMap::new(),
             live_refresh_tokens: HashSet::new(),
+            refused_lineages: HashSet::new(),
             issued: Vec::new(),
             device_requests: Vec::new(),
             token_requests: Vec::new(),
@@ -138,6 +141,20 @@ impl World {
         };
         self.issued.push(token.clone());
         token
+    }
+
+    /// Refuses, on the model API, every access token that refreshing `refresh_token` (or its
+    /// successors) issues.
+    pub(crate) fn refuse_refresh_lineage(&mut self, refresh_token: &str) {
+        self.refused_lineages.insert(refresh_token.to_owned());
+    }
+
+    /// Carries a refused account over to what a refresh of `old` issued.
+    pub(crate) fn inherit_refusal(&mut self, old: &str, issued: &IssuedToken) {
+        if self.refused_lineages.contains(old) {
+            self.refused_lineages.insert(issued.refresh_token.clone());
+            self.chat.expire(&issued.access_token);
+        }
     }
 
     pub(crate) fn refresh_token_is_live(&self, refresh_token: &str) -> bool {
