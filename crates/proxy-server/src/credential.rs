@@ -79,7 +79,11 @@ pub trait AccessSource: Send + Sync + 'static {
     /// Gets a new token after the upstream answered 401. Concurrent callers
     /// share one refresh (single flight). On [`RefreshFailure::ReloginRequired`]
     /// the proxy takes the credential out of rotation; the source logs it, once.
-    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>>;
+    ///
+    /// The refresh must survive the caller: dropping the returned future (the client went
+    /// away) must not cancel a refresh whose answer may already have rotated the token, so
+    /// sources run it in a task of their own and the future only waits for its result.
+    fn refresh(self: Arc<Self>) -> BoxFuture<'static, Result<Access, RefreshFailure>>;
 }
 
 /// A credential whose token never changes: an API key.
@@ -91,7 +95,7 @@ impl AccessSource for StaticAccess {
         self.0.clone()
     }
 
-    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>> {
+    fn refresh(self: Arc<Self>) -> BoxFuture<'static, Result<Access, RefreshFailure>> {
         Box::pin(std::future::ready(Err(RefreshFailure::NotRefreshable)))
     }
 }

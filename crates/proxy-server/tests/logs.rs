@@ -53,7 +53,7 @@ impl AccessSource for Refreshing {
         }
     }
 
-    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>> {
+    fn refresh(self: Arc<Self>) -> BoxFuture<'static, Result<Access, RefreshFailure>> {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         Box::pin(std::future::ready(Ok(self.current())))
     }

@@ -82,6 +82,22 @@ impl Answer {
     }
 }
 
+/// Logs a request whose client went away before its answer was ready: dropping the request's
+/// future cancels its upstream requests, but never a token refresh (that runs in a task of its
+/// own).
+struct ClientPresence {
+    id: LoggedId,
+    answered: bool,
+}
+
+impl Drop for ClientPresence {
+    fn drop(&mut self) {
+        if !self.answered {
+            tracing::debug!(request_id = %self.id, "the client went away before the answer");
+        }
+    }
+}
+
 /// What one upstream request came to.
 enum Attempt {
     Success(Answer),
@@ -95,7 +111,17 @@ impl Upstream {
     /// # Errors
     ///
     /// An [`ApiError`] for the client when no credential could serve the request.
-    pub(crate) async fn chat(&self, mut request: ChatRequest) -> Result<Answer, ApiError> {
+    pub(crate) async fn chat(&self, request: ChatRequest) -> Result<Answer, ApiError> {
+        let mut presence = ClientPresence {
+            id: request.id.clone(),
+            answered: false,
+        };
+        let answer = self.serve_chat(request).await;
+        presence.answered = true;
+        answer
+    }
+
+    async fn serve_chat(&self, mut request: ChatRequest) -> Result<Answer, ApiError> {
         if let Some(target) = self.aliases.resolve(&request.model)
             && target != request.model
         {
@@ -119,7 +145,14 @@ impl Upstream {
             let lease = match self.pool.select(&model, &tried, Instant::now()) {
                 Ok(lease) => lease,
                 Err(unavailable) => {
-                    return Err(unavailable_error(&unavailable, last, &self.aliases));
+                    return Err(match last {
+                        // The credential just refused leaves rotation: its refusal, not the
+                        // pool's state after it, is what the client needs to hear.
+                        Some((label, failure @ Failure::Unauthorized { .. })) => {
+                            failure_error(&label, failure)
+                        }
+                        last => unavailable_error(&unavailable, last, &self.aliases),
+                    });
                 }
             };
             let credential: &Credential = &lease.credential;
@@ -131,6 +164,8 @@ impl Upstream {
 
             let mut access = credential.access.current();
             let mut refreshed = false;
+            // Set when a 401 is one no refresh can cure: the credential itself is refused.
+            let mut refused = false;
             let failure = loop {
                 attempts += 1;
                 let failure = match self
@@ -149,10 +184,15 @@ impl Upstream {
                     break failure;
                 };
                 if refreshed {
+                    // A freshly refreshed token refused too: refreshing again per request
+                    // would only burn refreshes.
+                    refused = true;
                     break failure;
                 }
                 refreshed = true;
-                match credential.access.refresh().await {
+                // The refresh runs in a task of its own: if this request is dropped now, the
+                // refresh still finishes and its tokens are kept.
+                match Arc::clone(&credential.access).refresh().await {
                     Ok(fresh) if attempts < self.attempts => {
                         // The retry is one more request against the credential's rate cap.
                         match self.pool.take_slot(&lease.key, Instant::now()) {
@@ -171,7 +211,11 @@ impl Upstream {
                             .set_disabled(&lease.key, Some(RELOGIN_REASON.to_owned()));
                         break Failure::Relogin;
                     }
-                    Err(RefreshFailure::NotRefreshable) => break failure,
+                    Err(RefreshFailure::NotRefreshable) => {
+                        // An API key: nothing can renew it.
+                        refused = true;
+                        break failure;
+                    }
                     Err(other @ RefreshFailure::Transient(_)) => {
                         break Failure::Unauthorized {
                             message: message.clone(),
@@ -185,6 +229,10 @@ impl Upstream {
                 Failure::Quota { retry_after, .. } => Outcome::QuotaExceeded {
                     retry_after: *retry_after,
                 },
+                Failure::Unauthorized { .. } if refused => {
+                    tracing::warn!(request_id = %id, account = %credential.label, "the upstream refuses this credential even with a fresh token; it leaves rotation for a while (`cliproxy accounts list` shows until when)");
+                    Outcome::Refused { status: 401 }
+                }
                 _ => Outcome::Failed,
             };
             self.pool

@@ -69,7 +69,7 @@ impl AccessSource for TestAccess {
         self.current.lock().expect("lock").clone()
     }
 
-    fn refresh(&self) -> BoxFuture<'_, Result<Access, RefreshFailure>> {
+    fn refresh(self: Arc<Self>) -> BoxFuture<'static, Result<Access, RefreshFailure>> {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         let result = self
             .next
