@@ -58,6 +58,7 @@ fn init_tracing(default_level: &str) {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    survive_file_size_limits();
     let file = ConfigFile::load(cli.config.as_deref())?;
     let serve_flags = match &cli.command {
         Some(Command::Serve(options)) => options.clone(),
@@ -78,7 +79,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::List,
         }) => {
-            print!("{}", cli::accounts::list_accounts(&settings.auth_dir)?);
+            let live = serve::live_status(&settings.auth_dir);
+            print!(
+                "{}",
+                cli::accounts::list_accounts(&settings.auth_dir, &live)?
+            );
             Ok(())
         }
         Some(Command::Logout { email }) => {
@@ -106,6 +111,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: AccountsCommand::Check,
         }) => serve::check_accounts(&settings, oauth_client(&settings)?).await,
         Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
+    }
+}
+
+/// A write past `ulimit -f` raises SIGXFSZ, whose default action kills the process, and a
+/// refresh's new tokens with it. With a handler installed (Tokio keeps it for the life of the
+/// process) the write fails with EFBIG instead: an ordinary error the token store reports and
+/// the server retries.
+fn survive_file_size_limits() {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Err(error) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        tracing::warn!(
+            "cannot catch SIGXFSZ ({error}): a file size limit (ulimit -f) would kill the process when it writes a token"
+        );
     }
 }
 

@@ -13,7 +13,7 @@ use credential_pool::{Models, Pool};
 use proxy_server::{Credential, Flavor};
 use token_store::{AccountKey, AuthDir, StoredAccount};
 
-use super::qwen_account::{FileStamp, Flights, QwenAccount};
+use super::qwen_account::{FileStamp, QwenAccount, Refreshes};
 use super::schedule;
 
 /// How accounts enter the pool.
@@ -41,7 +41,7 @@ pub struct Accounts {
     oauth: OAuthClient,
     pool: Arc<Pool<Credential>>,
     settings: AccountSettings,
-    flights: Arc<Flights>,
+    refreshes: Arc<Refreshes>,
     live: Mutex<HashMap<AccountKey, Live>>,
     /// Bad files already reported, so each is logged once until it changes.
     reported: Mutex<HashSet<(PathBuf, String)>>,
@@ -67,7 +67,7 @@ impl Accounts {
             oauth,
             pool,
             settings,
-            flights: Arc::new(Flights::new()),
+            refreshes: Refreshes::new(),
             live: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashSet::new()),
         })
@@ -108,8 +108,7 @@ impl Accounts {
         for (key, stored) in seen {
             match live.get(&key) {
                 Some(existing) if existing.account.path == stored.path => {
-                    if existing.account.differs_from(&stored.record) {
-                        existing.account.adopt(stored.record);
+                    if existing.account.take_from_disk(stored.record) {
                         self.apply_status(&existing.account);
                         changes.updated += 1;
                     }
@@ -142,6 +141,36 @@ impl Accounts {
             .any(|live| live.account.path == path && live.account.wrote(&stamp))
     }
 
+    /// Stops every refresh schedule, then lets refreshes in flight finish and unsaved tokens be
+    /// written, until `deadline`. Refreshes already started are never cut short by this server
+    /// before then: their answers have rotated the account's refresh token.
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        for live in self.lock_live().values() {
+            live.scheduler.abort();
+        }
+        let left = self.refreshes.drain(deadline).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "token refreshes or saves still running when the shutdown grace period ended; stopping anyway"
+            );
+        }
+    }
+
+    /// Every live account, for status reports.
+    pub fn accounts(&self) -> Vec<Arc<QwenAccount>> {
+        self.lock_live()
+            .values()
+            .map(|live| Arc::clone(&live.account))
+            .collect()
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<AccountKey, Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The live accounts, for `healthz`-style reporting and tests.
     pub fn len(&self) -> usize {
         self.live
@@ -155,7 +184,7 @@ impl Accounts {
             stored,
             self.store.clone(),
             self.oauth.clone(),
-            Arc::clone(&self.flights),
+            Arc::clone(&self.refreshes),
         ));
         self.pool.upsert(
             account.key.as_str(),

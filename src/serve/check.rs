@@ -13,7 +13,7 @@ use token_store::AuthDir;
 use tower::ServiceExt as _;
 
 use super::accounts::account_credential;
-use super::qwen_account::{Flights, QwenAccount};
+use super::qwen_account::{QwenAccount, Refreshes};
 use crate::config::Settings;
 
 /// What one probe found.
@@ -57,7 +57,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
     let serve = &settings.serve;
     let store = AuthDir::open(&settings.auth_dir)?;
     let listing = store.list()?;
-    let flights = Arc::new(Flights::new());
+    let refreshes = Refreshes::new();
     let mut probes: Vec<(Arc<str>, Credential, String)> = Vec::new();
     let mut relogin_marked = Vec::new();
     let qwen_model = serve
@@ -70,7 +70,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
             stored,
             store.clone(),
             oauth.clone(),
-            Arc::clone(&flights),
+            Arc::clone(&refreshes),
         ));
         if account.needs_relogin() {
             relogin_marked.push(Arc::clone(&account.label));
@@ -109,6 +109,10 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
         };
         rows.push((label, verdict, model, detail));
     }
+    // A probe's refresh may have left new tokens still to be written: give them the grace.
+    refreshes
+        .drain(tokio::time::Instant::now() + serve.shutdown_grace)
+        .await;
     let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(7).max(7);
     println!(
         "{:<width$}  {:<17}  {:<18}  DETAIL",

@@ -5,13 +5,15 @@ mod accounts;
 mod check;
 mod qwen_account;
 mod schedule;
+mod status;
 mod watch;
 
 pub use check::check_accounts;
+pub use status::query as live_status;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use auth_core::OAuthClient;
@@ -60,6 +62,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     );
     let loaded = accounts.reconcile()?;
     let _watch = watch::watch(Arc::clone(&accounts))?;
+    let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(
             "no accounts in {} and no [[openai-compat]] keys: add one with `cliproxy login qwen`; the server picks it up without a restart",
@@ -71,7 +74,15 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
-    let shutdown = shutdown_signal();
+    let signalled = Arc::new(OnceLock::new());
+    let shutdown = {
+        let signal = shutdown_signal();
+        let signalled = Arc::clone(&signalled);
+        async move {
+            signal.await;
+            let _ = signalled.set(tokio::time::Instant::now());
+        }
+    };
     let bound = listener.local_addr().unwrap_or(address);
     tracing::info!(
         accounts = loaded.added,
@@ -79,7 +90,14 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         "listening on http://{bound}"
     );
     // proxy-server logs "shutting down" and "stopped".
-    proxy.serve(listener, shutdown).await?;
+    let served = proxy.serve(listener, shutdown).await;
+    // Refreshes in flight and unsaved tokens share the grace period with open requests.
+    let signalled = signalled
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    accounts.stop(signalled + serve.shutdown_grace).await;
+    served?;
     Ok(())
 }
 

@@ -137,7 +137,7 @@ mod tests {
 
     use super::*;
     use crate::serve::accounts::account_credential;
-    use crate::serve::qwen_account::Flights;
+    use crate::serve::qwen_account::Refreshes;
 
     const LEAD: Duration = Duration::from_secs(20 * 60);
     /// Stops a test whose awaited event never comes; never a synchronisation.
@@ -212,12 +212,7 @@ mod tests {
             };
             let profile = ProviderProfile::qwen().with_base_url(fake.base_url().parse().unwrap());
             let oauth = OAuthClient::new(profile, &HttpSettings::default()).unwrap();
-            let account = Arc::new(QwenAccount::new(
-                stored,
-                store,
-                oauth,
-                Arc::new(Flights::new()),
-            ));
+            let account = Arc::new(QwenAccount::new(stored, store, oauth, Refreshes::new()));
             let pool = Arc::new(Pool::new(PoolConfig::default()));
             pool.upsert(
                 account.key.as_str(),

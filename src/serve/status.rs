@@ -162,13 +162,15 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
             AccountReport {
                 unsaved: account.unsaved_reason(),
                 disabled: state.and_then(|state| state.disabled.clone()),
-                refused: state.and_then(|state| state.refused.as_ref()).map(|refused| {
-                    let until = wall + refused.remaining;
-                    Refused {
-                        status: refused.status,
-                        until: OffsetDateTime::from(until).unix_timestamp(),
-                    }
-                }),
+                refused: state
+                    .and_then(|state| state.refused.as_ref())
+                    .map(|refused| {
+                        let until = wall + refused.remaining;
+                        Refused {
+                            status: refused.status,
+                            until: OffsetDateTime::from(until).unix_timestamp(),
+                        }
+                    }),
                 key,
             }
         })

@@ -1,9 +1,7 @@
 //! `accounts list`, `logout` and `import qwen-code` end to end through the real binary.
 
-mod support;
-
+use crate::support::{Sandbox, mode};
 use fake_qwen::FakeQwen;
-use support::{Sandbox, mode};
 
 /// A token file as the Go CLIProxyAPI writes it.
 const GO_FILE: &str = r#"{
@@ -74,7 +72,7 @@ async fn empty_auth_dir_says_how_to_add_an_account() {
 
 #[tokio::test]
 async fn logout_removes_the_account_file() {
-    let fake = support::fake_qwen().await;
+    let fake = crate::support::fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     sandbox
         .run(
@@ -225,7 +223,7 @@ async fn a_bad_number_in_the_environment_says_what_it_should_be() {
     let mut command = sandbox.command(&["accounts", "list"]);
     command.env("CLIPROXY_PORT", "eighty");
 
-    let shown = support::run(command, "").await.failure(1);
+    let shown = crate::support::run(command, "").await.failure(1);
 
     assert!(
         shown.contains(

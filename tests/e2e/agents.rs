@@ -14,12 +14,6 @@
 //! target/agent-clients`; `CLIPROXY_AGENT_CLIENTS` names another prefix). Without them these
 //! tests print SKIPPED and pass, unless `CLIPROXY_REQUIRE_AGENT_TESTS=1` (CI), where they fail.
 
-#[allow(dead_code)] // shared with the other end-to-end tests; this one uses a part of it
-#[path = "support/server.rs"]
-mod server;
-#[allow(dead_code)]
-mod support;
-#[path = "agents/tripwire.rs"]
 mod tripwire;
 
 use std::ffi::OsStr;
@@ -28,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use crate::support::Sandbox;
+use crate::support::server::{API_KEY, Server, write_account};
 use fake_qwen::FakeQwen;
 use serde_json::{Value, json};
-use server::{API_KEY, Server, write_account};
-use support::Sandbox;
 use tripwire::Tripwire;
 
 /// The versions in docs/clients.md, which `.ci/run` installs.

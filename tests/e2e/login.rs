@@ -1,9 +1,7 @@
 //! `cliproxy login qwen` end to end: the real binary against the fake Qwen.
 
-mod support;
-
+use crate::support::{Sandbox, fake_qwen, mode};
 use fake_qwen::{DeviceAnswer, PollStep};
-use support::{Sandbox, fake_qwen, mode};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const EMAIL: &str = "dev@example.com";
@@ -397,7 +395,7 @@ async fn browser_opens_unless_told_not_to() {
 
     let mut no_browser = sandbox.command(&login_args());
     no_browser.env("BROWSER", &browser);
-    support::run(no_browser, "dev@example.com\n")
+    crate::support::run(no_browser, "dev@example.com\n")
         .await
         .success();
     let opened_log = sandbox.home.path().join("opened-log");
@@ -405,7 +403,7 @@ async fn browser_opens_unless_told_not_to() {
 
     let mut with_browser = sandbox.command(&["login", "qwen"]);
     with_browser.env("BROWSER", &browser);
-    let run = support::run(with_browser, "dev@example.com\n").await;
+    let run = crate::support::run(with_browser, "dev@example.com\n").await;
     run.success();
     assert!(
         run.stderr().contains("--no-browser"),
@@ -642,7 +640,7 @@ async fn a_failing_system_opener_is_reported_not_claimed_as_opened() {
         );
         let mut command = sandbox.command(&["login", "qwen"]);
         command.env("PATH", path).env("DISPLAY", ":99");
-        let mut login = support::Running::spawn(command);
+        let mut login = crate::support::Running::spawn(command);
 
         login.wait_for(expected).await;
         fake.script_polls(vec![PollStep::Approve]);

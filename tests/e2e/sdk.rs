@@ -14,20 +14,14 @@
 //! Without the pinned SDKs (`pip install -r tests/sdk/requirements.txt`) these tests print
 //! SKIPPED and pass, unless `CLIPROXY_REQUIRE_SDK_TESTS=1` (CI sets it), where they fail.
 
-#[allow(dead_code)] // shared with the other end-to-end tests; this one uses a part of it
-#[path = "support/server.rs"]
-mod server;
-#[allow(dead_code)]
-mod support;
-
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use crate::support::Sandbox;
+use crate::support::server::{API_KEY, Server, write_account};
 use fake_qwen::{ChatStep, FakeQwen};
-use server::{API_KEY, Server, write_account};
-use support::Sandbox;
 
 const MODEL: &str = "coder-model";
 /// A model that takes Qwen's `enable_thinking` switch (a Qwen3 model that is not a coder one),

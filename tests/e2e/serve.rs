@@ -1,15 +1,11 @@
 //! `cliproxy serve` end to end: the real binary between a client and the fake Qwen.
 
-#[path = "support/server.rs"]
-mod server;
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::server::{API_KEY, Server, guarded, write_account, write_token_file};
+use crate::support::{Sandbox, mode};
 use fake_qwen::{ChatStep, FakeQwen, RefreshBehaviour};
-use server::{API_KEY, Server, guarded, write_account, write_token_file};
-use support::{Sandbox, mode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const MODEL: &str = "coder-model";
@@ -78,7 +74,9 @@ async fn four_accounts_serve_four_times_one_accounts_rate_limit() {
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..240 {
         let (client, url) = (server.client(), server.url("/v1/chat/completions"));
-        requests.spawn(async move { server::send_chat(&client, &url, MODEL, false).await });
+        requests.spawn(async move {
+            crate::support::server::send_chat(&client, &url, MODEL, false).await
+        });
     }
     while let Some(response) = requests.join_next().await {
         let response = response.unwrap();
@@ -1016,7 +1014,7 @@ async fn a_dead_refresh_token_is_not_retried_when_the_file_cannot_be_marked() {
     write_account(&sandbox, &fake, "dead@example.com", 60);
     let config = Server::write_config(&sandbox, "");
     // No file may grow past 0 bytes, as on a full disk; even root cannot write the mark.
-    let command = support::after_shell_prelude(
+    let command = crate::support::after_shell_prelude(
         &serve_command(&sandbox, &config),
         "trap '' XFSZ; ulimit -f 0",
     );

@@ -2,16 +2,10 @@
 //! upstream offers it) with a CA the user trusts through `SSL_CERT_FILE`, and the
 //! environment's proxy variables.
 
-#[allow(dead_code)] // shared with the other end-to-end tests; this one uses a part of it
-#[path = "support/server.rs"]
-mod server;
-#[allow(dead_code)]
-mod support;
-
+use crate::support::Sandbox;
+use crate::support::server::Server;
 use fake_net::{HttpProxy, TlsFront};
 use fake_qwen::FakeQwen;
-use server::Server;
-use support::Sandbox;
 
 const MODEL: &str = "coder-model";
 const UPSTREAM_KEY: &str = "sk-upstream-test";

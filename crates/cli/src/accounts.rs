@@ -1,5 +1,6 @@
 //! `accounts list`, `logout` and `import`: the saved accounts as the user manages them.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -10,11 +11,39 @@ use crate::email::{EmailFor, prompt_email, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
 
-/// What `accounts list` shows of one account.
-fn status(account: &StoredAccount, now: OffsetDateTime) -> &'static str {
+/// What a running server knows of one account that its file cannot show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveStatus {
+    /// The server holds newer tokens than the file, because writing them failed: why.
+    pub unsaved: Option<String>,
+    /// Out of rotation for this reason (e.g. re-login required).
+    pub disabled: Option<String>,
+    /// Out of rotation because the upstream refused the account even with a fresh token: the
+    /// HTTP status, and when it rejoins.
+    pub refused: Option<(u16, OffsetDateTime)>,
+}
+
+/// What `accounts list` shows of one account: what a running server knows first, else what
+/// its file says.
+fn status(account: &StoredAccount, live: Option<&LiveStatus>, now: OffsetDateTime) -> String {
     let record = &account.record;
+    if let Some(reason) = live.and_then(|live| live.unsaved.as_deref()) {
+        return format!("token not saved: {reason}");
+    }
     if record.status() == Some(token_store::STATUS_RELOGIN_REQUIRED) {
-        return "re-login required";
+        return "re-login required".to_owned();
+    }
+    if let Some(reason) = live.and_then(|live| live.disabled.as_deref()) {
+        return reason.to_owned();
+    }
+    if let Some((code, until)) = live
+        .and_then(|live| live.refused)
+        .filter(|(_, until)| *until > now)
+    {
+        return format!(
+            "out of rotation, back {}: the upstream refuses it ({code}) even with a fresh token",
+            format_relative(until, now)
+        );
     }
     let has_refresh = record
         .refresh_token
@@ -25,12 +54,15 @@ fn status(account: &StoredAccount, now: OffsetDateTime) -> &'static str {
         (true, true) => "expired (refreshed by the server)",
         (true, false) => "expired: log in again",
     }
+    .to_owned()
 }
 
-/// Renders the account table, then one line per file that could not be loaded.
+/// Renders the account table, then one line per file that could not be loaded. `live` holds
+/// what running servers report, by account key.
 pub fn render_account_table(
     accounts: &[StoredAccount],
     problems: &[BadFile],
+    live: &HashMap<String, LiveStatus>,
     now: OffsetDateTime,
 ) -> String {
     let mut rows = vec![[
@@ -60,7 +92,7 @@ pub fn render_account_table(
                 .last_refresh
                 .map(|at| format_relative(at, now))
                 .unwrap_or_else(|| "never".to_owned()),
-            status(account, now).to_owned(),
+            status(account, live.get(account.key().as_str()), now),
             file,
         ]);
     }
@@ -85,8 +117,11 @@ pub fn render_account_table(
     table
 }
 
-/// `cliproxy accounts list`.
-pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
+/// `cliproxy accounts list`, with what running servers report in `live` (by account key).
+pub fn list_accounts(
+    auth_dir: &Path,
+    live: &HashMap<String, LiveStatus>,
+) -> Result<String, CliError> {
     let store = AuthDir::open(auth_dir)?;
     let listing = store.list()?;
     if listing.accounts.is_empty() && listing.problems.is_empty() {
@@ -98,6 +133,7 @@ pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
     let mut out = render_account_table(
         &listing.accounts,
         &listing.problems,
+        live,
         OffsetDateTime::now_utc(),
     );
     for path in &listing.tightened {

@@ -1,6 +1,8 @@
 //! Runs the real `cliproxy` binary against a fake Qwen, as a user would, with a
 //! private home directory so no real config or token file is ever touched.
 
+pub mod server;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -17,7 +19,6 @@ pub const LONG_CODE_LIFETIME_SECS: u64 = 86_400;
 
 /// A fake Qwen whose device codes live a day. At the tests' time scale the default 600 s code
 /// lasts 0.6 s of real time: a hidden deadline for every test that is not about expiry.
-#[allow(dead_code, reason = "not every test binary logs in")]
 pub async fn fake_qwen() -> FakeQwen {
     let fake = FakeQwen::start().await;
     fake.set_device_answer(DeviceAnswer {
@@ -70,7 +71,6 @@ impl Sandbox {
     }
 
     /// Runs `cliproxy ARGS` with `stdin` bytes that need not be UTF-8, and waits for it to exit.
-    #[allow(dead_code, reason = "not every test binary feeds raw bytes")]
     pub async fn run_bytes(&self, args: &[&str], stdin: &[u8]) -> Run {
         let mut child = self.command(args).spawn().expect("spawn cliproxy");
         let mut input = child.stdin.take().expect("stdin");
@@ -80,7 +80,6 @@ impl Sandbox {
     }
 
     /// Starts `cliproxy ARGS`, to follow its stderr while it runs.
-    #[allow(dead_code, reason = "not every test binary follows a running login")]
     pub fn spawn(&self, args: &[&str]) -> Running {
         Running::spawn(self.command(args))
     }
@@ -88,7 +87,6 @@ impl Sandbox {
     /// Starts `cliproxy ARGS` on a pseudo-terminal (through util-linux `script`), as in an
     /// interactive session: stdin, stdout and stderr are the terminal, and what it shows is
     /// read from `script`'s stdout.
-    #[allow(dead_code, reason = "not every test binary needs a terminal")]
     pub fn spawn_in_terminal(&self, args: &[&str]) -> Running {
         let inner = self.command(args);
         let std = inner.as_std();
@@ -161,7 +159,6 @@ pub async fn run(mut command: Command, stdin: &str) -> Run {
 
 /// `command` run by `sh` after `prelude` (shell commands such as `ulimit -f 0`), with the same
 /// arguments, environment and pipes; `sh` then `exec`s it, so the process id is the command's.
-#[allow(dead_code, reason = "not every test binary needs a shell prelude")]
 pub fn after_shell_prelude(command: &Command, prelude: &str) -> Command {
     let std = command.as_std();
     let mut line = format!("{prelude}; exec {}", shell_quote(std.get_program()));
@@ -185,17 +182,14 @@ pub fn after_shell_prelude(command: &Command, prelude: &str) -> Command {
 }
 
 /// `text` in single quotes for `sh`.
-#[allow(dead_code, reason = "not every test binary needs a shell")]
 fn shell_quote(text: &std::ffi::OsStr) -> String {
     format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"))
 }
 
 /// How long [`Running::wait_for`] waits for more output before it calls the test hung.
-#[allow(dead_code, reason = "not every test binary follows a running command")]
 const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A running command whose output (stderr, or a terminal's output) a test follows as it comes.
-#[allow(dead_code, reason = "not every test binary follows a running command")]
 pub struct Running {
     child: Child,
     shown: Box<dyn AsyncRead + Unpin + Send>,
@@ -205,7 +199,6 @@ pub struct Running {
     cursor: usize,
 }
 
-#[allow(dead_code, reason = "each test binary uses some of these")]
 impl Running {
     /// Starts a prepared command (see [`Sandbox::command`]), following its stderr.
     pub fn spawn(mut command: Command) -> Self {
@@ -274,7 +267,7 @@ impl Running {
         self.child.id().expect("still running")
     }
 
-    /// Closes stdin, reads the rest of the output (and stdout, when that is not what was
+    /// Closes stdin, reads the rest of the output (and drains stdout, when that is not what was
     /// followed) and waits for the exit.
     pub async fn finish(mut self) -> Finished {
         drop(self.child.stdin.take());
@@ -284,12 +277,13 @@ impl Running {
     /// Like [`Running::finish`], but stdin stays open until the process has exited, so it
     /// never sees the end of its input.
     pub async fn finish_keeping_stdin(mut self) -> Finished {
-        let mut stdout = Vec::new();
         let mut out = self.child.stdout.take();
         let ended = async {
             let (rest, _) = tokio::join!(self.shown.read_to_end(&mut self.seen), async {
                 if let Some(out) = out.as_mut() {
-                    out.read_to_end(&mut stdout).await.expect("read stdout");
+                    tokio::io::copy(out, &mut tokio::io::sink())
+                        .await
+                        .expect("read stdout");
                 }
             });
             rest.expect("read output");
@@ -303,19 +297,15 @@ impl Running {
         Finished {
             code: status.code(),
             shown: self.shown(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
         }
     }
 }
 
 /// How a [`Running`] command ended.
-#[allow(dead_code, reason = "each test binary uses some of these")]
 pub struct Finished {
     pub code: Option<i32>,
     /// Everything the followed output showed.
     pub shown: String,
-    /// stdout, when it was not the followed output.
-    pub stdout: String,
 }
 
 /// A finished run of the binary.

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::support::Sandbox;
+use super::Sandbox;
 
 /// The client key every test server accepts.
 pub const API_KEY: &str = "test-key";
@@ -194,6 +194,11 @@ impl Server {
             stream,
         )
         .await
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub fn signal(&self, name: &str) {

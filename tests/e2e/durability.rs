@@ -3,13 +3,9 @@
 //! account even with a fresh token. Qwen rotates refresh tokens (the fake does too): once
 //! its answer left, the old refresh token is dead and the new one must reach the file.
 
-#[path = "support/server.rs"]
-mod server;
-mod support;
-
+use crate::support::Sandbox;
+use crate::support::server::{Server, guarded, write_account};
 use fake_qwen::FakeQwen;
-use server::{Server, guarded, write_account};
-use support::Sandbox;
 
 const MODEL: &str = "coder-model";
 const DAY: i64 = 86_400;
@@ -54,8 +50,9 @@ async fn a_client_that_leaves_mid_refresh_loses_no_account() {
     // The client's request meets a 401, and the refresh it starts is held at Qwen.
     let client = server.client();
     let url = server.url("/v1/chat/completions");
-    let request =
-        tokio::spawn(async move { server::send_chat(&client, &url, MODEL, false).await });
+    let request = tokio::spawn(async move {
+        crate::support::server::send_chat(&client, &url, MODEL, false).await
+    });
     guarded("held refresh", fake.wait_for_held_refreshes(1)).await;
     // The client gives up (Esc in an agent, an SDK timeout) before Qwen answers.
     request.abort();
@@ -68,7 +65,11 @@ async fn a_client_that_leaves_mid_refresh_loses_no_account() {
     assert_holds_newest(&fake, &path);
     fake.hold_refreshes(false);
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
-    assert_eq!(refreshes(&fake), 1, "the new token serves without another refresh");
+    assert_eq!(
+        refreshes(&fake),
+        1,
+        "the new token serves without another refresh"
+    );
 }
 
 #[tokio::test]
@@ -128,7 +129,9 @@ async fn a_token_write_that_fails_keeps_the_new_tokens_and_is_retried_until_it_l
     assert_eq!(last.bearer(), Some(newest.access_token.as_str()));
 
     set_file_size_limit(server.pid(), "unlimited");
-    server.wait_for_log("the token file is up to date again").await;
+    server
+        .wait_for_log("the token file is up to date again")
+        .await;
     assert_holds_newest(&fake, &path);
     let listed = sandbox.run(&["accounts", "list"], "").await.success();
     assert!(!listed.contains("token not saved"), "{listed}");
@@ -157,7 +160,7 @@ async fn an_account_refused_even_with_a_fresh_token_cools_down_and_the_others_se
     for _ in 0..40 {
         let (client, url) = (server.client(), server.url("/v1/chat/completions"));
         requests.spawn(async move {
-            server::send_chat(&client, &url, MODEL, false)
+            crate::support::server::send_chat(&client, &url, MODEL, false)
                 .await
                 .status()
                 .as_u16()

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `cliproxy` binary (`CARGO_BIN_EXE_cliproxy`) driven as a user
+//! would, against the fake Qwen, each test in a sandbox of its own (`support`). One binary for
+//! all of them, so the shared support code is compiled and linked once.
+
+mod accounts;
+mod agents;
+mod durability;
+mod login;
+mod sdk;
+mod serve;
+mod support;
+mod upstream_network;
