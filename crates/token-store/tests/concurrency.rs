@@ -237,7 +237,10 @@ fn a_file_with_the_email_only_in_its_name_shares_the_emails_lock() {
             assert!(path.exists(), "{name}: still there while the lock is held");
             released.store(true, Ordering::SeqCst);
             drop(held);
-            assert_eq!(remover.join().expect("remover"), [path.clone()]);
+            assert_eq!(
+                remover.join().expect("remover"),
+                std::slice::from_ref(&path)
+            );
         });
         assert!(!path.exists());
     }
