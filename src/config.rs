@@ -43,6 +43,7 @@ pub struct ConfigFile {
     pub request_retry: Option<usize>,
     pub routing_strategy: Option<String>,
     pub max_output_tokens: Option<u32>,
+    pub strict_permissions: Option<bool>,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -132,6 +133,8 @@ pub struct Settings {
     pub proxy_url: Option<String>,
     pub qwen_oauth_base_url: Option<String>,
     pub poll_time_scale: f64,
+    /// Refuse (`true`) or only warn about (`false`) an auth dir others can write.
+    pub strict_permissions: bool,
     pub serve: ServeSettings,
 }
 
@@ -173,6 +176,7 @@ impl fmt::Debug for ConfigFile {
             .field("request_retry", &self.request_retry)
             .field("routing_strategy", &self.routing_strategy)
             .field("max_output_tokens", &self.max_output_tokens)
+            .field("strict_permissions", &self.strict_permissions)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
             .field("models", &self.models)
@@ -199,6 +203,7 @@ impl fmt::Debug for Settings {
             .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
             .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
             .field("poll_time_scale", &self.poll_time_scale)
+            .field("strict_permissions", &self.strict_permissions)
             .field("serve", &self.serve)
             .finish()
     }
@@ -439,6 +444,12 @@ impl Settings {
             qwen_oauth_base_url: env_value("CLIPROXY_QWEN_OAUTH_BASE_URL")
                 .or(file.qwen.oauth_base_url),
             poll_time_scale,
+            strict_permissions: env_parsed::<bool>(
+                "CLIPROXY_STRICT_PERMISSIONS",
+                "true (refuse an auth dir others can write) or false (only warn)",
+            )?
+            .or(file.strict_permissions)
+            .unwrap_or(true),
             serve,
         })
     }
@@ -782,6 +793,18 @@ mod tests {
     }
 
     #[test]
+    fn strict_permissions_is_on_unless_the_file_turns_it_off() {
+        let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+        assert!(defaults.strict_permissions);
+        let file: ConfigFile = toml::from_str("strict-permissions = false\n").unwrap();
+        let relaxed = Settings::resolve(Overrides::default(), file).unwrap();
+        assert!(!relaxed.strict_permissions);
+        let error = parse_env_value::<bool>("CLIPROXY_STRICT_PERMISSIONS", "no", "true or false")
+            .expect_err("not a bool");
+        assert!(error.to_string().contains("give true or false"), "{error}");
+    }
+
+    #[test]
     fn a_bad_number_in_the_environment_says_what_is_expected() {
         let error = parse_env_value::<u16>("CLIPROXY_PORT", "80a", "a port number from 0 to 65535")
             .expect_err("not a port");
@@ -807,5 +830,6 @@ mod tests {
             format!("{:?}", defaults.serve),
             "the example file shows the defaults"
         );
+        assert_eq!(example.strict_permissions, defaults.strict_permissions);
     }
 }

@@ -2,6 +2,7 @@
 //! configuration, and hands each command to the crate that owns it.
 
 mod config;
+mod permissions;
 mod serve;
 
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
+use token_store::AuthDir;
 
 use crate::config::{ConfigFile, Overrides, Settings};
 
@@ -97,6 +99,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             email,
         }) => {
+            permissions::enforce_private_auth_dir(
+                &AuthDir::open(&settings.auth_dir)?,
+                settings.strict_permissions,
+            )?;
             let imported =
                 cli::accounts::import_qwen_code(&settings.auth_dir, path, email.as_deref())?;
             print_replaced(&imported.replaced);
@@ -152,6 +158,10 @@ fn http_settings(settings: &Settings) -> HttpSettings {
 }
 
 async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
+    permissions::enforce_private_auth_dir(
+        &AuthDir::open(&settings.auth_dir)?,
+        settings.strict_permissions,
+    )?;
     let outcome = cli::login_qwen(cli::LoginSettings {
         auth_dir: settings.auth_dir.clone(),
         profile: qwen_profile(settings)?,

@@ -50,6 +50,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     }));
     add_api_keys(&pool, &serve.openai_compat);
     let store = AuthDir::open(&settings.auth_dir)?;
+    crate::permissions::enforce_private_auth_dir(&store, settings.strict_permissions)?;
     let accounts = Accounts::new(
         store,
         oauth,

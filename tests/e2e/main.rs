@@ -8,5 +8,6 @@ mod durability;
 mod login;
 mod sdk;
 mod serve;
+mod serve_guards;
 mod support;
 mod upstream_network;

@@ -14,6 +14,9 @@
 //!   [`HttpSettings`], so the proxy applies to all of them.
 //! - Answers that are not JSON (firewall and captcha pages) become typed errors, never parse
 //!   panics; every failure is a distinct error variant whose message says what to do next.
+//! - Answers are bounded: redirects are not followed (RFC 9700) and at most 1 MiB of a body is
+//!   read; both are typed errors. A token's lifetime is always within
+//!   [`TokenSet::MIN_LIFETIME`]..=[`TokenSet::MAX_LIFETIME`], whatever `expires_in` said.
 //! - Polling measures its deadline and waits only through the injected [`Clock`], and its
 //!   future is cancel-safe: dropping it abandons the login and leaves nothing running.
 

@@ -169,6 +169,23 @@ pub struct Imported {
     pub replaced: Vec<PathBuf>,
 }
 
+/// Qwen Code's `expiry_date`, held to the longest lifetime a token answer may give
+/// ([`auth_core::TokenSet::MAX_LIFETIME`]) from `now`: Qwen Code computed it from the server's
+/// `expires_in`, which can be absurd, and a far-future expiry would keep the server from ever
+/// refreshing the token ahead of time. A lowered expiry is logged.
+fn imported_expiry(at: OffsetDateTime, now: OffsetDateTime) -> OffsetDateTime {
+    let latest = now + auth_core::TokenSet::MAX_LIFETIME;
+    if at <= latest {
+        return at;
+    }
+    tracing::warn!(
+        "Qwen Code's expiry_date ({at}) is further away than an access token lives; taking the \
+         token to expire in {} s",
+        auth_core::TokenSet::MAX_LIFETIME.as_secs()
+    );
+    latest
+}
+
 /// `cliproxy import qwen-code [PATH]`: saves Qwen Code's login as a cliproxy account.
 pub fn import_qwen_code(
     auth_dir: &Path,
@@ -196,10 +213,66 @@ pub fn import_qwen_code(
         }
     };
     record.email = Some(email.clone());
-    let saved = store.save_login(&record, OffsetDateTime::now_utc())?;
+    let now = OffsetDateTime::now_utc();
+    record.expired = record.expired.map(|at| imported_expiry(at, now));
+    let saved = store.save_login(&record, now)?;
     Ok(Imported {
         email,
         path: saved.path,
         replaced: saved.replaced,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    #[test]
+    fn imported_expiries_are_held_to_a_tokens_longest_life() {
+        let soon = datetime!(2026-03-01 14:00 UTC);
+        assert_eq!(imported_expiry(soon, NOW), soon);
+        let past = datetime!(2020-01-01 00:00 UTC);
+        assert_eq!(
+            imported_expiry(past, NOW),
+            past,
+            "an expired token stays expired"
+        );
+        let latest = NOW + auth_core::TokenSet::MAX_LIFETIME;
+        assert_eq!(imported_expiry(latest, NOW), latest);
+        for absurd in [
+            datetime!(2100-01-01 00:00 UTC),
+            datetime!(9999-12-31 23:59:59.999 -23:59),
+        ] {
+            assert_eq!(imported_expiry(absurd, NOW), latest, "{absurd}");
+        }
+    }
+
+    /// Times at the ends of what a token file can hold are shown, not panicked on.
+    #[test]
+    fn the_table_shows_any_storable_time() {
+        let mut accounts = Vec::new();
+        for (name, at) in [
+            ("late", datetime!(9999-12-31 23:59:59.999999999 -23:59)),
+            ("early", datetime!(0000-01-01 00:00 +23:59)),
+        ] {
+            let mut record = token_store::TokenRecord::new(token_store::QWEN, "t");
+            record.email = Some(format!("{name}@example.com"));
+            record.expired = Some(at);
+            record.last_refresh = Some(at);
+            accounts.push(StoredAccount {
+                path: PathBuf::from(format!("/auth/qwen-{name}@example.com.json")),
+                record,
+            });
+        }
+        let table = render_account_table(&accounts, &[], &HashMap::new(), NOW);
+        let late = table.lines().find(|l| l.contains("late@")).expect(&table);
+        assert!(late.contains(" ok"), "{table}");
+        assert!(late.contains("in "), "{table}");
+        let early = table.lines().find(|l| l.contains("early@")).expect(&table);
+        assert!(early.contains("ago"), "{table}");
+        assert!(early.contains("expired"), "{table}");
+    }
 }

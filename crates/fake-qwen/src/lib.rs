@@ -17,7 +17,8 @@
 //!   test's script. Approval uses the device code up.
 //! - `POST /api/v1/oauth2/token` with `grant_type=refresh_token` — checks `client_id` and that
 //!   the refresh token is live (else 400 `invalid_request` "Invalid refresh token or
-//!   client_id"), then answers as the [`RefreshBehaviour`] says. A test can
+//!   client_id"), then answers as the [`RefreshBehaviour`] says (which can also be a redirect
+//!   or an answer of any size). A test can
 //!   [hold](FakeQwen::hold_refreshes) refresh answers until it releases them, and wait for a
 //!   held request to arrive and for its answer to leave, to act at either moment.
 //!
@@ -44,7 +45,8 @@
 //! OAuth errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; model
 //! API errors are `{"error": {"code", "message", "type"}}`. "HTML" answers are Alibaba-WAF-like
 //! captcha pages (`text/html`, containing `aliyun_waf_` and `captcha`). Successful token answers
-//! carry `token_type: "Bearer"`, `expires_in` and a `resource_url` naming the fake itself
+//! carry `token_type: "Bearer"`, `expires_in` (any JSON value, or none: [`ExpiresIn`]) and a
+//! `resource_url` naming the fake itself
 //! (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`); the model API is at
 //! [`FakeQwen::chat_base_url`] (`http://<resource_url>/v1`).
 //!
@@ -81,7 +83,7 @@ use tokio::sync::oneshot;
 pub use chat::{CHAT_COMPLETIONS_PATH, MODELS_PATH, QWEN_OAUTH_MODELS};
 pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
 pub use record::{IssuedToken, RecordedRequest};
-pub use script::{ChatStep, DeviceAnswer, PollStep, RefreshBehaviour};
+pub use script::{ChatStep, DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
 
 use state::Shared;
 
@@ -181,7 +183,12 @@ impl FakeQwen {
 
     /// Sets the `expires_in` (seconds) of access tokens issued from now on.
     pub fn set_token_expires_in(&self, seconds: u64) {
-        self.shared.lock().token_expires_in = seconds;
+        self.set_token_expires_in_answer(ExpiresIn::Seconds(seconds));
+    }
+
+    /// Sets what token answers from now on carry as `expires_in`: any JSON value, or none.
+    pub fn set_token_expires_in_answer(&self, expires_in: ExpiresIn) {
+        self.shared.lock().token_expires_in = expires_in;
     }
 
     /// Sets the `resource_url` of later full token answers; `None` leaves the field out.

@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::record::{IssuedToken, RecordedRequest};
 use crate::reply::{self, Reply};
-use crate::script::{PollStep, RefreshBehaviour};
+use crate::script::{ExpiresIn, PollStep, RefreshBehaviour};
 use crate::state::World;
 
 /// Path of the device authorization endpoint, as on chat.qwen.ai.
@@ -137,12 +137,15 @@ fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
     let Some(refresh_token) = request.form_value("refresh_token") else {
         return invalid_request("refresh_token is required");
     };
-    let behaviour = world.refresh;
+    let behaviour = world.refresh.clone();
     match behaviour {
         RefreshBehaviour::Invalid => invalid_request(BAD_REFRESH),
         RefreshBehaviour::ServerError(status) => reply::server_error(status),
         RefreshBehaviour::Html { status } => reply::waf_page(status),
-        RefreshBehaviour::Rotate | RefreshBehaviour::KeepRefresh
+        RefreshBehaviour::Redirect { status, location } => reply::redirect(status, &location),
+        RefreshBehaviour::Rotate
+        | RefreshBehaviour::KeepRefresh
+        | RefreshBehaviour::Oversized { .. }
             if !world.refresh_token_is_live(refresh_token) =>
         {
             invalid_request(BAD_REFRESH)
@@ -152,6 +155,18 @@ fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
             let issued = world.mint_pair();
             world.inherit_refusal(refresh_token, &issued);
             token_answer(world, &issued, true)
+        }
+        RefreshBehaviour::Oversized { bytes, chunked } => {
+            world.retire_refresh_token(refresh_token);
+            let issued = world.mint_pair();
+            let mut body = token_body(world, &issued, true);
+            body["padding"] = "x".repeat(bytes).into();
+            let text = body.to_string();
+            if chunked {
+                reply::chunked_json(200, text.into_bytes(), 64 * 1024)
+            } else {
+                reply::json_text(200, text)
+            }
         }
         RefreshBehaviour::KeepRefresh => {
             let issued = world.mint_access(refresh_token);
@@ -163,18 +178,34 @@ fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
 
 /// A 200 token answer; `full` adds `refresh_token` and `resource_url`.
 fn token_answer(world: &World, issued: &IssuedToken, full: bool) -> Reply {
+    let body = token_body(world, issued, full).to_string();
+    match &issued.expires_in {
+        ExpiresIn::Json(raw) => {
+            // Spliced in as text: the value may be no number serde_json can hold.
+            let open = body.strip_suffix('}').unwrap_or(&body);
+            let separator = if open.ends_with('{') { "" } else { "," };
+            reply::json_text(200, format!(r#"{open}{separator}"expires_in":{raw}}}"#))
+        }
+        ExpiresIn::Seconds(_) | ExpiresIn::Missing => reply::json_text(200, body),
+    }
+}
+
+/// The JSON of a 200 token answer, with `expires_in` only when it is a number of seconds.
+fn token_body(world: &World, issued: &IssuedToken, full: bool) -> serde_json::Value {
     let mut body = serde_json::json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
-        "expires_in": issued.expires_in,
     });
+    if let ExpiresIn::Seconds(seconds) = issued.expires_in {
+        body["expires_in"] = seconds.into();
+    }
     if full {
         body["refresh_token"] = issued.refresh_token.clone().into();
         if let Some(resource_url) = &world.answered_resource_url {
             body["resource_url"] = resource_url.clone().into();
         }
     }
-    reply::json(200, &body)
+    body
 }
 
 /// Both endpoints take a form body and answer JSON only to clients that accept it; the

@@ -61,6 +61,6 @@ pub struct IssuedToken {
     pub access_token: String,
     /// The refresh token that goes with it (the old one when the refresh kept it).
     pub refresh_token: String,
-    /// The `expires_in` that was answered, in seconds.
-    pub expires_in: u64,
+    /// The `expires_in` that was answered.
+    pub expires_in: crate::ExpiresIn,
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::chat::ChatState;
 use crate::gate::RefreshGate;
 use crate::record::{IssuedToken, RecordedRequest};
-use crate::script::{DeviceAnswer, PollStep, RefreshBehaviour};
+use crate::script::{DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
 
 /// The world shared between the [`crate::FakeQwen`] handle and the server thread.
 #[derive(Clone)]
@@ -36,7 +36,7 @@ pub(crate) struct World {
     next_step: usize,
     pub(crate) refresh: RefreshBehaviour,
     pub(crate) down: bool,
-    pub(crate) token_expires_in: u64,
+    pub(crate) token_expires_in: ExpiresIn,
     /// What successful token answers carry as `resource_url`; `None` omits it.
     pub(crate) answered_resource_url: Option<String>,
     /// Outstanding device codes and the PKCE challenge each was issued for.
@@ -65,7 +65,7 @@ impl World {
             next_step: 0,
             refresh: RefreshBehaviour::default(),
             down: false,
-            token_expires_in: 3600,
+            token_expires_in: ExpiresIn::Seconds(3600),
             devices: HashMap::new(),
             live_refresh_tokens: HashSet::new(),
             refused_lineages: HashSet::new(),
@@ -137,7 +137,7 @@ impl World {
         let token = IssuedToken {
             access_token,
             refresh_token,
-            expires_in: self.token_expires_in,
+            expires_in: self.token_expires_in.clone(),
         };
         self.issued.push(token.clone());
         token

@@ -3,8 +3,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fake_qwen::{
-    CLIENT_ID, DEVICE_CODE_PATH, DeviceAnswer, FakeQwen, PollStep, RefreshBehaviour, SCOPE,
-    TOKEN_PATH,
+    CLIENT_ID, DEVICE_CODE_PATH, DeviceAnswer, ExpiresIn, FakeQwen, PollStep, RefreshBehaviour,
+    SCOPE, TOKEN_PATH,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -358,6 +358,95 @@ async fn refresh_behaviours() {
     assert_eq!(page.status, 403);
     assert!(page.content_type.starts_with("text/html"));
     assert!(page.body.contains("aliyun_waf_"));
+}
+
+#[tokio::test]
+async fn expires_in_can_be_any_json_value_or_missing() {
+    let fake = FakeQwen::start().await;
+    let mut tokens = fake.mint_tokens();
+    for (answer, shown) in [
+        (ExpiresIn::Json("-5".into()), Some("-5")),
+        (ExpiresIn::Json("3600.5".into()), Some("3600.5")),
+        (
+            ExpiresIn::Json("184467440737095516160000".into()),
+            Some("184467440737095516160000"),
+        ),
+        (ExpiresIn::Json(r#""3600""#.into()), Some(r#""3600""#)),
+        (ExpiresIn::Seconds(7), Some("7")),
+        (ExpiresIn::Missing, None),
+    ] {
+        fake.set_token_expires_in_answer(answer);
+        let answered = refresh(&fake, &tokens.refresh_token).await;
+        assert_eq!(answered.status, 200, "{}", answered.body);
+        match shown {
+            Some(raw) => assert!(
+                answered.body.contains(&format!(r#""expires_in":{raw}"#)),
+                "{}",
+                answered.body
+            ),
+            None => assert!(!answered.body.contains("expires_in"), "{}", answered.body),
+        }
+        let body: Value = serde_json::from_str(&answered.body).expect("still JSON");
+        tokens.refresh_token = body["refresh_token"].as_str().expect("rotated").to_owned();
+    }
+}
+
+#[tokio::test]
+async fn refreshes_can_be_redirected_or_oversized() {
+    let fake = FakeQwen::start().await;
+    let tokens = fake.mint_tokens();
+    fake.set_refresh(RefreshBehaviour::Redirect {
+        status: 307,
+        location: "http://127.0.0.1:9/elsewhere".into(),
+    });
+    let not_following = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = not_following
+        .post(format!("{}{TOKEN_PATH}", fake.base_url()))
+        .header("accept", "application/json")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens.refresh_token.as_str()),
+            ("client_id", CLIENT_ID),
+        ])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(redirect.status(), 307);
+    assert_eq!(
+        redirect.headers()["location"],
+        "http://127.0.0.1:9/elsewhere"
+    );
+
+    let mut refresh_token = tokens.refresh_token;
+    for chunked in [false, true] {
+        fake.set_refresh(RefreshBehaviour::Oversized {
+            bytes: 2 << 20,
+            chunked,
+        });
+        let answer = not_following
+            .post(format!("{}{TOKEN_PATH}", fake.base_url()))
+            .header("accept", "application/json")
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.as_str()),
+                ("client_id", CLIENT_ID),
+            ])
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.content_length().is_none(),
+            chunked,
+            "Content-Length only when not chunked"
+        );
+        let body: Value = answer.json().await.expect("a JSON token answer");
+        assert!(body["padding"].as_str().expect("padded").len() >= 2 << 20);
+        refresh_token = body["refresh_token"].as_str().expect("rotated").to_owned();
+    }
 }
 
 /// Stops a test whose awaited event never comes; never a synchronisation.

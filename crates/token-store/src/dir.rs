@@ -101,6 +101,24 @@ impl AuthDir {
         &self.path
     }
 
+    /// Checks that no one but its owner can write the directory, as ssh's `StrictModes` does
+    /// for `~/.ssh`: whoever can write it can plant a token file (an account of theirs that
+    /// requests would then use) or replace one. Fails with [`StoreError::WritableByOthers`]
+    /// when the group or others may write it (the sticky bit does not help: creating files is
+    /// enough). Follows a symlink to the directory it names.
+    pub fn check_private(&self) -> Result<(), StoreError> {
+        let meta = fs::metadata(&self.path)
+            .map_err(|error| StoreError::io(Operation::OpenDir, &self.path, error))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 == 0 {
+            return Ok(());
+        }
+        Err(StoreError::WritableByOthers {
+            path: self.path.clone(),
+            mode,
+        })
+    }
+
     /// Checks that a token file can be created here, by creating and removing
     /// a temp file, so a login fails before the user approves it rather than after.
     pub fn check_writable(&self) -> Result<(), StoreError> {

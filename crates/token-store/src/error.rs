@@ -156,12 +156,46 @@ pub enum StoreError {
         /// The account the record belongs to.
         needed: AccountKey,
     },
+    /// The auth dir can be written by its group or by others (see
+    /// [`crate::AuthDir::check_private`]).
+    #[error(
+        "the auth dir {} is writable by {} (mode {mode:04o}), so another user could plant or replace token files. Make it private with `chmod 700 {}` (see \"Auth dir permissions\" in docs/troubleshooting.md).",
+        .path.display(),
+        writers(*.mode),
+        shell_word(.path)
+    )]
+    WritableByOthers {
+        /// The auth dir.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file changed account between reading it and taking the lock.
     #[error("token file {} now belongs to another account than when it was read: list the auth dir and try again", .path.display())]
     AccountChanged {
         /// The token file.
         path: PathBuf,
     },
+}
+
+/// Who besides the owner may write a directory of this mode.
+fn writers(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and all users",
+        (true, false) => "its group",
+        _ => "all users",
+    }
+}
+
+/// `path` as one shell word: as is when it has only safe characters, else in single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+@%:,=~".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 impl StoreError {

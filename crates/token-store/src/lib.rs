@@ -12,9 +12,14 @@
 //!   never readable by others, even for a moment. A missing auth dir is
 //!   created 0700; an existing one is left as it is. Listing tightens token
 //!   files that are more open than 0600 and reports them.
+//!   [`AuthDir::check_private`] refuses a dir its group or others can write
+//!   (they could plant or replace token files); the caller decides whether
+//!   that stops it.
 //! - **One writer per account.** Writers of an account serialize on the
 //!   advisory lock file `.locks/<account key>.lock`, never on the token file
-//!   (whose inode each rename replaces). The lock excludes other processes
+//!   (whose inode each rename replaces). A file's key comes from the email in
+//!   its JSON, else the email in its name, so every file `save_login` or
+//!   `remove_account` takes as an email's is under that email's lock. The lock excludes other processes
 //!   and other threads of this process alike. Lock files are never deleted.
 //! - **One file per account.** [`AuthDir::save_login`] removes every other
 //!   file of the account it saves, including Go CLIProxyAPI's

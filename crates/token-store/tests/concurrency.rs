@@ -163,6 +163,89 @@ fn held_lock_blocks_other_lockers_until_dropped() {
     assert!(lock_is_free(&dir, "a@b.com"), "dropped locks are released");
 }
 
+/// Waits until some lock call blocks on the lock file at `lock_path` (a `->` entry for its inode
+/// in `/proc/locks`), or `done` says the caller stopped waiting for it.
+fn wait_for_a_blocked_locker(lock_path: &Path, done: impl Fn() -> bool) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(lock_path).expect("lock file").ino();
+    let suffix = format!(":{inode}");
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").expect("read /proc/locks");
+        let blocked = locks.lines().any(|line| {
+            line.contains("->")
+                && line
+                    .split_whitespace()
+                    .any(|field| field.ends_with(&suffix))
+        });
+        if blocked {
+            return true;
+        }
+        if done() {
+            return false;
+        }
+        // Polls an observable state (the kernel's lock table); the pause only spares the CPU.
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// A token file whose JSON has no email but whose name does (this store's and the Go tool's
+/// names) is locked under the same key as `logout`/`login` of that email: `remove_account`
+/// waits for a holder of the file's own lock.
+#[test]
+fn a_file_with_the_email_only_in_its_name_shares_the_emails_lock() {
+    for name in [
+        "qwen-Dev@Example.com-1700000000.json",
+        "qwen-dev@example.com.json",
+    ] {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = AuthDir::open(root.path()).expect("open");
+        let path = root.path().join(name);
+        std::fs::write(
+            &path,
+            r#"{"type":"qwen","access_token":"a","refresh_token":"r"}"#,
+        )
+        .expect("write");
+        let listed = dir.list().expect("list");
+        let key = listed.accounts[0].key();
+        assert_eq!(
+            key,
+            AccountKey::for_email("qwen", "dev@example.com"),
+            "{name}"
+        );
+        let held = dir.lock_account(&key).expect("lock");
+        assert!(
+            !lock_is_free(&dir, "dev@example.com"),
+            "{name}: the file's lock is the email's lock"
+        );
+
+        let finished = AtomicBool::new(false);
+        let released = AtomicBool::new(false);
+        thread::scope(|s| {
+            let remover = s.spawn(|| {
+                let removed = dir.remove_account("DEV@example.com").expect("remove");
+                finished.store(true, Ordering::SeqCst);
+                assert!(
+                    released.load(Ordering::SeqCst),
+                    "{name}: removed while another holder had the file's lock"
+                );
+                removed
+            });
+            assert!(
+                wait_for_a_blocked_locker(held.lock_path(), || finished.load(Ordering::SeqCst)),
+                "{name}: remove_account did not wait for the lock"
+            );
+            assert!(path.exists(), "{name}: still there while the lock is held");
+            released.store(true, Ordering::SeqCst);
+            drop(held);
+            assert_eq!(
+                remover.join().expect("remover"),
+                std::slice::from_ref(&path)
+            );
+        });
+        assert!(!path.exists());
+    }
+}
+
 #[test]
 fn lock_files_live_apart_from_token_files() {
     let root = tempfile::tempdir().expect("temp dir");

@@ -67,6 +67,62 @@ fn open_leaves_existing_dir_mode_alone() {
 }
 
 #[test]
+fn only_dirs_no_one_else_can_write_are_private() {
+    let root = temp();
+    let path = root.path().join("auth dir");
+    let dir = AuthDir::open(&path).expect("open");
+    dir.check_private().expect("a new dir is 0700");
+    for private in [0o700, 0o750, 0o755, 0o711, 0o500] {
+        fs::set_permissions(&path, Permissions::from_mode(private)).expect("chmod");
+        dir.check_private()
+            .unwrap_or_else(|error| panic!("{private:o}: {error}"));
+    }
+    for (open, who) in [
+        (0o777, "its group and all users"),
+        (0o1777, "its group and all users"),
+        (0o770, "its group"),
+        (0o775, "its group"),
+        (0o702, "all users"),
+    ] {
+        fs::set_permissions(&path, Permissions::from_mode(open)).expect("chmod");
+        let error = dir.check_private().expect_err("writable by others");
+        assert!(
+            matches!(&error, StoreError::WritableByOthers { path: p, mode } if *p == path && *mode == open),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "the auth dir {} is writable by {who} (mode {open:04o})",
+                path.display()
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("`chmod 700 '{}'`", path.display())),
+            "{message}"
+        );
+    }
+    fs::set_permissions(&path, Permissions::from_mode(0o700)).expect("chmod");
+
+    let shared = root.path().join("shared");
+    fs::create_dir(&shared).expect("mkdir");
+    fs::set_permissions(&shared, Permissions::from_mode(0o777)).expect("chmod");
+    let link = root.path().join("link");
+    std::os::unix::fs::symlink(&shared, &link).expect("symlink");
+    let error = AuthDir::open(&link)
+        .expect("open")
+        .check_private()
+        .expect_err("a link to an open dir is as open as the dir");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("`chmod 700 {}`", link.display())),
+        "{error}"
+    );
+}
+
+#[test]
 fn open_under_a_regular_file_names_the_path() {
     let root = temp();
     let blocker = root.path().join("blocker");
