@@ -174,6 +174,7 @@ async fn the_control_api_expires_tokens_injects_quota_and_reports_spent_refresh_
         "60",
         "--quota-retry-after",
         "3",
+        "--http-resource-url",
     ])
     .await;
     let value = |name: &str| {
@@ -191,11 +192,11 @@ async fn the_control_api_expires_tokens_injects_quota_and_reports_spent_refresh_
 
     let login = control(&url, "/mint", Some(json!({}))).await;
     let root = login["refresh_token"].as_str().expect("a refresh token");
-    assert_eq!(login["resource_url"], oauth.trim_start_matches("http://"));
     let other = control(&url, "/mint", Some(json!({}))).await;
     let (status, rotated) = refresh(&oauth, root).await;
     assert_eq!(status, 200, "{rotated}");
     assert_eq!(rotated["expires_in"], 60);
+    assert_eq!(rotated["resource_url"], chat_base);
     let access = rotated["access_token"].as_str().expect("an access token");
     let second = rotated["refresh_token"]
         .as_str()

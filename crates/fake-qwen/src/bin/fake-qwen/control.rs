@@ -3,7 +3,7 @@
 //! what happened to the refresh tokens. Every answer is JSON.
 //!
 //! - `POST /mint`: a new token pair, as after a login: `access_token`, `refresh_token`,
-//!   `expires_in`, `resource_url`.
+//!   `expires_in`.
 //! - `POST /expire` `{"share": 0.25}`: refuses the newest access token of that share of the
 //!   token chains (at least one, taking turns) with 401 from now on, as when Qwen expires a
 //!   token early; answers `{"expired": n}`.
@@ -155,7 +155,6 @@ impl State {
             "access_token": pair.access_token,
             "refresh_token": pair.refresh_token,
             "expires_in": pair.expires_in,
-            "resource_url": self.fake.resource_url(),
         })
     }
 

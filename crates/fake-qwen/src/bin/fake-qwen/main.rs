@@ -5,7 +5,8 @@
 //! ```text
 //! fake-qwen [--api-key KEY]... [--prefer-tool NAME=JSON]... [--tool-calls N] [--leading-text]
 //!           [--token-expires-in SECS] [--refresh-latency-ms MS] [--stream-chunks N]
-//!           [--stream-interval-ms MS] [--quota-retry-after SECS] [--control]
+//!           [--stream-interval-ms MS] [--quota-retry-after SECS] [--http-resource-url]
+//!           [--control]
 //! ```
 //!
 //! It prints `OAUTH_BASE_URL=...`, `CHAT_BASE_URL=...`, with `--control` `CONTROL_URL=...`, and
@@ -22,7 +23,9 @@
 //! `resource_url` = its host and port): `--token-expires-in` sets the life of the access tokens
 //! it issues (default 3600 s), `--refresh-latency-ms` delays each refresh answer after the old
 //! refresh token was retired, `--stream-chunks` and `--stream-interval-ms` shape streamed
-//! answers, and `--quota-retry-after` adds `Retry-After` to quota errors. `--control` serves
+//! answers, and `--quota-retry-after` adds `Retry-After` to quota errors. Token answers carry
+//! `resource_url` as Qwen's do, a bare `127.0.0.1:PORT`, which clients take for https;
+//! `--http-resource-url` makes them carry `CHAT_BASE_URL` instead. `--control` serves
 //! the control API ([`control`]) on a second port: mint token pairs, expire access tokens,
 //! inject quota errors, and read which refresh tokens were sent again after their rotation.
 //! The values it prints are not secrets.
@@ -53,13 +56,14 @@ struct Options {
     stream_chunks: Option<usize>,
     stream_interval: Option<Duration>,
     quota_retry_after: Option<u64>,
+    http_resource_url: bool,
     control: bool,
 }
 
 const USAGE: &str = "usage: fake-qwen [--api-key KEY]... [--prefer-tool NAME=JSON]... \
                      [--tool-calls N] [--leading-text] [--token-expires-in SECS] \
                      [--refresh-latency-ms MS] [--stream-chunks N] [--stream-interval-ms MS] \
-                     [--quota-retry-after SECS] [--control]";
+                     [--quota-retry-after SECS] [--http-resource-url] [--control]";
 
 /// `text` as a whole number within `range`, else a message naming `name` and the range.
 fn number(name: &str, text: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
@@ -137,6 +141,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 let text = value("--quota-retry-after")?;
                 options.quota_retry_after = Some(number("--quota-retry-after", &text, 0..=86_400)?);
             }
+            "--http-resource-url" => options.http_resource_url = true,
             "--control" => options.control = true,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
@@ -191,6 +196,9 @@ async fn main() -> ExitCode {
     }
     if options.quota_retry_after.is_some() {
         fake.set_quota_retry_after(options.quota_retry_after);
+    }
+    if options.http_resource_url {
+        fake.set_answered_resource_url(Some(fake.chat_base_url()));
     }
     let control = if options.control {
         match control::Control::start(Arc::clone(&fake)).await {
@@ -270,6 +278,7 @@ mod tests {
                 "0",
                 "--quota-retry-after",
                 "3",
+                "--http-resource-url",
                 "--control",
             ]),
             Ok(Options {
@@ -279,6 +288,7 @@ mod tests {
                 stream_chunks: Some(5),
                 stream_interval: Some(Duration::ZERO),
                 quota_retry_after: Some(3),
+                http_resource_url: true,
                 control: true,
                 ..Options::default()
             })
