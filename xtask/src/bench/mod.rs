@@ -18,7 +18,7 @@ mod baseline;
 pub(crate) mod cliproxy;
 pub(crate) mod load;
 pub(crate) mod net;
-pub(crate) mod report;
+mod report;
 mod stub;
 
 use std::{

@@ -28,7 +28,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::rng::Rng;
-use crate::bench::net::{self, Connection};
+use crate::bench::{
+    load::excerpt,
+    net::{self, Connection},
+};
 
 /// The client key cliproxy is configured with.
 pub(crate) const API_KEY: &str = "soak-key";
@@ -517,15 +520,6 @@ fn sse_events(body: &[u8]) -> Vec<(Option<String>, Value)> {
         events.push((name, data));
     }
     events
-}
-
-fn excerpt(data: &[u8]) -> String {
-    let text = String::from_utf8_lossy(data);
-    let text = text.trim();
-    match text.char_indices().nth(160) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]
