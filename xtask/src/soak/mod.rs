@@ -91,7 +91,7 @@ const STREAM_CHUNKS: usize = 8;
 const STREAM_INTERVAL: Duration = Duration::from_millis(10);
 /// `Retry-After` of the fake's quota errors.
 const QUOTA_RETRY_AFTER_SECS: u64 = 3;
-/// How often cliproxy's RSS is read.
+/// How often cliproxy's RSS is read (more often in runs shorter than four times this).
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// Longest wait for cliproxy to exit after SIGTERM (its `shutdown-grace` is 30 s).
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(45);
@@ -427,7 +427,7 @@ async fn soak(binaries: &Binaries, options: &Options) -> Result<Report> {
     })
 }
 
-/// Reads cliproxy's RSS every [`SAMPLE_EVERY`] until `until`, printing
+/// Reads cliproxy's RSS every [`sample_interval`] until `until`, printing
 /// progress; stops everyone early (through `stop`) when cliproxy exits.
 /// Returns the samples and how cliproxy ended, if it did.
 async fn watch_server(
@@ -438,11 +438,12 @@ async fn watch_server(
     stop: watch::Sender<bool>,
 ) -> (Vec<RssSample>, Option<String>) {
     let mut samples = Vec::new();
-    let mut next = start + SAMPLE_EVERY;
+    let every = sample_interval(until - start);
+    let mut next = start + every;
     // The final sample is taken once the clients are done.
-    while next + SAMPLE_EVERY / 2 < until {
+    while next + every / 2 < until {
         tokio::time::sleep_until(next.into()).await;
-        next += SAMPLE_EVERY;
+        next += every;
         if let Some(status) = server.exit_status() {
             let crashed = format!(
                 "{} after {} s; its log ends:\n{}",
@@ -474,6 +475,12 @@ async fn watch_server(
         samples.push(sample);
     }
     (samples, None)
+}
+
+/// [`SAMPLE_EVERY`], or a quarter of a shorter run (so that it has a
+/// baseline before its final sample).
+fn sample_interval(run: Duration) -> Duration {
+    SAMPLE_EVERY.min(run / 4).max(Duration::from_millis(100))
 }
 
 fn describe_exit(status: std::process::ExitStatus) -> String {
@@ -571,6 +578,22 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn short_runs_are_sampled_often_enough_for_a_baseline() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(sample_interval(Duration::from_secs(600)), ten);
+        assert_eq!(sample_interval(Duration::from_secs(40)), ten);
+        assert_eq!(
+            sample_interval(Duration::from_secs(3)),
+            Duration::from_millis(750)
+        );
+        // A 30 s run: samples at 7.5, 15 and 22.5 s and the final one; the baseline is at 15 s.
+        assert_eq!(
+            sample_interval(Duration::from_secs(30)),
+            Duration::from_millis(7500)
+        );
     }
 
     #[test]
