@@ -7,6 +7,7 @@
 mod bench;
 mod deny;
 mod dist;
+mod soak;
 
 use std::{
     env,
@@ -36,6 +37,14 @@ Tasks:
           streams, start-up with 1,000 accounts; prints PASS/FAIL per budget
           line. Options: --duration SECS, --concurrency N, --quick, --check
           (exit non-zero on FAIL), --no-build. See docs/benchmarks.md.
+  soak    Run the release cliproxy for minutes against the fake Qwen (a
+          process) under mixed traffic, hang-ups, expired tokens, quota
+          errors, refresh storms with rotating refresh tokens and hot
+          reloads of the auth dir; report requests by outcome, accounts
+          lost and RSS over time; exit non-zero unless no account was lost
+          and RSS ended within 10 % of its value after the first minute.
+          Options: --minutes N (default 10), --accounts N, --connections N,
+          --json, --no-build. See docs/benchmarks.md.
   help    Show this message (also shown when no task is given).
 ";
 
@@ -68,6 +77,7 @@ fn try_main() -> Result<()> {
         }
         Some("deny") => deny::run(&project_root(), &rest),
         Some("bench") => bench::run(&project_root(), &rest),
+        Some("soak") => soak::run(&project_root(), &rest),
         Some(other) => {
             eprint!("{HELP}");
             bail!("unknown task `{other}`")

@@ -45,6 +45,8 @@ pub(crate) struct ChatState {
     /// Per token: the script and the index of the next step (the last step repeats).
     scripts: HashMap<String, (Vec<ChatStep>, usize)>,
     pub(crate) stream_chunks: usize,
+    /// Pause before each streamed event after the first.
+    pub(crate) stream_interval: Duration,
     pub(crate) requests_per_minute: Option<u32>,
     /// `Retry-After` (seconds) of quota answers; `None` leaves it out.
     pub(crate) quota_retry_after: Option<u64>,
@@ -70,6 +72,7 @@ impl ChatState {
             default_step: ChatStep::Answer,
             scripts: HashMap::new(),
             stream_chunks: DEFAULT_STREAM_CHUNKS,
+            stream_interval: Duration::ZERO,
             requests_per_minute: None,
             quota_retry_after: None,
             windows: HashMap::new(),
@@ -549,8 +552,18 @@ impl StreamPlan {
         let release = Arc::clone(&chat.release);
         let cancelled = Arc::clone(&chat.cancelled);
         let count_cancel = move || cancelled.send_modify(|count| *count += 1);
+        let interval = chat.stream_interval;
         tokio::spawn(async move {
             for index in 0..=self.events.len() {
+                if index > 0 && index < self.events.len() && !interval.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = tx.closed() => {
+                            count_cancel();
+                            return;
+                        }
+                    }
+                }
                 if self.cut_after == Some(index) {
                     // The reader may be gone already; then there is nothing left to cut.
                     let _ = tx.send(Err(Cut)).await;

@@ -50,6 +50,11 @@
 //! (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`); the model API is at
 //! [`FakeQwen::chat_base_url`] (`http://<resource_url>/v1`).
 //!
+//! [`FakeQwen::refreshes`] logs each refresh and its outcome (a new pair, a dead token sent
+//! again, a scripted failure), so a test can tell which accounts lost their rotated tokens.
+//! [`FakeQwen::set_refresh_latency`] and [`FakeQwen::set_stream_interval`] make answers take
+//! time, as a real server's do.
+//!
 //! [`FakeQwen::set_down`] makes every endpoint drop the connection without answering (a
 //! transport error for the client); a 5xx answer is a [`PollStep::ServerError`] or
 //! [`RefreshBehaviour::ServerError`] instead.
@@ -77,12 +82,13 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 pub use chat::{CHAT_COMPLETIONS_PATH, MODELS_PATH, QWEN_OAUTH_MODELS};
 pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
-pub use record::{IssuedToken, RecordedRequest};
+pub use record::{IssuedToken, RecordedRequest, RefreshOutcome, RefreshRecord};
 pub use script::{ChatStep, DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
 
 use state::Shared;
@@ -191,6 +197,25 @@ impl FakeQwen {
         self.shared.lock().token_expires_in = expires_in;
     }
 
+    /// Makes every refresh answer wait `latency` after it was decided, before it is sent, as a
+    /// slow network would: the old refresh token is already dead during the wait, so a client
+    /// that gives up then has lost the rotated pair. Zero (the default) sends at once.
+    pub fn set_refresh_latency(&self, latency: Duration) {
+        self.shared.lock().refresh_latency = latency;
+    }
+
+    /// Every refresh request that carried a refresh token, with what it got, in the order the
+    /// answers were decided; see [`RefreshOutcome`]. Kept by [`FakeQwen::forget_requests`].
+    pub fn refreshes(&self) -> Vec<RefreshRecord> {
+        self.shared.lock().refreshes.clone()
+    }
+
+    /// Whether `refresh_token` would be accepted now: issued by this fake and not yet used up
+    /// by a rotation.
+    pub fn refresh_token_is_live(&self, refresh_token: &str) -> bool {
+        self.shared.lock().refresh_token_is_live(refresh_token)
+    }
+
     /// Sets the `resource_url` of later full token answers; `None` leaves the field out.
     pub fn set_answered_resource_url(&self, resource_url: Option<String>) {
         self.shared.lock().answered_resource_url = resource_url;
@@ -265,6 +290,12 @@ impl FakeQwen {
         self.shared.lock().chat.stream_chunks = chunks;
     }
 
+    /// Makes streamed answers pause `interval` before each event after the first, as a model
+    /// that takes its time; zero (the default) sends them back to back.
+    pub fn set_stream_interval(&self, interval: Duration) {
+        self.shared.lock().chat.stream_interval = interval;
+    }
+
     /// Makes quota answers ([`ChatStep::QuotaExceeded`], [`ChatStep::QuotaExceeded403`]) carry
     /// `Retry-After: <secs>`, as an upstream that names its reset time; `None` (the default)
     /// leaves the header out.
@@ -310,6 +341,16 @@ impl FakeQwen {
     /// Requests to the token endpoint (polls and refreshes) so far, oldest first.
     pub fn token_requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().token_requests.clone()
+    }
+
+    /// Drops the requests recorded so far ([`FakeQwen::chat_requests`],
+    /// [`FakeQwen::device_requests`], [`FakeQwen::token_requests`]), so that a fake serving for
+    /// hours does not grow without end. Issued tokens and [`FakeQwen::refreshes`] are kept.
+    pub fn forget_requests(&self) {
+        let mut world = self.shared.lock();
+        world.chat.requests = Vec::new();
+        world.device_requests = Vec::new();
+        world.token_requests = Vec::new();
     }
 
     /// Every token pair issued so far, oldest first.

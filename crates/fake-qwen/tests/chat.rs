@@ -271,6 +271,46 @@ async fn a_reader_leaving_a_held_stream_is_counted_as_cancelled() {
     assert_eq!(fake.cancelled_streams(), 1);
 }
 
+#[tokio::test]
+async fn paced_streams_pause_between_events_and_count_a_reader_leaving_in_a_pause() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    // Longer than any test: the stream can only end early, by its reader leaving.
+    fake.set_stream_interval(Duration::from_secs(3600));
+    let mut paced = chat(&fake, &token, &body(true)).await;
+    let first = paced.chunk().await.expect("intact").expect("a first chunk");
+    assert!(first.starts_with(b"data: "), "{first:?}");
+    drop(paced);
+    tokio::time::timeout(Duration::from_secs(30), fake.wait_for_cancelled_streams(1))
+        .await
+        .expect("the fake noticed the reader leaving during the pause");
+
+    // A short pause still delivers the whole stream, and a whole answer is not paced.
+    fake.set_stream_interval(Duration::from_millis(1));
+    let text = chat(&fake, &token, &body(true))
+        .await
+        .text()
+        .await
+        .expect("the whole stream");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(
+        text.matches("data: ").count(),
+        3 + 3,
+        "3 chunks, finish, usage, [DONE]"
+    );
+    let (status, _) = json_of(chat(&fake, &token, &body(false)).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(fake.cancelled_streams(), 1);
+
+    fake.forget_requests();
+    assert!(fake.chat_requests().is_empty());
+    assert_eq!(
+        json_of(chat(&fake, &token, &body(false)).await).await.0,
+        200
+    );
+    assert_eq!(fake.chat_requests().len(), 1, "recording goes on");
+}
+
 fn weather_tools() -> Value {
     json!([
         { "type": "function", "function": {

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fake_qwen::{
     CLIENT_ID, DEVICE_CODE_PATH, DeviceAnswer, ExpiresIn, FakeQwen, PollStep, RefreshBehaviour,
-    SCOPE, TOKEN_PATH,
+    RefreshOutcome, RefreshRecord, SCOPE, TOKEN_PATH,
 };
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -506,6 +506,79 @@ async fn refresh_at(base_url: &str, refresh_token: &str) -> (u16, String) {
         .await
         .expect("the fake answers");
     (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_refresh_log_tells_rotations_from_spent_and_unknown_tokens() {
+    let fake = FakeQwen::start().await;
+    let tokens = fake.mint_tokens();
+    assert!(fake.refresh_token_is_live(&tokens.refresh_token));
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 200);
+    let rotated = fake.issued_tokens().pop().expect("a new pair");
+    assert!(!fake.refresh_token_is_live(&tokens.refresh_token));
+    assert!(fake.refresh_token_is_live(&rotated.refresh_token));
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 400);
+    assert_eq!(refresh(&fake, "never-issued").await.status, 400);
+    fake.set_refresh(RefreshBehaviour::ServerError(503));
+    assert_eq!(refresh(&fake, &rotated.refresh_token).await.status, 503);
+    // A request without a refresh token is not a refresh of any token.
+    let answer = post(
+        &fake,
+        TOKEN_PATH,
+        &[("grant_type", "refresh_token"), ("client_id", CLIENT_ID)],
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+
+    let record = |token: &str, outcome| RefreshRecord {
+        refresh_token: token.to_owned(),
+        outcome,
+    };
+    assert_eq!(
+        fake.refreshes(),
+        vec![
+            record(
+                &tokens.refresh_token,
+                RefreshOutcome::Issued(rotated.clone())
+            ),
+            record(&tokens.refresh_token, RefreshOutcome::Dead { spent: true }),
+            record("never-issued", RefreshOutcome::Dead { spent: false }),
+            record(&rotated.refresh_token, RefreshOutcome::Failed),
+        ]
+    );
+    fake.forget_requests();
+    assert!(fake.token_requests().is_empty());
+    assert_eq!(fake.refreshes().len(), 4, "the refresh log is kept");
+}
+
+#[tokio::test]
+async fn a_client_leaving_during_the_refresh_latency_has_lost_the_rotation() {
+    let fake = FakeQwen::start().await;
+    let tokens = fake.mint_tokens();
+    // Longer than any test: the answer can only be lost, never received.
+    fake.set_refresh_latency(std::time::Duration::from_secs(3600));
+    let client = tokio::spawn({
+        let (url, token) = (fake.base_url(), tokens.refresh_token.clone());
+        async move { refresh_at(&url, &token).await }
+    });
+    tokio::time::timeout(HANG_GUARD, async {
+        while fake.refreshes().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the refresh is decided before its answer leaves");
+    client.abort();
+    assert!(
+        !fake.refresh_token_is_live(&tokens.refresh_token),
+        "rotated before the answer left"
+    );
+    fake.set_refresh_latency(std::time::Duration::ZERO);
+    assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 400);
+    assert_eq!(
+        fake.refreshes()[1].outcome,
+        RefreshOutcome::Dead { spent: true }
+    );
 }
 
 #[tokio::test]

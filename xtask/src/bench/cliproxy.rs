@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -183,7 +183,7 @@ fn config_text(port: u16, stub: SocketAddr, auth_dir: &Path, upstream: Upstream)
 }
 
 /// A TOML basic string.
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -220,6 +220,26 @@ pub(crate) fn rfc3339_utc(secs: u64) -> String {
     )
 }
 
+/// `binary --config <config>` with HOME and the XDG dirs in the layout, and no
+/// `CLIPROXY_*` or proxy variables from the caller's environment; the caller
+/// adds the command and its arguments.
+pub(crate) fn command(binary: &Path, layout: &Layout) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config")
+        .arg(&layout.config)
+        .env("HOME", &layout.home)
+        .env("XDG_CONFIG_HOME", layout.home.join(".config"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CLIPROXY_") || PROXY_VARS.contains(&name_text.as_ref()) {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
 /// A running `cliproxy serve`; killed on drop.
 pub(crate) struct Instance {
     child: Child,
@@ -232,25 +252,24 @@ impl Instance {
     /// Spawns `binary --config <config> serve` with HOME and the XDG dirs in
     /// the layout, no `CLIPROXY_*` or proxy variables, and stderr to the log.
     pub(crate) fn spawn(binary: &Path, layout: &Layout, port: u16) -> Result<Instance> {
+        Instance::spawn_with_env(binary, layout, port, &[])
+    }
+
+    /// [`Instance::spawn`] with `env` set on top (e.g. a `CLIPROXY_*` setting).
+    pub(crate) fn spawn_with_env(
+        binary: &Path,
+        layout: &Layout,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Instance> {
         let log = fs::File::create(&layout.log)
             .with_context(|| format!("cannot create {}", layout.log.display()))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(&layout.config)
-            .arg("serve")
+        let mut cmd = command(binary, layout);
+        cmd.arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .env("HOME", &layout.home)
-            .env("XDG_CONFIG_HOME", layout.home.join(".config"))
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost");
-        for (name, _) in std::env::vars_os() {
-            let name_text = name.to_string_lossy();
-            if name_text.starts_with("CLIPROXY_") || PROXY_VARS.contains(&name_text.as_ref()) {
-                cmd.env_remove(&name);
-            }
-        }
+            .envs(env.iter().copied());
         let spawned = Instant::now();
         let child = cmd
             .spawn()
@@ -296,13 +315,37 @@ impl Instance {
         )
     }
 
+    /// How the process ended, if it has.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits up to `wait` for the process to exit; `None`
+    /// when it is still running then (it is killed on drop).
+    pub(crate) async fn terminate(&mut self, wait: Duration) -> Result<Option<ExitStatus>> {
+        if let Some(status) = self.exit_status() {
+            return Ok(Some(status));
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed ({sent})", self.pid());
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Ok(Some(status));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(None)
+    }
+
     /// VmRSS and VmHWM of the process, in KiB (Linux only).
     pub(crate) fn memory(&self) -> Option<Memory> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        Some(Memory {
-            rss_kb: status_kb(&status, "VmRSS")?,
-            hwm_kb: status_kb(&status, "VmHWM")?,
-        })
+        memory_of(self.pid())
     }
 
     /// The last lines of the child's stderr.
@@ -335,6 +378,15 @@ impl Drop for Instance {
 pub(crate) struct Memory {
     pub(crate) rss_kb: u64,
     pub(crate) hwm_kb: u64,
+}
+
+/// VmRSS and VmHWM of process `pid`, in KiB, from `/proc/<pid>/status` (Linux only).
+pub(crate) fn memory_of(pid: u32) -> Option<Memory> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(Memory {
+        rss_kb: status_kb(&status, "VmRSS")?,
+        hwm_kb: status_kb(&status, "VmHWM")?,
+    })
 }
 
 /// The kB value of `key` in a `/proc/<pid>/status` text.

@@ -326,7 +326,8 @@ fn count_sse_events(data: &[u8]) -> (usize, bool) {
     (events, done)
 }
 
-fn excerpt(data: &[u8]) -> String {
+/// The start of a body as text, for error messages.
+pub(crate) fn excerpt(data: &[u8]) -> String {
     let text = String::from_utf8_lossy(data);
     let text = text.trim();
     match text.char_indices().nth(200) {

@@ -15,9 +15,9 @@
 //! child process is killed when the run ends, fails or panics.
 
 mod baseline;
-mod cliproxy;
-mod load;
-mod net;
+pub(crate) mod cliproxy;
+pub(crate) mod load;
+pub(crate) mod net;
 mod report;
 mod stub;
 
@@ -216,7 +216,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 
 /// Runs every phase and collects the results.
 async fn measure(binary: &Path, options: &Options) -> Result<Results> {
-    let work = WorkDir::create()?;
+    let work = WorkDir::create("cliproxy-bench")?;
     let stub = Stub::start().await?;
     let baseline = Baseline::start(stub.addr()).await?;
     let baseline_proc = baseline::BaselineProcess::spawn(stub.addr())?;
@@ -404,35 +404,40 @@ async fn startup_runs(
 }
 
 /// A scratch directory under the system temp dir, removed on drop.
-struct WorkDir(PathBuf);
+pub(crate) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn create() -> Result<WorkDir> {
+    /// Creates `$TMPDIR/<prefix>-<pid>-<nanos>`.
+    pub(crate) fn create(prefix: &str) -> Result<WorkDir> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path = env::temp_dir().join(format!("cliproxy-bench-{}-{nanos}", std::process::id()));
+        let path = env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(WorkDir(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
+    }
+
+    /// Keeps the directory and its files after the run; returns its path.
+    pub(crate) fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
-/// Date, commit, CPU and options of this run, for the record.
-fn machine_facts(root: &Path, options: &Options) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let commit = Command::new("git")
+/// The short hash of the checked-out commit, or `unknown`.
+pub(crate) fn git_commit(root: &Path) -> String {
+    Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(root)
         .output()
@@ -440,7 +445,15 @@ fn machine_facts(root: &Path, options: &Options) -> String {
         .filter(|out| out.status.success())
         .map_or("unknown".to_owned(), |out| {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        });
+        })
+}
+
+/// Date, commit, CPU and options of this run, for the record.
+fn machine_facts(root: &Path, options: &Options) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let commit = git_commit(root);
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
