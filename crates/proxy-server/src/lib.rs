@@ -31,6 +31,7 @@ mod credential;
 mod error;
 mod layers;
 mod proxy;
+mod quote;
 mod routes;
 mod serve;
 mod sse;
