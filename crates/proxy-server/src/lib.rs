@@ -4,7 +4,8 @@
 //!
 //! Use: build a [`Proxy`] from a [`ServerConfig`] and a `credential_pool::Pool<Credential>`
 //! (the binary fills the pool with [`Credential`]s whose [`AccessSource`] it implements), check
-//! the address with [`ServerConfig::check_bind`], then [`Proxy::serve`] a `TcpListener`. Tests
+//! the address with [`ServerConfig::check_bind`], then [`Proxy::serve`] a `TcpListener` (from
+//! [`bind`], whose listen backlog holds the connections past `max_connections`). Tests
 //! drive [`Proxy::service`] in-process.
 //!
 //! Invariants:
@@ -32,6 +33,7 @@ mod error;
 mod layers;
 mod proxy;
 mod quote;
+mod request_body;
 mod routes;
 mod serve;
 mod sse;
@@ -46,3 +48,4 @@ pub use credential::{
 };
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
+pub use serve::bind;
