@@ -61,6 +61,19 @@ impl Server {
         Self::spawn(command).await
     }
 
+    /// Starts `cliproxy serve` in `sandbox` without client keys (port 0, `extra_config`).
+    #[allow(dead_code, reason = "only some test binaries run a keyless server")]
+    pub async fn start_without_keys(sandbox: &Sandbox, extra_config: &str) -> Server {
+        let config = sandbox
+            .home
+            .path()
+            .join(format!("config-{}.toml", unique()));
+        std::fs::write(&config, format!("port = 0\n{extra_config}\n")).expect("write config");
+        let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
+        command.env("CLIPROXY_LOG", "info");
+        Self::spawn(command).await
+    }
+
     /// Writes the config [`Server::start`] uses into `sandbox` and returns its path, for tests
     /// that build the command themselves.
     pub fn write_config(sandbox: &Sandbox, extra_config: &str) -> PathBuf {
@@ -194,6 +207,12 @@ impl Server {
             stream,
         )
         .await
+    }
+
+    /// The process id.
+    #[allow(dead_code, reason = "only some test binaries look at the process")]
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub fn signal(&self, name: &str) {
