@@ -22,15 +22,19 @@
 //! the tokio semaphore is fair, so a large body is not starved by small ones. Waiting for
 //! permits does not count against the read timeout: the client is not the slow one.
 
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Body;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 use crate::api_error::{ApiError, INVALID_REQUEST, human_bytes};
 
@@ -199,12 +203,25 @@ impl BodyReader {
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut body = std::pin::pin!(body);
+        // Made on the first wait only: a body already here (most small ones) needs no timer.
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
         // One frame (the usual case for a small body) is kept as it is, without a copy.
         let mut first: Option<Bytes> = None;
         let mut whole: Option<BytesMut> = None;
         loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(timed_out(self.timeout)),
+            let next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
+                    return Poll::Ready(Ok(frame));
+                }
+                let timer =
+                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(())),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            let frame = match next.await {
+                Err(()) => return Err(timed_out(self.timeout)),
                 Ok(None) => break,
                 Ok(Some(Err(error))) if error.is::<LengthLimitError>() => {
                     return Err(ApiError::body_too_large(self.max_bytes));
@@ -265,8 +282,7 @@ fn human_duration(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Context;
 
     use http_body_util::Full;
     use hyper::body::Frame;

@@ -34,7 +34,7 @@ use http::header::{
     ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
     ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, HOST, ORIGIN, VARY,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
@@ -49,6 +49,11 @@ const SIMPLE_CONTENT_TYPES: [&str; 3] = [
     "application/x-www-form-urlencoded",
     "multipart/form-data",
 ];
+/// Chrome's Private Network Access preflight request header and its answer.
+const REQUEST_PRIVATE_NETWORK: HeaderName =
+    HeaderName::from_static("access-control-request-private-network");
+const ALLOW_PRIVATE_NETWORK: HeaderName =
+    HeaderName::from_static("access-control-allow-private-network");
 /// How long a browser may cache a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 
@@ -99,10 +104,7 @@ impl BrowserPolicy {
             && request.method() == Method::OPTIONS
             && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
         {
-            return Verdict::Refuse(preflight(
-                origin,
-                headers.get(ACCESS_CONTROL_REQUEST_HEADERS),
-            ));
+            return Verdict::Refuse(preflight(origin, headers));
         }
         if self.keyless {
             let host = headers
@@ -232,9 +234,10 @@ fn simple_body(content_type: &str) -> ApiError {
     )
 }
 
-/// The 204 answer to an allowed origin's preflight: the methods the proxy serves, and the
-/// headers the page asked to send.
-fn preflight(origin: &HeaderValue, asked_headers: Option<&HeaderValue>) -> Response<ProxyBody> {
+/// The 204 answer to an allowed origin's preflight: the methods the proxy serves, the headers
+/// the page asked to send, and, when a page on a public address asks to reach this private
+/// one (Chrome's Private Network Access), the permission for that.
+fn preflight(origin: &HeaderValue, asked: &http::HeaderMap) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(bytes::Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -243,8 +246,14 @@ fn preflight(origin: &HeaderValue, asked_headers: Option<&HeaderValue>) -> Respo
         ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, HEAD"),
     );
-    if let Some(asked) = asked_headers {
-        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    if let Some(asked_headers) = asked.get(ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked_headers.clone());
+    }
+    if asked
+        .get(REQUEST_PRIVATE_NETWORK)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"true"))
+    {
+        headers.insert(ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true"));
     }
     headers.insert(
         ACCESS_CONTROL_MAX_AGE,
@@ -482,6 +491,7 @@ mod tests {
                 "access-control-request-headers",
                 "authorization, content-type",
             ),
+            ("access-control-request-private-network", "true"),
         ];
         let Verdict::Refuse(response) =
             policy.judge(&request("OPTIONS", "/v1/chat/completions", &asked))
@@ -498,6 +508,7 @@ mod tests {
             headers[ACCESS_CONTROL_ALLOW_HEADERS],
             "authorization, content-type"
         );
+        assert_eq!(headers[ALLOW_PRIVATE_NETWORK], "true");
         assert!(
             headers[ACCESS_CONTROL_ALLOW_METHODS]
                 .to_str()
