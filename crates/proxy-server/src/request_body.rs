@@ -29,7 +29,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH};
+use http::header::CONNECTION;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Body;
@@ -156,20 +156,24 @@ impl BodyReader {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.trim().parse::<usize>().ok());
-        if declared == Some(0) {
+        let body = request.into_body();
+        if body.is_end_stream() {
             return Ok(ReadBody {
                 bytes: Bytes::new(),
                 charge: Charge(None),
             });
         }
-        let expected = declared.unwrap_or(self.max_bytes).min(self.max_bytes);
-        let receiving = self.receiving.take(permits_for(expected)).await;
-        let bytes = self.receive(request.into_body(), expected).await?;
+        // Its `Content-Length` (hyper's exact size hint), else as much as may come.
+        let declared = body
+            .size_hint()
+            .exact()
+            .and_then(|exact| usize::try_from(exact).ok())
+            .map(|exact| exact.min(self.max_bytes));
+        let receiving = self
+            .receiving
+            .take(permits_for(declared.unwrap_or(self.max_bytes)))
+            .await;
+        let bytes = self.receive(body, declared.unwrap_or(0)).await?;
         let cost = processing_cost(&bytes);
         let permits = permits_for(cost);
         if permits > self.processing.size {
@@ -195,7 +199,7 @@ impl BodyReader {
         })
     }
 
-    /// The body's bytes, read within the timeout.
+    /// The body's bytes, read within the timeout; `expected` is its declared size, if any.
     async fn receive<B>(&self, body: Limited<B>, expected: usize) -> Result<Bytes, ApiError>
     where
         B: Body<Data = Bytes>,
@@ -291,12 +295,11 @@ mod tests {
 
     const MIB: usize = 1024 * 1024;
 
-    fn request<B>(body: B, declared: Option<usize>, max: usize) -> Request<Limited<B>> {
-        let mut builder = Request::post("/v1/chat/completions");
-        if let Some(length) = declared {
-            builder = builder.header(CONTENT_LENGTH, length);
-        }
-        builder.body(Limited::new(body, max)).expect("a request")
+    /// A request with `body`, limited to `max` bytes as `BodyLimit` does.
+    fn request<B>(body: B, max: usize) -> Request<Limited<B>> {
+        Request::post("/v1/chat/completions")
+            .body(Limited::new(body, max))
+            .expect("a request")
     }
 
     /// A body that sends `sent` and then nothing, ever: a client that trickles and stops.
@@ -341,7 +344,7 @@ mod tests {
         let reader = BodyReader::new(MIB, Duration::from_secs(5), 8 * MIB);
         let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
         let read = reader
-            .read(request(Full::new(body.clone()), Some(body.len()), MIB))
+            .read(request(Full::new(body.clone()), MIB))
             .await
             .expect("read");
         assert_eq!(read.bytes, body);
@@ -378,7 +381,7 @@ mod tests {
     async fn bodies_in_many_frames_are_joined() {
         let reader = BodyReader::new(MIB, Duration::from_secs(5), 8 * MIB);
         let frames = Frames(["{\"a\":", "\"b\"", "}"].map(Bytes::from).into());
-        let read = reader.read(request(frames, None, MIB)).await.expect("read");
+        let read = reader.read(request(frames, MIB)).await.expect("read");
         assert_eq!(read.bytes, "{\"a\":\"b\"}");
     }
 
@@ -389,7 +392,7 @@ mod tests {
             sent: Some(Bytes::from_static(b"{\"model\":")),
         };
         let error = reader
-            .read(request(stalled, Some(1000), MIB))
+            .read(request(stalled, MIB))
             .await
             .expect_err("it never ends");
         assert_eq!(error.status, StatusCode::REQUEST_TIMEOUT);
@@ -411,11 +414,7 @@ mod tests {
         let reader = BodyReader::new(MIB, Duration::from_secs(5), 4 * MIB);
         let numbers = Bytes::from(format!("[{}0]", "0,".repeat(100_000)));
         let error = reader
-            .read(request(
-                Full::new(numbers.clone()),
-                Some(numbers.len()),
-                MIB,
-            ))
+            .read(request(Full::new(numbers), MIB))
             .await
             .expect_err("too costly");
         assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -435,7 +434,7 @@ mod tests {
     async fn a_body_over_the_limit_is_413() {
         let reader = BodyReader::new(16, Duration::from_secs(5), 4 * MIB);
         let error = reader
-            .read(request(Full::new(Bytes::from(vec![b' '; 64])), None, 16))
+            .read(request(Full::new(Bytes::from(vec![b' '; 64])), 16))
             .await
             .expect_err("too large");
         assert_eq!(error.code, "request_too_large");
@@ -447,14 +446,14 @@ mod tests {
         let body = Bytes::from(vec![b' '; 512 * 1024]);
         let reader = Arc::new(BodyReader::new(MIB, Duration::from_secs(1), 4 * MIB));
         let first = reader
-            .read(request(Full::new(body.clone()), Some(body.len()), MIB))
+            .read(request(Full::new(body.clone()), MIB))
             .await
             .expect("the first fits");
         let second = tokio::spawn({
             let (reader, body) = (Arc::clone(&reader), body.clone());
             async move {
                 reader
-                    .read(request(Full::new(body.clone()), Some(body.len()), MIB))
+                    .read(request(Full::new(body.clone()), MIB))
                     .await
                     .map(|read| read.bytes.len())
             }
