@@ -44,6 +44,11 @@ pub struct ConfigFile {
     pub routing_strategy: Option<String>,
     pub max_output_tokens: Option<u32>,
     pub strict_permissions: Option<bool>,
+    // What web pages may reach, and the bounds on what clients may hold.
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub body_read_timeout: Option<DurationSetting>,
+    pub body_memory_budget: Option<u64>,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -153,6 +158,10 @@ pub struct ServeSettings {
     pub routing_strategy: credential_pool::Strategy,
     /// `None`: requests keep whatever output token limit they ask for.
     pub max_output_tokens: Option<u32>,
+    pub allowed_origins: Vec<String>,
+    pub max_connections: usize,
+    pub body_read_timeout: Duration,
+    pub body_memory_budget: u64,
     pub qwen_requests_per_minute: Option<NonZeroU32>,
     pub qwen_models: Vec<String>,
     pub qwen_client_version: String,
@@ -177,6 +186,10 @@ impl fmt::Debug for ConfigFile {
             .field("routing_strategy", &self.routing_strategy)
             .field("max_output_tokens", &self.max_output_tokens)
             .field("strict_permissions", &self.strict_permissions)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("body_memory_budget", &self.body_memory_budget)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
             .field("models", &self.models)
@@ -223,6 +236,10 @@ impl fmt::Debug for ServeSettings {
             .field("request_retry", &self.request_retry)
             .field("routing_strategy", &self.routing_strategy)
             .field("max_output_tokens", &self.max_output_tokens)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("body_memory_budget", &self.body_memory_budget)
             .field("qwen_requests_per_minute", &self.qwen_requests_per_minute)
             .field("qwen_models", &self.qwen_models)
             .field("qwen_client_version", &self.qwen_client_version)
@@ -387,10 +404,10 @@ impl Settings {
             },
             max_body_bytes: env_parsed(
                 "CLIPROXY_MAX_BODY_BYTES",
-                "a whole number of bytes such as 67108864",
+                "a whole number of bytes such as 33554432",
             )?
             .or(file.max_body_bytes)
-            .unwrap_or(64 * 1024 * 1024),
+            .unwrap_or(32 * 1024 * 1024),
             header_read_timeout: duration(
                 "CLIPROXY_HEADER_READ_TIMEOUT",
                 file.header_read_timeout,
@@ -420,6 +437,22 @@ impl Settings {
                 .unwrap_or(65_536),
             )
             .filter(|cap| *cap > 0),
+            allowed_origins: env_list("CLIPROXY_ALLOWED_ORIGINS")
+                .or(file.allowed_origins)
+                .unwrap_or_default(),
+            max_connections: env_parsed(
+                "CLIPROXY_MAX_CONNECTIONS",
+                "a whole number of connections such as 1024",
+            )?
+            .or(file.max_connections)
+            .unwrap_or(1024),
+            body_read_timeout: duration("CLIPROXY_BODY_READ_TIMEOUT", file.body_read_timeout, 60)?,
+            body_memory_budget: env_parsed(
+                "CLIPROXY_BODY_MEMORY_BUDGET",
+                "a whole number of bytes such as 536870912",
+            )?
+            .or(file.body_memory_budget)
+            .unwrap_or(512 * 1024 * 1024),
             qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
             qwen_models: env_list("CLIPROXY_QWEN_MODELS")
                 .or(file.qwen.models)
@@ -629,7 +662,11 @@ mod tests {
         let serve = settings.serve;
         assert_eq!(serve.host.to_string(), "127.0.0.1");
         assert_eq!(serve.port, 8317);
-        assert_eq!(serve.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(serve.max_body_bytes, 32 * 1024 * 1024);
+        assert!(serve.allowed_origins.is_empty());
+        assert_eq!(serve.max_connections, 1024);
+        assert_eq!(serve.body_read_timeout, Duration::from_secs(60));
+        assert_eq!(serve.body_memory_budget, 512 * 1024 * 1024);
         assert_eq!(serve.header_read_timeout, Duration::from_secs(30));
         assert_eq!(serve.upstream_idle_timeout, Duration::from_secs(300));
         assert_eq!(serve.shutdown_grace, Duration::from_secs(30));
@@ -649,6 +686,10 @@ mod tests {
             header-read-timeout = "5s"
             refresh-lead = 600
             routing-strategy = "fill-first"
+            allowed-origins = ["http://localhost:3000"]
+            max-connections = 64
+            body-read-timeout = "10s"
+            body-memory-budget = 1048576
             [qwen]
             requests-per-minute = 0
             models = ["coder-model"]
@@ -668,6 +709,10 @@ mod tests {
         assert_eq!(serve.header_read_timeout, Duration::from_secs(5));
         assert_eq!(serve.refresh_lead, Duration::from_secs(600));
         assert_eq!(serve.routing_strategy, credential_pool::Strategy::FillFirst);
+        assert_eq!(serve.allowed_origins, ["http://localhost:3000"]);
+        assert_eq!(serve.max_connections, 64);
+        assert_eq!(serve.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(serve.body_memory_budget, 1_048_576);
         assert_eq!(serve.qwen_requests_per_minute, None, "0 means no cap");
         assert_eq!(serve.openai_compat[0].api_keys.len(), 2);
     }

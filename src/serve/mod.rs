@@ -32,6 +32,10 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         api_keys: serve.api_keys.clone(),
         max_body_bytes: usize::try_from(serve.max_body_bytes).unwrap_or(usize::MAX),
         header_read_timeout: serve.header_read_timeout,
+        body_read_timeout: serve.body_read_timeout,
+        body_memory_budget: usize::try_from(serve.body_memory_budget).unwrap_or(usize::MAX),
+        max_connections: serve.max_connections,
+        allowed_origins: serve.allowed_origins.clone(),
         upstream_idle_timeout: serve.upstream_idle_timeout,
         shutdown_grace: serve.shutdown_grace,
         request_retry: serve.request_retry,
@@ -72,7 +76,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     }
 
     let proxy = Proxy::new(config, Arc::clone(&pool))?;
-    let listener = tokio::net::TcpListener::bind(address)
+    let listener = proxy_server::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
     let signalled = Arc::new(OnceLock::new());

@@ -5,6 +5,7 @@
 mod accounts;
 mod agents;
 mod durability;
+mod guard;
 mod login;
 mod sdk;
 mod serve;

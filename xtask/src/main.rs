@@ -34,7 +34,8 @@ Tasks:
   bench   Benchmark cliproxy on 127.0.0.1 against an in-process upstream stub
           and a do-nothing pass-through proxy measured in the same run:
           throughput, latency, time to first byte, memory with 256 open
-          streams, start-up with 1,000 accounts; prints PASS/FAIL per budget
+          streams, start-up with 1,000 accounts, peak memory with many large
+          request bodies at once; prints PASS/FAIL per budget
           line. Options: --duration SECS, --concurrency N, --quick, --check
           (exit non-zero on FAIL), --no-build. See docs/benchmarks.md.
   soak    Run the release cliproxy for minutes against the fake Qwen (a

@@ -174,14 +174,19 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     secs.max(1)
 }
 
-/// A size for people: whole MiB or KiB when exact, else bytes.
-fn human_bytes(bytes: usize) -> String {
+/// A size for people: whole MiB or KiB when exact, else MiB with one decimal from 1 MiB up,
+/// else bytes.
+pub(crate) fn human_bytes(bytes: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
     if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
+    } else if bytes >= MIB {
+        #[allow(clippy::cast_precision_loss, reason = "one decimal is shown")]
+        let mib = bytes as f64 / MIB as f64;
+        format!("{mib:.1} MiB")
     } else {
         format!("{bytes} bytes")
     }
@@ -234,5 +239,6 @@ mod tests {
         assert_eq!(human_bytes(64 * 1024 * 1024), "64 MiB");
         assert_eq!(human_bytes(2048), "2 KiB");
         assert_eq!(human_bytes(1000), "1000 bytes");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 100), "3.0 MiB");
     }
 }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 /// One credential in the pool's rotation.
 #[derive(Clone)]
 pub struct Credential {
-    /// Shown in logs and errors: the account email, or `<name>#<n>` for an API key. Never a secret.
+    /// Shown in logs (never to clients): the account email, or `<name>#<n>` for an API key.
+    /// Never a secret.
     pub label: Arc<str>,
     pub flavor: Flavor,
     pub access: Arc<dyn AccessSource>,

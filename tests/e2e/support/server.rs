@@ -61,6 +61,18 @@ impl Server {
         Self::spawn(command).await
     }
 
+    /// Starts `cliproxy serve` in `sandbox` without client keys (port 0, `extra_config`).
+    pub async fn start_without_keys(sandbox: &Sandbox, extra_config: &str) -> Server {
+        let config = sandbox
+            .home
+            .path()
+            .join(format!("config-{}.toml", unique()));
+        std::fs::write(&config, format!("port = 0\n{extra_config}\n")).expect("write config");
+        let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
+        command.env("CLIPROXY_LOG", "info");
+        Self::spawn(command).await
+    }
+
     /// Writes the config [`Server::start`] uses into `sandbox` and returns its path, for tests
     /// that build the command themselves.
     pub fn write_config(sandbox: &Sandbox, extra_config: &str) -> PathBuf {

@@ -101,6 +101,24 @@ impl Layout {
         .with_context(|| format!("cannot write {}", self.config.display()))
     }
 
+    /// [`Layout::write_config`] with `extra` settings (top-level TOML lines) added.
+    pub(crate) fn write_config_with(
+        &self,
+        port: u16,
+        stub: SocketAddr,
+        upstream: Upstream,
+        extra: &str,
+    ) -> Result<()> {
+        fs::write(
+            &self.config,
+            format!(
+                "{extra}{}",
+                config_text(port, stub, &self.auth_dir, upstream)
+            ),
+        )
+        .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
     /// Writes `count` valid Qwen token files whose access tokens expire in a
     /// day and whose API host is the stub.
     pub(crate) fn write_qwen_accounts(&self, count: usize, stub: SocketAddr) -> Result<()> {

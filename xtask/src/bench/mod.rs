@@ -8,13 +8,15 @@
 //! with the in-process load generator ([`load`]): non-streaming and streaming
 //! chat completions, at one connection (latency) and at many (throughput).
 //! It then holds [`report::OPEN_STREAMS`] streams open through cliproxy to
-//! read its memory, times its start-up with 0 and 1,000 account files, and
-//! prints the tables and the budget ([`report`]).
+//! read its memory, times its start-up with 0 and 1,000 account files, sends
+//! many large bodies at once to fresh instances for their peak memory
+//! ([`bodies`]), and prints the tables and the budget ([`report`]).
 //!
 //! Every phase is bounded in time, every address is 127.0.0.1, and every
 //! child process is killed when the run ends, fails or panics.
 
 mod baseline;
+mod bodies;
 pub(crate) mod cliproxy;
 pub(crate) mod load;
 pub(crate) mod net;
@@ -334,6 +336,25 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
         results
             .startup
             .push(startup(binary, work.path(), stub.addr(), accounts).await);
+    }
+    for shape in [bodies::Shape::Chat, bodies::Shape::Messages] {
+        for budget in [None, bodies::unbounded()] {
+            eprintln!(
+                "  {} × {} MiB {shape:?} bodies at once -> a fresh cliproxy{} ...",
+                bodies::BODY_CLIENTS,
+                bodies::BODY_BYTES >> 20,
+                if budget.is_some() {
+                    " without the body memory bound"
+                } else {
+                    ""
+                }
+            );
+            results.large_bodies.push(
+                bodies::measure(binary, work.path(), stub.addr(), shape, budget)
+                    .await
+                    .unwrap_or_else(|error| bodies::LargeBodies::failed(shape, budget, &error)),
+            );
+        }
     }
     results.unexpected = stub.unexpected();
     eprintln!("the stub answered {} chat requests", stub.chat_requests());

@@ -9,7 +9,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::load::Outcome;
+use super::{bodies::LargeBodies, load::Outcome};
 
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
 /// baseline pass-through's requests per second.
@@ -20,6 +20,10 @@ pub(crate) const MAX_ADDED_P50: Duration = Duration::from_micros(100);
 pub(crate) const MAX_RSS_KB: u64 = 30 * 1024;
 /// Streams held open at once for the memory budget.
 pub(crate) const OPEN_STREAMS: usize = 256;
+/// Most cliproxy's resident memory may grow, over its idle RSS, while many large bodies
+/// arrive at once with the default `body-memory-budget` (512 MiB): the budget, and room for
+/// each connection's buffers and the allocator's slack.
+pub(crate) const MAX_BODIES_GROWTH_KB: u64 = (512 + 64) * 1024;
 
 /// Distribution of a set of durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,8 @@ pub(crate) struct Results {
     /// cliproxy's VmHWM after every load phase.
     pub(crate) peak_rss_kb: Option<u64>,
     pub(crate) startup: Vec<Startup>,
+    /// Many large bodies at once, each against a fresh cliproxy.
+    pub(crate) large_bodies: Vec<LargeBodies>,
     /// Requests the stub did not expect, and the first of them.
     pub(crate) unexpected: (u64, Vec<String>),
 }
@@ -230,6 +236,10 @@ impl Results {
             None => missing(format!("cliproxy RSS with {OPEN_STREAMS} streams open")),
         });
 
+        for run in &self.large_bodies {
+            checks.push(bodies_check(run));
+        }
+
         let errors: u64 = self
             .rows
             .iter()
@@ -345,8 +355,30 @@ impl Results {
                 startup.accounts
             );
         }
+        for run in &self.large_bodies {
+            let _ = writeln!(
+                out,
+                "| {} | {} (idle {}; {} of {} served in {}) |",
+                run.label(),
+                kb(run.peak_kb),
+                kb(run.rss_idle_kb),
+                run.served,
+                run.clients,
+                fmt_duration(run.elapsed)
+            );
+        }
         if !held.errors.is_empty() {
             let _ = writeln!(out, "\nStream errors:\n- {}", held.errors.join("\n- "));
+        }
+        for run in &self.large_bodies {
+            if !run.errors.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nErrors with large bodies ({}):\n- {}",
+                    run.label(),
+                    run.errors.join("\n- ")
+                );
+            }
         }
         let (unexpected, seen) = &self.unexpected;
         if *unexpected > 0 {
@@ -372,6 +404,33 @@ impl Results {
     /// True when no budget line failed.
     pub(crate) fn passed(&self) -> bool {
         self.checks().iter().all(|c| c.pass != Some(false))
+    }
+}
+
+/// The budget line of one large-bodies run: with the default budget, every request served
+/// and the growth over idle within [`MAX_BODIES_GROWTH_KB`]; without it, information.
+fn bodies_check(run: &LargeBodies) -> Check {
+    let (Some(peak), Some(idle)) = (run.peak_kb, run.rss_idle_kb) else {
+        return missing(run.label());
+    };
+    let growth = peak.saturating_sub(idle);
+    let text = format!(
+        "{}: {} over idle ({} of {} served){}",
+        run.label(),
+        fmt_kb(growth),
+        run.served,
+        run.clients,
+        if run.bounded() {
+            format!(" (need < {} and all served)", fmt_kb(MAX_BODIES_GROWTH_KB))
+        } else {
+            String::new()
+        }
+    );
+    Check {
+        pass: run
+            .bounded()
+            .then_some(growth < MAX_BODIES_GROWTH_KB && run.served == run.clients),
+        text,
     }
 }
 

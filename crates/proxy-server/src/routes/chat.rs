@@ -11,8 +11,8 @@ use tracing::Span;
 use super::State;
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
 use crate::layers::request_id::LoggedId;
+use crate::request_body::{Charge, ReadBody};
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
 pub(super) async fn completions<B>(
@@ -23,11 +23,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let chat = match parse(state, request).await {
-        Ok(chat) => chat,
+    let (chat, charge) = match parse(state, request).await {
+        Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    match state.upstream.chat(chat).await {
+    let answer = state.upstream.chat(chat).await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer {
         Ok(answer) => {
             if let Answer::Complete { status, body, .. } = &answer
                 && status.is_success()
@@ -40,14 +43,17 @@ where
     }
 }
 
-async fn parse<B>(state: &State, request: Request<Limited<B>>) -> Result<ChatRequest, ApiError>
+async fn parse<B>(
+    state: &State,
+    request: Request<Limited<B>>,
+) -> Result<(ChatRequest, Charge), ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = LoggedId::of(&request);
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let chat = ChatRequest::from_client(raw, id).map_err(|malformed| match malformed {
+    let ReadBody { bytes, charge } = state.bodies.read(request).await?;
+    let chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
         Malformed::NotAnObject => ApiError::bad_request(
             "invalid_json",
             "the request body must be a JSON object with `model` and `messages`",
@@ -65,5 +71,5 @@ where
         ),
     })?;
     Span::current().record("model", chat.model.as_str());
-    Ok(chat)
+    Ok((chat, charge))
 }

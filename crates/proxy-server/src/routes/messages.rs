@@ -19,8 +19,8 @@ use tracing::Span;
 use super::State;
 use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
 use crate::layers::request_id::LoggedId;
+use crate::request_body::{Charge, ReadBody};
 use crate::translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
 use crate::translate::stream::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
@@ -57,7 +57,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = LoggedId::of(&request);
-    let request = read(state, request, Endpoint::Create).await?;
+    let (request, charge) = read(state, request, Endpoint::Create).await?;
     let aliases = state.upstream.aliases();
     let upstream_model = aliases
         .resolve(request.model())
@@ -80,8 +80,10 @@ where
             chat.json,
             id,
         ))
-        .await?;
-    match answer {
+        .await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);
             let message = anthropic::message(&body, &model, &stops).map_err(|error| {
@@ -121,7 +123,7 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let request = read(state, request, Endpoint::CountTokens).await?;
+    let (request, _charge) = read(state, request, Endpoint::CountTokens).await?;
     let model = request.model().to_owned();
     let chat = request.into_chat(&model).map_err(bad_request)?;
     let tokens = anthropic::estimate_tokens(&chat.json);
@@ -131,20 +133,21 @@ where
     ))
 }
 
-/// Reads and checks the request; records its model on the request's span.
+/// Reads and checks the request; records its model on the request's span. The charge is the
+/// body's share of the memory budget: keep it while the request is processed.
 async fn read<B>(
     state: &State,
     request: Request<Limited<B>>,
     endpoint: Endpoint,
-) -> Result<MessagesRequest, ApiError>
+) -> Result<(MessagesRequest, Charge), ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let request = MessagesRequest::parse(&raw, endpoint).map_err(bad_request)?;
+    let ReadBody { bytes, charge } = state.bodies.read(request).await?;
+    let request = MessagesRequest::parse(&bytes, endpoint).map_err(bad_request)?;
     Span::current().record("model", request.model());
-    Ok(request)
+    Ok((request, charge))
 }
 
 fn bad_request(error: RequestError) -> ApiError {

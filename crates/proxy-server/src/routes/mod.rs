@@ -38,6 +38,7 @@ use tower::Service;
 use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
 use crate::credential::BoxFuture;
+use crate::request_body::BodyReader;
 use crate::upstream::Upstream;
 
 /// What the handlers share.
@@ -48,8 +49,8 @@ pub(crate) struct State {
     pub(crate) models: Vec<String>,
     /// `created` of listed models: when the proxy was built, in Unix seconds.
     pub(crate) created: u64,
-    /// The body limit, for the 413 of a chunked body found too large while reading.
-    pub(crate) max_body_bytes: usize,
+    /// How request bodies are read: size, time and memory bounds.
+    pub(crate) bodies: BodyReader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use tracing::Span;
 use super::State;
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
 use crate::layers::request_id::LoggedId;
+use crate::request_body::ReadBody;
 use crate::translate::responses::{self, ResponsesStream, Shell, Translated};
 use crate::translate::stream::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
@@ -41,8 +41,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let id = LoggedId::of(&request);
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&raw).map_err(|error| {
+    let ReadBody { bytes, charge } = state.bodies.read(request).await?;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(
             "invalid_json",
             format!(
@@ -70,7 +70,11 @@ where
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
     let chat = ChatRequest::from_json(model, stream, chat, id);
-    match state.upstream.chat(chat).await? {
+    drop((bytes, body));
+    let answer = state.upstream.chat(chat).await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);
             let completion: Value =

@@ -24,6 +24,7 @@ use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retr
 use crate::body::ProxyBody;
 use crate::credential::{Access, Credential, Flavor, RefreshFailure};
 use crate::layers::request_id::LoggedId;
+use crate::quote::client_text;
 
 /// Largest non-streaming answer held in memory.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -139,7 +140,7 @@ impl Upstream {
         let id = std::mem::take(&mut request.id);
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last: Option<(Arc<str>, Failure)> = None;
+        let mut last: Option<Failure> = None;
         let mut attempts = 0;
         while attempts < self.attempts {
             let lease = match self.pool.select(&model, &tried, Instant::now()) {
@@ -148,10 +149,8 @@ impl Upstream {
                     return Err(match last {
                         // The credential just refused leaves rotation: its refusal, not the
                         // pool's state after it, is what the client needs to hear.
-                        Some((label, failure @ Failure::Unauthorized { .. })) => {
-                            failure_error(&label, failure)
-                        }
-                        last => unavailable_error(&unavailable, last, &self.aliases),
+                        Some(failure @ Failure::Unauthorized { .. }) => failure_error(failure, &id),
+                        last => unavailable_error(&unavailable, last, &self.aliases, &id),
                     });
                 }
             };
@@ -238,18 +237,18 @@ impl Upstream {
             self.pool
                 .report(&lease.key, &model, outcome, Instant::now());
             tried.push(Arc::clone(&lease.key));
-            last = Some((Arc::clone(&credential.label), failure));
+            last = Some(failure);
         }
         Err(match last {
             // Every attempt was spent on limits: say when a credential is free again, as when
             // all of them cool down before any attempt.
-            Some((label, failure @ (Failure::Quota { .. } | Failure::RateCapped))) => {
+            Some(failure @ (Failure::Quota { .. } | Failure::RateCapped)) => {
                 match self.pool.availability(&model, Instant::now()) {
-                    Ok(()) => attempts_spent_error(&label, failure, self.attempts),
-                    Err(unavailable) => unavailable_error(&unavailable, None, &self.aliases),
+                    Ok(()) => attempts_spent_error(&failure, self.attempts),
+                    Err(unavailable) => unavailable_error(&unavailable, None, &self.aliases, &id),
                 }
             }
-            Some((label, failure)) => failure_error(&label, failure),
+            Some(failure) => failure_error(failure, &id),
             None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVER_ERROR,
@@ -478,8 +477,8 @@ fn clamp_output_tokens(json: &mut Value, cap: u32) {
 
 /// The client's error when `request-retry` attempts all hit limits and another credential
 /// could take the request right away: retry now.
-fn attempts_spent_error(label: &str, failure: Failure, attempts: usize) -> ApiError {
-    let status = match &failure {
+fn attempts_spent_error(failure: &Failure, attempts: usize) -> ApiError {
+    let status = match failure {
         Failure::Quota { status, .. } => status.to_string(),
         _ => "requests-per-minute cap".to_owned(),
     };
@@ -488,9 +487,9 @@ fn attempts_spent_error(label: &str, failure: Failure, attempts: usize) -> ApiEr
         RATE_LIMIT,
         "rate_limit_exceeded",
         format!(
-            "{label} and the credentials tried before it hit quota or rate limits ({status}), \
-             which used up this request's {attempts} attempts (`request-retry`); other \
-             credentials are free now: retry, or raise `request-retry`"
+            "the credentials tried hit quota or rate limits ({status}), which used up this \
+             request's {attempts} attempts (`request-retry`); other credentials are free now: \
+             retry, or raise `request-retry`"
         ),
     )
     .with_retry_after(Some(std::time::Duration::from_secs(1)))
@@ -498,8 +497,9 @@ fn attempts_spent_error(label: &str, failure: Failure, attempts: usize) -> ApiEr
 
 fn unavailable_error(
     unavailable: &Unavailable,
-    last: Option<(Arc<str>, Failure)>,
+    last: Option<Failure>,
     aliases: &super::Aliases,
+    id: &LoggedId,
 ) -> ApiError {
     match unavailable {
         Unavailable::UnknownModel { known, .. } => {
@@ -538,7 +538,7 @@ fn unavailable_error(
             unavailable.to_string(),
         ),
         Unavailable::Exhausted { .. } => match last {
-            Some((label, failure)) => failure_error(&label, failure),
+            Some(failure) => failure_error(failure, id),
             None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVER_ERROR,
@@ -549,10 +549,26 @@ fn unavailable_error(
     }
 }
 
-/// The client's error when the last attempt, with credential `label`, failed.
-fn failure_error(label: &str, failure: Failure) -> ApiError {
+/// Where a client finds which credential failed: the log, by its request's id. Messages to
+/// clients never name a credential (an account's label is its email) or say more about the
+/// token store than what to run; the `upstream attempt failed` warnings carry that.
+struct InLog<'a>(&'a LoggedId);
+
+impl std::fmt::Display for InLog<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the proxy's log names the credential under request id {}",
+            self.0
+        )
+    }
+}
+
+/// The client's error when the last attempt failed; `id` is the request's.
+fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
     let bad_gateway =
         |code, message: String| ApiError::new(StatusCode::BAD_GATEWAY, SERVER_ERROR, code, message);
+    let in_log = InLog(id);
     match failure {
         Failure::Quota {
             status,
@@ -568,8 +584,9 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
                 RATE_LIMIT,
                 "rate_limit_exceeded",
                 format!(
-                    "{label} hit a quota or rate limit ({status}{}) and no other credential \
-                     could take the request; retry {when}, or {ADD_CREDENTIALS}",
+                    "the credential tried last hit a quota or rate limit ({status}{}) and no \
+                     other credential could take the request; retry {when}, or \
+                     {ADD_CREDENTIALS} ({in_log})",
                     quoted(message.as_deref())
                 ),
             )
@@ -578,10 +595,14 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
         Failure::Unauthorized { message, refresh } => bad_gateway(
             "upstream_auth_failed",
             format!(
-                "the upstream refused the token of {label} (401{}){}; run `cliproxy login qwen` \
-                 for that account, or check the API key",
+                "the upstream refused the token of the credential tried last (401{}){}; run \
+                 `cliproxy login qwen` for that account, or check the API key ({in_log})",
                 quoted(message.as_deref()),
-                refresh.map_or_else(String::new, |refresh| format!("; {refresh}"))
+                if refresh.is_some() {
+                    ", and refreshing the token failed"
+                } else {
+                    ""
+                }
             ),
         ),
         Failure::Relogin => ApiError::new(
@@ -589,39 +610,41 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
             SERVER_ERROR,
             "relogin_required",
             format!(
-                "{label} needs a new login and no other credential could take the request; run \
-                 `cliproxy login qwen`"
+                "the account tried last needs a new login and no other credential could take \
+                 the request; run `cliproxy login qwen` for it (`cliproxy accounts list` shows \
+                 which; {in_log})"
             ),
         ),
         Failure::Server { status, message } => bad_gateway(
             "upstream_error",
             format!(
-                "the upstream answered {status}{} for {label}, and no other credential could \
-                 take the request; retry shortly",
+                "the upstream answered {status}{}, and no other credential could take the \
+                 request; retry shortly ({in_log})",
                 quoted(message.as_deref())
             ),
         ),
         Failure::Html { status } => bad_gateway(
             "upstream_html",
             format!(
-                "the upstream answered {status} with an HTML page instead of JSON for {label} \
-                 (usually a firewall or captcha page after many requests); retry later, or \
-                 spread the load: {ADD_CREDENTIALS}"
+                "the upstream answered {status} with an HTML page instead of JSON (usually a \
+                 firewall or captcha page after many requests); retry later, or spread the \
+                 load: {ADD_CREDENTIALS} ({in_log})"
             ),
         ),
         Failure::NotJson { status } => bad_gateway(
             "upstream_invalid_answer",
             format!(
-                "the upstream answered {status} for {label} with a body that is not whole JSON \
-                 (cut off, or not an OpenAI-compatible API); retry, or check the credential's \
-                 base URL"
+                "the upstream answered {status} with a body that is not whole JSON (cut off, or \
+                 not an OpenAI-compatible API); retry, or check the credential's base URL \
+                 ({in_log})"
             ),
         ),
         Failure::Unreachable { error } => bad_gateway(
             "upstream_unreachable",
             format!(
-                "could not get an answer from the upstream for {label}: {error}; check the \
-                 network, the upstream proxy setting and the credential's base URL"
+                "could not get an answer from the upstream: {}; check the network, the upstream \
+                 proxy setting and the credential's base URL ({in_log})",
+                client_text(&error)
             ),
         ),
         Failure::Timeout { after } => ApiError::new(
@@ -629,8 +652,8 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
             SERVER_ERROR,
             "upstream_timeout",
             format!(
-                "the upstream sent nothing for {} s for {label}; retry, or raise the upstream \
-                 idle timeout in the config",
+                "the upstream sent nothing for {} s; retry, or raise the upstream idle timeout \
+                 in the config ({in_log})",
                 after.as_secs()
             ),
         ),
@@ -639,30 +662,32 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
             RATE_LIMIT,
             "rate_limit_exceeded",
             format!(
-                "the upstream refused the token of {label} (401); it was refreshed, but the \
-                 credential is at its requests-per-minute cap and no other credential could \
-                 take the request; retry shortly, or {ADD_CREDENTIALS}"
+                "the upstream refused the token of the credential tried last (401); it was \
+                 refreshed, but the credential is at its requests-per-minute cap and no other \
+                 credential could take the request; retry shortly, or {ADD_CREDENTIALS} \
+                 ({in_log})"
             ),
         ),
         Failure::BadToken => bad_gateway(
             "invalid_credential",
             format!(
-                "the token of {label} has characters that cannot be sent in a header; log in \
-                 again with `cliproxy login qwen` or fix the API key"
+                "the token of the credential tried last has characters that cannot be sent in \
+                 a header; log the account in again with `cliproxy login qwen` or fix the API \
+                 key ({in_log})"
             ),
         ),
-        Failure::BadBaseUrl { base_url } => bad_gateway(
+        Failure::BadBaseUrl { .. } => bad_gateway(
             "invalid_base_url",
             format!(
-                "the base URL `{base_url}` of {label} does not make a valid request URL; fix its \
-                 `base-url` in the config, or log the account in again"
+                "the base URL of the credential tried last does not make a valid request URL; \
+                 fix its `base-url` in the config, or log the account in again ({in_log})"
             ),
         ),
         Failure::Oversized { limit } => bad_gateway(
             "upstream_answer_too_large",
             format!(
-                "the upstream's answer for {label} is larger than {} MiB; ask for a shorter \
-                 answer (`max_tokens`) or stream it (`\"stream\": true`)",
+                "the upstream's answer is larger than {} MiB; ask for a shorter answer \
+                 (`max_tokens`) or stream it (`\"stream\": true`)",
                 limit / (1024 * 1024)
             ),
         ),
@@ -670,7 +695,7 @@ fn failure_error(label: &str, failure: Failure) -> ApiError {
 }
 
 fn quoted(message: Option<&str>) -> String {
-    message.map_or_else(String::new, |message| format!(": {message}"))
+    message.map_or_else(String::new, |message| format!(": {}", client_text(message)))
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-/// Longest upstream error message quoted to the client.
-const MAX_MESSAGE_CHARS: usize = 500;
+use crate::quote::client_text;
 
 /// The Anthropic error `type` for `status`.
 pub(crate) fn error_type(status: StatusCode) -> &'static str {
@@ -68,7 +67,7 @@ fn upstream_message(body: &[u8]) -> Option<String> {
             (!text.is_empty()).then(|| text.to_owned())
         }
     }?;
-    Some(message.chars().take(MAX_MESSAGE_CHARS).collect())
+    Some(client_text(&message))
 }
 
 #[cfg(test)]

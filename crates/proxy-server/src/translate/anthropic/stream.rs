@@ -44,6 +44,7 @@ use serde_json::{Map, Value, json};
 use super::outcome::{Usage, message_id, stop_reason, tool_use_id};
 use super::stops::{Scanned, StopScanner, StopSequences};
 use crate::body::StreamError;
+use crate::quote::client_text;
 use crate::translate::stream::{StreamTranslator, write_event};
 
 /// The fields of a `chat.completion.chunk` the translation reads.
@@ -512,7 +513,10 @@ impl StreamTranslator for MessageStream {
                 .and_then(Value::as_str)
                 .unwrap_or("the upstream reported an error in the middle of the answer");
             self.error(
-                &format!("{message}; the answer is incomplete, retry the request"),
+                &format!(
+                    "{}; the answer is incomplete, retry the request",
+                    client_text(message)
+                ),
                 out,
             );
             return;

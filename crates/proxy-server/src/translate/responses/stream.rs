@@ -34,6 +34,7 @@ use serde_json::{Map, Value, json};
 
 use super::object::{self, Shell, Status};
 use crate::body::StreamError;
+use crate::quote::client_text;
 use crate::translate::stream::{StreamTranslator, write_event};
 
 /// The translator of one streamed answer.
@@ -131,7 +132,10 @@ impl ResponsesStream {
                 .or_else(|| error.as_str())
                 .unwrap_or("no message");
             self.failed(
-                format!("the upstream reported an error mid-answer: {message}"),
+                format!(
+                    "the upstream reported an error mid-answer: {}",
+                    client_text(message)
+                ),
                 out,
             );
             return;
