@@ -20,6 +20,7 @@ mod bodies;
 pub(crate) mod cliproxy;
 pub(crate) mod load;
 pub(crate) mod net;
+mod refresh_window;
 mod report;
 mod stub;
 
@@ -182,29 +183,35 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         std::process::exit(status.code().unwrap_or(1));
     }
     if options.build {
-        println!("building cliproxy (release) ...");
+        println!("building cliproxy and fake-qwen (release) ...");
         run_checked(Command::new(cargo()).current_dir(root).args([
             "build",
             "--release",
             "--locked",
             "-p",
             "cliproxy",
+            "-p",
+            "fake-qwen",
         ]))?;
     }
-    let binary = target_dir(root)
-        .join("release")
-        .join(format!("cliproxy{}", env::consts::EXE_SUFFIX));
-    ensure!(
-        binary.is_file(),
-        "{} does not exist; build it or drop --no-build",
-        binary.display()
-    );
+    let release = target_dir(root).join("release");
+    let binaries = Binaries {
+        cliproxy: release.join(format!("cliproxy{}", env::consts::EXE_SUFFIX)),
+        fake_qwen: release.join(format!("fake-qwen{}", env::consts::EXE_SUFFIX)),
+    };
+    for binary in [&binaries.cliproxy, &binaries.fake_qwen] {
+        ensure!(
+            binary.is_file(),
+            "{} does not exist; build it or drop --no-build",
+            binary.display()
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let results = runtime.block_on(measure(&binary, &options))?;
+    let results = runtime.block_on(measure(&binaries, &options))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
 
     println!("\n## cargo xtask bench\n");
@@ -216,8 +223,15 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The release binaries a run uses.
+struct Binaries {
+    cliproxy: PathBuf,
+    fake_qwen: PathBuf,
+}
+
 /// Runs every phase and collects the results.
-async fn measure(binary: &Path, options: &Options) -> Result<Results> {
+async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
+    let binary = binaries.cliproxy.as_path();
     let work = WorkDir::create("cliproxy-bench")?;
     let stub = Stub::start().await?;
     let baseline = Baseline::start(stub.addr()).await?;
@@ -356,6 +370,13 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
             );
         }
     }
+    eprintln!(
+        "  {} refresh storms of {} accounts -> a fresh cliproxy each ...",
+        refresh_window::STORMS,
+        refresh_window::STORM_ACCOUNTS
+    );
+    results.refresh_window =
+        refresh_window::measure(binary, &binaries.fake_qwen, work.path()).await;
     results.unexpected = stub.unexpected();
     eprintln!("the stub answered {} chat requests", stub.chat_requests());
     Ok(results)

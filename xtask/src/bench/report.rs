@@ -9,7 +9,7 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::{bodies::LargeBodies, load::Outcome};
+use super::{bodies::LargeBodies, load::Outcome, refresh_window::RefreshWindow};
 
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
 /// baseline pass-through's requests per second.
@@ -24,6 +24,9 @@ pub(crate) const OPEN_STREAMS: usize = 256;
 /// arrive at once with the default `body-memory-budget` (512 MiB): the budget, and room for
 /// each connection's buffers and the allocator's slack.
 pub(crate) const MAX_BODIES_GROWTH_KB: u64 = (512 + 64) * 1024;
+/// Longest p99 of the refresh window (Qwen's answer to the renamed, flushed token file)
+/// under a storm of refreshes: what a kill -9 can hit.
+pub(crate) const MAX_REFRESH_WINDOW_P99: Duration = Duration::from_millis(10);
 
 /// Distribution of a set of durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +111,8 @@ pub(crate) struct Results {
     pub(crate) startup: Vec<Startup>,
     /// Many large bodies at once, each against a fresh cliproxy.
     pub(crate) large_bodies: Vec<LargeBodies>,
+    /// The refresh windows of the refresh storms.
+    pub(crate) refresh_window: RefreshWindow,
     /// Requests the stub did not expect, and the first of them.
     pub(crate) unexpected: (u64, Vec<String>),
 }
@@ -239,6 +244,7 @@ impl Results {
         for run in &self.large_bodies {
             checks.push(bodies_check(run));
         }
+        checks.push(refresh_window_check(&self.refresh_window));
 
         let errors: u64 = self
             .rows
@@ -367,6 +373,24 @@ impl Results {
                 fmt_duration(run.elapsed)
             );
         }
+        let window = &self.refresh_window;
+        let _ = writeln!(
+            out,
+            "| refresh window (Qwen's answer to the renamed, flushed file), {} storms of {} accounts | {} |",
+            window.storms,
+            super::refresh_window::STORM_ACCOUNTS,
+            match (&window.error, window_summary(window)) {
+                (Some(error), _) => format!("failed: {error}"),
+                (None, Some(s)) => format!(
+                    "p50 {}, p99 {}, max {} ({} refreshes)",
+                    fmt_duration(s.p50),
+                    fmt_duration(s.p99),
+                    fmt_duration(s.max),
+                    s.count
+                ),
+                (None, None) => "n/a".to_owned(),
+            }
+        );
         if !held.errors.is_empty() {
             let _ = writeln!(out, "\nStream errors:\n- {}", held.errors.join("\n- "));
         }
@@ -404,6 +428,34 @@ impl Results {
     /// True when no budget line failed.
     pub(crate) fn passed(&self) -> bool {
         self.checks().iter().all(|c| c.pass != Some(false))
+    }
+}
+
+/// The refresh windows as durations, summarised.
+fn window_summary(window: &RefreshWindow) -> Option<Summary> {
+    let mut samples: Vec<Duration> = window
+        .samples_us
+        .iter()
+        .map(|&us| Duration::from_micros(us))
+        .collect();
+    Summary::of(&mut samples)
+}
+
+/// The budget line of the refresh storms: every account refreshed, p99 within
+/// [`MAX_REFRESH_WINDOW_P99`].
+fn refresh_window_check(window: &RefreshWindow) -> Check {
+    match (&window.error, window_summary(window)) {
+        (None, Some(summary)) => Check {
+            pass: Some(summary.p99 <= MAX_REFRESH_WINDOW_P99),
+            text: format!(
+                "refresh window p99 {} over {} refreshes in storms of {} accounts (need <= {})",
+                fmt_duration(summary.p99),
+                summary.count,
+                super::refresh_window::STORM_ACCOUNTS,
+                fmt_duration(MAX_REFRESH_WINDOW_P99)
+            ),
+        },
+        _ => missing("the refresh window under refresh storms".to_owned()),
     }
 }
 
@@ -525,6 +577,20 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_or_missing_refresh_window_fails_its_line() {
+        let window = |samples_us: Vec<u64>| RefreshWindow {
+            samples_us,
+            storms: 1,
+            error: None,
+        };
+        assert_eq!(refresh_window_check(&window(vec![800; 99])).pass, Some(true));
+        let mut slow = vec![800; 98];
+        slow.extend([40_000, 50_000]);
+        assert_eq!(refresh_window_check(&window(slow)).pass, Some(false));
+        assert_eq!(refresh_window_check(&window(Vec::new())).pass, Some(false));
+    }
+
+    #[test]
     fn budget_is_relative_to_the_baseline() {
         let mut results = Results {
             concurrency: 4,
@@ -532,6 +598,11 @@ mod tests {
                 opened: OPEN_STREAMS,
                 rss_kb: Some(20 * 1024),
                 ..HeldStreams::default()
+            },
+            refresh_window: RefreshWindow {
+                samples_us: vec![900, 1200, 4000],
+                storms: 1,
+                error: None,
             },
             ..Results::default()
         };

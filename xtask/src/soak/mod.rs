@@ -16,9 +16,9 @@
 //! Every address is 127.0.0.1, every wait is bounded, and both children are
 //! killed when the run ends, fails or panics.
 
-mod accounts;
+pub(crate) mod accounts;
 mod chaos;
-mod fake;
+pub(crate) mod fake;
 mod report;
 mod rng;
 mod traffic;
