@@ -12,12 +12,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 use tracing::Span;
 
 use super::classify::{self, Failure, Verdict};
 use super::request::ChatRequest;
-use super::shape;
 use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
@@ -127,13 +125,12 @@ impl Upstream {
             && target != request.model
         {
             tracing::debug!(requested = %request.model, model = %target, "model alias applied");
-            request.json_mut().map_err(not_json)?["model"] = Value::from(target);
-            request.model = target.to_owned();
+            request.set_model(target).map_err(not_json)?;
         }
         if let Some(cap) = self.max_output_tokens
             && request.output_tokens() > Some(u64::from(cap))
         {
-            clamp_output_tokens(request.json_mut().map_err(not_json)?, cap);
+            request.cap_output_tokens(cap).map_err(not_json)?;
         }
         let model = std::mem::take(&mut request.model);
         let stream = request.stream;
@@ -158,7 +155,7 @@ impl Upstream {
             Span::current().record("account", &*credential.label);
             let body = match credential.flavor {
                 Flavor::OpenAiCompatible => outgoing.as_sent(),
-                Flavor::QwenOAuth => outgoing.for_qwen(shape::for_qwen).map_err(not_json)?,
+                Flavor::QwenOAuth => outgoing.for_qwen().map_err(not_json)?,
             };
 
             let mut access = credential.access.current();
@@ -463,16 +460,6 @@ fn not_json(error: serde_json::Error) -> ApiError {
              surrogates (\\ud800-\\udfff escapes) and the nesting depth, then send it again"
         ),
     )
-}
-
-/// Lowers `max_tokens` / `max_completion_tokens` above `cap` to `cap` (agents such as Claude
-/// Code ask for more than Qwen's models can produce, which the upstream refuses with a 400).
-fn clamp_output_tokens(json: &mut Value, cap: u32) {
-    for field in ["max_tokens", "max_completion_tokens"] {
-        if json.get(field).and_then(Value::as_u64) > Some(u64::from(cap)) {
-            json[field] = Value::from(cap);
-        }
-    }
 }
 
 /// The client's error when `request-retry` attempts all hit limits and another credential

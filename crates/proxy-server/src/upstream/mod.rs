@@ -19,6 +19,7 @@ mod headers;
 mod observe;
 mod request;
 mod shape;
+mod splice;
 mod stream;
 
 use std::sync::Arc;
