@@ -326,8 +326,9 @@ impl QwenAccount {
         }
         self.adopt(fresh.clone());
         match self.write_under(lock, fresh).await {
-            Ok(()) => {
-                let saved_in_us = u64::try_from(answered.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Ok(saved) => {
+                let saved_in = saved.saturating_duration_since(answered);
+                let saved_in_us = u64::try_from(saved_in.as_micros()).unwrap_or(u64::MAX);
                 tracing::info!(account = %self.label, saved_in_us, "refreshed the access token");
                 if locked(&self.unsaved).take().is_some() {
                     tracing::info!(account = %self.label, "the token file is up to date again");
@@ -464,21 +465,24 @@ impl QwenAccount {
         Ok(read)
     }
 
-    /// Writes `record` under `lock` and remembers the file's stamp as this server's own write.
+    /// Writes `record` under `lock`, remembers the file's stamp as this server's own write,
+    /// and returns when the write was done (renamed and flushed), as the blocking thread saw
+    /// it: the end of the window in which a kill loses the new tokens.
     async fn write_under(
         &self,
         lock: AccountLock,
         record: TokenRecord,
-    ) -> Result<(), BlockingError> {
+    ) -> Result<Instant, BlockingError> {
         let path = self.path.clone();
-        let stamp = tokio::task::spawn_blocking(move || {
+        let (saved, stamp) = tokio::task::spawn_blocking(move || {
             lock.write(&path, &record)?;
+            let saved = Instant::now();
             // Taken while the lock is held, so no other cliproxy writer can come in between.
-            Ok::<_, StoreError>(FileStamp::of(&path))
+            Ok::<_, StoreError>((saved, FileStamp::of(&path)))
         })
         .await??;
         *locked(&self.written) = stamp;
-        Ok(())
+        Ok(saved)
     }
 
     /// Takes `record` as the account's current state and wakes the scheduler.
