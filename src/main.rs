@@ -1,6 +1,7 @@
 //! The `cliproxy` binary: a thin composition root. It parses arguments, resolves
 //! configuration, and hands each command to the crate that owns it.
 
+mod check;
 mod config;
 mod permissions;
 mod serve;
@@ -81,11 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::List,
         }) => {
-            let live = serve::live_status(&settings.auth_dir);
-            print!(
-                "{}",
-                cli::accounts::list_accounts(&settings.auth_dir, &live)?
-            );
+            print!("{}", cli::accounts::list_accounts(&settings.auth_dir)?);
             Ok(())
         }
         Some(Command::Logout { email }) => {
@@ -115,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Accounts {
             command: AccountsCommand::Check,
-        }) => serve::check_accounts(&settings, oauth_client(&settings)?).await,
+        }) => check::check_accounts(&settings, oauth_client(&settings)?).await,
         Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
     }
 }

@@ -868,7 +868,7 @@ async fn the_servers_own_write_back_causes_no_reload() {
     let sandbox = Sandbox::new(&fake);
     let (path, _) = write_account(&sandbox, &fake, "dev@example.com", 60);
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let debug = [("CLIPROXY_LOG", "info,cliproxy=debug")];
+    let debug = [("CLIPROXY_LOG", "info,account_runtime=debug")];
     let mut server = Server::start_with_env(&sandbox, "", &debug).await;
 
     // Listening means the watch is set up: only now may the refresh write the file.

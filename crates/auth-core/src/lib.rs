@@ -30,14 +30,16 @@ mod pkce;
 mod poll;
 mod profile;
 mod refresh;
+mod resource;
 mod token;
 
 pub use client::OAuthClient;
-pub use clock::{Clock, InvalidClockScale, TokioClock};
+pub use clock::{Clock, InvalidClockScale, Sleep, TokioClock};
 pub use device::DeviceAuthorization;
 pub use error::{DeviceFlowError, RefreshError, TransientCause};
 pub use http::{ClientBuildError, HttpSettings};
 pub use pkce::{Pkce, RandomnessError};
 pub use poll::PollEvent;
 pub use profile::ProviderProfile;
+pub use resource::{QWEN_DEFAULT_BASE_URL, qwen_base_url};
 pub use token::TokenSet;

@@ -4,24 +4,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use account_runtime::status::{self, LiveStatus};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
 use crate::email::{EmailFor, prompt_email, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
-
-/// What a running server knows of one account that its file cannot show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LiveStatus {
-    /// The server holds newer tokens than the file, because writing them failed: why.
-    pub unsaved: Option<String>,
-    /// Out of rotation for this reason (e.g. re-login required).
-    pub disabled: Option<String>,
-    /// Out of rotation because the upstream refused the account even with a fresh token: the
-    /// HTTP status, and when it rejoins.
-    pub refused: Option<(u16, OffsetDateTime)>,
-}
 
 /// What `accounts list` shows of one account: what a running server knows first, else what
 /// its file says.
@@ -117,11 +106,8 @@ pub fn render_account_table(
     table
 }
 
-/// `cliproxy accounts list`, with what running servers report in `live` (by account key).
-pub fn list_accounts(
-    auth_dir: &Path,
-    live: &HashMap<String, LiveStatus>,
-) -> Result<String, CliError> {
+/// `cliproxy accounts list`: the files, with what servers running on the auth dir report.
+pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
     let store = AuthDir::open(auth_dir)?;
     let listing = store.list()?;
     if listing.accounts.is_empty() && listing.problems.is_empty() {
@@ -130,10 +116,11 @@ pub fn list_accounts(
             auth_dir.display()
         ));
     }
+    let live = status::query(auth_dir);
     let mut out = render_account_table(
         &listing.accounts,
         &listing.problems,
-        live,
+        &live,
         OffsetDateTime::now_utc(),
     );
     for path in &listing.tightened {

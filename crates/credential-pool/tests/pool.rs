@@ -577,7 +577,6 @@ fn pool_and_leases_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Pool<String>>();
     assert_send_sync::<credential_pool::Lease<String>>();
-    assert_send_sync::<credential_pool::SingleFlight<String, u32, String>>();
 }
 
 #[test]

@@ -33,11 +33,11 @@
 mod api_error;
 mod body;
 mod config;
-mod credential;
 mod error;
 mod layers;
 mod proxy;
 mod quote;
+mod redact;
 mod request_body;
 mod routes;
 mod serve;
@@ -47,10 +47,7 @@ mod upstream;
 
 pub use body::{ProxyBody, StreamError};
 pub use config::{ConfigError, ServerConfig};
-pub use credential::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, QWEN_DEFAULT_BASE_URL, RefreshFailure,
-    StaticAccess, qwen_base_url,
-};
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
+pub use redact::redact_url;
 pub use serve::bind;

@@ -17,7 +17,6 @@ use tracing::field::Empty;
 
 use crate::body::StreamError;
 use crate::config::ServerConfig;
-use crate::credential::Credential;
 use crate::error::BuildError;
 use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
@@ -26,6 +25,7 @@ use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
 use crate::upstream::Upstream;
+use credential_pool::Credential;
 
 /// The proxy: configuration, the credential pool, and the one upstream HTTP client.
 pub struct Proxy {

@@ -37,9 +37,9 @@ use tower::Service;
 
 use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
-use crate::credential::BoxFuture;
 use crate::request_body::BodyReader;
 use crate::upstream::Upstream;
+use credential_pool::BoxFuture;
 
 /// What the handlers share.
 #[derive(Debug)]

@@ -20,9 +20,9 @@ use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
 use crate::body::ProxyBody;
-use crate::credential::{Access, Credential, Flavor, RefreshFailure};
 use crate::layers::request_id::LoggedId;
 use crate::quote::client_text;
+use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -269,7 +269,7 @@ impl Upstream {
         };
         let Some(uri) = chat_completions_uri(&access.base_url) else {
             return Attempt::Failed(Failure::BadBaseUrl {
-                base_url: without_password(&access.base_url),
+                base_url: crate::redact::redact_url(&access.base_url),
             });
         };
         let mut request = Request::new(Full::new(body.clone()));
@@ -420,21 +420,6 @@ fn chat_completions_uri(base_url: &str) -> Option<Uri> {
         let url = url::Url::parse(&format!("{base_url}{PATH}")).ok()?;
         Uri::try_from(url.as_str()).ok()
     })
-}
-
-/// `base_url` for a message, with any password in it replaced by `***`.
-fn without_password(base_url: &str) -> String {
-    match url::Url::parse(base_url) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(_) => base_url.to_owned(),
-        Err(_) => match base_url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => base_url.to_owned(),
-        },
-    }
 }
 
 /// Whether an answer is an HTTP/1 event stream whose end is its connection's (no length, no
@@ -709,18 +694,5 @@ mod tests {
             Some("https://api.example/my%20models/v1/chat/completions")
         );
         assert_eq!(uri("not a url"), None);
-    }
-
-    #[test]
-    fn passwords_in_base_urls_are_not_shown() {
-        assert_eq!(
-            without_password("https://user:hunter2@api.example/v1"),
-            "https://user:***@api.example/v1"
-        );
-        assert_eq!(
-            without_password("https://api.example/v1"),
-            "https://api.example/v1"
-        );
-        assert!(!without_password("bad url user:hunter2@x").contains("hunter2"));
     }
 }

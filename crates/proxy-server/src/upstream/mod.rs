@@ -28,8 +28,8 @@ use std::time::Duration;
 use credential_pool::Pool;
 
 use crate::config::ServerConfig;
-use crate::credential::Credential;
 use crate::error::BuildError;
+use credential_pool::Credential;
 
 pub(crate) use aliases::Aliases;
 pub(crate) use forward::Answer;

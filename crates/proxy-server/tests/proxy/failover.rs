@@ -5,9 +5,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use credential_pool::{Credential, Flavor, RefreshFailure};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::{ChatStep, FakeQwen};
-use proxy_server::{Credential, Flavor, RefreshFailure, ServerConfig};
+use proxy_server::ServerConfig;
 
 use crate::support::{
     Answer, TestAccess, add_qwen, call, chat_body, chat_request, credential, proxy, proxy_with,

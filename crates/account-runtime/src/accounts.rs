@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_core::OAuthClient;
+use credential_pool::{Credential, Flavor};
 use credential_pool::{Models, Pool};
-use proxy_server::{Credential, Flavor};
 use token_store::{AccountKey, AuthDir, StoredAccount};
 
-use super::qwen_account::{FileStamp, QwenAccount, Refreshes};
-use super::schedule;
+use crate::qwen_account::{FileStamp, QwenAccount, Refreshes};
+use crate::schedule;
 
 /// How accounts enter the pool.
 #[derive(Debug, Clone)]
@@ -171,12 +171,17 @@ impl Accounts {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live accounts, for `healthz`-style reporting and tests.
+    /// How many accounts are live.
     pub fn len(&self) -> usize {
         self.live
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .len()
+    }
+
+    /// Whether no account is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn start(self: &Arc<Self>, stored: StoredAccount) -> Live {
@@ -197,7 +202,7 @@ impl Accounts {
             Arc::clone(&account),
             Arc::clone(&self.pool),
             self.settings.refresh_lead,
-            schedule::SystemClock,
+            auth_core::TokioClock::new(),
         ));
         Live { account, scheduler }
     }
@@ -235,6 +240,6 @@ pub fn account_credential(account: &Arc<QwenAccount>) -> Credential {
     Credential {
         label: Arc::clone(&account.label),
         flavor: Flavor::QwenOAuth,
-        access: Arc::clone(account) as Arc<dyn proxy_server::AccessSource>,
+        access: Arc::clone(account) as Arc<dyn credential_pool::AccessSource>,
     }
 }

@@ -14,21 +14,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use cli::accounts::LiveStatus;
-use credential_pool::Pool;
-use proxy_server::Credential;
+use credential_pool::{Credential, Pool};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
 
-use super::accounts::Accounts;
+use crate::accounts::Accounts;
 
 /// The directory of the sockets, inside the auth dir.
 const RUN_DIR: &str = ".run";
 /// How long `accounts list` waits for a server's report.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One account as a running server sees it.
+/// What a running server knows of one account that its file cannot show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveStatus {
+    /// The server holds newer tokens than the file, because writing them failed: why.
+    pub unsaved: Option<String>,
+    /// Out of rotation for this reason (e.g. re-login required).
+    pub disabled: Option<String>,
+    /// Out of rotation because the upstream refused the account even with a fresh token: the
+    /// HTTP status, and when it rejoins.
+    pub refused: Option<(u16, OffsetDateTime)>,
+}
+
+/// One account as a running server sees it, on the wire.
 #[derive(Debug, Serialize, Deserialize)]
 struct AccountReport {
     key: String,

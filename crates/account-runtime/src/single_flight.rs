@@ -270,6 +270,12 @@ mod tests {
     }
 
     #[test]
+    fn single_flight_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SingleFlight<String, u32, String>>();
+    }
+
+    #[test]
     fn run_future_is_send_so_it_can_be_spawned() {
         fn assert_send<T: Send>(_: &T) {}
         let flight: SingleFlight<String, u32, String> = SingleFlight::new();

@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use auth_core::OAuthClient;
-use credential_pool::SingleFlight;
-use proxy_server::{Access, AccessSource, BoxFuture, RefreshFailure, qwen_base_url};
+use auth_core::qwen_base_url;
+use credential_pool::{Access, AccessSource, BoxFuture, RefreshFailure};
+
+use crate::single_flight::SingleFlight;
 use time::OffsetDateTime;
 use token_store::{
     AccountKey, AccountLock, AuthDir, STATUS_RELOGIN_REQUIRED, StoreError, StoredAccount,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
 
-use super::accounts::Accounts;
+use crate::accounts::Accounts;
 
 /// Quiet time after the last event before the dir is re-read.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -38,8 +38,31 @@ impl Drop for DirWatch {
 /// events were lost), which means re-reading the whole dir.
 type Change = Option<Vec<PathBuf>>;
 
+/// Why the auth dir cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// No watcher could be created.
+    #[error("could not start watching the auth dir for changes ({0}); {INOTIFY_HINT}")]
+    Start(notify::Error),
+    /// The system's limit of watches is reached.
+    #[error("could not watch {} for changes: too many watches; {INOTIFY_HINT}", .0.display())]
+    TooManyWatches(PathBuf),
+    /// The dir cannot be watched.
+    #[error("could not watch {} for changes ({error}); check that it exists and is readable", .dir.display())]
+    Dir {
+        /// The auth dir.
+        dir: PathBuf,
+        /// What the watcher said.
+        error: notify::Error,
+    },
+}
+
 /// Starts watching `accounts`' auth dir; changes are applied within a second.
-pub fn watch(accounts: Arc<Accounts>) -> anyhow::Result<DirWatch> {
+///
+/// # Errors
+///
+/// [`WatchError`] when the watch cannot be set up.
+pub fn watch(accounts: Arc<Accounts>) -> Result<DirWatch, WatchError> {
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<Change>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let change = match event {
@@ -50,23 +73,16 @@ pub fn watch(accounts: Arc<Accounts>) -> anyhow::Result<DirWatch> {
         };
         let _ = events.send(change);
     })
-    .map_err(|error| {
-        anyhow::anyhow!(
-            "could not start watching the auth dir for changes ({error}); {INOTIFY_HINT}"
-        )
-    })?;
+    .map_err(WatchError::Start)?;
     let dir = accounts.store().path().to_owned();
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|error| match error.kind {
-            notify::ErrorKind::MaxFilesWatch => anyhow::anyhow!(
-                "could not watch {} for changes: too many watches; {INOTIFY_HINT}",
-                dir.display()
-            ),
-            _ => anyhow::anyhow!(
-                "could not watch {} for changes ({error}); check that it exists and is readable",
-                dir.display()
-            ),
+            notify::ErrorKind::MaxFilesWatch => WatchError::TooManyWatches(dir.clone()),
+            _ => WatchError::Dir {
+                dir: dir.clone(),
+                error,
+            },
         })?;
     let task = tokio::spawn(async move {
         while let Some(first) = received.recv().await {
@@ -135,7 +151,7 @@ impl Touched {
 fn apply(
     accounts: &Arc<Accounts>,
     touched: &Touched,
-) -> Option<Result<super::accounts::Reconciled, token_store::StoreError>> {
+) -> Option<Result<crate::accounts::Reconciled, token_store::StoreError>> {
     let dir = accounts.store().path();
     let visible: Vec<&Path> = touched
         .paths

@@ -4,15 +4,16 @@
 //!
 //! Time and chance come from a [`Clock`], so tests drive the schedule without waiting.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use credential_pool::{Pool, refresh_due};
-use proxy_server::{Credential, RefreshFailure};
+use auth_core::Clock;
 
-use super::qwen_account::QwenAccount;
+use credential_pool::{Credential, Pool, RefreshFailure};
+
+use crate::refresh_due::refresh_due;
+
+use crate::qwen_account::QwenAccount;
 
 /// The longest random spread added before an account's refresh.
 const MAX_REFRESH_JITTER: Duration = Duration::from_secs(5 * 60);
@@ -20,33 +21,6 @@ const MAX_REFRESH_JITTER: Duration = Duration::from_secs(5 * 60);
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// The longest nominal wait between retries.
 const MAX_RETRY: Duration = Duration::from_secs(10 * 60);
-
-/// Wall time, waits and chance, as the scheduler sees them.
-pub trait Clock: Send + Sync + 'static {
-    /// The current wall-clock time (token expiries are wall-clock times).
-    fn now(&self) -> SystemTime;
-    /// Waits for `wait`.
-    fn sleep(&self, wait: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-    /// A random number in `[0, 1)`, for jitter.
-    fn fraction(&self) -> f64;
-}
-
-/// The real clock: system time, Tokio's timer and `rand`.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    fn sleep(&self, wait: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        Box::pin(tokio::time::sleep(wait))
-    }
-
-    fn fraction(&self) -> f64 {
-        rand::random::<f64>()
-    }
-}
 
 /// Refreshes `account` `lead` plus jitter before each expiry, until aborted.
 ///
@@ -58,7 +32,7 @@ pub async fn run(
     account: Arc<QwenAccount>,
     pool: Arc<Pool<Credential>>,
     lead: Duration,
-    clock: impl Clock,
+    clock: impl Clock + 'static,
 ) {
     let jitter_max = MAX_REFRESH_JITTER.min(lead / 4);
     let mut failures: u32 = 0;
@@ -76,7 +50,7 @@ pub async fn run(
             account.changed.notified().await;
             continue;
         };
-        let now = clock.now();
+        let now = clock.wall();
         let wait = if failures == 0 {
             let due = refresh_due(expires_at, lead, jitter_max, clock.fraction(), now);
             let due = not_before.map_or(due, |floor| due.max(floor));
@@ -94,7 +68,7 @@ pub async fn run(
         match account.refresh_for(reason).await {
             Ok(_) => {
                 failures = 0;
-                let now = clock.now();
+                let now = clock.wall();
                 not_before = account.due().map(|(expires_at, _)| {
                     now + expires_at.duration_since(now).unwrap_or_default() / 2
                 });
@@ -136,8 +110,8 @@ mod tests {
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
-    use crate::serve::accounts::account_credential;
-    use crate::serve::qwen_account::Refreshes;
+    use crate::accounts::account_credential;
+    use crate::qwen_account::Refreshes;
 
     const LEAD: Duration = Duration::from_secs(20 * 60);
     /// Stops a test whose awaited event never comes; never a synchronisation.
@@ -152,16 +126,23 @@ mod tests {
     /// A clock the test drives: each sleep is handed to the test, which moves time on.
     struct ScriptedClock {
         now: Arc<Mutex<SystemTime>>,
+        /// The instant that stands for the wall time the test started at.
+        origin: (std::time::Instant, SystemTime),
         sleeps: mpsc::UnboundedSender<Sleep>,
         fraction: f64,
     }
 
     impl Clock for ScriptedClock {
-        fn now(&self) -> SystemTime {
+        fn now(&self) -> std::time::Instant {
+            let (instant, wall) = self.origin;
+            instant + self.wall().duration_since(wall).unwrap_or_default()
+        }
+
+        fn wall(&self) -> SystemTime {
             *self.now.lock().unwrap()
         }
 
-        fn sleep(&self, wait: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        fn sleep(&self, wait: Duration) -> auth_core::Sleep {
             let (resume, resumed) = oneshot::channel();
             // The test may have ended; then the schedule is being torn down anyway.
             let _ = self.sleeps.send(Sleep { wait, resume });
@@ -223,6 +204,7 @@ mod tests {
             let now = Arc::new(Mutex::new(now));
             let (sleeps_tx, sleeps) = mpsc::unbounded_channel();
             let clock = ScriptedClock {
+                origin: (std::time::Instant::now(), *now.lock().unwrap()),
                 now: Arc::clone(&now),
                 sleeps: sleeps_tx,
                 fraction,

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use auth_core::OAuthClient;
 use bytes::Bytes;
+use credential_pool::Credential;
 use credential_pool::{Models, Pool, PoolConfig};
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{Credential, Proxy, ServerConfig};
+use proxy_server::{Proxy, ServerConfig};
 use token_store::AuthDir;
 use tower::ServiceExt as _;
 
-use super::accounts::account_credential;
-use super::qwen_account::{QwenAccount, Refreshes};
 use crate::config::Settings;
+use account_runtime::{QwenAccount, Refreshes, account_credential};
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,8 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
     let mut probes: Vec<(Arc<str>, Credential, String)> = Vec::new();
     let mut relogin_marked = Vec::new();
     let qwen_model = serve
-        .qwen_models
+        .server
+        .models
         .first()
         .cloned()
         .context("[qwen] models is empty: name at least one model to check accounts with")?;
@@ -78,7 +79,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
         let credential = account_credential(&account);
         probes.push((Arc::clone(&account.label), credential, qwen_model.clone()));
     }
-    for key in super::api_key_credentials(&serve.openai_compat) {
+    for key in crate::serve::api_key_credentials(&serve.openai_compat) {
         let model = match key.models {
             Models::Only(list) if !list.is_empty() => list[0].clone(),
             _ => qwen_model.clone(),
@@ -111,7 +112,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
     }
     // A probe's refresh may have left new tokens still to be written: give them the grace.
     refreshes
-        .drain(tokio::time::Instant::now() + serve.shutdown_grace)
+        .drain(tokio::time::Instant::now() + serve.server.shutdown_grace)
         .await;
     let width = rows.iter().map(|row| row.0.len()).max().unwrap_or(7).max(7);
     println!(
@@ -142,11 +143,12 @@ async fn probe(
     let pool = Arc::new(Pool::new(PoolConfig::default()));
     let key = credential.label.to_string();
     pool.upsert(&key, Arc::new(credential), Models::All, None);
+    // The server's own settings (timeouts, upstream proxy, client version), but no client
+    // keys: the probe is sent in-process, without one.
     let config = ServerConfig {
-        upstream_proxy_url: settings.proxy_url.clone(),
-        qwen_client_version: settings.serve.qwen_client_version.clone(),
+        api_keys: Vec::new(),
         request_retry: 2,
-        ..ServerConfig::default()
+        ..settings.serve.server.clone()
     };
     let proxy = Proxy::new(config, pool)?;
     let body = serde_json::json!({

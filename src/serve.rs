@@ -1,51 +1,24 @@
 //! `cliproxy serve`: wires the auth dir, the credential pool, token refresh,
 //! the dir watch and the HTTP server together, and runs until SIGINT/SIGTERM.
 
-mod accounts;
-mod check;
-mod qwen_account;
-mod schedule;
-mod status;
-mod watch;
-
-pub use check::check_accounts;
-pub use status::query as live_status;
-
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 
+use account_runtime::{AccountSettings, Accounts, status};
 use anyhow::Context as _;
 use auth_core::OAuthClient;
-use credential_pool::{Models, Pool, PoolConfig};
-use proxy_server::{Access, Credential, Flavor, Proxy, ServerConfig, StaticAccess};
+use credential_pool::{Access, Credential, Flavor, Models, Pool, PoolConfig, StaticAccess};
+use proxy_server::Proxy;
 use token_store::AuthDir;
 
 use crate::config::{OpenAiCompatEntry, Settings};
-use accounts::{AccountSettings, Accounts};
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
     let serve = &settings.serve;
     let address = SocketAddr::new(serve.host, serve.port);
-    let config = ServerConfig {
-        api_keys: serve.api_keys.clone(),
-        max_body_bytes: usize::try_from(serve.max_body_bytes).unwrap_or(usize::MAX),
-        header_read_timeout: serve.header_read_timeout,
-        body_read_timeout: serve.body_read_timeout,
-        body_memory_budget: usize::try_from(serve.body_memory_budget).unwrap_or(usize::MAX),
-        max_connections: serve.max_connections,
-        allowed_origins: serve.allowed_origins.clone(),
-        upstream_idle_timeout: serve.upstream_idle_timeout,
-        shutdown_grace: serve.shutdown_grace,
-        request_retry: serve.request_retry,
-        models: serve.qwen_models.clone(),
-        model_aliases: serve.model_aliases.clone(),
-        max_output_tokens: serve.max_output_tokens,
-        qwen_client_version: serve.qwen_client_version.clone(),
-        upstream_proxy_url: settings.proxy_url.clone(),
-        ..ServerConfig::default()
-    };
+    let config = serve.server.clone();
     config.check_bind(&address)?;
 
     let pool = Arc::new(Pool::new(PoolConfig {
@@ -60,13 +33,13 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         oauth,
         Arc::clone(&pool),
         AccountSettings {
-            models: serve.qwen_models.clone(),
+            models: serve.server.models.clone(),
             requests_per_minute: serve.qwen_requests_per_minute,
             refresh_lead: serve.refresh_lead,
         },
     );
     let loaded = accounts.reconcile()?;
-    let _watch = watch::watch(Arc::clone(&accounts))?;
+    let _watch = account_runtime::watch(Arc::clone(&accounts))?;
     let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(
@@ -101,7 +74,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         .get()
         .copied()
         .unwrap_or_else(tokio::time::Instant::now);
-    accounts.stop(signalled + serve.shutdown_grace).await;
+    accounts.stop(signalled + serve.server.shutdown_grace).await;
     served?;
     Ok(())
 }
@@ -119,15 +92,15 @@ fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
 }
 
 /// One key of an `[[openai-compat]]` entry, as a credential of its own.
-struct ApiKeyCredential {
+pub(crate) struct ApiKeyCredential {
     /// Labelled `<name>#<n>`; names are unique and free of `#` (checked at config load).
-    credential: Credential,
-    models: Models,
-    requests_per_minute: Option<NonZeroU32>,
+    pub(crate) credential: Credential,
+    pub(crate) models: Models,
+    pub(crate) requests_per_minute: Option<NonZeroU32>,
 }
 
 /// Each key of each `[[openai-compat]]` entry, with the models and rate cap of its entry.
-fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCredential> {
+pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCredential> {
     let mut credentials = Vec::new();
     for entry in entries {
         let base_url: Arc<str> = entry.base_url.trim_end_matches('/').into();

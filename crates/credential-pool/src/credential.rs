@@ -1,9 +1,9 @@
-//! What the proxy needs of a credential: where to send a request, with which
-//! bearer token, in which request shape, and how to get a fresh token after a 401.
+//! The credential the server pools: where to send a request, with which bearer token, in which
+//! request shape, and how to get a fresh token after a 401.
 //!
-//! The proxy never reads token files or speaks OAuth: the binary implements
-//! [`AccessSource`] for Qwen accounts (token-store + auth-core) and uses
-//! [`StaticAccess`] for API keys.
+//! This is the interface between the HTTP proxy (which uses credentials) and the account
+//! runtime (which implements [`AccessSource`] for Qwen OAuth accounts); API keys use
+//! [`StaticAccess`]. Neither side depends on the other: both depend on this.
 
 use std::fmt;
 use std::future::Future;
@@ -101,49 +101,9 @@ impl AccessSource for StaticAccess {
     }
 }
 
-/// Qwen's default API base when an account has no `resource_url`.
-pub const QWEN_DEFAULT_BASE_URL: &str = "https://dashscope.aliyuncs.com/compatible-mode/v1";
-
-/// The API base URL for a Qwen account's `resource_url`: `https://` added when
-/// there is no scheme, `/v1` appended when missing, the default when absent.
-pub fn qwen_base_url(resource_url: Option<&str>) -> String {
-    let Some(raw) = resource_url.map(str::trim).filter(|r| !r.is_empty()) else {
-        return QWEN_DEFAULT_BASE_URL.to_owned();
-    };
-    let with_scheme = if raw.contains("://") {
-        raw.to_owned()
-    } else {
-        format!("https://{raw}")
-    };
-    let trimmed = with_scheme.trim_end_matches('/');
-    if trimmed.ends_with("/v1") {
-        trimmed.to_owned()
-    } else {
-        format!("{trimmed}/v1")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base_url_from_resource_url() {
-        assert_eq!(
-            qwen_base_url(Some("portal.qwen.ai")),
-            "https://portal.qwen.ai/v1"
-        );
-        assert_eq!(
-            qwen_base_url(Some("https://portal.qwen.ai/v1/")),
-            "https://portal.qwen.ai/v1"
-        );
-        assert_eq!(
-            qwen_base_url(Some("http://127.0.0.1:9/")),
-            "http://127.0.0.1:9/v1"
-        );
-        assert_eq!(qwen_base_url(None), QWEN_DEFAULT_BASE_URL);
-        assert_eq!(qwen_base_url(Some("  ")), QWEN_DEFAULT_BASE_URL);
-    }
 
     #[test]
     fn debug_hides_the_bearer() {
