@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
-use crate::email::{EmailFor, prompt_email, validate_email};
+use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
+use crate::prompt::prompt_email;
 
 /// What a running server knows of one account that its file cannot show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
