@@ -14,10 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use super::cliproxy::{Instance, Layout, toml_string};
+use super::cliproxy::{Instance, Layout, toml_string, write_token_file};
+use super::fake_qwen::{FakeProcess, FakeSettings};
 use super::net;
-use crate::soak::accounts::write_token_file;
-use crate::soak::fake::{FakeProcess, FakeSettings};
 
 /// Accounts that refresh together in one storm.
 pub(crate) const STORM_ACCOUNTS: usize = 32;
@@ -151,7 +150,8 @@ mod tests {
 
     #[test]
     fn the_window_is_read_from_the_log_line() {
-        let line = "2026-12-05T19:00:00Z  INFO refreshed the access token account=a@b.c saved_in_us=2731";
+        let line =
+            "2026-12-05T19:00:00Z  INFO refreshed the access token account=a@b.c saved_in_us=2731";
         assert_eq!(saved_in_us(line), Some(2731));
         assert_eq!(saved_in_us("INFO refreshed the access token"), None);
     }
