@@ -1,6 +1,6 @@
 //! `accounts list`, `logout` and `import qwen-code` end to end through the real binary.
 
-use crate::support::{Sandbox, mode};
+use crate::support::{Sandbox, mode, stamp};
 use fake_qwen::FakeQwen;
 
 /// A token file as the Go CLIProxyAPI writes it.
@@ -140,13 +140,6 @@ async fn qwen_code_credentials_import_with_their_expiry() {
     assert_eq!(json["email"], "coder@example.com");
     assert_eq!(stamp(&json, "expired"), expiry, "{json}");
     assert!(!run.stderr().contains("WARN"), "{}", run.stderr());
-}
-
-/// An RFC 3339 field of a token file.
-fn stamp(json: &serde_json::Value, field: &str) -> time::OffsetDateTime {
-    let text = json[field].as_str().expect(field);
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
 }
 
 /// Qwen Code writes `expiry_date` as now plus the server's `expires_in`: an absurd answer gives

@@ -3,13 +3,10 @@
 //! resources (a trickled body, hundreds of idle sockets), and what error answers reveal.
 
 use crate::support::Sandbox;
-use crate::support::server::{API_KEY, Server, guarded, write_account};
+use crate::support::server::{API_KEY, MODEL, Server, guarded};
 use fake_qwen::{ChatStep, FakeQwen, RefreshBehaviour};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-const MODEL: &str = "coder-model";
-const DAY: i64 = 86_400;
 
 /// A chat request body.
 fn chat_body() -> Value {
@@ -69,12 +66,20 @@ async fn anthropic_error(response: reqwest::Response, status: u16, kind: &str) -
         .to_owned()
 }
 
+/// A server without client keys, with one account of `fake`.
+async fn keyless_server(sandbox: &Sandbox, fake: &FakeQwen) -> Server {
+    Server::builder(sandbox)
+        .accounts(fake, &["dev@example.com"])
+        .without_keys()
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn a_rebound_host_is_refused_without_keys_and_served_with_them() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let keyless = Server::start_without_keys(&sandbox, "").await;
+    let keyless = keyless_server(&sandbox, &fake).await;
     let port = address(&keyless).rsplit_once(':').unwrap().1.to_owned();
     let rebound = format!("attacker.example:{port}");
 
@@ -134,9 +139,12 @@ async fn a_rebound_host_is_refused_without_keys_and_served_with_them() {
 async fn a_foreign_origin_is_refused_and_an_allowed_one_gets_cors() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
     let app = "http://localhost:5173";
-    let server = Server::start(&sandbox, &format!("allowed-origins = [\"{app}\"]\n")).await;
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config(&format!("allowed-origins = [\"{app}\"]"))
+        .start()
+        .await;
     let evil = [("origin", "https://evil.example")];
 
     let refused = post(&server, "/v1/chat/completions", &chat_body(), &evil, true).await;
@@ -222,8 +230,7 @@ async fn a_foreign_origin_is_refused_and_an_allowed_one_gets_cors() {
 async fn a_text_plain_post_is_refused_without_keys_only() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let keyless = Server::start_without_keys(&sandbox, "").await;
+    let keyless = keyless_server(&sandbox, &fake).await;
     let send = |server: &Server, key: bool, content_type: &'static str| {
         let client = if key {
             server.client()
@@ -271,8 +278,11 @@ async fn a_text_plain_post_is_refused_without_keys_only() {
 async fn a_trickled_body_gets_408_and_its_connection_closes() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "body-read-timeout = \"1s\"\n").await;
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config("body-read-timeout = \"1s\"")
+        .start()
+        .await;
     let socket = tokio::net::TcpStream::connect(address(&server))
         .await
         .unwrap();
@@ -319,13 +329,12 @@ fn open_fds(pid: u32) -> usize {
 async fn idle_sockets_past_max_connections_wait_outside_the_process() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
     // Idle connections would otherwise be closed after 30 s, perhaps before the count.
-    let mut server = Server::start(
-        &sandbox,
-        "max-connections = 64\nheader-read-timeout = \"10m\"\n",
-    )
-    .await;
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config("max-connections = 64\nheader-read-timeout = \"10m\"")
+        .start()
+        .await;
     let before = open_fds(server.pid());
 
     let mut idle = Vec::new();
@@ -357,8 +366,8 @@ async fn client_errors_name_no_account_but_the_request_id_the_log_has() {
     let fake = FakeQwen::start().await;
     fake.set_refresh(RefreshBehaviour::ServerError(503));
     let sandbox = Sandbox::new(&fake);
-    let (_, tokens) = write_account(&sandbox, &fake, email, DAY);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::with_accounts(&sandbox, &fake, &[email]).await;
+    let tokens = server.account(email).tokens.clone();
 
     fake.set_chat_step(ChatStep::ServerError(500));
     let failed = server.chat(MODEL, false).await;

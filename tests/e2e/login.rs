@@ -1,6 +1,6 @@
 //! `cliproxy login qwen` end to end: the real binary against the fake Qwen.
 
-use crate::support::{Sandbox, fake_qwen, mode};
+use crate::support::{Sandbox, assert_refuses_open_auth_dir, fake_qwen, mode};
 use fake_qwen::{DeviceAnswer, ExpiresIn, PollStep};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
@@ -831,18 +831,7 @@ async fn a_world_writable_auth_dir_is_refused_at_login_unless_strictness_is_off(
 
     for (config, env) in [(None, None), (Some(relaxed.as_path()), Some("true"))] {
         let shown = run(args(config), env).await.failure(1);
-        assert!(
-            shown.contains(&format!(
-                "the auth dir {} is writable by its group and all users (mode 0777)",
-                dir.display()
-            )),
-            "{shown}"
-        );
-        assert!(
-            shown.contains(&format!("chmod 700 {}", dir.display())),
-            "{shown}"
-        );
-        assert!(shown.contains("strict-permissions = false"), "{shown}");
+        assert_refuses_open_auth_dir(&shown, &dir);
         assert!(fake.device_requests().is_empty(), "no login was started");
         assert!(sandbox.token_files().is_empty());
     }

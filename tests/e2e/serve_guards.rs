@@ -1,22 +1,9 @@
 //! `cliproxy serve` against what it must not trust: absurd token lifetimes, redirected and
 //! oversized OAuth answers, token files with extreme dates, and an auth dir others can write.
 
-use crate::support::Sandbox;
-use crate::support::server::{Server, write_account};
+use crate::support::server::{DAY, MODEL, Server, write_account};
+use crate::support::{Sandbox, assert_refuses_open_auth_dir, read_json, run, stamp};
 use fake_qwen::{ExpiresIn, FakeQwen, RefreshBehaviour, TOKEN_PATH};
-
-const MODEL: &str = "coder-model";
-
-fn read_json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-/// An RFC 3339 field of a token file.
-fn stamp(json: &serde_json::Value, field: &str) -> time::OffsetDateTime {
-    let text = json[field].as_str().expect(field);
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .expect("RFC 3339")
-}
 
 /// A refresh answered with `expires_in: 10^13` (and then with a number no integer type holds)
 /// neither crashes the refresh nor stores a date past what a token file can hold: the account
@@ -145,8 +132,8 @@ async fn an_oauth_answer_over_one_mebibyte_is_refused() {
 async fn token_files_with_extreme_dates_are_served_and_listed() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (late, late_tokens) = write_account(&sandbox, &fake, "late@example.com", 86_400);
-    let (early, _) = write_account(&sandbox, &fake, "early@example.com", 86_400);
+    let (late, late_tokens) = write_account(&sandbox, &fake, "late@example.com", DAY);
+    let (early, _) = write_account(&sandbox, &fake, "early@example.com", DAY);
     for (path, expired, last_refresh) in [
         (
             &late,
@@ -192,30 +179,15 @@ async fn token_files_with_extreme_dates_are_served_and_listed() {
 async fn a_world_writable_auth_dir_is_refused_at_serve_unless_strictness_is_off() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", 86_400);
+    let serve = Server::builder(&sandbox).accounts(&fake, &["dev@example.com"]);
     let dir = sandbox.auth_dir();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
 
-    let config = Server::write_config(&sandbox, "");
-    let shown = sandbox
-        .run(&["--config", config.to_str().unwrap(), "serve"], "")
-        .await
-        .failure(1);
-    assert!(
-        shown.contains(&format!(
-            "the auth dir {} is writable by its group and all users (mode 0777)",
-            dir.display()
-        )),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("chmod 700 {}", dir.display())),
-        "{shown}"
-    );
-    assert!(shown.contains("strict-permissions = false"), "{shown}");
+    let shown = run(serve.command(), "").await.failure(1);
+    assert_refuses_open_auth_dir(&shown, &dir);
     assert!(!shown.contains("listening"), "{shown}");
 
-    let mut server = Server::start(&sandbox, "strict-permissions = false").await;
+    let mut server = serve.config("strict-permissions = false").start().await;
     let warning = server.wait_for_log("writable by").await;
     assert!(
         warning.contains("WARN") && warning.contains("strict-permissions = false"),

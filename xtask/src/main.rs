@@ -5,17 +5,16 @@
 //! own module; this file only parses the command line and dispatches.
 
 mod bench;
+mod cmd;
 mod deny;
 mod dist;
 mod soak;
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::{Command, ExitCode},
-};
+use std::{env, process::ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+
+use cmd::project_root;
 
 const HELP: &str = "\
 cargo xtask <TASK> [ARGS...]
@@ -84,28 +83,4 @@ fn try_main() -> Result<()> {
             bail!("unknown task `{other}`")
         }
     }
-}
-
-/// The workspace root: the parent of this crate's manifest directory.
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
-
-/// The `cargo` to run: the one that invoked us (`$CARGO`), else from `PATH`.
-fn cargo() -> String {
-    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
-/// Runs `cmd` with inherited stdio and fails unless it exits successfully.
-fn run_checked(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }

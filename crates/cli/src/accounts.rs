@@ -8,9 +8,10 @@ use account_runtime::status::{self, LiveStatus};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
-use crate::email::{EmailFor, prompt_email, validate_email};
+use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
+use crate::prompt::prompt_email;
 
 /// What `accounts list` shows of one account: what a running server knows first, else what
 /// its file says.

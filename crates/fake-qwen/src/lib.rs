@@ -71,6 +71,7 @@
 //! - Dropping the [`FakeQwen`] stops the server and frees the port before `drop` returns.
 
 mod chat;
+mod chat_state;
 mod gate;
 mod oauth;
 mod record;

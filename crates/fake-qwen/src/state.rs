@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::chat::ChatState;
+use crate::chat_state::ChatState;
 use crate::gate::RefreshGate;
 use crate::record::{IssuedToken, RecordedRequest, RefreshRecord};
 use crate::script::{DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};

@@ -1,14 +1,12 @@
-//! Account identity and token file names: which files belong to one
-//! account, and how a new file is safely named from an email.
+//! Account identity: the key of the account a token file belongs to, read
+//! from the email in its JSON or in its name, and which files belong to one
+//! account.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use time::OffsetDateTime;
-
-use crate::error::StoreError;
-use crate::record::{QWEN, TokenRecord};
+use crate::record::TokenRecord;
 
 /// Identity of an account: `<type>-<email lowercased>` (e.g. `qwen-a@b.com`) when the record
 /// has an email, or else when its file name has one ([`email_in_file_name`]: Go CLIProxyAPI's
@@ -70,62 +68,6 @@ impl fmt::Display for AccountKey {
     }
 }
 
-/// File name for a fresh Qwen login: `qwen-<email lowercased>-<unix seconds>.json`.
-///
-/// Fails if the email is empty or contains `/`, `\`, `..` or a control
-/// character (NUL included), which could escape the auth dir or confuse tools.
-pub fn login_file_name(email: &str, now: OffsetDateTime) -> Result<String, StoreError> {
-    file_name(QWEN, email, now)
-}
-
-pub(crate) fn file_name(
-    provider: &str,
-    email: &str,
-    now: OffsetDateTime,
-) -> Result<String, StoreError> {
-    check_email(email)?;
-    Ok(format!(
-        "{provider}-{}-{}.json",
-        email.to_lowercase(),
-        now.unix_timestamp()
-    ))
-}
-
-/// Refuses emails that cannot safely become part of a file name.
-pub(crate) fn check_email(email: &str) -> Result<(), StoreError> {
-    if email.trim().is_empty() {
-        return Err(StoreError::MissingEmail);
-    }
-    match email_file_name_problem(email) {
-        Some(problem) => Err(StoreError::UnsafeEmail {
-            email: email.to_owned(),
-            problem,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// What keeps `email` out of a token file name, such as "`..`", or `None` when it fits.
-///
-/// Refused: `/`, `\`, `..`, a NUL byte and any other control character, which could escape
-/// the auth dir or confuse tools. This is the one rule the store applies; the login's email
-/// check calls it too, so an email the login accepts can always be saved.
-pub fn email_file_name_problem(email: &str) -> Option<&'static str> {
-    if email.contains('/') {
-        Some("`/`")
-    } else if email.contains('\\') {
-        Some("`\\`")
-    } else if email.contains('\0') {
-        Some("a NUL byte")
-    } else if email.contains("..") {
-        Some("`..`")
-    } else if email.chars().any(char::is_control) {
-        Some("a control character")
-    } else {
-        None
-    }
-}
-
 /// The email in a token file's name, lowercased: `<provider>-<email>.json` (Go CLIProxyAPI) or
 /// `<provider>-<email>-<digits>.json` (this store, digits being the save time). `None` unless
 /// what follows `<provider>-` holds an `@`, so web logins (`qwen-1724150000000.json`) and other
@@ -173,41 +115,7 @@ pub(crate) fn belongs_to(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn login_name_format() {
-        let now = datetime!(2025-08-20 07:04:05 UTC);
-        assert_eq!(
-            login_file_name("Alice@Example.COM", now).expect("safe"),
-            "qwen-alice@example.com-1755673445.json"
-        );
-    }
-
-    #[test]
-    fn unsafe_emails_are_refused() {
-        let now = datetime!(2025-08-20 07:04:05 UTC);
-        for email in [
-            "a/b@c.com",
-            "a\\b@c.com",
-            "a\0@c.com",
-            "a@..",
-            "../x",
-            "a\n@c.com",
-        ] {
-            assert!(
-                matches!(
-                    login_file_name(email, now),
-                    Err(StoreError::UnsafeEmail { .. })
-                ),
-                "{email:?}"
-            );
-        }
-        assert!(matches!(
-            login_file_name(" ", now),
-            Err(StoreError::MissingEmail)
-        ));
-    }
+    use crate::record::QWEN;
 
     #[test]
     fn keys() {

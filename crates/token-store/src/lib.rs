@@ -31,16 +31,21 @@
 //!   messages or logs; logs name paths only.
 
 mod atomic;
+mod bad_file;
 mod dir;
 mod error;
 mod key;
 mod lock;
+mod naming;
 mod qwen_code;
+mod read;
 mod record;
 
+pub use bad_file::{BadFile, BadFileReason};
 pub use dir::{AuthDir, Listing, SavedLogin, StoredAccount};
-pub use error::{BadFile, BadFileReason, Operation, StoreError};
-pub use key::{AccountKey, email_file_name_problem, login_file_name};
+pub use error::{Operation, StoreError};
+pub use key::AccountKey;
 pub use lock::AccountLock;
+pub use naming::{email_file_name_problem, login_file_name};
 pub use qwen_code::{default_qwen_code_creds_path, read_qwen_code_creds};
 pub use record::{KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord};

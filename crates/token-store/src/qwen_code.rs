@@ -7,8 +7,9 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-use crate::dir::read_limited;
-use crate::error::{BadFile, BadFileReason, Operation, StoreError};
+use crate::bad_file::{BadFile, BadFileReason};
+use crate::error::{Operation, StoreError};
+use crate::read::read_limited;
 use crate::record::{QWEN, TokenRecord, parse_object, take_string};
 
 const NANOS_PER_MILLI: i128 = 1_000_000;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::BadFileReason;
+use crate::bad_file::BadFileReason;
 
 /// Providers whose token files this store accepts (the JSON `type`).
 pub const KNOWN_PROVIDERS: &[&str] = &["qwen"];

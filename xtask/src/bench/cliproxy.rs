@@ -1,6 +1,7 @@
 //! Running `target/release/cliproxy serve` for the benchmark: a private
 //! HOME, auth dir and config file per instance, readiness polling, memory
-//! from `/proc/<pid>/status`, and the Qwen token files of the start-up test.
+//! from `/proc/<pid>/status`, and the Qwen token files of the start-up test,
+//! the refresh-window storms and the soak.
 //!
 //! The child is killed when its [`Instance`] is dropped, so it also goes
 //! away when the benchmark fails or panics.
@@ -24,6 +25,7 @@ use hyper::{
 };
 
 use super::{
+    fake_qwen::Pair,
     load::{API_KEY, MODEL},
     net::{self, LOOPBACK},
 };
@@ -214,6 +216,44 @@ pub(crate) fn toml_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Writes a Qwen token file for `email` with `pair`, its access token
+/// expiring at `expires_at` (Unix seconds), atomically and 0600 from birth
+/// (a hidden temp file renamed into place), as another tool dropping a file
+/// into the auth dir would.
+pub(crate) fn write_token_file(
+    auth_dir: &Path,
+    email: &str,
+    pair: &Pair,
+    resource_url: &str,
+    now: u64,
+    expires_at: u64,
+) -> Result<()> {
+    let record = serde_json::json!({
+        "type": "qwen",
+        "email": email,
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": "Bearer",
+        "resource_url": resource_url,
+        "expired": rfc3339_utc(expires_at),
+        "last_refresh": rfc3339_utc(now),
+    });
+    let name = format!("qwen-{email}.json");
+    let temp = auth_dir.join(format!(".{name}.soak.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    file.write_all(record.to_string().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    let target = auth_dir.join(&name);
+    fs::rename(&temp, &target)
+        .with_context(|| format!("cannot rename {} to {}", temp.display(), target.display()))
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC, e.g. `2023-11-14T22:13:20Z`.

@@ -21,7 +21,7 @@ use hyper::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{net, report::Summary, stub::STREAM_CHUNKS};
+use super::{net, stub::STREAM_CHUNKS, summary::Summary};
 
 /// The API key cliproxy is configured with; the stub and baseline ignore it.
 pub(crate) const API_KEY: &str = "bench-key";

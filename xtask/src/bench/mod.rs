@@ -18,11 +18,13 @@
 mod baseline;
 mod bodies;
 pub(crate) mod cliproxy;
+pub(crate) mod fake_qwen;
 pub(crate) mod load;
 pub(crate) mod net;
 mod refresh_window;
 mod report;
 mod stub;
+mod summary;
 
 use std::{
     env, fs,
@@ -41,7 +43,10 @@ use self::{
     report::{HeldStreams, OPEN_STREAMS, Results, Row, Startup},
     stub::Stub,
 };
-use crate::{cargo, dist::target_dir, run_checked};
+use crate::{
+    cmd::{cargo, run_checked},
+    dist::target_dir,
+};
 
 pub(crate) const HELP: &str = "\
 cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use super::cliproxy::{Instance, Layout, toml_string};
+use super::cliproxy::{Instance, Layout, toml_string, write_token_file};
+use super::fake_qwen::{FakeProcess, FakeSettings};
 use super::net;
-use crate::soak::accounts::write_token_file;
-use crate::soak::fake::{FakeProcess, FakeSettings};
 
 /// Accounts that refresh together in one storm.
 pub(crate) const STORM_ACCOUNTS: usize = 32;

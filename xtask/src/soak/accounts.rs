@@ -17,17 +17,14 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::{self, OpenOptions},
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
+    fs,
     path::Path,
 };
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::fake::{DeadRefresh, Lookup, Pair};
-use crate::bench::cliproxy::rfc3339_utc;
+use crate::bench::fake_qwen::{DeadRefresh, Lookup};
 
 /// The `cliproxy_status` value of an account whose refresh token was refused.
 const RELOGIN_REQUIRED: &str = "relogin-required";
@@ -100,44 +97,6 @@ pub(crate) struct Lost {
     /// The email, or a description when no account matches.
     pub(crate) account: String,
     pub(crate) reasons: Vec<String>,
-}
-
-/// Writes a Qwen token file for `email` with `pair`, its access token
-/// expiring at `expires_at` (Unix seconds), atomically and 0600 from birth
-/// (a hidden temp file renamed into place), as another tool dropping a file
-/// into the auth dir would.
-pub(crate) fn write_token_file(
-    auth_dir: &Path,
-    email: &str,
-    pair: &Pair,
-    resource_url: &str,
-    now: u64,
-    expires_at: u64,
-) -> Result<()> {
-    let record = serde_json::json!({
-        "type": "qwen",
-        "email": email,
-        "access_token": pair.access_token,
-        "refresh_token": pair.refresh_token,
-        "token_type": "Bearer",
-        "resource_url": resource_url,
-        "expired": rfc3339_utc(expires_at),
-        "last_refresh": rfc3339_utc(now),
-    });
-    let name = format!("qwen-{email}.json");
-    let temp = auth_dir.join(format!(".{name}.soak.tmp"));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("cannot create {}", temp.display()))?;
-    file.write_all(record.to_string().as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    let target = auth_dir.join(&name);
-    fs::rename(&temp, &target)
-        .with_context(|| format!("cannot rename {} to {}", temp.display(), target.display()))
 }
 
 /// Reads every token file (`*.json`, not hidden) of `auth_dir`. A file that
@@ -262,6 +221,7 @@ pub(crate) fn lost_accounts(evidence: &Evidence<'_>) -> Vec<Lost> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::{cliproxy::write_token_file, fake_qwen::Pair};
 
     fn file(name: &str, email: &str, status: Option<&str>, token: &str) -> FileState {
         FileState {

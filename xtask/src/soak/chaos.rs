@@ -19,10 +19,12 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
     accounts::{self, Accounts},
-    fake::FakeProcess,
     traffic::Clients,
 };
-use crate::bench::cliproxy::{self, Layout};
+use crate::bench::{
+    cliproxy::{self, Layout},
+    fake_qwen::FakeProcess,
+};
 
 /// Every this often, the newest access token of [`EXPIRE_SHARE`] of the accounts expires.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
@@ -236,7 +238,7 @@ impl Chaos<'_> {
                 let email = format!("soak-drop-in-{new_accounts}@example.com");
                 let pair = self.fake.mint().await?;
                 let now = unix_now();
-                accounts::write_token_file(
+                cliproxy::write_token_file(
                     &self.layout.auth_dir,
                     &email,
                     &pair,

@@ -18,7 +18,6 @@
 
 pub(crate) mod accounts;
 mod chaos;
-pub(crate) mod fake;
 mod report;
 mod rng;
 mod traffic;
@@ -37,7 +36,6 @@ use tokio::sync::watch;
 use self::{
     accounts::{Accounts, Evidence},
     chaos::{Chaos, seed_now, unix_now},
-    fake::{FakeProcess, FakeSettings},
     report::{Report, RssSample, ServerEnd, VerdictInputs},
     traffic::Clients,
 };
@@ -45,11 +43,11 @@ use crate::{
     bench::{
         WorkDir,
         cliproxy::{self, Instance, Layout, Probe, rfc3339_utc, toml_string},
+        fake_qwen::{self, FakeProcess, FakeSettings},
         git_commit, net,
     },
-    cargo,
+    cmd::{cargo, run_checked},
     dist::target_dir,
-    run_checked,
 };
 
 pub(crate) const HELP: &str = "\
@@ -280,7 +278,7 @@ async fn soak(binaries: &Binaries, options: &Options) -> Result<Report> {
     for i in 0..options.accounts {
         let email = format!("soak-{i}@example.com");
         let pair = fake.mint().await?;
-        accounts::write_token_file(
+        cliproxy::write_token_file(
             &layout.auth_dir,
             &email,
             &pair,
@@ -370,7 +368,7 @@ async fn soak(binaries: &Binaries, options: &Options) -> Result<Report> {
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let lookups: HashMap<String, fake::Lookup> = tokens
+    let lookups: HashMap<String, fake_qwen::Lookup> = tokens
         .iter()
         .cloned()
         .zip(fake.lookup(&tokens).await?)

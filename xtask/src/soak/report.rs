@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use super::{
     accounts::Lost,
     chaos::ChaosLog,
-    fake::RefreshReport,
     traffic::{Counts, Tally},
 };
+use crate::bench::fake_qwen::RefreshReport;
 
 /// Largest growth of RSS from after the first minute to the end.
 pub(crate) const RSS_GROWTH_PERCENT: u64 = 10;

@@ -20,7 +20,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::bench::net;
+use super::net;
 
 /// Longest wait for the fake to print its addresses, and for one control call.
 const WAIT: Duration = Duration::from_secs(20);

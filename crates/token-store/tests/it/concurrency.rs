@@ -3,24 +3,21 @@
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use time::macros::datetime;
-use token_store::{AccountKey, AuthDir, TokenRecord};
+use token_store::{AccountKey, AuthDir};
+
+use crate::support::{assert_child_passed, auth_dir, mode, rerun, saved};
 
 /// Set (to `<token file>|<writer id>`) when this binary is re-run as a child writer.
 const CHILD_ENV: &str = "TOKEN_STORE_TEST_CHILD_WRITER";
 const UPDATES_PER_WRITER: usize = 15;
 
 fn account(dir: &AuthDir) -> PathBuf {
-    let mut record = TokenRecord::new("qwen", "access");
-    record.email = Some("a@b.com".into());
-    dir.save_login(&record, datetime!(2025-08-20 07:04:05 UTC))
-        .expect("save")
-        .path
+    saved(dir, "a@b.com", "access")
 }
 
 fn write_keys(dir: &AuthDir, path: &Path, writer: &str) {
@@ -45,8 +42,7 @@ fn assert_all_keys(dir: &AuthDir, path: &Path, writers: &[String]) {
 
 #[test]
 fn concurrent_threads_lose_no_update() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let path = account(&dir);
     let writers: Vec<String> = (0..8).map(|t| format!("thread{t}")).collect();
     thread::scope(|s| {
@@ -72,20 +68,13 @@ fn child_process_writer() {
 
 #[test]
 fn concurrent_processes_lose_no_update() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let path = account(&dir);
-    let exe = env::current_exe().expect("test binary");
     let children: Vec<_> = ["process0", "process1"]
         .iter()
         .map(|writer| {
-            Command::new(&exe)
-                .args([
-                    "--exact",
-                    "child_process_writer",
-                    "--test-threads=1",
-                    "--quiet",
-                ])
+            rerun(module_path!(), "child_process_writer")
+                .arg("--quiet")
                 .env(CHILD_ENV, format!("{}|{writer}", path.display()))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -96,12 +85,7 @@ fn concurrent_processes_lose_no_update() {
     write_keys(&dir, &path, "parent");
     for child in children {
         let output = child.wait_with_output().expect("wait");
-        assert!(
-            output.status.success(),
-            "child writer failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_child_passed(&output, "child writer");
     }
     let writers = ["process0", "process1", "parent"].map(String::from);
     assert_all_keys(&dir, &path, &writers);
@@ -129,8 +113,7 @@ fn lock_is_free(dir: &AuthDir, email: &str) -> bool {
 
 #[test]
 fn held_lock_blocks_other_lockers_until_dropped() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let key = AccountKey::for_email("qwen", "a@b.com");
     let held = dir.lock_account(&key).expect("lock");
     assert!(
@@ -197,8 +180,7 @@ fn a_file_with_the_email_only_in_its_name_shares_the_emails_lock() {
         "qwen-Dev@Example.com-1700000000.json",
         "qwen-dev@example.com.json",
     ] {
-        let root = tempfile::tempdir().expect("temp dir");
-        let dir = AuthDir::open(root.path()).expect("open");
+        let (root, dir) = auth_dir();
         let path = root.path().join(name);
         std::fs::write(
             &path,
@@ -248,8 +230,7 @@ fn a_file_with_the_email_only_in_its_name_shares_the_emails_lock() {
 
 #[test]
 fn lock_files_live_apart_from_token_files() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     let path = account(&dir);
     let record = dir.load(&path).expect("load").record;
     let lock = dir
@@ -259,10 +240,6 @@ fn lock_files_live_apart_from_token_files() {
         lock.lock_path(),
         root.path().join(".locks/qwen-a@b.com.lock")
     );
-    let mode = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
-    };
     assert_eq!(mode(lock.lock_path()), 0o600);
     assert_eq!(mode(&root.path().join(".locks")), 0o700);
     let mut again = lock.read(&path).expect("read");

@@ -10,6 +10,8 @@ use token_store::{
     read_qwen_code_creds,
 };
 
+use crate::support::{assert_child_passed, auth_dir, read_json, rerun, temp};
+
 /// What Go CLIProxyAPI's QwenTokenStorage writes (its key order, its time format).
 const GO_FILE: &str = r#"{
   "access_token": "go-access-token",
@@ -44,8 +46,7 @@ const WEB_LOGIN: &str = r#"{
 
 #[test]
 fn go_cliproxyapi_files_load() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     let plain = root.path().join("qwen-Alice@Example.com.json");
     let fractional = root.path().join("qwen-bob@example.com.json");
     fs::write(&plain, GO_FILE).expect("write");
@@ -73,16 +74,14 @@ fn go_cliproxyapi_files_load() {
         r.expired = Some(datetime!(2025-09-01 00:00 UTC))
     })
     .expect("update");
-    let json: serde_json::Value =
-        serde_json::from_slice(&fs::read(&plain).expect("read")).expect("json");
+    let json = read_json(&plain);
     assert_eq!(json["expired"], "2025-09-01T00:00:00Z");
     assert_eq!(json["last_refresh"], "2025-08-20T15:04:05+08:00");
 }
 
 #[test]
 fn web_login_without_email_loads_with_the_file_stem_as_key() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     let path = root.path().join("qwen-1724150000000.json");
     fs::write(&path, WEB_LOGIN).expect("write");
     let account = dir.load(&path).expect("load");
@@ -101,7 +100,7 @@ fn web_login_without_email_loads_with_the_file_stem_as_key() {
 
 #[test]
 fn qwen_code_creds_import_then_save() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = temp();
     let creds = root.path().join("oauth_creds.json");
     fs::write(
         &creds,
@@ -127,7 +126,7 @@ fn qwen_code_creds_import_then_save() {
 
 #[test]
 fn qwen_code_creds_errors() {
-    let root = tempfile::tempdir().expect("temp dir");
+    let root = temp();
     let missing = root.path().join("nope.json");
     let message = read_qwen_code_creds(&missing)
         .expect_err("missing")
@@ -158,7 +157,7 @@ const HOME_CHILD_ENV: &str = "TOKEN_STORE_TEST_EXPECTED_CREDS_PATH";
 
 #[test]
 fn default_creds_path_is_under_home() {
-    let home = tempfile::tempdir().expect("temp home");
+    let home = temp();
     let expected = home.path().join(".qwen/oauth_creds.json");
     let cases = [
         (
@@ -169,25 +168,14 @@ fn default_creds_path_is_under_home() {
         (None, "none"),
     ];
     for (home, expected) in cases {
-        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"));
-        child
-            .args(["--exact", "default_creds_path_child", "--test-threads=1"])
-            .env(HOME_CHILD_ENV, expected);
+        let mut child = rerun(module_path!(), "default_creds_path_child");
+        child.env(HOME_CHILD_ENV, expected);
         match home {
             Some(home) => child.env("HOME", home),
             None => child.env_remove("HOME"),
         };
         let output = child.output().expect("re-run the test binary");
-        assert!(
-            output.status.success(),
-            "HOME={home:?}:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&output.stdout).contains("1 passed"),
-            "the child test ran"
-        );
+        assert_child_passed(&output, &format!("HOME={home:?}"));
     }
 }
 

@@ -9,6 +9,8 @@ use fake_qwen::{
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::support::{self, Answer, HANG_GUARD, client, refresh_at};
+
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const OTHER_VERIFIER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -17,40 +19,8 @@ fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).expect("the fake answered JSON")
-    }
-
-    fn error(&self) -> String {
-        self.json()["error"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
 async fn post(fake: &FakeQwen, path: &str, form: &[(&str, &str)]) -> Answer {
-    let answer = reqwest::Client::new()
-        .post(format!("{}{path}", fake.base_url()))
-        .header("accept", "application/json")
-        .form(form)
-        .send()
-        .await
-        .expect("the fake answers");
-    Answer {
-        status: answer.status().as_u16(),
-        content_type: answer
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned(),
-        body: answer.text().await.expect("a readable body"),
-    }
+    support::post(&fake.base_url(), path, form).await
 }
 
 async fn device_code(fake: &FakeQwen, verifier: &str) -> String {
@@ -87,16 +57,7 @@ async fn poll(fake: &FakeQwen, device_code: &str, verifier: &str) -> Answer {
 }
 
 async fn refresh(fake: &FakeQwen, refresh_token: &str) -> Answer {
-    post(
-        fake,
-        TOKEN_PATH,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", CLIENT_ID),
-        ],
-    )
-    .await
+    refresh_at(&fake.base_url(), refresh_token).await
 }
 
 #[tokio::test]
@@ -187,7 +148,7 @@ async fn device_request_is_checked_like_qwen() {
         assert_eq!(answer.error(), "invalid_request", "{form:?}");
     }
 
-    let client = reqwest::Client::new();
+    let client = client();
     let url = format!("{}{DEVICE_CODE_PATH}", fake.base_url());
     let form = [
         ("client_id", CLIENT_ID),
@@ -450,7 +411,6 @@ async fn refreshes_can_be_redirected_or_oversized() {
 }
 
 /// Stops a test whose awaited event never comes; never a synchronisation.
-const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[tokio::test]
 async fn held_refreshes_are_answered_in_order_once_released() {
@@ -481,31 +441,15 @@ async fn held_refreshes_are_answered_in_order_once_released() {
         .await
         .expect("the first is answered");
     let answer = first.await.unwrap();
-    assert_eq!(answer.0, 200);
+    assert_eq!(answer.status, 200);
     assert_eq!(fake.issued_tokens().len(), 2, "the second is still held");
     // A release given before a refresh is held is kept for it; turning the gate off lets
     // later ones through.
     fake.release_held_refreshes(2);
-    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(second.await.unwrap().status, 200);
     fake.hold_refreshes(false);
     assert_eq!(refresh(&fake, &tokens.refresh_token).await.status, 200);
     assert_eq!(fake.issued_tokens().len(), 4);
-}
-
-/// A refresh against the fake at `base_url`: status and body.
-async fn refresh_at(base_url: &str, refresh_token: &str) -> (u16, String) {
-    let answer = reqwest::Client::new()
-        .post(format!("{base_url}{TOKEN_PATH}"))
-        .header("accept", "application/json")
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", CLIENT_ID),
-        ])
-        .send()
-        .await
-        .expect("the fake answers");
-    (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
 #[tokio::test]
@@ -585,7 +529,7 @@ async fn a_client_leaving_during_the_refresh_latency_has_lost_the_rotation() {
 async fn down_drops_connections_until_up_again() {
     let fake = FakeQwen::start().await;
     fake.set_down(true);
-    let client = reqwest::Client::new();
+    let client = client();
     let url = format!("{}{TOKEN_PATH}", fake.base_url());
     let failed = client.post(&url).form(&[("a", "b")]).send().await;
     assert!(failed.is_err(), "a down fake must not answer");
@@ -607,7 +551,7 @@ async fn dropping_the_fake_stops_it() {
     let fake = FakeQwen::start().await;
     let url = format!("{}{TOKEN_PATH}", fake.base_url());
     drop(fake);
-    assert!(reqwest::Client::new().post(url).send().await.is_err());
+    assert!(client().post(url).send().await.is_err());
 }
 
 #[test]

@@ -3,52 +3,27 @@
 //! on SIGTERM.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
-/// A hang guard, not a timing assertion: the binary answers in milliseconds.
-const HANG_GUARD: Duration = Duration::from_secs(60);
+use crate::support::{HANG_GUARD, chat_at, client, refresh_at};
 
 #[tokio::test]
 async fn the_binary_serves_preferred_tool_calls_until_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fake-qwen"))
-        .args(["--api-key", "sk-bin-test"])
-        .args(["--prefer-tool", r#"exec_command={"cmd":"cat notes.txt"}"#])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut printed = Vec::new();
-    tokio::time::timeout(HANG_GUARD, async {
-        while let Some(line) = lines.next_line().await.expect("stdout reads") {
-            let last = line.starts_with("API_KEY=");
-            printed.push(line);
-            if last {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("the binary printed its address");
-    let value = |name: &str| {
-        printed
-            .iter()
-            .find_map(|line| line.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} line in {printed:?}"))
-            .to_owned()
-    };
+    let (mut child, printed) = spawn(&[
+        "--api-key",
+        "sk-bin-test",
+        "--prefer-tool",
+        r#"exec_command={"cmd":"cat notes.txt"}"#,
+    ])
+    .await;
+    let value = |name: &str| printed.value(name);
     assert_eq!(value("API_KEY"), "sk-bin-test");
     assert!(value("OAUTH_BASE_URL").starts_with("http://127.0.0.1:"));
 
-    let answer: Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client")
+    let answer: Value = client()
         .post(format!("{}/chat/completions", value("CHAT_BASE_URL")))
         .bearer_auth("sk-bin-test")
         .json(&json!({
@@ -94,8 +69,21 @@ async fn bad_arguments_are_refused_with_the_usage() {
     assert!(stderr.contains("NAME=JSON"), "{stderr}");
 }
 
+/// The `NAME=value` lines the binary printed on start.
+struct Printed(Vec<(String, String)>);
+
+impl Printed {
+    fn value(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_else(|| panic!("no {name} line in {:?}", self.0))
+    }
+}
+
 /// Starts the binary with `args` and reads its `NAME=value` lines up to the first `API_KEY`.
-async fn spawn(args: &[&str]) -> (tokio::process::Child, Vec<(String, String)>) {
+async fn spawn(args: &[&str]) -> (tokio::process::Child, Printed) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fake-qwen"))
         .args(args)
         .stdout(Stdio::piped())
@@ -116,14 +104,7 @@ async fn spawn(args: &[&str]) -> (tokio::process::Child, Vec<(String, String)>) 
     })
     .await
     .expect("the binary printed its addresses");
-    (child, printed)
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client")
+    (child, Printed(printed))
 }
 
 async fn control(url: &str, path: &str, body: Option<Value>) -> Value {
@@ -137,31 +118,17 @@ async fn control(url: &str, path: &str, body: Option<Value>) -> Value {
 }
 
 async fn refresh(oauth: &str, refresh_token: &str) -> (u16, Value) {
-    let answer = client()
-        .post(format!("{oauth}{}", fake_qwen::TOKEN_PATH))
-        .header("accept", "application/json")
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("client_id", fake_qwen::CLIENT_ID),
-        ])
-        .send()
-        .await
-        .expect("the fake answers");
-    (answer.status().as_u16(), answer.json().await.expect("JSON"))
+    let answer = refresh_at(oauth, refresh_token).await;
+    (answer.status, answer.json())
 }
 
 async fn chat(chat_base: &str, access_token: &str) -> u16 {
-    client()
-        .post(format!("{chat_base}/chat/completions"))
-        .bearer_auth(access_token)
-        .json(&json!({
-            "model": "coder-model",
-            "messages": [{ "role": "user", "content": "hi" }],
-        }))
-        .send()
+    let body = json!({
+        "model": "coder-model",
+        "messages": [{ "role": "user", "content": "hi" }],
+    });
+    chat_at(chat_base, access_token, &body)
         .await
-        .expect("the fake answers")
         .status()
         .as_u16()
 }
@@ -177,13 +144,7 @@ async fn the_control_api_expires_tokens_injects_quota_and_reports_spent_refresh_
         "--http-resource-url",
     ])
     .await;
-    let value = |name: &str| {
-        printed
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.clone())
-            .unwrap_or_else(|| panic!("no {name} line in {printed:?}"))
-    };
+    let value = |name: &str| printed.value(name);
     let (oauth, chat_base, url) = (
         value("OAUTH_BASE_URL"),
         value("CHAT_BASE_URL"),

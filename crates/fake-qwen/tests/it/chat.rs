@@ -5,21 +5,10 @@ use std::time::Duration;
 use fake_qwen::{ChatStep, FakeQwen, QWEN_OAUTH_MODELS};
 use serde_json::{Value, json};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("a client")
-}
+use crate::support::{chat_at, client};
 
 async fn chat(fake: &FakeQwen, token: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/chat/completions", fake.chat_base_url()))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("the fake answers")
+    chat_at(&fake.chat_base_url(), token, body).await
 }
 
 fn body(stream: bool) -> Value {

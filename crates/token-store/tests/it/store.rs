@@ -3,35 +3,19 @@
 
 use std::fs::{self, File, FileTimes, Permissions};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 use time::macros::datetime;
-use token_store::{AccountKey, AuthDir, BadFileReason, StoreError, TokenRecord, login_file_name};
+use token_store::{AccountKey, AuthDir, BadFileReason, StoreError, login_file_name};
 
-const NOW: OffsetDateTime = datetime!(2025-08-20 07:04:05 UTC);
+use crate::support::{
+    NOW, assert_child_passed, auth_dir, login, mode, read_json, rerun, saved, temp,
+};
+
 const LATER: OffsetDateTime = datetime!(2025-08-21 07:04:05 UTC);
-
-fn temp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn mode(path: &Path) -> u32 {
-    fs::metadata(path).expect("metadata").permissions().mode() & 0o777
-}
-
-fn login(email: &str, access: &str) -> TokenRecord {
-    let mut record = TokenRecord::new("qwen", access);
-    record.email = Some(email.to_owned());
-    record.refresh_token = Some(format!("{access}-refresh"));
-    record.token_type = Some("Bearer".into());
-    record.resource_url = Some("portal.qwen.ai".into());
-    record.expired = Some(datetime!(2025-08-20 13:04:05 +06:00));
-    record.last_refresh = Some(NOW);
-    record
-}
 
 fn file_names(dir: &AuthDir) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir.path())
@@ -41,10 +25,6 @@ fn file_names(dir: &AuthDir) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).expect("read")).expect("json")
 }
 
 #[test]
@@ -144,12 +124,8 @@ fn open_under_a_regular_file_names_the_path() {
 
 #[test]
 fn save_login_writes_private_file_with_name_and_keys() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir
-        .save_login(&login("Alice@Example.com", "tok-a"), NOW)
-        .expect("save")
-        .path;
+    let (_root, dir) = auth_dir();
+    let path = saved(&dir, "Alice@Example.com", "tok-a");
     assert_eq!(
         path.file_name().and_then(|n| n.to_str()),
         Some("qwen-alice@example.com-1755673445.json")
@@ -197,8 +173,7 @@ fn save_login_writes_private_file_with_name_and_keys() {
 
 #[test]
 fn relogin_replaces_the_old_file_whatever_the_case() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let first = dir.save_login(&login("a@b.com", "old"), NOW).expect("save");
     assert!(first.replaced.is_empty(), "{:?}", first.replaced);
     let second = dir
@@ -229,8 +204,7 @@ fn relogin_replaces_the_old_file_whatever_the_case() {
 
 #[test]
 fn relogin_replaces_go_style_files_and_keeps_their_unknown_fields() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     let go_file = root.path().join("qwen-A@b.com.json");
     fs::write(
         &go_file,
@@ -277,8 +251,7 @@ fn relogin_replaces_go_style_files_and_keeps_their_unknown_fields() {
 
 #[test]
 fn save_login_refuses_unusable_records() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let mut record = login("a@b.com", "t");
     record.email = None;
     assert!(matches!(
@@ -300,8 +273,7 @@ fn save_login_refuses_unusable_records() {
 
 #[test]
 fn update_keeps_unknown_fields_and_rereads_the_file() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     let path = root.path().join("qwen-a@b.com.json");
     fs::write(
         &path,
@@ -325,12 +297,8 @@ fn update_keeps_unknown_fields_and_rereads_the_file() {
 
 #[test]
 fn update_cannot_move_a_file_to_another_account() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir
-        .save_login(&login("a@b.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let (_root, dir) = auth_dir();
+    let path = saved(&dir, "a@b.com", "t");
     let error = dir
         .update(&path, |r| r.email = Some("x@y.com".into()))
         .expect_err("account change");
@@ -343,12 +311,8 @@ fn update_cannot_move_a_file_to_another_account() {
 
 #[test]
 fn update_of_a_replaced_file_is_not_found() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let old = dir
-        .save_login(&login("a@b.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let (_root, dir) = auth_dir();
+    let old = saved(&dir, "a@b.com", "t");
     dir.save_login(&login("a@b.com", "u"), LATER).expect("save");
     let error = dir.update(&old, |_| {}).expect_err("gone");
     assert!(
@@ -363,12 +327,8 @@ fn update_of_a_replaced_file_is_not_found() {
 
 #[test]
 fn listing_reports_bad_files_by_name_and_loads_the_good_ones() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let good = dir
-        .save_login(&login("a@b.com", "good-secret"), NOW)
-        .expect("save")
-        .path;
+    let (root, dir) = auth_dir();
+    let good = saved(&dir, "a@b.com", "good-secret");
     let files = [
         (
             "broken.json",
@@ -419,12 +379,8 @@ fn listing_reports_bad_files_by_name_and_loads_the_good_ones() {
 
 #[test]
 fn listing_tightens_files_open_to_others() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let path = dir
-        .save_login(&login("a@b.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let (_root, dir) = auth_dir();
+    let path = saved(&dir, "a@b.com", "t");
     fs::set_permissions(&path, Permissions::from_mode(0o644)).expect("chmod");
     let listing = dir.list().expect("list");
     assert_eq!(listing.tightened, std::slice::from_ref(&path));
@@ -435,12 +391,8 @@ fn listing_tightens_files_open_to_others() {
 
 #[test]
 fn crash_leftovers_are_ignored_and_stale_ones_removed() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let good = dir
-        .save_login(&login("a@b.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let (root, dir) = auth_dir();
+    let good = saved(&dir, "a@b.com", "t");
     let before = fs::read(&good).expect("read");
     let fresh_tmp = root.path().join(".qwen-x.tmp");
     fs::write(&fresh_tmp, r#"{"type":"qwen","access_tok"#).expect("write");
@@ -497,8 +449,7 @@ const NOBODY: u32 = 65_534;
 
 #[test]
 fn permission_denied_names_the_path() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (root, dir) = auth_dir();
     fs::create_dir(root.path().join(".locks")).expect("locks dir");
     fs::set_permissions(root.path(), Permissions::from_mode(0o500)).expect("chmod");
     let modes_apply = File::create(root.path().join("probe")).is_err();
@@ -521,12 +472,11 @@ fn permission_denied_names_the_path() {
     assert!(message.contains("writable by this user"), "{message}");
 }
 
-/// Runs the test `name` of this binary as user `nobody` and asserts that it passed.
+/// Runs the test `name` of this module as user `nobody` and asserts that it passed.
 fn rerun_unprivileged(name: &str) {
     use std::os::unix::process::CommandExt as _;
-    let exe = std::env::current_exe().expect("test binary");
-    let spawned = std::process::Command::new(&exe)
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+    let spawned = rerun(module_path!(), name)
+        .arg("--nocapture")
         .env(UNPRIVILEGED_ENV, "1")
         .uid(NOBODY)
         .gid(NOBODY)
@@ -539,41 +489,22 @@ fn rerun_unprivileged(name: &str) {
             );
             return;
         }
-        Err(error) => panic!(
-            "could not re-run {} as uid {NOBODY}: {error}",
-            exe.display()
-        ),
+        Err(error) => panic!("could not re-run this test binary as uid {NOBODY}: {error}"),
     };
-    let shown = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "as uid {NOBODY}:\n{shown}");
-    assert!(
-        shown.contains("1 passed"),
-        "the test ran as uid {NOBODY}:\n{shown}"
-    );
+    assert_child_passed(&output, &format!("as uid {NOBODY}"));
 }
 
 #[test]
 fn remove_account_removes_every_file_of_that_email() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
-    let new = dir
-        .save_login(&login("a@b.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let (root, dir) = auth_dir();
+    let new = saved(&dir, "a@b.com", "t");
     let go = root.path().join("qwen-A@B.com.json");
     fs::write(
         &go,
         r#"{"type":"qwen","email":"A@B.com","access_token":"t"}"#,
     )
     .expect("write");
-    let keep = dir
-        .save_login(&login("c@d.com", "t"), NOW)
-        .expect("save")
-        .path;
+    let keep = saved(&dir, "c@d.com", "t");
     let bad = root.path().join("qwen-a@b.com-1.json");
     fs::write(&bad, "{").expect("write");
 
@@ -595,8 +526,7 @@ fn remove_account_removes_every_file_of_that_email() {
 fn debug_output_never_shows_tokens() {
     let mut record = login("a@b.com", "sekrit-access");
     record.refresh_token = Some("sekrit-refresh".into());
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let path = dir.save_login(&record, NOW).expect("save").path;
     let account = dir.load(&path).expect("load");
     for text in [
@@ -619,8 +549,7 @@ fn expiry_check() {
 
 #[test]
 fn a_fresh_login_clears_the_recorded_status() {
-    let root = temp();
-    let dir = AuthDir::open(root.path()).expect("open");
+    let (_root, dir) = auth_dir();
     let mut first = login("a@b.com", "token-1");
     first.set_status(Some(token_store::STATUS_RELOGIN_REQUIRED));
     first
