@@ -37,15 +37,14 @@ mod credential;
 mod error;
 mod layers;
 mod proxy;
-mod quote;
 mod request_body;
 mod routes;
 mod serve;
-mod sse;
-mod translate;
+mod stream_error;
+mod translated;
 mod upstream;
 
-pub use body::{ProxyBody, StreamError};
+pub use body::ProxyBody;
 pub use config::{ConfigError, ServerConfig};
 pub use credential::{
     Access, AccessSource, BoxFuture, Credential, Flavor, QWEN_DEFAULT_BASE_URL, RefreshFailure,
@@ -54,3 +53,4 @@ pub use credential::{
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
 pub use serve::bind;
+pub use stream_error::StreamError;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use api_translate::quote::client_text;
 use bytes::{Bytes, BytesMut};
 use credential_pool::{Outcome, Slot, Unavailable};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -22,7 +23,6 @@ use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retr
 use crate::body::ProxyBody;
 use crate::credential::{Access, Credential, Flavor, RefreshFailure};
 use crate::layers::request_id::LoggedId;
-use crate::quote::client_text;
 
 /// Largest non-streaming answer held in memory.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
