@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn the_window_is_read_from_the_log_line() {
-        let line = "2026-12-05T19:00:00Z  INFO refreshed the access token account=a@b.c saved_in_us=2731";
+        let line =
+            "2026-12-05T19:00:00Z  INFO refreshed the access token account=a@b.c saved_in_us=2731";
         assert_eq!(saved_in_us(line), Some(2731));
         assert_eq!(saved_in_us("INFO refreshed the access token"), None);
     }

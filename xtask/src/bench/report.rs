@@ -583,7 +583,10 @@ mod tests {
             storms: 1,
             error: None,
         };
-        assert_eq!(refresh_window_check(&window(vec![800; 99])).pass, Some(true));
+        assert_eq!(
+            refresh_window_check(&window(vec![800; 99])).pass,
+            Some(true)
+        );
         let mut slow = vec![800; 98];
         slow.extend([40_000, 50_000]);
         assert_eq!(refresh_window_check(&window(slow)).pass, Some(false));
