@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use api_translate::anthropic;
+use api_translate::responses::Refusal;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::ProxyBody;
-use crate::translate::anthropic;
 
 /// `type` of errors caused by the request or its credentials.
 pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
@@ -136,6 +137,19 @@ impl ApiError {
     }
 }
 
+/// A Responses request cliproxy cannot translate: the status and `type` api-translate
+/// documents for every refusal, with its code and message.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::new(
+            Refusal::STATUS,
+            Refusal::ERROR_TYPE,
+            refusal.code,
+            refusal.message,
+        )
+    }
+}
+
 /// The error body format a client expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorShape {
@@ -232,6 +246,22 @@ mod tests {
             assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(response.headers()[header::RETRY_AFTER], "3");
         }
+    }
+
+    #[test]
+    fn refusals_are_bad_requests_with_their_code_and_message() {
+        let refused = api_translate::responses::to_chat(
+            &json!({ "model": "m", "input": "hi", "previous_response_id": "resp_1" }),
+            "m",
+        )
+        .expect_err("cliproxy stores no responses");
+        let error = ApiError::from(refused.clone());
+        assert_eq!(
+            error,
+            ApiError::bad_request(refused.code, refused.message.clone())
+        );
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.kind, INVALID_REQUEST);
     }
 
     #[test]

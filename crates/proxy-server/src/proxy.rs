@@ -15,7 +15,6 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::body::StreamError;
 use crate::config::ServerConfig;
 use crate::error::BuildError;
 use crate::layers::auth::{ClientAuthLayer, ClientKeys};
@@ -24,6 +23,7 @@ use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
+use crate::stream_error::StreamError;
 use crate::upstream::Upstream;
 use credential_pool::Credential;
 

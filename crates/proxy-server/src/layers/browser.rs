@@ -29,6 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use api_translate::quote::client_text;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
@@ -41,7 +42,6 @@ use tower::{Layer, Service};
 use crate::api_error::{ApiError, ErrorShape, INVALID_REQUEST};
 use crate::body::ProxyBody;
 use crate::error::BuildError;
-use crate::quote::client_text;
 
 /// Content types a page can send without a preflight (the CORS-safelisted ones).
 const SIMPLE_CONTENT_TYPES: [&str; 3] = [

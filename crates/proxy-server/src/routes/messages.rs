@@ -2,12 +2,13 @@
 //! changes nothing here) and `POST /v1/messages/count_tokens`.
 //!
 //! A message request is checked, mapped to a chat-completions request
-//! ([`crate::translate::anthropic`]) and served by `Upstream::chat` like any chat request
+//! ([`api_translate::anthropic`]) and served by `Upstream::chat` like any chat request
 //! (selection, failover, retries); its answer is mapped back: a whole completion to an
 //! Anthropic message, a stream event by event, an upstream error to an Anthropic error with
 //! the same status. `count_tokens` answers a local estimate without an upstream request.
 //! Every error here is Anthropic error JSON.
 
+use api_translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -21,8 +22,7 @@ use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::layers::request_id::LoggedId;
 use crate::request_body::{Charge, ReadBody};
-use crate::translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
-use crate::translate::stream::TranslatedBody;
+use crate::translated::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
 
 pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>

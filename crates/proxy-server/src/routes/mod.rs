@@ -16,8 +16,8 @@
 //! The translation routes turn the client's request into a
 //! [`ChatRequest`](crate::upstream::ChatRequest) for `Upstream::chat` (which does selection,
 //! failover and retries) and turn its [`Answer`](crate::upstream::Answer) back into their own
-//! format (streamed answers event by event with [`SseParser`](crate::sse::SseParser)); the
-//! mappings themselves live in [`crate::translate`].
+//! format (streamed answers event by event, [`TranslatedBody`](crate::translated::TranslatedBody));
+//! the mappings themselves live in the api-translate crate ([`api_translate`]).
 
 mod chat;
 mod health;

@@ -1,9 +1,10 @@
 //! `POST /v1/responses`: the OpenAI Responses API (Codex CLI's only API) served by the chat
-//! upstream. The request is translated to chat completions ([`crate::translate::responses`]),
+//! upstream. The request is translated to chat completions ([`api_translate::responses`]),
 //! served by `Upstream::chat` like any chat request, and its answer translated back: a whole
 //! Responses object, or Responses stream events. Upstream error answers pass through as they
 //! are (OpenAI error JSON, same status); errors of this route are OpenAI error JSON too.
 
+use api_translate::responses::{self, ResponsesStream, Shell, Translated};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -17,8 +18,7 @@ use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::layers::request_id::LoggedId;
 use crate::request_body::ReadBody;
-use crate::translate::responses::{self, ResponsesStream, Shell, Translated};
-use crate::translate::stream::TranslatedBody;
+use crate::translated::TranslatedBody;
 use crate::upstream::{Answer, ChatRequest, record_completion};
 
 pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>

@@ -5,11 +5,10 @@
 use std::fmt;
 use std::time::Duration;
 
+use api_translate::quote::client_text;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
-
-use crate::quote::client_text;
 
 /// Why one attempt with one credential failed. None of these carries a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +187,7 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quote::MAX_QUOTED_CHARS;
+    use api_translate::quote::MAX_QUOTED_CHARS;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

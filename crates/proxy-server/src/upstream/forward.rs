@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use api_translate::quote::client_text;
 use bytes::{Bytes, BytesMut};
 use credential_pool::{Outcome, Slot, Unavailable};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
@@ -21,7 +22,6 @@ use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
 use crate::body::ProxyBody;
 use crate::layers::request_id::LoggedId;
-use crate::quote::client_text;
 use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
