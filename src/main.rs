@@ -16,12 +16,6 @@ use token_store::AuthDir;
 
 use crate::config::{ConfigFile, Overrides, Settings};
 
-/// mimalloc instead of glibc's malloc: a server whose blocking pool starts and ends threads
-/// (every token write runs on one) keeps growing glibc's per-thread arenas; mimalloc returns
-/// freed pages, so memory stays flat over days of traffic (`cargo xtask soak`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
