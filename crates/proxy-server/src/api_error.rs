@@ -30,8 +30,9 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     /// Sent as `Retry-After` in whole seconds, rounded up.
     pub(crate) retry_after: Option<Duration>,
-    /// Extra header (e.g. `Allow` on 405, `WWW-Authenticate` on 401).
-    pub(crate) header: Option<(header::HeaderName, HeaderValue)>,
+    /// Extra header (e.g. `Allow` on 405, `WWW-Authenticate` on 401); boxed, since most
+    /// errors have none and the error travels in every handler's `Result`.
+    pub(crate) header: Option<Box<(header::HeaderName, HeaderValue)>>,
 }
 
 impl ApiError {
@@ -57,7 +58,7 @@ impl ApiError {
     }
 
     pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.header = Some((name, value));
+        self.header = Some(Box::new((name, value)));
         self
     }
 
@@ -130,7 +131,8 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after_secs(retry_after).into());
         }
-        if let Some((name, value)) = self.header {
+        if let Some(extra) = self.header {
+            let (name, value) = *extra;
             response.headers_mut().insert(name, value);
         }
         response

@@ -404,7 +404,7 @@ mod tests {
         );
         assert_eq!(
             error.header,
-            Some((CONNECTION, HeaderValue::from_static("close")))
+            Some(Box::new((CONNECTION, HeaderValue::from_static("close"))))
         );
         assert_eq!(reader.receiving.available(), reader.receiving.size as usize);
     }

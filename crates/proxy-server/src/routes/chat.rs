@@ -3,28 +3,19 @@
 //! back untouched.
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Limited;
-use hyper::body::Body;
+use http::Response;
 use tracing::Span;
 
-use super::State;
+use super::{Posted, State};
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
 use crate::layers::request_id::LoggedId;
-use crate::request_body::{Charge, ReadBody};
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
-pub(super) async fn completions<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (chat, charge) = match parse(state, request).await {
-        Ok(parsed) => parsed,
+pub(super) async fn completions(state: &State, posted: Posted) -> Response<ProxyBody> {
+    let Posted { id, bytes, charge } = posted;
+    let chat = match parse(state, bytes, id) {
+        Ok(chat) => chat,
         Err(error) => return error.into_response(),
     };
     let answer = state.upstream.chat(chat).await;
@@ -43,17 +34,9 @@ where
     }
 }
 
-async fn parse<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Result<(ChatRequest, Charge), ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let id = LoggedId::of(&request);
-    let ReadBody { bytes, charge } = state.bodies.read(request).await?;
-    let chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
+/// The client's request, checked, with its model alias resolved.
+fn parse(state: &State, bytes: Bytes, id: LoggedId) -> Result<ChatRequest, ApiError> {
+    let mut chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
         Malformed::NotAnObject => ApiError::bad_request(
             "invalid_json",
             "the request body must be a JSON object with `model` and `messages`",
@@ -71,5 +54,6 @@ where
         ),
     })?;
     Span::current().record("model", chat.model.as_str());
-    Ok((chat, charge))
+    state.upstream.apply_alias(&mut chat)?;
+    Ok(chat)
 }

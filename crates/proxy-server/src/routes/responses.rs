@@ -5,43 +5,25 @@
 //! are (OpenAI error JSON, same status); errors of this route are OpenAI error JSON too.
 
 use api_translate::responses::{self, ResponsesStream, Shell, Translated};
-use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Limited;
-use hyper::body::Body;
+use http::{Response, StatusCode};
 use serde_json::Value;
 use tracing::Span;
 
-use super::State;
+use super::{Posted, State};
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
-use crate::layers::request_id::LoggedId;
-use crate::request_body::ReadBody;
 use crate::translated::TranslatedBody;
-use crate::upstream::{Answer, ChatRequest, record_completion};
+use crate::upstream::{Answer, ChatRequest, record_completion, set_event_stream_headers};
 
-pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    match serve(state, request).await {
+pub(super) async fn create(state: &State, posted: Posted) -> Response<ProxyBody> {
+    match serve(state, posted).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Result<Response<ProxyBody>, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let id = LoggedId::of(&request);
-    let ReadBody { bytes, charge } = state.bodies.read(request).await?;
+async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, ApiError> {
+    let Posted { id, bytes, charge } = posted;
     let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(
             "invalid_json",
@@ -59,17 +41,16 @@ where
         Span::current().record("model", requested);
     }
     // `reasoning` depends on the model the upstream is asked for, after the alias.
-    let aliases = state.upstream.aliases();
-    let upstream_model = aliases.resolve(requested).unwrap_or(requested).to_owned();
+    let upstream_model = state.upstream.resolve_alias(requested).to_owned();
     let Translated {
-        model,
+        model: _,
         stream,
         chat,
         echo,
         namespaces,
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest::from_json(model, stream, chat, id);
+    let chat = ChatRequest::from_json(&upstream_model, stream, chat, id);
     drop((bytes, body));
     let answer = state.upstream.chat(chat).await;
     // The request's body is gone once the upstream answered; a stream does not hold it.
@@ -86,12 +67,7 @@ where
             let (translator, opening) = ResponsesStream::start(shell);
             let body = TranslatedBody::new(body, Box::new(translator), opening);
             let mut response = Response::new(ProxyBody::translated(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_event_stream_headers(response.headers_mut());
             Ok(response)
         }
         // An upstream error the client caused: already OpenAI error JSON.

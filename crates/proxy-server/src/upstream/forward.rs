@@ -5,22 +5,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use api_translate::quote::client_text;
 use bytes::{Bytes, BytesMut};
-use credential_pool::{Outcome, Slot, Unavailable};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use credential_pool::{Outcome, Slot};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::de::IgnoredAny;
 use tracing::Span;
 
+use super::answer::Answer;
 use super::classify::{self, Failure, Verdict};
+use super::errors::{attempts_spent_error, failure_error, not_json, unavailable_error};
 use super::request::ChatRequest;
 use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
-use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
-use crate::body::ProxyBody;
+use crate::api_error::{ApiError, SERVER_ERROR};
 use crate::layers::request_id::LoggedId;
 use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
@@ -30,56 +30,6 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 /// The reason shown for a credential disabled because its refresh token is dead.
 const RELOGIN_REASON: &str = "re-login required";
-/// Where to add capacity, for messages whose remedy is more credentials.
-const ADD_CREDENTIALS: &str = "add accounts with `cliproxy login qwen` or more API keys";
-
-/// The upstream's final answer, ready for the client.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// A whole answer: a non-streaming success, or an error passed through.
-    Complete {
-        status: StatusCode,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-    },
-    /// A streamed success.
-    Stream {
-        content_type: Option<HeaderValue>,
-        body: Box<UpstreamBody>,
-    },
-}
-
-impl Answer {
-    pub(crate) fn into_response(self) -> Response<ProxyBody> {
-        let (status, content_type, body, streamed) = match self {
-            Self::Complete {
-                status,
-                content_type,
-                body,
-            } => (status, content_type, ProxyBody::full(body), false),
-            Self::Stream { content_type, body } => {
-                (StatusCode::OK, content_type, ProxyBody::stream(body), true)
-            }
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let default_type = if streamed {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            content_type.unwrap_or(HeaderValue::from_static(default_type)),
-        );
-        if streamed {
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        response
-    }
-}
 
 /// Logs a request whose client went away before its answer was ready: dropping the request's
 /// future cancels its upstream requests, but never a token refresh (that runs in a task of its
@@ -121,12 +71,6 @@ impl Upstream {
     }
 
     async fn serve_chat(&self, mut request: ChatRequest) -> Result<Answer, ApiError> {
-        if let Some(target) = self.aliases.resolve(&request.model)
-            && target != request.model
-        {
-            tracing::debug!(requested = %request.model, model = %target, "model alias applied");
-            request.set_model(target).map_err(not_json)?;
-        }
         if let Some(cap) = self.max_output_tokens
             && request.output_tokens() > Some(u64::from(cap))
         {
@@ -434,240 +378,6 @@ fn ends_with_connection(parts: &http::response::Parts) -> bool {
         && parts.version < http::Version::HTTP_2
         && !parts.headers.contains_key(CONTENT_LENGTH)
         && !parts.headers.contains_key(TRANSFER_ENCODING)
-}
-
-/// The client's body passed the quick read but not the full parse the request needs.
-fn not_json(error: serde_json::Error) -> ApiError {
-    ApiError::bad_request(
-        "invalid_json",
-        format!(
-            "the request body is not valid JSON ({error}); check the strings for lone UTF-16 \
-             surrogates (\\ud800-\\udfff escapes) and the nesting depth, then send it again"
-        ),
-    )
-}
-
-/// The client's error when `request-retry` attempts all hit limits and another credential
-/// could take the request right away: retry now.
-fn attempts_spent_error(failure: &Failure, attempts: usize) -> ApiError {
-    let status = match failure {
-        Failure::Quota { status, .. } => status.to_string(),
-        _ => "requests-per-minute cap".to_owned(),
-    };
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        RATE_LIMIT,
-        "rate_limit_exceeded",
-        format!(
-            "the credentials tried hit quota or rate limits ({status}), which used up this \
-             request's {attempts} attempts (`request-retry`); other credentials are free now: \
-             retry, or raise `request-retry`"
-        ),
-    )
-    .with_retry_after(Some(std::time::Duration::from_secs(1)))
-}
-
-fn unavailable_error(
-    unavailable: &Unavailable,
-    last: Option<Failure>,
-    aliases: &super::Aliases,
-    id: &LoggedId,
-) -> ApiError {
-    match unavailable {
-        Unavailable::UnknownModel { known, .. } => {
-            let patterns: Vec<&str> = aliases.patterns().collect();
-            let aliases_part = if patterns.is_empty() {
-                String::new()
-            } else {
-                format!(" (or an alias: {})", patterns.join(", "))
-            };
-            let advice = if known.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; use one of them{aliases_part}, map this name to one with [models.aliases] \
-                     in the config, or add a credential that serves it"
-                )
-            };
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                INVALID_REQUEST,
-                "model_not_found",
-                format!("{unavailable}{advice}"),
-            )
-        }
-        Unavailable::CoolingDown { retry_after, .. } => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            RATE_LIMIT,
-            "rate_limit_exceeded",
-            unavailable.to_string(),
-        )
-        .with_retry_after(Some(*retry_after)),
-        Unavailable::Disabled { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            SERVER_ERROR,
-            "credentials_disabled",
-            unavailable.to_string(),
-        ),
-        Unavailable::Exhausted { .. } => match last {
-            Some(failure) => failure_error(failure, id),
-            None => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                SERVER_ERROR,
-                "credentials_exhausted",
-                unavailable.to_string(),
-            ),
-        },
-    }
-}
-
-/// Where a client finds which credential failed: the log, by its request's id. Messages to
-/// clients never name a credential (an account's label is its email) or say more about the
-/// token store than what to run; the `upstream attempt failed` warnings carry that.
-struct InLog<'a>(&'a LoggedId);
-
-impl std::fmt::Display for InLog<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the proxy's log names the credential under request id {}",
-            self.0
-        )
-    }
-}
-
-/// The client's error when the last attempt failed; `id` is the request's.
-fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
-    let bad_gateway =
-        |code, message: String| ApiError::new(StatusCode::BAD_GATEWAY, SERVER_ERROR, code, message);
-    let in_log = InLog(id);
-    match failure {
-        Failure::Quota {
-            status,
-            retry_after,
-            message,
-        } => {
-            let when = retry_after.map_or_else(
-                || "shortly".to_owned(),
-                |wait| format!("in {} s", retry_after_secs(wait)),
-            );
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                RATE_LIMIT,
-                "rate_limit_exceeded",
-                format!(
-                    "the credential tried last hit a quota or rate limit ({status}{}) and no \
-                     other credential could take the request; retry {when}, or \
-                     {ADD_CREDENTIALS} ({in_log})",
-                    quoted(message.as_deref())
-                ),
-            )
-            .with_retry_after(retry_after)
-        }
-        Failure::Unauthorized { message, refresh } => bad_gateway(
-            "upstream_auth_failed",
-            format!(
-                "the upstream refused the token of the credential tried last (401{}){}; run \
-                 `cliproxy login qwen` for that account, or check the API key ({in_log})",
-                quoted(message.as_deref()),
-                if refresh.is_some() {
-                    ", and refreshing the token failed"
-                } else {
-                    ""
-                }
-            ),
-        ),
-        Failure::Relogin => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            SERVER_ERROR,
-            "relogin_required",
-            format!(
-                "the account tried last needs a new login and no other credential could take \
-                 the request; run `cliproxy login qwen` for it (`cliproxy accounts list` shows \
-                 which; {in_log})"
-            ),
-        ),
-        Failure::Server { status, message } => bad_gateway(
-            "upstream_error",
-            format!(
-                "the upstream answered {status}{}, and no other credential could take the \
-                 request; retry shortly ({in_log})",
-                quoted(message.as_deref())
-            ),
-        ),
-        Failure::Html { status } => bad_gateway(
-            "upstream_html",
-            format!(
-                "the upstream answered {status} with an HTML page instead of JSON (usually a \
-                 firewall or captcha page after many requests); retry later, or spread the \
-                 load: {ADD_CREDENTIALS} ({in_log})"
-            ),
-        ),
-        Failure::NotJson { status } => bad_gateway(
-            "upstream_invalid_answer",
-            format!(
-                "the upstream answered {status} with a body that is not whole JSON (cut off, or \
-                 not an OpenAI-compatible API); retry, or check the credential's base URL \
-                 ({in_log})"
-            ),
-        ),
-        Failure::Unreachable { error } => bad_gateway(
-            "upstream_unreachable",
-            format!(
-                "could not get an answer from the upstream: {}; check the network, the upstream \
-                 proxy setting and the credential's base URL ({in_log})",
-                client_text(&error)
-            ),
-        ),
-        Failure::Timeout { after } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            SERVER_ERROR,
-            "upstream_timeout",
-            format!(
-                "the upstream sent nothing for {} s; retry, or raise the upstream idle timeout \
-                 in the config ({in_log})",
-                after.as_secs()
-            ),
-        ),
-        Failure::RateCapped => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            RATE_LIMIT,
-            "rate_limit_exceeded",
-            format!(
-                "the upstream refused the token of the credential tried last (401); it was \
-                 refreshed, but the credential is at its requests-per-minute cap and no other \
-                 credential could take the request; retry shortly, or {ADD_CREDENTIALS} \
-                 ({in_log})"
-            ),
-        ),
-        Failure::BadToken => bad_gateway(
-            "invalid_credential",
-            format!(
-                "the token of the credential tried last has characters that cannot be sent in \
-                 a header; log the account in again with `cliproxy login qwen` or fix the API \
-                 key ({in_log})"
-            ),
-        ),
-        Failure::BadBaseUrl { .. } => bad_gateway(
-            "invalid_base_url",
-            format!(
-                "the base URL of the credential tried last does not make a valid request URL; \
-                 fix its `base-url` in the config, or log the account in again ({in_log})"
-            ),
-        ),
-        Failure::Oversized { limit } => bad_gateway(
-            "upstream_answer_too_large",
-            format!(
-                "the upstream's answer is larger than {} MiB; ask for a shorter answer \
-                 (`max_tokens`) or stream it (`\"stream\": true`)",
-                limit / (1024 * 1024)
-            ),
-        ),
-    }
-}
-
-fn quoted(message: Option<&str>) -> String {
-    message.map_or_else(String::new, |message| format!(": {}", client_text(message)))
 }
 
 #[cfg(test)]

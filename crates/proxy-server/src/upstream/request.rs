@@ -112,10 +112,19 @@ impl ChatRequest {
         })
     }
 
-    /// A request built by a translator.
-    pub(crate) fn from_json(model: String, stream: bool, json: Value, id: LoggedId) -> Self {
+    /// A request built by a translator, sent to `upstream_model` (the client's model after
+    /// its alias).
+    pub(crate) fn from_json(
+        upstream_model: &str,
+        stream: bool,
+        mut json: Value,
+        id: LoggedId,
+    ) -> Self {
+        if json.get("model").and_then(Value::as_str) != Some(upstream_model) {
+            json["model"] = Value::from(upstream_model);
+        }
         Self {
-            model,
+            model: upstream_model.to_owned(),
             stream,
             id,
             body: Body::Parsed(json),
@@ -376,7 +385,7 @@ mod tests {
     #[test]
     fn a_translated_request_is_changed_as_a_value() {
         let json = json!({"model": "a", "max_tokens": 100_000, "max_completion_tokens": 7});
-        let mut request = ChatRequest::from_json("a".into(), false, json, LoggedId::default());
+        let mut request = ChatRequest::from_json("a", false, json, LoggedId::default());
         request.set_model("b").expect("JSON");
         request.cap_output_tokens(10).expect("JSON");
         assert_eq!(request.model, "b");
@@ -393,7 +402,7 @@ mod tests {
         let reshaped = r#"{"model":"a","messages":[{"role":"system","content":[{"type":"text","text":"","cache_control":{"type":"ephemeral"}}]}]}"#;
         let mut from_client = client(original).expect("a chat request").into_outgoing();
         let mut translated = ChatRequest::from_json(
-            "a".into(),
+            "a",
             false,
             json!({"model": "a", "messages": []}),
             LoggedId::default(),
