@@ -69,15 +69,23 @@
 //! assert_eq!(answer.as_deref(), Ok("qwen:bob"));
 //! ```
 
+mod affinity;
+mod candidates;
 mod config;
+mod entry;
 mod error;
 mod pool;
 mod rate;
 mod refresh;
 mod single_flight;
 
+pub use affinity::Affinity;
+pub use candidates::Scope;
 pub use config::{Models, PoolConfig, Strategy};
+pub use entry::Routing;
 pub use error::Unavailable;
-pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Slot};
+pub use pool::{
+    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
+};
 pub use refresh::refresh_due;
 pub use single_flight::SingleFlight;

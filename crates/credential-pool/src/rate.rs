@@ -75,6 +75,21 @@ impl RateWindow {
         self.sends.push_back(at);
     }
 
+    /// Slots left at `now`.
+    pub(crate) fn room(&mut self, now: Instant) -> u32 {
+        self.prune(now);
+        self.cap
+            .get()
+            .saturating_sub(u32::try_from(self.sends.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Slots left as of the last prune (a lower bound of [`RateWindow::room`]).
+    pub(crate) fn room_unpruned(&self) -> u32 {
+        self.cap
+            .get()
+            .saturating_sub(u32::try_from(self.sends.len()).unwrap_or(u32::MAX))
+    }
+
     /// Sends within the window ending at `now`.
     pub(crate) fn in_window(&self, now: Instant) -> u32 {
         let count = self
