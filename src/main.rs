@@ -1,7 +1,9 @@
 //! The `cliproxy` binary: a thin composition root. It parses arguments, resolves
 //! configuration, and hands each command to the crate that owns it.
 
+mod check;
 mod config;
+mod permissions;
 mod serve;
 
 use std::process::ExitCode;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
+use token_store::AuthDir;
 
 use crate::config::{ConfigFile, Overrides, Settings};
 
@@ -79,11 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::List,
         }) => {
-            let live = serve::live_status(&settings.auth_dir);
-            print!(
-                "{}",
-                cli::accounts::list_accounts(&settings.auth_dir, &live)?
-            );
+            print!("{}", cli::accounts::list_accounts(&settings.auth_dir)?);
             Ok(())
         }
         Some(Command::Logout { email }) => {
@@ -97,6 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             email,
         }) => {
+            permissions::enforce_private_auth_dir(
+                &AuthDir::open(&settings.auth_dir)?,
+                settings.strict_permissions,
+            )?;
             let imported =
                 cli::accounts::import_qwen_code(&settings.auth_dir, path, email.as_deref())?;
             print_replaced(&imported.replaced);
@@ -109,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Accounts {
             command: AccountsCommand::Check,
-        }) => serve::check_accounts(&settings, oauth_client(&settings)?).await,
+        }) => check::check_accounts(&settings, oauth_client(&settings)?).await,
         Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
     }
 }
@@ -152,6 +155,10 @@ fn http_settings(settings: &Settings) -> HttpSettings {
 }
 
 async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
+    permissions::enforce_private_auth_dir(
+        &AuthDir::open(&settings.auth_dir)?,
+        settings.strict_permissions,
+    )?;
     let outcome = cli::login_qwen(cli::LoginSettings {
         auth_dir: settings.auth_dir.clone(),
         profile: qwen_profile(settings)?,

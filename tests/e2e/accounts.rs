@@ -1,6 +1,6 @@
 //! `accounts list`, `logout` and `import qwen-code` end to end through the real binary.
 
-use crate::support::{Sandbox, mode};
+use crate::support::{Sandbox, mode, stamp};
 use fake_qwen::FakeQwen;
 
 /// A token file as the Go CLIProxyAPI writes it.
@@ -111,10 +111,18 @@ async fn qwen_code_credentials_import_with_their_expiry() {
     let sandbox = Sandbox::new(&fake);
     let qwen_dir = sandbox.home.path().join(".qwen");
     std::fs::create_dir_all(&qwen_dir).unwrap();
+    // Two hours from now, to the millisecond, as Qwen Code writes it.
+    let expiry = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(123_000_000)
+        .unwrap()
+        + time::Duration::hours(2);
+    let expiry_ms = expiry.unix_timestamp() * 1000 + 123;
     std::fs::write(
         qwen_dir.join("oauth_creds.json"),
-        r#"{"access_token":"qc-access","token_type":"Bearer","refresh_token":"qc-refresh",
-            "resource_url":"portal.qwen.ai","expiry_date":4102444800000}"#,
+        format!(
+            r#"{{"access_token":"qc-access","token_type":"Bearer","refresh_token":"qc-refresh",
+            "resource_url":"portal.qwen.ai","expiry_date":{expiry_ms}}}"#
+        ),
     )
     .unwrap();
 
@@ -130,13 +138,158 @@ async fn qwen_code_credentials_import_with_their_expiry() {
     assert_eq!(json["refresh_token"], "qc-refresh");
     assert_eq!(json["resource_url"], "portal.qwen.ai");
     assert_eq!(json["email"], "coder@example.com");
+    assert_eq!(stamp(&json, "expired"), expiry, "{json}");
+    assert!(!run.stderr().contains("WARN"), "{}", run.stderr());
+}
+
+/// Qwen Code writes `expiry_date` as now plus the server's `expires_in`: an absurd answer gives
+/// a date centuries away, or past any date type. The import still works, holds the expiry to a
+/// day from now (so the server refreshes the token in time) and says so.
+#[tokio::test]
+async fn an_absurd_qwen_code_expiry_is_held_to_a_day() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let qwen_dir = sandbox.home.path().join(".qwen");
+    std::fs::create_dir_all(&qwen_dir).unwrap();
+    for expiry_date in ["10000001755673445123", "1e300", "4102444800000"] {
+        std::fs::write(
+            qwen_dir.join("oauth_creds.json"),
+            format!(
+                r#"{{"access_token":"qc-access","refresh_token":"qc-refresh","expiry_date":{expiry_date}}}"#
+            ),
+        )
+        .unwrap();
+        let before = time::OffsetDateTime::now_utc();
+
+        let run = sandbox
+            .run(&["import", "qwen-code", "--email", "coder@example.com"], "")
+            .await;
+        run.success();
+
+        let after = time::OffsetDateTime::now_utc();
+        let (_, json) = sandbox.only_token_file();
+        let expired = stamp(&json, "expired");
+        let day = time::Duration::days(1);
+        assert!(
+            before + day <= expired && expired <= after + day,
+            "{expiry_date}: {json}"
+        );
+        let shown = run.stderr();
+        assert!(
+            shown.contains("WARN") && shown.contains("expiry_date"),
+            "{expiry_date}: {shown}"
+        );
+        assert!(
+            !shown.contains("qc-access") && !shown.contains("qc-refresh"),
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn import_refuses_an_auth_dir_others_can_write() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let qwen_dir = sandbox.home.path().join(".qwen");
+    std::fs::create_dir_all(&qwen_dir).unwrap();
+    std::fs::write(
+        qwen_dir.join("oauth_creds.json"),
+        r#"{"access_token":"qc-access","refresh_token":"qc-refresh"}"#,
+    )
+    .unwrap();
+    let dir = sandbox.auth_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o770)).unwrap();
+
+    let args = ["import", "qwen-code", "--email", "coder@example.com"];
+    let shown = sandbox.run(&args, "").await.failure(1);
+
     assert!(
-        json["expired"]
-            .as_str()
-            .unwrap()
-            .starts_with("2100-01-01T00:00:00"),
-        "{json}"
+        shown.contains(&format!(
+            "the auth dir {} is writable by its group (mode 0770)",
+            dir.display()
+        )),
+        "{shown}"
     );
+    assert!(
+        shown.contains(&format!("chmod 700 {}", dir.display())),
+        "{shown}"
+    );
+    assert!(sandbox.token_files().is_empty());
+
+    let mut relaxed = sandbox.command(&args);
+    relaxed.env("CLIPROXY_STRICT_PERMISSIONS", "false");
+    let run = crate::support::run(relaxed, "").await;
+    run.success();
+    assert!(
+        run.stderr().contains("writable by its group"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(sandbox.only_token_file().1["access_token"], "qc-access");
+}
+
+/// Waits until a lock call blocks on the lock file at `lock_path` (a `->` entry for its inode
+/// in `/proc/locks`); fails if `child` exits first.
+async fn wait_until_blocked_on(lock_path: &std::path::Path, child: &mut tokio::process::Child) {
+    use std::os::unix::fs::MetadataExt as _;
+    let suffix = format!(":{}", std::fs::metadata(lock_path).unwrap().ino());
+    let blocked = async {
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+            if locks.lines().any(|line| {
+                line.contains("->") && line.split_whitespace().any(|f| f.ends_with(&suffix))
+            }) {
+                return;
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("the command ended ({status}) without waiting for the held lock");
+            }
+            // Polls the kernel's lock table; the pause only spares the CPU.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    };
+    // Not a synchronisation: only turns a hang into a failure.
+    tokio::time::timeout(std::time::Duration::from_secs(120), blocked)
+        .await
+        .expect("the command blocked on the lock within 2 minutes");
+}
+
+/// A token file whose name has the email but whose JSON has none (the Go tool's files, or
+/// ones edited by hand) locks under the email's key, the lock `logout EMAIL` takes: while
+/// another holder (a server refreshing it) has the file's lock, logout waits for it.
+#[tokio::test]
+async fn logout_waits_for_the_lock_of_a_file_with_the_email_only_in_its_name() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let dir = sandbox.auth_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("qwen-Dev@Example.com-1700000000.json");
+    std::fs::write(
+        &path,
+        r#"{"type":"qwen","access_token":"a","refresh_token":"r"}"#,
+    )
+    .unwrap();
+    let store = token_store::AuthDir::open(&dir).unwrap();
+    let account = store.list().unwrap().accounts.remove(0);
+    let held = store.lock_account(&account.key()).unwrap();
+
+    let mut logout = sandbox
+        .command(&["logout", "dev@example.com"])
+        .spawn()
+        .expect("spawn logout");
+    wait_until_blocked_on(held.lock_path(), &mut logout).await;
+    assert!(path.exists(), "nothing removed while the lock is held");
+    drop(held);
+    let output = logout.wait_with_output().await.expect("logout ends");
+
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("Removed {}", path.display())),
+        "{stdout}"
+    );
+    assert!(sandbox.token_files().is_empty());
 }
 
 #[tokio::test]

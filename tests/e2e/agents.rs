@@ -22,9 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::support::Sandbox;
-use crate::support::server::{API_KEY, Server, write_account};
-use fake_qwen::FakeQwen;
+use crate::support::server::{API_KEY, MODEL, Stack};
 use serde_json::{Value, json};
 use tripwire::Tripwire;
 
@@ -32,9 +30,6 @@ use tripwire::Tripwire;
 const CLAUDE_CODE_VERSION: &str = "2.1.328";
 const CODEX_VERSION: &str = "0.169.0";
 const QWEN_CODE_VERSION: &str = "0.24.4";
-/// The model the fake's OAuth account serves; the agents' own ids map to it by alias.
-const MODEL: &str = "coder-model";
-const DAY: i64 = 86_400;
 /// What the file the agents read says.
 const MARKER: &str = "cliproxy-agents-marker 7f3a";
 /// A hang guard for one agent run; a run takes about a second.
@@ -101,9 +96,7 @@ fn text_of(content: &Value) -> String {
 /// A fake Qwen with one account, `cliproxy serve` in front of it, a work dir with the file
 /// to read, and the tripwire.
 struct Session {
-    fake: FakeQwen,
-    server: Server,
-    sandbox: Sandbox,
+    stack: Stack,
     tripwire: Tripwire,
     /// The agent's working directory, with `marker.txt`.
     work: PathBuf,
@@ -111,19 +104,13 @@ struct Session {
 
 impl Session {
     async fn start() -> Session {
-        let fake = FakeQwen::start().await;
-        let sandbox = Sandbox::new(&fake);
-        write_account(&sandbox, &fake, "agents@example.com", DAY);
-        let aliases =
-            format!("[models.aliases]\n\"claude-*\" = \"{MODEL}\"\n\"gpt-5*\" = \"{MODEL}\"\n");
-        let server = Server::start(&sandbox, &aliases).await;
-        let work = sandbox.home.path().join("work");
+        // The agents' own model ids map to MODEL by alias.
+        let stack = Stack::start("agents@example.com", |_, server| server).await;
+        let work = stack.sandbox.home.path().join("work");
         std::fs::create_dir_all(&work).expect("create the work dir");
         std::fs::write(work.join("marker.txt"), format!("{MARKER}\n")).expect("write marker.txt");
         Session {
-            fake,
-            server,
-            sandbox,
+            stack,
             tripwire: Tripwire::start().await,
             work,
         }
@@ -131,7 +118,7 @@ impl Session {
 
     /// A directory of the sandbox for one client's home and config.
     fn dir(&self, name: &str) -> PathBuf {
-        let dir = self.sandbox.home.path().join(name);
+        let dir = self.stack.sandbox.home.path().join(name);
         std::fs::create_dir_all(&dir).expect("create a client dir");
         dir
     }
@@ -156,10 +143,20 @@ impl Session {
             .expect("the agent runs")
     }
 
+    /// Asserts that `client`'s final answer reports what the tool returned: the file's contents.
+    async fn check_answer(&mut self, client: &str, answer: &str, output: &Output) {
+        assert!(
+            answer.starts_with("The tool returned: ") && answer.contains(MARKER),
+            "{client}'s answer after the tool result: {answer:?}\n{}",
+            self.report(output).await
+        );
+    }
+
     /// Asserts that the fake got the file's contents back as a tool result, and that the
     /// agent made no request past cliproxy.
     async fn check_round_trip(&mut self, output: &Output) {
         let results: Vec<Value> = self
+            .stack
             .fake
             .chat_requests()
             .iter()
@@ -187,31 +184,12 @@ impl Session {
 
     /// The agent's output, cliproxy's log and the fake's last requests, for a failure message.
     async fn report(&mut self, output: &Output) -> String {
-        // Reads whatever the server has logged by now into `seen`; nothing contains the needle.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(300),
-            self.server.next_log_containing("\u{0}"),
-        )
-        .await;
-        let upstream: Vec<String> = self
-            .fake
-            .chat_requests()
-            .iter()
-            .rev()
-            .take(4)
-            .rev()
-            .map(|request| {
-                let body = &request.body;
-                format!("  {}", &body[..body.len().min(2_000)])
-            })
-            .collect();
         format!(
-            "--- agent {}\n{}\n{}\n--- cliproxy log:\n{}\n--- the last requests fake Qwen received:\n{}",
+            "--- agent {}\n{}\n{}\n{}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
-            self.server.seen.join("\n"),
-            upstream.join("\n")
+            self.stack.diagnostics(4).await
         )
     }
 }
@@ -225,6 +203,7 @@ async fn claude_code_runs_a_tool_through_cliproxy() {
     let mut session = Session::start().await;
     let marker = session.work.join("marker.txt");
     session
+        .stack
         .fake
         .prefer_tool("Read", &json!({ "file_path": marker }));
     let home = session.dir("claude-home");
@@ -234,7 +213,7 @@ async fn claude_code_runs_a_tool_through_cliproxy() {
             &["-p", "What does marker.txt say?", "--output-format", "json"],
             &[
                 ("HOME", home.as_os_str()),
-                ("ANTHROPIC_BASE_URL", OsStr::new(&session.server.base)),
+                ("ANTHROPIC_BASE_URL", OsStr::new(&session.stack.server.base)),
                 ("ANTHROPIC_AUTH_TOKEN", OsStr::new(API_KEY)),
                 ("ANTHROPIC_API_KEY", OsStr::new("")),
                 ("ANTHROPIC_MODEL", OsStr::new(MODEL)),
@@ -250,11 +229,7 @@ async fn claude_code_runs_a_tool_through_cliproxy() {
         panic!("Claude Code failed\n{}", session.report(&output).await);
     }
     let answer = result["result"].as_str().unwrap_or_default();
-    assert!(
-        answer.starts_with("The tool returned: ") && answer.contains(MARKER),
-        "the answer after the tool result: {answer:?}\n{}",
-        session.report(&output).await
-    );
+    session.check_answer("Claude Code", answer, &output).await;
     assert!(result["num_turns"].as_u64() >= Some(2), "{result}");
     session.check_round_trip(&output).await;
 }
@@ -267,6 +242,7 @@ async fn codex_runs_a_command_through_cliproxy() {
     };
     let mut session = Session::start().await;
     session
+        .stack
         .fake
         .prefer_tool("exec_command", &json!({ "cmd": "cat marker.txt" }));
     let codex_home = session.dir("codex-home");
@@ -278,7 +254,7 @@ async fn codex_runs_a_command_through_cliproxy() {
          [model_providers.cliproxy]\nname = \"cliproxy\"\nbase_url = \"{}/v1\"\n\
          env_key = \"CLIPROXY_CLIENT_KEY\"\nwire_api = \"responses\"\n\n\
          [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
-        session.server.base
+        session.stack.server.base
     );
     std::fs::write(codex_home.join("config.toml"), config).expect("write config.toml");
     let home = session.dir("codex-user-home");
@@ -297,11 +273,7 @@ async fn codex_runs_a_command_through_cliproxy() {
     if !output.status.success() {
         panic!("Codex failed\n{}", session.report(&output).await);
     }
-    assert!(
-        stdout.starts_with("The tool returned: ") && stdout.contains(MARKER),
-        "Codex's last message: {stdout:?}\n{}",
-        session.report(&output).await
-    );
+    session.check_answer("Codex", &stdout, &output).await;
     session.check_round_trip(&output).await;
 }
 
@@ -314,6 +286,7 @@ async fn qwen_code_reads_a_file_through_cliproxy() {
     let mut session = Session::start().await;
     let marker = session.work.join("marker.txt");
     session
+        .stack
         .fake
         .prefer_tool("read_file", &json!({ "file_path": marker }));
     let home = session.dir("qwen-home");
@@ -325,7 +298,7 @@ async fn qwen_code_reads_a_file_through_cliproxy() {
         r#"{"privacy":{"usageStatisticsEnabled":false}}"#,
     )
     .expect("write settings.json");
-    let base_url = format!("{}/v1", session.server.base);
+    let base_url = format!("{}/v1", session.stack.server.base);
     let output = session
         .run(
             &qwen,
@@ -342,10 +315,6 @@ async fn qwen_code_reads_a_file_through_cliproxy() {
     if !output.status.success() {
         panic!("Qwen Code failed\n{}", session.report(&output).await);
     }
-    assert!(
-        stdout.starts_with("The tool returned: ") && stdout.contains(MARKER),
-        "Qwen Code's answer: {stdout:?}\n{}",
-        session.report(&output).await
-    );
+    session.check_answer("Qwen Code", &stdout, &output).await;
     session.check_round_trip(&output).await;
 }

@@ -35,7 +35,10 @@ fn assert_holds_newest(fake: &FakeQwen, path: &std::path::Path) {
 
 /// A server that logs the proxy's per-request events too.
 async fn debug_server(sandbox: &Sandbox) -> Server {
-    Server::start_with_env(sandbox, "", &[("CLIPROXY_LOG", "info,proxy_server=debug")]).await
+    Server::builder(sandbox)
+        .env("CLIPROXY_LOG", "info,proxy_server=debug")
+        .start()
+        .await
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! `cliproxy login qwen` end to end: the real binary against the fake Qwen.
 
-use crate::support::{Sandbox, fake_qwen, mode};
-use fake_qwen::{DeviceAnswer, PollStep};
+use crate::support::{Sandbox, assert_refuses_open_auth_dir, fake_qwen, mode};
+use fake_qwen::{DeviceAnswer, ExpiresIn, PollStep};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const EMAIL: &str = "dev@example.com";
@@ -732,4 +732,120 @@ async fn read_fifo(path: &std::path::Path) -> String {
         .expect("the browser was never started")
         .unwrap()
         .unwrap()
+}
+
+/// The lifetimes a login takes from `expires_in` answers a server should never give: 10^13 s,
+/// a number no integer type holds, negative, zero, missing and not a number. None crashes the
+/// login; each is saved as a lifetime within 60 s to 24 h (missing or unreadable: 1 h) and
+/// logged as a warning that shows no token.
+#[tokio::test]
+async fn absurd_token_lifetimes_are_clamped_at_login_and_logged() {
+    const MIN: i64 = 60;
+    const DEFAULT: i64 = 3600;
+    const MAX: i64 = 86_400;
+    for (answer, saved_secs) in [
+        (ExpiresIn::Json("10000000000000".into()), MAX),
+        (ExpiresIn::Json("184467440737095516160000".into()), MAX),
+        (ExpiresIn::Json("-5".into()), MIN),
+        (ExpiresIn::Json("0".into()), MIN),
+        (ExpiresIn::Missing, DEFAULT),
+        (ExpiresIn::Json(r#""soon""#.into()), DEFAULT),
+    ] {
+        let fake = fake_qwen().await;
+        fake.set_token_expires_in_answer(answer.clone());
+        let sandbox = Sandbox::new(&fake);
+
+        let run = sandbox
+            .run(&["login", "qwen", "--no-browser", "--email", EMAIL], "")
+            .await;
+        run.success();
+
+        let (_, json) = sandbox.only_token_file();
+        let stamp = |field: &str| {
+            let text = json[field].as_str().expect(field);
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339")
+        };
+        assert_eq!(
+            stamp("expired") - stamp("last_refresh"),
+            time::Duration::seconds(saved_secs),
+            "{answer:?}: {json}"
+        );
+        let shown = run.stderr();
+        let warning = shown
+            .lines()
+            .find(|line| line.contains("WARN") && line.contains("expires_in"))
+            .unwrap_or_else(|| panic!("{answer:?}: no warning in {shown}"));
+        assert!(
+            warning.contains(&format!("{saved_secs} s")),
+            "{answer:?}: {warning}"
+        );
+        let issued = &fake.issued_tokens()[0];
+        assert!(!shown.contains(&issued.access_token), "{shown}");
+        assert!(!shown.contains(&issued.refresh_token), "{shown}");
+        assert!(!shown.contains("panicked"), "{shown}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_within_range_logs_no_warning() {
+    let fake = fake_qwen().await;
+    fake.set_token_expires_in_answer(ExpiresIn::Json("7200.5".into()));
+    let sandbox = Sandbox::new(&fake);
+
+    let run = sandbox
+        .run(&["login", "qwen", "--no-browser", "--email", EMAIL], "")
+        .await;
+    run.success();
+
+    assert!(!run.stderr().contains("WARN"), "{}", run.stderr());
+}
+
+/// Like ssh's StrictModes: an auth dir others can write is refused before anything is asked
+/// of Qwen, unless `strict-permissions = false` (file or environment) turns the refusal into a
+/// warning. The environment beats the file.
+#[tokio::test]
+async fn a_world_writable_auth_dir_is_refused_at_login_unless_strictness_is_off() {
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    let dir = sandbox.auth_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let relaxed = sandbox.home.path().join("relaxed.toml");
+    std::fs::write(&relaxed, "strict-permissions = false\n").unwrap();
+    let args = |config: Option<&std::path::Path>| {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(config) = config {
+            args.extend(["--config".to_owned(), config.display().to_string()]);
+        }
+        args.extend(["login", "qwen", "--no-browser", "--email", EMAIL].map(str::to_owned));
+        args
+    };
+    let run = |args: Vec<String>, env: Option<&'static str>| {
+        let mut command = sandbox.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if let Some(value) = env {
+            command.env("CLIPROXY_STRICT_PERMISSIONS", value);
+        }
+        crate::support::run(command, "")
+    };
+
+    for (config, env) in [(None, None), (Some(relaxed.as_path()), Some("true"))] {
+        let shown = run(args(config), env).await.failure(1);
+        assert_refuses_open_auth_dir(&shown, &dir);
+        assert!(fake.device_requests().is_empty(), "no login was started");
+        assert!(sandbox.token_files().is_empty());
+    }
+
+    for (config, env) in [(Some(relaxed.as_path()), None), (None, Some("false"))] {
+        let login = run(args(config), env).await;
+        login.success();
+        let shown = login.stderr();
+        let warning = shown
+            .lines()
+            .find(|line| line.contains("WARN") && line.contains("writable by"))
+            .unwrap_or_else(|| panic!("no warning: {shown}"));
+        assert!(warning.contains("strict-permissions = false"), "{warning}");
+        assert_eq!(sandbox.only_token_file().1["email"], EMAIL);
+    }
+    assert_eq!(mode(&dir), 0o777, "cliproxy does not change the dir's mode");
 }

@@ -5,8 +5,10 @@
 mod accounts;
 mod agents;
 mod durability;
+mod guard;
 mod login;
 mod sdk;
 mod serve;
+mod serve_guards;
 mod support;
 mod upstream_network;

@@ -19,11 +19,9 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::Sandbox;
-use crate::support::server::{API_KEY, Server, write_account};
-use fake_qwen::{ChatStep, FakeQwen};
+use crate::support::server::{API_KEY, MODEL, Stack};
+use fake_qwen::ChatStep;
 
-const MODEL: &str = "coder-model";
 /// A model that takes Qwen's `enable_thinking` switch (a Qwen3 model that is not a coder one),
 /// served by an API-key upstream: OAuth accounts serve only coder models.
 const THINKING_MODEL: &str = "qwen3-235b-a22b";
@@ -31,7 +29,6 @@ const THINKING_KEY: &str = "sk-fake-thinking";
 /// Model ids as Claude Code and Codex send them, which `[models.aliases]` maps to [`MODEL`].
 const CLAUDE_MODEL: &str = "claude-sonnet-4-5-20250929";
 const CODEX_MODEL: &str = "gpt-5-codex";
-const DAY: i64 = 86_400;
 /// A hang guard for one script run; the fake answers in milliseconds.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Client settings that must not leak from the developer's shell into the scripts.
@@ -93,31 +90,21 @@ fn sdks_available(test: &str) -> bool {
     false
 }
 
-/// A fake Qwen with one account and a `cliproxy serve` in front of it.
-struct Setup {
-    fake: FakeQwen,
-    server: Server,
-    _sandbox: Sandbox,
-}
+/// The stack the scripts run against, with the thinking model's API-key upstream.
+struct Setup(Stack);
 
 impl Setup {
     async fn start() -> Setup {
-        let fake = FakeQwen::start().await;
-        let sandbox = Sandbox::new(&fake);
-        write_account(&sandbox, &fake, "sdk@example.com", DAY);
-        fake.add_api_key(THINKING_KEY);
-        let config = format!(
-            "[[openai-compat]]\nname = \"fake-thinking\"\nbase-url = \"{}\"\n\
-             api-keys = [\"{THINKING_KEY}\"]\nmodels = [\"{THINKING_MODEL}\"]\n\
-             [models.aliases]\n\"claude-*\" = \"{MODEL}\"\n\"gpt-5*\" = \"{MODEL}\"\n",
-            fake.chat_base_url()
-        );
-        let server = Server::start(&sandbox, &config).await;
-        Setup {
-            fake,
-            server,
-            _sandbox: sandbox,
-        }
+        let stack = Stack::start("sdk@example.com", |fake, server| {
+            fake.add_api_key(THINKING_KEY);
+            server.config(&format!(
+                "[[openai-compat]]\nname = \"fake-thinking\"\nbase-url = \"{}\"\n\
+                 api-keys = [\"{THINKING_KEY}\"]\nmodels = [\"{THINKING_MODEL}\"]",
+                fake.chat_base_url()
+            ))
+        })
+        .await;
+        Setup(stack)
     }
 
     /// Runs `name` with `python3` against the server, with `env` on top of the usual settings.
@@ -125,7 +112,7 @@ impl Setup {
         let mut command = tokio::process::Command::new("python3");
         command
             .arg(script(name))
-            .env("CLIPROXY_BASE_URL", &self.server.base)
+            .env("CLIPROXY_BASE_URL", &self.0.server.base)
             .env("CLIPROXY_API_KEY", API_KEY)
             .env("CLIPROXY_MODEL", MODEL)
             .env("CLIPROXY_THINKING_MODEL", THINKING_MODEL)
@@ -151,30 +138,6 @@ impl Setup {
         );
         output
     }
-
-    /// The server's log so far and the requests the fake received, for a failure message.
-    async fn diagnostics(&mut self) -> String {
-        // Reads whatever the server has logged by now into `seen`; nothing contains the needle.
-        let _ = tokio::time::timeout(
-            Duration::from_millis(300),
-            self.server.next_log_containing("\u{0}"),
-        )
-        .await;
-        let upstream: Vec<String> = self
-            .fake
-            .chat_requests()
-            .iter()
-            .rev()
-            .take(8)
-            .rev()
-            .map(|request| format!("  {}", request.body))
-            .collect();
-        format!(
-            "--- cliproxy log:\n{}\n--- the last requests fake Qwen received:\n{}",
-            self.server.seen.join("\n"),
-            upstream.join("\n")
-        )
-    }
 }
 
 /// Runs `name` in both fake set-ups and asserts every run passed.
@@ -190,7 +153,7 @@ async fn sdk_script(test: &str, name: &str) {
         failures.push(("default answers, one tool call per turn", single));
     }
 
-    setup.fake.set_chat_step(ChatStep::ToolCalls {
+    setup.0.fake.set_chat_step(ChatStep::ToolCalls {
         calls: 2,
         leading_text: true,
     });
@@ -220,7 +183,7 @@ async fn sdk_script(test: &str, name: &str) {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    report.push_str(&setup.diagnostics().await);
+    report.push_str(&setup.0.diagnostics(8).await);
     panic!("{report}");
 }
 

@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::server::{API_KEY, Server, guarded, write_account, write_token_file};
-use crate::support::{Sandbox, mode};
+use crate::support::server::{
+    API_KEY, DAY, MODEL, Server, guarded, write_account, write_token_file,
+};
+use crate::support::{Sandbox, mode, read_json};
 use fake_qwen::{ChatStep, FakeQwen, RefreshBehaviour};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-const MODEL: &str = "coder-model";
-const DAY: i64 = 86_400;
 
 /// How many chat requests each access token made.
 fn requests_per_token(fake: &FakeQwen) -> HashMap<String, usize> {
@@ -33,10 +32,15 @@ fn refreshes(fake: &FakeQwen) -> usize {
 async fn round_robin_spreads_requests_evenly_across_accounts() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let tokens: Vec<_> = (0..3)
-        .map(|i| write_account(&sandbox, &fake, &format!("user{i}@example.com"), DAY).1)
-        .collect();
-    let server = Server::start(&sandbox, "").await;
+    let emails = [
+        "user0@example.com",
+        "user1@example.com",
+        "user2@example.com",
+    ];
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &emails)
+        .start()
+        .await;
 
     for _ in 0..30 {
         let response = server.chat(MODEL, false).await;
@@ -44,8 +48,9 @@ async fn round_robin_spreads_requests_evenly_across_accounts() {
     }
 
     let counts = requests_per_token(&fake);
-    for token in &tokens {
-        assert_eq!(counts.get(&token.access_token), Some(&10), "{counts:?}");
+    for email in emails {
+        let token = &server.account(email).tokens.access_token;
+        assert_eq!(counts.get(token), Some(&10), "{counts:?}");
     }
 }
 
@@ -66,10 +71,17 @@ async fn four_accounts_serve_four_times_one_accounts_rate_limit() {
     let fake = FakeQwen::start().await;
     fake.set_requests_per_minute(Some(60));
     let sandbox = Sandbox::new(&fake);
-    let tokens: Vec<_> = (0..4)
-        .map(|i| write_account(&sandbox, &fake, &format!("user{i}@example.com"), DAY).1)
-        .collect();
-    let server = Server::start(&sandbox, "routing-strategy = \"fill-first\"\n").await;
+    let emails = [
+        "user0@example.com",
+        "user1@example.com",
+        "user2@example.com",
+        "user3@example.com",
+    ];
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &emails)
+        .config("routing-strategy = \"fill-first\"")
+        .start()
+        .await;
 
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..240 {
@@ -83,9 +95,9 @@ async fn four_accounts_serve_four_times_one_accounts_rate_limit() {
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     }
     let counts = requests_per_token(&fake);
-    for token in &tokens {
+    for email in emails {
         assert_eq!(
-            counts.get(&token.access_token),
+            counts.get(&server.account(email).tokens.access_token),
             Some(&60),
             "each account took its 60 and the upstream refused none: {counts:?}"
         );
@@ -101,12 +113,12 @@ async fn four_accounts_serve_four_times_one_accounts_rate_limit() {
 async fn quota_exhausted_account_is_skipped_without_client_errors() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (_, exhausted) = write_account(&sandbox, &fake, "dry@example.com", DAY);
-    write_account(&sandbox, &fake, "fresh@example.com", DAY);
+    let server =
+        Server::with_accounts(&sandbox, &fake, &["dry@example.com", "fresh@example.com"]).await;
+    let exhausted = &server.account("dry@example.com").tokens;
     fake.script_chat(&exhausted.access_token, vec![ChatStep::QuotaExceeded]);
     // The cooldown lasts an hour: the test never outlives it, however slow the machine.
     fake.set_quota_retry_after(Some(3600));
-    let server = Server::start(&sandbox, "").await;
 
     for _ in 0..10 {
         assert_eq!(server.chat(MODEL, false).await.status(), 200);
@@ -125,9 +137,7 @@ async fn every_account_exhausted_gives_429_with_retry_after() {
     let fake = FakeQwen::start().await;
     fake.set_chat_step(ChatStep::QuotaExceeded403);
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "a@example.com", DAY);
-    write_account(&sandbox, &fake, "b@example.com", DAY);
-    let server = Server::start(&sandbox, "").await;
+    let server = Server::with_accounts(&sandbox, &fake, &["a@example.com", "b@example.com"]).await;
 
     let response = server.chat(MODEL, false).await;
 
@@ -154,10 +164,17 @@ async fn every_account_exhausted_gives_429_with_retry_after() {
 async fn html_error_pages_fail_over_and_become_502_when_everywhere() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (_, blocked) = write_account(&sandbox, &fake, "blocked@example.com", DAY);
-    let (_, open) = write_account(&sandbox, &fake, "open@example.com", DAY);
+    let server = Server::with_accounts(
+        &sandbox,
+        &fake,
+        &["blocked@example.com", "open@example.com"],
+    )
+    .await;
+    let (blocked, open) = (
+        &server.account("blocked@example.com").tokens,
+        &server.account("open@example.com").tokens,
+    );
     fake.script_chat(&blocked.access_token, vec![ChatStep::Html { status: 405 }]);
-    let server = Server::start(&sandbox, "").await;
 
     for _ in 0..4 {
         assert_eq!(server.chat(MODEL, false).await.status(), 200);
@@ -180,34 +197,37 @@ async fn html_error_pages_fail_over_and_become_502_when_everywhere() {
 async fn expired_access_token_is_refreshed_once_and_written_back() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (path, tokens) = write_account(&sandbox, &fake, "dev@example.com", DAY);
-    fake.expire_access_token(&tokens.access_token);
-    let server = Server::start(&sandbox, "").await;
+    let server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
+    let account = server.account("dev@example.com");
+    fake.expire_access_token(&account.tokens.access_token);
 
     let (first, second) = tokio::join!(server.chat(MODEL, false), server.chat(MODEL, false));
 
     assert_eq!(first.status(), 200);
     assert_eq!(second.status(), 200);
     assert_eq!(refreshes(&fake), 1, "concurrent 401s share one refresh");
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let saved = read_json(&account.path);
     let issued = fake.issued_tokens();
     let newest = issued.last().unwrap();
     assert_eq!(saved["access_token"], newest.access_token.as_str());
     assert_eq!(saved["refresh_token"], newest.refresh_token.as_str());
-    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&account.path), 0o600);
 }
 
 #[tokio::test]
 async fn token_near_expiry_is_refreshed_ahead_by_the_scheduler() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (path, tokens) = write_account(&sandbox, &fake, "dev@example.com", 60);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::builder(&sandbox)
+        .account_expiring(&fake, "dev@example.com", 60)
+        .start()
+        .await;
 
     server.wait_for_log("refreshed the access token").await;
 
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_ne!(saved["access_token"], tokens.access_token.as_str());
+    let account = server.account("dev@example.com");
+    let saved = read_json(&account.path);
+    assert_ne!(saved["access_token"], account.tokens.access_token.as_str());
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
 }
 
@@ -215,9 +235,11 @@ async fn token_near_expiry_is_refreshed_ahead_by_the_scheduler() {
 async fn two_servers_sharing_an_auth_dir_refresh_an_account_once() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", 60);
 
-    let mut first = Server::start(&sandbox, "").await;
+    let mut first = Server::builder(&sandbox)
+        .account_expiring(&fake, "dev@example.com", 60)
+        .start()
+        .await;
     let mut second = Server::start(&sandbox, "").await;
     // Whichever takes the lock first refreshes; the other finds the new token in the file.
     Server::first_to_log(&mut first, &mut second, "refreshed the access token").await;
@@ -239,10 +261,10 @@ async fn killing_the_server_mid_refresh_never_corrupts_token_files() {
     fake.hold_refreshes(true);
     let sandbox = Sandbox::new(&fake);
     let tokens = fake.mint_tokens();
-    let config = Server::write_config(&sandbox, "");
+    let serve = Server::builder(&sandbox);
     for round in 1..=ROUNDS {
         write_token_file(&sandbox, &fake, "dev@example.com", &tokens, 30);
-        let mut server = Server::spawn(serve_command(&sandbox, &config)).await;
+        let mut server = Server::spawn(serve.command()).await;
         guarded("held refresh", fake.wait_for_held_refreshes(round)).await;
         if round % 2 == 1 {
             server.kill().await;
@@ -272,13 +294,6 @@ async fn killing_the_server_mid_refresh_never_corrupts_token_files() {
     assert_eq!(leftover_temp_files(&sandbox), Vec::<String>::new());
 }
 
-/// `cliproxy --config CONFIG serve` in `sandbox`, logging at info.
-fn serve_command(sandbox: &Sandbox, config: &std::path::Path) -> tokio::process::Command {
-    let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
-    command.env("CLIPROXY_LOG", "info");
-    command
-}
-
 /// The one token file is whole JSON of the account, mode 0600.
 #[track_caller]
 fn assert_whole_token_file(sandbox: &Sandbox) {
@@ -303,10 +318,11 @@ async fn dead_refresh_token_takes_the_account_out_of_rotation() {
     let fake = FakeQwen::start().await;
     fake.set_refresh(RefreshBehaviour::Invalid);
     let sandbox = Sandbox::new(&fake);
-    let (_, dead) = write_account(&sandbox, &fake, "dead@example.com", DAY);
-    let (_, alive) = write_account(&sandbox, &fake, "alive@example.com", DAY);
+    let mut server =
+        Server::with_accounts(&sandbox, &fake, &["dead@example.com", "alive@example.com"]).await;
+    let dead = server.account("dead@example.com").tokens.clone();
+    let alive = server.account("alive@example.com").tokens.clone();
     fake.expire_access_token(&dead.access_token);
-    let mut server = Server::start(&sandbox, "").await;
 
     for _ in 0..6 {
         assert_eq!(server.chat(MODEL, false).await.status(), 200);
@@ -374,8 +390,9 @@ async fn accounts_check_reports_each_account() {
 async fn accounts_added_and_removed_while_serving_are_picked_up() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (first_path, first) = write_account(&sandbox, &fake, "first@example.com", DAY);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::with_accounts(&sandbox, &fake, &["first@example.com"]).await;
+    let first_path = server.account("first@example.com").path.clone();
+    let first = server.account("first@example.com").tokens.clone();
 
     let (_, second) = write_account(&sandbox, &fake, "second@example.com", DAY);
     server.next_log_containing("account added").await;
@@ -404,8 +421,7 @@ async fn streams_arrive_incrementally() {
     let fake = FakeQwen::start().await;
     fake.set_chat_step(ChatStep::HoldLast);
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "").await;
+    let server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
 
     // A proxy that waited for the whole stream would hang here: the last events are held.
     let mut response = guarded("stream head", server.chat(MODEL, true)).await;
@@ -428,8 +444,7 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     let fake = FakeQwen::start().await;
     fake.set_chat_step(ChatStep::HoldLast);
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "").await;
+    let server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
 
     let mut response = guarded("stream head", server.chat(MODEL, true)).await;
     guarded("first chunk", response.chunk())
@@ -450,8 +465,7 @@ async fn broken_upstream_stream_reaches_the_client_as_broken() {
     let fake = FakeQwen::start().await;
     fake.set_chat_step(ChatStep::CutAfter(2));
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "").await;
+    let server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
 
     let mut response = server.chat(MODEL, true).await;
     assert_eq!(response.status(), 200);
@@ -477,8 +491,7 @@ async fn sigterm_lets_a_running_stream_finish() {
     let fake = FakeQwen::start().await;
     fake.set_chat_step(ChatStep::HoldLast);
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
 
     let mut response = guarded("stream head", server.chat(MODEL, true)).await;
     guarded("first chunk", response.chunk())
@@ -504,7 +517,7 @@ async fn sigterm_lets_a_running_stream_finish() {
 async fn sigterm_right_after_start_up_is_a_clean_stop() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::builder(&sandbox).start().await;
 
     // At once after the "listening" line: before any request has been served.
     server.signal("TERM");
@@ -517,8 +530,11 @@ async fn sigterm_right_after_start_up_is_a_clean_stop() {
 async fn client_errors_have_openai_shapes() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "max-body-bytes = 1024\n").await;
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config("max-body-bytes = 1024")
+        .start()
+        .await;
     let anonymous = reqwest::Client::new();
 
     let unauthorised = anonymous
@@ -661,8 +677,11 @@ async fn raw_request(server: &Server, head: &str) -> (u16, serde_json::Value) {
 async fn slow_half_open_connections_do_not_starve_others() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "header-read-timeout = \"1s\"\n").await;
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config("header-read-timeout = \"1s\"")
+        .start()
+        .await;
     let address = server.base.trim_start_matches("http://").to_owned();
 
     let mut idle = Vec::new();
@@ -734,15 +753,16 @@ async fn a_refresh_answer_without_refresh_token_or_resource_url_keeps_the_old_on
     let fake = FakeQwen::start().await;
     fake.set_refresh(RefreshBehaviour::KeepRefresh);
     let sandbox = Sandbox::new(&fake);
-    let (path, tokens) = write_account(&sandbox, &fake, "dev@example.com", DAY);
+    let server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
+    let account = server.account("dev@example.com");
+    let (path, tokens) = (&account.path, &account.tokens);
     fake.expire_access_token(&tokens.access_token);
-    let server = Server::start(&sandbox, "").await;
 
     let response = server.chat(MODEL, false).await;
 
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     assert_eq!(refreshes(&fake), 1);
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let saved = read_json(path);
     assert_ne!(
         saved["access_token"],
         tokens.access_token.as_str(),
@@ -758,7 +778,7 @@ async fn a_refresh_answer_without_refresh_token_or_resource_url_keeps_the_old_on
         fake.chat_base_url().as_str(),
         "the answer had no resource_url: the old one is kept"
     );
-    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path), 0o600);
 }
 
 /// `[[openai-compat]]` entries pointing at the fake, one per `(name, keys, models, cap)`.
@@ -797,7 +817,7 @@ async fn openai_compat_keys_rotate_and_each_entry_has_its_own_cap() {
             ("open", &["sk-open-1"], "model-open", None),
         ],
     );
-    let server = Server::start(&sandbox, &config).await;
+    let server = Server::builder(&sandbox).config(&config).start().await;
 
     for _ in 0..4 {
         let response = server.chat("model-capped", false).await;
@@ -832,8 +852,8 @@ async fn openai_compat_keys_rotate_and_each_entry_has_its_own_cap() {
 async fn a_changed_token_file_is_used_and_a_bad_one_is_reported_and_skipped() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (_, old) = write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let mut server = Server::start(&sandbox, "").await;
+    let mut server = Server::with_accounts(&sandbox, &fake, &["dev@example.com"]).await;
+    let old = server.account("dev@example.com").tokens.clone();
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
 
     // A new login of the same account lands in the same file.
@@ -866,10 +886,13 @@ async fn the_servers_own_write_back_causes_no_reload() {
     let fake = FakeQwen::start().await;
     fake.hold_refreshes(true);
     let sandbox = Sandbox::new(&fake);
-    let (path, _) = write_account(&sandbox, &fake, "dev@example.com", 60);
+    let mut server = Server::builder(&sandbox)
+        .account_expiring(&fake, "dev@example.com", 60)
+        .env("CLIPROXY_LOG", "info,account_runtime=debug")
+        .start()
+        .await;
+    let path = &server.account("dev@example.com").path;
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let debug = [("CLIPROXY_LOG", "info,cliproxy=debug")];
-    let mut server = Server::start_with_env(&sandbox, "", &debug).await;
 
     // Listening means the watch is set up: only now may the refresh write the file.
     guarded("held refresh", fake.wait_for_held_refreshes(1)).await;
@@ -905,8 +928,7 @@ async fn accounts_check_reports_expired_and_unreachable_accounts() {
     write_account(&sandbox, &far, "far@example.com", DAY);
     far.set_down(true);
     let (marked_path, marked) = write_account(&sandbox, &fake, "marked@example.com", DAY);
-    let mut json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&marked_path).unwrap()).unwrap();
+    let mut json = read_json(&marked_path);
     json["cliproxy_status"] = "relogin-required".into();
     std::fs::write(&marked_path, serde_json::to_vec(&json).unwrap()).unwrap();
 
@@ -942,8 +964,11 @@ async fn accounts_check_reports_expired_and_unreachable_accounts() {
 async fn the_configured_client_version_reaches_the_upstream() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dev@example.com", DAY);
-    let server = Server::start(&sandbox, "[qwen]\nclient-version = \"9.8.7\"\n").await;
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config("[qwen]\nclient-version = \"9.8.7\"")
+        .start()
+        .await;
 
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
 
@@ -960,10 +985,14 @@ async fn debug_logs_never_show_tokens_or_keys() {
     const WRONG_CLIENT_KEY: &str = "wrong-client-secret-0123456789";
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let (_, refused) = write_account(&sandbox, &fake, "dev@example.com", DAY);
-    fake.expire_access_token(&refused.access_token);
     let config = openai_compat_config(&fake, &[("compat", &[UPSTREAM_KEY], "model-compat", None)]);
-    let mut server = Server::start_with_env(&sandbox, &config, &[("CLIPROXY_LOG", "debug")]).await;
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &["dev@example.com"])
+        .config(&config)
+        .env("CLIPROXY_LOG", "debug")
+        .start()
+        .await;
+    fake.expire_access_token(&server.account("dev@example.com").tokens.access_token);
 
     // A 401 and a refresh, a stream, an API-key upstream, a wrong client key, a key in the query.
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
@@ -1011,13 +1040,10 @@ async fn a_dead_refresh_token_is_not_retried_when_the_file_cannot_be_marked() {
     let fake = FakeQwen::start().await;
     fake.set_refresh(RefreshBehaviour::Invalid);
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "dead@example.com", 60);
-    let config = Server::write_config(&sandbox, "");
+    let serve = Server::builder(&sandbox).account_expiring(&fake, "dead@example.com", 60);
     // No file may grow past 0 bytes, as on a full disk; even root cannot write the mark.
-    let command = crate::support::after_shell_prelude(
-        &serve_command(&sandbox, &config),
-        "trap '' XFSZ; ulimit -f 0",
-    );
+    let command =
+        crate::support::after_shell_prelude(&serve.command(), "trap '' XFSZ; ulimit -f 0");
     let mut server = Server::spawn(command).await;
 
     server.wait_for_log("the refresh token was rejected").await;

@@ -34,7 +34,11 @@ async fn an_https_upstream_signed_by_a_ca_in_ssl_cert_file_is_served() {
     let (fake, front, ca) = tls_upstream(&sandbox).await;
     let config = upstream_entry(&format!("https://localhost:{}/v1", front.port()));
 
-    let server = Server::start_with_env(&sandbox, &config, &[("SSL_CERT_FILE", &ca)]).await;
+    let server = Server::builder(&sandbox)
+        .config(&config)
+        .env("SSL_CERT_FILE", &ca)
+        .start()
+        .await;
     let answer = server.chat(MODEL, false).await;
     assert_eq!(
         answer.status(),
@@ -59,11 +63,13 @@ async fn https_proxy_from_the_environment_tunnels_unless_no_proxy_names_the_host
     let proxy_url = http_proxy.url();
     let config = upstream_entry(&format!("https://localhost:{}/v1", front.port()));
 
-    let env = [
-        ("SSL_CERT_FILE", ca.as_str()),
-        ("HTTPS_PROXY", proxy_url.as_str()),
-    ];
-    let server = Server::start_with_env(&sandbox, &config, &env).await;
+    let through_proxy = || {
+        Server::builder(&sandbox)
+            .config(&config)
+            .env("SSL_CERT_FILE", &ca)
+            .env("HTTPS_PROXY", &proxy_url)
+    };
+    let server = through_proxy().start().await;
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
     let tunnels: Vec<String> = http_proxy
         .requests()
@@ -76,12 +82,10 @@ async fn https_proxy_from_the_environment_tunnels_unless_no_proxy_names_the_host
     );
     drop(server);
 
-    let env = [
-        ("SSL_CERT_FILE", ca.as_str()),
-        ("HTTPS_PROXY", proxy_url.as_str()),
-        ("NO_PROXY", "example.com,localhost"),
-    ];
-    let server = Server::start_with_env(&sandbox, &config, &env).await;
+    let server = through_proxy()
+        .env("NO_PROXY", "example.com,localhost")
+        .start()
+        .await;
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
     assert_eq!(
         http_proxy.requests().len(),

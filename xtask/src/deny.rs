@@ -11,7 +11,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Result, bail};
 
-use crate::{cargo, run_checked};
+use crate::cmd::{cargo, run_checked};
 
 /// The checks run when no extra arguments are given.
 const CHECKS: [&str; 3] = ["bans", "licenses", "sources"];

@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
-use crate::{cargo, run_checked};
+use crate::cmd::{cargo, run_checked};
 
 /// Name of the package and of its binary.
 const BIN: &str = "cliproxy";
@@ -315,13 +315,13 @@ version = "9.9.9"
 
     #[test]
     fn real_manifest_has_a_version() {
-        let text = fs::read_to_string(crate::project_root().join("Cargo.toml")).unwrap();
+        let text = fs::read_to_string(crate::cmd::project_root().join("Cargo.toml")).unwrap();
         assert!(workspace_version(&text).is_some());
     }
 
     #[test]
     fn shipped_docs_links_stay_inside_the_archive() {
-        let root = crate::project_root();
+        let root = crate::cmd::project_root();
         let shipped = shipped_files(&root).unwrap();
         assert!(
             shipped.contains(&"docs/troubleshooting.md".to_owned()),

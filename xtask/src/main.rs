@@ -5,16 +5,16 @@
 //! own module; this file only parses the command line and dispatches.
 
 mod bench;
+mod cmd;
 mod deny;
 mod dist;
+mod soak;
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::{Command, ExitCode},
-};
+use std::{env, process::ExitCode};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+
+use cmd::project_root;
 
 const HELP: &str = "\
 cargo xtask <TASK> [ARGS...]
@@ -33,9 +33,18 @@ Tasks:
   bench   Benchmark cliproxy on 127.0.0.1 against an in-process upstream stub
           and a do-nothing pass-through proxy measured in the same run:
           throughput, latency, time to first byte, memory with 256 open
-          streams, start-up with 1,000 accounts; prints PASS/FAIL per budget
+          streams, start-up with 1,000 accounts, peak memory with many large
+          request bodies at once; prints PASS/FAIL per budget
           line. Options: --duration SECS, --concurrency N, --quick, --check
           (exit non-zero on FAIL), --no-build. See docs/benchmarks.md.
+  soak    Run the release cliproxy for minutes against the fake Qwen (a
+          process) under mixed traffic, hang-ups, expired tokens, quota
+          errors, refresh storms with rotating refresh tokens and hot
+          reloads of the auth dir; report requests by outcome, accounts
+          lost and RSS over time; exit non-zero unless no account was lost
+          and RSS ended within 10 % of its value after the first minute.
+          Options: --minutes N (default 10), --accounts N, --connections N,
+          --json, --no-build. See docs/benchmarks.md.
   help    Show this message (also shown when no task is given).
 ";
 
@@ -68,33 +77,10 @@ fn try_main() -> Result<()> {
         }
         Some("deny") => deny::run(&project_root(), &rest),
         Some("bench") => bench::run(&project_root(), &rest),
+        Some("soak") => soak::run(&project_root(), &rest),
         Some(other) => {
             eprint!("{HELP}");
             bail!("unknown task `{other}`")
         }
     }
-}
-
-/// The workspace root: the parent of this crate's manifest directory.
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
-
-/// The `cargo` to run: the one that invoked us (`$CARGO`), else from `PATH`.
-fn cargo() -> String {
-    env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
-/// Runs `cmd` with inherited stdio and fails unless it exits successfully.
-fn run_checked(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
-    }
-    Ok(())
 }

@@ -1,9 +1,16 @@
 //! Sending one OAuth request and sorting the HTTP answer into the few kinds the flows care
 //! about. Never panics on odd bodies, and never copies token values into its descriptions.
+//!
+//! Bounded: a redirect is an answer of its own, never followed (RFC 9700 §4.11: a 307 would
+//! re-POST the refresh token or device code to wherever it points), and no more than
+//! [`MAX_ANSWER_BYTES`] of a body are read.
 
 use std::error::Error as _;
 
 use serde_json::{Map, Value};
+
+/// The most of an OAuth answer's body that is read. Real answers are well under 1 KiB.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// What an OAuth endpoint answered.
 pub(crate) enum Answer {
@@ -24,6 +31,10 @@ pub(crate) enum Answer {
     Blocked { status: u16 },
     /// JSON, but not an object, or a non-2xx object without an error code.
     Unexpected { status: u16, detail: String },
+    /// A 3xx answer, not followed; `target` is where it pointed (see [`redirect_target`]).
+    Redirect { status: u16, target: String },
+    /// A body longer than [`MAX_ANSWER_BYTES`]; reading stopped there.
+    TooLarge { status: u16 },
 }
 
 /// The request never got an answer (connection, TLS, proxy, timeout, cut-off body).
@@ -38,17 +49,59 @@ pub(crate) async fn send(
     request: reqwest::RequestBuilder,
     via_proxy: bool,
 ) -> Result<Answer, TransportError> {
-    let response = request
+    let mut response = request
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
         .map_err(|error| describe(&error, via_proxy))?;
     let status = response.status().as_u16();
-    let body = response
-        .bytes()
+    if response.status().is_redirection() {
+        let target = redirect_target(
+            response.url(),
+            response.headers().get(reqwest::header::LOCATION),
+        );
+        return Ok(Answer::Redirect { status, target });
+    }
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_ANSWER_BYTES as u64)
+    {
+        return Ok(Answer::TooLarge { status });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|error| describe(&error, via_proxy))?;
+        .map_err(|error| describe(&error, via_proxy))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(Answer::TooLarge { status });
+        }
+        body.extend_from_slice(&chunk);
+    }
     Ok(classify(status, &body))
+}
+
+/// Where a redirect pointed, for the error message: the origin (`scheme://host:port`) of its
+/// `Location` resolved against the request URL, without path or query (which could carry
+/// anything); or a phrase when there is no usable `Location`.
+pub(crate) fn redirect_target(
+    request_url: &url::Url,
+    location: Option<&reqwest::header::HeaderValue>,
+) -> String {
+    let Some(location) = location.and_then(|value| value.to_str().ok()) else {
+        return "no valid Location".to_owned();
+    };
+    match request_url.join(location) {
+        Ok(target) if target.origin() == request_url.origin() => {
+            format!(
+                "{} (same server, another path)",
+                target.origin().ascii_serialization()
+            )
+        }
+        Ok(target) if target.has_host() => target.origin().ascii_serialization(),
+        _ => "an invalid Location".to_owned(),
+    }
 }
 
 /// Sorts an answer by status and body.
@@ -175,7 +228,30 @@ mod tests {
             Answer::ServerError { status } => format!("server {status}"),
             Answer::Blocked { status } => format!("blocked {status}"),
             Answer::Unexpected { status, .. } => format!("unexpected {status}"),
+            Answer::Redirect { status, target } => format!("redirect {status} {target}"),
+            Answer::TooLarge { status } => format!("too large {status}"),
         }
+    }
+
+    #[test]
+    fn redirect_targets_show_only_the_origin() {
+        let base = url::Url::parse("https://chat.qwen.ai/api/v1/oauth2/token").expect("url");
+        let target = |location: &str| {
+            redirect_target(
+                &base,
+                Some(&reqwest::header::HeaderValue::from_str(location).expect("header")),
+            )
+        };
+        assert_eq!(
+            target("https://evil.example:8443/steal?refresh_token=x"),
+            "https://evil.example:8443"
+        );
+        assert_eq!(
+            target("/elsewhere"),
+            "https://chat.qwen.ai (same server, another path)"
+        );
+        assert_eq!(target("http://[::1"), "an invalid Location");
+        assert_eq!(redirect_target(&base, None), "no valid Location");
     }
 
     #[test]

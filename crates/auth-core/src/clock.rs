@@ -1,19 +1,33 @@
-//! Time as the device flow sees it: "now" for the deadline and sleeping between polls. Injected
-//! so tests can run the flow in virtual time and the binary can speed it up.
+//! Time and chance, injected: "now" for deadlines, the wall clock for token expiries, sleeping,
+//! and a random fraction for jitter. The device flow and the server's refresh schedule take
+//! one, so tests run them in virtual time and the binary can speed the login up.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-/// A source of time for [`crate::OAuthClient::poll_for_token`].
+/// A future that sleeps, owning everything it needs.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A source of time (and of jitter) for [`crate::OAuthClient::poll_for_token`] and for
+/// schedules built on this crate.
 ///
 /// Contract: after `sleep(d)` completes, `now()` has advanced by at least `d`. Dropping a
 /// `sleep` future early must be harmless.
 pub trait Clock: Send + Sync {
-    /// The current instant.
+    /// The current instant, for deadlines and waits.
     fn now(&self) -> Instant;
+    /// The current wall-clock time, for expiry times that are calendar times (a token's
+    /// `expired`). Real time unless a test says otherwise.
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
     /// Waits for `duration`.
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    fn sleep(&self, duration: Duration) -> Sleep;
+    /// A random number in `[0, 1)`, for jitter.
+    fn fraction(&self) -> f64 {
+        rand::random::<f64>()
+    }
 }
 
 /// The factor given to [`TokioClock::scaled`] is not usable.
@@ -79,7 +93,7 @@ impl Clock for TokioClock {
             .into_std()
     }
 
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn sleep(&self, duration: Duration) -> Sleep {
         let real = Duration::try_from_secs_f64(duration.as_secs_f64() * self.scale)
             .unwrap_or(Duration::MAX);
         Box::pin(tokio::time::sleep(real))

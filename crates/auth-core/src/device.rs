@@ -164,6 +164,10 @@ impl OAuthClient {
             Answer::Unexpected { status, detail } => {
                 Err(DeviceFlowError::UnexpectedAnswer { status, detail })
             }
+            Answer::Redirect { status, target } => {
+                Err(DeviceFlowError::Redirected { status, target })
+            }
+            Answer::TooLarge { status } => Err(DeviceFlowError::AnswerTooLarge { status }),
         }
     }
 }

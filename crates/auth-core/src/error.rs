@@ -60,6 +60,29 @@ pub enum DeviceFlowError {
         /// What was wrong with it, without any values.
         detail: String,
     },
+    /// The server answered with a redirect, which is not followed (RFC 9700).
+    #[error(
+        "the login server answered with a redirect (HTTP {status}, to {target}) instead of an \
+         answer. cliproxy follows no redirects of OAuth requests, so nothing was sent there. \
+         Check the Qwen OAuth base URL and proxy-url settings: a proxy or captive portal may be \
+         answering in Qwen's place."
+    )]
+    Redirected {
+        /// The HTTP status (3xx).
+        status: u16,
+        /// The origin the redirect pointed to, or a phrase when it named none.
+        target: String,
+    },
+    /// The answer's body was longer than 1 MiB; reading stopped there.
+    #[error(
+        "the login server's answer (HTTP {status}) is larger than 1 MiB, which no OAuth answer \
+         is, so cliproxy stopped reading it. Check the Qwen OAuth base URL and proxy-url \
+         settings: something other than Qwen's login server may be answering."
+    )]
+    AnswerTooLarge {
+        /// The HTTP status.
+        status: u16,
+    },
     /// The server said `expired_token`.
     #[error(
         "the device code expired before the login was approved. Start the login again and \
@@ -122,6 +145,31 @@ pub enum RefreshError {
         code: String,
         /// The server's `error_description`, shortened to one line.
         description: Option<String>,
+    },
+    /// The server answered with a redirect, which is not followed (RFC 9700): the refresh
+    /// token was sent to the token endpoint only.
+    #[error(
+        "the login server answered the refresh with a redirect (HTTP {status}, to {target}). \
+         cliproxy follows no redirects of OAuth requests, so the refresh token was not sent \
+         there. Check the Qwen OAuth base URL and proxy-url settings: a proxy or captive portal \
+         may be answering in Qwen's place."
+    )]
+    Redirected {
+        /// The HTTP status (3xx).
+        status: u16,
+        /// The origin the redirect pointed to, or a phrase when it named none.
+        target: String,
+    },
+    /// The answer's body was longer than 1 MiB; reading stopped there.
+    #[error(
+        "the login server's refresh answer (HTTP {status}) is larger than 1 MiB, which no OAuth \
+         answer is, so cliproxy stopped reading it. Check the Qwen OAuth base URL and proxy-url \
+         settings: something other than Qwen's login server may be answering. If it was Qwen, \
+         the refresh token may be spent and the account need a new login."
+    )]
+    AnswerTooLarge {
+        /// The HTTP status.
+        status: u16,
     },
     /// The answer was JSON but not of the expected shape.
     #[error(

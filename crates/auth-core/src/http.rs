@@ -85,9 +85,11 @@ pub enum ClientBuildError {
     },
 }
 
-/// Builds the one `reqwest::Client` an [`crate::OAuthClient`] uses for all its requests.
+/// Builds the one `reqwest::Client` an [`crate::OAuthClient`] uses for all its requests. It
+/// follows no redirects: a redirect comes back as the answer it is.
 pub(crate) fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientBuildError> {
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .user_agent(settings.user_agent.clone());

@@ -14,6 +14,9 @@
 //!   [`HttpSettings`], so the proxy applies to all of them.
 //! - Answers that are not JSON (firewall and captcha pages) become typed errors, never parse
 //!   panics; every failure is a distinct error variant whose message says what to do next.
+//! - Answers are bounded: redirects are not followed (RFC 9700) and at most 1 MiB of a body is
+//!   read; both are typed errors. A token's lifetime is always within
+//!   [`TokenSet::MIN_LIFETIME`]..=[`TokenSet::MAX_LIFETIME`], whatever `expires_in` said.
 //! - Polling measures its deadline and waits only through the injected [`Clock`], and its
 //!   future is cancel-safe: dropping it abandons the login and leaves nothing running.
 
@@ -27,14 +30,16 @@ mod pkce;
 mod poll;
 mod profile;
 mod refresh;
+mod resource;
 mod token;
 
 pub use client::OAuthClient;
-pub use clock::{Clock, InvalidClockScale, TokioClock};
+pub use clock::{Clock, InvalidClockScale, Sleep, TokioClock};
 pub use device::DeviceAuthorization;
 pub use error::{DeviceFlowError, RefreshError, TransientCause};
 pub use http::{ClientBuildError, HttpSettings};
 pub use pkce::{Pkce, RandomnessError};
 pub use poll::PollEvent;
 pub use profile::ProviderProfile;
+pub use resource::{QWEN_DEFAULT_BASE_URL, qwen_base_url};
 pub use token::TokenSet;

@@ -144,7 +144,8 @@ impl OAuthClient {
             }
         };
         match answer {
-            Answer::Json { status, body } => match TokenSet::from_answer(&body) {
+            Answer::Json { status, body } => match TokenSet::from_answer(&body, &self.profile.name)
+            {
                 Ok(tokens) => Outcome::Tokens(tokens),
                 Err(detail) => Outcome::Fail(DeviceFlowError::UnexpectedAnswer { status, detail }),
             },
@@ -169,6 +170,12 @@ impl OAuthClient {
             Answer::Blocked { status } => Outcome::Fail(DeviceFlowError::Blocked { status }),
             Answer::Unexpected { status, detail } => {
                 Outcome::Fail(DeviceFlowError::UnexpectedAnswer { status, detail })
+            }
+            Answer::Redirect { status, target } => {
+                Outcome::Fail(DeviceFlowError::Redirected { status, target })
+            }
+            Answer::TooLarge { status } => {
+                Outcome::Fail(DeviceFlowError::AnswerTooLarge { status })
             }
         }
     }

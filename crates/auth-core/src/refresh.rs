@@ -26,7 +26,7 @@ impl OAuthClient {
                 },
             })?;
         let result = match answer {
-            Answer::Json { status, body } => TokenSet::from_answer(&body)
+            Answer::Json { status, body } => TokenSet::from_answer(&body, &self.profile.name)
                 .map_err(|detail| RefreshError::UnexpectedAnswer { status, detail }),
             Answer::OAuthError {
                 status,
@@ -42,6 +42,8 @@ impl OAuthClient {
             Answer::Unexpected { status, detail } => {
                 Err(RefreshError::UnexpectedAnswer { status, detail })
             }
+            Answer::Redirect { status, target } => Err(RefreshError::Redirected { status, target }),
+            Answer::TooLarge { status } => Err(RefreshError::AnswerTooLarge { status }),
         };
         match &result {
             Ok(_) => tracing::debug!(provider = %self.profile.name, "token refreshed"),

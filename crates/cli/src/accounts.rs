@@ -4,24 +4,14 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use account_runtime::status::{self, LiveStatus};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
-use crate::email::{EmailFor, prompt_email, validate_email};
+use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
 use crate::output::format_relative;
-
-/// What a running server knows of one account that its file cannot show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LiveStatus {
-    /// The server holds newer tokens than the file, because writing them failed: why.
-    pub unsaved: Option<String>,
-    /// Out of rotation for this reason (e.g. re-login required).
-    pub disabled: Option<String>,
-    /// Out of rotation because the upstream refused the account even with a fresh token: the
-    /// HTTP status, and when it rejoins.
-    pub refused: Option<(u16, OffsetDateTime)>,
-}
+use crate::prompt::prompt_email;
 
 /// What `accounts list` shows of one account: what a running server knows first, else what
 /// its file says.
@@ -117,11 +107,8 @@ pub fn render_account_table(
     table
 }
 
-/// `cliproxy accounts list`, with what running servers report in `live` (by account key).
-pub fn list_accounts(
-    auth_dir: &Path,
-    live: &HashMap<String, LiveStatus>,
-) -> Result<String, CliError> {
+/// `cliproxy accounts list`: the files, with what servers running on the auth dir report.
+pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
     let store = AuthDir::open(auth_dir)?;
     let listing = store.list()?;
     if listing.accounts.is_empty() && listing.problems.is_empty() {
@@ -130,10 +117,11 @@ pub fn list_accounts(
             auth_dir.display()
         ));
     }
+    let live = status::query(auth_dir);
     let mut out = render_account_table(
         &listing.accounts,
         &listing.problems,
-        live,
+        &live,
         OffsetDateTime::now_utc(),
     );
     for path in &listing.tightened {
@@ -169,6 +157,23 @@ pub struct Imported {
     pub replaced: Vec<PathBuf>,
 }
 
+/// Qwen Code's `expiry_date`, held to the longest lifetime a token answer may give
+/// ([`auth_core::TokenSet::MAX_LIFETIME`]) from `now`: Qwen Code computed it from the server's
+/// `expires_in`, which can be absurd, and a far-future expiry would keep the server from ever
+/// refreshing the token ahead of time. A lowered expiry is logged.
+fn imported_expiry(at: OffsetDateTime, now: OffsetDateTime) -> OffsetDateTime {
+    let latest = now + auth_core::TokenSet::MAX_LIFETIME;
+    if at <= latest {
+        return at;
+    }
+    tracing::warn!(
+        "Qwen Code's expiry_date ({at}) is further away than an access token lives; taking the \
+         token to expire in {} s",
+        auth_core::TokenSet::MAX_LIFETIME.as_secs()
+    );
+    latest
+}
+
 /// `cliproxy import qwen-code [PATH]`: saves Qwen Code's login as a cliproxy account.
 pub fn import_qwen_code(
     auth_dir: &Path,
@@ -196,10 +201,66 @@ pub fn import_qwen_code(
         }
     };
     record.email = Some(email.clone());
-    let saved = store.save_login(&record, OffsetDateTime::now_utc())?;
+    let now = OffsetDateTime::now_utc();
+    record.expired = record.expired.map(|at| imported_expiry(at, now));
+    let saved = store.save_login(&record, now)?;
     Ok(Imported {
         email,
         path: saved.path,
         replaced: saved.replaced,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+
+    #[test]
+    fn imported_expiries_are_held_to_a_tokens_longest_life() {
+        let soon = datetime!(2026-03-01 14:00 UTC);
+        assert_eq!(imported_expiry(soon, NOW), soon);
+        let past = datetime!(2020-01-01 00:00 UTC);
+        assert_eq!(
+            imported_expiry(past, NOW),
+            past,
+            "an expired token stays expired"
+        );
+        let latest = NOW + auth_core::TokenSet::MAX_LIFETIME;
+        assert_eq!(imported_expiry(latest, NOW), latest);
+        for absurd in [
+            datetime!(2100-01-01 00:00 UTC),
+            datetime!(9999-12-31 23:59:59.999 -23:59),
+        ] {
+            assert_eq!(imported_expiry(absurd, NOW), latest, "{absurd}");
+        }
+    }
+
+    /// Times at the ends of what a token file can hold are shown, not panicked on.
+    #[test]
+    fn the_table_shows_any_storable_time() {
+        let mut accounts = Vec::new();
+        for (name, at) in [
+            ("late", datetime!(9999-12-31 23:59:59.999999999 -23:59)),
+            ("early", datetime!(0000-01-01 00:00 +23:59)),
+        ] {
+            let mut record = token_store::TokenRecord::new(token_store::QWEN, "t");
+            record.email = Some(format!("{name}@example.com"));
+            record.expired = Some(at);
+            record.last_refresh = Some(at);
+            accounts.push(StoredAccount {
+                path: PathBuf::from(format!("/auth/qwen-{name}@example.com.json")),
+                record,
+            });
+        }
+        let table = render_account_table(&accounts, &[], &HashMap::new(), NOW);
+        let late = table.lines().find(|l| l.contains("late@")).expect(&table);
+        assert!(late.contains(" ok"), "{table}");
+        assert!(late.contains("in "), "{table}");
+        let early = table.lines().find(|l| l.contains("early@")).expect(&table);
+        assert!(early.contains("ago"), "{table}");
+        assert!(early.contains("expired"), "{table}");
+    }
 }

@@ -17,6 +17,7 @@ pub mod email;
 pub mod error;
 pub mod login;
 pub mod output;
+pub mod prompt;
 pub mod qr;
 
 pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions};

@@ -12,9 +12,10 @@ use token_store::{AuthDir, TokenRecord};
 
 use crate::args::LoginOptions;
 use crate::browser::{BrowserOutcome, Opener, open_browser};
-use crate::email::{EmailFor, prompt_email, validate_email};
+use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
 use crate::output::{Terminal, format_countdown};
+use crate::prompt::prompt_email;
 use crate::qr::render_qr;
 
 /// Everything a login needs, resolved from flags, environment and config by the binary.

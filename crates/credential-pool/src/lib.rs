@@ -1,6 +1,5 @@
-//! Credentials in memory: selection, rotation, cooldown, failover
-//! bookkeeping, per-credential request-rate caps, and refresh scheduling
-//! helpers.
+//! Credentials in memory: the credential interface the server pools, selection, rotation,
+//! cooldown, failover bookkeeping and per-credential request-rate caps.
 //!
 //! The crate is provider-agnostic: it never does HTTP, never reads files and
 //! stores the server's own credential type `C` behind an [`Arc`](std::sync::Arc).
@@ -72,20 +71,20 @@
 mod affinity;
 mod candidates;
 mod config;
+mod credential;
 mod entry;
 mod error;
 mod pool;
 mod rate;
-mod refresh;
-mod single_flight;
 
 pub use affinity::Affinity;
 pub use candidates::Scope;
 pub use config::{Models, PoolConfig, Strategy};
+pub use credential::{
+    Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure, StaticAccess,
+};
 pub use entry::Routing;
 pub use error::Unavailable;
 pub use pool::{
     CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
 };
-pub use refresh::refresh_due;
-pub use single_flight::SingleFlight;

@@ -2,23 +2,23 @@
 //! access tokens the fake issued or with API keys the test added, answering as the test
 //! scripted (per token or for everyone) and recording every chat request.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::body::Frame;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::chat_state::ChatState;
 use crate::record::RecordedRequest;
 use crate::reply::{self, Body, Cut, Reply};
 use crate::script::ChatStep;
 use crate::state::World;
-use crate::tools::{self, ARGUMENT_FRAGMENTS, PreferredTool, ToolCall};
+use crate::tools::{self, ARGUMENT_FRAGMENTS, ToolCall};
 
 /// Path of the chat-completions endpoint, under the `/v1` base that `resource_url` leads to.
 pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
@@ -35,104 +35,6 @@ pub const QWEN_OAUTH_MODELS: [&str; 4] = [
 
 /// `created` of every answer, so answers are deterministic.
 const CREATED: u64 = 1_750_000_000;
-/// Default number of content chunks in a streamed answer.
-const DEFAULT_STREAM_CHUNKS: usize = 3;
-const RATE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Chat settings, credentials and records; part of [`World`].
-pub(crate) struct ChatState {
-    default_step: ChatStep,
-    /// Per token: the script and the index of the next step (the last step repeats).
-    scripts: HashMap<String, (Vec<ChatStep>, usize)>,
-    pub(crate) stream_chunks: usize,
-    pub(crate) requests_per_minute: Option<u32>,
-    /// `Retry-After` (seconds) of quota answers; `None` leaves it out.
-    pub(crate) quota_retry_after: Option<u64>,
-    /// Per token: when its requests within the last minute arrived.
-    windows: HashMap<String, VecDeque<Instant>>,
-    api_keys: HashSet<String>,
-    expired: HashSet<String>,
-    pub(crate) requests: Vec<RecordedRequest>,
-    /// One permit per [`crate::FakeQwen::release_held_streams`] release.
-    pub(crate) release: Arc<Semaphore>,
-    /// How many streams lost their reader before they were complete.
-    pub(crate) cancelled: Arc<watch::Sender<usize>>,
-    answers: u64,
-    /// Tool calls made so far (numbers `call_<n>`).
-    calls: u64,
-    /// The tools the model calls first, with their arguments.
-    pub(crate) preferred: Vec<PreferredTool>,
-}
-
-impl ChatState {
-    pub(crate) fn new() -> Self {
-        Self {
-            default_step: ChatStep::Answer,
-            scripts: HashMap::new(),
-            stream_chunks: DEFAULT_STREAM_CHUNKS,
-            requests_per_minute: None,
-            quota_retry_after: None,
-            windows: HashMap::new(),
-            api_keys: HashSet::new(),
-            expired: HashSet::new(),
-            requests: Vec::new(),
-            release: Arc::new(Semaphore::new(0)),
-            cancelled: Arc::new(watch::Sender::new(0)),
-            answers: 0,
-            calls: 0,
-            preferred: Vec::new(),
-        }
-    }
-
-    pub(crate) fn set_default_step(&mut self, step: ChatStep) {
-        self.default_step = step;
-    }
-
-    /// Replaces `token`'s script; an empty script falls back to the default step.
-    pub(crate) fn script(&mut self, token: &str, steps: Vec<ChatStep>) {
-        if steps.is_empty() {
-            self.scripts.remove(token);
-        } else {
-            self.scripts.insert(token.to_owned(), (steps, 0));
-        }
-    }
-
-    pub(crate) fn add_api_key(&mut self, key: &str) {
-        self.api_keys.insert(key.to_owned());
-    }
-
-    pub(crate) fn expire(&mut self, token: &str) {
-        self.expired.insert(token.to_owned());
-    }
-
-    fn next_step(&mut self, token: &str) -> ChatStep {
-        let Some((steps, next)) = self.scripts.get_mut(token) else {
-            return self.default_step;
-        };
-        let index = (*next).min(steps.len().saturating_sub(1));
-        *next = next.saturating_add(1);
-        steps.get(index).copied().unwrap_or(self.default_step)
-    }
-
-    /// Counts a request of `token` against the per-minute limit; the wait until a slot frees
-    /// when it is over.
-    fn over_rate(&mut self, token: &str, now: Instant) -> Option<Duration> {
-        let limit = usize::try_from(self.requests_per_minute?).unwrap_or(usize::MAX);
-        let window = self.windows.entry(token.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|&at| now.saturating_duration_since(at) >= RATE_WINDOW)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit {
-            let oldest = window.front().copied().unwrap_or(now);
-            return Some(RATE_WINDOW.saturating_sub(now.saturating_duration_since(oldest)));
-        }
-        window.push_back(now);
-        None
-    }
-}
 
 /// Who called: the bearer token and whether it is an OAuth access token (else an API key).
 struct Caller {
@@ -145,9 +47,9 @@ fn authenticate(world: &World, request: &RecordedRequest) -> Option<Caller> {
     let token = request.bearer().filter(|token| !token.is_empty())?;
     let oauth = world.access_token_is_issued(token);
     let live = if oauth {
-        !world.chat.expired.contains(token)
+        !world.chat.is_expired(token)
     } else {
-        world.chat.api_keys.contains(token)
+        world.chat.has_api_key(token)
     };
     live.then(|| Caller {
         token: token.to_owned(),
@@ -238,11 +140,10 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
         | ChatStep::EndAfter(_)
         | ChatStep::ErrorAfter(_)
         | ChatStep::ToolCalls { .. } => {
-            world.chat.answers += 1;
             let answer = Answer {
-                id: format!("chatcmpl-fake-{}", world.chat.answers),
+                id: format!("chatcmpl-fake-{}", world.chat.next_answer()),
                 model: model.to_owned(),
-                turn: world.chat.turn(&body, step),
+                turn: turn(&mut world.chat, &body, step),
                 prompt_tokens: u64::try_from(request.body.len() / 4).unwrap_or(u64::MAX),
             };
             if stream {
@@ -339,64 +240,62 @@ impl Turn {
     }
 }
 
-impl ChatState {
-    /// Decides the answer to `body`: a text built from the tool results when the conversation
-    /// ends with them; tool calls when [`tools::plan`] says the model calls tools; else a text
-    /// echoing the last user message (streamed as `part0 `, `part1 `, ...).
-    fn turn(&mut self, body: &Value, step: ChatStep) -> Turn {
-        let thinking = body.get("enable_thinking").and_then(Value::as_bool) == Some(true);
-        let reasoning =
-            thinking.then(|| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
-        if let Some(results) = tools::trailing_results(body) {
-            let text = format!("The tool returned: {}", results.join(" | "));
-            return Turn {
-                reasoning,
-                streamed_text: tools::fragments(&text, self.stream_chunks),
-                text: Some(text),
-                tool_calls: Vec::new(),
-            };
-        }
-        if let Some(plan) = tools::plan(body, step) {
-            let mut tool_calls = Vec::new();
-            for tool in tools::chosen_tools(body, plan.calls, &self.preferred) {
-                self.calls += 1;
-                let name = tools::tool_name(tool);
-                let arguments = self
-                    .preferred
-                    .iter()
-                    .find(|preferred| preferred.name == name)
-                    .map_or_else(
-                        || tools::arguments(tool, self.calls),
-                        |preferred| preferred.arguments.clone(),
-                    );
-                tool_calls.push(ToolCall {
-                    id: format!("call_{}", self.calls),
-                    name: name.to_owned(),
-                    arguments,
-                });
-            }
-            let text = plan.leading_text.then(|| {
-                let names: Vec<&str> = tool_calls.iter().map(|call| call.name.as_str()).collect();
-                format!("Let me call {}.", names.join(" and "))
-            });
-            return Turn {
-                reasoning,
-                streamed_text: text
-                    .as_deref()
-                    .map(|text| tools::fragments(text, 2))
-                    .unwrap_or_default(),
-                text,
-                tool_calls,
-            };
-        }
-        Turn {
+/// Decides the answer to `body`: a text built from the tool results when the conversation
+/// ends with them; tool calls when [`tools::plan`] says the model calls tools; else a text
+/// echoing the last user message (streamed as `part0 `, `part1 `, ...).
+fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
+    let thinking = body.get("enable_thinking").and_then(Value::as_bool) == Some(true);
+    let reasoning =
+        thinking.then(|| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
+    if let Some(results) = tools::trailing_results(body) {
+        let text = format!("The tool returned: {}", results.join(" | "));
+        return Turn {
             reasoning,
-            text: Some(format!("You said: {}", last_user_text(body))),
-            streamed_text: (0..self.stream_chunks)
-                .map(|i| format!("part{i} "))
-                .collect(),
+            streamed_text: tools::fragments(&text, chat.stream_chunks),
+            text: Some(text),
             tool_calls: Vec::new(),
+        };
+    }
+    if let Some(plan) = tools::plan(body, step) {
+        let mut tool_calls = Vec::new();
+        for tool in tools::chosen_tools(body, plan.calls, &chat.preferred) {
+            let number = chat.next_call();
+            let name = tools::tool_name(tool);
+            let arguments = chat
+                .preferred
+                .iter()
+                .find(|preferred| preferred.name == name)
+                .map_or_else(
+                    || tools::arguments(tool, number),
+                    |preferred| preferred.arguments.clone(),
+                );
+            tool_calls.push(ToolCall {
+                id: format!("call_{number}"),
+                name: name.to_owned(),
+                arguments,
+            });
         }
+        let text = plan.leading_text.then(|| {
+            let names: Vec<&str> = tool_calls.iter().map(|call| call.name.as_str()).collect();
+            format!("Let me call {}.", names.join(" and "))
+        });
+        return Turn {
+            reasoning,
+            streamed_text: text
+                .as_deref()
+                .map(|text| tools::fragments(text, 2))
+                .unwrap_or_default(),
+            text,
+            tool_calls,
+        };
+    }
+    Turn {
+        reasoning,
+        text: Some(format!("You said: {}", last_user_text(body))),
+        streamed_text: (0..chat.stream_chunks)
+            .map(|i| format!("part{i} "))
+            .collect(),
+        tool_calls: Vec::new(),
     }
 }
 
@@ -549,8 +448,18 @@ impl StreamPlan {
         let release = Arc::clone(&chat.release);
         let cancelled = Arc::clone(&chat.cancelled);
         let count_cancel = move || cancelled.send_modify(|count| *count += 1);
+        let interval = chat.stream_interval;
         tokio::spawn(async move {
             for index in 0..=self.events.len() {
+                if index > 0 && index < self.events.len() && !interval.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(interval) => {}
+                        () = tx.closed() => {
+                            count_cancel();
+                            return;
+                        }
+                    }
+                }
                 if self.cut_after == Some(index) {
                     // The reader may be gone already; then there is nothing left to cut.
                     let _ = tx.send(Err(Cut)).await;

@@ -17,7 +17,8 @@
 //!   test's script. Approval uses the device code up.
 //! - `POST /api/v1/oauth2/token` with `grant_type=refresh_token` — checks `client_id` and that
 //!   the refresh token is live (else 400 `invalid_request` "Invalid refresh token or
-//!   client_id"), then answers as the [`RefreshBehaviour`] says. A test can
+//!   client_id"), then answers as the [`RefreshBehaviour`] says (which can also be a redirect
+//!   or an answer of any size). A test can
 //!   [hold](FakeQwen::hold_refreshes) refresh answers until it releases them, and wait for a
 //!   held request to arrive and for its answer to leave, to act at either moment.
 //!
@@ -44,9 +45,15 @@
 //! OAuth errors are JSON `{"error": ..., "error_description": ...}` with Qwen's statuses; model
 //! API errors are `{"error": {"code", "message", "type"}}`. "HTML" answers are Alibaba-WAF-like
 //! captcha pages (`text/html`, containing `aliyun_waf_` and `captcha`). Successful token answers
-//! carry `token_type: "Bearer"`, `expires_in` and a `resource_url` naming the fake itself
+//! carry `token_type: "Bearer"`, `expires_in` (any JSON value, or none: [`ExpiresIn`]) and a
+//! `resource_url` naming the fake itself
 //! (`127.0.0.1:PORT`, no scheme, like `portal.qwen.ai`); the model API is at
 //! [`FakeQwen::chat_base_url`] (`http://<resource_url>/v1`).
+//!
+//! [`FakeQwen::refreshes`] logs each refresh and its outcome (a new pair, a dead token sent
+//! again, a scripted failure), so a test can tell which accounts lost their rotated tokens.
+//! [`FakeQwen::set_refresh_latency`] and [`FakeQwen::set_stream_interval`] make answers take
+//! time, as a real server's do.
 //!
 //! [`FakeQwen::set_down`] makes every endpoint drop the connection without answering (a
 //! transport error for the client); a 5xx answer is a [`PollStep::ServerError`] or
@@ -64,6 +71,7 @@
 //! - Dropping the [`FakeQwen`] stops the server and frees the port before `drop` returns.
 
 mod chat;
+mod chat_state;
 mod gate;
 mod oauth;
 mod record;
@@ -75,13 +83,14 @@ mod tools;
 
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 pub use chat::{CHAT_COMPLETIONS_PATH, MODELS_PATH, QWEN_OAUTH_MODELS};
 pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
-pub use record::{IssuedToken, RecordedRequest};
-pub use script::{ChatStep, DeviceAnswer, PollStep, RefreshBehaviour};
+pub use record::{IssuedToken, RecordedRequest, RefreshOutcome, RefreshRecord};
+pub use script::{ChatStep, DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
 
 use state::Shared;
 
@@ -181,7 +190,31 @@ impl FakeQwen {
 
     /// Sets the `expires_in` (seconds) of access tokens issued from now on.
     pub fn set_token_expires_in(&self, seconds: u64) {
-        self.shared.lock().token_expires_in = seconds;
+        self.set_token_expires_in_answer(ExpiresIn::Seconds(seconds));
+    }
+
+    /// Sets what token answers from now on carry as `expires_in`: any JSON value, or none.
+    pub fn set_token_expires_in_answer(&self, expires_in: ExpiresIn) {
+        self.shared.lock().token_expires_in = expires_in;
+    }
+
+    /// Makes every refresh answer wait `latency` after it was decided, before it is sent, as a
+    /// slow network would: the old refresh token is already dead during the wait, so a client
+    /// that gives up then has lost the rotated pair. Zero (the default) sends at once.
+    pub fn set_refresh_latency(&self, latency: Duration) {
+        self.shared.lock().refresh_latency = latency;
+    }
+
+    /// Every refresh request that carried a refresh token, with what it got, in the order the
+    /// answers were decided; see [`RefreshOutcome`]. Kept by [`FakeQwen::forget_requests`].
+    pub fn refreshes(&self) -> Vec<RefreshRecord> {
+        self.shared.lock().refreshes.clone()
+    }
+
+    /// Whether `refresh_token` would be accepted now: issued by this fake and not yet used up
+    /// by a rotation.
+    pub fn refresh_token_is_live(&self, refresh_token: &str) -> bool {
+        self.shared.lock().refresh_token_is_live(refresh_token)
     }
 
     /// Sets the `resource_url` of later full token answers; `None` leaves the field out.
@@ -258,6 +291,12 @@ impl FakeQwen {
         self.shared.lock().chat.stream_chunks = chunks;
     }
 
+    /// Makes streamed answers pause `interval` before each event after the first, as a model
+    /// that takes its time; zero (the default) sends them back to back.
+    pub fn set_stream_interval(&self, interval: Duration) {
+        self.shared.lock().chat.stream_interval = interval;
+    }
+
     /// Makes quota answers ([`ChatStep::QuotaExceeded`], [`ChatStep::QuotaExceeded403`]) carry
     /// `Retry-After: <secs>`, as an upstream that names its reset time; `None` (the default)
     /// leaves the header out.
@@ -303,6 +342,16 @@ impl FakeQwen {
     /// Requests to the token endpoint (polls and refreshes) so far, oldest first.
     pub fn token_requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().token_requests.clone()
+    }
+
+    /// Drops the requests recorded so far ([`FakeQwen::chat_requests`],
+    /// [`FakeQwen::device_requests`], [`FakeQwen::token_requests`]), so that a fake serving for
+    /// hours does not grow without end. Issued tokens and [`FakeQwen::refreshes`] are kept.
+    pub fn forget_requests(&self) {
+        let mut world = self.shared.lock();
+        world.chat.requests = Vec::new();
+        world.device_requests = Vec::new();
+        world.token_requests = Vec::new();
     }
 
     /// Every token pair issued so far, oldest first.

@@ -5,9 +5,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 
-use crate::record::{IssuedToken, RecordedRequest};
+use crate::record::{IssuedToken, RecordedRequest, RefreshOutcome, RefreshRecord};
 use crate::reply::{self, Reply};
-use crate::script::{PollStep, RefreshBehaviour};
+use crate::script::{ExpiresIn, PollStep, RefreshBehaviour};
 use crate::state::World;
 
 /// Path of the device authorization endpoint, as on chat.qwen.ai.
@@ -131,50 +131,117 @@ fn device_poll(world: &mut World, request: &RecordedRequest) -> Reply {
 }
 
 fn refresh(world: &mut World, request: &RecordedRequest) -> Reply {
-    if request.form_value("client_id") != Some(CLIENT_ID) {
-        return invalid_request(BAD_REFRESH);
+    let refresh_token = request.form_value("refresh_token");
+    let (reply, outcome) = refresh_answer(world, request, refresh_token);
+    if let (Some(refresh_token), Some(outcome)) = (refresh_token, outcome) {
+        world.refreshes.push(RefreshRecord {
+            refresh_token: refresh_token.to_owned(),
+            outcome,
+        });
     }
-    let Some(refresh_token) = request.form_value("refresh_token") else {
-        return invalid_request("refresh_token is required");
+    reply
+}
+
+/// The answer to a refresh, and what it was for the refresh log (`None` when the request
+/// carried no refresh token).
+fn refresh_answer(
+    world: &mut World,
+    request: &RecordedRequest,
+    refresh_token: Option<&str>,
+) -> (Reply, Option<RefreshOutcome>) {
+    if request.form_value("client_id") != Some(CLIENT_ID) {
+        return (invalid_request(BAD_REFRESH), Some(RefreshOutcome::Failed));
+    }
+    let Some(refresh_token) = refresh_token else {
+        return (invalid_request("refresh_token is required"), None);
     };
-    let behaviour = world.refresh;
+    let (reply, outcome) = answer_refresh(world, refresh_token);
+    (reply, Some(outcome))
+}
+
+/// The answer to a well-formed refresh with `refresh_token`, as the behaviour says.
+fn answer_refresh(world: &mut World, refresh_token: &str) -> (Reply, RefreshOutcome) {
+    let behaviour = world.refresh.clone();
     match behaviour {
-        RefreshBehaviour::Invalid => invalid_request(BAD_REFRESH),
-        RefreshBehaviour::ServerError(status) => reply::server_error(status),
-        RefreshBehaviour::Html { status } => reply::waf_page(status),
-        RefreshBehaviour::Rotate | RefreshBehaviour::KeepRefresh
+        RefreshBehaviour::Invalid => (invalid_request(BAD_REFRESH), RefreshOutcome::Failed),
+        RefreshBehaviour::ServerError(status) => {
+            (reply::server_error(status), RefreshOutcome::Failed)
+        }
+        RefreshBehaviour::Html { status } => (reply::waf_page(status), RefreshOutcome::Failed),
+        RefreshBehaviour::Redirect { status, location } => {
+            (reply::redirect(status, &location), RefreshOutcome::Failed)
+        }
+        RefreshBehaviour::Rotate
+        | RefreshBehaviour::KeepRefresh
+        | RefreshBehaviour::Oversized { .. }
             if !world.refresh_token_is_live(refresh_token) =>
         {
-            invalid_request(BAD_REFRESH)
+            let spent = world.refresh_token_was_issued(refresh_token);
+            (invalid_request(BAD_REFRESH), RefreshOutcome::Dead { spent })
         }
         RefreshBehaviour::Rotate => {
             world.retire_refresh_token(refresh_token);
             let issued = world.mint_pair();
             world.inherit_refusal(refresh_token, &issued);
-            token_answer(world, &issued, true)
+            (
+                token_answer(world, &issued, true),
+                RefreshOutcome::Issued(issued),
+            )
+        }
+        RefreshBehaviour::Oversized { bytes, chunked } => {
+            world.retire_refresh_token(refresh_token);
+            let issued = world.mint_pair();
+            let mut body = token_body(world, &issued, true);
+            body["padding"] = "x".repeat(bytes).into();
+            let text = body.to_string();
+            let reply = if chunked {
+                reply::chunked_json(200, text.into_bytes(), 64 * 1024)
+            } else {
+                reply::json_text(200, text)
+            };
+            (reply, RefreshOutcome::Issued(issued))
         }
         RefreshBehaviour::KeepRefresh => {
             let issued = world.mint_access(refresh_token);
             world.inherit_refusal(refresh_token, &issued);
-            token_answer(world, &issued, false)
+            (
+                token_answer(world, &issued, false),
+                RefreshOutcome::Issued(issued),
+            )
         }
     }
 }
 
 /// A 200 token answer; `full` adds `refresh_token` and `resource_url`.
 fn token_answer(world: &World, issued: &IssuedToken, full: bool) -> Reply {
+    let body = token_body(world, issued, full).to_string();
+    match &issued.expires_in {
+        ExpiresIn::Json(raw) => {
+            // Spliced in as text: the value may be no number serde_json can hold.
+            let open = body.strip_suffix('}').unwrap_or(&body);
+            let separator = if open.ends_with('{') { "" } else { "," };
+            reply::json_text(200, format!(r#"{open}{separator}"expires_in":{raw}}}"#))
+        }
+        ExpiresIn::Seconds(_) | ExpiresIn::Missing => reply::json_text(200, body),
+    }
+}
+
+/// The JSON of a 200 token answer, with `expires_in` only when it is a number of seconds.
+fn token_body(world: &World, issued: &IssuedToken, full: bool) -> serde_json::Value {
     let mut body = serde_json::json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
-        "expires_in": issued.expires_in,
     });
+    if let ExpiresIn::Seconds(seconds) = issued.expires_in {
+        body["expires_in"] = seconds.into();
+    }
     if full {
         body["refresh_token"] = issued.refresh_token.clone().into();
         if let Some(resource_url) = &world.answered_resource_url {
             body["resource_url"] = resource_url.clone().into();
         }
     }
-    reply::json(200, &body)
+    body
 }
 
 /// Both endpoints take a form body and answer JSON only to clients that accept it; the

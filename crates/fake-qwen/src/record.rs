@@ -61,6 +61,34 @@ pub struct IssuedToken {
     pub access_token: String,
     /// The refresh token that goes with it (the old one when the refresh kept it).
     pub refresh_token: String,
-    /// The `expires_in` that was answered, in seconds.
-    pub expires_in: u64,
+    /// The `expires_in` that was answered.
+    pub expires_in: crate::ExpiresIn,
+}
+
+/// One refresh request (`grant_type=refresh_token` with a `refresh_token`) and what the fake
+/// answered, in the order the answers were decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// The refresh token the request carried.
+    pub refresh_token: String,
+    /// What the fake answered.
+    pub outcome: RefreshOutcome,
+}
+
+/// What one refresh request got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// 200 with this token pair; its `refresh_token` is a new one after a rotation, or the one
+    /// sent when the fake kept it ([`crate::RefreshBehaviour::KeepRefresh`]).
+    Issued(IssuedToken),
+    /// 400 because the refresh token is dead. `spent` when this fake issued it and a rotation
+    /// has used it up (a client sent it again, as after losing the rotated answer); false when
+    /// the fake never issued it.
+    Dead {
+        /// Whether the token was issued here and already used up.
+        spent: bool,
+    },
+    /// Any other refusal or failure: a wrong `client_id`, or what the [`crate::RefreshBehaviour`]
+    /// scripted (`Invalid`, a 5xx, a WAF page).
+    Failed,
 }

@@ -70,6 +70,54 @@ pub(crate) fn api_error(status: u16, code: &str, message: &str, kind: &str) -> R
     )
 }
 
+/// `status` (a 3xx) with `Location: location` and a short HTML body, as web servers redirect.
+pub(crate) fn redirect(status: u16, location: &str) -> Reply {
+    let mut reply = build(
+        status,
+        "text/html; charset=utf-8",
+        format!("<html><body>Moved to <a href=\"{location}\">here</a>.</body></html>\n"),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(location) {
+        reply.headers_mut().insert(header::LOCATION, value);
+    }
+    reply
+}
+
+/// `status` with the JSON text `body` sent in chunks of `chunk_size` bytes, without
+/// `Content-Length`, so the client learns its size only by reading it.
+pub(crate) fn chunked_json(status: u16, body: Vec<u8>, chunk_size: usize) -> Reply {
+    let chunks: std::collections::VecDeque<Bytes> = body
+        .chunks(chunk_size.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    with_body(
+        status,
+        "application/json",
+        Chunks(chunks)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
+}
+
+/// A body of ready chunks whose total size is not announced.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(hyper::body::Frame::data(chunk))),
+        )
+    }
+}
+
 /// `status` with a page shaped like Alibaba Cloud WAF's captcha interstitial.
 pub(crate) fn waf_page(status: u16) -> Reply {
     build(status, "text/html; charset=utf-8", WAF_PAGE.to_owned())

@@ -56,10 +56,22 @@ pub enum PollStep {
     ServerError(u16),
 }
 
+/// What successful token answers (approved polls and refreshes) carry as `expires_in`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiresIn {
+    /// A whole number of seconds, as Qwen answers (`3600` unless set otherwise).
+    Seconds(u64),
+    /// This JSON text, sent verbatim as the value: `-5`, `1e13`, `3600.5`, `"3600"`, `null`, or a
+    /// number too large for any integer type such as `184467440737095516160000`.
+    Json(String),
+    /// The field is left out.
+    Missing,
+}
+
 /// How the token endpoint answers `grant_type=refresh_token`.
 ///
 /// Whatever the behaviour, a request with a bad form or wrong `client_id` is rejected first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RefreshBehaviour {
     /// 200 with a new access token and a new refresh token; the old refresh token stops working.
     #[default]
@@ -75,6 +87,23 @@ pub enum RefreshBehaviour {
     Html {
         /// HTTP status of the page.
         status: u16,
+    },
+    /// This redirect status (such as 307, which tells a client to repeat the POST there) with
+    /// `Location: <location>` and a short HTML body. The refresh token stays live.
+    Redirect {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
+    /// Like [`RefreshBehaviour::Rotate`] (the old refresh token dies), but the 200 token answer
+    /// is padded with a `padding` string to at least `bytes` bytes: sent with `Content-Length`,
+    /// or, when `chunked`, in 64 KiB chunks without one.
+    Oversized {
+        /// The least size of the answer's body.
+        bytes: usize,
+        /// Whether the body goes out chunked, without `Content-Length`.
+        chunked: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -107,16 +108,41 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
     let recorded = record(&parts, &body);
     if let Some((gate, ticket)) = hold_refresh(&shared, &parts.method, &recorded)? {
         gate.wait_for_release(ticket).await;
-        let reply = oauth::token(&mut shared.lock(), &recorded);
+        let (reply, latency) = {
+            let mut world = shared.lock();
+            (oauth::token(&mut world, &recorded), world.refresh_latency)
+        };
+        sleep_unless_zero(latency).await;
         return Ok(gate.track(ticket, reply));
     }
 
+    let (reply, latency) = answer(&shared, &parts.method, recorded)?;
+    sleep_unless_zero(latency).await;
+    Ok(reply)
+}
+
+/// Waits `latency`, if any: a refresh answer decided (and the old token retired) but not yet
+/// received, as over a slow network.
+async fn sleep_unless_zero(latency: Duration) {
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+}
+
+/// Routes `recorded` and answers it, with the lock held; also returns how long to wait before
+/// sending the answer (the refresh latency, for refreshes).
+fn answer(
+    shared: &Shared,
+    method: &Method,
+    recorded: RecordedRequest,
+) -> Result<(Reply, Duration), Down> {
     let mut world = shared.lock();
     if world.down {
         return Err(Down);
     }
     let path = recorded.path.clone();
-    let reply = match (path.as_str(), &parts.method) {
+    let mut latency = Duration::ZERO;
+    let reply = match (path.as_str(), method) {
         (oauth::DEVICE_CODE_PATH, &Method::POST) => {
             let reply = oauth::device_code(&mut world, &recorded);
             world.device_requests.push(recorded);
@@ -124,6 +150,9 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
         }
         (oauth::TOKEN_PATH, &Method::POST) => {
             let reply = oauth::token(&mut world, &recorded);
+            if recorded.form_value("grant_type") == Some("refresh_token") {
+                latency = world.refresh_latency;
+            }
             world.token_requests.push(recorded);
             reply
         }
@@ -144,7 +173,7 @@ async fn handle(shared: Shared, request: Request<Incoming>) -> Result<Reply, Dow
         ),
         _ => reply::oauth_error(404, "not_found", "No such endpoint on the fake Qwen server"),
     };
-    Ok(reply)
+    Ok((reply, latency))
 }
 
 /// When the refresh gate is on and `recorded` is a refresh, records it and returns its number

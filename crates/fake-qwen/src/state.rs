@@ -3,11 +3,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use crate::chat::ChatState;
+use crate::chat_state::ChatState;
 use crate::gate::RefreshGate;
-use crate::record::{IssuedToken, RecordedRequest};
-use crate::script::{DeviceAnswer, PollStep, RefreshBehaviour};
+use crate::record::{IssuedToken, RecordedRequest, RefreshRecord};
+use crate::script::{DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
 
 /// The world shared between the [`crate::FakeQwen`] handle and the server thread.
 #[derive(Clone)]
@@ -36,7 +37,7 @@ pub(crate) struct World {
     next_step: usize,
     pub(crate) refresh: RefreshBehaviour,
     pub(crate) down: bool,
-    pub(crate) token_expires_in: u64,
+    pub(crate) token_expires_in: ExpiresIn,
     /// What successful token answers carry as `resource_url`; `None` omits it.
     pub(crate) answered_resource_url: Option<String>,
     /// Outstanding device codes and the PKCE challenge each was issued for.
@@ -47,6 +48,10 @@ pub(crate) struct World {
     pub(crate) issued: Vec<IssuedToken>,
     pub(crate) device_requests: Vec<RecordedRequest>,
     pub(crate) token_requests: Vec<RecordedRequest>,
+    /// Every refresh request with a refresh token, and what it got.
+    pub(crate) refreshes: Vec<RefreshRecord>,
+    /// How long a refresh answer waits after it was decided, before it is sent.
+    pub(crate) refresh_latency: Duration,
     /// The chat API's settings, credentials and records.
     pub(crate) chat: ChatState,
     /// Holds refresh answers while a test wants them held.
@@ -65,13 +70,15 @@ impl World {
             next_step: 0,
             refresh: RefreshBehaviour::default(),
             down: false,
-            token_expires_in: 3600,
+            token_expires_in: ExpiresIn::Seconds(3600),
             devices: HashMap::new(),
             live_refresh_tokens: HashSet::new(),
             refused_lineages: HashSet::new(),
             issued: Vec::new(),
             device_requests: Vec::new(),
             token_requests: Vec::new(),
+            refreshes: Vec::new(),
+            refresh_latency: Duration::ZERO,
             chat: ChatState::new(),
             refresh_gate: RefreshGate::new(),
             counter: 0,
@@ -137,7 +144,7 @@ impl World {
         let token = IssuedToken {
             access_token,
             refresh_token,
-            expires_in: self.token_expires_in,
+            expires_in: self.token_expires_in.clone(),
         };
         self.issued.push(token.clone());
         token
@@ -159,6 +166,13 @@ impl World {
 
     pub(crate) fn refresh_token_is_live(&self, refresh_token: &str) -> bool {
         self.live_refresh_tokens.contains(refresh_token)
+    }
+
+    /// Whether this fake ever issued `refresh_token` (live or not).
+    pub(crate) fn refresh_token_was_issued(&self, refresh_token: &str) -> bool {
+        self.issued
+            .iter()
+            .any(|token| token.refresh_token == refresh_token)
     }
 
     /// Ends a refresh token's life (after rotation).

@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use api_translate::anthropic;
+use api_translate::responses::Refusal;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 
 use crate::body::ProxyBody;
-use crate::translate::anthropic;
 
 /// `type` of errors caused by the request or its credentials.
 pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
@@ -29,8 +30,9 @@ pub(crate) struct ApiError {
     pub(crate) message: String,
     /// Sent as `Retry-After` in whole seconds, rounded up.
     pub(crate) retry_after: Option<Duration>,
-    /// Extra header (e.g. `Allow` on 405, `WWW-Authenticate` on 401).
-    pub(crate) header: Option<(header::HeaderName, HeaderValue)>,
+    /// Extra header (e.g. `Allow` on 405, `WWW-Authenticate` on 401); boxed, since most
+    /// errors have none and the error travels in every handler's `Result`.
+    pub(crate) header: Option<Box<(header::HeaderName, HeaderValue)>>,
 }
 
 impl ApiError {
@@ -56,7 +58,7 @@ impl ApiError {
     }
 
     pub(crate) fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.header = Some((name, value));
+        self.header = Some(Box::new((name, value)));
         self
     }
 
@@ -129,10 +131,24 @@ impl ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, retry_after_secs(retry_after).into());
         }
-        if let Some((name, value)) = self.header {
+        if let Some(extra) = self.header {
+            let (name, value) = *extra;
             response.headers_mut().insert(name, value);
         }
         response
+    }
+}
+
+/// A Responses request cliproxy cannot translate: the status and `type` api-translate
+/// documents for every refusal, with its code and message.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        ApiError::new(
+            Refusal::STATUS,
+            Refusal::ERROR_TYPE,
+            refusal.code,
+            refusal.message,
+        )
     }
 }
 
@@ -174,14 +190,19 @@ pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     secs.max(1)
 }
 
-/// A size for people: whole MiB or KiB when exact, else bytes.
-fn human_bytes(bytes: usize) -> String {
+/// A size for people: whole MiB or KiB when exact, else MiB with one decimal from 1 MiB up,
+/// else bytes.
+pub(crate) fn human_bytes(bytes: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * 1024;
     if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
+    } else if bytes >= MIB {
+        #[allow(clippy::cast_precision_loss, reason = "one decimal is shown")]
+        let mib = bytes as f64 / MIB as f64;
+        format!("{mib:.1} MiB")
     } else {
         format!("{bytes} bytes")
     }
@@ -230,9 +251,26 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_bad_requests_with_their_code_and_message() {
+        let refused = api_translate::responses::to_chat(
+            &json!({ "model": "m", "input": "hi", "previous_response_id": "resp_1" }),
+            "m",
+        )
+        .expect_err("cliproxy stores no responses");
+        let error = ApiError::from(refused.clone());
+        assert_eq!(
+            error,
+            ApiError::bad_request(refused.code, refused.message.clone())
+        );
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.kind, INVALID_REQUEST);
+    }
+
+    #[test]
     fn sizes_are_readable() {
         assert_eq!(human_bytes(64 * 1024 * 1024), "64 MiB");
         assert_eq!(human_bytes(2048), "2 KiB");
         assert_eq!(human_bytes(1000), "1000 bytes");
+        assert_eq!(human_bytes(3 * 1024 * 1024 + 100), "3.0 MiB");
     }
 }

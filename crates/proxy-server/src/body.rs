@@ -1,15 +1,14 @@
-//! The body of every response the proxy sends: a whole buffer (JSON answers and errors) or
-//! an upstream stream passed through chunk by chunk, and the error a stream ends with when it
-//! breaks off.
+//! The body of every response the proxy sends: a whole buffer (JSON answers and errors), an
+//! upstream stream passed through chunk by chunk, or one re-encoded for another API.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::translate::stream::TranslatedBody;
+use crate::stream_error::StreamError;
+use crate::translated::TranslatedBody;
 use crate::upstream::UpstreamBody;
 
 /// A response body of the proxy.
@@ -84,21 +83,4 @@ impl Body for ProxyBody {
             Kind::Translated(body) => body.size_hint(),
         }
     }
-}
-
-/// Why a streamed answer was aborted before its end.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    /// The upstream connection broke or sent bad framing.
-    #[error("the upstream stream broke off: {0}")]
-    Upstream(#[source] hyper::Error),
-    /// The upstream's stream ended with its connection in the middle of a line: it was cut off.
-    #[error("the upstream stream ended in the middle of an event, so it was cut off")]
-    Cut,
-    /// The upstream sent nothing for too long.
-    #[error("the upstream sent nothing for {} s, so the stream was aborted", .0.as_secs())]
-    Idle(Duration),
-    /// The upstream sent a server-sent-events line longer than the proxy accepts.
-    #[error("the upstream sent an event line longer than {0} bytes, so the stream was aborted")]
-    LineTooLong(usize),
 }

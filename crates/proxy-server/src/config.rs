@@ -16,6 +16,17 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Time a client has to send a request's headers; slower connections are closed.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body, from when the server starts reading
+    /// it; a slower body gets 408 and its connection is closed.
+    pub body_read_timeout: Duration,
+    /// Memory, in bytes, that request bodies being received, parsed and translated may take
+    /// in all (see `request_body`); requests wait for their share.
+    pub body_memory_budget: usize,
+    /// Most connections open at once; past it the server accepts no more until one closes.
+    pub max_connections: usize,
+    /// Web origins (`scheme://host[:port]`) whose pages may call the proxy (CORS). A request
+    /// with any other `Origin` header gets 403; one without an `Origin` is not affected.
+    pub allowed_origins: Vec<String>,
     /// Longest wait for the upstream's answer headers or for its next body chunk; past it the
     /// attempt fails (before anything reached the client) or the stream is aborted.
     pub upstream_idle_timeout: Duration,
@@ -42,14 +53,19 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// No keys, 64 MiB bodies, 30 s header timeout, 5 min upstream idle timeout, 30 s shutdown
-    /// grace, 3 attempts, no extra models or aliases, output capped at 65,536 tokens, Qwen Code 0.14.2, the environment's upstream proxy, 30 s
-    /// connect timeout.
+    /// No keys, 32 MiB bodies, 30 s header timeout, 60 s body timeout, 512 MiB for bodies in
+    /// flight, 1024 connections, no allowed web origins, 5 min upstream idle timeout, 30 s
+    /// shutdown grace, 3 attempts, no extra models or aliases, output capped at 65,536 tokens,
+    /// Qwen Code 0.14.2, the environment's upstream proxy, 30 s connect timeout.
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
-            max_body_bytes: 64 * 1024 * 1024,
+            max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            body_memory_budget: 512 * 1024 * 1024,
+            max_connections: 1024,
+            allowed_origins: Vec::new(),
             upstream_idle_timeout: Duration::from_secs(5 * 60),
             shutdown_grace: Duration::from_secs(30),
             request_retry: 3,
@@ -73,6 +89,10 @@ impl fmt::Debug for ServerConfig {
             )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("body_memory_budget", &self.body_memory_budget)
+            .field("max_connections", &self.max_connections)
+            .field("allowed_origins", &self.allowed_origins)
             .field("upstream_idle_timeout", &self.upstream_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("request_retry", &self.request_retry)

@@ -31,6 +31,33 @@ pub enum BuildError {
         /// What was wrong with it.
         reason: String,
     },
+    /// An `allowed-origins` entry is not a web origin.
+    #[error("`allowed-origins` entry {origin:?} is not usable: {reason}")]
+    AllowedOrigin {
+        /// The entry as configured.
+        origin: String,
+        /// What is wrong with it, and how to write it.
+        reason: String,
+    },
+    /// `max_connections` is zero, so no client could ever connect.
+    #[error(
+        "`max-connections` is 0, so no client could connect; set it to 1 or more (default 1024)"
+    )]
+    NoConnections,
+    /// `body_memory_budget` is too small for any request body.
+    #[error(
+        "`body-memory-budget` is {budget} bytes, less than the 1 MiB a request needs; raise it \
+         (default 536870912, 512 MiB)"
+    )]
+    BodyMemoryBudget {
+        /// The configured budget.
+        budget: usize,
+    },
+    /// `body_read_timeout` is zero, so no request body could arrive in time.
+    #[error(
+        "`body-read-timeout` is 0, so no request body could arrive in time; set it to a few seconds or more (default 60s)"
+    )]
+    NoBodyTime,
     /// TLS for upstream requests could not be set up from the platform's trust store.
     #[error(
         "cannot set up TLS for upstream requests ({0}); check that the system's CA \

@@ -4,13 +4,19 @@
 //!
 //! Use: build a [`Proxy`] from a [`ServerConfig`] and a `credential_pool::Pool<Credential>`
 //! (the binary fills the pool with [`Credential`]s whose [`AccessSource`] it implements), check
-//! the address with [`ServerConfig::check_bind`], then [`Proxy::serve`] a `TcpListener`. Tests
+//! the address with [`ServerConfig::check_bind`], then [`Proxy::serve`] a `TcpListener` (from
+//! [`bind`], whose listen backlog holds the connections past `max_connections`). Tests
 //! drive [`Proxy::service`] in-process.
 //!
 //! Invariants:
-//! - Tokens never reach logs, error messages or panics: spans and errors name a credential by
-//!   its label; [`Access`] and the config redact their secrets in `Debug`; the client's
-//!   `?key=` query is never logged.
+//! - Tokens never reach logs, error messages or panics: spans and log lines name a credential
+//!   by its label; [`Access`] and the config redact their secrets in `Debug`; the client's
+//!   `?key=` query is never logged. Messages to clients name no credential (a label can be an
+//!   email), file or token-store detail: they carry the request id the log lines have.
+//! - Web pages are refused unless their origin is allowed; without keys also requests to a
+//!   non-loopback `Host` and bodies a page can send without a CORS preflight.
+//! - What clients can hold is bounded: connections, each body's size and time, and the memory
+//!   of all bodies in flight.
 //! - Client auth fails closed: when keys are configured, every path needs one except the
 //!   probes `/healthz`, `/` and `/api/hello`, which reveal nothing; without keys the server
 //!   refuses non-loopback addresses.
@@ -27,21 +33,21 @@
 mod api_error;
 mod body;
 mod config;
-mod credential;
 mod error;
 mod layers;
 mod proxy;
+mod redact;
+mod request_body;
 mod routes;
 mod serve;
-mod sse;
-mod translate;
+mod stream_error;
+mod translated;
 mod upstream;
 
-pub use body::{ProxyBody, StreamError};
+pub use body::ProxyBody;
 pub use config::{ConfigError, ServerConfig};
-pub use credential::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, QWEN_DEFAULT_BASE_URL, RefreshFailure,
-    StaticAccess, qwen_base_url,
-};
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
+pub use redact::redact_url;
+pub use serve::bind;
+pub use stream_error::StreamError;

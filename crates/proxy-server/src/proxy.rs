@@ -15,21 +15,24 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::body::StreamError;
 use crate::config::ServerConfig;
-use crate::credential::Credential;
 use crate::error::BuildError;
 use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
+use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
+use crate::stream_error::StreamError;
 use crate::upstream::Upstream;
+use credential_pool::Credential;
 
 /// The proxy: configuration, the credential pool, and the one upstream HTTP client.
 pub struct Proxy {
     pub(crate) config: ServerConfig,
     state: Arc<State>,
     keys: Arc<ClientKeys>,
+    browsers: Arc<BrowserPolicy>,
 }
 
 impl fmt::Debug for Proxy {
@@ -46,9 +49,26 @@ impl Proxy {
     /// # Errors
     ///
     /// [`BuildError`] for an empty client key, `request_retry == 0`, a Qwen client version that
-    /// cannot go in a header, an unusable upstream proxy URL, or a client that cannot be built.
+    /// cannot go in a header, an unusable upstream proxy URL, an allowed origin that is not
+    /// one, no connections, no time to read a body or too small a body memory budget, or a
+    /// client that cannot be built.
     pub fn new(config: ServerConfig, pool: Arc<Pool<Credential>>) -> Result<Proxy, BuildError> {
         let keys = Arc::new(ClientKeys::new(&config.api_keys)?);
+        let browsers = Arc::new(BrowserPolicy::new(
+            &config.allowed_origins,
+            config.api_keys.is_empty(),
+        )?);
+        if config.max_connections == 0 {
+            return Err(BuildError::NoConnections);
+        }
+        if config.body_read_timeout.is_zero() {
+            return Err(BuildError::NoBodyTime);
+        }
+        if config.body_memory_budget < 1024 * 1024 {
+            return Err(BuildError::BodyMemoryBudget {
+                budget: config.body_memory_budget,
+            });
+        }
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
@@ -56,12 +76,17 @@ impl Proxy {
             upstream: Upstream::new(&config, pool)?,
             models: config.models.clone(),
             created,
-            max_body_bytes: config.max_body_bytes,
+            bodies: BodyReader::new(
+                config.max_body_bytes,
+                config.body_read_timeout,
+                config.body_memory_budget,
+            ),
         });
         Ok(Proxy {
             config,
             state,
             keys,
+            browsers,
         })
     }
 
@@ -80,15 +105,23 @@ impl Proxy {
     ///    or stream); this layer records `status` and `latency_ms` (time to the response
     ///    head) and logs the response at DEBUG, a 5xx at WARN and the end of a body at DEBUG
     ///    (a stream aborted mid-way is logged at WARN by the upstream body, inside this span).
-    /// 3. `ClientAuthLayer` — 401 unless the request presents a configured client key
+    /// 3. `BrowserGuardLayer` — what web pages may do: 403 for an `Origin` not in
+    ///    `allowed_origins` (keys or not), the answer to an allowed origin's CORS preflight and
+    ///    CORS headers on its answers; without keys, 403 for a `Host` that is not loopback
+    ///    (DNS rebinding) and 415 for a body type a page sends without a preflight
+    ///    (`text/plain`, forms).
+    /// 4. `ClientAuthLayer` — 401 unless the request presents a configured client key
     ///    (`Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, `?key=`; constant-time
     ///    comparison), except on the probes `/healthz`, `/` and `/api/hello`; off when no keys
     ///    are configured.
-    /// 4. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
+    /// 5. `BodyLimitLayer` — 413 when `Content-Length` exceeds `max_body_bytes`, before the
     ///    body is read; otherwise wraps the body in `Limited` so reading past the limit (a
     ///    chunked body) is also 413.
-    /// 5. `Router` — 404 for unknown paths, 405 for wrong methods, then the handlers; the chat
-    ///    handler answers 400 to a malformed JSON body and forwards the rest upstream.
+    /// 6. `Router` — 404 for unknown paths, 405 for wrong methods, then the handlers; the chat
+    ///    handler answers 400 to a malformed JSON body and forwards the rest upstream. The
+    ///    handlers read bodies with `BodyReader` (`request_body`): 408 past
+    ///    `body_read_timeout`, and a share of `body_memory_budget` held while the body is
+    ///    processed.
     pub fn service<B>(
         &self,
     ) -> impl Service<
@@ -113,6 +146,7 @@ impl Proxy {
                     .on_eos(on_eos)
                     .on_failure(on_failure),
             )
+            .layer(BrowserGuardLayer::new(Arc::clone(&self.browsers)))
             .layer(ClientAuthLayer::new(Arc::clone(&self.keys)))
             .layer(BodyLimitLayer::new(self.config.max_body_bytes))
             .service(Router::new(Arc::clone(&self.state)))

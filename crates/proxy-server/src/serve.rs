@@ -1,6 +1,12 @@
-//! The accept loop: HTTP/1.1 connections with a header read timeout, and graceful shutdown
-//! that stops accepting, lets in-flight requests and streams finish within the grace period,
-//! then closes whatever is left.
+//! The accept loop: HTTP/1.1 connections with a header read timeout, at most
+//! `max_connections` of them at once, and graceful shutdown that stops accepting, lets
+//! in-flight requests and streams finish within the grace period, then closes whatever is
+//! left.
+//!
+//! At the connection cap the loop stops calling `accept` until a connection closes: the
+//! connections past it wait in the kernel's listen backlog (and past that, clients see their
+//! connects time out or refused), and the process's file descriptors stay bounded. Reaching
+//! the cap is logged at WARN, at most once a minute.
 //!
 //! HTTP/1 only, on purpose: hyper-util's HTTP/1 + h2c auto-detection reads the connection
 //! preface with no timeout, so a client that connects and sends nothing would hold its socket
@@ -8,13 +14,16 @@
 //! request head.
 
 use std::future::Future;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
@@ -23,6 +32,30 @@ use crate::proxy::Proxy;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two warnings that the connection cap was reached.
+const FULL_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Connections the kernel queues for the accept loop (capped by `net.core.somaxconn`). The
+/// standard library's 128 would make clients past `max_connections` + 128 time out connecting
+/// while the server is at its cap; queued connections cost the process nothing.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listener on `addr` for [`Proxy::serve`], with a listen backlog of 1024 (`SO_REUSEADDR` set,
+/// as `TcpListener::bind` does).
+///
+/// # Errors
+///
+/// The socket's error: the address is in use, not this machine's, or not allowed.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 impl Proxy {
     /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
@@ -47,8 +80,33 @@ impl Proxy {
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        tracing::debug!(%addr, "listening");
+        let max_connections = self.config.max_connections;
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let mut warned_full: Option<Instant> = None;
+        tracing::debug!(%addr, max_connections, "listening");
         loop {
+            let slot = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+                        warned_full = Some(Instant::now());
+                        tracing::warn!(
+                            open = max_connections,
+                            "connection limit reached (max-connections = {max_connections}); \
+                             not accepting new connections until one closes"
+                        );
+                    }
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                        slot = Arc::clone(&slots).acquire_owned() => {
+                            drop(slot.expect("the slots' semaphore is never closed"));
+                        }
+                    }
+                    continue;
+                }
+            };
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -74,6 +132,8 @@ impl Proxy {
                         if let Err(error) = connection.await {
                             tracing::debug!(%peer, %error, "connection closed with an error");
                         }
+                        // The socket is closed: a new connection may take its place.
+                        drop(slot);
                     });
                 }
             }

@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use credential_pool::{Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure};
 use credential_pool::{Models, Pool};
 use fake_qwen::{ChatStep, FakeQwen};
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, Proxy, RefreshFailure, ServerConfig,
-};
+use proxy_server::{Proxy, ServerConfig};
 use serde_json::json;
 use tower::ServiceExt as _;
 use tracing_subscriber::EnvFilter;

@@ -1,8 +1,8 @@
 //! The auth dir: opening it, listing and loading token files, saving
 //! logins, read-modify-write updates and removal of accounts.
 
-use std::fs::{self, DirBuilder, File, Metadata, Permissions};
-use std::io::{self, Read as _};
+use std::fs::{self, DirBuilder, Metadata, Permissions};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -11,13 +11,13 @@ use serde_json::Map;
 use time::OffsetDateTime;
 
 use crate::atomic::{self, DIR_MODE, FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX};
-use crate::error::{BadFile, BadFileReason, Operation, StoreError};
+use crate::bad_file::{BadFile, BadFileReason};
+use crate::error::{Operation, StoreError};
 use crate::key::{self, AccountKey};
 use crate::lock::AccountLock;
+use crate::naming;
+use crate::read::read_record;
 use crate::record::{KNOWN_PROVIDERS, TokenRecord};
-
-/// Token files larger than this are reported, not read.
-const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Leftover temp files older than this are removed by [`AuthDir::list`].
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60 * 60);
@@ -101,6 +101,24 @@ impl AuthDir {
         &self.path
     }
 
+    /// Checks that no one but its owner can write the directory, as ssh's `StrictModes` does
+    /// for `~/.ssh`: whoever can write it can plant a token file (an account of theirs that
+    /// requests would then use) or replace one. Fails with [`StoreError::WritableByOthers`]
+    /// when the group or others may write it (the sticky bit does not help: creating files is
+    /// enough). Follows a symlink to the directory it names.
+    pub fn check_private(&self) -> Result<(), StoreError> {
+        let meta = fs::metadata(&self.path)
+            .map_err(|error| StoreError::io(Operation::OpenDir, &self.path, error))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 == 0 {
+            return Ok(());
+        }
+        Err(StoreError::WritableByOthers {
+            path: self.path.clone(),
+            mode,
+        })
+    }
+
     /// Checks that a token file can be created here, by creating and removing
     /// a temp file, so a login fails before the user approves it rather than after.
     pub fn check_writable(&self) -> Result<(), StoreError> {
@@ -178,7 +196,7 @@ impl AuthDir {
         let email = record.email.as_deref().ok_or(StoreError::MissingEmail)?;
         let target = self
             .path
-            .join(key::file_name(&record.provider, email, now)?);
+            .join(naming::file_name(&record.provider, email, now)?);
         let lock = self.lock_account(&AccountKey::for_email(&record.provider, email))?;
         let email_lower = email.to_lowercase();
         let mut replaced: Vec<(SystemTime, PathBuf, TokenRecord)> = self
@@ -252,7 +270,7 @@ impl AuthDir {
     /// Removes every file of the account with this email (ignoring case),
     /// under the account lock. Returns the removed paths, sorted (empty if none).
     pub fn remove_account(&self, email: &str) -> Result<Vec<PathBuf>, StoreError> {
-        key::check_email(email)?;
+        naming::check_email(email)?;
         let _locks = KNOWN_PROVIDERS
             .iter()
             .map(|provider| self.lock_account(&AccountKey::for_email(provider, email)))
@@ -371,31 +389,4 @@ fn remove_stale_temp_files(temp_files: &[(PathBuf, Metadata)]) {
             }
         }
     }
-}
-
-/// Reads and validates the token file at `path`.
-pub(crate) fn read_record(path: &Path) -> Result<TokenRecord, StoreError> {
-    let bytes =
-        read_limited(path).map_err(|error| StoreError::io(Operation::ReadFile, path, error))?;
-    TokenRecord::from_json(&bytes).map_err(|reason| {
-        StoreError::Invalid(BadFile {
-            path: path.to_path_buf(),
-            reason,
-        })
-    })
-}
-
-/// Reads a whole file, refusing more than [`MAX_FILE_BYTES`].
-pub(crate) fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "file is larger than 1 MiB",
-        ));
-    }
-    Ok(bytes)
 }

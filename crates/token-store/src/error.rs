@@ -1,4 +1,4 @@
-//! Errors of the store, and the reasons a single token file is rejected.
+//! Errors of the store.
 //!
 //! Every message names the path and the operation and, for I/O failures,
 //! tells the user what to do next. No message ever contains file content,
@@ -8,6 +8,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::bad_file::{BadFile, BadFileReason};
 use crate::key::AccountKey;
 
 /// Where a user can read more when tokens cannot be saved.
@@ -156,12 +157,46 @@ pub enum StoreError {
         /// The account the record belongs to.
         needed: AccountKey,
     },
+    /// The auth dir can be written by its group or by others (see
+    /// [`crate::AuthDir::check_private`]).
+    #[error(
+        "the auth dir {} is writable by {} (mode {mode:04o}), so another user could plant or replace token files. Make it private with `chmod 700 {}` (see \"Auth dir permissions\" in docs/troubleshooting.md).",
+        .path.display(),
+        writers(*.mode),
+        shell_word(.path)
+    )]
+    WritableByOthers {
+        /// The auth dir.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file changed account between reading it and taking the lock.
     #[error("token file {} now belongs to another account than when it was read: list the auth dir and try again", .path.display())]
     AccountChanged {
         /// The token file.
         path: PathBuf,
     },
+}
+
+/// Who besides the owner may write a directory of this mode.
+fn writers(mode: u32) -> &'static str {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => "its group and all users",
+        (true, false) => "its group",
+        _ => "all users",
+    }
+}
+
+/// `path` as one shell word: as is when it has only safe characters, else in single quotes.
+fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+@%:,=~".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 impl StoreError {
@@ -172,53 +207,4 @@ impl StoreError {
             error,
         }
     }
-}
-
-/// A token file the listing could not use, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadFile {
-    /// Full path of the file.
-    pub path: PathBuf,
-    /// Why it was rejected.
-    pub reason: BadFileReason,
-}
-
-impl fmt::Display for BadFile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = self.path.file_name().map_or_else(
-            || self.path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        write!(f, "{name}: {}", self.reason)
-    }
-}
-
-/// Why a token file (or a record about to be written) is not usable.
-///
-/// Messages describe the problem without quoting file content.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadFileReason {
-    /// Not JSON, or not a JSON object. The message has a position, never content.
-    #[error("invalid JSON: {0}")]
-    InvalidJson(String),
-    /// The `type` key is missing or empty.
-    #[error("missing \"type\"")]
-    MissingType,
-    /// The `type` is not one of [`crate::KNOWN_PROVIDERS`].
-    #[error("unknown type {0:?}")]
-    UnknownType(String),
-    /// A known key holds a value of the wrong shape.
-    #[error("\"{field}\" is not {expected}")]
-    InvalidField {
-        /// The JSON key.
-        field: &'static str,
-        /// What it should have been.
-        expected: &'static str,
-    },
-    /// Neither `access_token` nor `refresh_token` is a non-empty string.
-    #[error("no access_token or refresh_token")]
-    MissingToken,
-    /// The file could not be read.
-    #[error("unreadable: {0}")]
-    Unreadable(String),
 }

@@ -1,34 +1,38 @@
-//! Account identity and token file names: which files belong to one
-//! account, and how a new file is safely named from an email.
+//! Account identity: the key of the account a token file belongs to, read
+//! from the email in its JSON or in its name, and which files belong to one
+//! account.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use time::OffsetDateTime;
+use crate::record::TokenRecord;
 
-use crate::error::StoreError;
-use crate::record::{QWEN, TokenRecord};
-
-/// Identity of an account: `<type>-<email lowercased>` (e.g.
-/// `qwen-a@b.com`) when the record has an email, else the lowercased stem
-/// of its file name (web logins, e.g. `qwen-1724150000000`).
+/// Identity of an account: `<type>-<email lowercased>` (e.g. `qwen-a@b.com`) when the record
+/// has an email, or else when its file name has one ([`email_in_file_name`]: Go CLIProxyAPI's
+/// `qwen-<email>.json`, this store's `qwen-<email>-<unix secs>.json`); otherwise the lowercased
+/// stem of its file name (web logins, e.g. `qwen-1724150000000`).
 ///
-/// All writers of one account serialize on the lock named after this key.
+/// All writers of one account serialize on the lock named after this key, so every file that
+/// [`crate::AuthDir::remove_account`] or [`crate::AuthDir::save_login`] takes as the account's
+/// has the key of [`AccountKey::for_email`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountKey(String);
 
 impl AccountKey {
     /// The key of the account that `record`, stored at `path`, belongs to.
     pub fn for_record(record: &TokenRecord, path: &Path) -> AccountKey {
-        match record.email.as_deref().filter(|e| !e.is_empty()) {
-            Some(email) => AccountKey::for_email(&record.provider, email),
-            None => AccountKey(
-                path.file_stem()
-                    .map(|stem| stem.to_string_lossy().to_lowercase())
-                    .unwrap_or_default(),
-            ),
+        if let Some(email) = record.email.as_deref().filter(|e| !e.is_empty()) {
+            return AccountKey::for_email(&record.provider, email);
         }
+        if let Some(email) = email_in_file_name(path, &record.provider) {
+            return AccountKey::for_email(&record.provider, &email);
+        }
+        AccountKey(
+            path.file_stem()
+                .map(|stem| stem.to_string_lossy().to_lowercase())
+                .unwrap_or_default(),
+        )
     }
 
     /// The key of the account with this provider and email.
@@ -64,66 +68,35 @@ impl fmt::Display for AccountKey {
     }
 }
 
-/// File name for a fresh Qwen login: `qwen-<email lowercased>-<unix seconds>.json`.
+/// The email in a token file's name, lowercased: `<provider>-<email>.json` (Go CLIProxyAPI) or
+/// `<provider>-<email>-<digits>.json` (this store, digits being the save time). `None` unless
+/// what follows `<provider>-` holds an `@`, so web logins (`qwen-1724150000000.json`) and other
+/// names have none.
 ///
-/// Fails if the email is empty or contains `/`, `\`, `..` or a control
-/// character (NUL included), which could escape the auth dir or confuse tools.
-pub fn login_file_name(email: &str, now: OffsetDateTime) -> Result<String, StoreError> {
-    file_name(QWEN, email, now)
-}
-
-pub(crate) fn file_name(
-    provider: &str,
-    email: &str,
-    now: OffsetDateTime,
-) -> Result<String, StoreError> {
-    check_email(email)?;
-    Ok(format!(
-        "{provider}-{}-{}.json",
-        email.to_lowercase(),
-        now.unix_timestamp()
-    ))
-}
-
-/// Refuses emails that cannot safely become part of a file name.
-pub(crate) fn check_email(email: &str) -> Result<(), StoreError> {
-    if email.trim().is_empty() {
-        return Err(StoreError::MissingEmail);
-    }
-    match email_file_name_problem(email) {
-        Some(problem) => Err(StoreError::UnsafeEmail {
-            email: email.to_owned(),
-            problem,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// What keeps `email` out of a token file name, such as "`..`", or `None` when it fits.
-///
-/// Refused: `/`, `\`, `..`, a NUL byte and any other control character, which could escape
-/// the auth dir or confuse tools. This is the one rule the store applies; the login's email
-/// check calls it too, so an email the login accepts can always be saved.
-pub fn email_file_name_problem(email: &str) -> Option<&'static str> {
-    if email.contains('/') {
-        Some("`/`")
-    } else if email.contains('\\') {
-        Some("`\\`")
-    } else if email.contains('\0') {
-        Some("a NUL byte")
-    } else if email.contains("..") {
-        Some("`..`")
-    } else if email.chars().any(char::is_control) {
-        Some("a control character")
-    } else {
-        None
-    }
+/// A name such as `qwen-a@host-1.json` reads as email `a@host` saved at time 1: a domain whose
+/// last label ends in `-<digits>` is no public domain.
+pub(crate) fn email_in_file_name(path: &Path, provider: &str) -> Option<String> {
+    let stem = path.file_stem()?.to_string_lossy().to_lowercase();
+    let rest = stem
+        .strip_prefix(&provider.to_lowercase())?
+        .strip_prefix('-')?;
+    let email = match rest.rsplit_once('-') {
+        Some((email, digits))
+            if email.contains('@')
+                && !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            email
+        }
+        _ => rest,
+    };
+    email.contains('@').then(|| email.to_owned())
 }
 
 /// True when the file at `path` holding `record` belongs to the account
-/// `<provider>-<email_lower>`: same type and same email ignoring case, or,
-/// for a file without an email, a name of the form `<provider>-<email>.json`
-/// (Go CLIProxyAPI) or `<provider>-<email>-<digits>.json` (this store).
+/// `<provider>-<email_lower>`: same type and same email ignoring case, or, for a file without
+/// an email, that email in its name ([`email_in_file_name`]). Whenever this holds,
+/// [`AccountKey::for_record`] is [`AccountKey::for_email`] of that email: one lock.
 pub(crate) fn belongs_to(
     record: &TokenRecord,
     path: &Path,
@@ -136,57 +109,13 @@ pub(crate) fn belongs_to(
     if let Some(email) = record.email.as_deref().filter(|e| !e.is_empty()) {
         return email.to_lowercase() == email_lower;
     }
-    let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().to_lowercase()) else {
-        return false;
-    };
-    let base = format!("{provider}-{email_lower}");
-    match stem.strip_prefix(&base) {
-        Some("") => true,
-        Some(rest) => rest
-            .strip_prefix('-')
-            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())),
-        None => false,
-    }
+    email_in_file_name(path, provider).as_deref() == Some(email_lower)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn login_name_format() {
-        let now = datetime!(2025-08-20 07:04:05 UTC);
-        assert_eq!(
-            login_file_name("Alice@Example.COM", now).expect("safe"),
-            "qwen-alice@example.com-1755673445.json"
-        );
-    }
-
-    #[test]
-    fn unsafe_emails_are_refused() {
-        let now = datetime!(2025-08-20 07:04:05 UTC);
-        for email in [
-            "a/b@c.com",
-            "a\\b@c.com",
-            "a\0@c.com",
-            "a@..",
-            "../x",
-            "a\n@c.com",
-        ] {
-            assert!(
-                matches!(
-                    login_file_name(email, now),
-                    Err(StoreError::UnsafeEmail { .. })
-                ),
-                "{email:?}"
-            );
-        }
-        assert!(matches!(
-            login_file_name(" ", now),
-            Err(StoreError::MissingEmail)
-        ));
-    }
+    use crate::record::QWEN;
 
     #[test]
     fn keys() {
@@ -200,6 +129,37 @@ mod tests {
         assert_eq!(
             AccountKey::for_record(&record, path).to_string(),
             "qwen-bob@x.org"
+        );
+    }
+
+    /// A file without an email in its JSON locks under its name's email, as `logout` and
+    /// `login` of that email do; names without one keep their stem.
+    #[test]
+    fn a_file_without_an_email_takes_the_key_of_the_email_in_its_name() {
+        let record = TokenRecord::new(QWEN, "t");
+        let by_email = AccountKey::for_email(QWEN, "Dev@Example.com");
+        for name in [
+            "qwen-dev@example.com-1755673445.json",
+            "qwen-Dev@Example.com.json",
+            "QWEN-dev@example.com.json",
+        ] {
+            let key = AccountKey::for_record(&record, &Path::new("/auth").join(name));
+            assert_eq!(key, by_email, "{name}");
+            assert_eq!(key.lock_file_name(), "qwen-dev@example.com.lock", "{name}");
+        }
+        for name in [
+            "qwen-1724150000000.json",
+            "qwen-web-login-7.json",
+            "mine.json",
+        ] {
+            let path = Path::new("/auth").join(name);
+            let stem = name.trim_end_matches(".json");
+            assert_eq!(AccountKey::for_record(&record, &path).as_str(), stem);
+        }
+        // No timestamp after the last `-`: the whole rest is the email, as the Go tool names it.
+        assert_eq!(
+            AccountKey::for_record(&record, Path::new("/auth/qwen-a@b.com-x.json")),
+            AccountKey::for_email(QWEN, "a@b.com-x")
         );
     }
 
@@ -225,6 +185,10 @@ mod tests {
         assert!(!check(&no_email, "/d/qwen-a@b.com-x.json"));
         assert!(!check(&no_email, "/d/qwen-a@b.community.json"));
         assert!(!check(&no_email, "/d/qwen-1700000000.json"));
+        assert!(
+            !check(&no_email, "/d/qwen-a@b.com-17-18.json"),
+            "one timestamp at most"
+        );
         no_email.email = Some("A@b.COM".into());
         assert!(check(&no_email, "/d/whatever.json"));
         no_email.email = Some("c@b.com".into());

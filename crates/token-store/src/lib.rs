@@ -12,9 +12,14 @@
 //!   never readable by others, even for a moment. A missing auth dir is
 //!   created 0700; an existing one is left as it is. Listing tightens token
 //!   files that are more open than 0600 and reports them.
+//!   [`AuthDir::check_private`] refuses a dir its group or others can write
+//!   (they could plant or replace token files); the caller decides whether
+//!   that stops it.
 //! - **One writer per account.** Writers of an account serialize on the
 //!   advisory lock file `.locks/<account key>.lock`, never on the token file
-//!   (whose inode each rename replaces). The lock excludes other processes
+//!   (whose inode each rename replaces). A file's key comes from the email in
+//!   its JSON, else the email in its name, so every file `save_login` or
+//!   `remove_account` takes as an email's is under that email's lock. The lock excludes other processes
 //!   and other threads of this process alike. Lock files are never deleted.
 //! - **One file per account.** [`AuthDir::save_login`] removes every other
 //!   file of the account it saves, including Go CLIProxyAPI's
@@ -26,16 +31,21 @@
 //!   messages or logs; logs name paths only.
 
 mod atomic;
+mod bad_file;
 mod dir;
 mod error;
 mod key;
 mod lock;
+mod naming;
 mod qwen_code;
+mod read;
 mod record;
 
+pub use bad_file::{BadFile, BadFileReason};
 pub use dir::{AuthDir, Listing, SavedLogin, StoredAccount};
-pub use error::{BadFile, BadFileReason, Operation, StoreError};
-pub use key::{AccountKey, email_file_name_problem, login_file_name};
+pub use error::{Operation, StoreError};
+pub use key::AccountKey;
 pub use lock::AccountLock;
+pub use naming::{email_file_name_problem, login_file_name};
 pub use qwen_code::{default_qwen_code_creds_path, read_qwen_code_creds};
 pub use record::{KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord};

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use fs2::FileExt as _;
 
 use crate::atomic::{self, DIR_MODE, FILE_MODE};
-use crate::dir::read_record;
 use crate::error::{Operation, StoreError};
 use crate::key::AccountKey;
+use crate::read::read_record;
 use crate::record::TokenRecord;
 
 /// Name of the lock directory inside the auth dir.

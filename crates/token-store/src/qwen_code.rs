@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use time::OffsetDateTime;
+use time::macros::datetime;
 
-use crate::dir::read_limited;
-use crate::error::{BadFile, BadFileReason, Operation, StoreError};
+use crate::bad_file::{BadFile, BadFileReason};
+use crate::error::{Operation, StoreError};
+use crate::read::read_limited;
 use crate::record::{QWEN, TokenRecord, parse_object, take_string};
 
 const NANOS_PER_MILLI: i128 = 1_000_000;
@@ -50,32 +52,40 @@ fn parse(bytes: &[u8]) -> Result<TokenRecord, BadFileReason> {
     Ok(record)
 }
 
+/// `expiry_date` (epoch milliseconds, integer or float) as a time. A number past what a
+/// token file can hold (RFC 3339: years 0000 to 9999) is taken as the nearest end of that range:
+/// Qwen Code computes the field from the server's `expires_in`, which can be absurd, and the
+/// refresh token is still good. The importer clamps a far future to a sane lifetime.
 fn expiry(value: Option<&Value>) -> Result<Option<OffsetDateTime>, BadFileReason> {
     let invalid = BadFileReason::InvalidField {
         field: "expiry_date",
         expected: "a time in epoch milliseconds",
     };
+    let earliest = datetime!(0000-01-01 00:00 UTC);
+    let latest = datetime!(9999-12-31 23:59:59.999 UTC);
     let millis = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
             (Some(millis), _) => i128::from(millis),
-            // `as` saturates; out-of-range values fail below.
+            // `as` saturates, and the clamp below takes over from there.
             (None, Some(millis)) if millis.is_finite() => millis.round() as i128,
             _ => return Err(invalid),
         },
         Some(_) => return Err(invalid),
     };
-    millis
-        .checked_mul(NANOS_PER_MILLI)
-        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+    let bounds = (
+        earliest.unix_timestamp_nanos() / NANOS_PER_MILLI,
+        latest.unix_timestamp_nanos() / NANOS_PER_MILLI,
+    );
+    let millis = millis.clamp(bounds.0, bounds.1);
+    OffsetDateTime::from_unix_timestamp_nanos(millis * NANOS_PER_MILLI)
         .map(Some)
-        .ok_or(invalid)
+        .map_err(|_| invalid)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     #[test]
     fn converts_milliseconds() {
@@ -114,12 +124,25 @@ mod tests {
                 ..
             })
         ));
-        assert!(matches!(
-            parse(br#"{"access_token":"a","expiry_date":1e300}"#),
-            Err(BadFileReason::InvalidField {
-                field: "expiry_date",
-                ..
-            })
-        ));
+    }
+
+    #[test]
+    fn absurd_expiry_dates_are_held_to_what_a_token_file_can_store() {
+        for (raw, expected) in [
+            ("1e300", datetime!(9999-12-31 23:59:59.999 UTC)),
+            ("10000000000000000", datetime!(9999-12-31 23:59:59.999 UTC)),
+            (
+                "18446744073709551615",
+                datetime!(9999-12-31 23:59:59.999 UTC),
+            ),
+            ("-1e300", datetime!(0000-01-01 00:00 UTC)),
+            ("-9223372036854775808", datetime!(0000-01-01 00:00 UTC)),
+            ("-5", datetime!(1969-12-31 23:59:59.995 UTC)),
+        ] {
+            let json = format!(r#"{{"access_token":"a","refresh_token":"r","expiry_date":{raw}}}"#);
+            let record = parse(json.as_bytes()).expect(raw);
+            assert_eq!(record.expired, Some(expected), "{raw}");
+            record.to_json_pretty().expect("storable");
+        }
     }
 }

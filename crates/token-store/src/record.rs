@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::error::BadFileReason;
+use crate::bad_file::BadFileReason;
 
 /// Providers whose token files this store accepts (the JSON `type`).
 pub const KNOWN_PROVIDERS: &[&str] = &["qwen"];
@@ -353,6 +353,31 @@ mod tests {
             r.is_expired_at(now),
             "no access token is as good as expired"
         );
+    }
+
+    /// The extremes RFC 3339 allows, some of them a year out of range once taken to UTC, go
+    /// through everything callers do with a record's times without a panic.
+    #[test]
+    fn extreme_times_never_panic() {
+        let now = OffsetDateTime::now_utc();
+        for (text, past) in [
+            ("9999-12-31T23:59:59.999999999-23:59", false),
+            ("9999-12-31T23:59:59Z", false),
+            ("0000-01-01T00:00:00+23:59", true),
+            ("0000-01-01T00:00:00Z", true),
+        ] {
+            let json = format!(
+                r#"{{"type":"qwen","access_token":"a","expired":"{text}","last_refresh":"{text}"}}"#
+            );
+            let record = TokenRecord::from_json(json.as_bytes()).expect(text);
+            let expired = record.expired.expect(text);
+            assert_eq!(record.is_expired_at(now), past, "{text}");
+            assert_eq!(expired < now, past, "{text}");
+            let _ = expired - now;
+            let _ = std::time::SystemTime::from(expired);
+            let again = TokenRecord::from_json(&record.to_json_pretty().expect(text)).expect(text);
+            assert_eq!(again, record, "{text}");
+        }
     }
 
     #[test]

@@ -359,3 +359,33 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// Asserts that `shown` refuses the auth dir `dir`, made world-writable (mode 0777), and names
+/// both ways out: `chmod 700` and `strict-permissions = false`.
+#[track_caller]
+pub fn assert_refuses_open_auth_dir(shown: &str, dir: &Path) {
+    assert!(
+        shown.contains(&format!(
+            "the auth dir {} is writable by its group and all users (mode 0777)",
+            dir.display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("chmod 700 {}", dir.display())),
+        "{shown}"
+    );
+    assert!(shown.contains("strict-permissions = false"), "{shown}");
+}
+
+/// A JSON file (a token file), parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("read the file")).expect("JSON")
+}
+
+/// An RFC 3339 field of a token file.
+pub fn stamp(json: &serde_json::Value, field: &str) -> time::OffsetDateTime {
+    let text = json[field].as_str().expect(field);
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}

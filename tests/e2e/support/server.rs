@@ -1,6 +1,7 @@
 //! A running `cliproxy serve` child process for end-to-end tests: started on a
 //! free port, with its log readable line by line so tests wait for events, not time.
 
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -15,6 +16,12 @@ use super::Sandbox;
 
 /// The client key every test server accepts.
 pub const API_KEY: &str = "test-key";
+
+/// The model the tests ask for: one that Qwen OAuth accounts serve.
+pub const MODEL: &str = "coder-model";
+
+/// A day in seconds: a token file expiring in a day is not refreshed while a test runs.
+pub const DAY: i64 = 86_400;
 
 /// How long a wait for an event (a log line, a signal of the fake) may take before the test is
 /// called hung. Not a synchronisation: it only turns a hang into a failure.
@@ -39,41 +46,132 @@ pub struct Server {
     log: mpsc::UnboundedReceiver<String>,
     /// Every log line read so far.
     pub seen: Vec<String>,
+    /// The accounts its [`Builder`] wrote.
+    accounts: Vec<Account>,
 }
 
-impl Server {
-    /// Starts `cliproxy serve` in `sandbox` with `api-keys = [API_KEY]`, port 0 and `extra_config`.
-    pub async fn start(sandbox: &Sandbox, extra_config: &str) -> Server {
-        Self::start_with_env(sandbox, extra_config, &[]).await
+/// An account a [`Builder`] wrote into the sandbox's auth dir.
+#[derive(Clone)]
+pub struct Account {
+    pub email: String,
+    /// Its token file.
+    pub path: PathBuf,
+    /// The tokens in that file, as the fake issued them.
+    pub tokens: IssuedToken,
+}
+
+/// A `cliproxy serve` to start: its config, environment and accounts (see [`Server::builder`]).
+pub struct Builder<'a> {
+    sandbox: &'a Sandbox,
+    keys: bool,
+    config: String,
+    env: Vec<(String, OsString)>,
+    accounts: Vec<Account>,
+}
+
+impl Builder<'_> {
+    /// Writes a token file for a fresh account of `fake` for each of `emails`, valid for a day
+    /// (so no refresh is due while a test runs).
+    pub fn accounts(mut self, fake: &FakeQwen, emails: &[&str]) -> Self {
+        for email in emails {
+            self = self.account_expiring(fake, email, DAY);
+        }
+        self
     }
 
-    /// [`Server::start`] with more environment variables (the sandbox's are cleared).
-    pub async fn start_with_env(
-        sandbox: &Sandbox,
-        extra_config: &str,
-        env: &[(&str, &str)],
-    ) -> Server {
-        let config = Self::write_config(sandbox, extra_config);
-        let mut command = sandbox.command(&["--config", config.to_str().unwrap(), "serve"]);
-        command
-            .env("CLIPROXY_LOG", "info")
-            .envs(env.iter().copied());
-        Self::spawn(command).await
+    /// Writes a token file for a fresh account of `fake` whose access token expires in
+    /// `expires_in_secs` (60 is inside the refresh lead: the server refreshes it at once).
+    pub fn account_expiring(mut self, fake: &FakeQwen, email: &str, expires_in_secs: i64) -> Self {
+        let (path, tokens) = write_account(self.sandbox, fake, email, expires_in_secs);
+        self.accounts.push(Account {
+            email: email.to_owned(),
+            path,
+            tokens,
+        });
+        self
     }
 
-    /// Writes the config [`Server::start`] uses into `sandbox` and returns its path, for tests
-    /// that build the command themselves.
-    pub fn write_config(sandbox: &Sandbox, extra_config: &str) -> PathBuf {
-        let config = sandbox
+    /// Config lines after `port` and `api-keys`.
+    pub fn config(mut self, extra: &str) -> Self {
+        self.config.push_str(extra);
+        self.config.push('\n');
+        self
+    }
+
+    /// `[models.aliases]` that send the model ids Claude Code and Codex ask for (`claude-*`,
+    /// `gpt-5*`) to [`MODEL`], as their users configure it.
+    pub fn client_aliases(self) -> Self {
+        self.config(&format!(
+            "[models.aliases]\n\"claude-*\" = \"{MODEL}\"\n\"gpt-5*\" = \"{MODEL}\""
+        ))
+    }
+
+    /// An environment variable of the server (the sandbox's environment is cleared).
+    pub fn env(mut self, name: &str, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((name.to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// No `api-keys`: the server then serves loopback clients without a key.
+    pub fn without_keys(mut self) -> Self {
+        self.keys = false;
+        self
+    }
+
+    /// Writes the config and returns the `cliproxy --config CONFIG serve` command, for a test
+    /// that runs it its own way ([`Server::spawn`] starts it).
+    pub fn command(&self) -> Command {
+        let keys = if self.keys {
+            format!("api-keys = [\"{API_KEY}\"]\n")
+        } else {
+            String::new()
+        };
+        let config = self
+            .sandbox
             .home
             .path()
             .join(format!("config-{}.toml", unique()));
-        std::fs::write(
-            &config,
-            format!("port = 0\napi-keys = [\"{API_KEY}\"]\n{extra_config}\n"),
-        )
-        .expect("write config");
-        config
+        std::fs::write(&config, format!("port = 0\n{keys}{}", self.config)).expect("write config");
+        let mut command = self
+            .sandbox
+            .command(&["--config", config.to_str().unwrap(), "serve"]);
+        command.env("CLIPROXY_LOG", "info");
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        command
+    }
+
+    /// Starts the server and waits until it listens.
+    pub async fn start(self) -> Server {
+        let mut server = Server::spawn(self.command()).await;
+        server.accounts = self.accounts;
+        server
+    }
+}
+
+impl Server {
+    /// How to start a `cliproxy serve` in `sandbox`: with `api-keys = [API_KEY]`, on port 0,
+    /// logging at info, until the builder says otherwise.
+    pub fn builder(sandbox: &Sandbox) -> Builder<'_> {
+        Builder {
+            sandbox,
+            keys: true,
+            config: String::new(),
+            env: Vec::new(),
+            accounts: Vec::new(),
+        }
+    }
+
+    /// Starts `cliproxy serve` in `sandbox` with a fresh account of `fake` for each of `emails`
+    /// (see [`Builder::accounts`]).
+    pub async fn with_accounts(sandbox: &Sandbox, fake: &FakeQwen, emails: &[&str]) -> Server {
+        Self::builder(sandbox).accounts(fake, emails).start().await
+    }
+
+    /// Starts `cliproxy serve` in `sandbox` with `extra_config` and the accounts already there.
+    pub async fn start(sandbox: &Sandbox, extra_config: &str) -> Server {
+        Self::builder(sandbox).config(extra_config).start().await
     }
 
     /// Runs a prepared `cliproxy serve` command and waits until it listens.
@@ -94,6 +192,7 @@ impl Server {
             base: String::new(),
             log,
             seen: Vec::new(),
+            accounts: Vec::new(),
         };
         let listening = server.wait_for_log("listening on http://").await;
         let start = listening.find("http://").expect("address");
@@ -103,6 +202,15 @@ impl Server {
             .collect();
         server.base = address;
         server
+    }
+
+    /// The account with `email` that its builder wrote.
+    #[track_caller]
+    pub fn account(&self, email: &str) -> &Account {
+        self.accounts
+            .iter()
+            .find(|account| account.email == email)
+            .unwrap_or_else(|| panic!("the builder wrote no account {email}"))
     }
 
     /// Reads the log until a line contains `needle`, and returns that line.
@@ -219,6 +327,61 @@ impl Server {
             self.seen.push(line);
         }
         status
+    }
+}
+
+/// A fake Qwen with one account and a `cliproxy serve` in front of it, in a sandbox of their
+/// own: what the tests of real clients (the SDKs, the agents) drive.
+pub struct Stack {
+    pub fake: FakeQwen,
+    pub server: Server,
+    pub sandbox: Sandbox,
+}
+
+impl Stack {
+    /// Starts a fake with the account `email`, and a server with [`Builder::client_aliases`] and
+    /// whatever `configure` adds (it may prepare the fake too).
+    pub async fn start(
+        email: &str,
+        configure: impl for<'a> FnOnce(&FakeQwen, Builder<'a>) -> Builder<'a>,
+    ) -> Stack {
+        let fake = FakeQwen::start().await;
+        let sandbox = Sandbox::new(&fake);
+        let builder = Server::builder(&sandbox).accounts(&fake, &[email]);
+        let server = configure(&fake, builder).client_aliases().start().await;
+        Stack {
+            fake,
+            server,
+            sandbox,
+        }
+    }
+
+    /// The server's log so far and the last `requests` chat requests the fake received (each
+    /// cut to 2,000 bytes), for a failure message.
+    pub async fn diagnostics(&mut self, requests: usize) -> String {
+        // Reads whatever the server has logged by now into `seen`; nothing contains the needle.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(300),
+            self.server.next_log_containing("\u{0}"),
+        )
+        .await;
+        let received = self.fake.chat_requests();
+        let upstream: Vec<String> = received[received.len().saturating_sub(requests)..]
+            .iter()
+            .map(|request| {
+                let body = &request.body;
+                let mut end = body.len().min(2_000);
+                while !body.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("  {}", &body[..end])
+            })
+            .collect();
+        format!(
+            "--- cliproxy log:\n{}\n--- the last requests fake Qwen received:\n{}",
+            self.server.seen.join("\n"),
+            upstream.join("\n")
+        )
     }
 }
 

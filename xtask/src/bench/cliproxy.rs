@@ -1,6 +1,7 @@
 //! Running `target/release/cliproxy serve` for the benchmark: a private
 //! HOME, auth dir and config file per instance, readiness polling, memory
-//! from `/proc/<pid>/status`, and the Qwen token files of the start-up test.
+//! from `/proc/<pid>/status`, and the Qwen token files of the start-up test,
+//! the refresh-window storms and the soak.
 //!
 //! The child is killed when its [`Instance`] is dropped, so it also goes
 //! away when the benchmark fails or panics.
@@ -11,7 +12,7 @@ use std::{
     net::SocketAddr,
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -24,6 +25,7 @@ use hyper::{
 };
 
 use super::{
+    fake_qwen::Pair,
     load::{API_KEY, MODEL},
     net::{self, LOOPBACK},
 };
@@ -97,6 +99,24 @@ impl Layout {
         fs::write(
             &self.config,
             config_text(port, stub, &self.auth_dir, upstream),
+        )
+        .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
+    /// [`Layout::write_config`] with `extra` settings (top-level TOML lines) added.
+    pub(crate) fn write_config_with(
+        &self,
+        port: u16,
+        stub: SocketAddr,
+        upstream: Upstream,
+        extra: &str,
+    ) -> Result<()> {
+        fs::write(
+            &self.config,
+            format!(
+                "{extra}{}",
+                config_text(port, stub, &self.auth_dir, upstream)
+            ),
         )
         .with_context(|| format!("cannot write {}", self.config.display()))
     }
@@ -183,7 +203,7 @@ fn config_text(port: u16, stub: SocketAddr, auth_dir: &Path, upstream: Upstream)
 }
 
 /// A TOML basic string.
-fn toml_string(text: &str) -> String {
+pub(crate) fn toml_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {
@@ -196,6 +216,44 @@ fn toml_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Writes a Qwen token file for `email` with `pair`, its access token
+/// expiring at `expires_at` (Unix seconds), atomically and 0600 from birth
+/// (a hidden temp file renamed into place), as another tool dropping a file
+/// into the auth dir would.
+pub(crate) fn write_token_file(
+    auth_dir: &Path,
+    email: &str,
+    pair: &Pair,
+    resource_url: &str,
+    now: u64,
+    expires_at: u64,
+) -> Result<()> {
+    let record = serde_json::json!({
+        "type": "qwen",
+        "email": email,
+        "access_token": pair.access_token,
+        "refresh_token": pair.refresh_token,
+        "token_type": "Bearer",
+        "resource_url": resource_url,
+        "expired": rfc3339_utc(expires_at),
+        "last_refresh": rfc3339_utc(now),
+    });
+    let name = format!("qwen-{email}.json");
+    let temp = auth_dir.join(format!(".{name}.soak.tmp"));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .with_context(|| format!("cannot create {}", temp.display()))?;
+    file.write_all(record.to_string().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temp.display()))?;
+    let target = auth_dir.join(&name);
+    fs::rename(&temp, &target)
+        .with_context(|| format!("cannot rename {} to {}", temp.display(), target.display()))
 }
 
 /// `secs` since the Unix epoch as RFC 3339 in UTC, e.g. `2023-11-14T22:13:20Z`.
@@ -220,6 +278,26 @@ pub(crate) fn rfc3339_utc(secs: u64) -> String {
     )
 }
 
+/// `binary --config <config>` with HOME and the XDG dirs in the layout, and no
+/// `CLIPROXY_*` or proxy variables from the caller's environment; the caller
+/// adds the command and its arguments.
+pub(crate) fn command(binary: &Path, layout: &Layout) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.arg("--config")
+        .arg(&layout.config)
+        .env("HOME", &layout.home)
+        .env("XDG_CONFIG_HOME", layout.home.join(".config"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CLIPROXY_") || PROXY_VARS.contains(&name_text.as_ref()) {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd
+}
+
 /// A running `cliproxy serve`; killed on drop.
 pub(crate) struct Instance {
     child: Child,
@@ -232,25 +310,24 @@ impl Instance {
     /// Spawns `binary --config <config> serve` with HOME and the XDG dirs in
     /// the layout, no `CLIPROXY_*` or proxy variables, and stderr to the log.
     pub(crate) fn spawn(binary: &Path, layout: &Layout, port: u16) -> Result<Instance> {
+        Instance::spawn_with_env(binary, layout, port, &[])
+    }
+
+    /// [`Instance::spawn`] with `env` set on top (e.g. a `CLIPROXY_*` setting).
+    pub(crate) fn spawn_with_env(
+        binary: &Path,
+        layout: &Layout,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<Instance> {
         let log = fs::File::create(&layout.log)
             .with_context(|| format!("cannot create {}", layout.log.display()))?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config")
-            .arg(&layout.config)
-            .arg("serve")
+        let mut cmd = command(binary, layout);
+        cmd.arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .env("HOME", &layout.home)
-            .env("XDG_CONFIG_HOME", layout.home.join(".config"))
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost");
-        for (name, _) in std::env::vars_os() {
-            let name_text = name.to_string_lossy();
-            if name_text.starts_with("CLIPROXY_") || PROXY_VARS.contains(&name_text.as_ref()) {
-                cmd.env_remove(&name);
-            }
-        }
+            .envs(env.iter().copied());
         let spawned = Instant::now();
         let child = cmd
             .spawn()
@@ -296,13 +373,37 @@ impl Instance {
         )
     }
 
+    /// How the process ended, if it has.
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends SIGTERM and waits up to `wait` for the process to exit; `None`
+    /// when it is still running then (it is killed on drop).
+    pub(crate) async fn terminate(&mut self, wait: Duration) -> Result<Option<ExitStatus>> {
+        if let Some(status) = self.exit_status() {
+            return Ok(Some(status));
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed ({sent})", self.pid());
+        }
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Ok(Some(status));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(None)
+    }
+
     /// VmRSS and VmHWM of the process, in KiB (Linux only).
     pub(crate) fn memory(&self) -> Option<Memory> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        Some(Memory {
-            rss_kb: status_kb(&status, "VmRSS")?,
-            hwm_kb: status_kb(&status, "VmHWM")?,
-        })
+        memory_of(self.pid())
     }
 
     /// The last lines of the child's stderr.
@@ -335,6 +436,15 @@ impl Drop for Instance {
 pub(crate) struct Memory {
     pub(crate) rss_kb: u64,
     pub(crate) hwm_kb: u64,
+}
+
+/// VmRSS and VmHWM of process `pid`, in KiB, from `/proc/<pid>/status` (Linux only).
+pub(crate) fn memory_of(pid: u32) -> Option<Memory> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(Memory {
+        rss_kb: status_kb(&status, "VmRSS")?,
+        hwm_kb: status_kb(&status, "VmHWM")?,
+    })
 }
 
 /// The kB value of `key` in a `/proc/<pid>/status` text.

@@ -21,7 +21,7 @@ use hyper::{
 };
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::{net, report::Summary, stub::STREAM_CHUNKS};
+use super::{net, stub::STREAM_CHUNKS, summary::Summary};
 
 /// The API key cliproxy is configured with; the stub and baseline ignore it.
 pub(crate) const API_KEY: &str = "bench-key";
@@ -326,7 +326,8 @@ fn count_sse_events(data: &[u8]) -> (usize, bool) {
     (events, done)
 }
 
-fn excerpt(data: &[u8]) -> String {
+/// The start of a body as text, for error messages.
+pub(crate) fn excerpt(data: &[u8]) -> String {
     let text = String::from_utf8_lossy(data);
     let text = text.trim();
     match text.char_indices().nth(200) {

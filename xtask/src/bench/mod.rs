@@ -8,18 +8,23 @@
 //! with the in-process load generator ([`load`]): non-streaming and streaming
 //! chat completions, at one connection (latency) and at many (throughput).
 //! It then holds [`report::OPEN_STREAMS`] streams open through cliproxy to
-//! read its memory, times its start-up with 0 and 1,000 account files, and
-//! prints the tables and the budget ([`report`]).
+//! read its memory, times its start-up with 0 and 1,000 account files, sends
+//! many large bodies at once to fresh instances for their peak memory
+//! ([`bodies`]), and prints the tables and the budget ([`report`]).
 //!
 //! Every phase is bounded in time, every address is 127.0.0.1, and every
 //! child process is killed when the run ends, fails or panics.
 
 mod baseline;
-mod cliproxy;
-mod load;
-mod net;
+mod bodies;
+pub(crate) mod cliproxy;
+pub(crate) mod fake_qwen;
+pub(crate) mod load;
+pub(crate) mod net;
+mod refresh_window;
 mod report;
 mod stub;
+mod summary;
 
 use std::{
     env, fs,
@@ -38,7 +43,10 @@ use self::{
     report::{HeldStreams, OPEN_STREAMS, Results, Row, Startup},
     stub::Stub,
 };
-use crate::{cargo, dist::target_dir, run_checked};
+use crate::{
+    cmd::{cargo, run_checked},
+    dist::target_dir,
+};
 
 pub(crate) const HELP: &str = "\
 cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]
@@ -180,29 +188,35 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         std::process::exit(status.code().unwrap_or(1));
     }
     if options.build {
-        println!("building cliproxy (release) ...");
+        println!("building cliproxy and fake-qwen (release) ...");
         run_checked(Command::new(cargo()).current_dir(root).args([
             "build",
             "--release",
             "--locked",
             "-p",
             "cliproxy",
+            "-p",
+            "fake-qwen",
         ]))?;
     }
-    let binary = target_dir(root)
-        .join("release")
-        .join(format!("cliproxy{}", env::consts::EXE_SUFFIX));
-    ensure!(
-        binary.is_file(),
-        "{} does not exist; build it or drop --no-build",
-        binary.display()
-    );
+    let release = target_dir(root).join("release");
+    let binaries = Binaries {
+        cliproxy: release.join(format!("cliproxy{}", env::consts::EXE_SUFFIX)),
+        fake_qwen: release.join(format!("fake-qwen{}", env::consts::EXE_SUFFIX)),
+    };
+    for binary in [&binaries.cliproxy, &binaries.fake_qwen] {
+        ensure!(
+            binary.is_file(),
+            "{} does not exist; build it or drop --no-build",
+            binary.display()
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let results = runtime.block_on(measure(&binary, &options))?;
+    let results = runtime.block_on(measure(&binaries, &options))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
 
     println!("\n## cargo xtask bench\n");
@@ -214,9 +228,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The release binaries a run uses.
+struct Binaries {
+    cliproxy: PathBuf,
+    fake_qwen: PathBuf,
+}
+
 /// Runs every phase and collects the results.
-async fn measure(binary: &Path, options: &Options) -> Result<Results> {
-    let work = WorkDir::create()?;
+async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
+    let binary = binaries.cliproxy.as_path();
+    let work = WorkDir::create("cliproxy-bench")?;
     let stub = Stub::start().await?;
     let baseline = Baseline::start(stub.addr()).await?;
     let baseline_proc = baseline::BaselineProcess::spawn(stub.addr())?;
@@ -335,6 +356,32 @@ async fn measure(binary: &Path, options: &Options) -> Result<Results> {
             .startup
             .push(startup(binary, work.path(), stub.addr(), accounts).await);
     }
+    for shape in [bodies::Shape::Chat, bodies::Shape::Messages] {
+        for budget in [None, bodies::unbounded()] {
+            eprintln!(
+                "  {} × {} MiB {shape:?} bodies at once -> a fresh cliproxy{} ...",
+                bodies::BODY_CLIENTS,
+                bodies::BODY_BYTES >> 20,
+                if budget.is_some() {
+                    " without the body memory bound"
+                } else {
+                    ""
+                }
+            );
+            results.large_bodies.push(
+                bodies::measure(binary, work.path(), stub.addr(), shape, budget)
+                    .await
+                    .unwrap_or_else(|error| bodies::LargeBodies::failed(shape, budget, &error)),
+            );
+        }
+    }
+    eprintln!(
+        "  {} refresh storms of {} accounts -> a fresh cliproxy each ...",
+        refresh_window::STORMS,
+        refresh_window::STORM_ACCOUNTS
+    );
+    results.refresh_window =
+        refresh_window::measure(binary, &binaries.fake_qwen, work.path()).await;
     results.unexpected = stub.unexpected();
     eprintln!("the stub answered {} chat requests", stub.chat_requests());
     Ok(results)
@@ -404,35 +451,40 @@ async fn startup_runs(
 }
 
 /// A scratch directory under the system temp dir, removed on drop.
-struct WorkDir(PathBuf);
+pub(crate) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn create() -> Result<WorkDir> {
+    /// Creates `$TMPDIR/<prefix>-<pid>-<nanos>`.
+    pub(crate) fn create(prefix: &str) -> Result<WorkDir> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path = env::temp_dir().join(format!("cliproxy-bench-{}-{nanos}", std::process::id()));
+        let path = env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(WorkDir(path))
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
+    }
+
+    /// Keeps the directory and its files after the run; returns its path.
+    pub(crate) fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.0)
     }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
 
-/// Date, commit, CPU and options of this run, for the record.
-fn machine_facts(root: &Path, options: &Options) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let commit = Command::new("git")
+/// The short hash of the checked-out commit, or `unknown`.
+pub(crate) fn git_commit(root: &Path) -> String {
+    Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(root)
         .output()
@@ -440,7 +492,15 @@ fn machine_facts(root: &Path, options: &Options) -> String {
         .filter(|out| out.status.success())
         .map_or("unknown".to_owned(), |out| {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        });
+        })
+}
+
+/// Date, commit, CPU and options of this run, for the record.
+fn machine_facts(root: &Path, options: &Options) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let commit = git_commit(root);
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -72,6 +72,20 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (sender, connection) = connect_owned(addr).await?;
+    connection.detach();
+    Ok(sender)
+}
+
+/// Like [`connect`], but the connection closes (its socket with it) when the
+/// returned [`Connection`] is dropped, wherever the exchange is: a client
+/// that hangs up mid-answer.
+pub(crate) async fn connect_owned<B>(addr: SocketAddr) -> Result<(SendRequest<B>, Connection)>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     ensure_loopback(addr)?;
     let stream = TcpStream::connect(addr)
         .await
@@ -80,10 +94,28 @@ where
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("HTTP handshake with {addr} failed"))?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(sender)
+    Ok((sender, Connection(Some(task))))
+}
+
+/// The task that drives one client connection; see [`connect_owned`].
+pub(crate) struct Connection(Option<JoinHandle<()>>);
+
+impl Connection {
+    /// Lets the connection run on its own after this handle is dropped.
+    fn detach(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Refuses any address that is not on the loopback interface.

@@ -1,15 +1,11 @@
-//! Percentiles, the results table and the budget check.
-//!
-//! Percentiles use the nearest-rank method on the sorted samples: the p-th
-//! percentile is the smallest sample with at least p % of the samples at or
-//! below it (so p100 is the maximum and no value is interpolated).
+//! The results table and the budget check.
 //!
 //! The tables are printed as Markdown so a run can be pasted into
 //! `docs/benchmarks.md` as is.
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::load::Outcome;
+use super::{bodies::LargeBodies, load::Outcome, refresh_window::RefreshWindow, summary::Summary};
 
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
 /// baseline pass-through's requests per second.
@@ -20,43 +16,13 @@ pub(crate) const MAX_ADDED_P50: Duration = Duration::from_micros(100);
 pub(crate) const MAX_RSS_KB: u64 = 30 * 1024;
 /// Streams held open at once for the memory budget.
 pub(crate) const OPEN_STREAMS: usize = 256;
-
-/// Distribution of a set of durations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Summary {
-    pub(crate) count: usize,
-    pub(crate) p50: Duration,
-    pub(crate) p90: Duration,
-    pub(crate) p99: Duration,
-    pub(crate) max: Duration,
-}
-
-impl Summary {
-    /// Sorts `samples` and summarises them; `None` when there are none.
-    pub(crate) fn of(samples: &mut [Duration]) -> Option<Summary> {
-        samples.sort_unstable();
-        Some(Summary {
-            count: samples.len(),
-            p50: percentile(samples, 500)?,
-            p90: percentile(samples, 900)?,
-            p99: percentile(samples, 990)?,
-            max: *samples.last()?,
-        })
-    }
-}
-
-/// The nearest-rank percentile of `sorted` samples, `per_mille` / 10 %:
-/// the sample at rank ⌈per_mille × n / 1000⌉ (1-based, at least 1).
-/// Integer arithmetic, so p90 of 10 samples is exactly the 9th.
-pub(crate) fn percentile(sorted: &[Duration], per_mille: u32) -> Option<Duration> {
-    let n = sorted.len();
-    if n == 0 {
-        return None;
-    }
-    let per_mille = per_mille.min(1000) as usize;
-    let rank = (per_mille * n).div_ceil(1000).max(1);
-    Some(sorted[rank - 1])
-}
+/// Most cliproxy's resident memory may grow, over its idle RSS, while many large bodies
+/// arrive at once with the default `body-memory-budget` (512 MiB): the budget, and room for
+/// each connection's buffers and the allocator's slack.
+pub(crate) const MAX_BODIES_GROWTH_KB: u64 = (512 + 64) * 1024;
+/// Longest p99 of the refresh window (Qwen's answer to the renamed, flushed token file)
+/// under a storm of refreshes: what a kill -9 can hit.
+pub(crate) const MAX_REFRESH_WINDOW_P99: Duration = Duration::from_millis(10);
 
 /// One row of the load table.
 #[derive(Debug, Clone)]
@@ -102,6 +68,10 @@ pub(crate) struct Results {
     /// cliproxy's VmHWM after every load phase.
     pub(crate) peak_rss_kb: Option<u64>,
     pub(crate) startup: Vec<Startup>,
+    /// Many large bodies at once, each against a fresh cliproxy.
+    pub(crate) large_bodies: Vec<LargeBodies>,
+    /// The refresh windows of the refresh storms.
+    pub(crate) refresh_window: RefreshWindow,
     /// Requests the stub did not expect, and the first of them.
     pub(crate) unexpected: (u64, Vec<String>),
 }
@@ -230,6 +200,11 @@ impl Results {
             None => missing(format!("cliproxy RSS with {OPEN_STREAMS} streams open")),
         });
 
+        for run in &self.large_bodies {
+            checks.push(bodies_check(run));
+        }
+        checks.push(refresh_window_check(&self.refresh_window));
+
         let errors: u64 = self
             .rows
             .iter()
@@ -345,8 +320,48 @@ impl Results {
                 startup.accounts
             );
         }
+        for run in &self.large_bodies {
+            let _ = writeln!(
+                out,
+                "| {} | {} (idle {}; {} of {} served in {}) |",
+                run.label(),
+                kb(run.peak_kb),
+                kb(run.rss_idle_kb),
+                run.served,
+                run.clients,
+                fmt_duration(run.elapsed)
+            );
+        }
+        let window = &self.refresh_window;
+        let _ = writeln!(
+            out,
+            "| refresh window (Qwen's answer to the renamed, flushed file), {} storms of {} accounts | {} |",
+            window.storms,
+            super::refresh_window::STORM_ACCOUNTS,
+            match (&window.error, window_summary(window)) {
+                (Some(error), _) => format!("failed: {error}"),
+                (None, Some(s)) => format!(
+                    "p50 {}, p99 {}, max {} ({} refreshes)",
+                    fmt_duration(s.p50),
+                    fmt_duration(s.p99),
+                    fmt_duration(s.max),
+                    s.count
+                ),
+                (None, None) => "n/a".to_owned(),
+            }
+        );
         if !held.errors.is_empty() {
             let _ = writeln!(out, "\nStream errors:\n- {}", held.errors.join("\n- "));
+        }
+        for run in &self.large_bodies {
+            if !run.errors.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\nErrors with large bodies ({}):\n- {}",
+                    run.label(),
+                    run.errors.join("\n- ")
+                );
+            }
         }
         let (unexpected, seen) = &self.unexpected;
         if *unexpected > 0 {
@@ -372,6 +387,61 @@ impl Results {
     /// True when no budget line failed.
     pub(crate) fn passed(&self) -> bool {
         self.checks().iter().all(|c| c.pass != Some(false))
+    }
+}
+
+/// The refresh windows as durations, summarised.
+fn window_summary(window: &RefreshWindow) -> Option<Summary> {
+    let mut samples: Vec<Duration> = window
+        .samples_us
+        .iter()
+        .map(|&us| Duration::from_micros(us))
+        .collect();
+    Summary::of(&mut samples)
+}
+
+/// The budget line of the refresh storms: every account refreshed, p99 within
+/// [`MAX_REFRESH_WINDOW_P99`].
+fn refresh_window_check(window: &RefreshWindow) -> Check {
+    match (&window.error, window_summary(window)) {
+        (None, Some(summary)) => Check {
+            pass: Some(summary.p99 <= MAX_REFRESH_WINDOW_P99),
+            text: format!(
+                "refresh window p99 {} over {} refreshes in storms of {} accounts (need <= {})",
+                fmt_duration(summary.p99),
+                summary.count,
+                super::refresh_window::STORM_ACCOUNTS,
+                fmt_duration(MAX_REFRESH_WINDOW_P99)
+            ),
+        },
+        _ => missing("the refresh window under refresh storms".to_owned()),
+    }
+}
+
+/// The budget line of one large-bodies run: with the default budget, every request served
+/// and the growth over idle within [`MAX_BODIES_GROWTH_KB`]; without it, information.
+fn bodies_check(run: &LargeBodies) -> Check {
+    let (Some(peak), Some(idle)) = (run.peak_kb, run.rss_idle_kb) else {
+        return missing(run.label());
+    };
+    let growth = peak.saturating_sub(idle);
+    let text = format!(
+        "{}: {} over idle ({} of {} served){}",
+        run.label(),
+        fmt_kb(growth),
+        run.served,
+        run.clients,
+        if run.bounded() {
+            format!(" (need < {} and all served)", fmt_kb(MAX_BODIES_GROWTH_KB))
+        } else {
+            String::new()
+        }
+    );
+    Check {
+        pass: run
+            .bounded()
+            .then_some(growth < MAX_BODIES_GROWTH_KB && run.served == run.clients),
+        text,
     }
 }
 
@@ -408,45 +478,6 @@ pub(crate) fn fmt_kb(kb: u64) -> String {
 mod tests {
     use super::*;
 
-    fn ms(values: &[u64]) -> Vec<Duration> {
-        values.iter().map(|&v| Duration::from_millis(v)).collect()
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let sorted = ms(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-        assert_eq!(percentile(&sorted, 500), Some(Duration::from_millis(5)));
-        assert_eq!(percentile(&sorted, 900), Some(Duration::from_millis(9)));
-        assert_eq!(percentile(&sorted, 990), Some(Duration::from_millis(10)));
-        assert_eq!(percentile(&sorted, 1000), Some(Duration::from_millis(10)));
-        assert_eq!(percentile(&sorted, 0), Some(Duration::from_millis(1)));
-        assert_eq!(percentile(&sorted, 100), Some(Duration::from_millis(1)));
-        assert_eq!(percentile(&sorted, 101), Some(Duration::from_millis(2)));
-        assert_eq!(percentile(&[], 500), None);
-    }
-
-    #[test]
-    fn percentiles_of_one_hundred() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
-        assert_eq!(percentile(&sorted, 500), Some(Duration::from_micros(50)));
-        assert_eq!(percentile(&sorted, 990), Some(Duration::from_micros(99)));
-        assert_eq!(percentile(&sorted, 999), Some(Duration::from_micros(100)));
-        let single = ms(&[7]);
-        assert_eq!(percentile(&single, 500), Some(Duration::from_millis(7)));
-        assert_eq!(percentile(&single, 990), Some(Duration::from_millis(7)));
-    }
-
-    #[test]
-    fn summary_sorts_first() {
-        let mut samples = ms(&[9, 1, 5, 3, 7]);
-        let s = Summary::of(&mut samples).unwrap();
-        assert_eq!(s.count, 5);
-        assert_eq!(s.p50, Duration::from_millis(5));
-        assert_eq!(s.p90, Duration::from_millis(9));
-        assert_eq!(s.max, Duration::from_millis(9));
-        assert_eq!(Summary::of(&mut []), None);
-    }
-
     #[test]
     fn durations_are_readable() {
         assert_eq!(fmt_duration(Duration::from_micros(87)), "87 µs");
@@ -466,6 +497,23 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_or_missing_refresh_window_fails_its_line() {
+        let window = |samples_us: Vec<u64>| RefreshWindow {
+            samples_us,
+            storms: 1,
+            error: None,
+        };
+        assert_eq!(
+            refresh_window_check(&window(vec![800; 99])).pass,
+            Some(true)
+        );
+        let mut slow = vec![800; 98];
+        slow.extend([40_000, 50_000]);
+        assert_eq!(refresh_window_check(&window(slow)).pass, Some(false));
+        assert_eq!(refresh_window_check(&window(Vec::new())).pass, Some(false));
+    }
+
+    #[test]
     fn budget_is_relative_to_the_baseline() {
         let mut results = Results {
             concurrency: 4,
@@ -473,6 +521,11 @@ mod tests {
                 opened: OPEN_STREAMS,
                 rss_kb: Some(20 * 1024),
                 ..HeldStreams::default()
+            },
+            refresh_window: RefreshWindow {
+                samples_us: vec![900, 1200, 4000],
+                storms: 1,
+                error: None,
             },
             ..Results::default()
         };

@@ -2,8 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use auth_core::TokenSet;
 use auth_core::{RefreshError, TransientCause};
-use fake_qwen::{CLIENT_ID, FakeQwen, RefreshBehaviour};
+use fake_qwen::{CLIENT_ID, ExpiresIn, FakeQwen, RefreshBehaviour};
 
 use crate::support::{CannedServer, TokenAnswer, client_at, client_for};
 
@@ -240,4 +241,46 @@ async fn other_refusals_are_neither_relogin_nor_retryable() {
         "{error:?}"
     );
     assert!(!error.needs_relogin() && !error.is_retryable());
+}
+
+#[tokio::test]
+async fn absurd_lifetimes_are_clamped_into_range() {
+    let fake = FakeQwen::start().await;
+    let client = client_for(&fake);
+    let mut refresh_token = fake.mint_tokens().refresh_token;
+    let cases = [
+        (
+            ExpiresIn::Json("10000000000000".into()),
+            TokenSet::MAX_LIFETIME,
+        ),
+        (
+            ExpiresIn::Json("184467440737095516160000".into()),
+            TokenSet::MAX_LIFETIME,
+        ),
+        (ExpiresIn::Json("-3600".into()), TokenSet::MIN_LIFETIME),
+        (ExpiresIn::Json("0".into()), TokenSet::MIN_LIFETIME),
+        (ExpiresIn::Missing, TokenSet::DEFAULT_LIFETIME),
+        (ExpiresIn::Json("null".into()), TokenSet::DEFAULT_LIFETIME),
+        (
+            ExpiresIn::Json(r#""soon""#.into()),
+            TokenSet::DEFAULT_LIFETIME,
+        ),
+        (ExpiresIn::Json("7200.75".into()), Duration::from_secs(7200)),
+        (
+            ExpiresIn::Json(r#""1800""#.into()),
+            Duration::from_secs(1800),
+        ),
+    ];
+    for (answer, expected) in cases {
+        fake.set_token_expires_in_answer(answer.clone());
+        let fresh = client.refresh(&refresh_token).await.expect("refreshed");
+        assert_eq!(fresh.expires_in, Some(expected), "{answer:?}");
+        let received_at = SystemTime::now();
+        assert_eq!(
+            fresh.expires_at(received_at),
+            Some(received_at + expected),
+            "{answer:?}"
+        );
+        refresh_token = fresh.refresh_token.expect("rotated");
+    }
 }

@@ -1,7 +1,5 @@
 //! Shared test helpers: a virtual clock, a recording HTTP proxy and client set-up.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -117,7 +115,7 @@ impl Clock for FakeClock {
                 .elapsed
     }
 
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn sleep(&self, duration: Duration) -> auth_core::Sleep {
         let index = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             state.sleeps.push(duration);

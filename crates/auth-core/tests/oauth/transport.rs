@@ -4,7 +4,7 @@ use auth_core::{
     ClientBuildError, DeviceFlowError, HttpSettings, OAuthClient, ProviderProfile, RefreshError,
     TransientCause,
 };
-use fake_qwen::{FakeQwen, PollStep};
+use fake_qwen::{FakeQwen, PollStep, RefreshBehaviour, TOKEN_PATH};
 
 use crate::support::{FakeClock, RecordingProxy, client_at, client_for, closed_port};
 
@@ -99,4 +99,74 @@ fn bad_proxy_settings_are_typed_errors_without_passwords() {
     );
     assert!(!invalid.to_string().contains("secret"), "{invalid}");
     assert!(!format!("{invalid:?}").contains("secret"));
+}
+
+/// RFC 9700 §4.11: a 307 tells a client to repeat its POST, refresh token included, wherever
+/// the `Location` points. The client must stop at the redirect instead.
+#[tokio::test]
+async fn a_redirected_refresh_is_refused_and_not_followed() {
+    let fake = FakeQwen::start().await;
+    let elsewhere = FakeQwen::start().await;
+    let stored = fake.mint_tokens();
+    let client = client_for(&fake);
+    for status in [307, 308, 302, 301] {
+        fake.set_refresh(RefreshBehaviour::Redirect {
+            status,
+            location: format!("{}{TOKEN_PATH}?from=redirect", elsewhere.base_url()),
+        });
+        let error = client
+            .refresh(&stored.refresh_token)
+            .await
+            .expect_err("a redirect is no token answer");
+        let RefreshError::Redirected {
+            status: answered,
+            target,
+        } = &error
+        else {
+            panic!("expected Redirected, got {error:?}");
+        };
+        assert_eq!(*answered, status);
+        assert_eq!(*target, elsewhere.base_url(), "the origin only");
+        let message = error.to_string();
+        assert!(message.contains("was not sent there"), "{message}");
+        assert!(!message.contains("from=redirect"), "{message}");
+        assert!(!error.is_retryable() && !error.needs_relogin());
+    }
+    assert!(
+        elsewhere.token_requests().is_empty(),
+        "the refresh token never reached the redirect's target"
+    );
+    assert_eq!(fake.token_requests().len(), 4);
+}
+
+#[tokio::test]
+async fn an_answer_over_one_mebibyte_is_refused_unread() {
+    let fake = FakeQwen::start().await;
+    let client = client_for(&fake);
+    for chunked in [false, true] {
+        let stored = fake.mint_tokens();
+        fake.set_refresh(RefreshBehaviour::Oversized {
+            bytes: 1 << 20,
+            chunked,
+        });
+        let error = client
+            .refresh(&stored.refresh_token)
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(error, RefreshError::AnswerTooLarge { status: 200 }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("larger than 1 MiB"), "{error}");
+    }
+    // Just under the limit is read as usual.
+    let stored = fake.mint_tokens();
+    fake.set_refresh(RefreshBehaviour::Oversized {
+        bytes: (1 << 20) - 4096,
+        chunked: true,
+    });
+    client
+        .refresh(&stored.refresh_token)
+        .await
+        .expect("an answer under 1 MiB is read");
 }

@@ -1,16 +1,15 @@
 //! The request body limit: a declared `Content-Length` over the limit gets 413 at once,
 //! before any of the body is read (HTTP/1 clients waiting on `Expect: 100-continue` never
-//! send it); any other body is wrapped in [`Limited`], and [`read_body`] turns hitting the
-//! limit while reading (e.g. a chunked body) into the same 413.
+//! send it); any other body is wrapped in [`Limited`], and
+//! [`BodyReader::read`](crate::request_body::BodyReader::read) turns hitting the limit while
+//! reading (e.g. a chunked body) into the same 413.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::Body;
+use http_body_util::Limited;
 use tower::{Layer, Service};
 
 use super::ShortCircuit;
@@ -75,25 +74,5 @@ where
         }
         let max = self.max;
         ShortCircuit::inner(self.inner.call(request.map(|body| Limited::new(body, max))))
-    }
-}
-
-/// Reads a request body limited to `max` bytes (by [`BodyLimit`]) whole.
-///
-/// # Errors
-///
-/// 413 past the limit; 400 when the client's body broke off.
-pub(crate) async fn read_body<B>(body: Limited<B>, max: usize) -> Result<Bytes, ApiError>
-where
-    B: Body,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::body_too_large(max)),
-        Err(error) => Err(ApiError::bad_request(
-            "body_read_failed",
-            format!("the request body could not be read ({error}); send the request again"),
-        )),
     }
 }

@@ -1,9 +1,11 @@
-//! The proxy's own tower layers (tower-http provides the tracing one): the request id, client
-//! authentication and the request body limit. The last two answer some requests themselves,
-//! without calling the inner service; [`ShortCircuit`] is the future for that.
+//! The proxy's own tower layers (tower-http provides the tracing one): the request id, what
+//! web pages may do (`browser`), client authentication and the request body limit. The last
+//! three answer some requests themselves, without calling the inner service; [`ShortCircuit`]
+//! is the future for that (`browser` has its own, which also adds CORS headers).
 
 pub(crate) mod auth;
 pub(crate) mod body_limit;
+pub(crate) mod browser;
 pub(crate) mod request_id;
 
 use std::convert::Infallible;

@@ -3,31 +3,25 @@
 //! back untouched.
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Limited;
-use hyper::body::Body;
+use http::Response;
 use tracing::Span;
 
-use super::State;
+use super::{Posted, State};
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
 use crate::layers::request_id::LoggedId;
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
-pub(super) async fn completions<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let chat = match parse(state, request).await {
+pub(super) async fn completions(state: &State, posted: Posted) -> Response<ProxyBody> {
+    let Posted { id, bytes, charge } = posted;
+    let chat = match parse(state, bytes, id) {
         Ok(chat) => chat,
         Err(error) => return error.into_response(),
     };
-    match state.upstream.chat(chat).await {
+    let answer = state.upstream.chat(chat).await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer {
         Ok(answer) => {
             if let Answer::Complete { status, body, .. } = &answer
                 && status.is_success()
@@ -40,14 +34,9 @@ where
     }
 }
 
-async fn parse<B>(state: &State, request: Request<Limited<B>>) -> Result<ChatRequest, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let id = LoggedId::of(&request);
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let chat = ChatRequest::from_client(raw, id).map_err(|malformed| match malformed {
+/// The client's request, checked, with its model alias resolved.
+fn parse(state: &State, bytes: Bytes, id: LoggedId) -> Result<ChatRequest, ApiError> {
+    let mut chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
         Malformed::NotAnObject => ApiError::bad_request(
             "invalid_json",
             "the request body must be a JSON object with `model` and `messages`",
@@ -65,5 +54,6 @@ where
         ),
     })?;
     Span::current().record("model", chat.model.as_str());
+    state.upstream.apply_alias(&mut chat)?;
     Ok(chat)
 }

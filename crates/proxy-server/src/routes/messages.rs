@@ -2,67 +2,40 @@
 //! changes nothing here) and `POST /v1/messages/count_tokens`.
 //!
 //! A message request is checked, mapped to a chat-completions request
-//! ([`crate::translate::anthropic`]) and served by `Upstream::chat` like any chat request
+//! ([`api_translate::anthropic`]) and served by `Upstream::chat` like any chat request
 //! (selection, failover, retries); its answer is mapped back: a whole completion to an
 //! Anthropic message, a stream event by event, an upstream error to an Anthropic error with
 //! the same status. `count_tokens` answers a local estimate without an upstream request.
 //! Every error here is Anthropic error JSON.
 
+use api_translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Limited;
-use hyper::body::Body;
+use http::{Response, StatusCode};
 use serde_json::json;
 use tracing::Span;
 
-use super::State;
+use super::{Posted, State};
 use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
-use crate::layers::request_id::LoggedId;
-use crate::translate::anthropic::{self, Endpoint, MessageStream, MessagesRequest, RequestError};
-use crate::translate::stream::TranslatedBody;
-use crate::upstream::{Answer, ChatRequest, record_completion};
+use crate::translated::TranslatedBody;
+use crate::upstream::{Answer, ChatRequest, record_completion, set_event_stream_headers};
 
-pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve(state, request)
+pub(super) async fn create(state: &State, posted: Posted) -> Response<ProxyBody> {
+    serve(state, posted)
         .await
         .unwrap_or_else(|error| error.into_response_as(ErrorShape::Anthropic))
 }
 
-pub(super) async fn count_tokens<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    count(state, request)
-        .await
-        .unwrap_or_else(|error| error.into_response_as(ErrorShape::Anthropic))
+pub(super) fn count_tokens(posted: Posted) -> Response<ProxyBody> {
+    count(&posted.bytes).unwrap_or_else(|error| error.into_response_as(ErrorShape::Anthropic))
 }
 
-async fn serve<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Result<Response<ProxyBody>, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let id = LoggedId::of(&request);
-    let request = read(state, request, Endpoint::Create).await?;
-    let aliases = state.upstream.aliases();
-    let upstream_model = aliases
-        .resolve(request.model())
-        .unwrap_or(request.model())
-        .to_owned();
+async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, ApiError> {
+    let Posted { id, bytes, charge } = posted;
+    let request = parse(&bytes, Endpoint::Create)?;
+    drop(bytes);
+    // Thinking depends on the model the upstream is asked for, after the alias.
+    let upstream_model = state.upstream.resolve_alias(request.model()).to_owned();
     let chat = request.into_chat(&upstream_model).map_err(bad_request)?;
     // `message_start` comes before the upstream reports usage: it carries the estimate.
     let estimated_input_tokens = if chat.stream {
@@ -75,13 +48,15 @@ where
     let answer = state
         .upstream
         .chat(ChatRequest::from_json(
-            model.clone(),
+            &upstream_model,
             chat.stream,
             chat.json,
             id,
         ))
-        .await?;
-    match answer {
+        .await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);
             let message = anthropic::message(&body, &model, &stops).map_err(|error| {
@@ -105,23 +80,14 @@ where
             let translator = MessageStream::new(model, stops, estimated_input_tokens);
             let translated = TranslatedBody::new(body, Box::new(translator), Bytes::new());
             let mut response = Response::new(ProxyBody::translated(translated));
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_event_stream_headers(response.headers_mut());
             Ok(response)
         }
     }
 }
 
-async fn count<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Result<Response<ProxyBody>, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let request = read(state, request, Endpoint::CountTokens).await?;
+fn count(bytes: &[u8]) -> Result<Response<ProxyBody>, ApiError> {
+    let request = parse(bytes, Endpoint::CountTokens)?;
     let model = request.model().to_owned();
     let chat = request.into_chat(&model).map_err(bad_request)?;
     let tokens = anthropic::estimate_tokens(&chat.json);
@@ -131,18 +97,9 @@ where
     ))
 }
 
-/// Reads and checks the request; records its model on the request's span.
-async fn read<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-    endpoint: Endpoint,
-) -> Result<MessagesRequest, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let request = MessagesRequest::parse(&raw, endpoint).map_err(bad_request)?;
+/// Checks the request; records its model on the request's span.
+fn parse(bytes: &[u8], endpoint: Endpoint) -> Result<MessagesRequest, ApiError> {
+    let request = MessagesRequest::parse(bytes, endpoint).map_err(bad_request)?;
     Span::current().record("model", request.model());
     Ok(request)
 }

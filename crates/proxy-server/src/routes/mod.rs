@@ -16,8 +16,8 @@
 //! The translation routes turn the client's request into a
 //! [`ChatRequest`](crate::upstream::ChatRequest) for `Upstream::chat` (which does selection,
 //! failover and retries) and turn its [`Answer`](crate::upstream::Answer) back into their own
-//! format (streamed answers event by event with [`SseParser`](crate::sse::SseParser)); the
-//! mappings themselves live in [`crate::translate`].
+//! format (streamed answers event by event, [`TranslatedBody`](crate::translated::TranslatedBody));
+//! the mappings themselves live in the api-translate crate ([`api_translate`]).
 
 mod chat;
 mod health;
@@ -37,8 +37,10 @@ use tower::Service;
 
 use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
-use crate::credential::BoxFuture;
+use crate::layers::request_id::LoggedId;
+use crate::request_body::{BodyReader, Charge, ReadBody};
 use crate::upstream::Upstream;
+use credential_pool::BoxFuture;
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -48,16 +50,33 @@ pub(crate) struct State {
     pub(crate) models: Vec<String>,
     /// `created` of listed models: when the proxy was built, in Unix seconds.
     pub(crate) created: u64,
-    /// The body limit, for the 413 of a chunked body found too large while reading.
-    pub(crate) max_body_bytes: usize,
+    /// How request bodies are read: size, time and memory bounds.
+    pub(crate) bodies: BodyReader,
+}
+
+/// A POST request as its handler gets it: the body read once, by the router, within its size,
+/// time and memory bounds.
+pub(crate) struct Posted {
+    /// The request's id, for log lines outside its span.
+    pub(crate) id: LoggedId,
+    pub(crate) bytes: Bytes,
+    /// The body's share of the memory budget: keep it while the request is processed.
+    pub(crate) charge: Charge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Models,
-    ChatCompletions,
     Health,
     Probe,
+    /// A route whose request has a body.
+    Post(Post),
+}
+
+/// The routes that take a body, which the router reads for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Post {
+    ChatCompletions,
     Messages,
     CountTokens,
     Responses,
@@ -67,12 +86,12 @@ impl Route {
     fn find(path: &str) -> Option<Self> {
         match path {
             "/v1/models" => Some(Self::Models),
-            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/v1/chat/completions" => Some(Self::Post(Post::ChatCompletions)),
             "/healthz" => Some(Self::Health),
             "/" | "/api/hello" => Some(Self::Probe),
-            "/v1/messages" => Some(Self::Messages),
-            "/v1/messages/count_tokens" => Some(Self::CountTokens),
-            "/v1/responses" => Some(Self::Responses),
+            "/v1/messages" => Some(Self::Post(Post::Messages)),
+            "/v1/messages/count_tokens" => Some(Self::Post(Post::CountTokens)),
+            "/v1/responses" => Some(Self::Post(Post::Responses)),
             _ => None,
         }
     }
@@ -80,9 +99,7 @@ impl Route {
     fn allows(self, method: &Method) -> bool {
         match self {
             Self::Models => method == Method::GET,
-            Self::ChatCompletions | Self::Messages | Self::CountTokens | Self::Responses => {
-                method == Method::POST
-            }
+            Self::Post(_) => method == Method::POST,
             Self::Health => method == Method::GET || method == Method::HEAD,
             Self::Probe => method == Method::HEAD,
         }
@@ -92,7 +109,7 @@ impl Route {
     fn allow(self) -> &'static str {
         match self {
             Self::Models => "GET",
-            Self::ChatCompletions | Self::Messages | Self::CountTokens | Self::Responses => "POST",
+            Self::Post(_) => "POST",
             Self::Health => "GET, HEAD",
             Self::Probe => "HEAD",
         }
@@ -144,13 +161,22 @@ where
         return ApiError::method_not_allowed(request.method(), path, route.allow())
             .into_response_as(ErrorShape::for_path(path));
     }
-    match route {
-        Route::Models => models::list(state),
-        Route::ChatCompletions => chat::completions(state, request).await,
-        Route::Health => health::check(state),
-        Route::Probe => health::probe(),
-        Route::Messages => messages::create(state, request).await,
-        Route::CountTokens => messages::count_tokens(state, request).await,
-        Route::Responses => responses::create(state, request).await,
+    let post = match route {
+        Route::Models => return models::list(state),
+        Route::Health => return health::check(state),
+        Route::Probe => return health::probe(),
+        Route::Post(post) => post,
+    };
+    let shape = ErrorShape::for_path(path);
+    let id = LoggedId::of(&request);
+    let posted = match state.bodies.read(request).await {
+        Ok(ReadBody { bytes, charge }) => Posted { id, bytes, charge },
+        Err(error) => return error.into_response_as(shape),
+    };
+    match post {
+        Post::ChatCompletions => chat::completions(state, posted).await,
+        Post::Messages => messages::create(state, posted).await,
+        Post::CountTokens => messages::count_tokens(posted),
+        Post::Responses => responses::create(state, posted).await,
     }
 }

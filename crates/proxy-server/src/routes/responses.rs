@@ -1,48 +1,30 @@
 //! `POST /v1/responses`: the OpenAI Responses API (Codex CLI's only API) served by the chat
-//! upstream. The request is translated to chat completions ([`crate::translate::responses`]),
+//! upstream. The request is translated to chat completions ([`api_translate::responses`]),
 //! served by `Upstream::chat` like any chat request, and its answer translated back: a whole
 //! Responses object, or Responses stream events. Upstream error answers pass through as they
 //! are (OpenAI error JSON, same status); errors of this route are OpenAI error JSON too.
 
-use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Limited;
-use hyper::body::Body;
+use api_translate::responses::{self, ResponsesStream, Shell, Translated};
+use http::{Response, StatusCode};
 use serde_json::Value;
 use tracing::Span;
 
-use super::State;
+use super::{Posted, State};
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
-use crate::layers::body_limit::read_body;
-use crate::layers::request_id::LoggedId;
-use crate::translate::responses::{self, ResponsesStream, Shell, Translated};
-use crate::translate::stream::TranslatedBody;
-use crate::upstream::{Answer, ChatRequest, record_completion};
+use crate::translated::TranslatedBody;
+use crate::upstream::{Answer, ChatRequest, record_completion, set_event_stream_headers};
 
-pub(super) async fn create<B>(state: &State, request: Request<Limited<B>>) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    match serve(state, request).await {
+pub(super) async fn create(state: &State, posted: Posted) -> Response<ProxyBody> {
+    match serve(state, posted).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn serve<B>(
-    state: &State,
-    request: Request<Limited<B>>,
-) -> Result<Response<ProxyBody>, ApiError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let id = LoggedId::of(&request);
-    let raw = read_body(request.into_body(), state.max_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&raw).map_err(|error| {
+async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, ApiError> {
+    let Posted { id, bytes, charge } = posted;
+    let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(
             "invalid_json",
             format!(
@@ -59,18 +41,21 @@ where
         Span::current().record("model", requested);
     }
     // `reasoning` depends on the model the upstream is asked for, after the alias.
-    let aliases = state.upstream.aliases();
-    let upstream_model = aliases.resolve(requested).unwrap_or(requested).to_owned();
+    let upstream_model = state.upstream.resolve_alias(requested).to_owned();
     let Translated {
-        model,
+        model: _,
         stream,
         chat,
         echo,
         namespaces,
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest::from_json(model, stream, chat, id);
-    match state.upstream.chat(chat).await? {
+    let chat = ChatRequest::from_json(&upstream_model, stream, chat, id);
+    drop((bytes, body));
+    let answer = state.upstream.chat(chat).await;
+    // The request's body is gone once the upstream answered; a stream does not hold it.
+    drop(charge);
+    match answer? {
         Answer::Complete { status, body, .. } if status.is_success() => {
             record_completion(&body);
             let completion: Value =
@@ -82,12 +67,7 @@ where
             let (translator, opening) = ResponsesStream::start(shell);
             let body = TranslatedBody::new(body, Box::new(translator), opening);
             let mut response = Response::new(ProxyBody::translated(body));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            set_event_stream_headers(response.headers_mut());
             Ok(response)
         }
         // An upstream error the client caused: already OpenAI error JSON.

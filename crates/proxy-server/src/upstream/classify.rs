@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use api_translate::quote::client_text;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -153,9 +154,6 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-/// Longest upstream error message quoted to clients and logs.
-const MAX_MESSAGE_CHARS: usize = 300;
-
 impl ErrorBody {
     fn parse(body: &[u8]) -> Self {
         let Ok(value) = serde_json::from_slice::<Value>(body) else {
@@ -165,20 +163,12 @@ impl ErrorBody {
             Some(error @ Value::Object(_)) => error,
             _ => &value,
         };
-        let text = |field: &str| {
-            source
-                .get(field)
-                .and_then(Value::as_str)
-                .map(|text| text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
-        };
+        // Quoted to clients and logs: one line, cut to a few hundred characters.
+        let text = |field: &str| source.get(field).and_then(Value::as_str).map(client_text);
         Self {
             code: text("code"),
-            message: text("message").or_else(|| {
-                value
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            }),
+            message: text("message")
+                .or_else(|| value.get("error").and_then(Value::as_str).map(client_text)),
         }
     }
 
@@ -197,6 +187,7 @@ impl ErrorBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api_translate::quote::MAX_QUOTED_CHARS;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -312,12 +303,29 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_cut() {
+    fn long_messages_are_cut_and_control_characters_removed() {
         let long = "x".repeat(1000);
-        let body = format!(r#"{{"error":{{"message":"{long}"}}}}"#);
-        let Verdict::Fail(Failure::Server { message, .. }) = classify(500, &[], &body) else {
+        for body in [
+            format!(r#"{{"error":{{"message":"{long}"}}}}"#),
+            format!(r#"{{"error":"{long}"}}"#),
+        ] {
+            let Verdict::Fail(Failure::Server { message, .. }) = classify(500, &[], &body) else {
+                panic!("500 is a server failure");
+            };
+            let message = message.expect("a message");
+            assert_eq!(message.chars().count(), MAX_QUOTED_CHARS + 1, "{body}");
+            assert!(message.ends_with('…'));
+        }
+        let Verdict::Fail(Failure::Server { message, .. }) = classify(
+            500,
+            &[],
+            r#"{"error":{"message":"line one\nINFO forged log line\u001b[2J"}}"#,
+        ) else {
             panic!("500 is a server failure");
         };
-        assert_eq!(message.map(|m| m.len()), Some(MAX_MESSAGE_CHARS));
+        assert_eq!(
+            message.as_deref(),
+            Some("line one INFO forged log line [2J")
+        );
     }
 }

@@ -33,8 +33,8 @@ use hyper_util::client::proxy::matcher::{Intercept, Matcher};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
-use crate::credential::BoxFuture;
 use crate::error::BuildError;
+use credential_pool::BoxFuture;
 
 /// Idle time before TCP keep-alive probes, and the time between them.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);

@@ -6,24 +6,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use credential_pool::{Outcome, Slot, Unavailable};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use credential_pool::{Outcome, Slot};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::de::IgnoredAny;
-use serde_json::Value;
 use tracing::Span;
 
+use super::answer::Answer;
 use super::classify::{self, Failure, Verdict};
+use super::errors::{attempts_spent_error, failure_error, not_json, unavailable_error};
 use super::request::ChatRequest;
-use super::shape;
 use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
-use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
-use crate::body::ProxyBody;
-use crate::credential::{Access, Credential, Flavor, RefreshFailure};
+use crate::api_error::{ApiError, SERVER_ERROR};
 use crate::layers::request_id::LoggedId;
+use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
@@ -31,56 +30,6 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 /// The reason shown for a credential disabled because its refresh token is dead.
 const RELOGIN_REASON: &str = "re-login required";
-/// Where to add capacity, for messages whose remedy is more credentials.
-const ADD_CREDENTIALS: &str = "add accounts with `cliproxy login qwen` or more API keys";
-
-/// The upstream's final answer, ready for the client.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// A whole answer: a non-streaming success, or an error passed through.
-    Complete {
-        status: StatusCode,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-    },
-    /// A streamed success.
-    Stream {
-        content_type: Option<HeaderValue>,
-        body: Box<UpstreamBody>,
-    },
-}
-
-impl Answer {
-    pub(crate) fn into_response(self) -> Response<ProxyBody> {
-        let (status, content_type, body, streamed) = match self {
-            Self::Complete {
-                status,
-                content_type,
-                body,
-            } => (status, content_type, ProxyBody::full(body), false),
-            Self::Stream { content_type, body } => {
-                (StatusCode::OK, content_type, ProxyBody::stream(body), true)
-            }
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = status;
-        let default_type = if streamed {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            content_type.unwrap_or(HeaderValue::from_static(default_type)),
-        );
-        if streamed {
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
-        response
-    }
-}
 
 /// Logs a request whose client went away before its answer was ready: dropping the request's
 /// future cancels its upstream requests, but never a token refresh (that runs in a task of its
@@ -122,24 +71,17 @@ impl Upstream {
     }
 
     async fn serve_chat(&self, mut request: ChatRequest) -> Result<Answer, ApiError> {
-        if let Some(target) = self.aliases.resolve(&request.model)
-            && target != request.model
-        {
-            tracing::debug!(requested = %request.model, model = %target, "model alias applied");
-            request.json_mut().map_err(not_json)?["model"] = Value::from(target);
-            request.model = target.to_owned();
-        }
         if let Some(cap) = self.max_output_tokens
             && request.output_tokens() > Some(u64::from(cap))
         {
-            clamp_output_tokens(request.json_mut().map_err(not_json)?, cap);
+            request.cap_output_tokens(cap).map_err(not_json)?;
         }
         let model = std::mem::take(&mut request.model);
         let stream = request.stream;
         let id = std::mem::take(&mut request.id);
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut last: Option<(Arc<str>, Failure)> = None;
+        let mut last: Option<Failure> = None;
         let mut attempts = 0;
         while attempts < self.attempts {
             let lease = match self.pool.select(&model, &tried, Instant::now()) {
@@ -148,10 +90,8 @@ impl Upstream {
                     return Err(match last {
                         // The credential just refused leaves rotation: its refusal, not the
                         // pool's state after it, is what the client needs to hear.
-                        Some((label, failure @ Failure::Unauthorized { .. })) => {
-                            failure_error(&label, failure)
-                        }
-                        last => unavailable_error(&unavailable, last, &self.aliases),
+                        Some(failure @ Failure::Unauthorized { .. }) => failure_error(failure, &id),
+                        last => unavailable_error(&unavailable, last, &self.aliases, &id),
                     });
                 }
             };
@@ -159,7 +99,7 @@ impl Upstream {
             Span::current().record("account", &*credential.label);
             let body = match credential.flavor {
                 Flavor::OpenAiCompatible => outgoing.as_sent(),
-                Flavor::QwenOAuth => outgoing.for_qwen(shape::for_qwen).map_err(not_json)?,
+                Flavor::QwenOAuth => outgoing.for_qwen().map_err(not_json)?,
             };
 
             let mut access = credential.access.current();
@@ -238,18 +178,18 @@ impl Upstream {
             self.pool
                 .report(&lease.key, &model, outcome, Instant::now());
             tried.push(Arc::clone(&lease.key));
-            last = Some((Arc::clone(&credential.label), failure));
+            last = Some(failure);
         }
         Err(match last {
             // Every attempt was spent on limits: say when a credential is free again, as when
             // all of them cool down before any attempt.
-            Some((label, failure @ (Failure::Quota { .. } | Failure::RateCapped))) => {
+            Some(failure @ (Failure::Quota { .. } | Failure::RateCapped)) => {
                 match self.pool.availability(&model, Instant::now()) {
-                    Ok(()) => attempts_spent_error(&label, failure, self.attempts),
-                    Err(unavailable) => unavailable_error(&unavailable, None, &self.aliases),
+                    Ok(()) => attempts_spent_error(&failure, self.attempts),
+                    Err(unavailable) => unavailable_error(&unavailable, None, &self.aliases, &id),
                 }
             }
-            Some((label, failure)) => failure_error(&label, failure),
+            Some(failure) => failure_error(failure, &id),
             None => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVER_ERROR,
@@ -273,7 +213,7 @@ impl Upstream {
         };
         let Some(uri) = chat_completions_uri(&access.base_url) else {
             return Attempt::Failed(Failure::BadBaseUrl {
-                base_url: without_password(&access.base_url),
+                base_url: crate::redact::redact_url(&access.base_url),
             });
         };
         let mut request = Request::new(Full::new(body.clone()));
@@ -426,21 +366,6 @@ fn chat_completions_uri(base_url: &str) -> Option<Uri> {
     })
 }
 
-/// `base_url` for a message, with any password in it replaced by `***`.
-fn without_password(base_url: &str) -> String {
-    match url::Url::parse(base_url) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(_) => base_url.to_owned(),
-        Err(_) => match base_url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => base_url.to_owned(),
-        },
-    }
-}
-
 /// Whether an answer is an HTTP/1 event stream whose end is its connection's (no length, no
 /// chunks), so that a cut shows only in its content.
 fn ends_with_connection(parts: &http::response::Parts) -> bool {
@@ -453,224 +378,6 @@ fn ends_with_connection(parts: &http::response::Parts) -> bool {
         && parts.version < http::Version::HTTP_2
         && !parts.headers.contains_key(CONTENT_LENGTH)
         && !parts.headers.contains_key(TRANSFER_ENCODING)
-}
-
-/// The client's body passed the quick read but not the full parse the request needs.
-fn not_json(error: serde_json::Error) -> ApiError {
-    ApiError::bad_request(
-        "invalid_json",
-        format!(
-            "the request body is not valid JSON ({error}); check the strings for lone UTF-16 \
-             surrogates (\\ud800-\\udfff escapes) and the nesting depth, then send it again"
-        ),
-    )
-}
-
-/// Lowers `max_tokens` / `max_completion_tokens` above `cap` to `cap` (agents such as Claude
-/// Code ask for more than Qwen's models can produce, which the upstream refuses with a 400).
-fn clamp_output_tokens(json: &mut Value, cap: u32) {
-    for field in ["max_tokens", "max_completion_tokens"] {
-        if json.get(field).and_then(Value::as_u64) > Some(u64::from(cap)) {
-            json[field] = Value::from(cap);
-        }
-    }
-}
-
-/// The client's error when `request-retry` attempts all hit limits and another credential
-/// could take the request right away: retry now.
-fn attempts_spent_error(label: &str, failure: Failure, attempts: usize) -> ApiError {
-    let status = match &failure {
-        Failure::Quota { status, .. } => status.to_string(),
-        _ => "requests-per-minute cap".to_owned(),
-    };
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        RATE_LIMIT,
-        "rate_limit_exceeded",
-        format!(
-            "{label} and the credentials tried before it hit quota or rate limits ({status}), \
-             which used up this request's {attempts} attempts (`request-retry`); other \
-             credentials are free now: retry, or raise `request-retry`"
-        ),
-    )
-    .with_retry_after(Some(std::time::Duration::from_secs(1)))
-}
-
-fn unavailable_error(
-    unavailable: &Unavailable,
-    last: Option<(Arc<str>, Failure)>,
-    aliases: &super::Aliases,
-) -> ApiError {
-    match unavailable {
-        Unavailable::UnknownModel { known, .. } => {
-            let patterns: Vec<&str> = aliases.patterns().collect();
-            let aliases_part = if patterns.is_empty() {
-                String::new()
-            } else {
-                format!(" (or an alias: {})", patterns.join(", "))
-            };
-            let advice = if known.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; use one of them{aliases_part}, map this name to one with [models.aliases] \
-                     in the config, or add a credential that serves it"
-                )
-            };
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                INVALID_REQUEST,
-                "model_not_found",
-                format!("{unavailable}{advice}"),
-            )
-        }
-        Unavailable::CoolingDown { retry_after, .. } => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            RATE_LIMIT,
-            "rate_limit_exceeded",
-            unavailable.to_string(),
-        )
-        .with_retry_after(Some(*retry_after)),
-        Unavailable::Disabled { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            SERVER_ERROR,
-            "credentials_disabled",
-            unavailable.to_string(),
-        ),
-        Unavailable::Exhausted { .. } => match last {
-            Some((label, failure)) => failure_error(&label, failure),
-            None => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                SERVER_ERROR,
-                "credentials_exhausted",
-                unavailable.to_string(),
-            ),
-        },
-    }
-}
-
-/// The client's error when the last attempt, with credential `label`, failed.
-fn failure_error(label: &str, failure: Failure) -> ApiError {
-    let bad_gateway =
-        |code, message: String| ApiError::new(StatusCode::BAD_GATEWAY, SERVER_ERROR, code, message);
-    match failure {
-        Failure::Quota {
-            status,
-            retry_after,
-            message,
-        } => {
-            let when = retry_after.map_or_else(
-                || "shortly".to_owned(),
-                |wait| format!("in {} s", retry_after_secs(wait)),
-            );
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                RATE_LIMIT,
-                "rate_limit_exceeded",
-                format!(
-                    "{label} hit a quota or rate limit ({status}{}) and no other credential \
-                     could take the request; retry {when}, or {ADD_CREDENTIALS}",
-                    quoted(message.as_deref())
-                ),
-            )
-            .with_retry_after(retry_after)
-        }
-        Failure::Unauthorized { message, refresh } => bad_gateway(
-            "upstream_auth_failed",
-            format!(
-                "the upstream refused the token of {label} (401{}){}; run `cliproxy login qwen` \
-                 for that account, or check the API key",
-                quoted(message.as_deref()),
-                refresh.map_or_else(String::new, |refresh| format!("; {refresh}"))
-            ),
-        ),
-        Failure::Relogin => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            SERVER_ERROR,
-            "relogin_required",
-            format!(
-                "{label} needs a new login and no other credential could take the request; run \
-                 `cliproxy login qwen`"
-            ),
-        ),
-        Failure::Server { status, message } => bad_gateway(
-            "upstream_error",
-            format!(
-                "the upstream answered {status}{} for {label}, and no other credential could \
-                 take the request; retry shortly",
-                quoted(message.as_deref())
-            ),
-        ),
-        Failure::Html { status } => bad_gateway(
-            "upstream_html",
-            format!(
-                "the upstream answered {status} with an HTML page instead of JSON for {label} \
-                 (usually a firewall or captcha page after many requests); retry later, or \
-                 spread the load: {ADD_CREDENTIALS}"
-            ),
-        ),
-        Failure::NotJson { status } => bad_gateway(
-            "upstream_invalid_answer",
-            format!(
-                "the upstream answered {status} for {label} with a body that is not whole JSON \
-                 (cut off, or not an OpenAI-compatible API); retry, or check the credential's \
-                 base URL"
-            ),
-        ),
-        Failure::Unreachable { error } => bad_gateway(
-            "upstream_unreachable",
-            format!(
-                "could not get an answer from the upstream for {label}: {error}; check the \
-                 network, the upstream proxy setting and the credential's base URL"
-            ),
-        ),
-        Failure::Timeout { after } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            SERVER_ERROR,
-            "upstream_timeout",
-            format!(
-                "the upstream sent nothing for {} s for {label}; retry, or raise the upstream \
-                 idle timeout in the config",
-                after.as_secs()
-            ),
-        ),
-        Failure::RateCapped => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            RATE_LIMIT,
-            "rate_limit_exceeded",
-            format!(
-                "the upstream refused the token of {label} (401); it was refreshed, but the \
-                 credential is at its requests-per-minute cap and no other credential could \
-                 take the request; retry shortly, or {ADD_CREDENTIALS}"
-            ),
-        ),
-        Failure::BadToken => bad_gateway(
-            "invalid_credential",
-            format!(
-                "the token of {label} has characters that cannot be sent in a header; log in \
-                 again with `cliproxy login qwen` or fix the API key"
-            ),
-        ),
-        Failure::BadBaseUrl { base_url } => bad_gateway(
-            "invalid_base_url",
-            format!(
-                "the base URL `{base_url}` of {label} does not make a valid request URL; fix its \
-                 `base-url` in the config, or log the account in again"
-            ),
-        ),
-        Failure::Oversized { limit } => bad_gateway(
-            "upstream_answer_too_large",
-            format!(
-                "the upstream's answer for {label} is larger than {} MiB; ask for a shorter \
-                 answer (`max_tokens`) or stream it (`\"stream\": true`)",
-                limit / (1024 * 1024)
-            ),
-        ),
-    }
-}
-
-fn quoted(message: Option<&str>) -> String {
-    message.map_or_else(String::new, |message| format!(": {message}"))
 }
 
 #[cfg(test)]
@@ -697,18 +404,5 @@ mod tests {
             Some("https://api.example/my%20models/v1/chat/completions")
         );
         assert_eq!(uri("not a url"), None);
-    }
-
-    #[test]
-    fn passwords_in_base_urls_are_not_shown() {
-        assert_eq!(
-            without_password("https://user:hunter2@api.example/v1"),
-            "https://user:***@api.example/v1"
-        );
-        assert_eq!(
-            without_password("https://api.example/v1"),
-            "https://api.example/v1"
-        );
-        assert!(!without_password("bad url user:hunter2@x").contains("hunter2"));
     }
 }

@@ -5,8 +5,8 @@
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::credential::Flavor;
 use crate::error::BuildError;
+use credential_pool::Flavor;
 
 const JSON: &str = "application/json";
 const EVENT_STREAM: &str = "text/event-stream";

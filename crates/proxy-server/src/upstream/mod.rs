@@ -12,13 +12,16 @@
 //!   client (the request was wrong, not the credential).
 
 mod aliases;
+mod answer;
 mod classify;
 mod client;
+mod errors;
 mod forward;
 mod headers;
 mod observe;
 mod request;
 mod shape;
+mod splice;
 mod stream;
 
 use std::sync::Arc;
@@ -26,12 +29,13 @@ use std::time::Duration;
 
 use credential_pool::Pool;
 
+use crate::api_error::ApiError;
 use crate::config::ServerConfig;
-use crate::credential::Credential;
 use crate::error::BuildError;
+use credential_pool::Credential;
 
 pub(crate) use aliases::Aliases;
-pub(crate) use forward::Answer;
+pub(crate) use answer::{Answer, set_event_stream_headers};
 pub(crate) use observe::record_completion;
 pub(crate) use request::{ChatRequest, Malformed};
 pub(crate) use stream::UpstreamBody;
@@ -79,6 +83,28 @@ impl Upstream {
 
     pub(crate) fn aliases(&self) -> &Aliases {
         &self.aliases
+    }
+
+    /// The model `requested` stands for: its alias's target, else itself. Routes resolve it
+    /// once, before translating (thinking and reasoning depend on it), and [`Upstream::chat`]
+    /// takes requests whose model is final.
+    pub(crate) fn resolve_alias<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.aliases.resolve(requested).unwrap_or(requested)
+    }
+
+    /// Points a client's chat request at its alias's target, when it names one.
+    ///
+    /// # Errors
+    ///
+    /// 400 for a body only the quick read accepted, which must now be parsed.
+    pub(crate) fn apply_alias(&self, request: &mut ChatRequest) -> Result<(), ApiError> {
+        if let Some(target) = self.aliases.resolve(&request.model)
+            && target != request.model
+        {
+            tracing::debug!(requested = %request.model, model = %target, "model alias applied");
+            request.set_model(target).map_err(errors::not_json)?;
+        }
+        Ok(())
     }
 }
 

@@ -4,10 +4,9 @@
 
 use std::borrow::Cow;
 
+use api_translate::sse::{SseParser, TooLong};
 use serde::Deserialize;
 use tracing::Span;
-
-use crate::sse::{SseParser, TooLong};
 
 /// Longest SSE line (and event) accepted from an upstream; longer ones break the stream.
 pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;

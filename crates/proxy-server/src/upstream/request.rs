@@ -2,22 +2,30 @@
 //!
 //! A client's own chat request is read once into a small borrowed summary (model, stream,
 //! asked output tokens) and kept as bytes: an OpenAI-compatible upstream gets those bytes
-//! untouched, and the body is parsed into a `Value` only when something must change in it (a
-//! model alias, the output-token cap, Qwen's OAuth body shape). The quick read does not check
-//! everything a full parse does (a lone UTF-16 surrogate in a string, nesting past 128 levels):
-//! such a body passes as it is, and is refused with 400 only where it must be parsed. A
-//! translated request arrives parsed; it is serialized as it is at most once, also before the
-//! Qwen shape changes it, so that an OpenAI-compatible credential tried after a Qwen one still
-//! gets the original.
+//! untouched. A change (a model alias, the output-token cap, Qwen's OAuth body shape) is
+//! spliced into the bytes ([`splice`](super::splice)): the fields it changes are written
+//! anew and every other byte is copied, without parsing the body into a `Value`. The quick
+//! read does not check everything a full parse does (a lone UTF-16 surrogate or invalid
+//! UTF-8 in a string, a number out of range, nesting 128 levels deep): such a body passes as it
+//! is, and is refused with 400, with the full parse's error, where something must change in it.
+//! A translated request arrives as a `Value`; it is serialized once, and the Qwen shape is
+//! spliced into that serialization, so an OpenAI-compatible credential tried after a Qwen one
+//! still gets the original.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Deserialize;
+use serde::de::Error as _;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::shape;
+use super::splice;
 use crate::layers::request_id::LoggedId;
+
+/// The fields that ask for a number of output tokens.
+const OUTPUT_TOKEN_FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
 
 /// A chat-completions request for [`Upstream::chat`](super::Upstream::chat).
 #[derive(Debug)]
@@ -31,14 +39,16 @@ pub(crate) struct ChatRequest {
 
 #[derive(Debug)]
 enum Body {
-    /// The client's bytes, known to be a JSON object.
+    /// The client's bytes, known to be a JSON object, maybe with fields spliced in.
     Raw {
         bytes: Bytes,
-        /// The largest of its `max_tokens` and `max_completion_tokens`.
-        output_tokens: Option<u64>,
+        /// Its `max_tokens` and `max_completion_tokens`.
+        output_tokens: [Option<u64>; 2],
+        /// Whether a full parse is known to accept it (see [`splice::check`]).
+        checked: bool,
     },
-    /// Parsed; `bytes` is its serialization once made.
-    Parsed { json: Value, bytes: Option<Bytes> },
+    /// Built by a translator.
+    Parsed(Value),
 }
 
 /// Why a client's body is not a chat request.
@@ -89,10 +99,7 @@ impl ChatRequest {
             .into_owned();
         let stream = summary.stream.is_some_and(|raw| raw.get() == "true");
         let output_tokens = [summary.max_tokens, summary.max_completion_tokens]
-            .into_iter()
-            .flatten()
-            .filter_map(|raw| raw.get().parse::<u64>().ok())
-            .max();
+            .map(|raw| raw.and_then(|raw| token_count(raw.get())));
         Ok(Self {
             model,
             stream,
@@ -100,112 +107,180 @@ impl ChatRequest {
             body: Body::Raw {
                 bytes,
                 output_tokens,
+                checked: false,
             },
         })
     }
 
-    /// A request built by a translator.
-    pub(crate) fn from_json(model: String, stream: bool, json: Value, id: LoggedId) -> Self {
+    /// A request built by a translator, sent to `upstream_model` (the client's model after
+    /// its alias).
+    pub(crate) fn from_json(
+        upstream_model: &str,
+        stream: bool,
+        mut json: Value,
+        id: LoggedId,
+    ) -> Self {
+        if json.get("model").and_then(Value::as_str) != Some(upstream_model) {
+            json["model"] = Value::from(upstream_model);
+        }
         Self {
-            model,
+            model: upstream_model.to_owned(),
             stream,
             id,
-            body: Body::Parsed { json, bytes: None },
+            body: Body::Parsed(json),
         }
     }
 
     /// The largest of `max_tokens` and `max_completion_tokens` the request asks for.
     pub(crate) fn output_tokens(&self) -> Option<u64> {
         match &self.body {
-            Body::Raw { output_tokens, .. } => *output_tokens,
-            Body::Parsed { json, .. } => ["max_tokens", "max_completion_tokens"]
+            Body::Raw { output_tokens, .. } => output_tokens.iter().flatten().copied().max(),
+            Body::Parsed(json) => OUTPUT_TOKEN_FIELDS
                 .iter()
                 .filter_map(|field| json.get(field).and_then(Value::as_u64))
                 .max(),
         }
     }
 
-    /// The body to change, parsed on first need.
+    /// Asks for `model` (an alias's target) instead.
     ///
     /// # Errors
     ///
     /// The full parse's error for a body only the quick read accepted.
-    pub(crate) fn json_mut(&mut self) -> Result<&mut Value, serde_json::Error> {
-        if let Body::Raw { bytes, .. } = &self.body {
-            let json = serde_json::from_slice(bytes)?;
-            self.body = Body::Parsed { json, bytes: None };
-        }
+    pub(crate) fn set_model(&mut self, model: &str) -> Result<(), serde_json::Error> {
         match &mut self.body {
-            Body::Parsed { json, bytes } => {
-                *bytes = None;
-                Ok(json)
+            Body::Parsed(json) => json["model"] = Value::from(model),
+            Body::Raw { bytes, checked, .. } => {
+                splice_fields(bytes, checked, &["model"], |out| {
+                    // Writing to a `Vec` does not fail.
+                    let _ = serde_json::to_writer(out, model);
+                })?;
             }
-            Body::Raw { .. } => unreachable!("parsed just above"),
         }
+        model.clone_into(&mut self.model);
+        Ok(())
+    }
+
+    /// Lowers `max_tokens` and `max_completion_tokens` above `cap` to `cap` (agents such as
+    /// Claude Code ask for more than Qwen's models can produce, which the upstream refuses
+    /// with a 400).
+    ///
+    /// # Errors
+    ///
+    /// The full parse's error for a body only the quick read accepted.
+    pub(crate) fn cap_output_tokens(&mut self, cap: u32) -> Result<(), serde_json::Error> {
+        let over = |tokens: Option<u64>| tokens > Some(u64::from(cap));
+        match &mut self.body {
+            Body::Parsed(json) => {
+                for field in OUTPUT_TOKEN_FIELDS {
+                    if over(json.get(field).and_then(Value::as_u64)) {
+                        json[field] = Value::from(cap);
+                    }
+                }
+            }
+            Body::Raw {
+                bytes,
+                output_tokens,
+                checked,
+            } => {
+                let names = match output_tokens.map(over) {
+                    [true, true] => &OUTPUT_TOKEN_FIELDS[..],
+                    [true, false] => &OUTPUT_TOKEN_FIELDS[..1],
+                    [false, true] => &OUTPUT_TOKEN_FIELDS[1..],
+                    [false, false] => return Ok(()),
+                };
+                splice_fields(bytes, checked, names, |out| {
+                    // Writing to a `Vec` does not fail.
+                    let _ = serde_json::to_writer(out, &cap);
+                })?;
+                *output_tokens = output_tokens.map(|tokens| tokens.map(|n| n.min(u64::from(cap))));
+            }
+        }
+        Ok(())
     }
 
     /// Done changing it: the bodies to send.
     pub(crate) fn into_outgoing(self) -> Outgoing {
         match self.body {
-            Body::Raw { bytes, .. } => Outgoing {
-                as_sent: Some(bytes),
-                json: None,
+            Body::Raw { bytes, checked, .. } => Outgoing {
+                as_sent: bytes,
+                checked,
                 for_qwen: None,
             },
-            Body::Parsed { json, bytes } => Outgoing {
-                as_sent: bytes,
-                json: Some(json),
+            // Serializing a `Value` cannot fail (its map keys are strings), and a full parse
+            // need not accept what it gives (it may nest deeper): it is never parsed in full.
+            Body::Parsed(json) => Outgoing {
+                as_sent: Bytes::from(serde_json::to_vec(&json).unwrap_or_default()),
+                checked: true,
                 for_qwen: None,
             },
         }
     }
 }
 
-/// The bodies of a request's attempts, each made once, on first need: as it is (for
-/// OpenAI-compatible upstreams) and reshaped for Qwen's OAuth endpoint.
+/// A token count as a full parse's `as_u64` reads it: a JSON integer that fits in a `u64`.
+fn token_count(value: &str) -> Option<u64> {
+    value.parse().ok()
+}
+
+/// Rewrites the fields `names` of the client's body, each value by `write_value` (see
+/// [`splice::write_object`]); the body is checked first unless it was.
+fn splice_fields(
+    bytes: &mut Bytes,
+    checked: &mut bool,
+    names: &[&str],
+    write_value: impl Fn(&mut Vec<u8>),
+) -> Result<(), serde_json::Error> {
+    let text = checked_text(bytes, *checked)?;
+    *checked = true;
+    // A number or a model name is rarely longer than what it replaces.
+    let mut out = Vec::with_capacity(text.len() + 64);
+    splice::write_object(&mut out, splice::fields(text), names, |out, _| {
+        write_value(out);
+    });
+    *bytes = Bytes::from(out);
+    Ok(())
+}
+
+/// The body as text, after [`splice::check`] unless `checked`.
+fn checked_text(bytes: &[u8], checked: bool) -> Result<&str, serde_json::Error> {
+    if checked {
+        std::str::from_utf8(bytes).map_err(serde_json::Error::custom)
+    } else {
+        splice::check(bytes)
+    }
+}
+
+/// The bodies of a request's attempts: as it is (for OpenAI-compatible upstreams) and, made
+/// once on first need, reshaped for Qwen's OAuth endpoint.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    as_sent: Option<Bytes>,
-    json: Option<Value>,
+    as_sent: Bytes,
+    /// Whether a full parse is known to accept `as_sent`, or need not.
+    checked: bool,
     for_qwen: Option<Bytes>,
 }
 
 impl Outgoing {
     /// The body as it is.
-    pub(crate) fn as_sent(&mut self) -> Bytes {
-        let Self { as_sent, json, .. } = self;
-        as_sent
-            .get_or_insert_with(|| serialize(json.as_ref().unwrap_or(&Value::Null)))
-            .clone()
+    pub(crate) fn as_sent(&self) -> Bytes {
+        self.as_sent.clone()
     }
 
-    /// The body reshaped by `reshape` (in place) and serialized; [`as_sent`](Self::as_sent)
-    /// still gives the body as it was.
+    /// The body reshaped for Qwen ([`shape::for_qwen`]); [`as_sent`](Self::as_sent) still
+    /// gives the body as it was.
     ///
     /// # Errors
     ///
     /// The full parse's error for a body only the quick read accepted.
-    pub(crate) fn for_qwen(
-        &mut self,
-        reshape: impl FnOnce(&mut Value),
-    ) -> Result<Bytes, serde_json::Error> {
+    pub(crate) fn for_qwen(&mut self) -> Result<Bytes, serde_json::Error> {
         if let Some(body) = &self.for_qwen {
             return Ok(body.clone());
         }
-        // The original is kept as bytes before the reshaping changes the `Value`.
-        let original = self.as_sent();
-        let mut json = match self.json.take() {
-            Some(json) => json,
-            None => serde_json::from_slice(&original)?,
-        };
-        reshape(&mut json);
-        Ok(self.for_qwen.insert(serialize(&json)).clone())
+        let text = checked_text(&self.as_sent, self.checked)?;
+        let shaped = Bytes::from(shape::for_qwen(text));
+        Ok(self.for_qwen.insert(shaped).clone())
     }
-}
-
-fn serialize(json: &Value) -> Bytes {
-    // Serializing a `Value` cannot fail (its map keys are strings).
-    Bytes::from(serde_json::to_vec(json).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -265,9 +340,10 @@ mod tests {
     #[test]
     fn a_change_is_sent_and_each_body_is_made_once() {
         let mut request = client(r#"{"model":"a","max_tokens":5}"#).expect("a chat request");
-        request.json_mut().expect("JSON")["model"] = json!("b");
+        request.set_model("b").expect("JSON");
+        assert_eq!(request.model, "b");
         assert_eq!(request.output_tokens(), Some(5));
-        let mut outgoing = request.into_outgoing();
+        let outgoing = request.into_outgoing();
         let sent = outgoing.as_sent();
         assert_eq!(sent, r#"{"model":"b","max_tokens":5}"#.as_bytes());
         assert_eq!(
@@ -278,39 +354,103 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_and_the_cap_are_spliced_in_and_every_other_byte_is_kept() {
+        let body = r#"{ "messages": [ {"role":"user","content":"caf\u00e9 ☕"} ], "model" : "a\/b",
+            "max_tokens": 100000, "max_completion_tokens": 10, "x": 1.50 }"#;
+        let mut request = client(body).expect("a chat request");
+        request.set_model("qwen \"3\"").expect("JSON");
+        request.cap_output_tokens(65_536).expect("JSON");
+        assert_eq!(request.output_tokens(), Some(65_536));
+        assert_eq!(
+            request.into_outgoing().as_sent(),
+            r#"{"messages":[ {"role":"user","content":"caf\u00e9 ☕"} ],"model":"qwen \"3\"","max_tokens":65536,"max_completion_tokens":10,"x":1.50}"#.as_bytes()
+        );
+
+        // Under the cap, nothing is read again or rewritten.
+        let body = r#"{ "model":"m", "max_tokens": 10 }"#;
+        let mut request = client(body).expect("a chat request");
+        request.cap_output_tokens(65_536).expect("JSON");
+        assert_eq!(request.into_outgoing().as_sent(), body.as_bytes());
+
+        // What a full parse does not read as a `u64` is not a count to lower.
+        let body = r#"{"model":"m","max_tokens":1e6,"max_completion_tokens":70000}"#;
+        let mut request = client(body).expect("a chat request");
+        request.cap_output_tokens(65_536).expect("JSON");
+        assert_eq!(
+            request.into_outgoing().as_sent(),
+            r#"{"model":"m","max_tokens":1e6,"max_completion_tokens":65536}"#.as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_translated_request_is_changed_as_a_value() {
+        let json = json!({"model": "a", "max_tokens": 100_000, "max_completion_tokens": 7});
+        let mut request = ChatRequest::from_json("a", false, json, LoggedId::default());
+        request.set_model("b").expect("JSON");
+        request.cap_output_tokens(10).expect("JSON");
+        assert_eq!(request.model, "b");
+        assert_eq!(request.output_tokens(), Some(10));
+        assert_eq!(
+            request.into_outgoing().as_sent(),
+            r#"{"model":"b","max_tokens":10,"max_completion_tokens":7}"#.as_bytes()
+        );
+    }
+
+    #[test]
     fn reshaping_for_qwen_leaves_the_body_as_sent_alone() {
-        let reshape = |json: &mut Value| json["shaped"] = json!(true);
-        let original = r#"{"model":"a"}"#;
+        let original = r#"{"model":"a","messages":[]}"#;
+        let reshaped = r#"{"model":"a","messages":[{"role":"system","content":[{"type":"text","text":"","cache_control":{"type":"ephemeral"}}]}]}"#;
         let mut from_client = client(original).expect("a chat request").into_outgoing();
         let mut translated = ChatRequest::from_json(
-            "a".into(),
+            "a",
             false,
-            json!({"model": "a"}),
+            json!({"model": "a", "messages": []}),
             LoggedId::default(),
         )
         .into_outgoing();
         for outgoing in [&mut from_client, &mut translated] {
-            let shaped = outgoing.for_qwen(reshape).expect("JSON");
-            assert_eq!(shaped, r#"{"model":"a","shaped":true}"#.as_bytes());
-            let again = outgoing
-                .for_qwen(|_| panic!("reshaped twice"))
-                .expect("JSON");
-            assert_eq!(again, shaped);
+            let shaped = outgoing.for_qwen().expect("JSON");
+            assert_eq!(shaped, reshaped.as_bytes());
+            let again = outgoing.for_qwen().expect("JSON");
+            assert_eq!(again.as_ptr(), shaped.as_ptr(), "reshaped once");
             assert_eq!(outgoing.as_sent(), original.as_bytes());
         }
     }
 
     #[test]
     fn a_body_only_the_quick_read_accepts_passes_as_it_is_and_is_never_replaced() {
-        let lone_surrogate = r#"{"model":"a","messages":[{"role":"user","content":"\udc00"}]}"#;
-        let mut request = client(lone_surrogate).expect("the quick read accepts it");
-        assert!(request.json_mut().is_err(), "the full parse refuses it");
+        let lone_surrogate =
+            r#"{"model":"a","max_tokens":9,"messages":[{"role":"user","content":"\udc00"}]}"#;
+        let deep = format!(
+            r#"{{"model":"a","max_tokens":9,"x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let bodies: [&[u8]; 5] = [
+            lone_surrogate.as_bytes(),
+            br#"{"model":"a","max_tokens":9,"messages":[],"x":["\ud800"]}"#,
+            b"{\"model\":\"a\",\"max_tokens\":9,\"x\":\"\xff\"}",
+            br#"{"model":"a","max_tokens":9,"temperature":1e400}"#,
+            deep.as_bytes(),
+        ];
+        for body in bodies {
+            let full = serde_json::from_slice::<Value>(body).expect_err("a full parse refuses it");
+            let mut request =
+                ChatRequest::from_client(Bytes::copy_from_slice(body), LoggedId::default())
+                    .expect("the quick read accepts it");
+            let refused = request
+                .set_model("b")
+                .expect_err("an alias needs the full parse");
+            assert_eq!(refused.to_string(), full.to_string(), "{body:?}");
+            let refused = request.cap_output_tokens(1).expect_err("so does the cap");
+            assert_eq!(refused.to_string(), full.to_string(), "{body:?}");
 
-        let mut outgoing = client(lone_surrogate)
-            .expect("a chat request")
-            .into_outgoing();
-        assert_eq!(outgoing.as_sent(), lone_surrogate.as_bytes());
-        assert!(outgoing.for_qwen(|_| {}).is_err());
-        assert_eq!(outgoing.as_sent(), lone_surrogate.as_bytes());
+            let mut outgoing = request.into_outgoing();
+            assert_eq!(outgoing.as_sent(), body);
+            let refused = outgoing.for_qwen().expect_err("so does Qwen's shape");
+            assert_eq!(refused.to_string(), full.to_string(), "{body:?}");
+            assert!(outgoing.for_qwen().is_err(), "every time");
+            assert_eq!(outgoing.as_sent(), body);
+        }
     }
 }

@@ -3,123 +3,255 @@
 //! first carrying `cache_control: {"type": "ephemeral"}`; user messages whose content is only
 //! text parts sent as plain strings; `stream_options.include_usage` on streaming requests.
 //! API-key upstreams never go through this.
+//!
+//! The body is not parsed into a `Value`: its top-level fields, its messages and the role and
+//! content of each message are read as slices of its text ([`splice`]), and the new body is
+//! written into one buffer sized up front: what changes is written anew, every other value is
+//! copied byte for byte (string escapes, number forms and the whitespace inside it included).
+//! Duplicate keys are read as a full parse reads them (the last one counts). The result,
+//! parsed, is what reshaping the parsed body gives.
 
-use serde_json::{Map, Value};
+use super::splice::{self, Field};
 
-/// Reshapes `body` in place. Done once per client request, whatever the number of attempts
-/// ([`Outgoing::for_qwen`](super::request::Outgoing::for_qwen)).
-pub(crate) fn for_qwen(body: &mut Value) {
-    if let Value::Object(fields) = body {
-        shape(fields);
+/// The leading part when there is no system text to carry `cache_control`.
+const EMPTY_CACHED_PART: &[u8] =
+    br#"{"type":"text","text":"","cache_control":{"type":"ephemeral"}}"#;
+const EPHEMERAL: &[u8] = br#"{"type":"ephemeral"}"#;
+/// Room for what a reshape adds to a body (the leading system message, a `cache_control`,
+/// `stream_options`); only a system message's content array of strings adds more, 23 bytes
+/// for each string.
+const ADDED: usize = 192;
+
+/// Reshapes `body`, JSON that a full parse accepts ([`splice::check`]). Done once per client
+/// request, whatever the number of attempts
+/// ([`Outgoing::for_qwen`](super::request::Outgoing::for_qwen)). A body that is not an object
+/// is returned as it is.
+pub(crate) fn for_qwen(body: &str) -> Vec<u8> {
+    if !body.trim_start().starts_with('{') {
+        return body.as_bytes().to_vec();
+    }
+    let fields: Vec<Field<'_>> = splice::fields(body).collect();
+    let messages = splice::last(&fields, "messages").filter(|value| is_array(value));
+    let streams = splice::last(&fields, "stream") == Some("true");
+    let options = splice::last(&fields, "stream_options");
+    let changed: &[&str] = match (messages, streams) {
+        (Some(_), true) => &["messages", "stream_options"],
+        (Some(_), false) => &["messages"],
+        (None, true) => &["stream_options"],
+        (None, false) => &[],
+    };
+    let mut out = Vec::with_capacity(body.len() + ADDED);
+    splice::write_object(&mut out, fields, changed, |out, index| {
+        match (changed[index], messages) {
+            ("messages", Some(messages)) => write_messages(out, messages),
+            _ => write_stream_options(out, options),
+        }
+    });
+    out
+}
+
+/// A message, and as much of it as the reshape needs.
+struct Message<'a> {
+    text: &'a str,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    /// `system` or `developer`, with its content.
+    System(Option<&'a str>),
+    User(Option<&'a str>),
+    Other,
+}
+
+impl<'a> Message<'a> {
+    fn new(text: &'a str, [role, content]: [Option<&'a str>; 2]) -> Self {
+        let kind = match role {
+            Some(role) if splice::is_str(role, "system") => Kind::System(content),
+            Some(role) if splice::is_str(role, "developer") => Kind::System(content),
+            Some(role) if splice::is_str(role, "user") => Kind::User(content),
+            _ => Kind::Other,
+        };
+        Self { text, kind }
     }
 }
 
-fn shape(fields: &mut Map<String, Value>) {
-    if let Some(Value::Array(messages)) = fields.get_mut("messages") {
-        let original = std::mem::take(messages);
-        let mut parts = Vec::new();
-        let mut rest = Vec::with_capacity(original.len() + 1);
-        rest.push(Value::Null);
-        for mut message in original {
-            match role(&message) {
-                Some("system" | "developer") => append_system_parts(&mut parts, &mut message),
-                Some("user") => {
-                    flatten_text_content(&mut message);
-                    rest.push(message);
-                }
-                _ => rest.push(message),
+/// The messages array: the system messages' parts in one leading system message, then the
+/// other messages in order.
+fn write_messages(out: &mut Vec<u8>, messages: &str) {
+    let messages: Vec<Message<'_>> = splice::elements_with(messages, ["role", "content"])
+        .map(|(text, fields)| Message::new(text, fields))
+        .collect();
+    out.extend_from_slice(br#"[{"role":"system","content":["#);
+    let mut parts = SystemParts {
+        out: &mut *out,
+        written: false,
+    };
+    for message in &messages {
+        if let Kind::System(Some(content)) = message.kind {
+            parts.append(content);
+        }
+    }
+    parts.finish();
+    out.extend_from_slice(b"]}");
+    for message in &messages {
+        match message.kind {
+            Kind::System(_) => continue,
+            Kind::User(Some(content)) => {
+                out.push(b',');
+                write_user(out, message.text, content);
+            }
+            Kind::User(None) | Kind::Other => {
+                out.push(b',');
+                out.extend_from_slice(message.text.as_bytes());
             }
         }
-        if !parts.first().is_some_and(Value::is_object) {
-            parts.insert(0, text_part(String::new()));
-        }
-        if let Some(Value::Object(first)) = parts.first_mut() {
-            first.insert(
-                "cache_control".to_owned(),
-                object([("type", Value::from("ephemeral"))]),
-            );
-        }
-        // Built directly: `json!` would copy `parts` through a serializer.
-        rest[0] = object([
-            ("role", Value::from("system")),
-            ("content", Value::Array(parts)),
-        ]);
-        *messages = rest;
     }
-    if fields.get("stream").and_then(Value::as_bool) == Some(true) {
-        let options = fields
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !options.is_object() {
-            *options = Value::Object(Map::new());
-        }
-        if let Value::Object(options) = options {
-            options.insert("include_usage".to_owned(), Value::Bool(true));
+    out.push(b']');
+}
+
+/// Writes the parts of the leading system message: the first one carries `cache_control`.
+struct SystemParts<'o> {
+    out: &'o mut Vec<u8>,
+    written: bool,
+}
+
+impl SystemParts<'_> {
+    /// A system message's content: a string becomes one text part, an array gives its
+    /// elements (strings as text parts), anything else nothing.
+    fn append(&mut self, content: &str) {
+        if content.starts_with('"') {
+            self.part(content);
+        } else if is_array(content) {
+            for part in splice::elements(content) {
+                self.part(part);
+            }
         }
     }
-}
 
-fn role(message: &Value) -> Option<&str> {
-    message.get("role").and_then(Value::as_str)
-}
+    fn part(&mut self, part: &str) {
+        let first = !std::mem::replace(&mut self.written, true);
+        if !first {
+            self.out.push(b',');
+        }
+        match (first, part.as_bytes().first()) {
+            (_, Some(b'"')) => write_text_part(self.out, part, first),
+            (true, Some(b'{')) => {
+                splice::write_object(
+                    self.out,
+                    splice::fields(part),
+                    &["cache_control"],
+                    |out, _| {
+                        out.extend_from_slice(EPHEMERAL);
+                    },
+                );
+            }
+            (true, _) => {
+                // Only an object can carry `cache_control`: an empty text part leads.
+                self.out.extend_from_slice(EMPTY_CACHED_PART);
+                self.out.push(b',');
+                self.out.extend_from_slice(part.as_bytes());
+            }
+            (false, _) => self.out.extend_from_slice(part.as_bytes()),
+        }
+    }
 
-/// Moves a system message's content into `parts`: a string becomes one text part, an array
-/// contributes its parts as they are.
-fn append_system_parts(parts: &mut Vec<Value>, message: &mut Value) {
-    match message.get_mut("content").map(Value::take) {
-        Some(Value::String(text)) => parts.push(text_part(text)),
-        Some(Value::Array(items)) => parts.extend(items.into_iter().map(|item| match item {
-            Value::String(text) => text_part(text),
-            other => other,
-        })),
-        _ => {}
+    fn finish(self) {
+        if !self.written {
+            self.out.extend_from_slice(EMPTY_CACHED_PART);
+        }
     }
 }
 
-/// `{"type": "text", "text": text}`.
-fn text_part(text: String) -> Value {
-    object([("type", Value::from("text")), ("text", Value::String(text))])
-}
-
-fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
-    Value::Object(
-        fields
-            .into_iter()
-            .map(|(name, value)| (name.to_owned(), value))
-            .collect(),
-    )
+/// `{"type":"text","text":<text>}`, `text` copied as it is.
+fn write_text_part(out: &mut Vec<u8>, text: &str, cached: bool) {
+    out.extend_from_slice(br#"{"type":"text","text":"#);
+    out.extend_from_slice(text.as_bytes());
+    if cached {
+        out.extend_from_slice(br#","cache_control":"#);
+        out.extend_from_slice(EPHEMERAL);
+    }
+    out.push(b'}');
 }
 
 /// A user message whose content is a non-empty array of only text parts gets its texts joined
 /// with `\n` into a plain string; any other content stays as it is.
-fn flatten_text_content(message: &mut Value) {
-    let Some(Value::Array(items)) = message.get("content") else {
+fn write_user(out: &mut Vec<u8>, message: &str, content: &str) {
+    if !is_array(content) || !only_text_parts(content) {
+        out.extend_from_slice(message.as_bytes());
         return;
-    };
-    let texts: Option<Vec<&str>> = items
-        .iter()
-        .map(|item| {
-            (item.get("type").and_then(Value::as_str) == Some("text"))
-                .then(|| item.get("text").and_then(Value::as_str))
-                .flatten()
-        })
-        .collect();
-    let Some(texts) = texts.filter(|texts| !texts.is_empty()) else {
-        return;
-    };
-    let joined = texts.join("\n");
-    message["content"] = Value::String(joined);
+    }
+    splice::write_object(out, splice::fields(message), &["content"], |out, _| {
+        // The texts are JSON strings: their contents joined with the escape `\n` are one.
+        out.push(b'"');
+        for (index, part) in splice::elements(content).enumerate() {
+            if index > 0 {
+                out.extend_from_slice(br"\n");
+            }
+            let [_, text] = splice::find(part, ["type", "text"]);
+            let contents = text.and_then(splice::string_contents).unwrap_or_default();
+            out.extend_from_slice(contents.as_bytes());
+        }
+        out.push(b'"');
+    });
 }
+
+/// Whether the array `content` is not empty and holds only text parts: objects whose `type`
+/// is `"text"` and whose `text` is a string.
+fn only_text_parts(content: &str) -> bool {
+    let mut parts = splice::elements(content).peekable();
+    parts.peek().is_some()
+        && parts.all(|part| {
+            let [kind, text] = splice::find(part, ["type", "text"]);
+            kind.is_some_and(|kind| splice::is_str(kind, "text"))
+                && text.is_some_and(|text| text.starts_with('"'))
+        })
+}
+
+/// `stream_options` with `include_usage: true`: the client's other options are kept when it
+/// sent an object.
+fn write_stream_options(out: &mut Vec<u8>, options: Option<&str>) {
+    match options {
+        Some(options) if options.starts_with('{') => {
+            splice::write_object(
+                out,
+                splice::fields(options),
+                &["include_usage"],
+                |out, _| {
+                    out.extend_from_slice(b"true");
+                },
+            );
+        }
+        _ => out.extend_from_slice(br#"{"include_usage":true}"#),
+    }
+}
+
+fn is_array(value: &str) -> bool {
+    value.starts_with('[')
+}
+
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
+    /// `body` reshaped, parsed again; checked against the `Value` reshape on the way.
     fn shaped(body: Value) -> Value {
-        let mut body = body;
-        for_qwen(&mut body);
-        body
+        let reshaped = agrees(&body.to_string());
+        serde_json::from_str(&reshaped).expect("JSON")
+    }
+
+    /// The reshape of `body` (which a full parse accepts), after checking that it parses into
+    /// what the `Value` reshape makes of the parsed body, fields in the same order.
+    fn agrees(body: &str) -> String {
+        let reshaped = String::from_utf8(for_qwen(body)).expect("UTF-8");
+        let mut expected: Value = serde_json::from_str(body).expect("JSON");
+        oracle::for_qwen(&mut expected);
+        let parsed: Value = serde_json::from_str(&reshaped).expect("the reshape is JSON");
+        assert_eq!(parsed.to_string(), expected.to_string(), "{body}");
+        reshaped
     }
 
     #[test]
@@ -207,6 +339,96 @@ mod tests {
             json!([{ "role": "system", "content": [
                 { "type": "text", "text": "S", "cache_control": { "type": "ephemeral" } }
             ] }])
+        );
+    }
+
+    const EMPTY: &str = r#"{"type":"text","text":"","cache_control":{"type":"ephemeral"}}"#;
+
+    #[test]
+    fn fields_keep_their_order_and_untouched_values_their_bytes() {
+        let body = r#"{"temperature": 0.50, "model":"m\u00e9", "messages":[
+            {"role":"assistant","content":"a\/b \ud83d\ude00 😀"},
+            { "role" : "user", "content" : "caf\u00e9 ☕" }],
+            "tools":[{"x":1E3, "y":  [ ]}], "stream":false, "n":123456789012345678901234567890}"#;
+        assert_eq!(
+            agrees(body),
+            format!(
+                r#"{{"temperature":0.50,"model":"m\u00e9","messages":[{{"role":"system","content":[{EMPTY}]}},{{"role":"assistant","content":"a\/b \ud83d\ude00 😀"}},{{ "role" : "user", "content" : "caf\u00e9 ☕" }}],"tools":[{{"x":1E3, "y":  [ ]}}],"stream":false,"n":123456789012345678901234567890}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn system_texts_and_joined_user_texts_keep_their_escapes() {
+        let body = r#"{"messages":[
+            {"role":"developer","content":"Be \"brief\".\n"},
+            {"role":"user","content":[{"type":"text","text":"line \u0031"},{"text":"tab\there","type":"t\u0065xt"}]},
+            {"role":"\u0073ystem","content":["plain \u2615",{"type":"text","text":"part"},7]}]}"#;
+        assert_eq!(
+            agrees(body),
+            r#"{"messages":[{"role":"system","content":[{"type":"text","text":"Be \"brief\".\n","cache_control":{"type":"ephemeral"}},{"type":"text","text":"plain \u2615"},{"type":"text","text":"part"},7]},{"role":"user","content":"line \u0031\ntab\there"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_duplicated_key_counts_once_with_its_last_value_as_in_a_full_parse() {
+        let body = r#"{"messages":"not yet","stream":true,
+            "stream_options":{"include_usage":false,"x":1,"include_usage":false},
+            "messages":[
+                {"role":"user","content":"a","content":[{"type":"text","text":"b"}],"role":"user"},
+                {"role":"system","content":[{"type":"text","cache_control":1,"text":"s","cache_control":2}]}],
+            "stream_options":{"y":2}}"#;
+        assert_eq!(
+            agrees(body),
+            r#"{"messages":[{"role":"system","content":[{"type":"text","cache_control":{"type":"ephemeral"},"text":"s"}]},{"role":"user","content":"b","role":"user"}],"stream":true,"stream_options":{"y":2,"include_usage":true}}"#
+        );
+    }
+
+    #[test]
+    fn messages_and_contents_of_other_kinds_pass_as_they_are() {
+        let body = r#"{"messages":[null,"text",[{"role":"system"}],
+            {"role":"system","content":{"type":"text","text":"object"}},
+            {"role":"system","content":null},
+            {"role":"system"},
+            {"role":"user","content":{"type":"text","text":"x"}},
+            {"role":"user","content":42},
+            {"role":"user"},
+            {"role":["user"],"content":[{"type":"text","text":"kept"}]},
+            {"role":"user","content":[{"type":"text","text":7}]},
+            {"role":"user","content":[{"type":"text"}]},
+            {"role":"user","content":["a"]},
+            {"role":"system","content":[null,{"type":"text","text":"after"}]}],
+            "stream":true,"stream_options":null}"#;
+        assert_eq!(
+            agrees(body),
+            format!(
+                r#"{{"messages":[{{"role":"system","content":[{EMPTY},null,{{"type":"text","text":"after"}}]}},null,"text",[{{"role":"system"}}],{{"role":"user","content":{{"type":"text","text":"x"}}}},{{"role":"user","content":42}},{{"role":"user"}},{{"role":["user"],"content":[{{"type":"text","text":"kept"}}]}},{{"role":"user","content":[{{"type":"text","text":7}}]}},{{"role":"user","content":[{{"type":"text"}}]}},{{"role":"user","content":["a"]}}],"stream":true,"stream_options":{{"include_usage":true}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn without_messages_only_the_stream_options_change() {
+        assert_eq!(
+            agrees(r#"{"messages":{"role":"user"}, "stream":true}"#),
+            r#"{"messages":{"role":"user"},"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        assert_eq!(agrees(r#" { "model" : "m" } "#), r#"{"model":"m"}"#);
+        assert_eq!(agrees("[1, 2]"), "[1, 2]");
+    }
+
+    #[test]
+    fn values_nested_deeper_than_a_full_parse_allows_are_copied() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let body = format!(
+            r#"{{"messages":[{{"role":"tool","content":{deep}}},{{"role":"user","content":[{{"type":"text","text":"t"}},{deep}]}}],"tools":{deep}}}"#
+        );
+        let reshaped = String::from_utf8(for_qwen(&body)).expect("UTF-8");
+        assert_eq!(
+            reshaped,
+            format!(
+                r#"{{"messages":[{{"role":"system","content":[{EMPTY}]}},{{"role":"tool","content":{deep}}},{{"role":"user","content":[{{"type":"text","text":"t"}},{deep}]}}],"tools":{deep}}}"#
+            )
         );
     }
 }

@@ -21,8 +21,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
-use crate::body::StreamError;
 use crate::layers::request_id::LoggedId;
+use crate::stream_error::StreamError;
 use crate::upstream::observe::StreamObserver;
 
 /// The body of a streamed upstream answer.

@@ -131,13 +131,14 @@ async fn claude_codes_streaming_request_gets_anthropics_event_sequence() {
     assert_eq!(upstream["user"], "user_abc_account__session_0f3e");
 }
 
-/// The Anthropic request the golden `request/tool_use.json` pairs with its chat request
-/// reaches an API-key upstream exactly as that chat request.
+/// The Anthropic request api-translate's golden `request/tool_use.json` pairs with its chat
+/// request reaches an API-key upstream exactly as that chat request.
 #[tokio::test]
 async fn an_api_key_upstream_gets_the_golden_chat_request() {
-    let fixture: Value =
-        serde_json::from_str(include_str!("../golden/anthropic/request/tool_use.json"))
-            .expect("the fixture");
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../../api-translate/tests/golden/anthropic/request/tool_use.json"
+    ))
+    .expect("the fixture");
     let (fake, pool) = api_key_pool().await;
     let answer = call(&proxy(&pool), post("/v1/messages", &fixture["anthropic"])).await;
     assert_eq!(answer.status, 200, "{}", answer.text());

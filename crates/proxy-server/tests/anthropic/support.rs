@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use credential_pool::{Credential, Flavor, StaticAccess};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::FakeQwen;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{Credential, Flavor, Proxy, ServerConfig, StaticAccess};
+use proxy_server::{Proxy, ServerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -34,7 +35,7 @@ fn credential(label: &str, flavor: Flavor, fake: &FakeQwen, token: &str) -> Arc<
     Arc::new(Credential {
         label: label.into(),
         flavor,
-        access: Arc::new(StaticAccess(proxy_server::Access {
+        access: Arc::new(StaticAccess(credential_pool::Access {
             bearer: token.into(),
             base_url: fake.chat_base_url().into(),
         })),

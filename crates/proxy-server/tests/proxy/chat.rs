@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use credential_pool::Flavor;
 use credential_pool::{Models, Pool};
 use fake_qwen::{ChatStep, FakeQwen};
 use http_body_util::BodyExt as _;
-use proxy_server::{Flavor, Proxy};
+use proxy_server::Proxy;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -183,7 +184,7 @@ async fn a_stream_that_ends_without_done_passes_as_it_is() {
 }
 
 /// Streams a chat request through `pool` and returns the error its 200 body ended with.
-async fn broken_stream(pool: &Arc<Pool<proxy_server::Credential>>) -> String {
+async fn broken_stream(pool: &Arc<Pool<credential_pool::Credential>>) -> String {
     let response = within(
         proxy(pool)
             .service()
@@ -250,7 +251,7 @@ async fn close_delimited_upstream(head: impl Into<String>, body: impl Into<Strin
     format!("http://{addr}/v1")
 }
 
-fn one_key_at(base_url: &str) -> Arc<Pool<proxy_server::Credential>> {
+fn one_key_at(base_url: &str) -> Arc<Pool<credential_pool::Credential>> {
     let pool = Arc::new(Pool::new(Default::default()));
     let key = credential("cut#1", Flavor::OpenAiCompatible, base_url, "sk-cut");
     pool.upsert("cut:1", Arc::new(key), Models::All, None);

@@ -5,9 +5,10 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use credential_pool::{Credential, Flavor, RefreshFailure};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::{ChatStep, FakeQwen};
-use proxy_server::{Credential, Flavor, RefreshFailure, ServerConfig};
+use proxy_server::ServerConfig;
 
 use crate::support::{
     Answer, TestAccess, add_qwen, call, chat_body, chat_request, credential, proxy, proxy_with,
@@ -147,8 +148,17 @@ async fn an_unreachable_upstream_fails_over() {
     assert_eq!(chat(&proxy).await.status, 200);
 
     pool.remove("qwen:1");
-    let message = chat(&proxy).await.error(502, "upstream_unreachable");
-    assert!(message.contains("dead@example.com"), "{message}");
+    let answer = chat(&proxy).await;
+    let message = answer.error(502, "upstream_unreachable");
+    assert!(
+        !message.contains("dead@example.com"),
+        "clients never see an account's email: {message}"
+    );
+    let id = answer.header("x-request-id").expect("a request id");
+    assert!(
+        message.contains(id),
+        "the log is found by the request id: {message}"
+    );
 }
 
 /// An account whose token the fake refuses, and whose refresh gives one it accepts.
@@ -238,8 +248,13 @@ async fn a_refused_api_key_fails_over_without_refresh() {
     );
     pool.upsert("key:1", Arc::new(bad), Models::All, None);
     let proxy = proxy(&pool);
-    let message = chat(&proxy).await.error(502, "upstream_auth_failed");
-    assert!(message.contains("keys#1"), "{message}");
+    let answer = chat(&proxy).await;
+    let message = answer.error(502, "upstream_auth_failed");
+    assert!(!message.contains("keys#1"), "{message}");
+    assert!(
+        message.contains(answer.header("x-request-id").expect("an id")),
+        "{message}"
+    );
     assert!(
         !message.contains("sk-wrong"),
         "tokens never reach clients: {message}"

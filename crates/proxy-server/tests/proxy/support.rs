@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use credential_pool::{
+    Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure, StaticAccess,
+};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::FakeQwen;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, Proxy, RefreshFailure, ServeError,
-    ServerConfig, StaticAccess,
-};
+use proxy_server::{Proxy, ServeError, ServerConfig};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

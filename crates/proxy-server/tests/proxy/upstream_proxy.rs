@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use credential_pool::{Credential, Flavor};
 use credential_pool::{Pool, PoolConfig};
 use fake_net::{Destination, HttpProxy, Socks5Proxy, TlsFront};
 use fake_qwen::FakeQwen;
-use proxy_server::{BuildError, Credential, Flavor, Proxy, ServerConfig};
+use proxy_server::{BuildError, Proxy, ServerConfig};
 
 use crate::support::{call, chat_body, chat_request, credential, proxy_with, qwen_models};
 

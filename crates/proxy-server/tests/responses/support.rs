@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use credential_pool::{Access, Credential, Flavor, StaticAccess};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::FakeQwen;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{Access, Credential, Flavor, Proxy, ServerConfig, StaticAccess};
+use proxy_server::{Proxy, ServerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 

@@ -1,0 +1,245 @@
+//! The set of live Qwen accounts, kept in step with the auth dir: loading,
+//! adding, replacing and removing accounts in the pool, and each account's
+//! refresh schedule.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth_core::OAuthClient;
+use credential_pool::{Credential, Flavor};
+use credential_pool::{Models, Pool};
+use token_store::{AccountKey, AuthDir, StoredAccount};
+
+use crate::qwen_account::{FileStamp, QwenAccount, Refreshes};
+use crate::schedule;
+
+/// How accounts enter the pool.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub models: Vec<String>,
+    pub requests_per_minute: Option<NonZeroU32>,
+    pub refresh_lead: Duration,
+}
+
+struct Live {
+    account: Arc<QwenAccount>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.scheduler.abort();
+    }
+}
+
+/// Every account loaded from the auth dir.
+pub struct Accounts {
+    store: AuthDir,
+    oauth: OAuthClient,
+    pool: Arc<Pool<Credential>>,
+    settings: AccountSettings,
+    refreshes: Arc<Refreshes>,
+    live: Mutex<HashMap<AccountKey, Live>>,
+    /// Bad files already reported, so each is logged once until it changes.
+    reported: Mutex<HashSet<(PathBuf, String)>>,
+}
+
+/// What one pass over the auth dir changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+impl Accounts {
+    pub fn new(
+        store: AuthDir,
+        oauth: OAuthClient,
+        pool: Arc<Pool<Credential>>,
+        settings: AccountSettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            oauth,
+            pool,
+            settings,
+            refreshes: Refreshes::new(),
+            live: Mutex::new(HashMap::new()),
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn store(&self) -> &AuthDir {
+        &self.store
+    }
+
+    /// Reads the auth dir and brings the pool in line with it. Must run inside
+    /// the Tokio runtime (it starts refresh schedulers); does blocking I/O.
+    pub fn reconcile(self: &Arc<Self>) -> Result<Reconciled, token_store::StoreError> {
+        let listing = self.store.list()?;
+        self.report_problems(&listing.problems);
+        for path in &listing.tightened {
+            tracing::warn!(file = %path.display(), "token file was readable by others; tightened it to 0600");
+        }
+        let mut seen: BTreeMap<AccountKey, StoredAccount> = BTreeMap::new();
+        for stored in listing.accounts {
+            if stored.record.provider == token_store::QWEN {
+                seen.insert(stored.key(), stored);
+            }
+        }
+        let mut changes = Reconciled::default();
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        live.retain(|key, _| {
+            let keep = seen.contains_key(key);
+            if !keep {
+                self.pool.remove(key.as_str());
+                tracing::info!(account = %key, "account file removed; account left rotation");
+                changes.removed += 1;
+            }
+            keep
+        });
+        for (key, stored) in seen {
+            match live.get(&key) {
+                Some(existing) if existing.account.path == stored.path => {
+                    if existing.account.take_from_disk(stored.record) {
+                        self.apply_status(&existing.account);
+                        changes.updated += 1;
+                    }
+                }
+                Some(_) => {
+                    live.insert(key, self.start(stored));
+                    changes.updated += 1;
+                }
+                None => {
+                    let started = self.start(stored);
+                    tracing::info!(account = %started.account.label, "account added");
+                    live.insert(key, started);
+                    changes.added += 1;
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Whether the file at `path` is exactly as this server last wrote it (a refresh's
+    /// write-back), so re-reading it would change nothing.
+    pub fn is_own_write(&self, path: &Path) -> bool {
+        let Some(stamp) = FileStamp::of(path) else {
+            return false;
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .any(|live| live.account.path == path && live.account.wrote(&stamp))
+    }
+
+    /// Stops every refresh schedule, then lets refreshes in flight finish and unsaved tokens be
+    /// written, until `deadline`. Refreshes already started are never cut short by this server
+    /// before then: their answers have rotated the account's refresh token.
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        for live in self.lock_live().values() {
+            live.scheduler.abort();
+        }
+        let left = self.refreshes.drain(deadline).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "token refreshes or saves still running when the shutdown grace period ended; stopping anyway"
+            );
+        }
+    }
+
+    /// Every live account, for status reports.
+    pub fn accounts(&self) -> Vec<Arc<QwenAccount>> {
+        self.lock_live()
+            .values()
+            .map(|live| Arc::clone(&live.account))
+            .collect()
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<AccountKey, Live>> {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many accounts are live.
+    pub fn len(&self) -> usize {
+        self.live
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
+    }
+
+    /// Whether no account is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn start(self: &Arc<Self>, stored: StoredAccount) -> Live {
+        let account = Arc::new(QwenAccount::new(
+            stored,
+            self.store.clone(),
+            self.oauth.clone(),
+            Arc::clone(&self.refreshes),
+        ));
+        self.pool.upsert(
+            account.key.as_str(),
+            Arc::new(account_credential(&account)),
+            Models::Only(self.settings.models.clone()),
+            self.settings.requests_per_minute,
+        );
+        self.apply_status(&account);
+        let scheduler = tokio::spawn(schedule::run(
+            Arc::clone(&account),
+            Arc::clone(&self.pool),
+            self.settings.refresh_lead,
+            auth_core::TokioClock::new(),
+        ));
+        Live { account, scheduler }
+    }
+
+    fn apply_status(&self, account: &QwenAccount) {
+        let reason = account
+            .needs_relogin()
+            .then(|| "re-login required".to_owned());
+        self.pool.set_disabled(account.key.as_str(), reason);
+    }
+
+    fn report_problems(&self, problems: &[token_store::BadFile]) {
+        let mut reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let current: HashSet<(PathBuf, String)> = problems
+            .iter()
+            .map(|bad| (bad.path.clone(), bad.reason.to_string()))
+            .collect();
+        for problem in problems {
+            let entry = (problem.path.clone(), problem.reason.to_string());
+            if !reported.contains(&entry) {
+                tracing::warn!(
+                    "skipped token file {problem}; fix or remove it (see docs/troubleshooting.md)"
+                );
+            }
+        }
+        *reported = current;
+    }
+}
+
+/// The pool's view of a Qwen account.
+pub fn account_credential(account: &Arc<QwenAccount>) -> Credential {
+    Credential {
+        label: Arc::clone(&account.label),
+        flavor: Flavor::QwenOAuth,
+        access: Arc::clone(account) as Arc<dyn credential_pool::AccessSource>,
+    }
+}

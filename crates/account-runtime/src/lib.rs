@@ -1,0 +1,31 @@
+//! Qwen OAuth accounts while the server runs: each account's current token, the refresh that
+//! renews it (single-flight, in a task of its own that no caller can cancel, adopted in memory
+//! before it is written), the refresh schedule, the auth dir watch that keeps the pool in step
+//! with the files, and the status socket `accounts list` reads live state from.
+//!
+//! This crate joins token-store (files and locks), auth-core (OAuth) and credential-pool (the
+//! pool and the credential interface) for serving. It knows nothing of HTTP serving: the
+//! proxy uses accounts only through [`credential_pool::AccessSource`].
+//!
+//! Invariants:
+//! - A refresh is never cancelled between Qwen's answer and the saved file: it runs in a task
+//!   of [`Refreshes`], which [`Accounts::stop`] waits for within the shutdown grace period.
+//! - New tokens are adopted in memory before they are written; a failed write is retried until
+//!   it lands, and [`QwenAccount::unsaved_reason`] says why meanwhile.
+//! - A token file is written only under its account lock, after re-reading it.
+//! - Time, waits and jitter come from an [`auth_core::Clock`], so schedules run in virtual time
+//!   in tests.
+
+mod accounts;
+mod qwen_account;
+mod refresh_due;
+mod schedule;
+mod single_flight;
+pub mod status;
+mod watch;
+
+pub use accounts::{AccountSettings, Accounts, Reconciled, account_credential};
+pub use qwen_account::{FileStamp, QwenAccount, RefreshReason, Refreshes};
+pub use refresh_due::refresh_due;
+pub use single_flight::SingleFlight;
+pub use watch::{DirWatch, WatchError, watch};

@@ -1,0 +1,244 @@
+//! The configuration file as the user writes it: the TOML model (unknown keys are errors, to
+//! catch typos), its checks, where it is looked for, and a `Debug` that never shows a secret.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use proxy_server::redact_url;
+use serde::Deserialize;
+
+use super::env::env_value;
+
+/// The TOML file as written by the user. Unknown keys are errors, to catch typos.
+///
+/// `Debug` shows how many keys there are, never a key, and hides proxy passwords.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub auth_dir: Option<String>,
+    pub proxy_url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub api_keys: Option<Vec<String>>,
+    pub max_body_bytes: Option<usize>,
+    pub header_read_timeout: Option<DurationSetting>,
+    pub upstream_idle_timeout: Option<DurationSetting>,
+    pub shutdown_grace: Option<DurationSetting>,
+    pub refresh_lead: Option<DurationSetting>,
+    pub request_retry: Option<usize>,
+    pub routing_strategy: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub strict_permissions: Option<bool>,
+    // What web pages may reach, and the bounds on what clients may hold.
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub body_read_timeout: Option<DurationSetting>,
+    pub body_memory_budget: Option<usize>,
+    #[serde(default)]
+    pub qwen: QwenSection,
+    #[serde(default)]
+    pub openai_compat: Vec<OpenAiCompatEntry>,
+    #[serde(default)]
+    pub models: ModelsSection,
+}
+
+/// `[models]`: how client model names map to served models.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ModelsSection {
+    /// Pattern (exact, or with `*`) → served model.
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QwenSection {
+    pub oauth_base_url: Option<String>,
+    pub requests_per_minute: Option<u32>,
+    pub models: Option<Vec<String>>,
+    pub client_version: Option<String>,
+}
+
+/// One `[[openai-compat]]` upstream: each of its keys is a credential of its own.
+///
+/// `Debug` shows how many keys there are, never a key.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OpenAiCompatEntry {
+    pub name: String,
+    pub base_url: String,
+    pub api_keys: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
+    pub requests_per_minute: Option<NonZeroU32>,
+}
+
+/// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(seconds) => Ok(Self(Duration::from_secs(seconds))),
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl FromStr for DurationSetting {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let text = raw.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let invalid = || format!("invalid duration {raw:?}; write it like 250ms, 30s, 5m or 1h");
+        let number: u64 = number.parse().map_err(|_| invalid())?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(number),
+            "" | "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number * 60),
+            "h" => Duration::from_secs(number * 3600),
+            _ => return Err(invalid()),
+        };
+        Ok(Self(duration))
+    }
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("auth_dir", &self.auth_dir)
+            .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("api_keys", &self.api_keys.as_deref().map(Keys))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("refresh_lead", &self.refresh_lead)
+            .field("request_retry", &self.request_retry)
+            .field("routing_strategy", &self.routing_strategy)
+            .field("max_output_tokens", &self.max_output_tokens)
+            .field("strict_permissions", &self.strict_permissions)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_connections", &self.max_connections)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("body_memory_budget", &self.body_memory_budget)
+            .field("qwen", &self.qwen)
+            .field("openai_compat", &self.openai_compat)
+            .field("models", &self.models)
+            .finish()
+    }
+}
+
+impl fmt::Debug for OpenAiCompatEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCompatEntry")
+            .field("name", &self.name)
+            .field("base_url", &redact_url(&self.base_url))
+            .field("api_keys", &Keys(&self.api_keys))
+            .field("models", &self.models)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .finish()
+    }
+}
+
+/// `Debug` stand-in for a list of keys: how many, never which.
+pub(super) struct Keys<'a>(pub(super) &'a [String]);
+
+impl fmt::Debug for Keys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{} redacted]", self.0.len())
+    }
+}
+
+impl ConfigFile {
+    /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let path = match path {
+            Some(path) => path.to_owned(),
+            None => match default_config_path().filter(|p| p.is_file()) {
+                Some(path) => path,
+                None => return Ok(Self::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "could not read the config file {}; check the path given to --config or CLIPROXY_CONFIG",
+                path.display()
+            )
+        })?;
+        let file: Self = toml::from_str(&text).map_err(|error| {
+            anyhow::anyhow!(
+                "invalid config file {}: {}",
+                path.display(),
+                error.to_string().trim_end()
+            )
+        })?;
+        file.check()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(file)
+    }
+
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        for (pattern, target) in &self.models.aliases {
+            anyhow::ensure!(
+                !pattern.is_empty() && !target.trim().is_empty(),
+                "[models.aliases] {pattern:?} = {target:?}: both the name and the model it maps to must be non-empty"
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for entry in &self.openai_compat {
+            anyhow::ensure!(
+                !entry.name.trim().is_empty(),
+                "an [[openai-compat]] entry has an empty name; give it one, such as name = \"dashscope\""
+            );
+            anyhow::ensure!(
+                !entry.name.contains('#'),
+                "[[openai-compat]] {:?}: the name may not contain `#`, because its keys are labelled <name>#1, <name>#2, ...; rename the entry",
+                entry.name
+            );
+            anyhow::ensure!(
+                names.insert(entry.name.as_str()),
+                "[[openai-compat]] {:?} appears more than once; give each entry its own name, or merge their api-keys into one entry",
+                entry.name
+            );
+            anyhow::ensure!(
+                !entry.api_keys.is_empty(),
+                "[[openai-compat]] {:?} has no api-keys; add at least one key or remove the entry",
+                entry.name
+            );
+            url::Url::parse(&entry.base_url).with_context(|| {
+                format!(
+                    "[[openai-compat]] {:?}: base-url {:?} is not a URL; write it like https://dashscope.aliyuncs.com/compatible-mode/v1",
+                    entry.name, entry.base_url
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    let base = env_value("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|home| home.join(".config")))?;
+    Some(base.join("cliproxy").join("config.toml"))
+}

@@ -1,0 +1,12 @@
+//! The configuration: the file as written (`file`), the environment's variables (`env`), and
+//! how flags, environment, file and defaults resolve into the settings the commands take
+//! (`resolve`).
+
+mod env;
+mod file;
+mod resolve;
+#[cfg(test)]
+mod tests;
+
+pub use file::{ConfigFile, OpenAiCompatEntry};
+pub use resolve::{Overrides, Settings};

@@ -1,0 +1,295 @@
+//! The config file and its resolution, tested together: what a file, the environment and
+//! the flags give, and what they refuse.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::env::parse_env_value;
+use super::file::{ConfigFile, DurationSetting};
+use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
+
+#[test]
+fn unknown_key_names_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "auth-dri = \"/x\"\n").unwrap();
+    let message = ConfigFile::load(Some(&path)).unwrap_err().to_string();
+    assert!(message.contains("auth-dri"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[test]
+fn file_values_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "auth-dir = \"/srv/auth\"\nproxy-url = \"socks5://127.0.0.1:1080\"\n[qwen]\noauth-base-url = \"http://127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    let file = ConfigFile::load(Some(&path)).unwrap();
+    assert_eq!(file.auth_dir.as_deref(), Some("/srv/auth"));
+    assert_eq!(file.proxy_url.as_deref(), Some("socks5://127.0.0.1:1080"));
+    assert_eq!(
+        file.qwen.oauth_base_url.as_deref(),
+        Some("http://127.0.0.1:9")
+    );
+}
+
+#[test]
+fn flag_beats_file_for_auth_dir() {
+    let file = ConfigFile {
+        auth_dir: Some("/from/file".into()),
+        ..ConfigFile::default()
+    };
+    let overrides = Overrides {
+        auth_dir: Some("/from/flag".into()),
+        ..Overrides::default()
+    };
+    let settings = Settings::resolve(overrides, file).unwrap();
+    assert_eq!(settings.auth_dir, PathBuf::from("/from/flag"));
+}
+
+#[test]
+fn tilde_expands_to_home() {
+    let home = std::env::home_dir().unwrap();
+    assert_eq!(expand_home("~/.cli-proxy-api"), home.join(".cli-proxy-api"));
+    assert_eq!(expand_home("~"), home);
+    assert_eq!(expand_home("/abs"), PathBuf::from("/abs"));
+    assert_eq!(expand_home("~other/x"), PathBuf::from("~other/x"));
+}
+
+#[test]
+fn durations_take_units_or_seconds() {
+    let parse = |raw: &str| raw.parse::<DurationSetting>().map(|d| d.0);
+    assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse("45"), Ok(Duration::from_secs(45)));
+    assert!(parse("5 minutes").is_err());
+    assert!(parse("m").is_err());
+}
+
+#[test]
+fn serve_defaults() {
+    let settings = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    let serve = settings.serve;
+    assert_eq!(serve.host.to_string(), "127.0.0.1");
+    assert_eq!(serve.port, 8317);
+    assert_eq!(serve.server.max_body_bytes, 32 * 1024 * 1024);
+    assert!(serve.server.allowed_origins.is_empty());
+    assert_eq!(serve.server.max_connections, 1024);
+    assert_eq!(serve.server.body_read_timeout, Duration::from_secs(60));
+    assert_eq!(serve.server.body_memory_budget, 512 * 1024 * 1024);
+    assert_eq!(serve.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(serve.server.upstream_idle_timeout, Duration::from_secs(300));
+    assert_eq!(serve.server.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(serve.refresh_lead, Duration::from_secs(1200));
+    assert_eq!(serve.server.request_retry, 3);
+    assert_eq!(serve.server.max_output_tokens, Some(65_536));
+    assert_eq!(serve.qwen_requests_per_minute, NonZeroU32::new(60));
+    assert_eq!(serve.server.models, DEFAULT_QWEN_MODELS);
+}
+
+#[test]
+fn serve_keys_are_read_from_the_file() {
+    let text = r#"
+        host = "0.0.0.0"
+        port = 9000
+        api-keys = ["k1"]
+        header-read-timeout = "5s"
+        refresh-lead = 600
+        routing-strategy = "fill-first"
+        allowed-origins = ["http://localhost:3000"]
+        max-connections = 64
+        body-read-timeout = "10s"
+        body-memory-budget = 1048576
+        [qwen]
+        requests-per-minute = 0
+        models = ["coder-model"]
+        [[openai-compat]]
+        name = "dashscope"
+        base-url = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+        api-keys = ["sk-1", "sk-2"]
+        models = ["qwen-max"]
+        requests-per-minute = 30
+    "#;
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    file.check().unwrap();
+    let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+    assert_eq!(serve.host.to_string(), "0.0.0.0");
+    assert_eq!(serve.port, 9000);
+    assert_eq!(serve.server.api_keys, ["k1"]);
+    assert_eq!(serve.server.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(serve.refresh_lead, Duration::from_secs(600));
+    assert_eq!(serve.routing_strategy, credential_pool::Strategy::FillFirst);
+    assert_eq!(serve.server.allowed_origins, ["http://localhost:3000"]);
+    assert_eq!(serve.server.max_connections, 64);
+    assert_eq!(serve.server.body_read_timeout, Duration::from_secs(10));
+    assert_eq!(serve.server.body_memory_budget, 1_048_576);
+    assert_eq!(serve.qwen_requests_per_minute, None, "0 means no cap");
+    assert_eq!(serve.openai_compat[0].api_keys.len(), 2);
+}
+
+#[test]
+fn model_aliases_come_from_the_file_or_the_environment() {
+    let text =
+        "[models.aliases]\n\"claude-*\" = \"qwen3-coder-plus\"\n\"gpt-5\" = \"coder-model\"\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    file.check().unwrap();
+    let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+    assert_eq!(
+        serve.server.model_aliases,
+        [
+            ("claude-*".to_owned(), "qwen3-coder-plus".to_owned()),
+            ("gpt-5".to_owned(), "coder-model".to_owned())
+        ]
+    );
+    assert_eq!(
+        parse_alias_list("a*=b, c = d").unwrap(),
+        [
+            ("a*".to_owned(), "b".to_owned()),
+            ("c".to_owned(), "d".to_owned())
+        ]
+    );
+    assert!(parse_alias_list("nonsense").is_err());
+}
+
+#[test]
+fn openai_compat_without_keys_is_refused() {
+    let text =
+        "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = []\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    assert!(
+        file.check()
+            .unwrap_err()
+            .to_string()
+            .contains("no api-keys")
+    );
+}
+
+#[test]
+fn openai_compat_entries_need_unique_plain_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let entry = |name: &str| {
+        format!(
+            "[[openai-compat]]\nname = \"{name}\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\n"
+        )
+    };
+    let refusal = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        format!("{:#}", ConfigFile::load(Some(&path)).unwrap_err())
+    };
+
+    let twice = refusal(entry("dashscope") + &entry("coding") + &entry("dashscope"));
+    assert!(
+        twice.contains("[[openai-compat]] \"dashscope\" appears more than once"),
+        "{twice}"
+    );
+    assert!(twice.contains(&path.display().to_string()), "{twice}");
+    let hash = refusal(entry("a") + &entry("a#1"));
+    assert!(
+        hash.contains("\"a#1\": the name may not contain `#`"),
+        "{hash}"
+    );
+    let blank = refusal(entry(" "));
+    assert!(blank.contains("has an empty name"), "{blank}");
+    std::fs::write(&path, entry("a") + &entry("ab")).unwrap();
+    ConfigFile::load(Some(&path)).expect("distinct names are fine");
+}
+
+#[test]
+fn openai_compat_requests_per_minute_of_zero_is_refused() {
+    let text = "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\nrequests-per-minute = 0\n";
+    let error = toml::from_str::<ConfigFile>(text).unwrap_err().to_string();
+    assert!(error.contains("expected a nonzero u32"), "{error}");
+    let capped: ConfigFile = toml::from_str(&text.replace("= 0", "= 5")).unwrap();
+    assert_eq!(
+        capped.openai_compat[0].requests_per_minute,
+        NonZeroU32::new(5)
+    );
+}
+
+#[test]
+fn blank_api_keys_in_the_file_are_dropped_and_the_others_trimmed() {
+    let file: ConfigFile = toml::from_str("api-keys = [\"\", \"   \", \" k1 \"]\n").unwrap();
+    let serve = Settings::resolve(Overrides::default(), file).unwrap().serve;
+    assert_eq!(serve.server.api_keys, ["k1"]);
+    let only_blank: ConfigFile = toml::from_str("api-keys = [\"  \"]\n").unwrap();
+    let serve = Settings::resolve(Overrides::default(), only_blank)
+        .unwrap()
+        .serve;
+    assert!(serve.server.api_keys.is_empty(), "a blank key is no key");
+}
+
+#[test]
+fn debug_never_shows_keys_or_proxy_passwords() {
+    let text = r#"
+        proxy-url = "http://alice:proxy-secret@127.0.0.1:3128"
+        api-keys = ["client-secret-1", "client-secret-2"]
+        [[openai-compat]]
+        name = "dashscope"
+        base-url = "https://bob:url-secret@dashscope.example/v1"
+        api-keys = ["sk-upstream-secret"]
+    "#;
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    let file_debug = format!("{file:?} {file:#?}");
+    let settings = Settings::resolve(Overrides::default(), file).unwrap();
+    let shown = [
+        file_debug,
+        format!("{settings:?}"),
+        format!("{settings:#?}"),
+        format!("{:?}", settings.serve),
+        format!("{:?}", settings.serve.openai_compat[0]),
+    ];
+    for text in &shown {
+        assert!(!text.contains("secret"), "{text}");
+    }
+    assert!(shown[1].contains("api_keys: <2 redacted>"), "{}", shown[1]);
+    assert!(shown[1].contains("alice:***@127.0.0.1"), "{}", shown[1]);
+    assert!(shown[1].contains("dashscope"), "{}", shown[1]);
+}
+
+#[test]
+fn strict_permissions_is_on_unless_the_file_turns_it_off() {
+    let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    assert!(defaults.strict_permissions);
+    let file: ConfigFile = toml::from_str("strict-permissions = false\n").unwrap();
+    let relaxed = Settings::resolve(Overrides::default(), file).unwrap();
+    assert!(!relaxed.strict_permissions);
+    let error = parse_env_value::<bool>("CLIPROXY_STRICT_PERMISSIONS", "no", "true or false")
+        .expect_err("not a bool");
+    assert!(error.to_string().contains("give true or false"), "{error}");
+}
+
+#[test]
+fn a_bad_number_in_the_environment_says_what_is_expected() {
+    let error = parse_env_value::<u16>("CLIPROXY_PORT", "80a", "a port number from 0 to 65535")
+        .expect_err("not a port");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("environment variable CLIPROXY_PORT=\"80a\" is not valid"),
+        "{message}"
+    );
+    assert!(
+        message.contains("give a port number from 0 to 65535, or unset it"),
+        "{message}"
+    );
+}
+
+#[test]
+fn example_config_parses() {
+    let file: ConfigFile = toml::from_str(include_str!("../../config.example.toml")).unwrap();
+    file.check().unwrap();
+    let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    let example = Settings::resolve(Overrides::default(), file).unwrap();
+    assert_eq!(
+        format!("{:?}", example.serve),
+        format!("{:?}", defaults.serve),
+        "the example file shows the defaults"
+    );
+    assert_eq!(example.strict_permissions, defaults.strict_permissions);
+}
