@@ -128,6 +128,8 @@ pub struct CredentialStatus {
     pub requests_in_window: u32,
     /// Its rate cap, when it has one.
     pub requests_per_minute: Option<NonZeroU32>,
+    /// At its cap: time until the oldest request leaves the window and frees a slot.
+    pub capped_for: Option<Duration>,
     /// When the upstream refused it and it waits for a probe to work.
     pub refused: Option<RefusedStatus>,
     /// Time until its quota resets, when it is exhausted.
@@ -444,6 +446,14 @@ impl<C> Pool<C> {
         true
     }
 
+    /// Why the credential under `key` is out of rotation, if it is disabled.
+    #[must_use]
+    pub fn disabled_reason(&self, key: &str) -> Option<String> {
+        let inner = self.lock();
+        let &i = inner.index.get(key)?;
+        inner.entries[i].disabled.clone()
+    }
+
     /// The credential stored under `key`.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<Arc<C>> {
@@ -715,6 +725,16 @@ impl<C> Pool<C> {
             .min()
     }
 
+    /// A snapshot of every credential with the credential itself, in insertion order.
+    #[must_use]
+    pub fn snapshot(&self, now: Instant) -> Vec<(CredentialStatus, Arc<C>)> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|entry| (status(entry, now), Arc::clone(&entry.credential)))
+            .collect()
+    }
+
     /// A snapshot of every credential, in insertion order.
     #[must_use]
     pub fn statuses(&self, now: Instant) -> Vec<CredentialStatus> {
@@ -791,6 +811,7 @@ fn status<C>(entry: &Entry<C>, now: Instant) -> CredentialStatus {
             .as_ref()
             .map_or(0, |window| window.in_window(now)),
         requests_per_minute: entry.rate.as_ref().map(RateWindow::cap),
+        capped_for: entry.rate.as_ref().and_then(|window| window.wait_at(now)),
         refused: entry.refusal.map(|refusal| RefusedStatus {
             status: refusal.status,
             since: now.saturating_duration_since(refusal.since),

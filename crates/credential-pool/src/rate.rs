@@ -63,6 +63,23 @@ impl RateWindow {
             .map(|&oldest| WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
     }
 
+    /// What [`RateWindow::wait`] would say at `now`, without dropping old sends.
+    pub(crate) fn wait_at(&self, now: Instant) -> Option<Duration> {
+        let live = self
+            .sends
+            .iter()
+            .skip_while(|&&sent| now.saturating_duration_since(sent) >= WINDOW)
+            .count();
+        if live < cap_len(self.cap) {
+            return None;
+        }
+        let oldest = self
+            .sends
+            .iter()
+            .find(|&&sent| now.saturating_duration_since(sent) < WINDOW)?;
+        Some(WINDOW.saturating_sub(now.saturating_duration_since(*oldest)))
+    }
+
     /// Records a send at `now`. Callers check [`Self::wait`] first; a send
     /// over the cap evicts the oldest one so the length bound holds.
     pub(crate) fn record(&mut self, now: Instant) {
