@@ -135,8 +135,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::Check,
         }) => check::check_accounts(&settings, oauth_client(&settings)?).await,
+        Some(Command::Accounts {
+            command: AccountsCommand::Disable { name },
+        }) => set_disabled(&settings, &name, true),
+        Some(Command::Accounts {
+            command: AccountsCommand::Enable { name },
+        }) => set_disabled(&settings, &name, false),
         Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
     }
+}
+
+/// `accounts disable|enable NAME`: the API keys the config names are the labels it knows.
+fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let labels: Vec<String> = serve::api_key_credentials(&settings.serve.openai_compat)
+        .iter()
+        .map(|key| key.credential.label.to_string())
+        .collect();
+    println!(
+        "{}",
+        cli::accounts::set_disabled(&settings.auth_dir, name, disabled, &labels)?
+    );
+    Ok(())
 }
 
 /// A write past `ulimit -f` raises SIGXFSZ, whose default action kills the process, and a

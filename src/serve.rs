@@ -1,18 +1,21 @@
 //! `cliproxy serve`: wires the auth dir, the credential pool, token refresh,
 //! the dir watch and the HTTP server together, and runs until SIGINT/SIGTERM.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 
-use account_runtime::{AccountSettings, Accounts, status};
+use account_runtime::{AccountOverride, AccountSettings, Accounts, status};
 use anyhow::Context as _;
 use auth_core::OAuthClient;
-use credential_pool::{Access, Credential, Flavor, Models, Pool, PoolConfig, StaticAccess};
+use credential_pool::{
+    Access, Credential, Flavor, Models, Pool, PoolConfig, Routing, StaticAccess,
+};
 use proxy_server::Proxy;
 use token_store::AuthDir;
 
-use crate::config::{OpenAiCompatEntry, Settings};
+use crate::config::{AccountSection, OpenAiCompatEntry, Settings};
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
@@ -23,6 +26,9 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
 
     let pool = Arc::new(Pool::new(PoolConfig {
         strategy: serve.routing_strategy,
+        affinity_ttl: serve.session_ttl,
+        refused_base: serve.probe_after,
+        refused_max: serve.probe_after.max(MAX_PROBE_INTERVAL),
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
@@ -36,6 +42,7 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
             models: serve.server.models.clone(),
             requests_per_minute: serve.qwen_requests_per_minute,
             refresh_lead: serve.refresh_lead,
+            overrides: account_overrides(&serve.accounts),
         },
     );
     let loaded = accounts.reconcile()?;
@@ -79,15 +86,42 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The longest wait between two probes of a refused credential.
+const MAX_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// `[accounts."EMAIL"]` sections as the account runtime takes them.
+fn account_overrides(
+    sections: &std::collections::BTreeMap<String, AccountSection>,
+) -> HashMap<String, AccountOverride> {
+    sections
+        .iter()
+        .map(|(email, section)| {
+            (
+                email.clone(),
+                AccountOverride {
+                    routing: Routing {
+                        weight: section.weight.unwrap_or(NonZeroU32::MIN),
+                        priority: section.priority.unwrap_or(0),
+                        group: section.group.as_deref().map(Arc::from),
+                    },
+                    requests_per_minute: section.requests_per_minute.map(NonZeroU32::new),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap.
 fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
     for key in api_key_credentials(entries) {
+        let pool_key = format!("openai-compat:{}", key.credential.label);
         pool.upsert(
-            &format!("openai-compat:{}", key.credential.label),
+            &pool_key,
             Arc::new(key.credential),
             key.models,
             key.requests_per_minute,
         );
+        pool.set_routing(&pool_key, key.routing);
     }
 }
 
@@ -97,6 +131,8 @@ pub(crate) struct ApiKeyCredential {
     pub(crate) credential: Credential,
     pub(crate) models: Models,
     pub(crate) requests_per_minute: Option<NonZeroU32>,
+    /// Its entry's weight, tier and group.
+    pub(crate) routing: Routing,
 }
 
 /// Each key of each `[[openai-compat]]` entry, with the models and rate cap of its entry.
@@ -122,6 +158,11 @@ pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCr
                 },
                 models: models.clone(),
                 requests_per_minute: entry.requests_per_minute,
+                routing: Routing {
+                    weight: entry.weight.unwrap_or(NonZeroU32::MIN),
+                    priority: entry.priority.unwrap_or(0),
+                    group: entry.group.as_deref().map(Arc::from),
+                },
             });
         }
     }
@@ -171,6 +212,9 @@ mod tests {
             api_keys: (0..keys).map(|i| format!("{name}-key-{i}")).collect(),
             models: Vec::new(),
             requests_per_minute: rpm.and_then(NonZeroU32::new),
+            weight: None,
+            priority: None,
+            group: None,
         }
     }
 

@@ -38,10 +38,18 @@ pub struct ConfigFile {
     pub max_connections: Option<usize>,
     pub body_read_timeout: Option<DurationSetting>,
     pub body_memory_budget: Option<usize>,
+    // Routing: conversations, probes of refused credentials, quota resets.
+    pub session_affinity: Option<bool>,
+    pub session_ttl: Option<DurationSetting>,
+    pub probe_after: Option<DurationSetting>,
+    pub quota_reset: Option<String>,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
     pub openai_compat: Vec<OpenAiCompatEntry>,
+    /// `[accounts."EMAIL"]`: routing of one Qwen account.
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, AccountSection>,
     #[serde(default)]
     pub models: ModelsSection,
 }
@@ -77,6 +85,24 @@ pub struct OpenAiCompatEntry {
     pub models: Vec<String>,
     /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
     pub requests_per_minute: Option<NonZeroU32>,
+    /// Share of new requests and conversations under `routing-strategy = "weighted"`.
+    pub weight: Option<NonZeroU32>,
+    /// Tier: lower first; a tier serves when every credential before it cannot.
+    pub priority: Option<i32>,
+    /// The group client keys can be limited to.
+    pub group: Option<String>,
+}
+
+/// `[accounts."EMAIL"]`: how one Qwen OAuth account is routed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AccountSection {
+    pub weight: Option<NonZeroU32>,
+    pub priority: Option<i32>,
+    pub group: Option<String>,
+    /// This account's cap over a sliding minute, instead of `[qwen] requests-per-minute`; 0
+    /// for no cap.
+    pub requests_per_minute: Option<u32>,
 }
 
 /// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
@@ -141,8 +167,13 @@ impl fmt::Debug for ConfigFile {
             .field("max_connections", &self.max_connections)
             .field("body_read_timeout", &self.body_read_timeout)
             .field("body_memory_budget", &self.body_memory_budget)
+            .field("session_affinity", &self.session_affinity)
+            .field("session_ttl", &self.session_ttl)
+            .field("probe_after", &self.probe_after)
+            .field("quota_reset", &self.quota_reset)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
+            .field("accounts", &self.accounts)
             .field("models", &self.models)
             .finish()
     }
@@ -156,6 +187,9 @@ impl fmt::Debug for OpenAiCompatEntry {
             .field("api_keys", &Keys(&self.api_keys))
             .field("models", &self.models)
             .field("requests_per_minute", &self.requests_per_minute)
+            .field("weight", &self.weight)
+            .field("priority", &self.priority)
+            .field("group", &self.group)
             .finish()
     }
 }

@@ -8,5 +8,5 @@ mod resolve;
 #[cfg(test)]
 mod tests;
 
-pub use file::{ConfigFile, OpenAiCompatEntry};
+pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
 pub use resolve::{Overrides, Settings};

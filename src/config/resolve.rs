@@ -13,7 +13,7 @@ use credential_pool::Strategy;
 use proxy_server::{ServerConfig, redact_url};
 
 use super::env::{duration, env_list, env_parsed, env_value};
-use super::file::{ConfigFile, OpenAiCompatEntry};
+use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry};
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
@@ -23,6 +23,10 @@ const ENV_POLL_TIME_SCALE: &str = "CLIPROXY_POLL_TIME_SCALE";
 const DEFAULT_PORT: u16 = 8317;
 /// Refresh this long before a token expires, by default.
 const DEFAULT_REFRESH_LEAD: Duration = Duration::from_secs(20 * 60);
+/// How long an idle conversation keeps its credential, by default.
+const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
+/// When a refused credential is first probed, by default.
+const DEFAULT_PROBE_AFTER: Duration = Duration::from_secs(60);
 /// Requests per minute of each Qwen OAuth account, by default.
 const DEFAULT_QWEN_REQUESTS_PER_MINUTE: u32 = 60;
 
@@ -58,6 +62,13 @@ pub struct ServeSettings {
     pub routing_strategy: Strategy,
     pub qwen_requests_per_minute: Option<NonZeroU32>,
     pub openai_compat: Vec<OpenAiCompatEntry>,
+    /// `[accounts."EMAIL"]` sections, by lowercased email.
+    pub accounts: std::collections::BTreeMap<String, AccountSection>,
+    /// A conversation's pin lapses after this long idle.
+    pub session_ttl: Duration,
+    /// The first probe of a refused credential comes this long after the refusal; then
+    /// twice as long after each failed one, up to an hour.
+    pub probe_after: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -107,10 +118,14 @@ impl Settings {
             .or(file.routing_strategy)
             .unwrap_or_else(|| "round-robin".to_owned());
         let routing_strategy = match strategy_text.as_str() {
-            "round-robin" => Strategy::RoundRobin,
+            // Priority tiers apply under every strategy; "priority" names round robin within
+            // each tier, for those who look for it by that name.
+            "round-robin" | "priority" => Strategy::RoundRobin,
             "fill-first" => Strategy::FillFirst,
+            "weighted" => Strategy::Weighted,
+            "headroom" => Strategy::Headroom,
             other => anyhow::bail!(
-                "routing-strategy {other:?} is not known; use \"round-robin\" or \"fill-first\""
+                "routing-strategy {other:?} is not known; use \"round-robin\", \"fill-first\", \"weighted\", \"priority\" or \"headroom\""
             ),
         };
         let qwen_rpm = env_parsed::<u32>(
@@ -200,6 +215,16 @@ impl Settings {
                 .or(file.qwen.client_version)
                 .unwrap_or(defaults.qwen_client_version),
             upstream_proxy_url: proxy_url.clone(),
+            session_affinity: env_parsed::<bool>(
+                "CLIPROXY_SESSION_AFFINITY",
+                "true (keep a conversation on one credential) or false",
+            )?
+            .or(file.session_affinity)
+            .unwrap_or(defaults.session_affinity),
+            quota_reset: match env_value("CLIPROXY_QUOTA_RESET").or(file.quota_reset) {
+                Some(text) => text.parse()?,
+                None => defaults.quota_reset,
+            },
             ..defaults
         };
         let serve = ServeSettings {
@@ -222,6 +247,21 @@ impl Settings {
             routing_strategy,
             qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
             openai_compat: file.openai_compat,
+            accounts: file
+                .accounts
+                .into_iter()
+                .map(|(email, section)| (email.to_lowercase(), section))
+                .collect(),
+            session_ttl: duration(
+                "CLIPROXY_SESSION_TTL",
+                file.session_ttl,
+                DEFAULT_SESSION_TTL,
+            )?,
+            probe_after: duration(
+                "CLIPROXY_PROBE_AFTER",
+                file.probe_after,
+                DEFAULT_PROBE_AFTER,
+            )?,
         };
         Ok(Self {
             auth_dir,

@@ -33,7 +33,7 @@ async fn go_cliproxyapi_files_are_listed() {
         .expect(&listed);
     assert!(row.contains("qwen-gopher@example.com.json"), "{row}");
     assert!(row.contains(" ok"), "{row}");
-    assert!(listed.starts_with("EMAIL"), "{listed}");
+    assert!(listed.starts_with("NAME"), "{listed}");
     assert!(!listed.contains("go-access-token"), "{listed}");
 }
 

@@ -183,7 +183,9 @@ async fn an_account_refused_even_with_a_fresh_token_cools_down_and_the_others_se
         .find(|line| line.starts_with("banned@example.com"))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(
-        row.contains("out of rotation, back in ") && row.contains("refuses it (401)"),
+        row.contains("refused since ")
+            && row.contains("the upstream answered 401")
+            && row.contains("next probe in "),
         "{row}"
     );
 }

@@ -9,12 +9,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use auth_core::OAuthClient;
-use credential_pool::{Credential, Flavor};
-use credential_pool::{Models, Pool};
+use credential_pool::{Credential, Flavor, Models, Pool, Routing};
 use token_store::{AccountKey, AuthDir, StoredAccount};
 
 use crate::qwen_account::{FileStamp, QwenAccount, Refreshes};
 use crate::schedule;
+
+/// Why a credential the pool keeps out of rotation is out: its refresh token is dead.
+pub const RELOGIN_REASON: &str = "re-login required";
+/// Why a credential the pool keeps out of rotation is out: the operator took it out.
+pub const DISABLED_REASON: &str = "taken out with `cliproxy accounts disable`";
 
 /// How accounts enter the pool.
 #[derive(Debug, Clone)]
@@ -22,6 +26,16 @@ pub struct AccountSettings {
     pub models: Vec<String>,
     pub requests_per_minute: Option<NonZeroU32>,
     pub refresh_lead: Duration,
+    /// Routing and caps of single accounts, by lowercased email.
+    pub overrides: HashMap<String, AccountOverride>,
+}
+
+/// How one account is routed, unlike the others (`[accounts."EMAIL"]`).
+#[derive(Debug, Clone)]
+pub struct AccountOverride {
+    pub routing: Routing,
+    /// Its own requests-per-minute cap (`Some(None)`: none) instead of the common one.
+    pub requests_per_minute: Option<Option<NonZeroU32>>,
 }
 
 struct Live {
@@ -91,6 +105,7 @@ impl Accounts {
                 seen.insert(stored.key(), stored);
             }
         }
+        self.apply_disabled_keys()?;
         let mut changes = Reconciled::default();
         let mut live = self
             .live
@@ -191,12 +206,19 @@ impl Accounts {
             self.oauth.clone(),
             Arc::clone(&self.refreshes),
         ));
+        let custom = self.settings.overrides.get(&account.label.to_lowercase());
         self.pool.upsert(
             account.key.as_str(),
             Arc::new(account_credential(&account)),
             Models::Only(self.settings.models.clone()),
-            self.settings.requests_per_minute,
+            custom
+                .and_then(|custom| custom.requests_per_minute)
+                .unwrap_or(self.settings.requests_per_minute),
         );
+        if let Some(custom) = custom {
+            self.pool
+                .set_routing(account.key.as_str(), custom.routing.clone());
+        }
         self.apply_status(&account);
         let scheduler = tokio::spawn(schedule::run(
             Arc::clone(&account),
@@ -208,10 +230,47 @@ impl Accounts {
     }
 
     fn apply_status(&self, account: &QwenAccount) {
-        let reason = account
-            .needs_relogin()
-            .then(|| "re-login required".to_owned());
-        self.pool.set_disabled(account.key.as_str(), reason);
+        let reason = if account.needs_relogin() {
+            Some(RELOGIN_REASON.to_owned())
+        } else if account.is_disabled() {
+            Some(DISABLED_REASON.to_owned())
+        } else {
+            None
+        };
+        let key = account.key.as_str();
+        let by_operator = |reason: Option<&str>| reason == Some(DISABLED_REASON);
+        let was = by_operator(self.pool.disabled_reason(key).as_deref());
+        let is = by_operator(reason.as_deref());
+        self.pool.set_disabled(key, reason);
+        if was != is {
+            tracing::info!(
+                account = %account.label,
+                "{}",
+                if is { "taken out of rotation (`cliproxy accounts disable`)" } else { "back in rotation (`cliproxy accounts enable`)" }
+            );
+        }
+    }
+
+    /// Takes the API keys listed in the auth dir's `disabled-credentials` out of rotation, and
+    /// puts the others back.
+    fn apply_disabled_keys(&self) -> Result<(), token_store::StoreError> {
+        let disabled = self.store.disabled_credentials()?;
+        for (status, credential) in self.pool.snapshot(std::time::Instant::now()) {
+            if credential.flavor != Flavor::OpenAiCompatible {
+                continue;
+            }
+            let listed = disabled.contains(&*credential.label);
+            if listed != status.disabled.is_some() {
+                self.pool
+                    .set_disabled(&status.key, listed.then(|| DISABLED_REASON.to_owned()));
+                tracing::info!(
+                    credential = %credential.label,
+                    "{}",
+                    if listed { "taken out of rotation (`cliproxy accounts disable`)" } else { "back in rotation (`cliproxy accounts enable`)" }
+                );
+            }
+        }
+        Ok(())
     }
 
     fn report_problems(&self, problems: &[token_store::BadFile]) {

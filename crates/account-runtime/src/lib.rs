@@ -24,7 +24,10 @@ mod single_flight;
 pub mod status;
 mod watch;
 
-pub use accounts::{AccountSettings, Accounts, Reconciled, account_credential};
+pub use accounts::{
+    AccountOverride, AccountSettings, Accounts, DISABLED_REASON, RELOGIN_REASON, Reconciled,
+    account_credential,
+};
 pub use qwen_account::{FileStamp, QwenAccount, RefreshReason, Refreshes};
 pub use refresh_due::refresh_due;
 pub use single_flight::SingleFlight;

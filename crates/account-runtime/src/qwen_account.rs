@@ -203,6 +203,11 @@ impl QwenAccount {
         self.is_dead(&self.read_snapshot().record)
     }
 
+    /// Whether the account was taken out of rotation on purpose (`cliproxy accounts disable`).
+    pub fn is_disabled(&self) -> bool {
+        self.read_snapshot().record.is_disabled()
+    }
+
     /// Why the newest tokens are not in the token file yet, while they are not.
     pub fn unsaved_reason(&self) -> Option<String> {
         locked(&self.unsaved)
@@ -507,6 +512,7 @@ impl QwenAccount {
             || current.expired != record.expired
             || current.resource_url != record.resource_url
             || current.status() != record.status()
+            || current.is_disabled() != record.is_disabled()
     }
 
     /// Remembers that `refresh_token` was rotated away.

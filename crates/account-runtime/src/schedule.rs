@@ -74,7 +74,10 @@ pub async fn run(
                 });
             }
             Err(RefreshFailure::ReloginRequired) => {
-                pool.set_disabled(account.key.as_str(), Some("re-login required".to_owned()));
+                pool.set_disabled(
+                    account.key.as_str(),
+                    Some(crate::accounts::RELOGIN_REASON.to_owned()),
+                );
             }
             Err(error) => {
                 failures = failures.saturating_add(1);

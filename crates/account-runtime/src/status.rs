@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use credential_pool::{Credential, Pool};
+use credential_pool::{Credential, Flavor, Pool};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
@@ -26,43 +26,68 @@ const RUN_DIR: &str = ".run";
 /// How long `accounts list` waits for a server's report.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a running server knows of one account that its file cannot show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LiveStatus {
-    /// The server holds newer tokens than the file, because writing them failed: why.
-    pub unsaved: Option<String>,
-    /// Out of rotation for this reason (e.g. re-login required).
-    pub disabled: Option<String>,
-    /// Out of rotation because the upstream refused the account even with a fresh token: the
-    /// HTTP status, and when it rejoins.
-    pub refused: Option<(u16, OffsetDateTime)>,
+/// Which kind of credential a report line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    /// A Qwen OAuth account (a token file).
+    QwenOauth,
+    /// An API key of an `[[openai-compat]]` upstream (the config).
+    ApiKey,
 }
 
-/// One account as a running server sees it, on the wire.
-#[derive(Debug, Serialize, Deserialize)]
-struct AccountReport {
-    key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    unsaved: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    disabled: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    refused: Option<Refused>,
+/// Where a credential stands, as a running server sees it. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum LiveState {
+    /// In rotation.
+    Ok,
+    /// The server holds newer tokens than the file, because writing them failed.
+    TokenNotSaved { reason: String },
+    /// Its refresh token is dead: only a new login brings it back.
+    ReloginRequired,
+    /// Taken out of rotation (`cliproxy accounts disable`, or another reason).
+    Disabled { reason: String },
+    /// The upstream refused it; it is probed until it works again.
+    Refused {
+        status: u16,
+        since: i64,
+        next_probe: i64,
+    },
+    /// Its quota for the day is used up, until it resets.
+    Exhausted { until: i64 },
+    /// At its requests-per-minute cap, until a slot frees.
+    Capped { used: u32, cap: u32, until: i64 },
+    /// Cooling down for a model after a quota or rate limit answer.
+    Cooling { model: String, until: i64 },
 }
 
-/// Out of rotation after the upstream refused the account: its status, and until when (unix
-/// seconds).
-#[derive(Debug, Serialize, Deserialize)]
-struct Refused {
-    status: u16,
-    until: i64,
+/// One credential as a running server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveCredential {
+    /// The pool's key (an account key such as `qwen-you@example.com`, or
+    /// `openai-compat:<name>#<n>`).
+    pub key: String,
+    /// What logs call it: the account's email, or `<name>#<n>`.
+    pub label: String,
+    pub kind: CredentialKind,
+    #[serde(flatten)]
+    pub state: LiveState,
+    pub weight: u32,
+    pub priority: i32,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Requests in the current minute, when it has a cap.
+    pub requests_in_window: u32,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
 }
 
 /// What one connection to the socket receives.
 #[derive(Debug, Serialize, Deserialize)]
 struct Report {
     pid: u32,
-    accounts: Vec<AccountReport>,
+    credentials: Vec<LiveCredential>,
 }
 
 /// The listening socket; dropping it stops answering and removes the socket file.
@@ -154,61 +179,88 @@ async fn answer(
     }
 }
 
-/// The JSON report of every live account.
+/// The JSON report of every credential in the pool.
 fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
     let instant = Instant::now();
     let wall = SystemTime::now();
-    let pool_states: HashMap<String, credential_pool::CredentialStatus> = pool
-        .statuses(instant)
-        .into_iter()
-        .map(|status| (status.key.to_string(), status))
-        .collect();
-    let accounts = accounts
+    let at = |after: std::time::Duration| OffsetDateTime::from(wall + after).unix_timestamp();
+    let ago = |before: std::time::Duration| {
+        OffsetDateTime::from(wall.checked_sub(before).unwrap_or(wall)).unix_timestamp()
+    };
+    let accounts: HashMap<String, Arc<crate::QwenAccount>> = accounts
         .accounts()
         .into_iter()
-        .map(|account| {
-            let key = account.key.to_string();
-            let state = pool_states.get(&key);
-            AccountReport {
-                unsaved: account.unsaved_reason(),
-                disabled: state.and_then(|state| state.disabled.clone()),
-                refused: state
-                    .and_then(|state| state.refused.as_ref())
-                    .map(|refused| {
-                        let until = wall + refused.remaining;
-                        Refused {
-                            status: refused.status,
-                            until: OffsetDateTime::from(until).unix_timestamp(),
-                        }
-                    }),
-                key,
+        .map(|account| (account.key.to_string(), account))
+        .collect();
+    let credentials = pool
+        .snapshot(instant)
+        .into_iter()
+        .map(|(status, credential)| {
+            let account = accounts.get(&*status.key);
+            let state = if let Some(reason) = account.and_then(|a| a.unsaved_reason()) {
+                LiveState::TokenNotSaved { reason }
+            } else if account.is_some_and(|a| a.needs_relogin()) {
+                LiveState::ReloginRequired
+            } else if let Some(reason) = &status.disabled {
+                LiveState::Disabled {
+                    reason: reason.clone(),
+                }
+            } else if let Some(refused) = &status.refused {
+                LiveState::Refused {
+                    status: refused.status,
+                    since: ago(refused.since),
+                    next_probe: at(refused.next_probe_in),
+                }
+            } else if let Some(left) = status.exhausted_for {
+                LiveState::Exhausted { until: at(left) }
+            } else if let (Some(left), Some(cap)) = (status.capped_for, status.requests_per_minute)
+            {
+                LiveState::Capped {
+                    used: status.requests_in_window,
+                    cap: cap.get(),
+                    until: at(left),
+                }
+            } else if let Some(cooling) = status.cooling.first() {
+                LiveState::Cooling {
+                    model: cooling.model.clone(),
+                    until: at(cooling.remaining),
+                }
+            } else {
+                LiveState::Ok
+            };
+            LiveCredential {
+                key: status.key.to_string(),
+                label: credential.label.to_string(),
+                kind: match credential.flavor {
+                    Flavor::QwenOAuth => CredentialKind::QwenOauth,
+                    Flavor::OpenAiCompatible => CredentialKind::ApiKey,
+                },
+                state,
+                weight: status.routing.weight.get(),
+                priority: status.routing.priority,
+                group: status.routing.group.as_deref().map(str::to_owned),
+                requests_in_window: status.requests_in_window,
+                requests_per_minute: status.requests_per_minute.map(std::num::NonZeroU32::get),
             }
         })
         .collect();
     serde_json::to_vec(&Report {
         pid: std::process::id(),
-        accounts,
+        credentials,
     })
     .unwrap_or_default()
 }
 
-/// What the servers running on `auth_dir` report, merged by account key (a later server's
-/// word on the same account adds to an earlier one's). Servers that do not answer are skipped.
-pub fn query(auth_dir: &Path) -> HashMap<String, LiveStatus> {
-    let mut live: HashMap<String, LiveStatus> = HashMap::new();
+/// What the servers running on `auth_dir` report of each credential, by pool key (the first
+/// server's word on a credential wins). Servers that do not answer are skipped.
+pub fn query(auth_dir: &Path) -> HashMap<String, LiveCredential> {
+    let mut live: HashMap<String, LiveCredential> = HashMap::new();
     for path in sockets_in(&auth_dir.join(RUN_DIR)) {
         let Some(report) = read_report(&path) else {
             continue;
         };
-        for account in report.accounts {
-            let entry = live.entry(account.key).or_default();
-            entry.unsaved = entry.unsaved.take().or(account.unsaved);
-            entry.disabled = entry.disabled.take().or(account.disabled);
-            if let Some(refused) = account.refused
-                && let Ok(until) = OffsetDateTime::from_unix_timestamp(refused.until)
-            {
-                entry.refused = Some((refused.status, until));
-            }
+        for credential in report.credentials {
+            live.entry(credential.key.clone()).or_insert(credential);
         }
     }
     live

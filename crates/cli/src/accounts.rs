@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use account_runtime::status::{self, LiveStatus};
+use account_runtime::status::{self, CredentialKind, LiveCredential, LiveState};
 use time::OffsetDateTime;
 use token_store::{AuthDir, BadFile, StoredAccount};
 
@@ -13,27 +13,45 @@ use crate::error::CliError;
 use crate::output::format_relative;
 use crate::prompt::prompt_email;
 
-/// What `accounts list` shows of one account: what a running server knows first, else what
-/// its file says.
-fn status(account: &StoredAccount, live: Option<&LiveStatus>, now: OffsetDateTime) -> String {
-    let record = &account.record;
-    if let Some(reason) = live.and_then(|live| live.unsaved.as_deref()) {
-        return format!("token not saved: {reason}");
+/// What `accounts list` says of a credential a running server reports.
+fn live_status(live: &LiveCredential, now: OffsetDateTime) -> String {
+    let at = |unix: i64| {
+        OffsetDateTime::from_unix_timestamp(unix)
+            .map(|moment| format_relative(moment, now))
+            .unwrap_or_else(|_| "?".to_owned())
+    };
+    match &live.state {
+        LiveState::Ok => "ok".to_owned(),
+        LiveState::TokenNotSaved { reason } => format!("token not saved: {reason}"),
+        LiveState::ReloginRequired => "re-login required".to_owned(),
+        LiveState::Disabled { reason } => format!("disabled: {reason}"),
+        LiveState::Refused {
+            status,
+            since,
+            next_probe,
+        } => format!(
+            "refused since {}: the upstream answered {status}; next probe {}",
+            at(*since),
+            at(*next_probe)
+        ),
+        LiveState::Exhausted { until } => format!("exhausted until {}", at(*until)),
+        LiveState::Capped { used, cap, until } => {
+            format!("capped {used}/{cap}, a slot frees {}", at(*until))
+        }
+        LiveState::Cooling { model, until } => {
+            format!("cooling until {} ({model})", at(*until))
+        }
     }
+}
+
+/// What `accounts list` says of an account no running server reports: what its file says.
+fn file_status(account: &StoredAccount, now: OffsetDateTime) -> String {
+    let record = &account.record;
     if record.status() == Some(token_store::STATUS_RELOGIN_REQUIRED) {
         return "re-login required".to_owned();
     }
-    if let Some(reason) = live.and_then(|live| live.disabled.as_deref()) {
-        return reason.to_owned();
-    }
-    if let Some((code, until)) = live
-        .and_then(|live| live.refused)
-        .filter(|(_, until)| *until > now)
-    {
-        return format!(
-            "out of rotation, back {}: the upstream refuses it ({code}) even with a fresh token",
-            format_relative(until, now)
-        );
+    if record.is_disabled() {
+        return "disabled".to_owned();
     }
     let has_refresh = record
         .refresh_token
@@ -47,21 +65,52 @@ fn status(account: &StoredAccount, live: Option<&LiveStatus>, now: OffsetDateTim
     .to_owned()
 }
 
-/// Renders the account table, then one line per file that could not be loaded. `live` holds
-/// what running servers report, by account key.
+/// The routing columns of a credential a server reports: weight, priority, group, requests in
+/// the current minute.
+fn routing_cells(live: Option<&LiveCredential>) -> [String; 4] {
+    let Some(live) = live else {
+        return [
+            "-".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ];
+    };
+    [
+        live.weight.to_string(),
+        live.priority.to_string(),
+        live.group.clone().unwrap_or_else(|| "-".to_owned()),
+        live.requests_per_minute.map_or_else(
+            || "-".to_owned(),
+            |cap| format!("{}/{cap}", live.requests_in_window),
+        ),
+    ]
+}
+
+/// Renders the credential table: every account file (with what a running server knows of it),
+/// then the API keys a running server reports, then one line per file that could not be
+/// loaded. `live` holds what running servers report, by pool key.
 pub fn render_account_table(
     accounts: &[StoredAccount],
     problems: &[BadFile],
-    live: &HashMap<String, LiveStatus>,
+    live: &HashMap<String, LiveCredential>,
     now: OffsetDateTime,
 ) -> String {
-    let mut rows = vec![[
-        "EMAIL".to_owned(),
-        "EXPIRES".to_owned(),
-        "LAST REFRESH".to_owned(),
-        "STATUS".to_owned(),
-        "FILE".to_owned(),
-    ]];
+    const COLUMNS: usize = 9;
+    let mut rows: Vec<[String; COLUMNS]> = vec![
+        [
+            "NAME",
+            "STATUS",
+            "WEIGHT",
+            "PRIORITY",
+            "GROUP",
+            "WINDOW",
+            "EXPIRES",
+            "LAST REFRESH",
+            "FILE",
+        ]
+        .map(str::to_owned),
+    ];
     for account in accounts {
         let record = &account.record;
         let file = account
@@ -69,11 +118,18 @@ pub fn render_account_table(
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let reported = live.get(account.key().as_str());
+        let [weight, priority, group, window] = routing_cells(reported);
         rows.push([
             record
                 .email
                 .clone()
                 .unwrap_or_else(|| "(no email)".to_owned()),
+            reported.map_or_else(|| file_status(account, now), |live| live_status(live, now)),
+            weight,
+            priority,
+            group,
+            window,
             record
                 .expired
                 .map(|at| format_relative(at, now))
@@ -82,11 +138,29 @@ pub fn render_account_table(
                 .last_refresh
                 .map(|at| format_relative(at, now))
                 .unwrap_or_else(|| "never".to_owned()),
-            status(account, live.get(account.key().as_str()), now),
             file,
         ]);
     }
-    let mut widths = [0usize; 5];
+    let mut keys: Vec<&LiveCredential> = live
+        .values()
+        .filter(|live| live.kind == CredentialKind::ApiKey)
+        .collect();
+    keys.sort_by(|a, b| a.label.cmp(&b.label));
+    for key in keys {
+        let [weight, priority, group, window] = routing_cells(Some(key));
+        rows.push([
+            key.label.clone(),
+            live_status(key, now),
+            weight,
+            priority,
+            group,
+            window,
+            "-".to_owned(),
+            "-".to_owned(),
+            "(config)".to_owned(),
+        ]);
+    }
+    let mut widths = [0usize; COLUMNS];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -100,6 +174,11 @@ pub fn render_account_table(
         }
         table.push_str(line.trim_end());
         table.push('\n');
+    }
+    if live.is_empty() {
+        table.push_str(
+            "(no server runs on this auth dir: states are the files'; start `cliproxy serve` for live states and API keys)\n",
+        );
     }
     for problem in problems {
         let _ = writeln!(table, "skipped {problem}");
@@ -145,6 +224,55 @@ pub fn logout(auth_dir: &Path, email: &str) -> Result<Vec<PathBuf>, CliError> {
         });
     }
     Ok(removed)
+}
+
+/// `cliproxy accounts disable|enable NAME`: takes a credential out of rotation (`disabled`)
+/// or puts it back, in the auth dir, where a running server picks it up: an account (NAME is
+/// its email) in its token file, an API key (NAME is its label: one of `api_keys`, from the config, or one a running server reports) in the
+/// auth dir's list. Returns what to tell the user.
+pub fn set_disabled(
+    auth_dir: &Path,
+    name: &str,
+    disabled: bool,
+    api_keys: &[String],
+) -> Result<String, CliError> {
+    let store = AuthDir::open(auth_dir)?;
+    let mut known: Vec<String> = api_keys.to_vec();
+    known.extend(
+        status::query(auth_dir)
+            .into_values()
+            .filter(|live| live.kind == CredentialKind::ApiKey)
+            .map(|live| live.label),
+    );
+    known.sort();
+    known.dedup();
+    let (what, changed) = if known.iter().any(|label| label == name) {
+        ("API key", store.set_credential_disabled(name, disabled)?)
+    } else if name.contains('@') {
+        let files = store.set_account_disabled(name, disabled)?;
+        if files.is_empty() {
+            return Err(CliError::AccountNotFound {
+                email: name.to_owned(),
+                auth_dir: auth_dir.to_owned(),
+            });
+        }
+        ("account", true)
+    } else {
+        return Err(CliError::CredentialNotFound {
+            name: name.to_owned(),
+            known,
+        });
+    };
+    let (done, place) = if disabled {
+        ("Disabled", "takes it out of rotation")
+    } else {
+        ("Enabled", "puts it back into rotation")
+    };
+    Ok(if changed {
+        format!("{done} {what} {name}; a running server {place} within a second.")
+    } else {
+        format!("{what} {name} already was {}.", done.to_lowercase())
+    })
 }
 
 /// An imported account.

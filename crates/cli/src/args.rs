@@ -85,8 +85,20 @@ pub struct ServeOptions {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Every account with its file, expiry, last refresh and status.
+    /// Every account and API key: its state (live from a running server), weight, priority,
+    /// group, requests in the current minute, expiry, last refresh and file.
     List,
+    /// Take a credential out of rotation, live and across restarts: an account by its email,
+    /// an API key by its label (`<name>#<n>`, as `accounts list` shows it).
+    Disable {
+        /// The account's email, or the API key's label.
+        name: String,
+    },
+    /// Put a credential `accounts disable` took out back into rotation.
+    Enable {
+        /// The account's email, or the API key's label.
+        name: String,
+    },
     /// Sends each account and API key a minimal request (refreshing tokens as the
     /// server would) and reports whether it works; exits 1 when any does not.
     Check,

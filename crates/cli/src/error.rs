@@ -44,6 +44,12 @@ pub enum CliError {
     AccountNotFound { email: String, auth_dir: PathBuf },
 
     #[error(
+        "no credential is called {name:?}: give an account's email or an API key's label ({}), as `cliproxy accounts list` shows them",
+        if .known.is_empty() { "neither the config nor a running server has API keys".to_owned() } else { .known.join(", ") }
+    )]
+    CredentialNotFound { name: String, known: Vec<String> },
+
+    #[error(
         "no Qwen Code credentials at {path}. Log in with Qwen Code first, or pass the file: `cliproxy import qwen-code PATH`."
     )]
     ImportSourceMissing { path: PathBuf },

@@ -11,6 +11,12 @@ pub enum Strategy {
     /// Use the first eligible credential (in insertion order) until it
     /// becomes unavailable, then the next one.
     FillFirst,
+    /// Each credential gets its [weight](crate::Routing::weight)'s share, smoothly
+    /// interleaved (weights 3 and 1 give a, a, b, a, ...; never all of a's turns in a row).
+    Weighted,
+    /// The credential with the most room left in its rate window (uncapped ones first),
+    /// the one chosen longest ago among equals.
+    Headroom,
 }
 
 /// Tunables of a [`Pool`](crate::Pool).
@@ -23,11 +29,15 @@ pub struct PoolConfig {
     pub backoff_base: Duration,
     /// Upper bound of the exponential backoff.
     pub backoff_max: Duration,
-    /// How long a credential the upstream refused ([`Outcome::Refused`](crate::Outcome::Refused))
-    /// first stays out of rotation; doubled on each further consecutive refusal.
+    /// How long after the upstream refused a credential ([`Outcome::Refused`](crate::Outcome::Refused))
+    /// it is first probed; the wait doubles after each failed probe.
     pub refused_base: Duration,
-    /// Upper bound of the refusal backoff.
+    /// Upper bound of the wait between probes.
     pub refused_max: Duration,
+    /// Most conversations pinned to a credential at once; the least recently used go first.
+    pub affinity_capacity: usize,
+    /// A conversation's pin lapses after this long without a request.
+    pub affinity_ttl: Duration,
 }
 
 impl Default for PoolConfig {
@@ -37,7 +47,9 @@ impl Default for PoolConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(30 * 60),
             refused_base: Duration::from_secs(60),
-            refused_max: Duration::from_secs(30 * 60),
+            refused_max: Duration::from_secs(60 * 60),
+            affinity_capacity: 100_000,
+            affinity_ttl: Duration::from_secs(60 * 60),
         }
     }
 }

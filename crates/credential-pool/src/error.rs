@@ -35,16 +35,25 @@ pub enum Unavailable {
         /// How many credentials wait.
         waiting: usize,
     },
-    /// Every candidate is disabled (e.g. its refresh token is dead).
+    /// Every candidate is out of rotation: disabled, refused by the upstream, or in need of
+    /// a new login.
     #[error(
-        "{} for {model} {} disabled and need{} a new login; run `cliproxy login qwen` for each (`cliproxy accounts list` shows which)",
-        count_phrase(*.count, ""), if *.count == 1 { "is" } else { "are" }, if *.count == 1 { "s" } else { "" }
+        "{} for {model} {} out of rotation (disabled, refused by the upstream, or in need of a new login); `cliproxy accounts list` shows which and why: log an account in again with `cliproxy login qwen`, or enable one with `cliproxy accounts enable`",
+        count_phrase(*.count, ""), if *.count == 1 { "is" } else { "are" }
     )]
     Disabled {
         /// The requested model id.
         model: String,
         /// How many credentials are disabled.
         count: usize,
+    },
+    /// No credential that serves the model is one the client may use.
+    #[error(
+        "this client key may not use any credential that serves {model}; use another model, or ask the operator to widen the key's `groups` or `credentials`"
+    )]
+    NotAllowed {
+        /// The requested model id.
+        model: String,
     },
     /// Every usable candidate was already tried for this request.
     #[error(
@@ -63,7 +72,10 @@ impl Unavailable {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::CoolingDown { retry_after, .. } => Some(*retry_after),
-            Self::UnknownModel { .. } | Self::Disabled { .. } | Self::Exhausted { .. } => None,
+            Self::UnknownModel { .. }
+            | Self::Disabled { .. }
+            | Self::NotAllowed { .. }
+            | Self::Exhausted { .. } => None,
         }
     }
 }
@@ -140,7 +152,7 @@ mod tests {
         };
         assert!(
             one.to_string()
-                .starts_with("the only credential for m is disabled and needs a new login")
+                .starts_with("the only credential for m is out of rotation (disabled, refused by the upstream, or in need of a new login)")
         );
         let unknown = Unavailable::UnknownModel {
             model: "x".into(),

@@ -68,15 +68,23 @@
 //! assert_eq!(answer.as_deref(), Ok("qwen:bob"));
 //! ```
 
+mod affinity;
+mod candidates;
 mod config;
 mod credential;
+mod entry;
 mod error;
 mod pool;
 mod rate;
 
+pub use affinity::Affinity;
+pub use candidates::Scope;
 pub use config::{Models, PoolConfig, Strategy};
 pub use credential::{
     Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure, StaticAccess,
 };
+pub use entry::Routing;
 pub use error::Unavailable;
-pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Slot};
+pub use pool::{
+    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
+};

@@ -1,21 +1,24 @@
-//! The credential pool: per-model candidate lists, rotation, cooldowns,
-//! backoff and rate caps behind one short-lived mutex.
+//! The credential pool: per-model candidates in priority tiers, the strategies, session
+//! affinity, cooldowns, refusals, exhaustion and rate caps behind one short-lived mutex.
 //!
 //! A new credential joins the candidate lists in place; they are rebuilt when one leaves
-//! ([`Pool::remove`]) or changes its models;
-//! [`Pool::select`] does one hash lookup for the model and then walks its
-//! list from a rotating cursor, skipping unavailable credentials, without
-//! allocating on success.
+//! ([`Pool::remove`]) or changes its models or tier. [`Pool::select`] does one hash lookup for
+//! the model and then walks its tiers from each strategy's pick, skipping unavailable
+//! credentials, without allocating on success.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::affinity::Affinity;
+use crate::candidates::{Ask, Candidates, Rank, Scope, Shortfall};
 use crate::config::{Models, PoolConfig, Strategy};
+use crate::entry::{Backoff, Check, Entry, Exhaustion, Refusal, Routing};
 use crate::error::Unavailable;
-use crate::rate::RateWindow;
+use crate::rate::{RateWindow, WINDOW};
 
 /// Longest cooldown a single report can impose, whatever `Retry-After` says.
 const MAX_COOLDOWN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -24,7 +27,7 @@ const MAX_COOLDOWN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The request succeeded: clears the cooldown and backoff of this
-    /// (credential, model) pair.
+    /// (credential, model) pair, and any refusal or exhaustion of the credential.
     Success,
     /// Quota or rate limit hit (e.g. HTTP 429): the (credential, model) pair
     /// cools down for `retry_after` when given, else for an exponential
@@ -35,13 +38,19 @@ pub enum Outcome {
         /// The upstream's `Retry-After`, when it sent one.
         retry_after: Option<Duration>,
     },
+    /// The credential's quota for the day is used up (e.g. `insufficient_quota`): the whole
+    /// credential leaves rotation until `until`, without probes.
+    Exhausted {
+        /// When the quota resets.
+        until: Instant,
+    },
     /// Server error or connection failure: no cooldown; the caller just
     /// tries the next credential.
     Failed,
-    /// The upstream refused the credential itself (HTTP `status`, e.g. a 401 that a token
-    /// refresh did not cure): the whole credential, every model, leaves rotation for
-    /// `refused_base * 2^(n-1)` capped at `refused_max`, where `n` counts consecutive
-    /// refusals. A success clears it.
+    /// The upstream refused the credential itself (HTTP `status`: a 401 a token refresh did
+    /// not cure, a 403 that is not about quota): the whole credential leaves rotation until a
+    /// probe works ([`Pool::due_probes`]); probes come `refused_base`, then twice as long
+    /// after each failed one, up to `refused_max`.
     Refused {
         /// The HTTP status the upstream refused it with.
         status: u16,
@@ -86,6 +95,21 @@ impl<C: fmt::Debug> fmt::Debug for Lease<C> {
     }
 }
 
+/// One request's question to [`Pool::select_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    /// The model to serve.
+    pub model: &'a str,
+    /// Keys already tried for this request.
+    pub tried: &'a [Arc<str>],
+    /// The conversation the request belongs to (a hash), to keep it on one credential.
+    pub conversation: Option<u64>,
+    /// Which credentials may serve it.
+    pub scope: &'a Scope,
+    /// Now.
+    pub now: Instant,
+}
+
 /// A snapshot of one credential, for status pages and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialStatus {
@@ -93,7 +117,9 @@ pub struct CredentialStatus {
     pub key: Arc<str>,
     /// The models it serves.
     pub models: Models,
-    /// Why it is out of rotation, when it is.
+    /// Its weight, tier and group.
+    pub routing: Routing,
+    /// Why it is out of rotation, when it is disabled.
     pub disabled: Option<String>,
     /// Models it currently cools down for, sorted by model id.
     pub cooling: Vec<ModelCooldown>,
@@ -102,19 +128,25 @@ pub struct CredentialStatus {
     pub requests_in_window: u32,
     /// Its rate cap, when it has one.
     pub requests_per_minute: Option<NonZeroU32>,
-    /// When the upstream refused it and it is out of rotation for that, how long still.
+    /// At its cap: time until the oldest request leaves the window and frees a slot.
+    pub capped_for: Option<Duration>,
+    /// When the upstream refused it and it waits for a probe to work.
     pub refused: Option<RefusedStatus>,
+    /// Time until its quota resets, when it is exhausted.
+    pub exhausted_for: Option<Duration>,
 }
 
 /// A credential out of rotation because the upstream refused it ([`Outcome::Refused`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedStatus {
-    /// The HTTP status of the last refusal.
+    /// The HTTP status of the refusal.
     pub status: u16,
-    /// Time until it rejoins rotation.
-    pub remaining: Duration,
-    /// Consecutive refusals so far.
-    pub consecutive: u32,
+    /// How long ago it was refused.
+    pub since: Duration,
+    /// Time until the next probe (zero: due now).
+    pub next_probe_in: Duration,
+    /// Probes that failed so far.
+    pub failed_probes: u32,
 }
 
 /// A running cooldown of one (credential, model) pair.
@@ -133,106 +165,7 @@ pub struct ModelCooldown {
 pub struct Pool<C> {
     config: PoolConfig,
     inner: Mutex<Inner<C>>,
-}
-
-/// Cooldown state of one (credential, model) pair.
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    until: Instant,
-    failures: u32,
-}
-
-/// Why and until when a whole credential is out of rotation after the upstream refused it.
-#[derive(Debug, Clone, Copy)]
-struct Refusal {
-    until: Instant,
-    status: u16,
-    consecutive: u32,
-}
-
-struct Entry<C> {
-    key: Arc<str>,
-    credential: Arc<C>,
-    models: Models,
-    disabled: Option<String>,
-    rate: Option<RateWindow>,
-    /// Per model id; an entry stays after its cooldown ends so consecutive
-    /// failures keep counting until a success.
-    backoff: HashMap<Box<str>, Backoff>,
-    /// The last refusal; stays after it ends so consecutive refusals keep counting until a
-    /// success.
-    refusal: Option<Refusal>,
-}
-
-/// Whether an entry can serve a request right now.
-enum Check {
-    Usable,
-    Disabled,
-    Tried,
-    Wait(Duration),
-}
-
-impl<C> Entry<C> {
-    fn check(&mut self, model: &str, tried: &[Arc<str>], now: Instant) -> Check {
-        if self.disabled.is_some() {
-            return Check::Disabled;
-        }
-        let cooling = self
-            .backoff
-            .get(model)
-            .filter(|state| state.until > now)
-            .map(|state| state.until.saturating_duration_since(now));
-        let refused = self
-            .refusal
-            .filter(|refusal| refusal.until > now)
-            .map(|refusal| refusal.until.saturating_duration_since(now));
-        let capped = self.rate.as_mut().and_then(|window| window.wait(now));
-        if let Some(wait) = cooling.max(refused).max(capped) {
-            return Check::Wait(wait);
-        }
-        if tried.iter().any(|key| **key == *self.key) {
-            return Check::Tried;
-        }
-        Check::Usable
-    }
-
-    fn status(&self, now: Instant) -> CredentialStatus {
-        let mut cooling: Vec<ModelCooldown> = self
-            .backoff
-            .iter()
-            .filter(|(_, state)| state.until > now)
-            .map(|(model, state)| ModelCooldown {
-                model: model.to_string(),
-                remaining: state.until.saturating_duration_since(now),
-                consecutive_failures: state.failures,
-            })
-            .collect();
-        cooling.sort_by(|a, b| a.model.cmp(&b.model));
-        CredentialStatus {
-            key: Arc::clone(&self.key),
-            models: self.models.clone(),
-            disabled: self.disabled.clone(),
-            cooling,
-            requests_in_window: self.rate.as_ref().map_or(0, |window| window.in_window(now)),
-            requests_per_minute: self.rate.as_ref().map(RateWindow::cap),
-            refused: self
-                .refusal
-                .filter(|refusal| refusal.until > now)
-                .map(|refusal| RefusedStatus {
-                    status: refusal.status,
-                    remaining: refusal.until.saturating_duration_since(now),
-                    consecutive: refusal.consecutive,
-                }),
-        }
-    }
-}
-
-/// The candidates of one model, as indices into `Inner::entries` in
-/// insertion order, with the round-robin cursor.
-#[derive(Debug, Default)]
-struct Candidates {
-    members: Vec<usize>,
-    cursor: usize,
+    affinity: Affinity,
 }
 
 struct Inner<C> {
@@ -245,162 +178,132 @@ struct Inner<C> {
     any_model: Candidates,
     /// Sorted keys of `by_model`.
     known: Vec<String>,
+    /// Under [`Strategy::Headroom`]: the sends of capped credentials in time order, so a
+    /// credential's rank rises when one of its sends leaves the window.
+    sends: VecDeque<(Instant, Arc<str>)>,
+    /// Counts choices, for [`Entry::last_chosen`].
+    choices: u64,
 }
 
 impl<C> Inner<C> {
-    /// Appends a new entry and adds it to the index and candidate lists in place, in time
-    /// proportional to its models (not to the pool): loading n accounts stays O(n).
-    fn push(&mut self, entry: Entry<C>) {
-        let i = self.entries.len();
-        self.index.insert(Arc::clone(&entry.key), i);
-        match &entry.models {
+    fn rank(&self, index: usize) -> Rank {
+        let entry = &self.entries[index];
+        let room = entry
+            .rate
+            .as_ref()
+            .map_or(u32::MAX, RateWindow::room_unpruned);
+        (Reverse(room), entry.last_chosen, index)
+    }
+
+    fn all_candidates(&mut self) -> impl Iterator<Item = &mut Candidates> {
+        self.by_model
+            .values_mut()
+            .chain(std::iter::once(&mut self.any_model))
+    }
+
+    /// Adds entry `index` to the candidate lists in place, in time proportional to its models
+    /// (not to the pool): loading n credentials stays O(n).
+    fn place(&mut self, index: usize, strategy: Strategy) {
+        let priority = self.entries[index].routing.priority;
+        let rank = (strategy == Strategy::Headroom).then(|| self.rank(index));
+        match self.entries[index].models.clone() {
             Models::All => {
-                self.any_model.members.push(i);
-                for candidates in self.by_model.values_mut() {
-                    candidates.members.push(i);
+                for candidates in self.all_candidates() {
+                    candidates.add(index, priority, rank);
                 }
             }
             Models::Only(list) => {
                 for model in list {
                     if let Some(candidates) = self.by_model.get_mut(model.as_str()) {
-                        // A model listed twice by one entry counts once.
-                        if candidates.members.last() != Some(&i) {
-                            candidates.members.push(i);
-                        }
+                        candidates.add(index, priority, rank);
                         continue;
                     }
-                    // A new model: every `Models::All` entry serves it too, and all come first.
-                    let mut members = self.any_model.members.clone();
-                    members.push(i);
-                    self.by_model
-                        .insert(model.as_str().into(), Candidates { members, cursor: 0 });
-                    if let Err(at) = self.known.binary_search(model) {
-                        self.known.insert(at, model.clone());
+                    // A new model: every `Models::All` entry serves it too.
+                    let mut candidates = Candidates::default();
+                    for tier in &self.any_model.tiers {
+                        for &member in &tier.members {
+                            let member_rank =
+                                (strategy == Strategy::Headroom).then(|| self.rank(member));
+                            candidates.add(member, tier.priority, member_rank);
+                        }
+                    }
+                    candidates.add(index, priority, rank);
+                    self.by_model.insert(model.as_str().into(), candidates);
+                    if let Err(at) = self.known.binary_search(&model) {
+                        self.known.insert(at, model);
                     }
                 }
             }
         }
-        self.entries.push(entry);
     }
 
-    /// Recomputes the key index and candidate lists after entries changed,
-    /// keeping each model's cursor (wrapped into the new list length).
-    fn rebuild(&mut self) {
+    /// Rebuilds the key index and candidate lists after entries were removed or changed
+    /// models or tier. Rotation starts over.
+    fn rebuild(&mut self, strategy: Strategy) {
         self.index = self
             .entries
             .iter()
             .enumerate()
             .map(|(i, e)| (Arc::clone(&e.key), i))
             .collect();
+        self.by_model.clear();
+        self.any_model = Candidates::default();
+        self.known.clear();
+        for index in 0..self.entries.len() {
+            self.place(index, strategy);
+        }
+    }
 
-        let mut known: Vec<String> = self
-            .entries
-            .iter()
-            .filter_map(|e| match &e.models {
-                Models::All => None,
-                Models::Only(list) => Some(list.iter().cloned()),
-            })
-            .flatten()
-            .collect();
-        known.sort_unstable();
-        known.dedup();
-
-        let mut old = std::mem::take(&mut self.by_model);
-        let mut by_model: HashMap<Box<str>, Candidates> = known
-            .iter()
-            .map(|model| {
-                let cursor = old.remove(model.as_str()).map_or(0, |c| c.cursor);
-                (
-                    model.as_str().into(),
-                    Candidates {
-                        members: Vec::new(),
-                        cursor,
-                    },
-                )
-            })
-            .collect();
-        let mut any_members = Vec::new();
-        for (i, entry) in self.entries.iter().enumerate() {
-            match &entry.models {
-                Models::All => {
-                    any_members.push(i);
-                    by_model.values_mut().for_each(|c| c.members.push(i));
-                }
-                Models::Only(list) => {
-                    for model in list {
-                        if let Some(c) = by_model.get_mut(model.as_str()) {
-                            // A model listed twice by one entry counts once.
-                            if c.members.last() != Some(&i) {
-                                c.members.push(i);
-                            }
-                        }
-                    }
+    /// Under headroom, takes the sends that left the window by `now` into account.
+    fn expire_sends(&mut self, now: Instant) {
+        while let Some((sent, _)) = self.sends.front() {
+            if now.saturating_duration_since(*sent) < WINDOW {
+                break;
+            }
+            let Some((_, key)) = self.sends.pop_front() else {
+                break;
+            };
+            let Some(&index) = self.index.get(&key) else {
+                continue;
+            };
+            let old = self.rank(index);
+            if let Some(window) = self.entries[index].rate.as_mut() {
+                window.room(now);
+            }
+            let new = self.rank(index);
+            if old != new {
+                for candidates in self.all_candidates() {
+                    candidates.rerank(old, new);
                 }
             }
         }
-        for c in by_model.values_mut() {
-            c.cursor %= c.members.len().max(1);
-        }
-        self.any_model.members = any_members;
-        self.any_model.cursor %= self.any_model.members.len().max(1);
-        self.by_model = by_model;
-        self.known = known;
     }
-}
 
-/// Walks `members` from `start`, wrapping: the position of the first usable candidate, or
-/// why there is none (see [`Unavailable`] for which reason wins).
-fn first_usable<C>(
-    entries: &mut [Entry<C>],
-    members: &[usize],
-    start: usize,
-    model: &str,
-    tried: &[Arc<str>],
-    now: Instant,
-    known: &[String],
-) -> Result<usize, Unavailable> {
-    let n = members.len();
-    if n == 0 {
-        return Err(Unavailable::UnknownModel {
-            model: model.to_owned(),
-            known: known.to_vec(),
-        });
-    }
-    let (mut disabled, mut tried_count, mut waiting) = (0_usize, 0_usize, 0_usize);
-    let mut earliest: Option<Duration> = None;
-    for offset in 0..n {
-        let pos = (start + offset) % n;
-        match entries[members[pos]].check(model, tried, now) {
-            Check::Usable => return Ok(pos),
-            Check::Disabled => disabled += 1,
-            Check::Tried => tried_count += 1,
-            Check::Wait(wait) => {
-                waiting += 1;
-                earliest = Some(earliest.map_or(wait, |e| e.min(wait)));
+    /// Takes a rate slot on entry `index` at `now` and, under headroom, moves it in the ranks.
+    fn record(&mut self, index: usize, now: Instant, strategy: Strategy) {
+        let old = (strategy == Strategy::Headroom).then(|| self.rank(index));
+        self.choices += 1;
+        let choices = self.choices;
+        let entry = &mut self.entries[index];
+        entry.last_chosen = choices;
+        let capped = match entry.rate.as_mut() {
+            Some(window) => {
+                window.record(now);
+                true
+            }
+            None => false,
+        };
+        if let Some(old) = old {
+            if capped {
+                let key = Arc::clone(&self.entries[index].key);
+                self.sends.push_back((now, key));
+            }
+            let new = self.rank(index);
+            for candidates in self.all_candidates() {
+                candidates.rerank(old, new);
             }
         }
     }
-    let model = model.to_owned();
-    Err(if tried_count > 0 {
-        Unavailable::Exhausted { model }
-    } else if let Some(retry_after) = earliest {
-        Unavailable::CoolingDown {
-            model,
-            retry_after,
-            waiting,
-        }
-    } else {
-        Unavailable::Disabled {
-            model,
-            count: disabled,
-        }
-    })
-}
-
-/// `base * 2^(n - 1)`, capped at `max` (`n` counts from 1).
-fn doubled(base: Duration, n: u32, max: Duration) -> Duration {
-    let exponent = n.saturating_sub(1).min(31);
-    base.saturating_mul(1_u32 << exponent).min(max)
 }
 
 impl<C> Default for Pool<C> {
@@ -418,11 +321,18 @@ impl<C> fmt::Debug for Pool<C> {
     }
 }
 
+/// `base * 2^(n - 1)`, capped at `max` (`n` counts from 1).
+fn doubled(base: Duration, n: u32, max: Duration) -> Duration {
+    let exponent = n.saturating_sub(1).min(31);
+    base.saturating_mul(1_u32 << exponent).min(max)
+}
+
 impl<C> Pool<C> {
     /// An empty pool.
     #[must_use]
     pub fn new(config: PoolConfig) -> Self {
         Self {
+            affinity: Affinity::new(config.affinity_capacity, config.affinity_ttl),
             config,
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
@@ -430,6 +340,8 @@ impl<C> Pool<C> {
                 by_model: HashMap::new(),
                 any_model: Candidates::default(),
                 known: Vec::new(),
+                sends: VecDeque::new(),
+                choices: 0,
             }),
         }
     }
@@ -448,9 +360,8 @@ impl<C> Pool<C> {
 
     /// Adds a credential, or replaces the one with the same key (e.g. after
     /// a token refresh or a re-login). Replacing keeps its insertion
-    /// position, cooldowns, backoff counters and rate window (trimmed to a
-    /// lower cap), and re-enables it. `requests_per_minute: None` means no
-    /// cap.
+    /// position, routing, cooldowns, refusal, backoff counters and rate window (trimmed to a
+    /// lower cap), and re-enables it. `requests_per_minute: None` means no cap.
     pub fn upsert(
         &self,
         key: &str,
@@ -458,8 +369,10 @@ impl<C> Pool<C> {
         models: Models,
         requests_per_minute: Option<NonZeroU32>,
     ) {
+        let strategy = self.config.strategy;
         let mut inner = self.lock();
         if let Some(&i) = inner.index.get(key) {
+            let old_rank = inner.rank(i);
             let entry = &mut inner.entries[i];
             entry.credential = credential;
             entry.disabled = None;
@@ -473,19 +386,40 @@ impl<C> Pool<C> {
             };
             if entry.models != models {
                 entry.models = models;
-                inner.rebuild();
+                inner.rebuild(strategy);
+            } else if strategy == Strategy::Headroom {
+                let new_rank = inner.rank(i);
+                for candidates in inner.all_candidates() {
+                    candidates.rerank(old_rank, new_rank);
+                }
             }
             return;
         }
-        inner.push(Entry {
-            key: key.into(),
+        let entry = Entry::new(
+            key.into(),
             credential,
             models,
-            disabled: None,
-            rate: requests_per_minute.map(RateWindow::new),
-            backoff: HashMap::new(),
-            refusal: None,
-        });
+            requests_per_minute.map(RateWindow::new),
+        );
+        let index = inner.entries.len();
+        inner.index.insert(Arc::clone(&entry.key), index);
+        inner.entries.push(entry);
+        inner.place(index, strategy);
+    }
+
+    /// Sets a credential's weight, tier and group; `false` when the key is unknown.
+    pub fn set_routing(&self, key: &str, routing: Routing) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        if inner.entries[i].routing == routing {
+            return true;
+        }
+        inner.entries[i].routing = routing;
+        // The tier, the wheel and the scope all depend on it.
+        inner.rebuild(self.config.strategy);
+        true
     }
 
     /// Removes a credential; `false` when the key was unknown.
@@ -495,14 +429,14 @@ impl<C> Pool<C> {
             return false;
         };
         inner.entries.remove(i);
-        inner.rebuild();
+        inner.rebuild(self.config.strategy);
         true
     }
 
     /// Takes a credential out of rotation with a reason shown in
     /// [`Pool::statuses`] (e.g. its refresh token is dead and it needs a
-    /// re-login), or puts it back with `None`. `false` when the key was
-    /// unknown.
+    /// re-login, or the operator disabled it), or puts it back with `None`. `false` when the
+    /// key was unknown.
     pub fn set_disabled(&self, key: &str, reason: Option<String>) -> bool {
         let mut inner = self.lock();
         let Some(&i) = inner.index.get(key) else {
@@ -510,6 +444,14 @@ impl<C> Pool<C> {
         };
         inner.entries[i].disabled = reason;
         true
+    }
+
+    /// Why the credential under `key` is out of rotation, if it is disabled.
+    #[must_use]
+    pub fn disabled_reason(&self, key: &str) -> Option<String> {
+        let inner = self.lock();
+        let &i = inner.index.get(key)?;
+        inner.entries[i].disabled.clone()
     }
 
     /// The credential stored under `key`.
@@ -522,47 +464,91 @@ impl<C> Pool<C> {
             .map(|&i| Arc::clone(&inner.entries[i].credential))
     }
 
-    /// Picks a credential for one upstream attempt at `model`: one that
-    /// serves it, is not disabled, is not cooling down for it, is below its
-    /// rate cap and is not in `tried` (keys already tried for this request).
-    /// Takes one rate slot on the chosen credential.
+    /// Picks a credential for one upstream attempt at `model`, for any client and no
+    /// conversation: [`Pool::select_with`] with [`Scope::all`].
     ///
     /// # Errors
     ///
-    /// [`Unavailable`] says why nothing fits; see its docs for which reason
-    /// wins when several apply.
+    /// [`Unavailable`] says why nothing fits.
     pub fn select(
         &self,
         model: &str,
         tried: &[Arc<str>],
         now: Instant,
     ) -> Result<Lease<C>, Unavailable> {
-        let mut guard = self.lock();
-        let Inner {
-            entries,
-            by_model,
-            any_model,
-            known,
-            ..
-        } = &mut *guard;
-        let list = match by_model.get_mut(model) {
-            Some(list) => list,
-            None => any_model,
-        };
-        let start = match self.config.strategy {
-            Strategy::RoundRobin => list.cursor,
-            Strategy::FillFirst => 0,
-        };
-        let pos = first_usable(entries, &list.members, start, model, tried, now, known)?;
-        let entry = &mut entries[list.members[pos]];
-        if let Some(window) = entry.rate.as_mut() {
-            window.record(now);
-        }
-        list.cursor = (pos + 1) % list.members.len();
-        Ok(Lease {
-            key: Arc::clone(&entry.key),
-            credential: Arc::clone(&entry.credential),
+        self.select_with(Selection {
+            model,
+            tried,
+            conversation: None,
+            scope: &Scope::all(),
+            now,
         })
+    }
+
+    /// Picks a credential for one upstream attempt: one that serves the model, is in scope,
+    /// is not disabled, refused or exhausted, is not cooling down for the model, is below its
+    /// rate cap and was not tried. A conversation stays on the credential it is pinned to
+    /// while that one is usable and no better tier is; otherwise it moves, and its pin
+    /// follows. Takes one rate slot on the chosen credential.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] says why nothing fits; see its docs for which reason
+    /// wins when several apply.
+    pub fn select_with(&self, selection: Selection<'_>) -> Result<Lease<C>, Unavailable> {
+        let strategy = self.config.strategy;
+        let pinned = selection
+            .conversation
+            .and_then(|conversation| self.affinity.pinned(conversation, selection.now));
+        let ask = Ask {
+            model: selection.model,
+            tried: selection.tried,
+            scope: selection.scope,
+            now: selection.now,
+        };
+        let lease = {
+            let mut guard = self.lock();
+            if strategy == Strategy::Headroom {
+                guard.expire_sends(selection.now);
+            }
+            let inner = &mut *guard;
+            let candidates = match inner.by_model.get_mut(selection.model) {
+                Some(list) => list,
+                None => &mut inner.any_model,
+            };
+            if candidates.is_empty() {
+                return Err(Unavailable::UnknownModel {
+                    model: selection.model.to_owned(),
+                    known: inner.known.clone(),
+                });
+            }
+            let mut shortfall = Shortfall::default();
+            let kept = pinned
+                .and_then(|key| inner.index.get(&key).copied())
+                .filter(|&index| keeps_pin(&mut inner.entries, candidates, index, strategy, &ask));
+            let index = match kept {
+                Some(index) => index,
+                None => {
+                    let Some((tier, index)) =
+                        candidates.find(&mut inner.entries, strategy, &ask, &mut shortfall)
+                    else {
+                        return Err(shortfall.into_unavailable(selection.model));
+                    };
+                    candidates.chosen(tier, index, strategy);
+                    index
+                }
+            };
+            inner.record(index, selection.now, strategy);
+            let entry = &inner.entries[index];
+            Lease {
+                key: Arc::clone(&entry.key),
+                credential: Arc::clone(&entry.credential),
+            }
+        };
+        if let Some(conversation) = selection.conversation {
+            self.affinity.pin(conversation, &lease.key, selection.now);
+        }
+        Ok(lease)
     }
 
     /// Whether some credential could serve `model` at `now`, as [`Pool::select`] would
@@ -572,36 +558,57 @@ impl<C> Pool<C> {
     ///
     /// [`Unavailable`] when none could, and why.
     pub fn availability(&self, model: &str, now: Instant) -> Result<(), Unavailable> {
+        let scope = Scope::all();
+        let ask = Ask {
+            model,
+            tried: &[],
+            scope: &scope,
+            now,
+        };
         let mut guard = self.lock();
-        let Inner {
-            entries,
-            by_model,
-            any_model,
-            known,
-            ..
-        } = &mut *guard;
-        let list = by_model.get(model).unwrap_or(any_model);
-        first_usable(entries, &list.members, 0, model, &[], now, known).map(|_| ())
+        let inner = &mut *guard;
+        let candidates = match inner.by_model.get_mut(model) {
+            Some(list) => list,
+            None => &mut inner.any_model,
+        };
+        if candidates.is_empty() {
+            return Err(Unavailable::UnknownModel {
+                model: model.to_owned(),
+                known: inner.known.clone(),
+            });
+        }
+        let mut shortfall = Shortfall::default();
+        match candidates.find(
+            &mut inner.entries,
+            self.config.strategy,
+            &ask,
+            &mut shortfall,
+        ) {
+            Some(_) => Ok(()),
+            None => Err(shortfall.into_unavailable(model)),
+        }
     }
 
     /// Takes a rate slot on `key` for one more request of the same client request (the retry
     /// after a refreshed token).
     pub fn take_slot(&self, key: &str, now: Instant) -> Slot {
+        let strategy = self.config.strategy;
         let mut inner = self.lock();
         let Some(&i) = inner.index.get(key) else {
             return Slot::Gone;
         };
         let entry = &mut inner.entries[i];
-        if entry.disabled.is_some() {
+        if entry.disabled.is_some() || entry.refusal.is_some() {
             return Slot::Gone;
         }
-        let Some(window) = entry.rate.as_mut() else {
-            return Slot::Taken;
-        };
-        if window.wait(now).is_some() {
+        if entry
+            .rate
+            .as_mut()
+            .is_some_and(|window| window.wait(now).is_some())
+        {
             return Slot::Capped;
         }
-        window.record(now);
+        inner.record(i, now, strategy);
         Slot::Taken
     }
 
@@ -618,31 +625,35 @@ impl<C> Pool<C> {
             Outcome::Success => {
                 entry.backoff.remove(model);
                 entry.refusal = None;
+                entry.exhaustion = None;
             }
             Outcome::Refused { status } => {
-                let consecutive = entry
-                    .refusal
-                    .map_or(0, |refusal| refusal.consecutive)
-                    .saturating_add(1);
-                let delay = doubled(
-                    self.config.refused_base,
-                    consecutive,
-                    self.config.refused_max,
-                );
-                let until = now.checked_add(delay).unwrap_or(now);
-                entry.refusal = Some(Refusal {
+                let probe = self.config.refused_base;
+                entry.refusal = Some(match entry.refusal {
+                    Some(refusal) => Refusal { status, ..refusal },
+                    None => Refusal {
+                        since: now,
+                        status,
+                        next_probe: now.checked_add(probe).unwrap_or(now),
+                        probes: 0,
+                    },
+                });
+            }
+            Outcome::Exhausted { until } => {
+                let until = until.min(now.checked_add(MAX_COOLDOWN).unwrap_or(now));
+                entry.exhaustion = Some(Exhaustion {
                     until: entry
-                        .refusal
+                        .exhaustion
                         .map_or(until, |previous| until.max(previous.until)),
-                    status,
-                    consecutive,
                 });
             }
             Outcome::QuotaExceeded { retry_after } => {
                 let previous = entry.backoff.get(model).copied();
                 let failures = previous.map_or(0, |state| state.failures).saturating_add(1);
                 let delay = retry_after
-                    .unwrap_or_else(|| self.backoff_delay(failures))
+                    .unwrap_or_else(|| {
+                        doubled(self.config.backoff_base, failures, self.config.backoff_max)
+                    })
                     .min(MAX_COOLDOWN);
                 // Unreachable in practice (`now` plus at most a week); never panic.
                 let mut until = now.checked_add(delay).unwrap_or(now);
@@ -660,9 +671,68 @@ impl<C> Pool<C> {
         }
     }
 
-    /// `backoff_base * 2^(failures - 1)`, capped at `backoff_max`.
-    fn backoff_delay(&self, failures: u32) -> Duration {
-        doubled(self.config.backoff_base, failures, self.config.backoff_max)
+    /// The refused credentials whose probe is due at `now`. Each is handed out once per due
+    /// time: its next probe is scheduled as if this one failed, until [`Pool::probed`] says
+    /// how it went.
+    #[must_use]
+    pub fn due_probes(&self, now: Instant) -> Vec<Lease<C>> {
+        let mut inner = self.lock();
+        let mut due = Vec::new();
+        for entry in &mut inner.entries {
+            let Some(refusal) = entry.refusal.as_mut() else {
+                continue;
+            };
+            if refusal.next_probe > now || entry.disabled.is_some() {
+                continue;
+            }
+            let wait = doubled(
+                self.config.refused_base,
+                refusal.probes.saturating_add(2),
+                self.config.refused_max,
+            );
+            refusal.next_probe = now.checked_add(wait).unwrap_or(now);
+            due.push(Lease {
+                key: Arc::clone(&entry.key),
+                credential: Arc::clone(&entry.credential),
+            });
+        }
+        due
+    }
+
+    /// How a probe of refused credential `key` went: `true` puts it back in rotation,
+    /// `false` counts a failed probe (the next one is already scheduled, twice as far).
+    pub fn probed(&self, key: &str, worked: bool) {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return;
+        };
+        let entry = &mut inner.entries[i];
+        if worked {
+            entry.refusal = None;
+        } else if let Some(refusal) = entry.refusal.as_mut() {
+            refusal.probes = refusal.probes.saturating_add(1);
+        }
+    }
+
+    /// When the next refused credential's probe is due, if any is refused.
+    #[must_use]
+    pub fn next_probe(&self) -> Option<Instant> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|entry| entry.disabled.is_none())
+            .filter_map(|entry| entry.refusal.map(|refusal| refusal.next_probe))
+            .min()
+    }
+
+    /// A snapshot of every credential with the credential itself, in insertion order.
+    #[must_use]
+    pub fn snapshot(&self, now: Instant) -> Vec<(CredentialStatus, Arc<C>)> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|entry| (status(entry, now), Arc::clone(&entry.credential)))
+            .collect()
     }
 
     /// A snapshot of every credential, in insertion order.
@@ -671,7 +741,7 @@ impl<C> Pool<C> {
         self.lock()
             .entries
             .iter()
-            .map(|entry| entry.status(now))
+            .map(|entry| status(entry, now))
             .collect()
     }
 
@@ -693,61 +763,88 @@ impl<C> Pool<C> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Conversations pinned now.
+    #[must_use]
+    pub fn pinned_conversations(&self) -> usize {
+        self.affinity.len()
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether a conversation pinned to entry `index` stays there: it serves the model, is in
+/// scope and usable, and no tier before its own has a usable credential.
+fn keeps_pin<C>(
+    entries: &mut [Entry<C>],
+    candidates: &mut Candidates,
+    index: usize,
+    strategy: Strategy,
+    ask: &Ask<'_>,
+) -> bool {
+    let entry = &mut entries[index];
+    let usable = entry.models.serves(ask.model)
+        && ask.scope.admits(entry)
+        && matches!(entry.check(ask.model, ask.tried, ask.now), Check::Usable);
+    let priority = entry.routing.priority;
+    usable && !candidates.usable_before(priority, entries, strategy, ask)
+}
 
-    /// The candidate lists as comparable data: (model, members) sorted by model, the `any`
-    /// members, the known models and the key index.
-    type Shape = (
-        Vec<(String, Vec<usize>)>,
-        Vec<usize>,
-        Vec<String>,
-        Vec<(String, usize)>,
-    );
-
-    fn shape<C>(inner: &Inner<C>) -> Shape {
-        let mut by_model: Vec<(String, Vec<usize>)> = inner
-            .by_model
-            .iter()
-            .map(|(model, c)| (model.to_string(), c.members.clone()))
-            .collect();
-        by_model.sort();
-        let mut index: Vec<(String, usize)> = inner
-            .index
-            .iter()
-            .map(|(key, &i)| (key.to_string(), i))
-            .collect();
-        index.sort();
-        (
-            by_model,
-            inner.any_model.members.clone(),
-            inner.known.clone(),
-            index,
-        )
+fn status<C>(entry: &Entry<C>, now: Instant) -> CredentialStatus {
+    let mut cooling: Vec<ModelCooldown> = entry
+        .backoff
+        .iter()
+        .filter(|(_, state)| state.until > now)
+        .map(|(model, state)| ModelCooldown {
+            model: model.to_string(),
+            remaining: state.until.saturating_duration_since(now),
+            consecutive_failures: state.failures,
+        })
+        .collect();
+    cooling.sort_by(|a, b| a.model.cmp(&b.model));
+    CredentialStatus {
+        key: Arc::clone(&entry.key),
+        models: entry.models.clone(),
+        routing: entry.routing.clone(),
+        disabled: entry.disabled.clone(),
+        cooling,
+        requests_in_window: entry
+            .rate
+            .as_ref()
+            .map_or(0, |window| window.in_window(now)),
+        requests_per_minute: entry.rate.as_ref().map(RateWindow::cap),
+        capped_for: entry.rate.as_ref().and_then(|window| window.wait_at(now)),
+        refused: entry.refusal.map(|refusal| RefusedStatus {
+            status: refusal.status,
+            since: now.saturating_duration_since(refusal.since),
+            next_probe_in: refusal.next_probe.saturating_duration_since(now),
+            failed_probes: refusal.probes,
+        }),
+        exhausted_for: entry
+            .exhaustion
+            .filter(|exhaustion| exhaustion.until > now)
+            .map(|exhaustion| exhaustion.until.saturating_duration_since(now)),
     }
+}
 
-    #[test]
-    fn adding_in_place_builds_what_a_full_rebuild_builds() {
-        let only = |models: &[&str]| Models::Only(models.iter().map(|m| (*m).to_owned()).collect());
-        let additions = [
-            only(&["b", "a"]),
-            Models::All,
-            only(&["c"]),
-            only(&["a", "a", "d"]),
-            Models::All,
-            only(&[]),
-            only(&["b", "e"]),
-        ];
-        let pool: Pool<()> = Pool::default();
-        for (i, models) in additions.into_iter().enumerate() {
-            pool.upsert(&format!("k{i}"), Arc::new(()), models, None);
-            let mut inner = pool.lock();
-            let incremental = shape(&inner);
-            inner.rebuild();
-            assert_eq!(incremental, shape(&inner), "after adding k{i}");
+impl Shortfall {
+    /// Why nothing fits, first match wins: no candidate is in scope, some candidate was
+    /// tried, some waits, else all are out.
+    fn into_unavailable(self, model: &str) -> Unavailable {
+        let model = model.to_owned();
+        if self.outside > 0 && self.out == 0 && self.tried == 0 && self.waiting == 0 {
+            Unavailable::NotAllowed { model }
+        } else if self.tried > 0 {
+            Unavailable::Exhausted { model }
+        } else if let Some(retry_after) = self.earliest {
+            Unavailable::CoolingDown {
+                model,
+                retry_after,
+                waiting: self.waiting,
+            }
+        } else {
+            Unavailable::Disabled {
+                model,
+                count: self.out,
+            }
         }
     }
 }

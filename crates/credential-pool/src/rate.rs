@@ -63,6 +63,23 @@ impl RateWindow {
             .map(|&oldest| WINDOW.saturating_sub(now.saturating_duration_since(oldest)))
     }
 
+    /// What [`RateWindow::wait`] would say at `now`, without dropping old sends.
+    pub(crate) fn wait_at(&self, now: Instant) -> Option<Duration> {
+        let live = self
+            .sends
+            .iter()
+            .skip_while(|&&sent| now.saturating_duration_since(sent) >= WINDOW)
+            .count();
+        if live < cap_len(self.cap) {
+            return None;
+        }
+        let oldest = self
+            .sends
+            .iter()
+            .find(|&&sent| now.saturating_duration_since(sent) < WINDOW)?;
+        Some(WINDOW.saturating_sub(now.saturating_duration_since(*oldest)))
+    }
+
     /// Records a send at `now`. Callers check [`Self::wait`] first; a send
     /// over the cap evicts the oldest one so the length bound holds.
     pub(crate) fn record(&mut self, now: Instant) {
@@ -73,6 +90,21 @@ impl RateWindow {
             self.sends.pop_front();
         }
         self.sends.push_back(at);
+    }
+
+    /// Slots left at `now`.
+    pub(crate) fn room(&mut self, now: Instant) -> u32 {
+        self.prune(now);
+        self.cap
+            .get()
+            .saturating_sub(u32::try_from(self.sends.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Slots left as of the last prune (a lower bound of [`RateWindow::room`]).
+    pub(crate) fn room_unpruned(&self) -> u32 {
+        self.cap
+            .get()
+            .saturating_sub(u32::try_from(self.sends.len()).unwrap_or(u32::MAX))
     }
 
     /// Sends within the window ending at `now`.

@@ -18,6 +18,8 @@ use crate::body::ProxyBody;
 pub(crate) const INVALID_REQUEST: &str = "invalid_request_error";
 /// `type` of errors caused by quota and rate limits.
 pub(crate) const RATE_LIMIT: &str = "rate_limit_error";
+/// `type` of errors about what the client's key may not do.
+pub(crate) const PERMISSION: &str = "permission_error";
 /// `type` of errors caused by the proxy or the upstream.
 pub(crate) const SERVER_ERROR: &str = "server_error";
 

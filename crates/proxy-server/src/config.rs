@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::quota_reset::QuotaReset;
+
 /// Settings of a [`Proxy`](crate::Proxy). `Debug` hides the client keys and the upstream
 /// proxy URL (it may carry a password).
 #[derive(Clone)]
@@ -34,6 +36,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Upstream attempts per client request, across credentials and token refreshes.
     pub request_retry: usize,
+    /// Whether requests of one conversation keep to one credential while it can serve
+    /// ([`crate::conversation`] says how a conversation is recognised).
+    pub session_affinity: bool,
+    /// When upstream quotas of the day reset, for credentials that used theirs up and gave
+    /// no `Retry-After`.
+    pub quota_reset: QuotaReset,
     /// Model ids `GET /v1/models` lists besides those the credentials name.
     pub models: Vec<String>,
     /// Client model names (exact or `*` globs) and the model each stands for.
@@ -69,6 +77,8 @@ impl Default for ServerConfig {
             upstream_idle_timeout: Duration::from_secs(5 * 60),
             shutdown_grace: Duration::from_secs(30),
             request_retry: 3,
+            session_affinity: true,
+            quota_reset: QuotaReset::default(),
             models: Vec::new(),
             model_aliases: Vec::new(),
             max_output_tokens: Some(65_536),
@@ -96,6 +106,8 @@ impl fmt::Debug for ServerConfig {
             .field("upstream_idle_timeout", &self.upstream_idle_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("request_retry", &self.request_retry)
+            .field("session_affinity", &self.session_affinity)
+            .field("quota_reset", &self.quota_reset)
             .field("models", &self.models)
             .field("model_aliases", &self.model_aliases)
             .field("max_output_tokens", &self.max_output_tokens)

@@ -32,10 +32,13 @@
 
 mod api_error;
 mod body;
+mod client;
 mod config;
+mod conversation;
 mod error;
 mod layers;
 mod proxy;
+mod quota_reset;
 mod redact;
 mod request_body;
 mod routes;
@@ -48,6 +51,7 @@ pub use body::ProxyBody;
 pub use config::{ConfigError, ServerConfig};
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
+pub use quota_reset::{InvalidQuotaReset, QuotaReset};
 pub use redact::redact_url;
 pub use serve::bind;
 pub use stream_error::StreamError;

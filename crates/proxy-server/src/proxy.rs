@@ -16,6 +16,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::config::ServerConfig;
+use crate::conversation::Conversations;
 use crate::error::BuildError;
 use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
@@ -30,7 +31,7 @@ use credential_pool::Credential;
 /// The proxy: configuration, the credential pool, and the one upstream HTTP client.
 pub struct Proxy {
     pub(crate) config: ServerConfig,
-    state: Arc<State>,
+    pub(crate) state: Arc<State>,
     keys: Arc<ClientKeys>,
     browsers: Arc<BrowserPolicy>,
 }
@@ -81,6 +82,8 @@ impl Proxy {
                 config.body_read_timeout,
                 config.body_memory_budget,
             ),
+            session_affinity: config.session_affinity,
+            conversations: Conversations::default(),
         });
         Ok(Proxy {
             config,

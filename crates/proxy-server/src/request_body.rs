@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONNECTION;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Body;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -144,19 +144,18 @@ impl BodyReader {
         }
     }
 
-    /// Reads `request`'s body whole (limited to `max_bytes` by
+    /// Reads a request's `body` whole (limited to `max_bytes` by
     /// [`BodyLimit`](crate::layers::body_limit::BodyLimit)) and takes its processing share.
     ///
     /// # Errors
     ///
     /// 413 past the size limit or when its processing would not fit in the budget, 408 when
     /// it does not arrive in time, 400 when the client's body broke off.
-    pub(crate) async fn read<B>(&self, request: Request<Limited<B>>) -> Result<ReadBody, ApiError>
+    pub(crate) async fn read<B>(&self, body: Limited<B>) -> Result<ReadBody, ApiError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let body = request.into_body();
         if body.is_end_stream() {
             return Ok(ReadBody {
                 bytes: Bytes::new(),
@@ -295,11 +294,9 @@ mod tests {
 
     const MIB: usize = 1024 * 1024;
 
-    /// A request with `body`, limited to `max` bytes as `BodyLimit` does.
-    fn request<B>(body: B, max: usize) -> Request<Limited<B>> {
-        Request::post("/v1/chat/completions")
-            .body(Limited::new(body, max))
-            .expect("a request")
+    /// A request's `body`, limited to `max` bytes as `BodyLimit` does.
+    fn request<B>(body: B, max: usize) -> Limited<B> {
+        Limited::new(body, max)
     }
 
     /// A body that sends `sent` and then nothing, ever: a client that trickles and stops.

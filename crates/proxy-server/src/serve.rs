@@ -74,6 +74,11 @@ impl Proxy {
         let addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
         self.config.check_bind(&addr)?;
         let service = self.service();
+        // Refused credentials are probed back while the server runs.
+        let prober = {
+            let state = Arc::clone(&self.state);
+            tokio::spawn(async move { state.upstream.probe_refused().await })
+        };
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(self.config.header_read_timeout);
@@ -157,6 +162,7 @@ impl Proxy {
             );
             connections.shutdown().await;
         }
+        prober.abort();
         tracing::info!("stopped");
         Ok(())
     }

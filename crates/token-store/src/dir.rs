@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::atomic::{self, DIR_MODE, FILE_MODE, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::bad_file::{BadFile, BadFileReason};
+use crate::disabled;
 use crate::error::{Operation, StoreError};
 use crate::key::{self, AccountKey};
 use crate::lock::AccountLock;
@@ -258,6 +259,51 @@ impl AuthDir {
         f(&mut record);
         lock.write(path, &record)?;
         Ok(record)
+    }
+
+    /// Takes the account with this email out of rotation (`true`) or puts it back, in its
+    /// token file(s), under its lock. Returns the files it changed (empty when none has that
+    /// email).
+    pub fn set_account_disabled(
+        &self,
+        email: &str,
+        disabled: bool,
+    ) -> Result<Vec<PathBuf>, StoreError> {
+        naming::check_email(email)?;
+        let email_lower = email.to_lowercase();
+        let mut changed = Vec::new();
+        for (path, _) in self.scan()?.token_files {
+            let Ok(record) = read_record(&path) else {
+                continue;
+            };
+            if key::belongs_to(&record, &path, &record.provider, &email_lower) {
+                self.update(&path, |record| record.set_disabled(disabled))?;
+                changed.push(path);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The API keys taken out of rotation ([`crate::DISABLED_CREDENTIALS`]), by label.
+    pub fn disabled_credentials(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        disabled::read(&self.path)
+    }
+
+    /// Takes the API key `label` out of rotation (`true`) or puts it back; `Ok(false)` when it
+    /// already was so.
+    pub fn set_credential_disabled(&self, label: &str, disabled: bool) -> Result<bool, StoreError> {
+        let _lock =
+            self.lock_account(&AccountKey::for_shared_file(disabled::DISABLED_CREDENTIALS))?;
+        let mut labels = disabled::read(&self.path)?;
+        let changed = if disabled {
+            labels.insert(label.to_owned())
+        } else {
+            labels.remove(label)
+        };
+        if changed {
+            disabled::write(&self.path, &labels)?;
+        }
+        Ok(changed)
     }
 
     /// Blocks until the exclusive lock of the account is held. Hold it across

@@ -40,6 +40,12 @@ impl AccountKey {
         AccountKey(format!("{provider}-{}", email.to_lowercase()))
     }
 
+    /// The key of a shared file of the auth dir that is not an account's (its writers
+    /// serialise on this lock): `cliproxy-<name>`, which no account key can be.
+    pub(crate) fn for_shared_file(name: &str) -> AccountKey {
+        AccountKey(format!("cliproxy-{name}"))
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -33,6 +33,7 @@
 mod atomic;
 mod bad_file;
 mod dir;
+mod disabled;
 mod error;
 mod key;
 mod lock;
@@ -43,9 +44,12 @@ mod record;
 
 pub use bad_file::{BadFile, BadFileReason};
 pub use dir::{AuthDir, Listing, SavedLogin, StoredAccount};
+pub use disabled::DISABLED_CREDENTIALS;
 pub use error::{Operation, StoreError};
 pub use key::AccountKey;
 pub use lock::AccountLock;
 pub use naming::{email_file_name_problem, login_file_name};
 pub use qwen_code::{default_qwen_code_creds_path, read_qwen_code_creds};
-pub use record::{KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord};
+pub use record::{
+    DISABLED_KEY, KNOWN_PROVIDERS, QWEN, STATUS_KEY, STATUS_RELOGIN_REQUIRED, TokenRecord,
+};

@@ -26,6 +26,10 @@ pub const STATUS_KEY: &str = "cliproxy_status";
 /// [`STATUS_KEY`] value of an account whose refresh token was rejected.
 pub const STATUS_RELOGIN_REQUIRED: &str = "relogin-required";
 
+/// JSON key that takes an account out of rotation on purpose (`cliproxy accounts disable`):
+/// `true` while disabled, absent otherwise.
+pub const DISABLED_KEY: &str = "cliproxy_disabled";
+
 const TYPE: &str = "type";
 const EMAIL: &str = "email";
 const ACCESS_TOKEN: &str = "access_token";
@@ -94,6 +98,21 @@ impl TokenRecord {
     /// The status the server recorded ([`STATUS_KEY`]), if any.
     pub fn status(&self) -> Option<&str> {
         self.extra.get(STATUS_KEY).and_then(Value::as_str)
+    }
+
+    /// Whether the account was taken out of rotation on purpose ([`DISABLED_KEY`]).
+    pub fn is_disabled(&self) -> bool {
+        self.extra.get(DISABLED_KEY).and_then(Value::as_bool) == Some(true)
+    }
+
+    /// Takes the account out of rotation (`true`) or puts it back (`false`).
+    pub fn set_disabled(&mut self, disabled: bool) {
+        if disabled {
+            self.extra
+                .insert(DISABLED_KEY.to_owned(), Value::Bool(true));
+        } else {
+            self.extra.remove(DISABLED_KEY);
+        }
     }
 
     /// Records a status, or clears it with `None`.

@@ -64,6 +64,7 @@ pub struct Account {
 pub struct Builder<'a> {
     sandbox: &'a Sandbox,
     keys: bool,
+    affinity: bool,
     config: String,
     env: Vec<(String, OsString)>,
     accounts: Vec<Account>,
@@ -112,6 +113,14 @@ impl Builder<'_> {
         self
     }
 
+    /// Session affinity on, as it is by default outside the tests: requests of one
+    /// conversation keep to one credential. The tests' servers run without it, so that the
+    /// identical requests of tests about rotation and failover are spread as they expect.
+    pub fn session_affinity(mut self) -> Self {
+        self.affinity = true;
+        self
+    }
+
     /// No `api-keys`: the server then serves loopback clients without a key.
     pub fn without_keys(mut self) -> Self {
         self.keys = false;
@@ -131,7 +140,15 @@ impl Builder<'_> {
             .home
             .path()
             .join(format!("config-{}.toml", unique()));
-        std::fs::write(&config, format!("port = 0\n{keys}{}", self.config)).expect("write config");
+        let affinity = self.affinity;
+        std::fs::write(
+            &config,
+            format!(
+                "port = 0\nsession-affinity = {affinity}\n{keys}{}",
+                self.config
+            ),
+        )
+        .expect("write config");
         let mut command = self
             .sandbox
             .command(&["--config", config.to_str().unwrap(), "serve"]);
@@ -157,6 +174,7 @@ impl Server {
         Builder {
             sandbox,
             keys: true,
+            affinity: false,
             config: String::new(),
             env: Vec::new(),
             accounts: Vec::new(),

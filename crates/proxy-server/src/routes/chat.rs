@@ -13,9 +13,15 @@ use crate::layers::request_id::LoggedId;
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
 pub(super) async fn completions(state: &State, posted: Posted) -> Response<ProxyBody> {
-    let Posted { id, bytes, charge } = posted;
+    let Posted {
+        id,
+        client,
+        conversation,
+        bytes,
+        charge,
+    } = posted;
     let chat = match parse(state, bytes, id) {
-        Ok(chat) => chat,
+        Ok(chat) => chat.routed(client, conversation),
         Err(error) => return error.into_response(),
     };
     let answer = state.upstream.chat(chat).await;

@@ -31,7 +31,13 @@ pub(super) fn count_tokens(posted: Posted) -> Response<ProxyBody> {
 }
 
 async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, ApiError> {
-    let Posted { id, bytes, charge } = posted;
+    let Posted {
+        id,
+        client,
+        conversation,
+        bytes,
+        charge,
+    } = posted;
     let request = parse(&bytes, Endpoint::Create)?;
     drop(bytes);
     // Thinking depends on the model the upstream is asked for, after the alias.
@@ -47,12 +53,10 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     let stops = chat.stop_sequences;
     let answer = state
         .upstream
-        .chat(ChatRequest::from_json(
-            &upstream_model,
-            chat.stream,
-            chat.json,
-            id,
-        ))
+        .chat(
+            ChatRequest::from_json(&upstream_model, chat.stream, chat.json, id)
+                .routed(client, conversation),
+        )
         .await;
     // The request's body is gone once the upstream answered; a stream does not hold it.
     drop(charge);

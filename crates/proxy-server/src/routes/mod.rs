@@ -37,6 +37,8 @@ use tower::Service;
 
 use crate::api_error::{ApiError, ErrorShape};
 use crate::body::ProxyBody;
+use crate::client::Client;
+use crate::conversation::Conversations;
 use crate::layers::request_id::LoggedId;
 use crate::request_body::{BodyReader, Charge, ReadBody};
 use crate::upstream::Upstream;
@@ -52,6 +54,10 @@ pub(crate) struct State {
     pub(crate) created: u64,
     /// How request bodies are read: size, time and memory bounds.
     pub(crate) bodies: BodyReader,
+    /// Whether requests of one conversation keep to one credential.
+    pub(crate) session_affinity: bool,
+    /// Names conversations from what requests carry.
+    pub(crate) conversations: Conversations,
 }
 
 /// A POST request as its handler gets it: the body read once, by the router, within its size,
@@ -59,6 +65,10 @@ pub(crate) struct State {
 pub(crate) struct Posted {
     /// The request's id, for log lines outside its span.
     pub(crate) id: LoggedId,
+    /// Who sent it.
+    pub(crate) client: Arc<Client>,
+    /// The conversation it belongs to, when it names one ([`crate::conversation`]).
+    pub(crate) conversation: Option<u64>,
     pub(crate) bytes: Bytes,
     /// The body's share of the memory budget: keep it while the request is processed.
     pub(crate) charge: Charge,
@@ -169,8 +179,26 @@ where
     };
     let shape = ErrorShape::for_path(path);
     let id = LoggedId::of(&request);
-    let posted = match state.bodies.read(request).await {
-        Ok(ReadBody { bytes, charge }) => Posted { id, bytes, charge },
+    let client = Client::of(&request);
+    let (parts, body) = request.into_parts();
+    let posted = match state.bodies.read(body).await {
+        Ok(ReadBody { bytes, charge }) => {
+            let conversation = state
+                .session_affinity
+                .then(|| {
+                    state
+                        .conversations
+                        .key(&client.name, &parts.headers, &bytes)
+                })
+                .flatten();
+            Posted {
+                id,
+                client,
+                conversation,
+                bytes,
+                charge,
+            }
+        }
         Err(error) => return error.into_response_as(shape),
     };
     match post {

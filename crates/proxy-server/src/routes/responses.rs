@@ -23,7 +23,13 @@ pub(super) async fn create(state: &State, posted: Posted) -> Response<ProxyBody>
 }
 
 async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, ApiError> {
-    let Posted { id, bytes, charge } = posted;
+    let Posted {
+        id,
+        client,
+        conversation,
+        bytes,
+        charge,
+    } = posted;
     let body: Value = serde_json::from_slice(&bytes).map_err(|error| {
         ApiError::bad_request(
             "invalid_json",
@@ -50,7 +56,8 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
         namespaces,
     } = responses::to_chat(&body, &upstream_model)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest::from_json(&upstream_model, stream, chat, id);
+    let chat =
+        ChatRequest::from_json(&upstream_model, stream, chat, id).routed(client, conversation);
     drop((bytes, body));
     let answer = state.upstream.chat(chat).await;
     // The request's body is gone once the upstream answered; a stream does not hold it.

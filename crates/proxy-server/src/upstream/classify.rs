@@ -13,12 +13,16 @@ use serde_json::Value;
 /// Why one attempt with one credential failed. None of these carries a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// Quota or rate limit: the credential cools down for this model.
+    /// Quota or rate limit: the credential cools down for this model, or, for a quota of the
+    /// day (`daily`: `insufficient_quota` and the like), leaves rotation until it resets.
     Quota {
         status: StatusCode,
         retry_after: Option<Duration>,
         message: Option<String>,
+        daily: bool,
     },
+    /// 403 that is not about quota: the upstream refuses the credential.
+    Forbidden { message: Option<String> },
     /// 401 from the upstream (after a refresh, when one was possible).
     Unauthorized {
         message: Option<String>,
@@ -54,12 +58,23 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Quota {
-                status, message, ..
+                status,
+                message,
+                daily,
+                ..
             } => write!(
                 f,
-                "quota or rate limit ({status}{})",
+                "{} ({status}{})",
+                if *daily {
+                    "quota of the day used up"
+                } else {
+                    "quota or rate limit"
+                },
                 said(message.as_deref())
             ),
+            Self::Forbidden { message } => {
+                write!(f, "credential refused (403{})", said(message.as_deref()))
+            }
             Self::Unauthorized { message, refresh } => {
                 write!(f, "token refused (401{})", said(message.as_deref()))?;
                 match refresh {
@@ -105,14 +120,17 @@ pub(crate) fn error_answer(status: StatusCode, headers: &HeaderMap, body: &[u8])
     }
     let error = ErrorBody::parse(body);
     let message = error.message.clone();
-    if status == StatusCode::TOO_MANY_REQUESTS
-        || (status == StatusCode::FORBIDDEN && error.is_quota())
-    {
+    let daily = error.is_quota();
+    if status == StatusCode::TOO_MANY_REQUESTS || (status == StatusCode::FORBIDDEN && daily) {
         return Verdict::Fail(Failure::Quota {
             status,
             retry_after: retry_after(headers),
             message,
+            daily,
         });
+    }
+    if status == StatusCode::FORBIDDEN {
+        return Verdict::Fail(Failure::Forbidden { message });
     }
     if status == StatusCode::UNAUTHORIZED {
         return Verdict::Fail(Failure::Unauthorized {
@@ -243,15 +261,19 @@ mod tests {
     }
 
     #[test]
-    fn other_client_errors_pass_through() {
-        assert_eq!(
+    fn a_forbidden_answer_that_is_not_quota_refuses_the_credential() {
+        assert!(matches!(
             classify(
                 403,
                 &[],
                 r#"{"error":{"code":"access_denied","message":"no"}}"#
             ),
-            Verdict::PassThrough
-        );
+            Verdict::Fail(Failure::Forbidden { message: Some(m) }) if m == "no"
+        ));
+    }
+
+    #[test]
+    fn other_client_errors_pass_through() {
         assert_eq!(
             classify(400, &[], r#"{"error":{"message":"bad"}}"#),
             Verdict::PassThrough

@@ -8,7 +8,9 @@ use http::StatusCode;
 
 use super::Aliases;
 use super::classify::Failure;
-use crate::api_error::{ApiError, INVALID_REQUEST, RATE_LIMIT, SERVER_ERROR, retry_after_secs};
+use crate::api_error::{
+    ApiError, INVALID_REQUEST, PERMISSION, RATE_LIMIT, SERVER_ERROR, retry_after_secs,
+};
 use crate::layers::request_id::LoggedId;
 
 /// Where to add capacity, for messages whose remedy is more credentials.
@@ -87,6 +89,12 @@ pub(super) fn unavailable_error(
             "credentials_disabled",
             unavailable.to_string(),
         ),
+        Unavailable::NotAllowed { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            PERMISSION,
+            "model_not_allowed",
+            unavailable.to_string(),
+        ),
         Unavailable::Exhausted { .. } => match last {
             Some(failure) => failure_error(failure, id),
             None => ApiError::new(
@@ -124,6 +132,7 @@ pub(super) fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
             status,
             retry_after,
             message,
+            ..
         } => {
             let when = retry_after.map_or_else(
                 || "shortly".to_owned(),
@@ -153,6 +162,13 @@ pub(super) fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
                 } else {
                     ""
                 }
+            ),
+        ),
+        Failure::Forbidden { message } => bad_gateway(
+            "upstream_forbidden",
+            format!(
+                "the upstream refused the credential tried last (403{}); it left rotation and is                  probed until it works again; check the account or the API key ({in_log})",
+                quoted(message.as_deref()),
             ),
         ),
         Failure::Relogin => ApiError::new(

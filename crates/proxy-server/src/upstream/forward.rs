@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use credential_pool::{Outcome, Slot};
+use credential_pool::{Outcome, Selection, Slot};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
@@ -29,7 +29,7 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 /// Largest error body read to classify an answer; the rest is not read.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 /// The reason shown for a credential disabled because its refresh token is dead.
-const RELOGIN_REASON: &str = "re-login required";
+pub(super) const RELOGIN_REASON: &str = "re-login required";
 
 /// Logs a request whose client went away before its answer was ready: dropping the request's
 /// future cancels its upstream requests, but never a token refresh (that runs in a task of its
@@ -48,7 +48,7 @@ impl Drop for ClientPresence {
 }
 
 /// What one upstream request came to.
-enum Attempt {
+pub(super) enum Attempt {
     Success(Answer),
     PassThrough(Answer),
     Failed(Failure),
@@ -79,12 +79,20 @@ impl Upstream {
         let model = std::mem::take(&mut request.model);
         let stream = request.stream;
         let id = std::mem::take(&mut request.id);
+        let conversation = request.conversation;
+        let client = Arc::clone(&request.client);
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut attempts = 0;
         while attempts < self.attempts {
-            let lease = match self.pool.select(&model, &tried, Instant::now()) {
+            let lease = match self.pool.select_with(Selection {
+                model: &model,
+                tried: &tried,
+                conversation,
+                scope: &client.scope,
+                now: Instant::now(),
+            }) {
                 Ok(lease) => lease,
                 Err(unavailable) => {
                     return Err(match last {
@@ -166,17 +174,37 @@ impl Upstream {
             };
             tracing::warn!(request_id = %id, account = %credential.label, %model, %failure, "upstream attempt failed");
             let outcome = match &failure {
+                Failure::Quota {
+                    retry_after,
+                    daily: true,
+                    ..
+                } => {
+                    let wait = retry_after.unwrap_or_else(|| {
+                        self.quota_reset.wait_after(std::time::SystemTime::now())
+                    });
+                    tracing::warn!(request_id = %id, account = %credential.label, "quota of the day used up: the credential leaves rotation for {} s, until it resets", wait.as_secs());
+                    Outcome::Exhausted {
+                        until: Instant::now() + wait,
+                    }
+                }
                 Failure::Quota { retry_after, .. } => Outcome::QuotaExceeded {
                     retry_after: *retry_after,
                 },
+                Failure::Forbidden { .. } => {
+                    tracing::warn!(request_id = %id, account = %credential.label, "the upstream refuses this credential (403): it leaves rotation and is probed until it works again");
+                    Outcome::Refused { status: 403 }
+                }
                 Failure::Unauthorized { .. } if refused => {
-                    tracing::warn!(request_id = %id, account = %credential.label, "the upstream refuses this credential even with a fresh token; it leaves rotation for a while (`cliproxy accounts list` shows until when)");
+                    tracing::warn!(request_id = %id, account = %credential.label, "the upstream refuses this credential even with a fresh token: it leaves rotation and is probed until it works again (`cliproxy accounts list` shows when)");
                     Outcome::Refused { status: 401 }
                 }
                 _ => Outcome::Failed,
             };
             self.pool
                 .report(&lease.key, &model, outcome, Instant::now());
+            if matches!(outcome, Outcome::Refused { .. }) {
+                self.probe_wake.notify_one();
+            }
             tried.push(Arc::clone(&lease.key));
             last = Some(failure);
         }
@@ -200,7 +228,7 @@ impl Upstream {
     }
 
     /// One upstream request; reads as much of the answer as needed to classify it.
-    async fn attempt(
+    pub(super) async fn attempt(
         &self,
         access: &Access,
         flavor: Flavor,

@@ -19,6 +19,7 @@ mod errors;
 mod forward;
 mod headers;
 mod observe;
+mod probe;
 mod request;
 mod shape;
 mod splice;
@@ -52,6 +53,12 @@ pub(crate) struct Upstream {
     attempts: usize,
     aliases: Aliases,
     max_output_tokens: Option<u32>,
+    /// When a credential whose quota of the day is used up comes back, without `Retry-After`.
+    quota_reset: crate::QuotaReset,
+    /// Models a probe may ask for when its credential names none.
+    probe_models: Vec<String>,
+    /// Wakes the prober when a credential is refused.
+    pub(crate) probe_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -74,6 +81,9 @@ impl Upstream {
             attempts: config.request_retry,
             aliases: Aliases::new(&config.model_aliases),
             max_output_tokens: config.max_output_tokens,
+            quota_reset: config.quota_reset,
+            probe_models: config.models.clone(),
+            probe_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

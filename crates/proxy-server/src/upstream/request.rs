@@ -13,6 +13,7 @@
 //! still gets the original.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -22,6 +23,7 @@ use serde_json::value::RawValue;
 
 use super::shape;
 use super::splice;
+use crate::client::Client;
 use crate::layers::request_id::LoggedId;
 
 /// The fields that ask for a number of output tokens.
@@ -34,6 +36,10 @@ pub(crate) struct ChatRequest {
     pub(crate) stream: bool,
     /// The client request's id, for warnings.
     pub(crate) id: LoggedId,
+    /// The conversation it belongs to, to keep on one credential ([`crate::conversation`]).
+    pub(crate) conversation: Option<u64>,
+    /// Who sent it: its client key limits the credentials it may use.
+    pub(crate) client: Arc<Client>,
     body: Body,
 }
 
@@ -104,6 +110,8 @@ impl ChatRequest {
             model,
             stream,
             id,
+            conversation: None,
+            client: Client::anonymous(),
             body: Body::Raw {
                 bytes,
                 output_tokens,
@@ -127,8 +135,17 @@ impl ChatRequest {
             model: upstream_model.to_owned(),
             stream,
             id,
+            conversation: None,
+            client: Client::anonymous(),
             body: Body::Parsed(json),
         }
+    }
+
+    /// The same request, from `client`, in `conversation`.
+    pub(crate) fn routed(mut self, client: Arc<Client>, conversation: Option<u64>) -> Self {
+        self.client = client;
+        self.conversation = conversation;
+        self
     }
 
     /// The largest of `max_tokens` and `max_completion_tokens` the request asks for.

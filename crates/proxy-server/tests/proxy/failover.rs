@@ -59,13 +59,15 @@ async fn a_credential_out_of_quota_is_skipped_without_a_client_visible_error() {
     );
 
     let statuses = pool.statuses(Instant::now());
-    assert_eq!(
-        statuses[0].cooling.len(),
-        1,
-        "quota cools the credential down"
+    assert!(
+        statuses[0].exhausted_for.is_some(),
+        "a daily quota answer exhausts the credential until its reset"
     );
-    assert_eq!(statuses[1].cooling.len(), 1, "the 403 quota variant too");
-    assert!(statuses[2].cooling.is_empty());
+    assert!(
+        statuses[1].exhausted_for.is_some(),
+        "the 403 quota variant too"
+    );
+    assert!(statuses[2].exhausted_for.is_none() && statuses[2].cooling.is_empty());
 
     // The next request goes straight to the one that works.
     assert_eq!(chat(&proxy).await.status, 200);
@@ -329,30 +331,34 @@ async fn attempts_are_bounded_by_request_retry() {
     assert_eq!(fake.chat_requests().len(), 2);
 }
 
-/// As many accounts as attempts, all out of quota without `Retry-After`: the budget runs out
-/// on the last one, and the client still learns when the first frees up and how many wait.
+/// As many accounts as attempts, all out of their daily quota: the budget runs out on the last
+/// one, and the client learns when the first quota resets (the upstream's `Retry-After`, else
+/// the configured daily reset) and how many wait.
 #[tokio::test]
 async fn quota_on_every_attempt_still_says_when_and_how_many_wait() {
-    let fake = FakeQwen::start().await;
-    // A backoff no test run outlasts, so all three still cool down when the answer is made.
-    let pool = Arc::new(Pool::new(PoolConfig {
-        backoff_base: Duration::from_secs(600),
-        ..PoolConfig::default()
-    }));
-    for i in 0..3 {
-        add_qwen(&pool, &fake, i, &fake.mint_tokens().access_token);
+    for upstream_retry_after in [Some(600), None] {
+        let fake = FakeQwen::start().await;
+        let pool = Arc::new(Pool::new(PoolConfig::default()));
+        for i in 0..3 {
+            add_qwen(&pool, &fake, i, &fake.mint_tokens().access_token);
+        }
+        fake.set_chat_step(ChatStep::QuotaExceeded);
+        fake.set_quota_retry_after(upstream_retry_after);
+        let answer = chat(&proxy(&pool)).await;
+        let message = answer.error(429, "rate_limit_exceeded");
+        assert!(message.contains("all 3 usable credentials"), "{message}");
+        let retry_after: u64 = answer
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds");
+        let expected = match upstream_retry_after {
+            Some(secs) => secs - 10..=secs,
+            None => 1..=24 * 3600,
+        };
+        assert!(expected.contains(&retry_after), "{retry_after}");
+        assert_eq!(fake.chat_requests().len(), 3);
     }
-    fake.set_chat_step(ChatStep::QuotaExceeded);
-    let answer = chat(&proxy(&pool)).await;
-    let message = answer.error(429, "rate_limit_exceeded");
-    assert!(message.contains("all 3 usable credentials"), "{message}");
-    let retry_after: u64 = answer
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("seconds");
-    assert!((500..=600).contains(&retry_after), "{retry_after}");
-    assert_eq!(fake.chat_requests().len(), 3);
 }
 
 /// The attempts run out on quota errors while other credentials are still free: retry now.

@@ -135,8 +135,18 @@ pub fn add_qwen(pool: &Pool<Credential>, fake: &FakeQwen, i: usize, token: &str)
     );
 }
 
+/// A proxy over `pool` without session affinity: these tests send the same opening again and
+/// again, which affinity would keep on one credential.
 pub fn proxy(pool: &Arc<Pool<Credential>>) -> Proxy {
-    proxy_with(ServerConfig::default(), pool)
+    proxy_with(without_affinity(), pool)
+}
+
+/// The default server config with session affinity off.
+pub fn without_affinity() -> ServerConfig {
+    ServerConfig {
+        session_affinity: false,
+        ..ServerConfig::default()
+    }
 }
 
 pub fn proxy_with(config: ServerConfig, pool: &Arc<Pool<Credential>>) -> Proxy {

@@ -1,7 +1,4 @@
-//! Behaviour of `Pool`: rotation, per-model candidates, cooldowns, backoff,
-//! rate caps, disabling and concurrency. Time is passed explicitly; nothing
-//! sleeps.
-
+//! Rotation, per-model candidates, cooldowns, backoff, rate caps, disabling and concurrency.
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -577,60 +574,4 @@ fn pool_and_leases_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Pool<String>>();
     assert_send_sync::<credential_pool::Lease<String>>();
-}
-
-#[test]
-fn a_refused_credential_leaves_every_model_with_a_doubling_capped_backoff() {
-    let models = only(&[MODEL, "other"]);
-    let pool = pool_with(Strategy::RoundRobin, &["a", "b"], &models, None);
-    let t0 = Instant::now();
-    let refused = Outcome::Refused { status: 401 };
-
-    pool.report("a", MODEL, refused, t0);
-    for model in [MODEL, "other"] {
-        let picks: Vec<String> = (0..3).map(|_| pick(&pool, model, t0)).collect();
-        assert_eq!(picks, ["b", "b", "b"], "{model}: a is out for every model");
-    }
-    let status = &pool.statuses(t0)[0];
-    let shown = status.refused.as_ref().expect("a is refused");
-    assert_eq!(
-        (shown.status, shown.remaining, shown.consecutive),
-        (401, 60 * SEC, 1)
-    );
-
-    // Back after a minute; a second refusal doubles, and the doubling stops at 30 minutes.
-    let t1 = t0 + 60 * SEC;
-    assert!(pool.statuses(t1)[0].refused.is_none());
-    let mut now = t1;
-    let mut waits = Vec::new();
-    for _ in 0..7 {
-        pool.report("a", MODEL, refused, now);
-        let wait = pool.statuses(now)[0].refused.as_ref().unwrap().remaining;
-        waits.push(wait.as_secs() / 60);
-        now += wait;
-    }
-    assert_eq!(waits, [2, 4, 8, 16, 30, 30, 30]);
-
-    // When both are refused, the wait is the earliest end.
-    pool.report("a", MODEL, refused, now);
-    pool.report("b", MODEL, refused, now);
-    match pool.select(MODEL, &[], now) {
-        Err(Unavailable::CoolingDown {
-            retry_after,
-            waiting,
-            ..
-        }) => {
-            assert_eq!((retry_after, waiting), (60 * SEC, 2));
-        }
-        other => panic!("expected CoolingDown, got {other:?}"),
-    }
-
-    // A success clears the refusal and its count.
-    let later = now + 60 * 60 * SEC;
-    pool.report("a", MODEL, Outcome::Success, later);
-    pool.report("a", MODEL, refused, later);
-    assert_eq!(
-        pool.statuses(later)[0].refused.as_ref().unwrap().remaining,
-        60 * SEC
-    );
 }

@@ -1,0 +1,298 @@
+//! Which conversation a request belongs to, from what clients already send, so the pool can
+//! keep every turn of it on one credential (each upstream account has its own prompt cache).
+//!
+//! The signals, first found wins (docs/clients.md says which client sends which):
+//!
+//! 1. the `x-session-affinity` header: any client can set it explicitly;
+//! 2. Claude Code's `X-Claude-Code-Session-Id` header;
+//! 3. Codex CLI's `session-id` (or `session_id`) header;
+//! 4. in the body: Claude Code's `metadata.user_id` session part (`{"session_id": ...}` in
+//!    JSON, or the `_session_<id>` suffix of older versions), Codex's `prompt_cache_key`, Qwen
+//!    Code's `metadata.sessionId` (its DashScope provider), then OpenAI's `user` (a user, not a
+//!    conversation: all of that user's requests then share a credential);
+//! 5. otherwise the conversation's opening: its system prompt and first user message, which
+//!    every later turn repeats.
+//!
+//! The key is a 64-bit hash of the client key's name, the signal's kind and its value, with a
+//! seed drawn at start-up: nothing readable is kept, two client keys never share a pin, and
+//! values cannot be chosen to collide.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Headers that name a conversation, in the order they are looked at.
+const HEADERS: [&str; 4] = [
+    "x-session-affinity",
+    "x-claude-code-session-id",
+    "session-id",
+    "session_id",
+];
+
+/// Hashes conversation signals with a seed drawn when the proxy is built.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Conversations {
+    seed: std::collections::hash_map::RandomState,
+}
+
+/// What identifies the conversation, before hashing.
+#[derive(Debug, PartialEq, Eq)]
+enum Signal<'a> {
+    Header(&'a [u8]),
+    Session(&'a str),
+    User(&'a str),
+    Opening(&'a str, &'a str),
+}
+
+/// The fields of a body that can name a conversation, borrowed.
+#[derive(Deserialize, Default)]
+struct BodySignals<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    system: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    instructions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+impl Conversations {
+    /// The conversation of a request from client key `client` with these headers and body
+    /// (chat completions, Messages or Responses JSON); `None` when nothing identifies one.
+    pub(crate) fn key(&self, client: &str, headers: &HeaderMap, body: &[u8]) -> Option<u64> {
+        if let Some(value) = HEADERS
+            .iter()
+            .find_map(|name| headers.get(*name))
+            .map(http::HeaderValue::as_bytes)
+            .filter(|value| !value.is_empty())
+        {
+            return Some(self.hash(client, &Signal::Header(value)));
+        }
+        let signals: BodySignals<'_> = serde_json::from_slice(body).unwrap_or_default();
+        let owned = body_signal(&signals)?;
+        Some(self.hash(client, &owned.as_signal()))
+    }
+
+    fn hash(&self, client: &str, signal: &Signal<'_>) -> u64 {
+        let mut hasher = self.seed.build_hasher();
+        client.hash(&mut hasher);
+        match signal {
+            Signal::Header(value) => (0_u8, value).hash(&mut hasher),
+            Signal::Session(value) => (1_u8, value).hash(&mut hasher),
+            Signal::User(value) => (2_u8, value).hash(&mut hasher),
+            Signal::Opening(system, user) => (3_u8, system, user).hash(&mut hasher),
+        }
+        hasher.finish()
+    }
+}
+
+/// A body signal, owning what a borrowed string could not give (unescaped text).
+enum BodySignal {
+    Session(String),
+    User(String),
+    Opening(String, String),
+}
+
+impl BodySignal {
+    fn as_signal(&self) -> Signal<'_> {
+        match self {
+            Self::Session(value) => Signal::Session(value),
+            Self::User(value) => Signal::User(value),
+            Self::Opening(system, user) => Signal::Opening(system, user),
+        }
+    }
+}
+
+fn body_signal(signals: &BodySignals<'_>) -> Option<BodySignal> {
+    let metadata: Option<Value> = signals
+        .metadata
+        .and_then(|raw| serde_json::from_str(raw.get()).ok());
+    if let Some(metadata) = &metadata {
+        if let Some(session) = metadata
+            .get("user_id")
+            .and_then(Value::as_str)
+            .and_then(claude_code_session)
+        {
+            return Some(BodySignal::Session(session));
+        }
+        if let Some(session) = metadata.get("sessionId").and_then(Value::as_str) {
+            return Some(BodySignal::Session(session.to_owned()));
+        }
+    }
+    if let Some(key) = string(signals.prompt_cache_key) {
+        return Some(BodySignal::Session(key));
+    }
+    if let Some(user) = string(signals.user).or_else(|| {
+        metadata
+            .as_ref()
+            .and_then(|metadata| metadata.get("user_id")?.as_str().map(str::to_owned))
+    }) {
+        return Some(BodySignal::User(user));
+    }
+    opening(signals)
+}
+
+/// The session of Claude Code's `metadata.user_id`: `{"session_id": "..."}` as JSON text
+/// (2.x), or the part after `_session_` (1.x: `user_<hash>_account_<uuid>_session_<uuid>`).
+fn claude_code_session(user_id: &str) -> Option<String> {
+    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(user_id) {
+        return fields
+            .get("session_id")
+            .and_then(Value::as_str)
+            .filter(|session| !session.is_empty())
+            .map(str::to_owned);
+    }
+    user_id
+        .rsplit_once("_session_")
+        .map(|(_, session)| session.to_owned())
+        .filter(|session| !session.is_empty())
+}
+
+/// A non-empty JSON string.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .filter(|value| !value.is_empty())
+}
+
+/// The conversation's opening: its system prompt (or instructions) and first user message, as
+/// their JSON text. Every later turn of a conversation sends both again, unchanged.
+fn opening(signals: &BodySignals<'_>) -> Option<BodySignal> {
+    let turns = signals.messages.or(signals.input)?;
+    let turns: Vec<&RawValue> = serde_json::from_str(turns.get()).ok()?;
+    let mut system = signals
+        .system
+        .or(signals.instructions)
+        .map(|raw| raw.get().to_owned());
+    let mut first_user = None;
+    for turn in turns {
+        let Ok(turn) = serde_json::from_str::<Turn<'_>>(turn.get()) else {
+            continue;
+        };
+        match turn.role {
+            Some("system" | "developer") if system.is_none() => {
+                system = turn.content.map(|raw| raw.get().to_owned());
+            }
+            Some("user") => {
+                first_user = turn.content.map(|raw| raw.get().to_owned());
+                break;
+            }
+            _ => {}
+        }
+    }
+    Some(BodySignal::Opening(system.unwrap_or_default(), first_user?))
+}
+
+/// One message or input item: its role and content, borrowed.
+#[derive(Deserialize)]
+struct Turn<'a> {
+    #[serde(borrow, default)]
+    role: Option<&'a str>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn each_client_signal_names_its_conversation() {
+        let conversations = Conversations::default();
+        let key = |h: &[(&'static str, &str)], body: &str| {
+            conversations.key("team", &headers(h), body.as_bytes())
+        };
+        // Claude Code: the header and the session inside `metadata.user_id` agree on a turn.
+        let cc = key(&[("x-claude-code-session-id", "s-1")], "{}");
+        assert!(cc.is_some());
+        assert_eq!(
+            cc,
+            key(&[("x-claude-code-session-id", "s-1")], "{\"messages\":[]}")
+        );
+        let cc_body = key(
+            &[],
+            r#"{"metadata":{"user_id":"{\"device_id\":\"d\",\"session_id\":\"s-1\"}"},"messages":[]}"#,
+        );
+        let cc_old = key(
+            &[],
+            r#"{"metadata":{"user_id":"user_ab_account_cd_session_s-1"}}"#,
+        );
+        assert_eq!(cc_body, cc_old, "both name session s-1");
+        assert_ne!(
+            cc_body,
+            key(
+                &[],
+                r#"{"metadata":{"user_id":"{\"session_id\":\"s-2\"}"}}"#
+            )
+        );
+        // Codex: the header, or the prompt cache key.
+        assert!(key(&[("session-id", "c-1")], "{}").is_some());
+        assert_eq!(
+            key(&[], r#"{"prompt_cache_key":"c-1"}"#),
+            key(&[], r#"{"metadata":{"sessionId":"c-1"}}"#),
+            "a session is a session, whoever names it"
+        );
+        // Another client key never shares a pin.
+        assert_ne!(
+            conversations.key("team", &headers(&[("session-id", "c-1")]), b"{}"),
+            conversations.key("other", &headers(&[("session-id", "c-1")]), b"{}")
+        );
+        // Nothing at all: no conversation.
+        assert_eq!(key(&[], "{}"), None);
+        assert_eq!(key(&[], "not json"), None);
+    }
+
+    #[test]
+    fn without_a_signal_the_opening_names_the_conversation() {
+        let conversations = Conversations::default();
+        let key = |body: &str| conversations.key("k", &HeaderMap::new(), body.as_bytes());
+        let turn1 =
+            r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"}]}"#;
+        let turn2 = r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"more"}]}"#;
+        let other =
+            r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":"bye"}]}"#;
+        assert!(key(turn1).is_some());
+        assert_eq!(key(turn1), key(turn2));
+        assert_ne!(key(turn1), key(other));
+        // Anthropic's top-level system, and Responses' instructions and input.
+        let anthropic = r#"{"system":"S","messages":[{"role":"user","content":"hi"}]}"#;
+        let responses = r#"{"instructions":"S","input":[{"role":"user","content":"hi"}]}"#;
+        assert!(key(anthropic).is_some() && key(responses).is_some());
+        assert_eq!(
+            key(r#"{"messages":[{"role":"assistant","content":"x"}]}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn headers_come_first_in_the_documented_order() {
+        let conversations = Conversations::default();
+        let explicit = conversations.key(
+            "k",
+            &headers(&[("x-session-affinity", "mine"), ("session-id", "codex")]),
+            b"{}",
+        );
+        assert_eq!(
+            explicit,
+            conversations.key("k", &headers(&[("x-session-affinity", "mine")]), b"{}")
+        );
+    }
+}
