@@ -117,7 +117,7 @@ pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCr
             credentials.push(ApiKeyCredential {
                 credential: Credential {
                     label: format!("{}#{}", entry.name, index + 1).into(),
-                    flavor: Flavor::OpenAiCompatible,
+                    flavor: Flavor::OpenAiCompatible(entry.reasoning.0),
                     access: Arc::new(access),
                 },
                 models: models.clone(),
@@ -163,6 +163,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use credential_pool::ReasoningStyle;
 
     fn entry(name: &str, keys: usize, rpm: Option<u32>) -> OpenAiCompatEntry {
         OpenAiCompatEntry {
@@ -171,7 +172,27 @@ mod tests {
             api_keys: (0..keys).map(|i| format!("{name}-key-{i}")).collect(),
             models: Vec::new(),
             requests_per_minute: rpm.and_then(NonZeroU32::new),
+            reasoning: Default::default(),
         }
+    }
+
+    #[test]
+    fn each_key_asks_for_reasoning_in_the_style_of_its_own_entry() {
+        let mut qwen = entry("dashscope", 2, None);
+        qwen.reasoning.0 = ReasoningStyle::Qwen;
+        let entries = [entry("openai", 1, None), qwen];
+        let flavors: Vec<Flavor> = api_key_credentials(&entries)
+            .iter()
+            .map(|key| key.credential.flavor)
+            .collect();
+        assert_eq!(
+            flavors,
+            [
+                Flavor::OpenAiCompatible(ReasoningStyle::Effort),
+                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
+                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
+            ]
+        );
     }
 
     #[test]

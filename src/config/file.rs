@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
 
@@ -77,6 +78,21 @@ pub struct OpenAiCompatEntry {
     pub models: Vec<String>,
     /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
     pub requests_per_minute: Option<NonZeroU32>,
+    /// How the upstream is asked for reasoning (`effort`, `qwen` or `off`); missing: `effort`.
+    #[serde(default)]
+    pub reasoning: ReasoningSetting,
+}
+
+/// The `reasoning` of an `[[openai-compat]]` entry: how a translated request asks that upstream
+/// for the reasoning the client wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasoningSetting(pub ReasoningStyle);
+
+impl<'de> Deserialize<'de> for ReasoningSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map(Self).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
@@ -156,6 +172,7 @@ impl fmt::Debug for OpenAiCompatEntry {
             .field("api_keys", &Keys(&self.api_keys))
             .field("models", &self.models)
             .field("requests_per_minute", &self.requests_per_minute)
+            .field("reasoning", &self.reasoning.0)
             .finish()
     }
 }

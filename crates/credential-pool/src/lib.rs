@@ -76,7 +76,8 @@ mod rate;
 
 pub use config::{Models, PoolConfig, Strategy};
 pub use credential::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure, StaticAccess,
+    Access, AccessSource, BoxFuture, Credential, Flavor, ReasoningStyle, RefreshFailure,
+    StaticAccess,
 };
 pub use error::Unavailable;
 pub use pool::{CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Slot};

@@ -126,7 +126,8 @@ pub enum RefreshBehaviour {
 ///
 /// With `enable_thinking: true` the answer also has `reasoning_content` (whole) or starts with
 /// two `reasoning_content` deltas whose `content` is `null` (streamed), as Qwen's thinking
-/// models do.
+/// models do; with a `reasoning_effort` other than `none` and `minimal`, the same in a
+/// `reasoning` field, as vLLM and OpenRouter send it.
 ///
 /// A streamed answer is `data: {chunk}\n\n` events: the *deltas* (the first also carrying
 /// `role`): reasoning, then content, then for each tool call a delta with `index`, `id`,

@@ -7,7 +7,8 @@
 //! `content_block_stop` — and at the end `message_delta` (stop reason, usage) and
 //! `message_stop`.
 //!
-//! - Blocks: `reasoning_content` goes to a `thinking` block (`thinking_delta`s, then an empty
+//! - Blocks: `reasoning_content` (or `reasoning`, as vLLM and OpenRouter name it; the first
+//!   of the two that is not empty) goes to a `thinking` block (`thinking_delta`s, then an empty
 //!   `signature_delta` before its stop: the upstream has no signature), `content` to a `text`
 //!   block (`text_delta`), and each tool call to a `tool_use` block whose argument fragments
 //!   are sent as they come as `input_json_delta`s. A change of kind closes the open block and
@@ -74,6 +75,9 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
+    /// The name vLLM and OpenRouter give the reasoning text.
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -530,7 +534,11 @@ impl StreamTranslator for MessageStream {
                 continue;
             }
             if let Some(delta) = choice.delta {
-                if let Some(thinking) = delta.reasoning_content.filter(|text| !text.is_empty()) {
+                let thinking = [delta.reasoning_content, delta.reasoning]
+                    .into_iter()
+                    .flatten()
+                    .find(|text| !text.is_empty());
+                if let Some(thinking) = thinking {
                     self.thinking(&thinking, out);
                 }
                 if let Some(text) = delta.content.filter(|text| !text.is_empty()) {

@@ -2,7 +2,8 @@
 //!
 //! The stream opens with `response.created` and `response.in_progress` (status `in_progress`,
 //! no output). Then each output item is opened, filled and closed before the next one opens:
-//! - `reasoning_content` deltas: a `reasoning` item, `response.reasoning_summary_part.added`,
+//! - `reasoning_content` deltas (or `reasoning`, as vLLM and OpenRouter name them): a
+//!   `reasoning` item, `response.reasoning_summary_part.added`,
 //!   `response.reasoning_summary_text.delta`s, and at its end
 //!   `response.reasoning_summary_text.done`, `response.reasoning_summary_part.done`;
 //! - `content` deltas: a `message` item, `response.content_part.added` (an empty
@@ -156,7 +157,9 @@ impl ResponsesStream {
             return;
         };
         if let Some(delta) = choice.get("delta") {
-            if let Some(text) = non_empty(delta.get("reasoning_content")) {
+            let reasoning = non_empty(delta.get("reasoning_content"))
+                .or_else(|| non_empty(delta.get("reasoning")));
+            if let Some(text) = reasoning {
                 self.reasoning_delta(text, out);
             }
             if let Some(text) = non_empty(delta.get("content")) {

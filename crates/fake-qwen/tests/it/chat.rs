@@ -549,6 +549,28 @@ async fn thinking_requests_get_reasoning_content() {
 }
 
 #[tokio::test]
+async fn a_reasoning_effort_gets_reasoning_as_openai_compatible_servers_name_it() {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key("sk-test");
+    let mut request = body(false);
+    request["reasoning_effort"] = "low".into();
+    let (_, answer) = json_of(chat(&fake, "sk-test", &request).await).await;
+    let message = &answer["choices"][0]["message"];
+    assert!(
+        message["reasoning"]
+            .as_str()
+            .is_some_and(|text| text.contains("ping"))
+    );
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    for effort in ["none", "minimal"] {
+        request["reasoning_effort"] = effort.into();
+        let (_, answer) = json_of(chat(&fake, "sk-test", &request).await).await;
+        let message = &answer["choices"][0]["message"];
+        assert!(message.get("reasoning").is_none(), "{effort}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn a_tool_history_that_does_not_add_up_is_refused() {
     let fake = FakeQwen::start().await;
     let token = fake.mint_tokens().access_token;

@@ -1,6 +1,7 @@
 //! Streaming Responses requests: the event sequence of a text answer, of text then tool
 //! calls, of reasoning, and of a stream that breaks off.
 
+use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
@@ -75,7 +76,7 @@ async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
 
 #[tokio::test]
 async fn text_then_tool_calls_stream_as_separate_items_in_order() {
-    let (fake, proxy) = api_key_proxy().await;
+    let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     fake.set_chat_step(ChatStep::ToolCalls {
         calls: 2,
         leading_text: true,
@@ -158,7 +159,7 @@ async fn text_then_tool_calls_stream_as_separate_items_in_order() {
 
 #[tokio::test]
 async fn reasoning_streams_as_a_reasoning_item_before_the_message() {
-    let (_fake, proxy) = api_key_proxy().await;
+    let (_fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     let stream = call_stream(
         &proxy,
         &json!({ "model": "qwen3-32b", "input": "hi", "reasoning": { "effort": "low" }, "stream": true }),
