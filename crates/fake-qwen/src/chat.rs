@@ -135,6 +135,7 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
         ),
         ChatStep::Html { status } => reply::waf_page(status),
         ChatStep::Answer
+        | ChatStep::Length
         | ChatStep::HoldLast
         | ChatStep::CutAfter(_)
         | ChatStep::EndAfter(_)
@@ -173,11 +174,15 @@ struct Turn {
     /// `content` as streamed, one delta per fragment.
     streamed_text: Vec<String>,
     tool_calls: Vec<ToolCall>,
+    /// The answer ends at the output-token limit ([`ChatStep::Length`]).
+    cut_at_limit: bool,
 }
 
 impl Turn {
     fn finish_reason(&self) -> &'static str {
-        if self.tool_calls.is_empty() {
+        if self.cut_at_limit {
+            "length"
+        } else if self.tool_calls.is_empty() {
             "stop"
         } else {
             "tool_calls"
@@ -252,6 +257,7 @@ fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
     let reasoning = reasoning_field
         .map(|_| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
     let reasoning_field = reasoning_field.unwrap_or("reasoning_content");
+    let cut_at_limit = step == ChatStep::Length;
     if let Some(results) = tools::trailing_results(body) {
         let text = format!("The tool returned: {}", results.join(" | "));
         return Turn {
@@ -260,6 +266,7 @@ fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
             streamed_text: tools::fragments(&text, chat.stream_chunks),
             text: Some(text),
             tool_calls: Vec::new(),
+            cut_at_limit,
         };
     }
     if let Some(plan) = tools::plan(body, step) {
@@ -294,6 +301,7 @@ fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
                 .unwrap_or_default(),
             text,
             tool_calls,
+            cut_at_limit,
         };
     }
     Turn {
@@ -304,6 +312,7 @@ fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
             .map(|i| format!("part{i} "))
             .collect(),
         tool_calls: Vec::new(),
+        cut_at_limit,
     }
 }
 

@@ -156,6 +156,9 @@ pub enum ChatStep {
     /// `data_inspection_failed`, as DashScope reports a content-filter hit mid-answer) and
     /// `data: [DONE]`. A non-streaming request is answered normally.
     ErrorAfter(usize),
+    /// Like [`ChatStep::Answer`], but the answer ends as one cut at the request's output-token
+    /// limit: `finish_reason: "length"` (whole and streamed).
+    Length,
     /// Like [`ChatStep::Answer`], but when the model calls tools it makes `calls` calls in one
     /// turn (the offered tools in order, wrapping around; all the named one under a named
     /// `tool_choice`; one when `parallel_tool_calls` is false), and with `leading_text` it says

@@ -36,6 +36,15 @@ impl Status {
         }
     }
 
+    /// The status of the item that was being written when the answer ended this way: the
+    /// one a limit or a filter cut is `incomplete`.
+    pub(crate) fn item_status(&self) -> &'static str {
+        match self {
+            Self::Incomplete(_) => "incomplete",
+            _ => "completed",
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Self::InProgress => "in_progress",

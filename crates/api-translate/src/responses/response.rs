@@ -5,8 +5,10 @@
 //! with one `output_text` part, and each of its `tool_calls` a `function_call` item (with
 //! `namespace` for a namespaced tool's call), in that order; empty parts make no item. The
 //! status is `completed`, or `incomplete` for `finish_reason` `length` (`max_output_tokens`) and
-//! `content_filter`. Usage maps `prompt_tokens`/`completion_tokens` (and their cached and
-//! reasoning details) to `input_tokens`/`output_tokens`.
+//! `content_filter`; the last item, the one the limit or filter cut, is then `incomplete` too
+//! (as OpenAI marks it), the others `completed`. Usage maps
+//! `prompt_tokens`/`completion_tokens` (and their cached and reasoning details) to
+//! `input_tokens`/`output_tokens`.
 
 use serde_json::Value;
 
@@ -55,6 +57,9 @@ pub fn from_chat(completion: &Value, shell: &Shell) -> Option<Value> {
         ));
     }
     let status = Status::from_finish_reason(choice.get("finish_reason").and_then(Value::as_str));
+    if let Some(last) = output.last_mut() {
+        last["status"] = status.item_status().into();
+    }
     Some(shell.response(&status, output, object::usage(completion.get("usage"))))
 }
 

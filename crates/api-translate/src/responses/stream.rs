@@ -16,8 +16,9 @@
 //!   call (some OpenAI-compatible servers send every call with `index: 0`);
 //!
 //! every item opening with `response.output_item.added` (status `in_progress`) and ending with
-//! `response.output_item.done` (status `completed`). A delta of another kind than the open
-//! item's closes it. Tool calls are expected one after another, as OpenAI and DashScope stream
+//! `response.output_item.done` (status `completed`; `incomplete` for the last item of an
+//! answer that ends with `response.incomplete`, which the limit or filter cut). A delta of
+//! another kind than the open item's closes it. Tool calls are expected one after another, as OpenAI and DashScope stream
 //! them: a fragment of a call after a later call began cannot be sent any more and is dropped
 //! (with a warning).
 //!
@@ -339,8 +340,13 @@ impl ResponsesStream {
         self.emit(out, "response.function_call_arguments.delta", data);
     }
 
-    /// Closes the open item, if any, and adds it to the output.
+    /// Closes the open item, if any, as `completed`, and adds it to the output.
     fn close(&mut self, out: &mut BytesMut) {
+        self.close_as("completed", out);
+    }
+
+    /// Closes the open item, if any, with item status `status`, and adds it to the output.
+    fn close_as(&mut self, status: &str, out: &mut BytesMut) {
         let (output_index, item) = match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Nothing => return,
             Open::Reasoning(TextItem {
@@ -361,7 +367,7 @@ impl ResponsesStream {
                 );
                 (
                     output_index,
-                    object::reasoning_item(&id, "completed", Some(&text)),
+                    object::reasoning_item(&id, status, Some(&text)),
                 )
             }
             Open::Message(TextItem {
@@ -378,10 +384,7 @@ impl ResponsesStream {
                     "response.content_part.done",
                     with(&at, "part", object::output_text(&text)),
                 );
-                (
-                    output_index,
-                    object::message_item(&id, "completed", Some(&text)),
-                )
+                (output_index, object::message_item(&id, status, Some(&text)))
             }
             Open::Call(call) => {
                 self.emit(
@@ -398,7 +401,7 @@ impl ResponsesStream {
                     call.output_index,
                     self.shell.function_call_item(
                         &call.id,
-                        "completed",
+                        status,
                         &call.call_id,
                         &call.name,
                         &call.arguments,
@@ -416,8 +419,8 @@ impl ResponsesStream {
 
     /// Closes the open item and sends the whole response.
     fn complete(&mut self, out: &mut BytesMut) {
-        self.close(out);
         let status = Status::from_finish_reason(self.finish_reason.as_deref());
+        self.close_as(status.item_status(), out);
         let name = match status {
             Status::Incomplete(_) => "response.incomplete",
             _ => "response.completed",

@@ -184,6 +184,24 @@ async fn reasoning_streams_as_a_reasoning_item_before_the_message() {
 }
 
 #[tokio::test]
+async fn a_truncated_stream_ends_incomplete_with_its_message_item_incomplete() {
+    let (fake, proxy) = qwen_proxy().await;
+    fake.set_chat_step(ChatStep::Length);
+    let stream = call_stream(
+        &proxy,
+        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16, "stream": true }),
+    )
+    .await;
+    stream.assert_well_formed();
+    let done = stream.data("response.output_item.done");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["item"]["status"], "incomplete", "{}", done[0]);
+    let end = stream.last();
+    assert_eq!(end["type"], "response.incomplete");
+    assert_eq!(end["response"]["output"][0]["status"], "incomplete");
+}
+
+#[tokio::test]
 async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
     let (fake, proxy) = qwen_proxy().await;
     fake.set_chat_step(ChatStep::CutAfter(2));

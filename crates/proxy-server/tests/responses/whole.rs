@@ -233,6 +233,25 @@ async fn reasoning_is_asked_in_the_upstreams_style_and_comes_back_as_a_reasoning
 }
 
 #[tokio::test]
+async fn a_truncated_answer_marks_its_message_item_incomplete_too() {
+    let (fake, proxy) = qwen_proxy().await;
+    fake.set_chat_step(ChatStep::Length);
+    let body = call(
+        &proxy,
+        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16 }),
+    )
+    .await
+    .json();
+    assert_eq!(body["status"], "incomplete");
+    assert_eq!(
+        body["incomplete_details"],
+        json!({ "reason": "max_output_tokens" })
+    );
+    assert_eq!(body["output"][0]["type"], "message");
+    assert_eq!(body["output"][0]["status"], "incomplete", "{body}");
+}
+
+#[tokio::test]
 async fn previous_response_id_is_refused_before_any_upstream_request() {
     let (fake, proxy) = qwen_proxy().await;
     let answer = call(
