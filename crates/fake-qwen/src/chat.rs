@@ -331,11 +331,14 @@ fn thinking_field(body: &Value) -> Option<&'static str> {
 }
 
 impl Answer {
+    /// The usage of the answer: half the prompt counts as read from the cache
+    /// (`prompt_tokens_details.cached_tokens`), as a prefix the upstream saw before would.
     fn usage(&self, completion_tokens: u64) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": { "cached_tokens": self.prompt_tokens / 2 },
         })
     }
 

@@ -129,6 +129,10 @@ pub enum RefreshBehaviour {
 /// models do; with a `reasoning_effort` other than `none` and `minimal`, the same in a
 /// `reasoning` field, as vLLM and OpenRouter send it.
 ///
+/// Usage (whole answers, and streams that set `stream_options.include_usage`) counts a token
+/// per four bytes of the request as `prompt_tokens`, half of them as
+/// `prompt_tokens_details.cached_tokens`.
+///
 /// A streamed answer is `data: {chunk}\n\n` events: the *deltas* (the first also carrying
 /// `role`): reasoning, then content, then for each tool call a delta with `index`, `id`,
 /// `type`, `function.name` and `function.arguments: ""`, followed by up to three deltas with only

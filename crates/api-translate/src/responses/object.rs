@@ -178,7 +178,9 @@ pub(crate) fn summary_text(text: &str) -> Value {
     json!({ "type": "summary_text", "text": text })
 }
 
-/// The Responses usage for a chat `usage` object; `null` when there is none. DashScope's
+/// The Responses usage for a chat `usage` object; `null` when there is none. Cache reads are
+/// `prompt_tokens_details.cached_tokens` (OpenAI, DashScope), DeepSeek's
+/// `prompt_cache_hit_tokens` or Moonshot's `cached_tokens`. DashScope's
 /// `prompt_tokens_details.cache_creation_input_tokens` is `cache_write_tokens` (which the
 /// openai SDK requires), 0 when absent like the other details.
 pub(crate) fn usage(chat: Option<&Value>) -> Value {
@@ -188,10 +190,13 @@ pub(crate) fn usage(chat: Option<&Value>) -> Value {
     let count = |pointer: &str| chat.pointer(pointer).and_then(Value::as_u64);
     let input = count("/prompt_tokens").unwrap_or(0);
     let output = count("/completion_tokens").unwrap_or(0);
+    let cached = count("/prompt_tokens_details/cached_tokens")
+        .or_else(|| count("/prompt_cache_hit_tokens"))
+        .or_else(|| count("/cached_tokens"));
     json!({
         "input_tokens": input,
         "input_tokens_details": {
-            "cached_tokens": count("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            "cached_tokens": cached.unwrap_or(0),
             "cache_write_tokens":
                 count("/prompt_tokens_details/cache_creation_input_tokens").unwrap_or(0),
         },
@@ -244,6 +249,12 @@ mod tests {
                 "output_tokens_details": { "reasoning_tokens": 0 },
                 "total_tokens": 7,
             })
+        );
+        assert_eq!(
+            usage(Some(&json!({ "prompt_tokens": 100, "completion_tokens": 4,
+                "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36 })))["input_tokens_details"]
+                ["cached_tokens"],
+            64
         );
         assert_eq!(usage(None), Value::Null);
         assert_eq!(usage(Some(&Value::Null)), Value::Null);

@@ -571,6 +571,20 @@ async fn a_reasoning_effort_gets_reasoning_as_openai_compatible_servers_name_it(
 }
 
 #[tokio::test]
+async fn half_the_prompt_is_reported_as_cached() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    let (_, answer) = json_of(chat(&fake, &token, &body(false)).await).await;
+    let prompt = answer["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt tokens");
+    assert_eq!(
+        answer["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(prompt / 2)
+    );
+}
+
+#[tokio::test]
 async fn a_tool_history_that_does_not_add_up_is_refused() {
     let fake = FakeQwen::start().await;
     let token = fake.mint_tokens().access_token;

@@ -63,10 +63,12 @@ async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
         "part0 part1 part2 "
     );
     assert_eq!(completed["usage"]["output_tokens"], 3);
-    assert!(
-        completed["usage"]["input_tokens"]
-            .as_u64()
-            .is_some_and(|tokens| tokens > 0)
+    let prompt = fake.chat_requests()[0].body.len() as u64 / 4;
+    assert_eq!(completed["usage"]["input_tokens"], prompt);
+    assert_eq!(
+        completed["usage"]["input_tokens_details"]["cached_tokens"],
+        prompt / 2,
+        "cached tokens reach the usage Codex reads"
     );
 
     let upstream = fake.chat_requests()[0].json();
