@@ -15,6 +15,9 @@ use super::namespaces::Namespaces;
 /// Counts responses made by this process, to keep ids made within one clock tick apart.
 static RESPONSES: AtomicU64 = AtomicU64::new(0);
 
+/// The error code of a failed response (the upstream broke off or reported an error).
+pub(crate) const FAILURE_CODE: &str = "server_error";
+
 /// Where a response stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -125,7 +128,7 @@ impl Shell {
     /// The response object.
     pub(crate) fn response(&self, status: &Status, output: Vec<Value>, usage: Value) -> Value {
         let error = match status {
-            Status::Failed(message) => json!({ "code": "server_error", "message": message }),
+            Status::Failed(message) => json!({ "code": FAILURE_CODE, "message": message }),
             _ => Value::Null,
         };
         let incomplete_details = match status {

@@ -26,8 +26,10 @@
 //! `response.completed` carries the whole response (output and usage, which may arrive in a
 //! chunk with empty `choices` after the `finish_reason`); a `finish_reason` of `length` or
 //! `content_filter` ends with `response.incomplete` instead, as the Responses API does. A
-//! stream that breaks off, or an upstream chunk carrying an `error` (an object with a
-//! `message`, or a string), ends with `response.failed` (status `failed`, `error.code`
+//! stream that breaks off or times out, or an upstream chunk carrying an `error` (an object
+//! with a `message`, or a string), ends with an `error` event (`code` `server_error`, the
+//! message, and the same in an `error` object, as OpenAI sends it: the OpenAI SDKs raise it
+//! as an `APIError`) and then `response.failed` (status `failed`, `error.code`
 //! `server_error`, the items completed so far).
 //! Every event has `type` and a `sequence_number` counting from 0.
 
@@ -37,8 +39,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
 use super::object::{self, Shell, Status};
-use crate::quote::client_text;
-use crate::stream::{StreamTranslator, write_event};
+use crate::stream::{StreamTranslator, UpstreamError, write_event};
 
 /// The translator of one streamed answer.
 #[derive(Debug)]
@@ -129,15 +130,12 @@ impl ResponsesStream {
 
     fn chunk(&mut self, chunk: &Value, out: &mut BytesMut) {
         if let Some(error) = chunk.get("error").filter(|error| !error.is_null()) {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .or_else(|| error.as_str())
-                .unwrap_or("no message");
+            let error = UpstreamError::read(error);
             self.failed(
                 format!(
-                    "the upstream reported an error mid-answer: {}",
-                    client_text(message)
+                    "the upstream reported an error mid-answer: {}; the answer is incomplete, \
+                     retry the request",
+                    error.message
                 ),
                 out,
             );
@@ -433,8 +431,28 @@ impl ResponsesStream {
         self.ended = true;
     }
 
-    /// Sends `response.failed` with `message`.
+    /// Sends an `error` event and then `response.failed`, both with `message`.
+    ///
+    /// The `error` event has the fields OpenAI documents (`code`, `message`, `param`) and the
+    /// `error` object OpenAI sends with them, which the OpenAI SDKs raise as an `APIError`;
+    /// `response.failed` is the end clients such as Codex wait for.
     fn failed(&mut self, message: String, out: &mut BytesMut) {
+        let error = json!({
+            "type": object::FAILURE_CODE,
+            "code": object::FAILURE_CODE,
+            "message": message,
+            "param": null,
+        });
+        self.emit(
+            out,
+            "error",
+            json!({
+                "code": object::FAILURE_CODE,
+                "message": message,
+                "param": null,
+                "error": error,
+            }),
+        );
         let output = std::mem::take(&mut self.output);
         let response = self.shell.response(
             &Status::Failed(message),

@@ -36,7 +36,7 @@ use credential_pool::Credential;
 
 pub(crate) use aliases::Aliases;
 pub(crate) use answer::{Answer, set_event_stream_headers};
-pub(crate) use observe::record_completion;
+pub(crate) use observe::{MAX_SSE_LINE, record_completion};
 pub(crate) use request::{ChatRequest, Malformed};
 pub(crate) use stream::UpstreamBody;
 

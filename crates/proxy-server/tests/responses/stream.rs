@@ -203,8 +203,10 @@ async fn a_truncated_stream_ends_incomplete_with_its_message_item_incomplete() {
     assert_eq!(end["response"]["output"][0]["status"], "incomplete");
 }
 
+/// A stream whose upstream breaks off ends as OpenAI ends a failed stream: an `error` event,
+/// `response.failed`, and then the end of the body.
 #[tokio::test]
-async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
+async fn a_broken_stream_ends_with_an_error_event_and_response_failed() {
     let (fake, proxy) = qwen_proxy().await;
     fake.set_chat_step(ChatStep::CutAfter(2));
     let stream = call_stream(
@@ -214,16 +216,22 @@ async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
     .await;
     assert_eq!(stream.status, 200);
     stream.assert_well_formed();
-    assert!(stream.broken, "the client must see the stream break");
+    assert!(!stream.broken, "the body ends after response.failed");
+    let names = stream.names();
+    assert_eq!(names[names.len() - 2..], ["error", "response.failed"]);
     let failed = stream.last();
-    assert_eq!(failed["type"], "response.failed");
     assert_eq!(failed["response"]["status"], "failed");
     assert_eq!(failed["response"]["error"]["code"], "server_error");
-    assert!(
-        failed["response"]["error"]["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("broke off")),
-        "{failed}"
+    let message = failed["response"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("broke off"), "{failed}");
+    let error = stream.data("error")[0];
+    assert_eq!(error["code"], "server_error");
+    assert_eq!(error["message"], message);
+    assert_eq!(
+        error["error"],
+        json!({ "type": "server_error", "code": "server_error", "message": message, "param": null })
     );
     assert_eq!(stream.data("response.completed").len(), 0);
 }
@@ -255,7 +263,9 @@ async fn an_error_chunk_mid_stream_ends_with_response_failed_naming_the_upstream
     assert_eq!(failed["response"]["error"]["code"], "server_error");
     assert_eq!(
         failed["response"]["error"]["message"],
-        "the upstream reported an error mid-answer: Output data may contain inappropriate content."
+        "the upstream reported an error mid-answer: Output data may contain inappropriate \
+         content.; the answer is incomplete, retry the request"
     );
+    assert_eq!(stream.data("error").len(), 1);
     assert_eq!(stream.data("response.completed").len(), 0);
 }
