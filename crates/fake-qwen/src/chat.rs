@@ -140,6 +140,7 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
         | ChatStep::CutAfter(_)
         | ChatStep::EndAfter(_)
         | ChatStep::ErrorAfter(_)
+        | ChatStep::OverloadedAfter(_)
         | ChatStep::ToolCalls { .. } => {
             let answer = Answer {
                 id: format!("chatcmpl-fake-{}", world.chat.next_answer()),
@@ -429,19 +430,29 @@ fn stream_answer(chat: &ChatState, answer: &Answer, request: &Value, step: ChatS
                 cut_after: None,
             }
         }
-        ChatStep::ErrorAfter(after) => {
+        ChatStep::ErrorAfter(after) | ChatStep::OverloadedAfter(after) => {
             events.truncate(after.min(chunks));
+            let reported = if let ChatStep::ErrorAfter(_) = step {
+                json!({
+                    "code": "data_inspection_failed",
+                    "message": "Output data may contain inappropriate content.",
+                    "type": "data_inspection_failed",
+                })
+            } else {
+                json!({
+                    "code": null,
+                    "message": "That model is currently overloaded with other requests. You can \
+                                retry your request.",
+                    "type": "server_error",
+                })
+            };
             let error = json!({
                 "id": answer.id,
                 "object": "chat.completion.chunk",
                 "created": CREATED,
                 "model": answer.model,
                 "choices": [],
-                "error": {
-                    "code": "data_inspection_failed",
-                    "message": "Output data may contain inappropriate content.",
-                    "type": "data_inspection_failed",
-                },
+                "error": reported,
             });
             events.push(Bytes::from(format!("data: {error}\n\n")));
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));

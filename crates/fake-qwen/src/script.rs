@@ -160,6 +160,9 @@ pub enum ChatStep {
     /// `data_inspection_failed`, as DashScope reports a content-filter hit mid-answer) and
     /// `data: [DONE]`. A non-streaming request is answered normally.
     ErrorAfter(usize),
+    /// Like [`ChatStep::ErrorAfter`], but the error chunk says the model is overloaded (type
+    /// `server_error`, as OpenAI words it).
+    OverloadedAfter(usize),
     /// Like [`ChatStep::Answer`], but the answer ends as one cut at the request's output-token
     /// limit: `finish_reason: "length"` (whole and streamed).
     Length,

@@ -688,4 +688,16 @@ async fn an_error_chunk_ends_a_stream_as_dashscope_reports_a_filter_hit() {
     let error: Value = serde_json::from_str(&events[1]).expect("JSON");
     assert_eq!(error["error"]["code"], "data_inspection_failed");
     assert_eq!(events[2], "[DONE]");
+
+    fake.set_chat_step(ChatStep::OverloadedAfter(1));
+    let response = chat(&fake, &token, &body(true)).await;
+    let events = sse_events(&response.text().await.expect("a body"));
+    let error: Value = serde_json::from_str(&events[1]).expect("JSON");
+    assert_eq!(error["error"]["type"], "server_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("overloaded")),
+        "{error}"
+    );
 }
