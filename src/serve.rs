@@ -153,7 +153,7 @@ pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCr
             credentials.push(ApiKeyCredential {
                 credential: Credential {
                     label: format!("{}#{}", entry.name, index + 1).into(),
-                    flavor: Flavor::OpenAiCompatible,
+                    flavor: Flavor::OpenAiCompatible(entry.reasoning.0),
                     access: Arc::new(access),
                 },
                 models: models.clone(),
@@ -204,6 +204,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use credential_pool::ReasoningStyle;
 
     fn entry(name: &str, keys: usize, rpm: Option<u32>) -> OpenAiCompatEntry {
         OpenAiCompatEntry {
@@ -215,7 +216,27 @@ mod tests {
             weight: None,
             priority: None,
             group: None,
+            reasoning: Default::default(),
         }
+    }
+
+    #[test]
+    fn each_key_asks_for_reasoning_in_the_style_of_its_own_entry() {
+        let mut qwen = entry("dashscope", 2, None);
+        qwen.reasoning.0 = ReasoningStyle::Qwen;
+        let entries = [entry("openai", 1, None), qwen];
+        let flavors: Vec<Flavor> = api_key_credentials(&entries)
+            .iter()
+            .map(|key| key.credential.flavor)
+            .collect();
+        assert_eq!(
+            flavors,
+            [
+                Flavor::OpenAiCompatible(ReasoningStyle::Effort),
+                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
+                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
+            ]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
 
@@ -91,6 +92,21 @@ pub struct OpenAiCompatEntry {
     pub priority: Option<i32>,
     /// The group client keys can be limited to.
     pub group: Option<String>,
+    /// How the upstream is asked for reasoning (`effort`, `qwen` or `off`); missing: `effort`.
+    #[serde(default)]
+    pub reasoning: ReasoningSetting,
+}
+
+/// The `reasoning` of an `[[openai-compat]]` entry: how a translated request asks that upstream
+/// for the reasoning the client wants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasoningSetting(pub ReasoningStyle);
+
+impl<'de> Deserialize<'de> for ReasoningSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map(Self).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[accounts."EMAIL"]`: how one Qwen OAuth account is routed.
@@ -190,6 +206,7 @@ impl fmt::Debug for OpenAiCompatEntry {
             .field("weight", &self.weight)
             .field("priority", &self.priority)
             .field("group", &self.group)
+            .field("reasoning", &self.reasoning.0)
             .finish()
     }
 }

@@ -5,6 +5,8 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use credential_pool::ReasoningStyle;
+
 use super::env::parse_env_value;
 use super::file::{ConfigFile, DurationSetting};
 use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
@@ -210,6 +212,28 @@ fn openai_compat_requests_per_minute_of_zero_is_refused() {
     assert_eq!(
         capped.openai_compat[0].requests_per_minute,
         NonZeroU32::new(5)
+    );
+}
+
+#[test]
+fn openai_compat_reasoning_defaults_to_effort_and_takes_only_its_three_names() {
+    let text = "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    assert_eq!(file.openai_compat[0].reasoning.0, ReasoningStyle::Effort);
+    for (name, style) in [
+        ("effort", ReasoningStyle::Effort),
+        ("qwen", ReasoningStyle::Qwen),
+        ("off", ReasoningStyle::Off),
+    ] {
+        let file: ConfigFile = toml::from_str(&format!("{text}reasoning = \"{name}\"\n")).unwrap();
+        assert_eq!(file.openai_compat[0].reasoning.0, style, "{name}");
+    }
+    let error = toml::from_str::<ConfigFile>(&format!("{text}reasoning = \"high\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("unknown reasoning style \"high\"") && error.contains("\"qwen\""),
+        "{error}"
     );
 }
 

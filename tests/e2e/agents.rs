@@ -5,6 +5,9 @@
 //! Code's `Read` tool; `cat` through Codex's `exec_command`; Qwen Code's `read_file`), the
 //! agent really runs it, and the model answers with what the tool returned, so the file's
 //! contents reach the agent's final answer only through a second round trip of tool results.
+//! Claude Code and Codex must also report the token counts the upstream gave (input, cached,
+//! output: the fake reports half of each prompt as cached), and report a stream that breaks
+//! off mid-answer, with cliproxy's message, instead of hanging.
 //!
 //! Each client runs with its telemetry, update checks and other non-essential traffic turned
 //! off, and with a [`tripwire::Tripwire`] as its HTTP(S) proxy: any request to anywhere but
@@ -23,6 +26,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use crate::support::server::{API_KEY, MODEL, Stack};
+use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 use tripwire::Tripwire;
 
@@ -182,6 +186,80 @@ impl Session {
         );
     }
 
+    /// `claude -p PROMPT --output-format json` with the environment of the Claude Code
+    /// section of docs/clients.md, and `extra`.
+    async fn claude(&self, claude: &Path, prompt: &str, extra: &[(&str, &OsStr)]) -> Output {
+        let home = self.dir("claude-home");
+        let mut env: Vec<(&str, &OsStr)> = vec![
+            ("HOME", home.as_os_str()),
+            ("ANTHROPIC_BASE_URL", OsStr::new(&self.stack.server.base)),
+            ("ANTHROPIC_AUTH_TOKEN", OsStr::new(API_KEY)),
+            ("ANTHROPIC_API_KEY", OsStr::new("")),
+            ("ANTHROPIC_MODEL", OsStr::new(MODEL)),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", OsStr::new("1")),
+            ("DISABLE_AUTOUPDATER", OsStr::new("1")),
+            ("DISABLE_TELEMETRY", OsStr::new("1")),
+            ("DISABLE_ERROR_REPORTING", OsStr::new("1")),
+        ];
+        env.extend_from_slice(extra);
+        self.run(claude, &["-p", prompt, "--output-format", "json"], &env)
+            .await
+    }
+
+    /// `codex exec --json PROMPT` with the provider block of the Codex CLI section of
+    /// docs/clients.md, plus `provider_extra` (lines of that block), and what keeps it from
+    /// other servers: no plugin sync (GitHub, chatgpt.com), no analytics (ab.chatgpt.com), no
+    /// update check.
+    async fn codex(&self, codex: &Path, prompt: &str, provider_extra: &str) -> Output {
+        let codex_home = self.dir("codex-home");
+        let config = format!(
+            "model = \"gpt-5-codex\"\nmodel_provider = \"cliproxy\"\n\
+             check_for_update_on_startup = false\n\n\
+             [model_providers.cliproxy]\nname = \"cliproxy\"\nbase_url = \"{}/v1\"\n\
+             env_key = \"CLIPROXY_CLIENT_KEY\"\nwire_api = \"responses\"\n{provider_extra}\n\
+             [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
+            self.stack.server.base
+        );
+        std::fs::write(codex_home.join("config.toml"), config).expect("write config.toml");
+        let home = self.dir("codex-user-home");
+        self.run(
+            codex,
+            &["exec", "--json", "--skip-git-repo-check", prompt],
+            &[
+                ("HOME", home.as_os_str()),
+                ("CODEX_HOME", codex_home.as_os_str()),
+                ("CLIPROXY_CLIENT_KEY", OsStr::new(API_KEY)),
+            ],
+        )
+        .await
+    }
+
+    /// Makes the fake break every stream off after its first two events; the events come
+    /// 100 ms apart, so cliproxy has passed the first one on (and cannot fail over any more)
+    /// when the cut comes.
+    fn cut_streams(&self) {
+        self.stack.fake.set_chat_step(ChatStep::CutAfter(2));
+        self.stack
+            .fake
+            .set_stream_interval(Duration::from_millis(100));
+    }
+
+    /// The prompt tokens the fake reported over all its requests, and how many of them it
+    /// reported as cached (a token per four bytes of a request, half of them cached).
+    fn fake_prompt_tokens(&self) -> (u64, u64) {
+        let prompts: Vec<u64> = self
+            .stack
+            .fake
+            .chat_requests()
+            .iter()
+            .map(|request| u64::try_from(request.body.len() / 4).unwrap_or(u64::MAX))
+            .collect();
+        (
+            prompts.iter().sum(),
+            prompts.iter().map(|prompt| prompt / 2).sum(),
+        )
+    }
+
     /// The agent's output, cliproxy's log and the fake's last requests, for a failure message.
     async fn report(&mut self, output: &Output) -> String {
         format!(
@@ -206,23 +284,8 @@ async fn claude_code_runs_a_tool_through_cliproxy() {
         .stack
         .fake
         .prefer_tool("Read", &json!({ "file_path": marker }));
-    let home = session.dir("claude-home");
     let output = session
-        .run(
-            &claude,
-            &["-p", "What does marker.txt say?", "--output-format", "json"],
-            &[
-                ("HOME", home.as_os_str()),
-                ("ANTHROPIC_BASE_URL", OsStr::new(&session.stack.server.base)),
-                ("ANTHROPIC_AUTH_TOKEN", OsStr::new(API_KEY)),
-                ("ANTHROPIC_API_KEY", OsStr::new("")),
-                ("ANTHROPIC_MODEL", OsStr::new(MODEL)),
-                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", OsStr::new("1")),
-                ("DISABLE_AUTOUPDATER", OsStr::new("1")),
-                ("DISABLE_TELEMETRY", OsStr::new("1")),
-                ("DISABLE_ERROR_REPORTING", OsStr::new("1")),
-            ],
-        )
+        .claude(&claude, "What does marker.txt say?", &[])
         .await;
     let result: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     if !output.status.success() || result["is_error"] != false {
@@ -232,6 +295,14 @@ async fn claude_code_runs_a_tool_through_cliproxy() {
     session.check_answer("Claude Code", answer, &output).await;
     assert!(result["num_turns"].as_u64() >= Some(2), "{result}");
     session.check_round_trip(&output).await;
+
+    // The token counts the upstream reported reach its status: Anthropic counts cache reads
+    // apart from the input tokens.
+    let (prompt, cached) = session.fake_prompt_tokens();
+    let usage = &result["usage"];
+    assert_eq!(usage["input_tokens"], prompt - cached, "{usage}");
+    assert_eq!(usage["cache_read_input_tokens"], cached, "{usage}");
+    assert!(usage["output_tokens"].as_u64() > Some(0), "{usage}");
 }
 
 #[tokio::test]
@@ -245,36 +316,103 @@ async fn codex_runs_a_command_through_cliproxy() {
         .stack
         .fake
         .prefer_tool("exec_command", &json!({ "cmd": "cat marker.txt" }));
-    let codex_home = session.dir("codex-home");
-    // As docs/clients.md sets Codex up, plus what keeps it from other servers: no plugin
-    // sync (GitHub, chatgpt.com), no analytics (ab.chatgpt.com), no update check.
-    let config = format!(
-        "model = \"gpt-5-codex\"\nmodel_provider = \"cliproxy\"\n\
-         check_for_update_on_startup = false\n\n\
-         [model_providers.cliproxy]\nname = \"cliproxy\"\nbase_url = \"{}/v1\"\n\
-         env_key = \"CLIPROXY_CLIENT_KEY\"\nwire_api = \"responses\"\n\n\
-         [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
-        session.stack.server.base
-    );
-    std::fs::write(codex_home.join("config.toml"), config).expect("write config.toml");
-    let home = session.dir("codex-user-home");
-    let output = session
-        .run(
-            &codex,
-            &["exec", "--skip-git-repo-check", "What does marker.txt say?"],
-            &[
-                ("HOME", home.as_os_str()),
-                ("CODEX_HOME", codex_home.as_os_str()),
-                ("CLIPROXY_CLIENT_KEY", OsStr::new(API_KEY)),
-            ],
-        )
-        .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = session.codex(&codex, "What does marker.txt say?", "").await;
     if !output.status.success() {
         panic!("Codex failed\n{}", session.report(&output).await);
     }
-    session.check_answer("Codex", &stdout, &output).await;
+    // `--json`: one event per line; the answer is the last agent message.
+    let events: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let answer = events
+        .iter()
+        .rev()
+        .find(|event| event["item"]["type"] == "agent_message")
+        .and_then(|event| event["item"]["text"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    session.check_answer("Codex", &answer, &output).await;
     session.check_round_trip(&output).await;
+
+    // The token counts the upstream reported reach its status line.
+    let (prompt, cached) = session.fake_prompt_tokens();
+    let usage = events
+        .iter()
+        .find(|event| event["type"] == "turn.completed")
+        .map(|event| &event["usage"])
+        .unwrap_or(&Value::Null);
+    assert_eq!(usage["input_tokens"], prompt, "{usage}");
+    assert_eq!(usage["cached_input_tokens"], cached, "{usage}");
+    assert!(usage["output_tokens"].as_u64() > Some(0), "{usage}");
+}
+
+/// A stream that breaks off mid-answer ends with Anthropic's error event; Claude Code reports
+/// it with cliproxy's message and exits. (With its retries and non-streamed fallback turned
+/// off, so that the run is about the stream: by default it retries up to 10 times with backoff,
+/// then reports the last error.)
+#[tokio::test]
+async fn claude_code_reports_a_stream_that_breaks_off() {
+    let test = "claude_code_reports_a_stream_that_breaks_off";
+    let Some(claude) = client(test, "claude", CLAUDE_CODE_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    session.cut_streams();
+    let output = session
+        .claude(
+            &claude,
+            "Say hello",
+            &[
+                ("CLAUDE_CODE_MAX_RETRIES", OsStr::new("0")),
+                ("CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK", OsStr::new("1")),
+            ],
+        )
+        .await;
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let reported = result["result"].as_str().unwrap_or_default();
+    if output.status.success()
+        || result["is_error"] != true
+        || !reported.contains("the upstream stream broke off")
+        || !reported.contains("the answer is incomplete")
+    {
+        panic!(
+            "Claude Code did not report the broken stream\n{}",
+            session.report(&output).await
+        );
+    }
+}
+
+/// A stream that breaks off mid-answer ends with an error event and `response.failed`; Codex
+/// reports it with cliproxy's message and exits. (With `stream_max_retries = 0`: by default it
+/// reconnects five times first.)
+#[tokio::test]
+async fn codex_reports_a_stream_that_breaks_off() {
+    let test = "codex_reports_a_stream_that_breaks_off";
+    let Some(codex) = client(test, "codex", CODEX_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    session.cut_streams();
+    let output = session
+        .codex(&codex, "Say hello", "stream_max_retries = 0\n")
+        .await;
+    // `--json`: the failed turn is an event with the error's message.
+    let failed = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["type"] == "turn.failed")
+        .and_then(|event| event["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    if output.status.success()
+        || !failed.contains("the upstream stream broke off")
+        || !failed.contains("the answer is incomplete")
+    {
+        panic!(
+            "Codex did not report the broken stream\n{}",
+            session.report(&output).await
+        );
+    }
 }
 
 #[tokio::test]

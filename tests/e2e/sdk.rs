@@ -3,9 +3,12 @@
 //! in front of the fake Qwen. The clients are the scripts in `tests/sdk/`; this file starts
 //! the fake and the server, runs a script with `python3` and asserts it passed.
 //!
-//! The fake serves [`MODEL`] to an OAuth account and, as an `[[openai-compat]]` upstream,
-//! [`THINKING_MODEL`], which the translations ask to think; the fake then answers with
-//! `reasoning_content`. `[models.aliases]` maps Claude Code's and Codex's own model ids
+//! The fake serves [`MODEL`] to an OAuth account and, as `[[openai-compat]]` upstreams (with
+//! the default `reasoning = "effort"`): [`THINKING_MODEL`], which the translations ask to
+//! think (`reasoning_effort`; the fake then answers with `reasoning`); and models whose upstream
+//! fails in its own way, on every request: [`BROKEN_MODEL`] breaks its stream off mid-answer,
+//! [`ERRORING_MODEL`] sends an error chunk mid-answer, [`OVERLOADED_MODEL`] one saying it is
+//! overloaded, [`TRUNCATED_MODEL`] stops at the output-token limit. `[models.aliases]` maps Claude Code's and Codex's own model ids
 //! ([`CLAUDE_MODEL`], [`CODEX_MODEL`]) to [`MODEL`].
 //!
 //! Each script runs twice: first with the fake's default answers (one tool call per turn,
@@ -26,6 +29,21 @@ use fake_qwen::ChatStep;
 /// served by an API-key upstream: OAuth accounts serve only coder models.
 const THINKING_MODEL: &str = "qwen3-235b-a22b";
 const THINKING_KEY: &str = "sk-fake-thinking";
+/// Models whose upstream fails on every request, with the key and the step that does it.
+const BROKEN_MODEL: &str = "broken-model";
+const ERRORING_MODEL: &str = "erroring-model";
+const OVERLOADED_MODEL: &str = "overloaded-model";
+const TRUNCATED_MODEL: &str = "truncated-model";
+const FAILING_UPSTREAMS: [(&str, &str, ChatStep); 4] = [
+    (BROKEN_MODEL, "sk-fake-broken", ChatStep::CutAfter(2)),
+    (ERRORING_MODEL, "sk-fake-erroring", ChatStep::ErrorAfter(2)),
+    (
+        OVERLOADED_MODEL,
+        "sk-fake-overloaded",
+        ChatStep::OverloadedAfter(2),
+    ),
+    (TRUNCATED_MODEL, "sk-fake-truncated", ChatStep::Length),
+];
 /// Model ids as Claude Code and Codex send them, which `[models.aliases]` maps to [`MODEL`].
 const CLAUDE_MODEL: &str = "claude-sonnet-4-5-20250929";
 const CODEX_MODEL: &str = "gpt-5-codex";
@@ -96,12 +114,20 @@ struct Setup(Stack);
 impl Setup {
     async fn start() -> Setup {
         let stack = Stack::start("sdk@example.com", |fake, server| {
-            fake.add_api_key(THINKING_KEY);
-            server.config(&format!(
-                "[[openai-compat]]\nname = \"fake-thinking\"\nbase-url = \"{}\"\n\
-                 api-keys = [\"{THINKING_KEY}\"]\nmodels = [\"{THINKING_MODEL}\"]",
-                fake.chat_base_url()
-            ))
+            let upstream = |name: &str, key: &str, model: &str| {
+                fake.add_api_key(key);
+                format!(
+                    "[[openai-compat]]\nname = \"{name}\"\nbase-url = \"{}\"\n\
+                     api-keys = [\"{key}\"]\nmodels = [\"{model}\"]\n",
+                    fake.chat_base_url()
+                )
+            };
+            let mut config = upstream("fake-thinking", THINKING_KEY, THINKING_MODEL);
+            for (model, key, step) in FAILING_UPSTREAMS {
+                config.push_str(&upstream(model, key, model));
+                fake.script_chat(key, vec![step]);
+            }
+            server.config(&config)
         })
         .await;
         Setup(stack)
@@ -118,6 +144,10 @@ impl Setup {
             .env("CLIPROXY_THINKING_MODEL", THINKING_MODEL)
             .env("CLIPROXY_SDK_CLAUDE_MODEL", CLAUDE_MODEL)
             .env("CLIPROXY_SDK_CODEX_MODEL", CODEX_MODEL)
+            .env("CLIPROXY_SDK_BROKEN_MODEL", BROKEN_MODEL)
+            .env("CLIPROXY_SDK_ERRORING_MODEL", ERRORING_MODEL)
+            .env("CLIPROXY_SDK_OVERLOADED_MODEL", OVERLOADED_MODEL)
+            .env("CLIPROXY_SDK_TRUNCATED_MODEL", TRUNCATED_MODEL)
             .env("CLIPROXY_SDK_FAKE_UPSTREAM", "1")
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -9,10 +9,13 @@ import anthropic
 from harness import (
     API_KEY,
     BASE_URL,
+    BROKEN_MODEL,
     CLAUDE_MODEL,
+    ERRORING_MODEL,
     FAKE,
     LEADING_TEXT,
     MODEL,
+    OVERLOADED_MODEL,
     TIME_SCHEMA,
     THINKING_MODEL,
     TOOL_RESULTS,
@@ -23,6 +26,7 @@ from harness import (
     check_fake_arguments,
     eq,
     http_client,
+    model_or_skip,
     run,
     tests_of,
 )
@@ -41,6 +45,12 @@ def check_usage(usage, what="usage"):
     check(usage is not None, f"{what} is missing")
     check(usage.input_tokens > 0, f"{what}.input_tokens: {usage}")
     check(usage.output_tokens > 0, f"{what}.output_tokens: {usage}")
+    if FAKE:
+        # The fake reports half of each prompt as read from its cache.
+        check(
+            (usage.cache_read_input_tokens or 0) > 0,
+            f"{what}.cache_read_input_tokens (the upstream reported cached tokens): {usage}",
+        )
 
 
 def text_of(message):
@@ -147,11 +157,17 @@ def test_stream_events():
     delta = next(e for e in events if e.type == "message_delta")
     eq(delta.delta.stop_reason, "end_turn", "message_delta stop_reason")
     check(delta.usage.output_tokens > 0, f"message_delta usage: {delta.usage}")
+    if FAKE:
+        # The upstream's counts, which replace message_start's estimate: input, cache reads.
+        check(delta.usage.input_tokens and delta.usage.input_tokens > 0, f"message_delta usage: {delta.usage}")
+        check((delta.usage.cache_read_input_tokens or 0) > 0, f"message_delta usage: {delta.usage}")
 
 
 def test_thinking():
-    """thinking enabled on a model that thinks: the model's reasoning_content becomes a thinking
-    block before the text, whole and streamed (thinking_delta events, then the text block)."""
+    """thinking enabled on a model that thinks: the model's reasoning (the fake's upstream has the
+    default `reasoning = "effort"`, so it gets reasoning_effort and answers in `reasoning`)
+    becomes a thinking block before the text, whole and streamed (thinking_delta events, then
+    the text block)."""
     model = THINKING_MODEL or MODEL
     thinking = {"type": "enabled", "budget_tokens": 1024}
     question = [{"role": "user", "content": "Say hello"}]
@@ -430,6 +446,65 @@ def check_error_shape(error, kind=None):
     check(isinstance(body.get("error"), dict) and body["error"].get("message"), f"error.message: {body!r}")
     if kind:
         eq(body["error"].get("type"), kind, "error.type")
+
+
+def failed_stream(model, what):
+    """Streams a message from `model`, whose upstream fails mid-answer: the events that came
+    before the SDK raised, and its error. The SDK must raise its own APIStatusError for the
+    stream's error event, not a connection error."""
+    events = []
+    try:
+        for event in client.messages.create(
+            model=model,
+            max_tokens=MAX_TOKENS,
+            messages=[{"role": "user", "content": "Count to three"}],
+            stream=True,
+        ):
+            events.append(event)
+    except anthropic.APIStatusError as error:
+        return events, error
+    raise AssertionError(f"{what}: the stream ended without an error: {[e.type for e in events]}")
+
+
+def check_failed_stream(model, error_type, words, what):
+    events, error = failed_stream(model, what)
+    types = [event.type for event in events]
+    check("message_start" in types, f"{what}: the answer had started: {types}")
+    check("message_stop" not in types, f"{what}: a message_stop: {types}")
+    check(isinstance(error.body, dict), f"{what}: error body {error.body!r}")
+    eq(error.body.get("type"), "error", f"{what}: body type")
+    eq(error.body["error"]["type"], error_type, f"{what}: error type")
+    message = error.body["error"]["message"]
+    check(words in message and "incomplete" in message, f"{what}: message {message!r}")
+
+    # The stream helper raises it too.
+    try:
+        with client.messages.stream(
+            model=model, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "Count to three"}]
+        ) as stream:
+            stream.get_final_message()
+    except anthropic.APIStatusError as error:
+        eq(error.body["error"]["type"], error_type, f"{what}: error type through messages.stream")
+    else:
+        raise AssertionError(f"{what}: messages.stream returned a final message")
+
+
+def test_stream_broken_mid_answer_raises_the_sdks_error():
+    """The upstream breaks its stream off mid-answer: an error event (api_error) ends it."""
+    model = model_or_skip(BROKEN_MODEL, "CLIPROXY_SDK_BROKEN_MODEL")
+    check_failed_stream(model, "api_error", "broke off", "a broken stream")
+
+
+def test_stream_with_an_upstream_error_raises_the_sdks_error():
+    """The upstream sends an error chunk mid-answer: an error event with its message."""
+    model = model_or_skip(ERRORING_MODEL, "CLIPROXY_SDK_ERRORING_MODEL")
+    check_failed_stream(model, "api_error", "inappropriate content", "an upstream error mid-answer")
+
+
+def test_stream_with_an_upstream_overload_raises_an_overloaded_error():
+    """The upstream says mid-answer that it is overloaded: Anthropic's overloaded_error."""
+    model = model_or_skip(OVERLOADED_MODEL, "CLIPROXY_SDK_OVERLOADED_MODEL")
+    check_failed_stream(model, "overloaded_error", "overloaded", "an overloaded upstream")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ the environment:
   CLIPROXY_SDK_CLAUDE_MODEL, CLIPROXY_SDK_CODEX_MODEL
                       model ids as Claude Code and Codex send them, which the server's
                       [models.aliases] maps to a served model (their tests skip when unset)
+  CLIPROXY_SDK_BROKEN_MODEL, CLIPROXY_SDK_ERRORING_MODEL, CLIPROXY_SDK_OVERLOADED_MODEL,
+  CLIPROXY_SDK_TRUNCATED_MODEL
+                      models whose upstream breaks its stream off mid-answer, sends an error
+                      chunk mid-answer, sends one saying it is overloaded, or stops at the
+                      output-token limit (their tests skip when unset)
   CLIPROXY_SDK_FAKE_UPSTREAM=1
                       the server talks to fake_qwen, so the exact texts the fake answers
                       ("You said: ...", "The tool returned: ...") are checked too
@@ -38,6 +43,10 @@ MODEL = os.environ.get("CLIPROXY_MODEL", "coder-model")
 THINKING_MODEL = os.environ.get("CLIPROXY_THINKING_MODEL", "")
 CLAUDE_MODEL = os.environ.get("CLIPROXY_SDK_CLAUDE_MODEL", "")
 CODEX_MODEL = os.environ.get("CLIPROXY_SDK_CODEX_MODEL", "")
+BROKEN_MODEL = os.environ.get("CLIPROXY_SDK_BROKEN_MODEL", "")
+ERRORING_MODEL = os.environ.get("CLIPROXY_SDK_ERRORING_MODEL", "")
+OVERLOADED_MODEL = os.environ.get("CLIPROXY_SDK_OVERLOADED_MODEL", "")
+TRUNCATED_MODEL = os.environ.get("CLIPROXY_SDK_TRUNCATED_MODEL", "")
 FAKE = os.environ.get("CLIPROXY_SDK_FAKE_UPSTREAM") == "1"
 EXPECT_CALLS = int(os.environ["CLIPROXY_SDK_TOOL_CALLS"]) if os.environ.get("CLIPROXY_SDK_TOOL_CALLS") else None
 LEADING_TEXT = os.environ.get("CLIPROXY_SDK_LEADING_TEXT") == "1"
@@ -80,6 +89,13 @@ def http_client(sdk):
 
 class Skip(Exception):
     """Raised by a test that cannot run with these settings."""
+
+
+def model_or_skip(model, variable):
+    """`model`, or Skip when the variable that names it is unset."""
+    if not model:
+        raise Skip(f"{variable} is not set")
+    return model
 
 
 def check(condition, message="check failed"):

@@ -8,13 +8,16 @@ import openai
 from harness import (
     API_KEY,
     BASE_URL,
+    BROKEN_MODEL,
     CODEX_MODEL,
+    ERRORING_MODEL,
     FAKE,
     LEADING_TEXT,
     MODEL,
     TIME_SCHEMA,
     THINKING_MODEL,
     TOOL_RESULTS,
+    TRUNCATED_MODEL,
     WEATHER_SCHEMA,
     Skip,
     check,
@@ -22,6 +25,7 @@ from harness import (
     check_fake_arguments,
     eq,
     http_client,
+    model_or_skip,
     parse_arguments,
     run,
     tests_of,
@@ -67,6 +71,9 @@ def check_usage(usage, what="usage"):
     check(usage.input_tokens > 0, f"{what}.input_tokens: {usage}")
     check(usage.output_tokens > 0, f"{what}.output_tokens: {usage}")
     eq(usage.total_tokens, usage.input_tokens + usage.output_tokens, f"{what}.total_tokens")
+    if FAKE:
+        # The fake reports half of each prompt as read from its cache.
+        check(usage.input_tokens_details.cached_tokens > 0, f"{what}.input_tokens_details: {usage}")
 
 
 def test_chat():
@@ -148,8 +155,9 @@ def reasoning_text(item):
 
 
 def test_reasoning_effort():
-    """reasoning asked of a model that thinks: the model's reasoning_content becomes a reasoning
-    item before the message, whole and streamed, and the answer text survives it."""
+    """reasoning asked of a model that thinks (as reasoning_effort: the fake's upstream has the
+    default style): the model's reasoning becomes a reasoning item before the message, whole and
+    streamed, and the answer text survives it."""
     model = THINKING_MODEL or MODEL
     strict = bool(THINKING_MODEL and FAKE)
     response = client.responses.create(model=model, input="Say hello", reasoning={"effort": "medium"})
@@ -353,6 +361,72 @@ def test_unknown_key_is_refused():
         eq(error.status_code, 401, "status")
     else:
         raise AssertionError("an unknown key was accepted")
+
+
+def failed_stream(model, what):
+    """Streams a response from `model`, whose upstream fails mid-answer: the events that came
+    before the SDK raised, and its error. The SDK must raise its own APIError for the stream's
+    error event, not a connection error."""
+    events = []
+    try:
+        for event in client.responses.create(model=model, input="Count to three", stream=True):
+            events.append(event)
+    except openai.APIConnectionError as error:
+        raise AssertionError(f"{what}: the connection broke instead of the stream failing: {error!r}") from error
+    except openai.APIError as error:
+        return events, error
+    raise AssertionError(f"{what}: the stream ended without an error: {[e.type for e in events]}")
+
+
+def check_failed_stream(model, words, what):
+    events, error = failed_stream(model, what)
+    types = [event.type for event in events]
+    check("response.created" in types, f"{what}: the response had started: {types}")
+    check("response.completed" not in types, f"{what}: response.completed: {types}")
+    check(words in error.message and "incomplete" in error.message, f"{what}: message {error.message!r}")
+    check(isinstance(error.body, dict), f"{what}: error body {error.body!r}")
+    eq(error.body.get("code"), "server_error", f"{what}: error code")
+
+    # The stream helper raises it too.
+    try:
+        with client.responses.stream(model=model, input="Count to three") as stream:
+            for _ in stream:
+                pass
+    except openai.APIConnectionError as error:
+        raise AssertionError(f"{what}: responses.stream saw a broken connection: {error!r}") from error
+    except openai.APIError as error:
+        check(words in error.message, f"{what}: message through responses.stream {error.message!r}")
+    else:
+        raise AssertionError(f"{what}: responses.stream ended without an error")
+
+
+def test_stream_broken_mid_answer_raises_the_sdks_error():
+    """The upstream breaks its stream off mid-answer: an error event and response.failed."""
+    model = model_or_skip(BROKEN_MODEL, "CLIPROXY_SDK_BROKEN_MODEL")
+    check_failed_stream(model, "broke off", "a broken stream")
+
+
+def test_stream_with_an_upstream_error_raises_the_sdks_error():
+    """The upstream sends an error chunk mid-answer: an error event with its message."""
+    model = model_or_skip(ERRORING_MODEL, "CLIPROXY_SDK_ERRORING_MODEL")
+    check_failed_stream(model, "inappropriate content", "an upstream error mid-answer")
+
+
+def test_truncated_answer_marks_its_message_incomplete():
+    """An answer cut at max_output_tokens: the response and its message item are incomplete,
+    whole and streamed (output_item.done, then response.incomplete)."""
+    model = model_or_skip(TRUNCATED_MODEL, "CLIPROXY_SDK_TRUNCATED_MODEL")
+    response = client.responses.create(model=model, input="Write a long story", max_output_tokens=16)
+    eq(response.status, "incomplete", "status")
+    eq(response.incomplete_details.reason, "max_output_tokens", "incomplete_details.reason")
+    messages = [item for item in response.output if item.type == "message"]
+    eq([item.status for item in messages], ["incomplete"], "message item status")
+
+    events = list(client.responses.create(model=model, input="Write a long story", max_output_tokens=16, stream=True))
+    eq(events[-1].type, "response.incomplete", "last event")
+    done = [event.item for event in events if event.type == "response.output_item.done"]
+    eq([item.status for item in done], ["incomplete"], "output_item.done status")
+    eq([item.status for item in events[-1].response.output], ["incomplete"], "final output status")
 
 
 if __name__ == "__main__":

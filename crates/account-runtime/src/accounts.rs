@@ -256,7 +256,7 @@ impl Accounts {
     fn apply_disabled_keys(&self) -> Result<(), token_store::StoreError> {
         let disabled = self.store.disabled_credentials()?;
         for (status, credential) in self.pool.snapshot(std::time::Instant::now()) {
-            if credential.flavor != Flavor::OpenAiCompatible {
+            if !matches!(credential.flavor, Flavor::OpenAiCompatible(_)) {
                 continue;
             }
             let listed = disabled.contains(&*credential.label);

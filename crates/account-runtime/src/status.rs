@@ -233,7 +233,7 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
                 label: credential.label.to_string(),
                 kind: match credential.flavor {
                     Flavor::QwenOAuth => CredentialKind::QwenOauth,
-                    Flavor::OpenAiCompatible => CredentialKind::ApiKey,
+                    Flavor::OpenAiCompatible(_) => CredentialKind::ApiKey,
                 },
                 state,
                 weight: status.routing.weight.get(),

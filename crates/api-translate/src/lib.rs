@@ -2,8 +2,8 @@
 //! back: Anthropic Messages ([`anthropic`]) and OpenAI Responses ([`responses`]), requests,
 //! whole answers and streams ([`StreamTranslator`]); the server-sent-events parser they and
 //! the proxy read upstream streams with ([`sse`]); and the one rule for quoting text from
-//! outside to a client ([`quote`]). [`thinking`] decides which models take Qwen's thinking
-//! switch, for both APIs.
+//! outside to a client ([`quote`]). [`reasoning`] is a client's reasoning request, for both
+//! APIs, and the fields each kind of upstream takes for it.
 //!
 //! Invariants:
 //! - Pure data transformation: JSON (or one event's bytes) in, JSON or SSE-encoded events
@@ -26,9 +26,9 @@
 
 pub mod anthropic;
 pub mod quote;
+pub mod reasoning;
 pub mod responses;
 pub mod sse;
 mod stream;
-pub mod thinking;
 
 pub use stream::StreamTranslator;

@@ -32,10 +32,65 @@ impl fmt::Debug for Credential {
 /// Which request shape and headers the upstream expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
-    /// A Qwen OAuth account: Qwen Code's headers and body shape.
+    /// A Qwen OAuth account: Qwen Code's headers and body shape; asked to reason Qwen's way.
     QwenOAuth,
-    /// An API key of an OpenAI-compatible upstream: requests pass as the client sent them.
-    OpenAiCompatible,
+    /// An API key of an OpenAI-compatible upstream: requests pass as the client sent them,
+    /// and translated ones ask for reasoning in this style.
+    OpenAiCompatible(ReasoningStyle),
+}
+
+impl Flavor {
+    /// How the upstream is asked to reason: [`ReasoningStyle::Qwen`] for Qwen OAuth accounts.
+    pub fn reasoning(self) -> ReasoningStyle {
+        match self {
+            Self::QwenOAuth => ReasoningStyle::Qwen,
+            Self::OpenAiCompatible(style) => style,
+        }
+    }
+}
+
+/// How an upstream is asked for the reasoning a client wants (an `[[openai-compat]]` entry's
+/// `reasoning` setting): which fields of a translated request carry it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReasoningStyle {
+    /// OpenAI's `reasoning_effort`, which OpenAI and most OpenAI-compatible servers take (and
+    /// others ignore).
+    #[default]
+    Effort,
+    /// Qwen's `enable_thinking` and `thinking_budget` (DashScope).
+    Qwen,
+    /// No reasoning field.
+    Off,
+}
+
+impl ReasoningStyle {
+    /// The names the config file uses, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["effort", "qwen", "off"];
+
+    /// The name the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Effort => Self::NAMES[0],
+            Self::Qwen => Self::NAMES[1],
+            Self::Off => Self::NAMES[2],
+        }
+    }
+}
+
+impl std::str::FromStr for ReasoningStyle {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "effort" => Ok(Self::Effort),
+            "qwen" => Ok(Self::Qwen),
+            "off" => Ok(Self::Off),
+            _ => Err(format!(
+                "unknown reasoning style {name:?}; write \"effort\" (OpenAI's reasoning_effort), \
+                 \"qwen\" (Qwen's enable_thinking) or \"off\""
+            )),
+        }
+    }
 }
 
 /// The bearer token and base URL to use now. Cheap to clone.
@@ -104,6 +159,24 @@ impl AccessSource for StaticAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_styles_read_their_names_and_qwen_accounts_think_qwens_way() {
+        for name in ReasoningStyle::NAMES {
+            let style: ReasoningStyle = name.parse().expect("a known name");
+            assert_eq!(style.name(), name);
+        }
+        let refused = "Effort"
+            .parse::<ReasoningStyle>()
+            .expect_err("names are lower case");
+        assert!(refused.contains("\"effort\""), "{refused}");
+        assert_eq!(Flavor::QwenOAuth.reasoning(), ReasoningStyle::Qwen);
+        assert_eq!(
+            Flavor::OpenAiCompatible(ReasoningStyle::Off).reasoning(),
+            ReasoningStyle::Off
+        );
+        assert_eq!(ReasoningStyle::default(), ReasoningStyle::Effort);
+    }
 
     #[test]
     fn debug_hides_the_bearer() {

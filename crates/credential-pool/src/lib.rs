@@ -81,7 +81,8 @@ pub use affinity::Affinity;
 pub use candidates::Scope;
 pub use config::{Models, PoolConfig, Strategy};
 pub use credential::{
-    Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure, StaticAccess,
+    Access, AccessSource, BoxFuture, Credential, Flavor, ReasoningStyle, RefreshFailure,
+    StaticAccess,
 };
 pub use entry::Routing;
 pub use error::Unavailable;

@@ -135,10 +135,12 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
         ),
         ChatStep::Html { status } => reply::waf_page(status),
         ChatStep::Answer
+        | ChatStep::Length
         | ChatStep::HoldLast
         | ChatStep::CutAfter(_)
         | ChatStep::EndAfter(_)
         | ChatStep::ErrorAfter(_)
+        | ChatStep::OverloadedAfter(_)
         | ChatStep::ToolCalls { .. } => {
             let answer = Answer {
                 id: format!("chatcmpl-fake-{}", world.chat.next_answer()),
@@ -164,18 +166,24 @@ struct Answer {
 
 /// What the model says in one answer, before it is sent whole or streamed.
 struct Turn {
-    /// `reasoning_content`, when the request set `enable_thinking: true`.
+    /// The reasoning, when the request asked for it ([`thinking_field`]).
     reasoning: Option<String>,
+    /// The field the reasoning goes in.
+    reasoning_field: &'static str,
     /// `content` of a whole answer; `None` is `null`.
     text: Option<String>,
     /// `content` as streamed, one delta per fragment.
     streamed_text: Vec<String>,
     tool_calls: Vec<ToolCall>,
+    /// The answer ends at the output-token limit ([`ChatStep::Length`]).
+    cut_at_limit: bool,
 }
 
 impl Turn {
     fn finish_reason(&self) -> &'static str {
-        if self.tool_calls.is_empty() {
+        if self.cut_at_limit {
+            "length"
+        } else if self.tool_calls.is_empty() {
             "stop"
         } else {
             "tool_calls"
@@ -189,7 +197,9 @@ impl Turn {
     fn deltas(&self) -> Vec<Value> {
         let mut deltas = Vec::new();
         for fragment in tools::fragments(self.reasoning.as_deref().unwrap_or_default(), 2) {
-            deltas.push(json!({ "content": null, "reasoning_content": fragment }));
+            let mut delta = json!({ "content": null });
+            delta[self.reasoning_field] = fragment.into();
+            deltas.push(delta);
         }
         for fragment in &self.streamed_text {
             deltas.push(json!({ "content": fragment }));
@@ -218,7 +228,7 @@ impl Turn {
     fn message(&self) -> Value {
         let mut message = json!({ "role": "assistant", "content": self.text });
         if let Some(reasoning) = &self.reasoning {
-            message["reasoning_content"] = reasoning.as_str().into();
+            message[self.reasoning_field] = reasoning.as_str().into();
         }
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = self.tool_calls.iter().map(ToolCall::to_json).collect();
@@ -244,16 +254,20 @@ impl Turn {
 /// ends with them; tool calls when [`tools::plan`] says the model calls tools; else a text
 /// echoing the last user message (streamed as `part0 `, `part1 `, ...).
 fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
-    let thinking = body.get("enable_thinking").and_then(Value::as_bool) == Some(true);
-    let reasoning =
-        thinking.then(|| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
+    let reasoning_field = thinking_field(body);
+    let reasoning = reasoning_field
+        .map(|_| format!("The user wrote {:?}; I will answer.", last_user_text(body)));
+    let reasoning_field = reasoning_field.unwrap_or("reasoning_content");
+    let cut_at_limit = step == ChatStep::Length;
     if let Some(results) = tools::trailing_results(body) {
         let text = format!("The tool returned: {}", results.join(" | "));
         return Turn {
             reasoning,
+            reasoning_field,
             streamed_text: tools::fragments(&text, chat.stream_chunks),
             text: Some(text),
             tool_calls: Vec::new(),
+            cut_at_limit,
         };
     }
     if let Some(plan) = tools::plan(body, step) {
@@ -281,30 +295,51 @@ fn turn(chat: &mut ChatState, body: &Value, step: ChatStep) -> Turn {
         });
         return Turn {
             reasoning,
+            reasoning_field,
             streamed_text: text
                 .as_deref()
                 .map(|text| tools::fragments(text, 2))
                 .unwrap_or_default(),
             text,
             tool_calls,
+            cut_at_limit,
         };
     }
     Turn {
         reasoning,
+        reasoning_field,
         text: Some(format!("You said: {}", last_user_text(body))),
         streamed_text: (0..chat.stream_chunks)
             .map(|i| format!("part{i} "))
             .collect(),
         tool_calls: Vec::new(),
+        cut_at_limit,
     }
 }
 
+/// Whether the request asks the model to think, and the field its reasoning goes in: Qwen's
+/// `enable_thinking: true` gets `reasoning_content`, as Qwen's thinking models send it;
+/// OpenAI's `reasoning_effort` (other than `none` and `minimal`) gets `reasoning`, as vLLM and
+/// OpenRouter send it.
+fn thinking_field(body: &Value) -> Option<&'static str> {
+    if body.get("enable_thinking").and_then(Value::as_bool) == Some(true) {
+        return Some("reasoning_content");
+    }
+    body.get("reasoning_effort")
+        .and_then(Value::as_str)
+        .filter(|effort| !matches!(*effort, "none" | "minimal"))
+        .map(|_| "reasoning")
+}
+
 impl Answer {
+    /// The usage of the answer: half the prompt counts as read from the cache
+    /// (`prompt_tokens_details.cached_tokens`), as a prefix the upstream saw before would.
     fn usage(&self, completion_tokens: u64) -> Value {
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": { "cached_tokens": self.prompt_tokens / 2 },
         })
     }
 
@@ -395,19 +430,29 @@ fn stream_answer(chat: &ChatState, answer: &Answer, request: &Value, step: ChatS
                 cut_after: None,
             }
         }
-        ChatStep::ErrorAfter(after) => {
+        ChatStep::ErrorAfter(after) | ChatStep::OverloadedAfter(after) => {
             events.truncate(after.min(chunks));
+            let reported = if let ChatStep::ErrorAfter(_) = step {
+                json!({
+                    "code": "data_inspection_failed",
+                    "message": "Output data may contain inappropriate content.",
+                    "type": "data_inspection_failed",
+                })
+            } else {
+                json!({
+                    "code": null,
+                    "message": "That model is currently overloaded with other requests. You can \
+                                retry your request.",
+                    "type": "server_error",
+                })
+            };
             let error = json!({
                 "id": answer.id,
                 "object": "chat.completion.chunk",
                 "created": CREATED,
                 "model": answer.model,
                 "choices": [],
-                "error": {
-                    "code": "data_inspection_failed",
-                    "message": "Output data may contain inappropriate content.",
-                    "type": "data_inspection_failed",
-                },
+                "error": reported,
             });
             events.push(Bytes::from(format!("data: {error}\n\n")));
             events.push(Bytes::from_static(b"data: [DONE]\n\n"));

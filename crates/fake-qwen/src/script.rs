@@ -126,7 +126,12 @@ pub enum RefreshBehaviour {
 ///
 /// With `enable_thinking: true` the answer also has `reasoning_content` (whole) or starts with
 /// two `reasoning_content` deltas whose `content` is `null` (streamed), as Qwen's thinking
-/// models do.
+/// models do; with a `reasoning_effort` other than `none` and `minimal`, the same in a
+/// `reasoning` field, as vLLM and OpenRouter send it.
+///
+/// Usage (whole answers, and streams that set `stream_options.include_usage`) counts a token
+/// per four bytes of the request as `prompt_tokens`, half of them as
+/// `prompt_tokens_details.cached_tokens`.
 ///
 /// A streamed answer is `data: {chunk}\n\n` events: the *deltas* (the first also carrying
 /// `role`): reasoning, then content, then for each tool call a delta with `index`, `id`,
@@ -155,6 +160,12 @@ pub enum ChatStep {
     /// `data_inspection_failed`, as DashScope reports a content-filter hit mid-answer) and
     /// `data: [DONE]`. A non-streaming request is answered normally.
     ErrorAfter(usize),
+    /// Like [`ChatStep::ErrorAfter`], but the error chunk says the model is overloaded (type
+    /// `server_error`, as OpenAI words it).
+    OverloadedAfter(usize),
+    /// Like [`ChatStep::Answer`], but the answer ends as one cut at the request's output-token
+    /// limit: `finish_reason: "length"` (whole and streamed).
+    Length,
     /// Like [`ChatStep::Answer`], but when the model calls tools it makes `calls` calls in one
     /// turn (the offered tools in order, wrapping around; all the named one under a named
     /// `tool_choice`; one when `parallel_tool_calls` is false), and with `leading_text` it says

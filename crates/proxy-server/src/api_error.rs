@@ -256,7 +256,6 @@ mod tests {
     fn refusals_are_bad_requests_with_their_code_and_message() {
         let refused = api_translate::responses::to_chat(
             &json!({ "model": "m", "input": "hi", "previous_response_id": "resp_1" }),
-            "m",
         )
         .expect_err("cliproxy stores no responses");
         let error = ApiError::from(refused.clone());

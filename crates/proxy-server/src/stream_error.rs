@@ -1,5 +1,5 @@
-//! The error a streamed answer ends with when the upstream stream breaks off ([`StreamError`]).
-//! Every body that streams ends with it, so hyper aborts the response.
+//! Why an upstream stream broke off ([`StreamError`]). A passed-through body ends with it, so
+//! hyper aborts the response; a translated body turns it into its API's error event.
 
 use std::time::Duration;
 

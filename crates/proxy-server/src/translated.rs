@@ -3,13 +3,16 @@
 //! writes is sent on. This is the glue between the pure translators and hyper.
 //!
 //! The upstream body underneath keeps its guarantees (idle timeout, cancellation on drop,
-//! usage logging). Ending: a normal upstream end lets the translator write its closing events;
-//! a broken upstream lets it write an error event (where the API has one) and then ends this
-//! body with the same [`StreamError`], so the client's response is aborted, never completed.
-//! A translator that is [done](StreamTranslator::done) before the upstream ends (an Anthropic
-//! answer cut at a stop sequence) ends this body at once, without reading the rest; the
-//! upstream body is told so ([`UpstreamBody::finish_early`]) and dropped with it, which
-//! cancels the upstream request.
+//! usage logging, the log line when it breaks). Ending: a normal upstream end lets the
+//! translator write its closing events; a broken upstream (a cut, the idle timeout, an
+//! over-long line) lets it write its API's error event (`error` for Anthropic; `error` and
+//! `response.failed` for Responses), and then the body ends normally, as Anthropic and OpenAI
+//! end a stream that failed. It does not end with an error: hyper would drop what it has
+//! buffered but not yet written, the error event included, whenever the client's socket is
+//! not drained at that moment. A translator that is [done](StreamTranslator::done) before the
+//! upstream ends (an Anthropic answer cut at a stop sequence) ends this body at once, without
+//! reading the rest; the upstream body is told so ([`UpstreamBody::finish_early`]) and dropped
+//! with it, which cancels the upstream request.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,21 +23,7 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::stream_error::StreamError;
-use crate::upstream::UpstreamBody;
-
-/// Longest SSE line or event accepted from the upstream while translating.
-const MAX_EVENT_BYTES: usize = 1024 * 1024;
-
-/// What happens after the pending output is flushed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    Running,
-    Done,
-    /// Broken: the error event is written; give the server one turn to flush it.
-    Failing,
-    /// The error event had its turn; the body now ends with the error.
-    Failed,
-}
+use crate::upstream::{MAX_SSE_LINE, UpstreamBody};
 
 /// The translated body.
 pub(crate) struct TranslatedBody {
@@ -42,15 +31,15 @@ pub(crate) struct TranslatedBody {
     parser: SseParser,
     translator: Box<dyn StreamTranslator>,
     out: BytesMut,
-    ending: Ending,
-    error: Option<StreamError>,
+    /// The translator wrote its last event: nothing more is read.
+    done: bool,
 }
 
 impl std::fmt::Debug for TranslatedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TranslatedBody")
             .field("upstream", &self.upstream)
-            .field("ending", &self.ending)
+            .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
@@ -64,11 +53,11 @@ impl TranslatedBody {
     ) -> Self {
         Self {
             upstream,
-            parser: SseParser::new(MAX_EVENT_BYTES),
+            // The upstream body checks its lines against the same limit first.
+            parser: SseParser::new(MAX_SSE_LINE),
             translator,
             out: BytesMut::from(&opening[..]),
-            ending: Ending::Running,
-            error: None,
+            done: false,
         }
     }
 
@@ -79,17 +68,17 @@ impl TranslatedBody {
             .parser
             .feed(data, |event| translator.on_event(event.data, out));
         if let Err(too_long) = fed {
-            self.break_off(StreamError::LineTooLong(too_long.limit));
+            self.break_off(&StreamError::LineTooLong(too_long.limit));
         } else if self.translator.done() {
             self.upstream.finish_early();
-            self.ending = Ending::Done;
+            self.done = true;
         }
     }
 
-    fn break_off(&mut self, error: StreamError) {
-        self.translator.fail(&error, &mut self.out);
-        self.error = Some(error);
-        self.ending = Ending::Failing;
+    /// The upstream broke off: the translator's error event is the last thing sent.
+    fn break_off(&mut self, error: &StreamError) {
+        self.translator.fail(error, &mut self.out);
+        self.done = true;
     }
 }
 
@@ -106,18 +95,8 @@ impl Body for TranslatedBody {
             if !this.out.is_empty() {
                 return Poll::Ready(Some(Ok(Frame::data(this.out.split().freeze()))));
             }
-            match this.ending {
-                Ending::Done => return Poll::Ready(None),
-                Ending::Failing => {
-                    // hyper aborts the connection as soon as the body errors, dropping what
-                    // it has buffered but not yet written: yielding once lets it flush the
-                    // error event to the client first.
-                    this.ending = Ending::Failed;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                Ending::Failed => return Poll::Ready(this.error.take().map(Err)),
-                Ending::Running => {}
+            if this.done {
+                return Poll::Ready(None);
             }
             match Pin::new(&mut *this.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -125,10 +104,11 @@ impl Body for TranslatedBody {
                         this.feed(&data);
                     }
                 }
-                Poll::Ready(Some(Err(error))) => this.break_off(error),
+                // The upstream body logged why.
+                Poll::Ready(Some(Err(error))) => this.break_off(&error),
                 Poll::Ready(None) => {
                     this.translator.finish(&mut this.out);
-                    this.ending = Ending::Done;
+                    this.done = true;
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -136,7 +116,7 @@ impl Body for TranslatedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.out.is_empty() && self.ending == Ending::Done
+        self.out.is_empty() && self.done
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -177,7 +177,7 @@ async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
         "broke off",
         // Warnings and notes name the request themselves: at the default level its span is off.
         "retrying with a refreshed token request_id=",
-        "aborting the stream to the client request_id=",
+        "the upstream stream broke off; the client's answer ends incomplete request_id=",
     ] {
         assert!(logs.contains(expected), "no {expected:?} in:\n{logs}");
     }

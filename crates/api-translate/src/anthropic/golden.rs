@@ -66,9 +66,8 @@ fn requests_map_to_chat_requests() {
     for path in fixtures("request", ".json") {
         let fixture = read_json(&path);
         let body = fixture["anthropic"].to_string();
-        let model = fixture["anthropic"]["model"].as_str().expect("a model");
         let chat = MessagesRequest::parse(body.as_bytes(), Endpoint::Create)
-            .and_then(|request| request.into_chat(model))
+            .and_then(MessagesRequest::into_chat)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         assert_eq!(
             chat.json,

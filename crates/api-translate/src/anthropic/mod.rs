@@ -36,16 +36,15 @@
 //!   `tool_choice`: `auto` → `"auto"`, `any` → `"required"`, `tool` →
 //!   `{"type":"function","function":{"name"}}`, `none` → `"none"`;
 //!   `disable_parallel_tool_use: true` → `parallel_tool_calls: false`.
-//! - `thinking` for models that take Qwen's switch ([`crate::thinking`]: ids
-//!   starting with `qwen3` without `coder`, and `qwq`; judged on the model the upstream is
-//!   asked for, after model aliases): `enabled` → `enable_thinking: true` +
-//!   `thinking_budget: budget_tokens`, `adaptive` → `enable_thinking: true`, `disabled` →
-//!   `enable_thinking: false`; ignored for other models.
+//! - `thinking` (with `output_config.effort` for `adaptive`) → a [`crate::reasoning::Reasoning`]
+//!   beside the chat body, not a field of it: the fields that carry it (`reasoning_effort`,
+//!   or Qwen's `enable_thinking` and `thinking_budget`) depend on the credential the request
+//!   goes to, and the server writes them per credential ([`crate::reasoning`] has the table).
 //!
 //! ## Response ([`response`], [`stream`], [`outcome`])
 //! - `id` = `msg_` + the chat id; `model` = the model the client asked for.
-//! - Content: a `thinking` block for `reasoning_content` first (signature `""`: the upstream
-//!   has none), then a `text` block when the text is not empty, then one `tool_use` block per
+//! - Content: a `thinking` block for `reasoning_content` (or `reasoning`) first (signature
+//!   `""`: the upstream has none), then a `text` block when the text is not empty, then one `tool_use` block per
 //!   tool call (`input` parsed from `arguments`; anything but a JSON object becomes `{}`).
 //! - `stop_reason`: `stop` → `end_turn`, `length` → `max_tokens`, `tool_calls` → `tool_use`,
 //!   `content_filter` → `refusal`; when one of the request's `stop_sequences` appears in the

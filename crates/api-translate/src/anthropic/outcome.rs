@@ -34,6 +34,12 @@ pub(crate) struct Usage {
     completion_tokens: u64,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's count of prompt tokens read from its cache.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+    /// Moonshot's count of prompt tokens read from its cache.
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -52,10 +58,15 @@ impl Usage {
     /// `input_tokens` (their sum is the prompt), while chat completions count them inside
     /// `prompt_tokens`; so `input_tokens` is `prompt_tokens` minus the cached and
     /// cache-creation tokens, which appear as `cache_read_input_tokens` and
-    /// `cache_creation_input_tokens` when the upstream reports them.
+    /// `cache_creation_input_tokens` when the upstream reports them (cache reads as
+    /// `prompt_tokens_details.cached_tokens`, or as DeepSeek's `prompt_cache_hit_tokens` or
+    /// Moonshot's `cached_tokens`).
     pub(crate) fn to_anthropic(self) -> Map<String, Value> {
         let details = self.prompt_tokens_details.unwrap_or_default();
-        let cached = details.cached_tokens;
+        let cached = details
+            .cached_tokens
+            .or(self.prompt_cache_hit_tokens)
+            .or(self.cached_tokens);
         let created = details.cache_creation_input_tokens;
         let input = self
             .prompt_tokens
@@ -144,6 +155,22 @@ mod tests {
             Value::Object(Usage::default().to_anthropic()),
             json!({ "input_tokens": 0, "output_tokens": 0 })
         );
+        for cached in [
+            json!({ "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36 }),
+            json!({ "cached_tokens": 64 }),
+        ] {
+            let mut counts = json!({ "prompt_tokens": 100, "completion_tokens": 5 });
+            counts
+                .as_object_mut()
+                .expect("an object")
+                .extend(cached.as_object().expect("an object").clone());
+            let usage: Usage = serde_json::from_value(counts).expect("usage");
+            assert_eq!(
+                Value::Object(usage.to_anthropic()),
+                json!({ "input_tokens": 36, "cache_read_input_tokens": 64, "output_tokens": 5 }),
+                "{cached}"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value, json};
 
 use super::stops::StopSequences;
-use crate::thinking::takes_thinking_switch;
+use crate::reasoning::Reasoning;
 
 /// Which endpoint a request is for: `count_tokens` takes no `max_tokens`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,9 @@ pub struct ChatBody {
     pub json: Value,
     /// `stop_sequences`, which cliproxy enforces on the answer ([`super::stops`]).
     pub stop_sequences: StopSequences,
+    /// What `thinking` asks for; the fields that carry it depend on the upstream, so they are
+    /// not in `json` ([`crate::reasoning`]).
+    pub reasoning: Option<Reasoning>,
 }
 
 impl MessagesRequest {
@@ -140,15 +143,13 @@ impl MessagesRequest {
         &self.model
     }
 
-    /// The chat-completions request. `upstream_model` is the model the upstream will be
-    /// asked for (the client's, or what a model alias maps it to): it decides whether
-    /// `thinking` maps to Qwen's switch.
+    /// The chat-completions request.
     ///
     /// # Errors
     ///
     /// [`RequestError::Invalid`] for a message, content block, tool or parameter of the wrong
     /// shape.
-    pub fn into_chat(self, upstream_model: &str) -> Result<ChatBody, RequestError> {
+    pub fn into_chat(self) -> Result<ChatBody, RequestError> {
         let Self {
             model,
             max_tokens,
@@ -212,14 +213,15 @@ impl MessagesRequest {
             chat.insert("user".to_owned(), Value::String(user));
         }
         add_tools(&mut chat, &mut fields, &referenced)?;
-        if let Some(thinking) = fields.get("thinking") {
-            add_thinking(&mut chat, upstream_model, thinking);
-        }
+        let reasoning = fields
+            .get("thinking")
+            .and_then(|thinking| Reasoning::from_anthropic(thinking, fields.get("output_config")));
         Ok(ChatBody {
             model,
             stream,
             json: Value::Object(chat),
             stop_sequences,
+            reasoning,
         })
     }
 }
@@ -604,30 +606,6 @@ fn add_tools(
     Ok(())
 }
 
-/// `thinking` as Qwen's switch, for models that take it: `enabled` → `enable_thinking: true`
-/// and `thinking_budget: budget_tokens`, `adaptive` → `enable_thinking: true`, `disabled` →
-/// `enable_thinking: false`. Ignored otherwise.
-fn add_thinking(chat: &mut Map<String, Value>, model: &str, thinking: &Value) {
-    if !takes_thinking_switch(model) {
-        return;
-    }
-    match thinking.get("type").and_then(Value::as_str) {
-        Some("enabled") => {
-            chat.insert("enable_thinking".to_owned(), Value::Bool(true));
-            if let Some(budget) = thinking.get("budget_tokens").and_then(Value::as_u64) {
-                chat.insert("thinking_budget".to_owned(), budget.into());
-            }
-        }
-        Some("adaptive") => {
-            chat.insert("enable_thinking".to_owned(), Value::Bool(true));
-        }
-        Some("disabled") => {
-            chat.insert("enable_thinking".to_owned(), Value::Bool(false));
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,8 +613,7 @@ mod tests {
     fn chat(request: &Value) -> Result<Value, RequestError> {
         let body = request.to_string();
         let request = MessagesRequest::parse(body.as_bytes(), Endpoint::Create)?;
-        let model = request.model().to_owned();
-        request.into_chat(&model).map(|chat| chat.json)
+        request.into_chat().map(|chat| chat.json)
     }
 
     fn base() -> Value {
@@ -754,40 +731,36 @@ mod tests {
     }
 
     #[test]
-    fn thinking_is_switched_only_for_models_that_take_the_switch() {
-        let thinking = json!({ "type": "enabled", "budget_tokens": 2048 });
-        for (model, switched) in [
-            ("qwen3-235b-a22b", true),
-            ("qwen3-max", true),
-            ("QwQ-32B", true),
-            ("qwen3-coder-plus", false),
-            ("coder-model", false),
-            ("qwen-plus", false),
-        ] {
-            let mut request = base();
-            request["model"] = model.into();
-            request["thinking"] = thinking.clone();
-            let chat = chat(&request).expect("a valid request");
-            assert_eq!(chat.get("enable_thinking").is_some(), switched, "{model}");
-            assert_eq!(chat.get("thinking_budget").is_some(), switched, "{model}");
-        }
+    fn thinking_becomes_a_reasoning_request_and_no_field_of_the_body() {
         let mut request = base();
-        request["model"] = "qwen3-max".into();
-        request["thinking"] = json!({ "type": "disabled" });
-        assert_eq!(chat(&request).expect("valid")["enable_thinking"], false);
-    }
-
-    #[test]
-    fn the_upstream_model_decides_the_thinking_switch() {
-        let mut request = base();
-        request["model"] = "claude-opus-4-1".into();
-        request["thinking"] = json!({ "type": "enabled", "budget_tokens": 1024 });
+        request["thinking"] = json!({ "type": "enabled", "budget_tokens": 2048 });
+        request["output_config"] = json!({ "effort": "high" });
         let body = request.to_string();
         let parsed = MessagesRequest::parse(body.as_bytes(), Endpoint::Create).expect("valid");
-        let chat = parsed.into_chat("qwen3-max").expect("valid");
-        assert_eq!(chat.model, "claude-opus-4-1");
-        assert_eq!(chat.json["model"], "claude-opus-4-1");
-        assert_eq!(chat.json["enable_thinking"], true);
+        let chat = parsed.into_chat().expect("valid");
+        assert_eq!(
+            chat.reasoning,
+            Some(Reasoning {
+                enabled: true,
+                effort: Some("low".to_owned()),
+                budget_tokens: Some(2048),
+            })
+        );
+        for field in [
+            "thinking",
+            "output_config",
+            "enable_thinking",
+            "reasoning_effort",
+        ] {
+            assert!(chat.json.get(field).is_none(), "{field}: {}", chat.json);
+        }
+        assert_eq!(
+            MessagesRequest::parse(base().to_string().as_bytes(), Endpoint::Create)
+                .and_then(MessagesRequest::into_chat)
+                .expect("valid")
+                .reasoning,
+            None
+        );
     }
 
     #[test]
@@ -888,7 +861,7 @@ mod tests {
         request["stop_sequences"] = json!(["a", "b", "c", "d", "e", ""]);
         let body = request.to_string();
         let parsed = MessagesRequest::parse(body.as_bytes(), Endpoint::Create).expect("valid");
-        let translated = parsed.into_chat("qwen3-coder-plus").expect("valid");
+        let translated = parsed.into_chat().expect("valid");
         assert!(translated.json.get("stop").is_none(), "{}", translated.json);
         let expected = ["a", "b", "c", "d", "e"].map(str::to_owned).to_vec();
         assert_eq!(translated.stop_sequences, StopSequences::new(expected));

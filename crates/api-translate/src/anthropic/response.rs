@@ -37,10 +37,10 @@ pub fn message(body: &[u8], model: &str, stops: &StopSequences) -> Result<Value,
     let id = message_id(answer.get("id").and_then(Value::as_str));
 
     let mut content = Vec::new();
-    if let Some(thinking) = message
-        .get("reasoning_content")
-        .and_then(Value::as_str)
-        .filter(|thinking| !thinking.is_empty())
+    if let Some(thinking) = ["reasoning_content", "reasoning"]
+        .iter()
+        .filter_map(|field| message.get(field).and_then(Value::as_str))
+        .find(|thinking| !thinking.is_empty())
     {
         content.push(json!({ "type": "thinking", "thinking": thinking, "signature": "" }));
     }

@@ -7,7 +7,8 @@
 //! `content_block_stop` — and at the end `message_delta` (stop reason, usage) and
 //! `message_stop`.
 //!
-//! - Blocks: `reasoning_content` goes to a `thinking` block (`thinking_delta`s, then an empty
+//! - Blocks: `reasoning_content` (or `reasoning`, as vLLM and OpenRouter name it; the first
+//!   of the two that is not empty) goes to a `thinking` block (`thinking_delta`s, then an empty
 //!   `signature_delta` before its stop: the upstream has no signature), `content` to a `text`
 //!   block (`text_delta`), and each tool call to a `tool_use` block whose argument fragments
 //!   are sent as they come as `input_json_delta`s. A change of kind closes the open block and
@@ -30,8 +31,11 @@
 //! - The end comes at `data: [DONE]` or when the upstream body ends, whichever is first, once:
 //!   the usage is the last `usage` seen (it may come in a chunk with no choices after the
 //!   finish reason), `{"output_tokens": 0}` when none came.
-//! - An upstream that breaks off gets an `error` event (`api_error`); a chunk carrying an
-//!   `error` object gets one too and ends the translation (later events are ignored).
+//! - An upstream that breaks off (or times out) gets an `error` event of type `api_error`
+//!   and no `message_stop`; a chunk carrying an `error` gets one too and ends the translation
+//!   (later events are ignored): `overloaded_error` when the upstream's error says it is
+//!   overloaded or throttling, else `api_error`. The message says what happened and that the
+//!   answer is incomplete.
 //!
 //! Each upstream event is parsed once, into borrowed structs.
 
@@ -44,8 +48,7 @@ use serde_json::{Map, Value, json};
 
 use super::outcome::{Usage, message_id, stop_reason, tool_use_id};
 use super::stops::{Scanned, StopScanner, StopSequences};
-use crate::quote::client_text;
-use crate::stream::{StreamTranslator, write_event};
+use crate::stream::{StreamTranslator, UpstreamError, write_event};
 
 /// The fields of a `chat.completion.chunk` the translation reads.
 #[derive(Debug, Deserialize)]
@@ -74,6 +77,9 @@ struct Choice<'a> {
 struct Delta<'a> {
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
+    /// The name vLLM and OpenRouter give the reasoning text.
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -460,15 +466,16 @@ impl MessageStream {
         self.phase = Phase::Ended;
     }
 
-    /// Sends an `error` event and ends the translation.
-    fn error(&mut self, message: &str, out: &mut BytesMut) {
+    /// Sends an `error` event of type `kind` (`api_error`, `overloaded_error`) and ends the
+    /// translation.
+    fn error(&mut self, kind: &str, message: &str, out: &mut BytesMut) {
         if self.phase == Phase::Ended {
             return;
         }
         write_event(
             out,
             "error",
-            &json!({ "type": "error", "error": { "type": "api_error", "message": message } }),
+            &json!({ "type": "error", "error": { "type": kind, "message": message } }),
         );
         self.phase = Phase::Ended;
     }
@@ -506,16 +513,19 @@ impl StreamTranslator for MessageStream {
                 return;
             }
         };
-        if let Some(error) = chunk.error {
-            let message = error
-                .get("message")
-                .or(Some(&error))
-                .and_then(Value::as_str)
-                .unwrap_or("the upstream reported an error in the middle of the answer");
+        if let Some(error) = chunk.error.filter(|error| !error.is_null()) {
+            let error = UpstreamError::read(&error);
+            let kind = if error.overloaded {
+                "overloaded_error"
+            } else {
+                "api_error"
+            };
             self.error(
+                kind,
                 &format!(
-                    "{}; the answer is incomplete, retry the request",
-                    client_text(message)
+                    "the upstream reported an error mid-answer: {}; the answer is incomplete, \
+                     retry the request",
+                    error.message
                 ),
                 out,
             );
@@ -530,7 +540,11 @@ impl StreamTranslator for MessageStream {
                 continue;
             }
             if let Some(delta) = choice.delta {
-                if let Some(thinking) = delta.reasoning_content.filter(|text| !text.is_empty()) {
+                let thinking = [delta.reasoning_content, delta.reasoning]
+                    .into_iter()
+                    .flatten()
+                    .find(|text| !text.is_empty());
+                if let Some(thinking) = thinking {
                     self.thinking(&thinking, out);
                 }
                 if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
@@ -556,6 +570,7 @@ impl StreamTranslator for MessageStream {
 
     fn fail(&mut self, reason: &dyn fmt::Display, out: &mut BytesMut) {
         self.error(
+            "api_error",
             &format!("{reason}; the answer is incomplete, retry the request"),
             out,
         );
@@ -671,8 +686,20 @@ mod tests {
             None,
         );
         assert_eq!(names(&events).last(), Some(&"error"));
+        assert_eq!(events[4].1["error"]["type"], "api_error");
         let message = events[4].1["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.starts_with("Output may contain"), "{message}");
+        assert!(
+            message.starts_with("the upstream reported an error mid-answer: Output may contain"),
+            "{message}"
+        );
+        let throttled = run(
+            &[
+                TEXT,
+                r#"{"error":{"code":"Throttling","message":"Requests throttling triggered."}}"#,
+            ],
+            None,
+        );
+        assert_eq!(throttled[4].1["error"]["type"], "overloaded_error");
     }
 
     #[test]

@@ -48,27 +48,16 @@ fn read(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
-/// The model the upstream is asked for: the fixture's `upstream_model` (what a model alias
-/// made of the request's model), else the request's model.
-fn upstream_model(fixture: &Value) -> &str {
-    fixture
-        .get("upstream_model")
-        .or_else(|| fixture["request"].get("model"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
 /// The shell for a fixture's Responses request.
 fn shell(fixture: &Value) -> Shell {
-    let translated =
-        to_chat(&fixture["request"], upstream_model(fixture)).expect("a translatable request");
+    let translated = to_chat(&fixture["request"]).expect("a translatable request");
     Shell::new(translated.echo, "golden", CREATED_AT).with_namespaces(translated.namespaces)
 }
 
 #[test]
 fn requests_translate_to_chat_completions() {
     for (name, fixture) in fixtures("request") {
-        let result = to_chat(&fixture["request"], upstream_model(&fixture));
+        let result = to_chat(&fixture["request"]);
         match (fixture.get("chat"), fixture.get("error")) {
             (Some(chat), None) => {
                 let translated = result.unwrap_or_else(|error| panic!("{name}: {error:?}"));

@@ -10,9 +10,10 @@
 //!
 //! cliproxy is stateless: it stores no responses, so `previous_response_id` is refused and
 //! clients send the whole conversation (Codex CLI does). Only function tools (also those
-//! inside `namespace` tools) reach the upstream; hosted tools are dropped. Reasoning the upstream sends (`reasoning_content`)
-//! comes back as a `reasoning` item with the text as its summary; reasoning items sent back in
-//! `input` are dropped.
+//! inside `namespace` tools) reach the upstream; hosted tools are dropped. Reasoning the
+//! upstream sends (`reasoning_content` or `reasoning`) comes back as a `reasoning` item with
+//! the text as its summary; reasoning items sent back in `input` are dropped. What a client
+//! asks of the model's reasoning goes beside the chat body ([`crate::reasoning`]).
 
 mod input;
 mod namespaces;

@@ -15,6 +15,9 @@ use super::namespaces::Namespaces;
 /// Counts responses made by this process, to keep ids made within one clock tick apart.
 static RESPONSES: AtomicU64 = AtomicU64::new(0);
 
+/// The error code of a failed response (the upstream broke off or reported an error).
+pub(crate) const FAILURE_CODE: &str = "server_error";
+
 /// Where a response stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -33,6 +36,15 @@ impl Status {
             Some("length") => Self::Incomplete("max_output_tokens"),
             Some("content_filter") => Self::Incomplete("content_filter"),
             _ => Self::Completed,
+        }
+    }
+
+    /// The status of the item that was being written when the answer ended this way: the
+    /// one a limit or a filter cut is `incomplete`.
+    pub(crate) fn item_status(&self) -> &'static str {
+        match self {
+            Self::Incomplete(_) => "incomplete",
+            _ => "completed",
         }
     }
 
@@ -116,7 +128,7 @@ impl Shell {
     /// The response object.
     pub(crate) fn response(&self, status: &Status, output: Vec<Value>, usage: Value) -> Value {
         let error = match status {
-            Status::Failed(message) => json!({ "code": "server_error", "message": message }),
+            Status::Failed(message) => json!({ "code": FAILURE_CODE, "message": message }),
             _ => Value::Null,
         };
         let incomplete_details = match status {
@@ -169,7 +181,9 @@ pub(crate) fn summary_text(text: &str) -> Value {
     json!({ "type": "summary_text", "text": text })
 }
 
-/// The Responses usage for a chat `usage` object; `null` when there is none. DashScope's
+/// The Responses usage for a chat `usage` object; `null` when there is none. Cache reads are
+/// `prompt_tokens_details.cached_tokens` (OpenAI, DashScope), DeepSeek's
+/// `prompt_cache_hit_tokens` or Moonshot's `cached_tokens`. DashScope's
 /// `prompt_tokens_details.cache_creation_input_tokens` is `cache_write_tokens` (which the
 /// openai SDK requires), 0 when absent like the other details.
 pub(crate) fn usage(chat: Option<&Value>) -> Value {
@@ -179,10 +193,13 @@ pub(crate) fn usage(chat: Option<&Value>) -> Value {
     let count = |pointer: &str| chat.pointer(pointer).and_then(Value::as_u64);
     let input = count("/prompt_tokens").unwrap_or(0);
     let output = count("/completion_tokens").unwrap_or(0);
+    let cached = count("/prompt_tokens_details/cached_tokens")
+        .or_else(|| count("/prompt_cache_hit_tokens"))
+        .or_else(|| count("/cached_tokens"));
     json!({
         "input_tokens": input,
         "input_tokens_details": {
-            "cached_tokens": count("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            "cached_tokens": cached.unwrap_or(0),
             "cache_write_tokens":
                 count("/prompt_tokens_details/cache_creation_input_tokens").unwrap_or(0),
         },
@@ -235,6 +252,12 @@ mod tests {
                 "output_tokens_details": { "reasoning_tokens": 0 },
                 "total_tokens": 7,
             })
+        );
+        assert_eq!(
+            usage(Some(&json!({ "prompt_tokens": 100, "completion_tokens": 4,
+                "prompt_cache_hit_tokens": 64, "prompt_cache_miss_tokens": 36 })))["input_tokens_details"]
+                ["cached_tokens"],
+            64
         );
         assert_eq!(usage(None), Value::Null);
         assert_eq!(usage(Some(&Value::Null)), Value::Null);

@@ -13,7 +13,7 @@
 //! | `tool_choice` `auto`/`none`/`required`, `{"type":"function","name"}` | the same, `{"type":"function","function":{"name"}}` |
 //! | `tool_choice` naming a dropped tool kind | dropped (the upstream's default, `auto`) |
 //! | `text.format` `json_schema` / `json_object` | `response_format` `json_schema` (`name`, `schema`, `strict`, `description` under `json_schema`) / `json_object` |
-//! | `reasoning`, when the upstream model (after model aliases) takes Qwen's switch ([`crate::thinking`]: `qwen3*` without `coder`, `qwq*`) | `enable_thinking` (`false` for effort `minimal`/`none`); ignored for other models |
+//! | `reasoning` | no field: a [`Reasoning`] beside the body, which the server writes per credential (`reasoning_effort`, or Qwen's `enable_thinking`; [`crate::reasoning`]) |
 //! | `previous_response_id`, `conversation` | refused: cliproxy stores no responses |
 //! | `store`, `include`, `metadata`, `truncation`, `service_tier`, `prompt_cache_key`, `background`, ... | ignored |
 //!
@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use super::input;
 use super::namespaces::Namespaces;
 use super::refusal::Refusal;
-use crate::thinking::takes_thinking_switch;
+use crate::reasoning::Reasoning;
 
 /// A translated request.
 #[derive(Debug)]
@@ -39,15 +39,16 @@ pub struct Translated {
     pub echo: Map<String, Value>,
     /// The namespaced tools, to name the model's calls of them.
     pub namespaces: Namespaces,
+    /// What `reasoning` asks for; the fields that carry it depend on the upstream.
+    pub reasoning: Option<Reasoning>,
 }
 
-/// Translates a Responses request body; `upstream_model` is the model the upstream will be
-/// asked for (the request's, or what a model alias maps it to), which decides `reasoning`.
+/// Translates a Responses request body.
 ///
 /// # Errors
 ///
 /// A [`Refusal`] naming what cliproxy cannot translate.
-pub fn to_chat(body: &Value, upstream_model: &str) -> Result<Translated, Refusal> {
+pub fn to_chat(body: &Value) -> Result<Translated, Refusal> {
     let Some(fields) = body.as_object() else {
         return Err(Refusal::new(
             "invalid_json",
@@ -114,9 +115,6 @@ pub fn to_chat(body: &Value, upstream_model: &str) -> Result<Translated, Refusal
     if let Some(format) = response_format(present(fields, "text"))? {
         chat.insert("response_format".into(), format);
     }
-    if let Some(thinking) = enable_thinking(upstream_model, present(fields, "reasoning")) {
-        chat.insert("enable_thinking".into(), thinking.into());
-    }
 
     Ok(Translated {
         model: model.to_owned(),
@@ -124,6 +122,7 @@ pub fn to_chat(body: &Value, upstream_model: &str) -> Result<Translated, Refusal
         chat: Value::Object(chat),
         echo: echo(fields, model, echo_tools),
         namespaces,
+        reasoning: present(fields, "reasoning").and_then(Reasoning::from_responses),
     })
 }
 
@@ -295,16 +294,6 @@ fn response_format(text: Option<&Value>) -> Result<Option<Value>, Refusal> {
             ),
         )),
     }
-}
-
-/// Qwen's `enable_thinking` for `reasoning`, on the models that take the switch.
-fn enable_thinking(model: &str, reasoning: Option<&Value>) -> Option<bool> {
-    let reasoning = reasoning?;
-    if !takes_thinking_switch(model) {
-        return None;
-    }
-    let effort = reasoning.get("effort").and_then(Value::as_str);
-    Some(!matches!(effort, Some("minimal" | "none")))
 }
 
 /// The request fields the response object repeats, with the API's defaults.

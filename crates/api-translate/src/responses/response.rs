@@ -1,12 +1,14 @@
 //! A whole chat completion as a Responses object.
 //!
-//! The first choice's `reasoning_content` becomes a `reasoning` item (its text as one
-//! `summary_text`), its `content` a `message` item with one `output_text` part, and each of its
-//! `tool_calls` a `function_call` item (with `namespace` for a namespaced tool's call), in that
-//! order; empty parts make no item. The status is
-//! `completed`, or `incomplete` for `finish_reason` `length` (`max_output_tokens`) and
-//! `content_filter`. Usage maps `prompt_tokens`/`completion_tokens` (and their cached and
-//! reasoning details) to `input_tokens`/`output_tokens`.
+//! The first choice's `reasoning_content` (or `reasoning`, as vLLM and OpenRouter name it)
+//! becomes a `reasoning` item (its text as one `summary_text`), its `content` a `message` item
+//! with one `output_text` part, and each of its `tool_calls` a `function_call` item (with
+//! `namespace` for a namespaced tool's call), in that order; empty parts make no item. The
+//! status is `completed`, or `incomplete` for `finish_reason` `length` (`max_output_tokens`) and
+//! `content_filter`; the last item, the one the limit or filter cut, is then `incomplete` too
+//! (as OpenAI marks it), the others `completed`. Usage maps
+//! `prompt_tokens`/`completion_tokens` (and their cached and reasoning details) to
+//! `input_tokens`/`output_tokens`.
 
 use serde_json::Value;
 
@@ -17,7 +19,9 @@ pub fn from_chat(completion: &Value, shell: &Shell) -> Option<Value> {
     let choice = completion.get("choices")?.as_array()?.first()?;
     let message = choice.get("message")?;
     let mut output = Vec::new();
-    if let Some(reasoning) = text_of(message.get("reasoning_content")) {
+    let reasoning =
+        text_of(message.get("reasoning_content")).or_else(|| text_of(message.get("reasoning")));
+    if let Some(reasoning) = reasoning {
         let id = shell.item_id("rs", output.len());
         output.push(object::reasoning_item(&id, "completed", Some(&reasoning)));
     }
@@ -53,6 +57,9 @@ pub fn from_chat(completion: &Value, shell: &Shell) -> Option<Value> {
         ));
     }
     let status = Status::from_finish_reason(choice.get("finish_reason").and_then(Value::as_str));
+    if let Some(last) = output.last_mut() {
+        last["status"] = status.item_status().into();
+    }
     Some(shell.response(&status, output, object::usage(completion.get("usage"))))
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The stream opens with `response.created` and `response.in_progress` (status `in_progress`,
 //! no output). Then each output item is opened, filled and closed before the next one opens:
-//! - `reasoning_content` deltas: a `reasoning` item, `response.reasoning_summary_part.added`,
+//! - `reasoning_content` deltas (or `reasoning`, as vLLM and OpenRouter name them): a
+//!   `reasoning` item, `response.reasoning_summary_part.added`,
 //!   `response.reasoning_summary_text.delta`s, and at its end
 //!   `response.reasoning_summary_text.done`, `response.reasoning_summary_part.done`;
 //! - `content` deltas: a `message` item, `response.content_part.added` (an empty
@@ -15,8 +16,9 @@
 //!   call (some OpenAI-compatible servers send every call with `index: 0`);
 //!
 //! every item opening with `response.output_item.added` (status `in_progress`) and ending with
-//! `response.output_item.done` (status `completed`). A delta of another kind than the open
-//! item's closes it. Tool calls are expected one after another, as OpenAI and DashScope stream
+//! `response.output_item.done` (status `completed`; `incomplete` for the last item of an
+//! answer that ends with `response.incomplete`, which the limit or filter cut). A delta of
+//! another kind than the open item's closes it. Tool calls are expected one after another, as OpenAI and DashScope stream
 //! them: a fragment of a call after a later call began cannot be sent any more and is dropped
 //! (with a warning).
 //!
@@ -24,8 +26,10 @@
 //! `response.completed` carries the whole response (output and usage, which may arrive in a
 //! chunk with empty `choices` after the `finish_reason`); a `finish_reason` of `length` or
 //! `content_filter` ends with `response.incomplete` instead, as the Responses API does. A
-//! stream that breaks off, or an upstream chunk carrying an `error` (an object with a
-//! `message`, or a string), ends with `response.failed` (status `failed`, `error.code`
+//! stream that breaks off or times out, or an upstream chunk carrying an `error` (an object
+//! with a `message`, or a string), ends with an `error` event (`code` `server_error`, the
+//! message, and the same in an `error` object, as OpenAI sends it: the OpenAI SDKs raise it
+//! as an `APIError`) and then `response.failed` (status `failed`, `error.code`
 //! `server_error`, the items completed so far).
 //! Every event has `type` and a `sequence_number` counting from 0.
 
@@ -35,8 +39,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
 use super::object::{self, Shell, Status};
-use crate::quote::client_text;
-use crate::stream::{StreamTranslator, write_event};
+use crate::stream::{StreamTranslator, UpstreamError, write_event};
 
 /// The translator of one streamed answer.
 #[derive(Debug)]
@@ -127,15 +130,12 @@ impl ResponsesStream {
 
     fn chunk(&mut self, chunk: &Value, out: &mut BytesMut) {
         if let Some(error) = chunk.get("error").filter(|error| !error.is_null()) {
-            let message = error
-                .get("message")
-                .and_then(Value::as_str)
-                .or_else(|| error.as_str())
-                .unwrap_or("no message");
+            let error = UpstreamError::read(error);
             self.failed(
                 format!(
-                    "the upstream reported an error mid-answer: {}",
-                    client_text(message)
+                    "the upstream reported an error mid-answer: {}; the answer is incomplete, \
+                     retry the request",
+                    error.message
                 ),
                 out,
             );
@@ -156,7 +156,9 @@ impl ResponsesStream {
             return;
         };
         if let Some(delta) = choice.get("delta") {
-            if let Some(text) = non_empty(delta.get("reasoning_content")) {
+            let reasoning = non_empty(delta.get("reasoning_content"))
+                .or_else(|| non_empty(delta.get("reasoning")));
+            if let Some(text) = reasoning {
                 self.reasoning_delta(text, out);
             }
             if let Some(text) = non_empty(delta.get("content")) {
@@ -336,8 +338,13 @@ impl ResponsesStream {
         self.emit(out, "response.function_call_arguments.delta", data);
     }
 
-    /// Closes the open item, if any, and adds it to the output.
+    /// Closes the open item, if any, as `completed`, and adds it to the output.
     fn close(&mut self, out: &mut BytesMut) {
+        self.close_as("completed", out);
+    }
+
+    /// Closes the open item, if any, with item status `status`, and adds it to the output.
+    fn close_as(&mut self, status: &str, out: &mut BytesMut) {
         let (output_index, item) = match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Nothing => return,
             Open::Reasoning(TextItem {
@@ -358,7 +365,7 @@ impl ResponsesStream {
                 );
                 (
                     output_index,
-                    object::reasoning_item(&id, "completed", Some(&text)),
+                    object::reasoning_item(&id, status, Some(&text)),
                 )
             }
             Open::Message(TextItem {
@@ -375,10 +382,7 @@ impl ResponsesStream {
                     "response.content_part.done",
                     with(&at, "part", object::output_text(&text)),
                 );
-                (
-                    output_index,
-                    object::message_item(&id, "completed", Some(&text)),
-                )
+                (output_index, object::message_item(&id, status, Some(&text)))
             }
             Open::Call(call) => {
                 self.emit(
@@ -395,7 +399,7 @@ impl ResponsesStream {
                     call.output_index,
                     self.shell.function_call_item(
                         &call.id,
-                        "completed",
+                        status,
                         &call.call_id,
                         &call.name,
                         &call.arguments,
@@ -413,8 +417,8 @@ impl ResponsesStream {
 
     /// Closes the open item and sends the whole response.
     fn complete(&mut self, out: &mut BytesMut) {
-        self.close(out);
         let status = Status::from_finish_reason(self.finish_reason.as_deref());
+        self.close_as(status.item_status(), out);
         let name = match status {
             Status::Incomplete(_) => "response.incomplete",
             _ => "response.completed",
@@ -427,8 +431,28 @@ impl ResponsesStream {
         self.ended = true;
     }
 
-    /// Sends `response.failed` with `message`.
+    /// Sends an `error` event and then `response.failed`, both with `message`.
+    ///
+    /// The `error` event has the fields OpenAI documents (`code`, `message`, `param`) and the
+    /// `error` object OpenAI sends with them, which the OpenAI SDKs raise as an `APIError`;
+    /// `response.failed` is the end clients such as Codex wait for.
     fn failed(&mut self, message: String, out: &mut BytesMut) {
+        let error = json!({
+            "type": object::FAILURE_CODE,
+            "code": object::FAILURE_CODE,
+            "message": message,
+            "param": null,
+        });
+        self.emit(
+            out,
+            "error",
+            json!({
+                "code": object::FAILURE_CODE,
+                "message": message,
+                "param": null,
+                "error": error,
+            }),
+        );
         let output = std::mem::take(&mut self.output);
         let response = self.shell.response(
             &Status::Failed(message),

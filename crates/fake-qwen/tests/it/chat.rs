@@ -549,6 +549,42 @@ async fn thinking_requests_get_reasoning_content() {
 }
 
 #[tokio::test]
+async fn a_reasoning_effort_gets_reasoning_as_openai_compatible_servers_name_it() {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key("sk-test");
+    let mut request = body(false);
+    request["reasoning_effort"] = "low".into();
+    let (_, answer) = json_of(chat(&fake, "sk-test", &request).await).await;
+    let message = &answer["choices"][0]["message"];
+    assert!(
+        message["reasoning"]
+            .as_str()
+            .is_some_and(|text| text.contains("ping"))
+    );
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    for effort in ["none", "minimal"] {
+        request["reasoning_effort"] = effort.into();
+        let (_, answer) = json_of(chat(&fake, "sk-test", &request).await).await;
+        let message = &answer["choices"][0]["message"];
+        assert!(message.get("reasoning").is_none(), "{effort}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn half_the_prompt_is_reported_as_cached() {
+    let fake = FakeQwen::start().await;
+    let token = fake.mint_tokens().access_token;
+    let (_, answer) = json_of(chat(&fake, &token, &body(false)).await).await;
+    let prompt = answer["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt tokens");
+    assert_eq!(
+        answer["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(prompt / 2)
+    );
+}
+
+#[tokio::test]
 async fn a_tool_history_that_does_not_add_up_is_refused() {
     let fake = FakeQwen::start().await;
     let token = fake.mint_tokens().access_token;
@@ -652,4 +688,16 @@ async fn an_error_chunk_ends_a_stream_as_dashscope_reports_a_filter_hit() {
     let error: Value = serde_json::from_str(&events[1]).expect("JSON");
     assert_eq!(error["error"]["code"], "data_inspection_failed");
     assert_eq!(events[2], "[DONE]");
+
+    fake.set_chat_step(ChatStep::OverloadedAfter(1));
+    let response = chat(&fake, &token, &body(true)).await;
+    let events = sse_events(&response.text().await.expect("a body"));
+    let error: Value = serde_json::from_str(&events[1]).expect("JSON");
+    assert_eq!(error["error"]["type"], "server_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("overloaded")),
+        "{error}"
+    );
 }

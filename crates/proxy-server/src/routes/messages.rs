@@ -40,9 +40,8 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     } = posted;
     let request = parse(&bytes, Endpoint::Create)?;
     drop(bytes);
-    // Thinking depends on the model the upstream is asked for, after the alias.
     let upstream_model = state.upstream.resolve_alias(request.model()).to_owned();
-    let chat = request.into_chat(&upstream_model).map_err(bad_request)?;
+    let chat = request.into_chat().map_err(bad_request)?;
     // `message_start` comes before the upstream reports usage: it carries the estimate.
     let estimated_input_tokens = if chat.stream {
         anthropic::estimate_tokens(&chat.json)
@@ -54,7 +53,7 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     let answer = state
         .upstream
         .chat(
-            ChatRequest::from_json(&upstream_model, chat.stream, chat.json, id)
+            ChatRequest::from_json(&upstream_model, chat.stream, chat.json, chat.reasoning, id)
                 .routed(client, conversation),
         )
         .await;
@@ -92,8 +91,7 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
 
 fn count(bytes: &[u8]) -> Result<Response<ProxyBody>, ApiError> {
     let request = parse(bytes, Endpoint::CountTokens)?;
-    let model = request.model().to_owned();
-    let chat = request.into_chat(&model).map_err(bad_request)?;
+    let chat = request.into_chat().map_err(bad_request)?;
     let tokens = anthropic::estimate_tokens(&chat.json);
     Ok(json_response(
         StatusCode::OK,

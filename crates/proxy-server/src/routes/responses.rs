@@ -46,7 +46,6 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     if !requested.is_empty() {
         Span::current().record("model", requested);
     }
-    // `reasoning` depends on the model the upstream is asked for, after the alias.
     let upstream_model = state.upstream.resolve_alias(requested).to_owned();
     let Translated {
         model: _,
@@ -54,10 +53,11 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
         chat,
         echo,
         namespaces,
-    } = responses::to_chat(&body, &upstream_model)?;
+        reasoning,
+    } = responses::to_chat(&body)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat =
-        ChatRequest::from_json(&upstream_model, stream, chat, id).routed(client, conversation);
+    let chat = ChatRequest::from_json(&upstream_model, stream, chat, reasoning, id)
+        .routed(client, conversation);
     drop((bytes, body));
     let answer = state.upstream.chat(chat).await;
     // The request's body is gone once the upstream answered; a stream does not hold it.

@@ -105,10 +105,9 @@ impl Upstream {
             };
             let credential: &Credential = &lease.credential;
             Span::current().record("account", &*credential.label);
-            let body = match credential.flavor {
-                Flavor::OpenAiCompatible => outgoing.as_sent(),
-                Flavor::QwenOAuth => outgoing.for_qwen().map_err(not_json)?,
-            };
+            let body = outgoing
+                .for_flavor(credential.flavor, &model)
+                .map_err(not_json)?;
 
             let mut access = credential.access.current();
             let mut refreshed = false;

@@ -74,8 +74,8 @@ impl UpstreamHeaders {
         match (flavor, stream) {
             (Flavor::QwenOAuth, false) => &self.qwen,
             (Flavor::QwenOAuth, true) => &self.qwen_stream,
-            (Flavor::OpenAiCompatible, false) => &self.plain,
-            (Flavor::OpenAiCompatible, true) => &self.plain_stream,
+            (Flavor::OpenAiCompatible(_), false) => &self.plain,
+            (Flavor::OpenAiCompatible(_), true) => &self.plain_stream,
         }
     }
 }
@@ -129,6 +129,7 @@ fn node_arch(arch: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use credential_pool::ReasoningStyle;
 
     #[test]
     fn node_names() {
@@ -156,7 +157,7 @@ mod tests {
             "application/json"
         );
 
-        let plain = headers.get(Flavor::OpenAiCompatible, false);
+        let plain = headers.get(Flavor::OpenAiCompatible(ReasoningStyle::Effort), false);
         assert!(plain.get("x-dashscope-authtype").is_none());
         assert_eq!(plain[CONTENT_TYPE], "application/json");
     }

@@ -37,7 +37,7 @@ use credential_pool::Credential;
 
 pub(crate) use aliases::Aliases;
 pub(crate) use answer::{Answer, set_event_stream_headers};
-pub(crate) use observe::record_completion;
+pub(crate) use observe::{MAX_SSE_LINE, record_completion};
 pub(crate) use request::{ChatRequest, Malformed};
 pub(crate) use stream::UpstreamBody;
 
@@ -96,8 +96,8 @@ impl Upstream {
     }
 
     /// The model `requested` stands for: its alias's target, else itself. Routes resolve it
-    /// once, before translating (thinking and reasoning depend on it), and [`Upstream::chat`]
-    /// takes requests whose model is final.
+    /// once, and [`Upstream::chat`] takes requests whose model is final (Qwen's thinking
+    /// switch, written per credential, depends on it).
     pub(crate) fn resolve_alias<'a>(&'a self, requested: &'a str) -> &'a str {
         self.aliases.resolve(requested).unwrap_or(requested)
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use credential_pool::{Credential, Flavor, Lease, Models, Outcome, RefreshFailure};
+use credential_pool::{Credential, Lease, Models, Outcome, RefreshFailure};
 use serde_json::json;
 
 use super::Upstream;
@@ -63,13 +63,9 @@ impl Upstream {
             "max_tokens": 1,
         });
         let mut outgoing =
-            ChatRequest::from_json(&model, false, json, LoggedId::default()).into_outgoing();
-        let body = match credential.flavor {
-            Flavor::OpenAiCompatible => outgoing.as_sent(),
-            Flavor::QwenOAuth => match outgoing.for_qwen() {
-                Ok(body) => body,
-                Err(_) => return false,
-            },
+            ChatRequest::from_json(&model, false, json, None, LoggedId::default()).into_outgoing();
+        let Ok(body) = outgoing.for_flavor(credential.flavor, &model) else {
+            return false;
         };
         let id = LoggedId::default();
         let mut access = credential.access.current();

@@ -8,14 +8,21 @@
 //! read does not check everything a full parse does (a lone UTF-16 surrogate or invalid
 //! UTF-8 in a string, a number out of range, nesting 128 levels deep): such a body passes as it
 //! is, and is refused with 400, with the full parse's error, where something must change in it.
-//! A translated request arrives as a `Value`; it is serialized once, and the Qwen shape is
-//! spliced into that serialization, so an OpenAI-compatible credential tried after a Qwen one
-//! still gets the original.
+//! A translated request arrives as a `Value`, with the client's reasoning request beside it
+//! (api-translate's [`Reasoning`]); it is serialized once. The reasoning fields depend on the
+//! credential, which is chosen later and may change on failover: each credential's body is
+//! that serialization with its style's fields spliced in (`reasoning_effort`, Qwen's
+//! `enable_thinking` and `thinking_budget`, or none), and for Qwen OAuth accounts the Qwen
+//! shape spliced into that. Each of these bodies is made at most once per request
+//! ([`Outgoing::for_flavor`]), and a credential of another kind tried after one still gets
+//! its own.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use api_translate::reasoning::{Reasoning, Style};
 use bytes::Bytes;
+use credential_pool::{Flavor, ReasoningStyle};
 use serde::Deserialize;
 use serde::de::Error as _;
 use serde_json::Value;
@@ -53,8 +60,9 @@ enum Body {
         /// Whether a full parse is known to accept it (see [`splice::check`]).
         checked: bool,
     },
-    /// Built by a translator.
-    Parsed(Value),
+    /// Built by a translator, with the client's reasoning request, which is written per
+    /// credential.
+    Parsed(Value, Option<Reasoning>),
 }
 
 /// Why a client's body is not a chat request.
@@ -121,11 +129,12 @@ impl ChatRequest {
     }
 
     /// A request built by a translator, sent to `upstream_model` (the client's model after
-    /// its alias).
+    /// its alias), with what the client asked of the model's reasoning.
     pub(crate) fn from_json(
         upstream_model: &str,
         stream: bool,
         mut json: Value,
+        reasoning: Option<Reasoning>,
         id: LoggedId,
     ) -> Self {
         if json.get("model").and_then(Value::as_str) != Some(upstream_model) {
@@ -137,7 +146,7 @@ impl ChatRequest {
             id,
             conversation: None,
             client: Client::anonymous(),
-            body: Body::Parsed(json),
+            body: Body::Parsed(json, reasoning),
         }
     }
 
@@ -152,7 +161,7 @@ impl ChatRequest {
     pub(crate) fn output_tokens(&self) -> Option<u64> {
         match &self.body {
             Body::Raw { output_tokens, .. } => output_tokens.iter().flatten().copied().max(),
-            Body::Parsed(json) => OUTPUT_TOKEN_FIELDS
+            Body::Parsed(json, _) => OUTPUT_TOKEN_FIELDS
                 .iter()
                 .filter_map(|field| json.get(field).and_then(Value::as_u64))
                 .max(),
@@ -166,7 +175,7 @@ impl ChatRequest {
     /// The full parse's error for a body only the quick read accepted.
     pub(crate) fn set_model(&mut self, model: &str) -> Result<(), serde_json::Error> {
         match &mut self.body {
-            Body::Parsed(json) => json["model"] = Value::from(model),
+            Body::Parsed(json, _) => json["model"] = Value::from(model),
             Body::Raw { bytes, checked, .. } => {
                 splice_fields(bytes, checked, &["model"], |out| {
                     // Writing to a `Vec` does not fail.
@@ -188,7 +197,7 @@ impl ChatRequest {
     pub(crate) fn cap_output_tokens(&mut self, cap: u32) -> Result<(), serde_json::Error> {
         let over = |tokens: Option<u64>| tokens > Some(u64::from(cap));
         match &mut self.body {
-            Body::Parsed(json) => {
+            Body::Parsed(json, _) => {
                 for field in OUTPUT_TOKEN_FIELDS {
                     if over(json.get(field).and_then(Value::as_u64)) {
                         json[field] = Value::from(cap);
@@ -222,14 +231,16 @@ impl ChatRequest {
             Body::Raw { bytes, checked, .. } => Outgoing {
                 as_sent: bytes,
                 checked,
-                for_qwen: None,
+                reasoning: None,
+                made: Default::default(),
             },
             // Serializing a `Value` cannot fail (its map keys are strings), and a full parse
             // need not accept what it gives (it may nest deeper): it is never parsed in full.
-            Body::Parsed(json) => Outgoing {
+            Body::Parsed(json, reasoning) => Outgoing {
                 as_sent: Bytes::from(serde_json::to_vec(&json).unwrap_or_default()),
                 checked: true,
-                for_qwen: None,
+                reasoning,
+                made: Default::default(),
             },
         }
     }
@@ -268,35 +279,97 @@ fn checked_text(bytes: &[u8], checked: bool) -> Result<&str, serde_json::Error> 
     }
 }
 
-/// The bodies of a request's attempts: as it is (for OpenAI-compatible upstreams) and, made
-/// once on first need, reshaped for Qwen's OAuth endpoint.
+/// The bodies of a request's attempts, one per kind of credential, each made on first need and
+/// at most once: for OpenAI-compatible upstreams the body as it is, with the reasoning fields
+/// of the upstream's style, and for Qwen OAuth accounts that body with Qwen's fields,
+/// reshaped.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
+    /// The body as it came, or as the translator made it (without reasoning fields).
     as_sent: Bytes,
     /// Whether a full parse is known to accept `as_sent`, or need not.
     checked: bool,
-    for_qwen: Option<Bytes>,
+    /// A translated request's reasoning request.
+    reasoning: Option<Reasoning>,
+    /// The bodies made so far, by [`slot`].
+    made: [Option<Bytes>; SLOTS],
+}
+
+/// One body per reasoning style for OpenAI-compatible upstreams, and one for Qwen OAuth.
+const SLOTS: usize = 4;
+
+/// Where the body for a credential of `flavor` is kept.
+fn slot(flavor: Flavor) -> usize {
+    match flavor {
+        Flavor::OpenAiCompatible(ReasoningStyle::Effort) => 0,
+        Flavor::OpenAiCompatible(ReasoningStyle::Qwen) => 1,
+        Flavor::OpenAiCompatible(ReasoningStyle::Off) => 2,
+        Flavor::QwenOAuth => 3,
+    }
+}
+
+/// api-translate's name for a credential's reasoning style.
+fn style(style: ReasoningStyle) -> Style {
+    match style {
+        ReasoningStyle::Effort => Style::Effort,
+        ReasoningStyle::Qwen => Style::Qwen,
+        ReasoningStyle::Off => Style::Off,
+    }
 }
 
 impl Outgoing {
-    /// The body as it is.
-    pub(crate) fn as_sent(&self) -> Bytes {
-        self.as_sent.clone()
-    }
-
-    /// The body reshaped for Qwen ([`shape::for_qwen`]); [`as_sent`](Self::as_sent) still
-    /// gives the body as it was.
+    /// The body for a credential of `flavor`; `model` is the model the upstream is asked for
+    /// (Qwen's thinking switch depends on it).
     ///
     /// # Errors
     ///
-    /// The full parse's error for a body only the quick read accepted.
-    pub(crate) fn for_qwen(&mut self) -> Result<Bytes, serde_json::Error> {
-        if let Some(body) = &self.for_qwen {
+    /// The full parse's error for a body only the quick read accepted, which Qwen's shape
+    /// must change.
+    pub(crate) fn for_flavor(
+        &mut self,
+        flavor: Flavor,
+        model: &str,
+    ) -> Result<Bytes, serde_json::Error> {
+        let slot = slot(flavor);
+        if let Some(body) = &self.made[slot] {
             return Ok(body.clone());
         }
-        let text = checked_text(&self.as_sent, self.checked)?;
-        let shaped = Bytes::from(shape::for_qwen(text));
-        Ok(self.for_qwen.insert(shaped).clone())
+        let body = match flavor {
+            Flavor::OpenAiCompatible(reasoning) => self.with_reasoning(reasoning, model),
+            Flavor::QwenOAuth => {
+                let plain =
+                    self.for_flavor(Flavor::OpenAiCompatible(ReasoningStyle::Qwen), model)?;
+                // `plain` is `as_sent`, or a translator's body with fields spliced in, which
+                // is `checked` like the body it was made from.
+                Bytes::from(shape::for_qwen(checked_text(&plain, self.checked)?))
+            }
+        };
+        Ok(self.made[slot].insert(body).clone())
+    }
+
+    /// The body with the reasoning fields of `reasoning` written into it: `as_sent` itself
+    /// when there are none.
+    fn with_reasoning(&self, reasoning: ReasoningStyle, model: &str) -> Bytes {
+        let fields = self
+            .reasoning
+            .as_ref()
+            .map(|asked| asked.fields(style(reasoning), model))
+            .unwrap_or_default();
+        if fields.is_empty() {
+            return self.as_sent.clone();
+        }
+        // Only a translator's body has a reasoning request: the serialization of an object,
+        // so UTF-8.
+        let Ok(text) = std::str::from_utf8(&self.as_sent) else {
+            return self.as_sent.clone();
+        };
+        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        let mut out = Vec::with_capacity(text.len() + 64);
+        splice::write_object(&mut out, splice::fields(text), &names, |out, index| {
+            // Writing to a `Vec` does not fail.
+            let _ = serde_json::to_writer(out, &fields[index].1);
+        });
+        Bytes::from(out)
     }
 }
 
@@ -305,8 +378,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An OpenAI-compatible upstream of the default reasoning style.
+    const PLAIN: Flavor = Flavor::OpenAiCompatible(ReasoningStyle::Effort);
+
     fn client(body: &str) -> Result<ChatRequest, Malformed> {
         ChatRequest::from_client(Bytes::from(body.to_owned()), LoggedId::default())
+    }
+
+    /// The body an OpenAI-compatible upstream gets.
+    fn plain(outgoing: &mut Outgoing) -> Bytes {
+        outgoing.for_flavor(PLAIN, "m").expect("a body")
+    }
+
+    fn translated(json: Value, reasoning: Option<Reasoning>) -> ChatRequest {
+        ChatRequest::from_json("a", false, json, reasoning, LoggedId::default())
     }
 
     #[test]
@@ -316,7 +401,7 @@ mod tests {
         assert_eq!(request.model, "m1");
         assert!(request.stream);
         assert_eq!(request.output_tokens(), Some(70));
-        assert_eq!(request.into_outgoing().as_sent(), body.as_bytes());
+        assert_eq!(plain(&mut request.into_outgoing()), body.as_bytes());
     }
 
     #[test]
@@ -360,11 +445,11 @@ mod tests {
         request.set_model("b").expect("JSON");
         assert_eq!(request.model, "b");
         assert_eq!(request.output_tokens(), Some(5));
-        let outgoing = request.into_outgoing();
-        let sent = outgoing.as_sent();
+        let mut outgoing = request.into_outgoing();
+        let sent = plain(&mut outgoing);
         assert_eq!(sent, r#"{"model":"b","max_tokens":5}"#.as_bytes());
         assert_eq!(
-            outgoing.as_sent().as_ptr(),
+            plain(&mut outgoing).as_ptr(),
             sent.as_ptr(),
             "serialized once"
         );
@@ -379,7 +464,7 @@ mod tests {
         request.cap_output_tokens(65_536).expect("JSON");
         assert_eq!(request.output_tokens(), Some(65_536));
         assert_eq!(
-            request.into_outgoing().as_sent(),
+            plain(&mut request.into_outgoing()),
             r#"{"messages":[ {"role":"user","content":"caf\u00e9 ☕"} ],"model":"qwen \"3\"","max_tokens":65536,"max_completion_tokens":10,"x":1.50}"#.as_bytes()
         );
 
@@ -387,14 +472,14 @@ mod tests {
         let body = r#"{ "model":"m", "max_tokens": 10 }"#;
         let mut request = client(body).expect("a chat request");
         request.cap_output_tokens(65_536).expect("JSON");
-        assert_eq!(request.into_outgoing().as_sent(), body.as_bytes());
+        assert_eq!(plain(&mut request.into_outgoing()), body.as_bytes());
 
         // What a full parse does not read as a `u64` is not a count to lower.
         let body = r#"{"model":"m","max_tokens":1e6,"max_completion_tokens":70000}"#;
         let mut request = client(body).expect("a chat request");
         request.cap_output_tokens(65_536).expect("JSON");
         assert_eq!(
-            request.into_outgoing().as_sent(),
+            plain(&mut request.into_outgoing()),
             r#"{"model":"m","max_tokens":1e6,"max_completion_tokens":65536}"#.as_bytes()
         );
     }
@@ -402,13 +487,13 @@ mod tests {
     #[test]
     fn a_translated_request_is_changed_as_a_value() {
         let json = json!({"model": "a", "max_tokens": 100_000, "max_completion_tokens": 7});
-        let mut request = ChatRequest::from_json("a", false, json, LoggedId::default());
+        let mut request = translated(json, None);
         request.set_model("b").expect("JSON");
         request.cap_output_tokens(10).expect("JSON");
         assert_eq!(request.model, "b");
         assert_eq!(request.output_tokens(), Some(10));
         assert_eq!(
-            request.into_outgoing().as_sent(),
+            plain(&mut request.into_outgoing()),
             r#"{"model":"b","max_tokens":10,"max_completion_tokens":7}"#.as_bytes()
         );
     }
@@ -418,19 +503,14 @@ mod tests {
         let original = r#"{"model":"a","messages":[]}"#;
         let reshaped = r#"{"model":"a","messages":[{"role":"system","content":[{"type":"text","text":"","cache_control":{"type":"ephemeral"}}]}]}"#;
         let mut from_client = client(original).expect("a chat request").into_outgoing();
-        let mut translated = ChatRequest::from_json(
-            "a",
-            false,
-            json!({"model": "a", "messages": []}),
-            LoggedId::default(),
-        )
-        .into_outgoing();
+        let mut translated =
+            translated(json!({"model": "a", "messages": []}), None).into_outgoing();
         for outgoing in [&mut from_client, &mut translated] {
-            let shaped = outgoing.for_qwen().expect("JSON");
+            let shaped = outgoing.for_flavor(Flavor::QwenOAuth, "a").expect("JSON");
             assert_eq!(shaped, reshaped.as_bytes());
-            let again = outgoing.for_qwen().expect("JSON");
+            let again = outgoing.for_flavor(Flavor::QwenOAuth, "a").expect("JSON");
             assert_eq!(again.as_ptr(), shaped.as_ptr(), "reshaped once");
-            assert_eq!(outgoing.as_sent(), original.as_bytes());
+            assert_eq!(plain(outgoing), original.as_bytes());
         }
     }
 
@@ -463,11 +543,72 @@ mod tests {
             assert_eq!(refused.to_string(), full.to_string(), "{body:?}");
 
             let mut outgoing = request.into_outgoing();
-            assert_eq!(outgoing.as_sent(), body);
-            let refused = outgoing.for_qwen().expect_err("so does Qwen's shape");
+            assert_eq!(plain(&mut outgoing), body);
+            let refused = outgoing
+                .for_flavor(Flavor::QwenOAuth, "a")
+                .expect_err("so does Qwen's shape");
             assert_eq!(refused.to_string(), full.to_string(), "{body:?}");
-            assert!(outgoing.for_qwen().is_err(), "every time");
-            assert_eq!(outgoing.as_sent(), body);
+            assert!(
+                outgoing.for_flavor(Flavor::QwenOAuth, "a").is_err(),
+                "every time"
+            );
+            assert_eq!(plain(&mut outgoing), body);
         }
+    }
+
+    #[test]
+    fn each_credential_kind_gets_its_reasoning_fields_in_a_body_made_once() {
+        let reasoning = Reasoning {
+            enabled: true,
+            effort: Some("high".to_owned()),
+            budget_tokens: Some(20_000),
+        };
+        let json = json!({"model": "qwen3-max", "messages": [{"role": "user", "content": "x"}]});
+        let mut outgoing = translated(json, Some(reasoning)).into_outgoing();
+        let parsed = |body: &Bytes| -> Value { serde_json::from_slice(body).expect("JSON") };
+        let effort = outgoing.for_flavor(PLAIN, "qwen3-max").expect("a body");
+        let qwen_key = Flavor::OpenAiCompatible(ReasoningStyle::Qwen);
+        let qwen = outgoing.for_flavor(qwen_key, "qwen3-max").expect("a body");
+        let off_key = Flavor::OpenAiCompatible(ReasoningStyle::Off);
+        let off = outgoing.for_flavor(off_key, "qwen3-max").expect("a body");
+        let oauth = outgoing
+            .for_flavor(Flavor::QwenOAuth, "qwen3-max")
+            .expect("a body");
+        let message = json!([{"role": "user", "content": "x"}]);
+        assert_eq!(
+            parsed(&effort),
+            json!({"model": "a", "messages": message, "reasoning_effort": "high"})
+        );
+        assert_eq!(
+            parsed(&qwen),
+            json!({"model": "a", "messages": message,
+                "enable_thinking": true, "thinking_budget": 20_000})
+        );
+        assert_eq!(parsed(&off), json!({"model": "a", "messages": message}));
+        assert_eq!(parsed(&oauth)["enable_thinking"], true);
+        assert_eq!(parsed(&oauth)["thinking_budget"], 20_000);
+        assert!(parsed(&oauth).get("reasoning_effort").is_none());
+        for (flavor, made) in [
+            (PLAIN, &effort),
+            (qwen_key, &qwen),
+            (off_key, &off),
+            (Flavor::QwenOAuth, &oauth),
+        ] {
+            let again = outgoing.for_flavor(flavor, "qwen3-max").expect("a body");
+            assert_eq!(again.as_ptr(), made.as_ptr(), "{flavor:?}: made once");
+        }
+
+        // A model without Qwen's switch: Qwen-style upstreams get the body as it is.
+        let reasoning = Reasoning {
+            enabled: true,
+            effort: Some("low".to_owned()),
+            budget_tokens: None,
+        };
+        let mut outgoing = translated(json!({"model": "a"}), Some(reasoning)).into_outgoing();
+        let as_is = outgoing.for_flavor(off_key, "coder-model").expect("a body");
+        let qwen = outgoing
+            .for_flavor(qwen_key, "coder-model")
+            .expect("a body");
+        assert_eq!(qwen.as_ptr(), as_is.as_ptr(), "not copied");
     }
 }

@@ -86,10 +86,11 @@ impl UpstreamBody {
     }
 
     /// Ends the stream with `error` (logged here: tower-http's trace layer does not classify
-    /// body errors of plain HTTP responses).
+    /// body errors of plain HTTP responses). A passed-through stream is then aborted; a
+    /// translated one ends with its API's error event.
     fn fail(&mut self, error: StreamError) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         self.finished = true;
-        tracing::warn!(request_id = %self.id, %error, "aborting the stream to the client");
+        tracing::warn!(request_id = %self.id, %error, "the upstream stream broke off; the client's answer ends incomplete");
         Poll::Ready(Some(Err(error)))
     }
 

@@ -143,8 +143,10 @@ async fn malformed_requests_are_invalid_request_errors_that_say_what_to_fix() {
     assert!(fake.chat_requests().is_empty());
 }
 
+/// A stream whose upstream breaks off ends as Anthropic ends a failed stream: an `error` event
+/// and then the end of the body, with no `message_stop`.
 #[tokio::test]
-async fn a_stream_that_breaks_off_ends_with_an_error_event_and_an_aborted_body() {
+async fn a_stream_that_breaks_off_ends_with_an_error_event_and_no_message_stop() {
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::CutAfter(2));
     let response = within(
@@ -157,22 +159,22 @@ async fn a_stream_that_breaks_off_ends_with_an_error_event_and_an_aborted_body()
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let mut seen = String::new();
-    let error = loop {
-        match within(body.frame()).await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    seen.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-            Some(Err(error)) => break error,
-            None => panic!("a broken stream must not end cleanly: {seen}"),
+    while let Some(frame) = within(body.frame()).await {
+        let frame = frame.unwrap_or_else(|error| panic!("the body broke ({error}) after: {seen}"));
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
         }
-    };
-    assert!(error.to_string().contains("broke off"), "{error}");
+    }
     let events = events(&seen);
-    let (name, data) = events.last().expect("events before the error");
+    let (name, data) = events.last().expect("events");
     assert_eq!(name, "error");
     assert_eq!(data["error"]["type"], "api_error");
+    let message = data["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the upstream stream broke off")
+            && message.ends_with("; the answer is incomplete, retry the request"),
+        "{message}"
+    );
     assert!(!seen.contains("message_stop"), "{seen}");
 }
 
@@ -208,7 +210,8 @@ async fn an_error_chunk_mid_stream_becomes_an_error_event() {
     assert_eq!(
         data,
         &json!({ "type": "error", "error": { "type": "api_error", "message":
-            "Output data may contain inappropriate content.; the answer is incomplete, retry the request" } })
+            "the upstream reported an error mid-answer: Output data may contain inappropriate \
+             content.; the answer is incomplete, retry the request" } })
     );
     assert!(!answer.text().contains("message_stop"), "{}", answer.text());
 }

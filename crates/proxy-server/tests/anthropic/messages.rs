@@ -1,6 +1,7 @@
 //! `POST /v1/messages`: whole answers, Claude Code's streaming request, tool use round trips
-//! and thinking.
+//! and thinking (asked for in each upstream's style).
 
+use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
@@ -117,7 +118,15 @@ async fn claude_codes_streaming_request_gets_anthropics_event_sequence() {
         end["usage"]["output_tokens"], 3,
         "usage from the final chunk"
     );
-    assert!(end["usage"]["input_tokens"].as_u64() > Some(0), "{end}");
+    // The fake counts a token per four bytes of its request, half of them read from its
+    // cache: Anthropic counts those apart from `input_tokens`.
+    let prompt = fake.chat_requests()[0].body.len() as u64 / 4;
+    assert_eq!(
+        end["usage"],
+        json!({ "input_tokens": prompt - prompt / 2, "cache_read_input_tokens": prompt / 2,
+            "output_tokens": 3 }),
+        "usage from the final chunk"
+    );
 
     let upstream = &fake.chat_requests()[0];
     assert_eq!(upstream.path, "/v1/chat/completions");
@@ -139,7 +148,7 @@ async fn an_api_key_upstream_gets_the_golden_chat_request() {
         "../../../api-translate/tests/golden/anthropic/request/tool_use.json"
     ))
     .expect("the fixture");
-    let (fake, pool) = api_key_pool().await;
+    let (fake, pool, _) = api_key_pool(&[ReasoningStyle::Effort]).await;
     let answer = call(&proxy(&pool), post("/v1/messages", &fixture["anthropic"])).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(fake.chat_requests()[0].json(), fixture["chat"]);
@@ -304,15 +313,17 @@ async fn a_whole_tool_call_answer_is_a_tool_use_message() {
 
 #[tokio::test]
 async fn thinking_streams_as_a_thinking_block_before_the_text() {
-    let (fake, pool) = api_key_pool().await;
+    let (fake, pool, _) = api_key_pool(&[ReasoningStyle::Effort]).await;
     let mut body = message_body("qwen3-max", true);
     body["thinking"] = json!({ "type": "enabled", "budget_tokens": 2048 });
     let events = call(&proxy(&pool), post("/v1/messages", &body))
         .await
         .events();
+    // The default style: OpenAI's effort, and the fake answers with `reasoning`, as vLLM and
+    // OpenRouter name it.
     let upstream = fake.chat_requests()[0].json();
-    assert_eq!(upstream["enable_thinking"], true);
-    assert_eq!(upstream["thinking_budget"], 2048);
+    assert_eq!(upstream["reasoning_effort"], "low", "{upstream}");
+    assert!(upstream.get("enable_thinking").is_none(), "{upstream}");
 
     assert_eq!(
         events[2].1["content_block"],
@@ -348,6 +359,73 @@ async fn thinking_streams_as_a_thinking_block_before_the_text() {
             .is_some_and(|t| !t.is_empty())
     );
     assert_eq!(message["content"][1]["type"], "text");
+}
+
+#[tokio::test]
+async fn each_reasoning_style_asks_its_own_way_and_thinking_comes_back_either_way() {
+    let thinking = json!({ "type": "enabled", "budget_tokens": 20_000 });
+    let cases = [
+        (
+            ReasoningStyle::Effort,
+            json!({ "reasoning_effort": "high" }),
+            true,
+        ),
+        (
+            ReasoningStyle::Qwen,
+            json!({ "enable_thinking": true, "thinking_budget": 20_000 }),
+            true,
+        ),
+        (ReasoningStyle::Off, json!({}), false),
+    ];
+    for (style, fields, thinks) in cases {
+        let (fake, pool, _) = api_key_pool(&[style]).await;
+        let mut body = message_body("qwen3-max", false);
+        body["thinking"] = thinking.clone();
+        let message = call(&proxy(&pool), post("/v1/messages", &body))
+            .await
+            .json();
+        let upstream = fake.chat_requests()[0].json();
+        let sent: serde_json::Map<String, Value> =
+            ["reasoning_effort", "enable_thinking", "thinking_budget"]
+                .into_iter()
+                .filter_map(|field| Some((field.to_owned(), upstream.get(field)?.clone())))
+                .collect();
+        assert_eq!(Value::Object(sent), fields, "{style:?}");
+        assert_eq!(
+            message["content"][0]["type"] == "thinking",
+            thinks,
+            "{style:?}: {message}"
+        );
+    }
+}
+
+/// Failover can move a request to a credential of another reasoning style: each attempt's body
+/// carries its own credential's fields, and none of another's.
+#[tokio::test]
+async fn failover_sends_each_credential_its_own_reasoning_fields() {
+    let styles = [ReasoningStyle::Qwen, ReasoningStyle::Effort];
+    let (fake, pool, keys) = api_key_pool(&styles).await;
+    fake.script_chat(&keys[0], vec![ChatStep::ServerError(503)]);
+    let mut body = message_body("qwen3-max", true);
+    body["thinking"] = json!({ "type": "adaptive" });
+    body["output_config"] = json!({ "effort": "low" });
+    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let sent: Vec<Value> = fake
+        .chat_requests()
+        .iter()
+        .map(|request| request.json())
+        .collect();
+    assert_eq!(sent.len(), 2, "one failover");
+    assert_eq!(sent[0]["enable_thinking"], true, "{}", sent[0]);
+    assert!(sent[0].get("reasoning_effort").is_none(), "{}", sent[0]);
+    assert_eq!(sent[1]["reasoning_effort"], "low", "{}", sent[1]);
+    assert!(sent[1].get("enable_thinking").is_none(), "{}", sent[1]);
+    assert!(
+        answer.text().contains("thinking_delta"),
+        "{}",
+        answer.text()
+    );
 }
 
 /// Claude Code 2.1.328 puts `role: "system"` turns into `messages` (its environment, reminders);

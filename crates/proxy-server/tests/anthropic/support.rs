@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use credential_pool::{Credential, Flavor, StaticAccess};
+use credential_pool::{Credential, Flavor, ReasoningStyle, StaticAccess};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::FakeQwen;
 use http::{HeaderMap, Request, StatusCode};
@@ -19,8 +19,6 @@ use tower::ServiceExt as _;
 pub const MODEL: &str = "coder-model";
 /// The client key of [`keyed`] configs.
 pub const CLIENT_KEY: &str = "sk-client-anthropic-0123";
-/// The upstream API key of [`api_key_pool`].
-pub const UPSTREAM_KEY: &str = "sk-upstream-anthropic";
 
 /// Upper bound for anything a test awaits: a hang guard, not a timing assertion.
 const HANG_GUARD: Duration = Duration::from_secs(30);
@@ -66,15 +64,24 @@ pub async fn qwen_pool(n: usize) -> (FakeQwen, Arc<Pool<Credential>>, Vec<String
     (fake, pool, tokens)
 }
 
-/// A fake with one OpenAI-compatible API key serving every model: its requests reach the
-/// fake exactly as the proxy built them.
-pub async fn api_key_pool() -> (FakeQwen, Arc<Pool<Credential>>) {
+/// A fake with one OpenAI-compatible API key of each reasoning style in `styles`, in pool
+/// order, each serving every model: their requests reach the fake exactly as the proxy built
+/// them. The keys, in that order.
+pub async fn api_key_pool(
+    styles: &[ReasoningStyle],
+) -> (FakeQwen, Arc<Pool<Credential>>, Vec<String>) {
     let fake = FakeQwen::start().await;
-    fake.add_api_key(UPSTREAM_KEY);
     let pool = Arc::new(Pool::new(PoolConfig::default()));
-    let key = credential("dashscope#1", Flavor::OpenAiCompatible, &fake, UPSTREAM_KEY);
-    pool.upsert("key:1", key, Models::All, None);
-    (fake, pool)
+    let mut keys = Vec::new();
+    for (index, style) in styles.iter().enumerate() {
+        let key_text = format!("sk-upstream-anthropic-{index}");
+        fake.add_api_key(&key_text);
+        let flavor = Flavor::OpenAiCompatible(*style);
+        let key = credential(&format!("upstream#{index}"), flavor, &fake, &key_text);
+        pool.upsert(&format!("key:{index}"), key, Models::All, None);
+        keys.push(key_text);
+    }
+    (fake, pool, keys)
 }
 
 pub fn proxy(pool: &Arc<Pool<Credential>>) -> Proxy {

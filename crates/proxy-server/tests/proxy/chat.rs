@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use credential_pool::Flavor;
+use credential_pool::{Flavor, ReasoningStyle};
 use credential_pool::{Models, Pool};
 use fake_qwen::{ChatStep, FakeQwen};
 use http_body_util::BodyExt as _;
@@ -57,7 +57,7 @@ async fn api_key_requests_pass_the_clients_body_untouched() {
     let pool = Arc::new(Pool::new(Default::default()));
     let key = credential(
         "dashscope#1",
-        Flavor::OpenAiCompatible,
+        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
         &fake.chat_base_url(),
         "sk-upstream-1",
     );
@@ -253,7 +253,12 @@ async fn close_delimited_upstream(head: impl Into<String>, body: impl Into<Strin
 
 fn one_key_at(base_url: &str) -> Arc<Pool<credential_pool::Credential>> {
     let pool = Arc::new(Pool::new(Default::default()));
-    let key = credential("cut#1", Flavor::OpenAiCompatible, base_url, "sk-cut");
+    let key = credential(
+        "cut#1",
+        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
+        base_url,
+        "sk-cut",
+    );
     pool.upsert("cut:1", Arc::new(key), Models::All, None);
     pool
 }
@@ -337,7 +342,7 @@ async fn a_body_only_a_full_parse_refuses_is_passed_on_or_refused_never_replaced
     let keys = Arc::new(Pool::new(Default::default()));
     let key = credential(
         "dashscope#1",
-        Flavor::OpenAiCompatible,
+        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
         &fake.chat_base_url(),
         "sk-upstream-1",
     );

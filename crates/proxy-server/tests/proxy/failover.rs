@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use credential_pool::{Credential, Flavor, RefreshFailure};
+use credential_pool::{Credential, Flavor, ReasoningStyle, RefreshFailure};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::{ChatStep, FakeQwen};
 use proxy_server::ServerConfig;
@@ -244,7 +244,7 @@ async fn a_refused_api_key_fails_over_without_refresh() {
     let pool = Arc::new(Pool::new(Default::default()));
     let bad = credential(
         "keys#1",
-        Flavor::OpenAiCompatible,
+        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
         &fake.chat_base_url(),
         "sk-wrong",
     );

@@ -189,37 +189,116 @@ async fn everything_of(response: &mut reqwest::Response) -> (String, bool) {
     }
 }
 
+/// The translated routes' streams whose upstream breaks off or times out end as the APIs end
+/// a failed stream: their error event (`error`; `error` and `response.failed`), then the end
+/// of the body. A passed-through chat stream is aborted instead (chat completions have no
+/// error event).
 #[tokio::test]
-async fn a_translated_stream_that_breaks_delivers_its_error_event_before_the_abort() {
-    let (fake, pool, _) = qwen_pool(1).await;
-    fake.set_chat_step(ChatStep::CutAfter(2));
-    let server = Server::start(proxy(&pool)).await;
-    let requests = [
+async fn a_translated_stream_that_fails_ends_with_its_error_event_and_a_clean_end() {
+    for (step, timeout, reason) in [
+        (ChatStep::CutAfter(2), Duration::from_secs(30), "broke off"),
         (
-            "/v1/messages",
-            serde_json::json!({
-                "model": crate::support::MODEL, "max_tokens": 100, "stream": true,
-                "messages": [{"role": "user", "content": "hello"}],
-            }),
-            "event: error",
+            ChatStep::HoldLast,
+            Duration::from_millis(300),
+            "sent nothing for",
         ),
-        (
-            "/v1/responses",
-            serde_json::json!({"model": crate::support::MODEL, "stream": true, "input": "hello"}),
-            "event: response.failed",
-        ),
-    ];
-    for (path, body, closing_event) in requests {
-        let mut response = within(client().post(server.url(path)).json(&body).send())
-            .await
-            .expect("an answer");
-        assert_eq!(response.status(), 200, "{path}");
-        let (text, broke) = everything_of(&mut response).await;
-        assert!(broke, "{path}: the stream ended cleanly: {text}");
-        assert!(
-            text.contains(closing_event),
-            "{path}: no {closing_event} before the abort: {text}"
-        );
+    ] {
+        let (fake, pool, _) = qwen_pool(1).await;
+        fake.set_chat_step(step);
+        let config = ServerConfig {
+            upstream_idle_timeout: timeout,
+            ..ServerConfig::default()
+        };
+        let server = Server::start(proxy_with(config, &pool)).await;
+        let requests = [
+            (
+                "/v1/messages",
+                serde_json::json!({
+                    "model": crate::support::MODEL, "max_tokens": 100, "stream": true,
+                    "messages": [{"role": "user", "content": "hello"}],
+                }),
+                "error",
+            ),
+            (
+                "/v1/responses",
+                serde_json::json!({"model": crate::support::MODEL, "stream": true, "input": "hello"}),
+                "response.failed",
+            ),
+        ];
+        for (path, body, closing_event) in requests {
+            let mut response = within(client().post(server.url(path)).json(&body).send())
+                .await
+                .expect("an answer");
+            assert_eq!(response.status(), 200, "{path}");
+            let (text, broke) = everything_of(&mut response).await;
+            assert!(!broke, "{path}: the body broke off: {text}");
+            let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+            assert!(
+                last.starts_with(&format!("event: {closing_event}\n")) && last.contains(reason),
+                "{path}: the stream does not end with {closing_event} ({reason}): {text}"
+            );
+            assert!(!text.contains("message_stop") && !text.contains("response.completed"));
+        }
+        server.stop().await.expect("a clean stop");
     }
+}
+
+/// The error event reaches a client that had not read its stream when the upstream failed.
+/// hyper drops what it holds unwritten when a body ends with an error, so a body that ended
+/// with one after its error event would lose the event whenever the client's socket was full
+/// at that moment, as here: small socket buffers, a long answer nobody reads, then the
+/// upstream falls silent for the idle timeout.
+#[tokio::test]
+async fn the_error_event_reaches_a_client_that_was_not_reading_when_the_upstream_failed() {
+    let (fake, pool, _) = qwen_pool(1).await;
+    fake.set_chat_step(ChatStep::HoldLast);
+    let config = ServerConfig {
+        upstream_idle_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let server = Server::start_with_send_buffer(proxy_with(config, &pool), 4096).await;
+    // The model quotes a 192 KiB tool result, far more than the socket buffers hold.
+    let result = "x".repeat(192 * 1024);
+    let body = serde_json::json!({
+        "model": crate::support::MODEL, "max_tokens": 100, "stream": true,
+        "messages": [
+            {"role": "user", "content": "read it"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "read", "input": {}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": result},
+            ]},
+        ],
+    })
+    .to_string();
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stream = within(socket.connect(server.addr))
+        .await
+        .expect("a connection");
+    let request = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    within(stream.write_all(request.as_bytes()))
+        .await
+        .expect("the request is sent");
+    // The proxy gave up on the silent upstream and is done with the answer.
+    within(fake.wait_for_cancelled_streams(1)).await;
+    let mut answer = Vec::new();
+    let read = within(stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    let tail = &text[text.len().saturating_sub(600)..];
+    assert!(
+        read.is_ok(),
+        "the connection was reset; it ended with: {tail}"
+    );
+    assert!(
+        tail.contains("event: error") && tail.contains("sent nothing for"),
+        "no error event at the end: {tail}"
+    );
+    assert!(tail.ends_with("\r\n0\r\n\r\n"), "no clean end: {tail}");
     server.stop().await.expect("a clean stop");
 }

@@ -17,7 +17,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use proxy_server::{Proxy, ServeError, ServerConfig};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
@@ -255,6 +255,21 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("a free port");
+        Self::start_on(proxy, listener)
+    }
+
+    /// A server whose connections have a send buffer of about `bytes` (they inherit the
+    /// listener's), so that an answer fills it quickly when the client does not read.
+    pub async fn start_with_send_buffer(proxy: Proxy, bytes: u32) -> Server {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.set_send_buffer_size(bytes).expect("SO_SNDBUF");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("a free port");
+        Self::start_on(proxy, socket.listen(16).expect("a listener"))
+    }
+
+    fn start_on(proxy: Proxy, listener: TcpListener) -> Server {
         let addr = listener.local_addr().expect("an address");
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(proxy.serve(listener, async {

@@ -1,6 +1,7 @@
 //! Streaming Responses requests: the event sequence of a text answer, of text then tool
 //! calls, of reasoning, and of a stream that breaks off.
 
+use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
@@ -62,10 +63,12 @@ async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
         "part0 part1 part2 "
     );
     assert_eq!(completed["usage"]["output_tokens"], 3);
-    assert!(
-        completed["usage"]["input_tokens"]
-            .as_u64()
-            .is_some_and(|tokens| tokens > 0)
+    let prompt = fake.chat_requests()[0].body.len() as u64 / 4;
+    assert_eq!(completed["usage"]["input_tokens"], prompt);
+    assert_eq!(
+        completed["usage"]["input_tokens_details"]["cached_tokens"],
+        prompt / 2,
+        "cached tokens reach the usage Codex reads"
     );
 
     let upstream = fake.chat_requests()[0].json();
@@ -75,7 +78,7 @@ async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
 
 #[tokio::test]
 async fn text_then_tool_calls_stream_as_separate_items_in_order() {
-    let (fake, proxy) = api_key_proxy().await;
+    let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     fake.set_chat_step(ChatStep::ToolCalls {
         calls: 2,
         leading_text: true,
@@ -158,7 +161,7 @@ async fn text_then_tool_calls_stream_as_separate_items_in_order() {
 
 #[tokio::test]
 async fn reasoning_streams_as_a_reasoning_item_before_the_message() {
-    let (_fake, proxy) = api_key_proxy().await;
+    let (_fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     let stream = call_stream(
         &proxy,
         &json!({ "model": "qwen3-32b", "input": "hi", "reasoning": { "effort": "low" }, "stream": true }),
@@ -183,7 +186,27 @@ async fn reasoning_streams_as_a_reasoning_item_before_the_message() {
 }
 
 #[tokio::test]
-async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
+async fn a_truncated_stream_ends_incomplete_with_its_message_item_incomplete() {
+    let (fake, proxy) = qwen_proxy().await;
+    fake.set_chat_step(ChatStep::Length);
+    let stream = call_stream(
+        &proxy,
+        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16, "stream": true }),
+    )
+    .await;
+    stream.assert_well_formed();
+    let done = stream.data("response.output_item.done");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["item"]["status"], "incomplete", "{}", done[0]);
+    let end = stream.last();
+    assert_eq!(end["type"], "response.incomplete");
+    assert_eq!(end["response"]["output"][0]["status"], "incomplete");
+}
+
+/// A stream whose upstream breaks off ends as OpenAI ends a failed stream: an `error` event,
+/// `response.failed`, and then the end of the body.
+#[tokio::test]
+async fn a_broken_stream_ends_with_an_error_event_and_response_failed() {
     let (fake, proxy) = qwen_proxy().await;
     fake.set_chat_step(ChatStep::CutAfter(2));
     let stream = call_stream(
@@ -193,16 +216,22 @@ async fn a_broken_stream_ends_with_response_failed_and_an_aborted_body() {
     .await;
     assert_eq!(stream.status, 200);
     stream.assert_well_formed();
-    assert!(stream.broken, "the client must see the stream break");
+    assert!(!stream.broken, "the body ends after response.failed");
+    let names = stream.names();
+    assert_eq!(names[names.len() - 2..], ["error", "response.failed"]);
     let failed = stream.last();
-    assert_eq!(failed["type"], "response.failed");
     assert_eq!(failed["response"]["status"], "failed");
     assert_eq!(failed["response"]["error"]["code"], "server_error");
-    assert!(
-        failed["response"]["error"]["message"]
-            .as_str()
-            .is_some_and(|message| message.contains("broke off")),
-        "{failed}"
+    let message = failed["response"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("broke off"), "{failed}");
+    let error = stream.data("error")[0];
+    assert_eq!(error["code"], "server_error");
+    assert_eq!(error["message"], message);
+    assert_eq!(
+        error["error"],
+        json!({ "type": "server_error", "code": "server_error", "message": message, "param": null })
     );
     assert_eq!(stream.data("response.completed").len(), 0);
 }
@@ -234,7 +263,9 @@ async fn an_error_chunk_mid_stream_ends_with_response_failed_naming_the_upstream
     assert_eq!(failed["response"]["error"]["code"], "server_error");
     assert_eq!(
         failed["response"]["error"]["message"],
-        "the upstream reported an error mid-answer: Output data may contain inappropriate content."
+        "the upstream reported an error mid-answer: Output data may contain inappropriate \
+         content.; the answer is incomplete, retry the request"
     );
+    assert_eq!(stream.data("error").len(), 1);
     assert_eq!(stream.data("response.completed").len(), 0);
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use credential_pool::{Access, Credential, Flavor, StaticAccess};
+use credential_pool::{Access, Credential, Flavor, ReasoningStyle, StaticAccess};
 use credential_pool::{Models, Pool, PoolConfig};
 use fake_qwen::FakeQwen;
 use http::{HeaderMap, Request, StatusCode};
@@ -63,15 +63,17 @@ pub async fn qwen_proxy() -> (FakeQwen, Proxy) {
     (fake, proxy)
 }
 
-/// A fake and a proxy with one API key, serving every model (the body goes up as translated).
-pub async fn api_key_proxy() -> (FakeQwen, Proxy) {
+/// A fake and a proxy with one API key of reasoning style `style`, serving every model (the
+/// body goes up as translated).
+pub async fn api_key_proxy(style: ReasoningStyle) -> (FakeQwen, Proxy) {
     let fake = FakeQwen::start().await;
     fake.add_api_key(API_KEY);
-    let proxy = proxy_with(&fake, Flavor::OpenAiCompatible, API_KEY, Models::All);
+    let proxy = proxy_with(&fake, Flavor::OpenAiCompatible(style), API_KEY, Models::All);
     (fake, proxy)
 }
 
-/// [`api_key_proxy`] with `[models.aliases]` `aliases` (client name, served model).
+/// [`api_key_proxy`] of Qwen's reasoning style with `[models.aliases]` `aliases` (client name,
+/// served model).
 pub async fn aliased_api_key_proxy(aliases: &[(&str, &str)]) -> (FakeQwen, Proxy) {
     let fake = FakeQwen::start().await;
     fake.add_api_key(API_KEY);
@@ -85,7 +87,7 @@ pub async fn aliased_api_key_proxy(aliases: &[(&str, &str)]) -> (FakeQwen, Proxy
     let proxy = config_proxy(
         config,
         &fake,
-        Flavor::OpenAiCompatible,
+        Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
         API_KEY,
         Models::All,
     );

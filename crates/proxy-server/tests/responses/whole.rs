@@ -1,6 +1,7 @@
 //! Non-streaming Responses requests: the upstream request they become, the Responses object
 //! that comes back, a tool-call round trip, and the errors.
 
+use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
@@ -186,8 +187,8 @@ async fn tool_calls_come_back_as_items_and_their_results_go_up_as_tool_messages(
 }
 
 #[tokio::test]
-async fn reasoning_turns_thinking_on_for_qwen3_and_comes_back_as_a_reasoning_item() {
-    let (fake, proxy) = api_key_proxy().await;
+async fn reasoning_is_asked_in_the_upstreams_style_and_comes_back_as_a_reasoning_item() {
+    let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     let answer = call(
         &proxy,
         &json!({ "model": "qwen3-235b-a22b", "input": "hi", "reasoning": { "effort": "high" } }),
@@ -195,7 +196,9 @@ async fn reasoning_turns_thinking_on_for_qwen3_and_comes_back_as_a_reasoning_ite
     .await;
     assert_eq!(answer.status, 200);
     let body = answer.json();
-    assert_eq!(fake.chat_requests()[0].json()["enable_thinking"], true);
+    let sent = fake.chat_requests()[0].json();
+    assert_eq!(sent["reasoning_effort"], "high", "{sent}");
+    assert!(sent.get("enable_thinking").is_none(), "{sent}");
     assert_eq!(body["output"][0]["type"], "reasoning");
     assert!(
         body["output"][0]["id"]
@@ -208,6 +211,44 @@ async fn reasoning_turns_thinking_on_for_qwen3_and_comes_back_as_a_reasoning_ite
     );
     assert_eq!(body["output"][1]["content"][0]["text"], "You said: hi");
     assert_eq!(body["reasoning"], json!({ "effort": "high" }));
+
+    for (style, sent_fields) in [
+        (ReasoningStyle::Qwen, json!({ "enable_thinking": true })),
+        (ReasoningStyle::Off, json!({})),
+    ] {
+        let (fake, proxy) = api_key_proxy(style).await;
+        let request = json!({ "model": "qwen3-235b-a22b", "input": "hi",
+            "reasoning": { "effort": "high" } });
+        let body = call(&proxy, &request).await.json();
+        let sent = fake.chat_requests()[0].json();
+        let reasoning_fields: serde_json::Map<String, Value> =
+            ["reasoning_effort", "enable_thinking"]
+                .into_iter()
+                .filter_map(|field| Some((field.to_owned(), sent.get(field)?.clone())))
+                .collect();
+        assert_eq!(Value::Object(reasoning_fields), sent_fields, "{style:?}");
+        let thought = body["output"][0]["type"] == "reasoning";
+        assert_eq!(thought, style == ReasoningStyle::Qwen, "{style:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_answer_marks_its_message_item_incomplete_too() {
+    let (fake, proxy) = qwen_proxy().await;
+    fake.set_chat_step(ChatStep::Length);
+    let body = call(
+        &proxy,
+        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16 }),
+    )
+    .await
+    .json();
+    assert_eq!(body["status"], "incomplete");
+    assert_eq!(
+        body["incomplete_details"],
+        json!({ "reason": "max_output_tokens" })
+    );
+    assert_eq!(body["output"][0]["type"], "message");
+    assert_eq!(body["output"][0]["status"], "incomplete", "{body}");
 }
 
 #[tokio::test]
@@ -245,7 +286,7 @@ async fn requests_cliproxy_cannot_translate_are_refused_with_openai_errors() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_status() {
-    let (fake, proxy) = api_key_proxy().await;
+    let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     fake.set_chat_step(ChatStep::ServerError(400));
     let answer = call(&proxy, &json!({ "model": "qwen-max", "input": "hi" })).await;
     let message = answer.error(400, "internal_error");
@@ -288,7 +329,7 @@ async fn reasoning_is_decided_on_the_model_an_alias_maps_to() {
 
 #[tokio::test]
 async fn namespace_tools_are_called_by_name_and_namespace_and_go_back_up_flat() {
-    let (fake, proxy) = api_key_proxy().await;
+    let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     fake.prefer_tool("multi_agent_v1__spawn_agent", &json!({ "message": "go" }));
     let tools = json!([
         { "type": "function", "name": "exec_command", "parameters": { "type": "object", "properties": {} } },
