@@ -12,6 +12,7 @@ use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
 
+use super::client_keys::ClientKeyEntry;
 use super::env::env_value;
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
@@ -48,6 +49,9 @@ pub struct ConfigFile {
     pub qwen: QwenSection,
     #[serde(default)]
     pub openai_compat: Vec<OpenAiCompatEntry>,
+    /// `[[client-keys]]`: named client keys with their own scope and limits.
+    #[serde(default)]
+    pub client_keys: Vec<ClientKeyEntry>,
     /// `[accounts."EMAIL"]`: routing of one Qwen account.
     #[serde(default)]
     pub accounts: std::collections::BTreeMap<String, AccountSection>,
@@ -189,6 +193,7 @@ impl fmt::Debug for ConfigFile {
             .field("quota_reset", &self.quota_reset)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
+            .field("client_keys", &self.client_keys)
             .field("accounts", &self.accounts)
             .field("models", &self.models)
             .finish()

@@ -1,7 +1,9 @@
-//! The configuration: the file as written (`file`), the environment's variables (`env`), and
+//! The configuration: the file as written (`file`, with `[[client-keys]]` in `client_keys`),
+//! the environment's variables (`env`), and
 //! how flags, environment, file and defaults resolve into the settings the commands take
 //! (`resolve`).
 
+mod client_keys;
 mod env;
 mod file;
 mod resolve;

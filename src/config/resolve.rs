@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use credential_pool::Strategy;
 use proxy_server::{ServerConfig, redact_url};
 
+use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
 use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry};
 
@@ -141,6 +142,7 @@ impl Settings {
                 Some(keys) => without_blanks(keys).0,
                 None => file_api_keys(file.api_keys.unwrap_or_default()),
             },
+            client_keys: client_keys::resolve(&file.client_keys, &file.openai_compat)?,
             max_body_bytes: env_parsed(
                 "CLIPROXY_MAX_BODY_BYTES",
                 "a whole number of bytes such as 33554432",

@@ -317,3 +317,121 @@ fn example_config_parses() {
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
 }
+
+/// The `[[client-keys]]` of `text` resolved, or the error's text.
+fn client_keys(text: &str) -> Result<Vec<proxy_server::ClientKeyConfig>, String> {
+    let file: ConfigFile = toml::from_str(text).map_err(|error| error.to_string())?;
+    file.check().map_err(|error| error.to_string())?;
+    Settings::resolve(Overrides::default(), file)
+        .map(|settings| settings.serve.server.client_keys)
+        .map_err(|error| error.to_string())
+}
+
+const DASHSCOPE: &str = "[[openai-compat]]\nname = \"dashscope\"\nbase-url = \"https://d.example/v1\"\napi-keys = [\"sk-1\", \"sk-2\"]\n";
+
+#[test]
+fn client_keys_resolve_their_key_scope_and_limits() {
+    let text = format!(
+        "{DASHSCOPE}[[client-keys]]\nname = \"alice\"\nkey = \"alice-secret\"\nmodels = [\"qwen3-*\"]\n\
+         credentials = [\"Dev@Example.com\", \"dashscope#2\"]\ngroups = [\"team\"]\n\
+         requests-per-minute = 30\ntokens-per-day = 1000000\n\
+         [[client-keys]]\nname = \"bob\"\n\
+         key-sha256 = \"2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824\"\n\
+         credentials = [\"dashscope\"]\n\
+         [[client-keys]]\nname = \"carol\"\nkey = \"carol-secret\"\n"
+    );
+    let keys = client_keys(&text).unwrap();
+    assert_eq!(keys.len(), 3);
+    let alice = &keys[0];
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.models, ["qwen3-*"]);
+    assert_eq!(alice.requests_per_minute.map(NonZeroU32::get), Some(30));
+    assert_eq!(
+        alice.tokens_per_day.map(std::num::NonZeroU64::get),
+        Some(1_000_000)
+    );
+    let keys_of = |config: &proxy_server::ClientKeyConfig| -> Vec<String> {
+        config
+            .scope
+            .keys
+            .iter()
+            .map(|key| key.to_string())
+            .collect()
+    };
+    assert_eq!(
+        keys_of(alice),
+        ["qwen-dev@example.com", "openai-compat:dashscope#2"]
+    );
+    assert_eq!(alice.scope.groups.len(), 1);
+    assert!(!alice.scope.everything);
+    // sha256("hello"), written in upper case.
+    assert_eq!(
+        bob_digest(&keys[1]),
+        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    );
+    assert_eq!(
+        keys_of(&keys[1]),
+        ["openai-compat:dashscope#1", "openai-compat:dashscope#2"]
+    );
+    assert!(
+        keys[2].scope.everything,
+        "no credentials or groups: every credential"
+    );
+    let shown = format!(
+        "{:?}",
+        Settings::resolve(Overrides::default(), toml::from_str(&text).unwrap()).unwrap()
+    );
+    assert!(
+        !shown.contains("alice-secret") && !shown.contains("carol-secret"),
+        "{shown}"
+    );
+}
+
+fn bob_digest(config: &proxy_server::ClientKeyConfig) -> String {
+    config
+        .key_sha256
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[test]
+fn client_key_mistakes_are_refused_with_their_fix() {
+    let cases = [
+        ("[[client-keys]]\nname = \"a\"\n", "has no key"),
+        (
+            "[[client-keys]]\nname = \"a\"\nkey = \"k\"\nkey-sha256 = \"00\"\n",
+            "keep one of them",
+        ),
+        (
+            "[[client-keys]]\nname = \"a\"\nkey-sha256 = \"xyz\"\n",
+            "64 hexadecimal digits",
+        ),
+        ("[[client-keys]]\nname = \" \"\nkey = \"k\"\n", "empty name"),
+        ("[[client-keys]]\nname = \"a\"\nkey = \"  \"\n", "empty key"),
+        (
+            "[[client-keys]]\nname = \"a\"\nkey = \"k1\"\n[[client-keys]]\nname = \"a\"\nkey = \"k2\"\n",
+            "more than once",
+        ),
+        (
+            "[[client-keys]]\nname = \"a\"\nkey = \"k\"\ncredentials = [\"nowhere\"]\n",
+            "neither an account email nor an [[openai-compat]] name",
+        ),
+        (
+            "[[client-keys]]\nname = \"a\"\nkey = \"k\"\nrequests-per-minute = 0\n",
+            "nonzero",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = client_keys(text).unwrap_err();
+        assert!(message.contains(expected), "{text}: {message}");
+    }
+    let past_the_last_key = format!(
+        "{DASHSCOPE}[[client-keys]]\nname = \"a\"\nkey = \"k\"\ncredentials = [\"dashscope#3\"]\n"
+    );
+    assert!(
+        client_keys(&past_the_last_key)
+            .unwrap_err()
+            .contains("has keys #1 to #2")
+    );
+}

@@ -546,3 +546,144 @@ async fn disable_and_enable_act_on_a_running_server() {
         unknown.stderr()
     );
 }
+
+/// POSTs a chat completion for `model` with client key `key`.
+async fn chat_as(server: &Server, key: &str, model: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .expect("request reaches the server")
+}
+
+/// Client keys: one limited to a group never reaches another group's credentials and gets 429
+/// in its API's shape past its requests a minute; one limited to an upstream's keys, a model
+/// and a day's tokens sees only that model, gets 403 for others and 429 once its tokens are
+/// used; neither limit sends anything upstream, and logs name the keys, never show them.
+#[tokio::test]
+async fn client_keys_keep_to_their_credentials_models_and_limits() {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key("sk-a");
+    fake.add_api_key("sk-b");
+    let sandbox = Sandbox::new(&fake);
+    let emails = emails(1);
+    let base = fake.chat_base_url();
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &as_strs(&emails))
+        .config(&format!(
+            "[[openai-compat]]\nname = \"team-a\"\nbase-url = \"{base}\"\napi-keys = [\"sk-a\"]\n\
+             models = [\"{MODEL}\"]\ngroup = \"a\"\n\
+             [[openai-compat]]\nname = \"team-b\"\nbase-url = \"{base}\"\napi-keys = [\"sk-b\"]\n\
+             models = [\"{MODEL}\", \"qwen3-coder-plus\"]\n\
+             [[client-keys]]\nname = \"alice\"\nkey = \"alice-key-0123456789\"\ngroups = [\"a\"]\n\
+             requests-per-minute = 3\n\
+             [[client-keys]]\nname = \"bob\"\nkey = \"bob-key-0123456789\"\ncredentials = [\"team-b\"]\n\
+             models = [\"{MODEL}\"]\ntokens-per-day = 1\n"
+        ))
+        .start()
+        .await;
+
+    for _ in 0..3 {
+        let response = chat_as(&server, "alice-key-0123456789", MODEL).await;
+        assert_eq!(response.status(), 200);
+    }
+    let served = served_by(&fake, &server, &emails);
+    assert_eq!(served, ["sk-a", "sk-a", "sk-a"], "alice keeps to group a");
+    let limited = reqwest::Client::new()
+        .post(server.url("/v1/messages"))
+        .header("x-api-key", "alice-key-0123456789")
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": MODEL, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let error: Value = limited.json().await.unwrap();
+    assert_eq!(error["type"], "error", "Anthropic's shape: {error}");
+    assert_eq!(error["error"]["type"], "rate_limit_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alice"),
+        "{error}"
+    );
+    assert_eq!(
+        fake.chat_requests().len(),
+        3,
+        "nothing past the limit went upstream"
+    );
+
+    let models: Value = reqwest::Client::new()
+        .get(server.url("/v1/models"))
+        .bearer_auth("bob-key-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL], "bob sees only his model");
+    let refused = chat_as(&server, "bob-key-0123456789", "qwen3-coder-plus").await;
+    assert_eq!(refused.status(), 403);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "model_not_allowed", "{error}");
+    assert_eq!(
+        chat_as(&server, "bob-key-0123456789", MODEL).await.status(),
+        200
+    );
+    assert_eq!(
+        served_by(&fake, &server, &emails)
+            .last()
+            .map(String::as_str),
+        Some("sk-b")
+    );
+    let spent = chat_as(&server, "bob-key-0123456789", MODEL).await;
+    assert_eq!(
+        spent.status(),
+        429,
+        "one token a day is used by the first answer"
+    );
+    let wait: u64 = spent.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=24 * 3600).contains(&wait), "{wait}");
+    let error: Value = spent.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "client_limit_exceeded", "{error}");
+    assert_eq!(fake.chat_requests().len(), 4);
+
+    // The plain key has no limits and reaches every credential.
+    fake.forget_requests();
+    for _ in 0..3 {
+        assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    }
+    let mut served = served_by(&fake, &server, &emails);
+    served.sort();
+    assert_eq!(served, ["sk-a", "sk-b", "user0@example.com"]);
+
+    let unknown = chat_as(&server, "mallory-key", MODEL).await;
+    assert_eq!(unknown.status(), 401);
+    server.wait_for_log("client_limit_exceeded").await;
+    let log = server.seen.join("\n");
+    assert!(
+        !log.contains("alice-key-0123456789") && !log.contains("bob-key-0123456789"),
+        "{log}"
+    );
+}

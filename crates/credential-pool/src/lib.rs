@@ -89,3 +89,4 @@ pub use error::Unavailable;
 pub use pool::{
     CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
 };
+pub use rate::RateWindow;

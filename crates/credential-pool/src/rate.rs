@@ -1,4 +1,5 @@
-//! Per-credential request-rate cap over a sliding minute.
+//! A request-rate cap over a sliding minute: each credential's, and (through
+//! [`RateWindow`], which the crate exports) each client key's in proxy-server.
 //!
 //! The window holds the instants of the sends of the last 60 s, oldest
 //! first, at most `cap` of them. A credential is at its cap when `cap` sends
@@ -14,21 +15,25 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Sends of the last minute of one credential.
 #[derive(Debug)]
-pub(crate) struct RateWindow {
+pub struct RateWindow {
     cap: NonZeroU32,
     /// Send instants, non-decreasing, `len() <= cap`.
     sends: VecDeque<Instant>,
 }
 
 impl RateWindow {
-    pub(crate) fn new(cap: NonZeroU32) -> Self {
+    /// A window allowing `cap` sends a minute, empty.
+    #[must_use]
+    pub fn new(cap: NonZeroU32) -> Self {
         Self {
             cap,
             sends: VecDeque::new(),
         }
     }
 
-    pub(crate) fn cap(&self) -> NonZeroU32 {
+    /// Sends allowed a minute.
+    #[must_use]
+    pub fn cap(&self) -> NonZeroU32 {
         self.cap
     }
 
@@ -48,6 +53,21 @@ impl RateWindow {
             .is_some_and(|&sent| now.saturating_duration_since(sent) >= WINDOW)
         {
             self.sends.pop_front();
+        }
+    }
+
+    /// Records a send at `now` if the cap allows one; else the time until a slot frees.
+    ///
+    /// # Errors
+    ///
+    /// The wait, when the window is full.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        match self.wait(now) {
+            Some(wait) => Err(wait),
+            None => {
+                self.record(now);
+                Ok(())
+            }
         }
     }
 

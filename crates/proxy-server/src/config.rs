@@ -3,17 +3,53 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
 
+use credential_pool::Scope;
+
 use crate::quota_reset::QuotaReset;
+
+/// A named client key (`[[client-keys]]` in the config): the credentials and models it may
+/// use and its own limits. `Debug` shows its name, never its key.
+#[derive(Clone)]
+pub struct ClientKeyConfig {
+    /// What logs and usage call it.
+    pub name: String,
+    /// SHA-256 of the key (the config holds the key or only this digest).
+    pub key_sha256: [u8; 32],
+    /// Models it may ask for (exact names or `*` globs), checked against the model asked for
+    /// and the model an alias resolves it to; empty: every model.
+    pub models: Vec<String>,
+    /// The credentials it may use.
+    pub scope: Scope,
+    /// Its requests over a sliding minute; past it, 429.
+    pub requests_per_minute: Option<NonZeroU32>,
+    /// Its tokens (prompt and completion) a day, the day ending at `quota-reset`; past it, 429.
+    pub tokens_per_day: Option<NonZeroU64>,
+}
+
+impl fmt::Debug for ClientKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeyConfig")
+            .field("name", &self.name)
+            .field("models", &self.models)
+            .field("scope", &self.scope)
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("tokens_per_day", &self.tokens_per_day)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Settings of a [`Proxy`](crate::Proxy). `Debug` hides the client keys and the upstream
 /// proxy URL (it may carry a password).
 #[derive(Clone)]
 pub struct ServerConfig {
-    /// Keys clients must present. Empty: no client auth, and the proxy only serves on a
-    /// loopback address ([`ServerConfig::check_bind`]).
+    /// Keys clients must present (beside `client_keys`). Neither: no client auth, and the
+    /// proxy only serves on a loopback address ([`ServerConfig::check_bind`]).
     pub api_keys: Vec<String>,
+    /// Named client keys with their own scope and limits, beside `api_keys`.
+    pub client_keys: Vec<ClientKeyConfig>,
     /// Largest request body accepted; bigger ones get 413.
     pub max_body_bytes: usize,
     /// Time a client has to send a request's headers; slower connections are closed.
@@ -68,6 +104,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             api_keys: Vec::new(),
+            client_keys: Vec::new(),
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
@@ -97,6 +134,7 @@ impl fmt::Debug for ServerConfig {
                 "api_keys",
                 &format_args!("<{} redacted>", self.api_keys.len()),
             )
+            .field("client_keys", &self.client_keys)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
@@ -145,7 +183,10 @@ impl ServerConfig {
     ///
     /// [`ConfigError::OpenWithoutKeys`] for a non-loopback address without keys.
     pub fn check_bind(&self, addr: &SocketAddr) -> Result<(), ConfigError> {
-        if self.api_keys.is_empty() && !addr.ip().to_canonical().is_loopback() {
+        if self.api_keys.is_empty()
+            && self.client_keys.is_empty()
+            && !addr.ip().to_canonical().is_loopback()
+        {
             return Err(ConfigError::OpenWithoutKeys { addr: *addr });
         }
         Ok(())

@@ -10,6 +10,15 @@ pub enum BuildError {
     /// An empty string among the client keys would let anyone in.
     #[error("an empty string is configured as a client API key; remove it from `api-keys`")]
     EmptyApiKey,
+    /// Two client keys (in `api-keys` or `[[client-keys]]`) are the same key: which name and
+    /// limits apply would be a guess.
+    #[error("client keys {first} and {second} are the same key; give each client a key of its own")]
+    DuplicateClientKey {
+        /// The name of the first (`api-keys#N` for a plain key).
+        first: String,
+        /// The name of the second.
+        second: String,
+    },
     /// `request_retry` is zero, so no request could ever be sent.
     #[error("`request-retry` is 0, so no request could be sent upstream; set it to 1 or more")]
     NoAttempts,

@@ -37,6 +37,7 @@ mod config;
 mod conversation;
 mod error;
 mod layers;
+mod meter;
 mod proxy;
 mod quota_reset;
 mod redact;
@@ -48,7 +49,7 @@ mod translated;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ClientKeyConfig, ConfigError, ServerConfig};
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
 pub use quota_reset::{InvalidQuotaReset, QuotaReset};

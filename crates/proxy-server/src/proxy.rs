@@ -49,15 +49,19 @@ impl Proxy {
     ///
     /// # Errors
     ///
-    /// [`BuildError`] for an empty client key, `request_retry == 0`, a Qwen client version that
+    /// [`BuildError`] for an empty or twice-given client key, `request_retry == 0`, a Qwen client version that
     /// cannot go in a header, an unusable upstream proxy URL, an allowed origin that is not
     /// one, no connections, no time to read a body or too small a body memory budget, or a
     /// client that cannot be built.
     pub fn new(config: ServerConfig, pool: Arc<Pool<Credential>>) -> Result<Proxy, BuildError> {
-        let keys = Arc::new(ClientKeys::new(&config.api_keys)?);
+        let keys = Arc::new(ClientKeys::new(
+            &config.api_keys,
+            &config.client_keys,
+            config.quota_reset,
+        )?);
         let browsers = Arc::new(BrowserPolicy::new(
             &config.allowed_origins,
-            config.api_keys.is_empty(),
+            config.api_keys.is_empty() && config.client_keys.is_empty(),
         )?);
         if config.max_connections == 0 {
             return Err(BuildError::NoConnections);
@@ -170,6 +174,7 @@ fn make_span<B>(request: &Request<B>) -> Span {
         request_id,
         method = %request.method(),
         path = request.uri().path(),
+        client = Empty,
         model = Empty,
         account = Empty,
         status = Empty,

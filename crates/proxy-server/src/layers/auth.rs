@@ -1,10 +1,13 @@
 //! Client authentication, failing closed: every path needs one of the configured keys except
 //! the short constant [`PUBLIC_PATHS`] list. A key is read from `Authorization: Bearer`,
 //! `x-api-key`, `x-goog-api-key` or the `key` query parameter, and compared in constant time
-//! with every configured key (no early exit). The comparison is of SHA-256 digests, so not
-//! even a key's length shows in the time it takes. Without configured keys the layer lets
-//! everything through (the server then only listens on loopback). The 401 is OpenAI error
-//! JSON, or Anthropic error JSON under `/v1/messages` ([`ErrorShape::for_path`]).
+//! with every configured key (no early exit; the matching key's index is selected without a
+//! branch). The comparison is of SHA-256 digests, so not even a key's length shows in the time
+//! it takes, and a `[[client-keys]]` entry may hold only the digest. The request goes on with
+//! its [`Client`] (the key's name, scope and limits) in its extensions. Without configured keys
+//! the layer lets everything through as the anonymous client (the server then only listens on
+//! loopback). The 401 is OpenAI error JSON, or Anthropic error JSON under `/v1/messages`
+//! ([`ErrorShape::for_path`]).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,45 +15,89 @@ use std::task::{Context, Poll};
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
-use subtle::{Choice, ConstantTimeEq as _};
+use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _};
 use tower::{Layer, Service};
 
 use super::ShortCircuit;
 use crate::api_error::{ApiError, ErrorShape, INVALID_REQUEST};
 use crate::body::ProxyBody;
+use crate::client::Client;
+use crate::config::ClientKeyConfig;
 use crate::error::BuildError;
+use crate::quota_reset::QuotaReset;
 
 /// Paths served without a key.
 pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];
 
-/// The configured client keys, as SHA-256 digests.
+/// The configured client keys, as SHA-256 digests, each with its client.
 pub(crate) struct ClientKeys {
     digests: Box<[[u8; 32]]>,
+    clients: Box<[Arc<Client>]>,
 }
 
 impl ClientKeys {
-    pub(crate) fn new(keys: &[String]) -> Result<Self, BuildError> {
-        if keys.iter().any(String::is_empty) {
+    /// The plain `api_keys` (named `api-keys#N`) and the named `client_keys`, whose days end
+    /// at `reset`.
+    pub(crate) fn new(
+        api_keys: &[String],
+        client_keys: &[ClientKeyConfig],
+        reset: QuotaReset,
+    ) -> Result<Self, BuildError> {
+        if api_keys.iter().any(String::is_empty) {
             return Err(BuildError::EmptyApiKey);
         }
+        let plain = api_keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| (digest(key.as_bytes()), Client::plain(index)));
+        let named = client_keys
+            .iter()
+            .map(|config| (config.key_sha256, Client::named(config, reset)));
+        let mut digests = Vec::new();
+        let mut clients: Vec<Arc<Client>> = Vec::new();
+        for (digest, client) in plain.chain(named) {
+            if let Some(at) = digests.iter().position(|known| *known == digest) {
+                return Err(BuildError::DuplicateClientKey {
+                    first: clients[at].name.to_string(),
+                    second: client.name.to_string(),
+                });
+            }
+            digests.push(digest);
+            clients.push(Arc::new(client));
+        }
         Ok(Self {
-            digests: keys.iter().map(|key| digest(key.as_bytes())).collect(),
+            digests: digests.into(),
+            clients: clients.into(),
         })
     }
 
-    /// Whether `candidate` equals some configured key; looks at every key whatever the result.
-    fn matches(&self, candidate: &[u8]) -> Choice {
+    /// The index of the key equal to `candidate`, if any; looks at every key whatever the
+    /// result, and selects the index without branching on the comparisons.
+    fn find(&self, candidate: &[u8]) -> (Choice, u32) {
         let candidate = digest(candidate);
-        self.digests.iter().fold(Choice::from(0), |found, key| {
-            found | key.as_slice().ct_eq(candidate.as_slice())
-        })
+        let mut found = Choice::from(0);
+        let mut index = 0_u32;
+        for (at, key) in (0_u32..).zip(self.digests.iter()) {
+            let equal = key.as_slice().ct_eq(candidate.as_slice());
+            index.conditional_assign(&at, equal);
+            found |= equal;
+        }
+        (found, index)
     }
 
-    /// Whether the request presents a configured key (in any of the accepted places).
+    /// Which configured key the request presents (in any of the accepted places).
     fn check<B>(&self, request: &Request<B>) -> Check {
         let headers = request.headers();
         let mut presented = false;
         let mut valid = Choice::from(0);
+        let mut index = 0_u32;
+        let mut consider = |candidate: &[u8]| {
+            presented = true;
+            let (found, at) = self.find(candidate);
+            // The first valid key presented wins.
+            index.conditional_assign(&at, found & !valid);
+            valid |= found;
+        };
         let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|value| bearer_token(value.as_bytes()));
@@ -58,19 +105,17 @@ impl ClientKeys {
             .into_iter()
             .filter_map(|name| headers.get(name).map(HeaderValue::as_bytes));
         for candidate in bearer.into_iter().chain(header_keys) {
-            presented = true;
-            valid |= self.matches(candidate);
+            consider(candidate);
         }
         if let Some(query) = request.uri().query() {
             for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
                 if name == "key" {
-                    presented = true;
-                    valid |= self.matches(value.as_bytes());
+                    consider(value.as_bytes());
                 }
             }
         }
         match (bool::from(valid), presented) {
-            (true, _) => Check::Valid,
+            (true, _) => Check::Valid(index as usize),
             (false, true) => Check::Invalid,
             (false, false) => Check::Missing,
         }
@@ -82,7 +127,8 @@ fn digest(key: &[u8]) -> [u8; 32] {
 }
 
 enum Check {
-    Valid,
+    /// The index of the key presented.
+    Valid(usize),
     Invalid,
     Missing,
 }
@@ -156,13 +202,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if self.keys.digests.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
             return ShortCircuit::inner(self.inner.call(request));
         }
         let shape = ErrorShape::for_path(request.uri().path());
         match self.keys.check(&request) {
-            Check::Valid => ShortCircuit::inner(self.inner.call(request)),
+            Check::Valid(index) => {
+                request
+                    .extensions_mut()
+                    .insert(Arc::clone(&self.keys.clients[index]));
+                ShortCircuit::inner(self.inner.call(request))
+            }
             Check::Invalid => ShortCircuit::answer(unauthorized(false, shape)),
             Check::Missing => ShortCircuit::answer(unauthorized(true, shape)),
         }
@@ -174,7 +225,32 @@ mod tests {
     use super::*;
 
     fn keys() -> ClientKeys {
-        ClientKeys::new(&["alpha-key".to_owned(), "beta-key".to_owned()]).expect("valid keys")
+        ClientKeys::new(
+            &["alpha-key".to_owned(), "beta-key".to_owned()],
+            &[named("team", "gamma-key")],
+            QuotaReset::default(),
+        )
+        .expect("valid keys")
+    }
+
+    fn named(name: &str, key: &str) -> ClientKeyConfig {
+        ClientKeyConfig {
+            name: name.to_owned(),
+            key_sha256: digest(key.as_bytes()),
+            models: Vec::new(),
+            scope: credential_pool::Scope::all(),
+            requests_per_minute: None,
+            tokens_per_day: None,
+        }
+    }
+
+    /// The name of the client whose key `request` presents.
+    fn client_of(request: &Request<()>) -> Option<String> {
+        let keys = keys();
+        match keys.check(request) {
+            Check::Valid(index) => Some(keys.clients[index].name.to_string()),
+            _ => None,
+        }
     }
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
@@ -186,7 +262,7 @@ mod tests {
     }
 
     fn valid(request: &Request<()>) -> bool {
-        matches!(keys().check(request), Check::Valid)
+        matches!(keys().check(request), Check::Valid(_))
     }
 
     #[test]
@@ -261,8 +337,49 @@ mod tests {
     #[test]
     fn an_empty_key_is_refused_at_build_time() {
         assert!(matches!(
-            ClientKeys::new(&["ok".to_owned(), String::new()]),
+            ClientKeys::new(
+                &["ok".to_owned(), String::new()],
+                &[],
+                QuotaReset::default()
+            ),
             Err(BuildError::EmptyApiKey)
         ));
+    }
+
+    #[test]
+    fn each_key_brings_its_own_client() {
+        let bearer =
+            |key: &str| request("/v1/models", &[("authorization", &format!("Bearer {key}"))]);
+        assert_eq!(
+            client_of(&bearer("alpha-key")).as_deref(),
+            Some("api-keys#1")
+        );
+        assert_eq!(
+            client_of(&bearer("beta-key")).as_deref(),
+            Some("api-keys#2")
+        );
+        assert_eq!(client_of(&bearer("gamma-key")).as_deref(), Some("team"));
+        // The first valid key presented decides.
+        let both = request(
+            "/v1/models",
+            &[
+                ("authorization", "Bearer gamma-key"),
+                ("x-api-key", "alpha-key"),
+            ],
+        );
+        assert_eq!(client_of(&both).as_deref(), Some("team"));
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_naming_both() {
+        let twice = ClientKeys::new(
+            &["same".to_owned()],
+            &[named("team", "same")],
+            QuotaReset::default(),
+        );
+        let Err(BuildError::DuplicateClientKey { first, second }) = twice else {
+            panic!("a duplicate key is refused");
+        };
+        assert_eq!((first.as_str(), second.as_str()), ("api-keys#1", "team"));
     }
 }

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use http::Response;
 use tracing::Span;
 
-use super::{Posted, State};
+use super::{Posted, State, check_model};
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
+use crate::client::Client;
 use crate::layers::request_id::LoggedId;
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
@@ -20,7 +21,7 @@ pub(super) async fn completions(state: &State, posted: Posted) -> Response<Proxy
         bytes,
         charge,
     } = posted;
-    let chat = match parse(state, bytes, id) {
+    let chat = match parse(state, &client, bytes, id) {
         Ok(chat) => chat.routed(client, conversation),
         Err(error) => return error.into_response(),
     };
@@ -40,8 +41,13 @@ pub(super) async fn completions(state: &State, posted: Posted) -> Response<Proxy
     }
 }
 
-/// The client's request, checked, with its model alias resolved.
-fn parse(state: &State, bytes: Bytes, id: LoggedId) -> Result<ChatRequest, ApiError> {
+/// The client's request, checked, with its model alias resolved and allowed for `client`.
+fn parse(
+    state: &State,
+    client: &Client,
+    bytes: Bytes,
+    id: LoggedId,
+) -> Result<ChatRequest, ApiError> {
     let mut chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
         Malformed::NotAnObject => ApiError::bad_request(
             "invalid_json",
@@ -60,6 +66,11 @@ fn parse(state: &State, bytes: Bytes, id: LoggedId) -> Result<ChatRequest, ApiEr
         ),
     })?;
     Span::current().record("model", chat.model.as_str());
+    check_model(
+        client,
+        &chat.model,
+        state.upstream.resolve_alias(&chat.model),
+    )?;
     state.upstream.apply_alias(&mut chat)?;
     Ok(chat)
 }

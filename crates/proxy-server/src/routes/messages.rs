@@ -14,7 +14,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 use tracing::Span;
 
-use super::{Posted, State};
+use super::{Posted, State, check_model};
 use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::translated::TranslatedBody;
@@ -41,6 +41,7 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     let request = parse(&bytes, Endpoint::Create)?;
     drop(bytes);
     let upstream_model = state.upstream.resolve_alias(request.model()).to_owned();
+    check_model(&client, request.model(), &upstream_model)?;
     let chat = request.into_chat().map_err(bad_request)?;
     // `message_start` comes before the upstream reports usage: it carries the estimate.
     let estimated_input_tokens = if chat.stream {

@@ -60,6 +60,23 @@ pub(crate) struct State {
     pub(crate) conversations: Conversations,
 }
 
+/// 403 unless `client`'s key may ask for `requested`, which its alias turned into `upstream`.
+fn check_model(client: &Client, requested: &str, upstream: &str) -> Result<(), ApiError> {
+    if client.allows_model(requested, upstream) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        http::StatusCode::FORBIDDEN,
+        crate::api_error::PERMISSION,
+        "model_not_allowed",
+        format!(
+            "the client key {:?} may not use the model {requested:?}; ask for one its `models` \
+             allow, or ask the proxy's operator to allow this one",
+            &*client.name
+        ),
+    ))
+}
+
 /// A POST request as its handler gets it: the body read once, by the router, within its size,
 /// time and memory bounds.
 pub(crate) struct Posted {
@@ -172,7 +189,7 @@ where
             .into_response_as(ErrorShape::for_path(path));
     }
     let post = match route {
-        Route::Models => return models::list(state),
+        Route::Models => return models::list(state, &Client::of(&request)),
         Route::Health => return health::check(state),
         Route::Probe => return health::probe(),
         Route::Post(post) => post,
@@ -180,6 +197,9 @@ where
     let shape = ErrorShape::for_path(path);
     let id = LoggedId::of(&request);
     let client = Client::of(&request);
+    if !client.name.is_empty() {
+        tracing::Span::current().record("client", &*client.name);
+    }
     let (parts, body) = request.into_parts();
     let posted = match state.bodies.read(body).await {
         Ok(ReadBody { bytes, charge }) => {

@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use serde_json::Value;
 use tracing::Span;
 
-use super::{Posted, State};
+use super::{Posted, State, check_model};
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
 use crate::body::ProxyBody;
 use crate::translated::TranslatedBody;
@@ -47,6 +47,7 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
         Span::current().record("model", requested);
     }
     let upstream_model = state.upstream.resolve_alias(requested).to_owned();
+    check_model(&client, requested, &upstream_model)?;
     let Translated {
         model: _,
         stream,

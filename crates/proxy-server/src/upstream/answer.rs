@@ -5,8 +5,10 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::observe::completion_usage;
 use super::stream::UpstreamBody;
 use crate::body::ProxyBody;
+use crate::meter::Meter;
 
 /// The upstream's final answer, ready for the client.
 #[derive(Debug)]
@@ -25,6 +27,19 @@ pub(crate) enum Answer {
 }
 
 impl Answer {
+    /// Hands a successful answer's usage to `meter`: a whole answer's at once (its bytes stand
+    /// in for the text when it reports no usage), a stream's when its body is dropped.
+    pub(crate) fn metered(mut self, meter: Option<Meter>) -> Self {
+        let Some(meter) = meter else {
+            return self;
+        };
+        match &mut self {
+            Self::Complete { body, .. } => meter.finish(completion_usage(body), body.len() as u64),
+            Self::Stream { body, .. } => body.set_meter(meter),
+        }
+        self
+    }
+
     pub(crate) fn into_response(self) -> Response<ProxyBody> {
         let (status, content_type, body, streamed) = match self {
             Self::Complete {

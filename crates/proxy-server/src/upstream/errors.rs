@@ -11,6 +11,7 @@ use super::classify::Failure;
 use crate::api_error::{
     ApiError, INVALID_REQUEST, PERMISSION, RATE_LIMIT, SERVER_ERROR, retry_after_secs,
 };
+use crate::client::{Client, Limited};
 use crate::layers::request_id::LoggedId;
 
 /// Where to add capacity, for messages whose remedy is more credentials.
@@ -105,6 +106,42 @@ pub(super) fn unavailable_error(
             ),
         },
     }
+}
+
+/// 429 for a client key past one of its own limits; nothing was sent upstream.
+pub(super) fn client_limited_error(client: &Client, limited: Limited) -> ApiError {
+    let (message, wait) = match limited {
+        Limited::Requests { per_minute, wait } => (
+            format!(
+                "the client key {:?} may send {per_minute} requests a minute and has sent them; \
+                 retry in {} s, or ask the proxy's operator to raise its `requests-per-minute`",
+                &*client.name,
+                retry_after_secs(wait)
+            ),
+            wait,
+        ),
+        Limited::Tokens { per_day, wait } => (
+            format!(
+                "the client key {:?} has used its {per_day} tokens of the day; they renew in {} s \
+                 (or ask the proxy's operator to raise its `tokens-per-day`)",
+                &*client.name,
+                retry_after_secs(wait)
+            ),
+            wait,
+        ),
+    };
+    tracing::info!(
+        client = &*client.name,
+        code = "client_limit_exceeded",
+        "a client key is past its own limit; answered 429"
+    );
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        RATE_LIMIT,
+        "client_limit_exceeded",
+        message,
+    )
+    .with_retry_after(Some(wait))
 }
 
 /// Where a client finds which credential failed: the log, by its request's id. Messages to

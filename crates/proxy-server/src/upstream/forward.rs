@@ -3,7 +3,7 @@
 //! credential after a 401, else the next credential) within the attempt budget.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use credential_pool::{Outcome, Selection, Slot};
@@ -16,12 +16,15 @@ use tracing::Span;
 
 use super::answer::Answer;
 use super::classify::{self, Failure, Verdict};
-use super::errors::{attempts_spent_error, failure_error, not_json, unavailable_error};
+use super::errors::{
+    attempts_spent_error, client_limited_error, failure_error, not_json, unavailable_error,
+};
 use super::request::ChatRequest;
 use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, SERVER_ERROR};
 use crate::layers::request_id::LoggedId;
+use crate::meter::Meter;
 use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
@@ -81,6 +84,10 @@ impl Upstream {
         let id = std::mem::take(&mut request.id);
         let conversation = request.conversation;
         let client = Arc::clone(&request.client);
+        // A client key past its own limits never reaches the upstream.
+        client
+            .admit(Instant::now(), SystemTime::now())
+            .map_err(|limited| client_limited_error(&client, limited))?;
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<Failure> = None;
@@ -122,7 +129,7 @@ impl Upstream {
                     Attempt::Success(answer) => {
                         self.pool
                             .report(&lease.key, &model, Outcome::Success, Instant::now());
-                        return Ok(answer);
+                        return Ok(answer.metered(Meter::new(&client, body.len())));
                     }
                     Attempt::PassThrough(answer) => return Ok(answer),
                     Attempt::Failed(failure) => failure,

@@ -35,9 +35,9 @@ use crate::config::ServerConfig;
 use crate::error::BuildError;
 use credential_pool::Credential;
 
-pub(crate) use aliases::Aliases;
+pub(crate) use aliases::{Aliases, glob_matches};
 pub(crate) use answer::{Answer, set_event_stream_headers};
-pub(crate) use observe::{MAX_SSE_LINE, record_completion};
+pub(crate) use observe::{MAX_SSE_LINE, Usage, record_completion};
 pub(crate) use request::{ChatRequest, Malformed};
 pub(crate) use stream::UpstreamBody;
 

@@ -1,6 +1,9 @@
 //! Watches a chat-completions answer go by without changing it: the finish reason, the token
-//! usage and, for streams, the number of events and whether `data: [DONE]` came. Recorded on
-//! the request's span (`finish_reason`, `prompt_tokens`, `completion_tokens`) for its log line.
+//! usage and, for streams, the number of events, the characters of text (for an estimate when
+//! the upstream reports no usage) and whether `data: [DONE]` came. Recorded on the request's
+//! span (`finish_reason`, `prompt_tokens`, `completion_tokens`) for its log line, and handed to
+//! the request's [`Meter`](crate::meter::Meter) when it has one. Events are parsed only when
+//! one of them wants to know.
 
 use std::borrow::Cow;
 
@@ -24,14 +27,31 @@ struct Summary<'a> {
 struct Choice<'a> {
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-struct Usage {
+/// The text of a stream chunk, counted for the estimate.
+#[derive(Debug, Deserialize)]
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+}
+
+/// Token usage as the upstream reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct Usage {
     #[serde(default)]
-    prompt_tokens: u64,
+    pub(crate) prompt_tokens: u64,
     #[serde(default)]
-    completion_tokens: u64,
+    pub(crate) completion_tokens: u64,
+}
+
+/// The usage in a whole (non-streamed) chat-completions answer, if it reports one.
+pub(crate) fn completion_usage(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<Summary<'_>>(body).ok()?.usage
 }
 
 /// Incremental observer of one streamed answer.
@@ -41,21 +61,41 @@ pub(crate) struct StreamObserver {
     events: u64,
     finish_reason: Option<String>,
     usage: Option<Usage>,
+    /// Characters of text and reasoning streamed, for an estimate without usage.
+    text_chars: u64,
     done: bool,
-    /// Whether the request's span is logged at all; if not, events are not parsed.
+    /// Whether the request's span is logged or its usage is metered; if not, events are not
+    /// parsed.
     recording: bool,
 }
 
 impl StreamObserver {
+    /// An observer that parses events when the request's span is logged.
     pub(crate) fn new() -> Self {
         Self {
             parser: SseParser::new(MAX_SSE_LINE),
             events: 0,
             finish_reason: None,
             usage: None,
+            text_chars: 0,
             done: false,
             recording: !Span::current().is_disabled(),
         }
+    }
+
+    /// Parses events from now on whether or not the span is logged: the request is metered.
+    pub(crate) fn parse_events(&mut self) {
+        self.recording = true;
+    }
+
+    /// The usage the upstream reported so far.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Characters of text streamed so far.
+    pub(crate) fn text_chars(&self) -> u64 {
+        self.text_chars
     }
 
     /// Looks at the next chunk of the stream.
@@ -69,6 +109,7 @@ impl StreamObserver {
             events,
             finish_reason,
             usage,
+            text_chars,
             done,
             recording,
         } = self;
@@ -83,6 +124,12 @@ impl StreamObserver {
             }
             if let Ok(summary) = serde_json::from_slice::<Summary<'_>>(event.data) {
                 note(&summary, finish_reason, usage);
+                *text_chars += summary
+                    .choices
+                    .iter()
+                    .filter_map(|choice| choice.delta.as_ref())
+                    .map(Delta::chars)
+                    .sum::<u64>();
             }
         })
     }
@@ -119,6 +166,16 @@ pub(crate) fn record_completion(body: &[u8]) {
     let (mut finish_reason, mut usage) = (None, None);
     note(&summary, &mut finish_reason, &mut usage);
     record(finish_reason.as_deref(), usage);
+}
+
+impl Delta<'_> {
+    fn chars(&self) -> u64 {
+        [&self.content, &self.reasoning_content]
+            .into_iter()
+            .flatten()
+            .map(|text| text.chars().count() as u64)
+            .sum()
+    }
 }
 
 fn note(summary: &Summary<'_>, finish_reason: &mut Option<String>, usage: &mut Option<Usage>) {

@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::Span;
 
 use crate::layers::request_id::LoggedId;
+use crate::meter::Meter;
 use crate::stream_error::StreamError;
 use crate::upstream::observe::StreamObserver;
 
@@ -35,6 +36,8 @@ pub(crate) struct UpstreamBody {
     /// Fires at or after `last_chunk_at + idle_timeout`; re-armed lazily, not per chunk.
     idle: Pin<Box<Sleep>>,
     observer: StreamObserver,
+    /// Told what the answer used when the body is dropped (ended, broken or abandoned).
+    meter: Option<Meter>,
     finished: bool,
     /// The request's span, for the log line when the client goes away.
     span: Span,
@@ -70,11 +73,18 @@ impl UpstreamBody {
             last_chunk_at: now,
             idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
             observer: StreamObserver::new(),
+            meter: None,
             finished: false,
             span: Span::current(),
             id,
             ends_with_connection,
         }
+    }
+
+    /// Meters the answer with `meter` (its events are parsed for usage from now on).
+    pub(crate) fn set_meter(&mut self, meter: Meter) {
+        self.observer.parse_events();
+        self.meter = Some(meter);
     }
 
     fn deliver(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
@@ -179,6 +189,9 @@ impl Body for UpstreamBody {
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish(self.observer.usage(), self.observer.text_chars());
+        }
         if !self.finished {
             self.span.in_scope(|| {
                 tracing::info!("client went away mid-stream; cancelling the upstream request");
