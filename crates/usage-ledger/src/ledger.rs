@@ -3,10 +3,12 @@
 //! that folds records into rollups and writes them to the store.
 //!
 //! A record travels over an unbounded channel (lock-free: a few atomic operations, no
-//! allocation beyond the channel's blocks) to the flusher task, which adds it to its in-memory
-//! rollups. Every `flush_every` the flusher hands its rollups to the store on a blocking thread
-//! and starts afresh; a failed write keeps them for the next try. No request task takes a
-//! lock shared with others or does I/O, and a write in progress only queues records.
+//! allocation beyond the channel's blocks) to the flusher task. The flusher never waits on
+//! that channel, so a send wakes no task: every [`FOLD_EVERY`] it takes what arrived and adds
+//! it to its in-memory rollups, and every `flush_every` it hands the rollups to the store on
+//! a blocking thread and starts afresh; a failed write keeps them for the next try. No request
+//! task takes a lock shared with others or does I/O, and a write in progress only queues
+//! records.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -24,12 +26,15 @@ use crate::store::LedgerStore;
 /// How often the server flushes by default: what a kill -9 can lose at most.
 pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
+/// How often the flusher takes the records that arrived: what they may pile up in the channel
+/// for, at most. Waking the flusher for each record would cost each request a task wake-up.
+pub const FOLD_EVERY: Duration = Duration::from_millis(100);
+
 /// How often old hours are deleted, when a retention is set. The first flush deletes too.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// What travels from recorders and the handle to the flusher, in the order it was sent.
-enum Message {
-    Record(Record),
+/// What the handle asks of the flusher. Records sent before it are taken first.
+enum Control {
     Flush(oneshot::Sender<Result<(), LedgerError>>),
     Close(oneshot::Sender<Result<(), LedgerError>>),
 }
@@ -68,7 +73,8 @@ impl Ledger {
         retention: Option<Duration>,
         flush_every: Duration,
     ) -> (Recorder, FlusherHandle) {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        let (records, received) = mpsc::unbounded_channel();
+        let (control, controlled) = mpsc::unbounded_channel();
         let flusher = Flusher {
             store: Some(store),
             pending: Rollups::default(),
@@ -76,12 +82,16 @@ impl Ledger {
             last_prune: None,
             failing: false,
         };
-        let task = tokio::spawn(flusher.run(receiver, flush_every.max(Duration::from_millis(1))));
+        let task = tokio::spawn(flusher.run(
+            received,
+            controlled,
+            flush_every.max(Duration::from_millis(1)),
+        ));
         (
             Recorder {
-                sender: Some(sender.clone()),
+                sender: Some(records),
             },
-            FlusherHandle { sender, task },
+            FlusherHandle { control, task },
         )
     }
 }
@@ -90,7 +100,7 @@ impl Ledger {
 /// increment) and every clone feeds the same ledger.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    sender: Option<mpsc::UnboundedSender<Message>>,
+    sender: Option<mpsc::UnboundedSender<Record>>,
 }
 
 impl Recorder {
@@ -111,17 +121,16 @@ impl Recorder {
     pub fn record(&self, record: Record) {
         if let Some(sender) = &self.sender {
             // Fails only once the ledger is closed, when nothing is counted any more.
-            let _ = sender.send(Message::Record(record));
+            let _ = sender.send(record);
         }
     }
 }
 
-impl std::fmt::Debug for Message {
+impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Message::Record(_) => "Record",
-            Message::Flush(_) => "Flush",
-            Message::Close(_) => "Close",
+            Control::Flush(_) => "Flush",
+            Control::Close(_) => "Close",
         })
     }
 }
@@ -129,11 +138,11 @@ impl std::fmt::Debug for Message {
 /// Controls the flusher task: flush now, or flush and stop at shutdown.
 ///
 /// Dropping it without [`FlusherHandle::flush_and_close`] leaves the task running until the
-/// last [`Recorder`] is dropped, when it flushes and ends; a runtime shut down first, or a
+/// last [`Recorder`] is dropped too, when it flushes and ends; a runtime shut down first, or a
 /// kill, loses what was recorded since the last flush.
 #[derive(Debug)]
 pub struct FlusherHandle {
-    sender: mpsc::UnboundedSender<Message>,
+    control: mpsc::UnboundedSender<Control>,
     task: JoinHandle<()>,
 }
 
@@ -146,8 +155,8 @@ impl FlusherHandle {
     /// [`LedgerError::Closed`] when the flusher has stopped.
     pub async fn flush(&self) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Message::Flush(reply))
+        self.control
+            .send(Control::Flush(reply))
             .map_err(|_| LedgerError::Closed)?;
         answer.await.map_err(|_| LedgerError::Closed)?
     }
@@ -161,8 +170,8 @@ impl FlusherHandle {
     /// [`LedgerError::Closed`] when the flusher had stopped already.
     pub async fn flush_and_close(self) -> Result<(), LedgerError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Message::Close(reply))
+        self.control
+            .send(Control::Close(reply))
             .map_err(|_| LedgerError::Closed)?;
         let written = answer.await.map_err(|_| LedgerError::Closed)?;
         // The task ends right after it answered; a panic in it was reported by the runtime.
@@ -184,45 +193,58 @@ struct Flusher<S> {
 }
 
 impl<S: LedgerStore> Flusher<S> {
-    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Message>, flush_every: Duration) {
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    async fn run(
+        mut self,
+        mut records: mpsc::UnboundedReceiver<Record>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        flush_every: Duration,
+    ) {
+        let start = tokio::time::Instant::now();
+        let mut flush = tokio::time::interval_at(start + flush_every, flush_every);
+        flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let fold_every = FOLD_EVERY.min(flush_every);
+        let mut fold = tokio::time::interval_at(start + fold_every, fold_every);
+        fold.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut handle_dropped = false;
         loop {
             tokio::select! {
-                message = receiver.recv() => match message {
-                    Some(Message::Record(record)) => self.pending.add(&record),
-                    Some(Message::Flush(reply)) => {
+                asked = control.recv(), if !handle_dropped => match asked {
+                    Some(Control::Flush(reply)) => {
+                        self.fold(&mut records);
                         let _ = reply.send(self.write().await);
                     }
-                    Some(Message::Close(reply)) => {
-                        receiver.close();
-                        // What was sent before the close is counted; flushes asked for
-                        // meanwhile are answered by the final write.
-                        let mut waiting = vec![reply];
-                        while let Ok(message) = receiver.try_recv() {
-                            match message {
-                                Message::Record(record) => self.pending.add(&record),
-                                Message::Flush(reply) | Message::Close(reply) => waiting.push(reply),
-                            }
-                        }
-                        let written = self.write().await;
-                        let (first, rest) = (waiting.remove(0), waiting);
-                        for reply in rest {
-                            let _ = reply.send(written.as_ref().map(|_| ()).map_err(|_| LedgerError::Closed));
-                        }
-                        let _ = first.send(written);
+                    Some(Control::Close(reply)) => {
+                        // Records sent before the close are counted; later ones are refused.
+                        records.close();
+                        self.fold(&mut records);
+                        let _ = reply.send(self.write().await);
                         return;
                     }
-                    None => {
-                        // Every recorder and the handle are gone: keep what they recorded.
+                    None => handle_dropped = true,
+                },
+                _ = fold.tick() => {
+                    let recorders_gone = self.fold(&mut records);
+                    if recorders_gone && handle_dropped {
+                        // Nobody can record or flush any more: keep what was recorded.
                         let _ = self.write().await;
                         return;
                     }
-                },
-                _ = ticker.tick() => {
+                }
+                _ = flush.tick() => {
+                    self.fold(&mut records);
                     let _ = self.write().await;
                 }
+            }
+        }
+    }
+
+    /// Adds every record that arrived to the pending rollups; whether every recorder is gone.
+    fn fold(&mut self, records: &mut mpsc::UnboundedReceiver<Record>) -> bool {
+        loop {
+            match records.try_recv() {
+                Ok(record) => self.pending.add(&record),
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => return true,
             }
         }
     }
