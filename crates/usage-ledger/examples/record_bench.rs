@@ -24,7 +24,7 @@ fn record_of(
         client: Arc::clone(client),
         model: Arc::clone(&models[n % models.len()]),
         api: Api::ChatCompletions,
-        outcome: if n % 50 == 0 {
+        outcome: if n.is_multiple_of(50) {
             Outcome::Failure(FailureClass::Rate)
         } else {
             Outcome::Success

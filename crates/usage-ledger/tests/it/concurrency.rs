@@ -38,7 +38,7 @@ async fn records_from_many_threads_and_tasks_are_each_counted_once() {
                     let mut record = record("task", "qwen-max");
                     record.completion_tokens = n as u64;
                     recorder.record(record);
-                    if n % 100 == 0 {
+                    if n.is_multiple_of(100) {
                         tokio::task::yield_now().await;
                     }
                 }
