@@ -126,15 +126,6 @@ impl Recorder {
     }
 }
 
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Control::Flush(_) => "Flush",
-            Control::Close(_) => "Close",
-        })
-    }
-}
-
 /// Controls the flusher task: flush now, or flush and stop at shutdown.
 ///
 /// Dropping it without [`FlusherHandle::flush_and_close`] leaves the task running until the
