@@ -143,3 +143,17 @@ fn a_disabled_recorder_takes_records_and_keeps_none() {
     assert!(!recorder.is_enabled());
     recorder.record(record("a@example.com", "coder-model"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_handle_the_flusher_keeps_writing_for_the_recorders() {
+    let (store, events) = MemoryStore::new();
+    let (recorder, flusher) = Ledger::start(store.clone(), None, Duration::from_millis(20));
+    drop(flusher);
+    recorder.record(record("a@example.com", "coder-model"));
+    assert_eq!(next_event(&events), Event::Added(1));
+    assert!(recorder.is_enabled());
+    recorder.record(record("a@example.com", "coder-model"));
+    drop(recorder);
+    assert_eq!(next_event(&events), Event::Added(1));
+    assert_eq!(store.total().requests, 2);
+}

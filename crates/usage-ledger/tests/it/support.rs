@@ -134,6 +134,32 @@ impl LedgerStore for MemoryStore {
     }
 }
 
+/// A store that reports each successful write of the store it wraps.
+pub struct Notifying<S> {
+    pub inner: S,
+    pub events: mpsc::Sender<Event>,
+}
+
+impl<S: LedgerStore> LedgerStore for Notifying<S> {
+    fn add(&mut self, rollups: &Rollups) -> Result<(), LedgerError> {
+        self.inner.add(rollups)?;
+        let _ = self.events.send(Event::Added(rollups.len()));
+        Ok(())
+    }
+
+    fn prune(&mut self, first_kept_hour: i64) -> Result<u64, LedgerError> {
+        self.inner.prune(first_kept_hour)
+    }
+
+    fn usage(&self, query: &UsageQuery) -> Result<UsageReport, LedgerError> {
+        self.inner.usage(query)
+    }
+
+    fn rollups_since(&self, first_hour: i64) -> Result<Rollups, LedgerError> {
+        self.inner.rollups_since(first_hour)
+    }
+}
+
 /// The group `key` falls in.
 pub fn group_key(key: &RollupKey, by: GroupBy) -> String {
     match by {
