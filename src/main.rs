@@ -141,6 +141,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::Enable { name },
         }) => set_disabled(&settings, &name, false),
+        Some(Command::Usage(options)) => {
+            print!(
+                "{}",
+                cli::usage::usage(&settings.usage.db, &options, std::time::SystemTime::now())?
+            );
+            Ok(())
+        }
         Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
     }
 }

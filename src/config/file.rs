@@ -45,6 +45,9 @@ pub struct ConfigFile {
     pub session_ttl: Option<DurationSetting>,
     pub probe_after: Option<DurationSetting>,
     pub quota_reset: Option<String>,
+    // The usage ledger: where it is kept, and for how long.
+    pub usage_db: Option<String>,
+    pub usage_retention: Option<RetentionSetting>,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -166,6 +169,53 @@ impl FromStr for DurationSetting {
     }
 }
 
+/// How long usage is kept: days (`90`, `"90d"`) or hours (`"36h"`); `0` keeps it for ever.
+/// `None` inside is for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSetting(pub Option<Duration>);
+
+impl<'de> Deserialize<'de> for RetentionSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Days(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Days(days) => format!("{days}d").parse(),
+            Raw::Text(text) => text.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+impl FromStr for RetentionSetting {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let text = raw.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let invalid = || {
+            format!(
+                "invalid usage-retention {raw:?}; write days or hours like 90d or 36h, or 0 to keep usage for ever"
+            )
+        };
+        let number: u64 = number.parse().map_err(|_| invalid())?;
+        let hours = match unit.trim() {
+            "" | "d" => number.checked_mul(24),
+            "h" => Some(number),
+            _ => None,
+        }
+        .ok_or_else(invalid)?;
+        let seconds = hours.checked_mul(3600).ok_or_else(invalid)?;
+        Ok(Self((seconds > 0).then(|| Duration::from_secs(seconds))))
+    }
+}
+
 impl fmt::Debug for ConfigFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfigFile")
@@ -191,6 +241,8 @@ impl fmt::Debug for ConfigFile {
             .field("session_ttl", &self.session_ttl)
             .field("probe_after", &self.probe_after)
             .field("quota_reset", &self.quota_reset)
+            .field("usage_db", &self.usage_db)
+            .field("usage_retention", &self.usage_retention)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
             .field("client_keys", &self.client_keys)

@@ -14,7 +14,7 @@ use proxy_server::{ServerConfig, redact_url};
 
 use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
-use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry};
+use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry, RetentionSetting};
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
@@ -28,6 +28,10 @@ const DEFAULT_REFRESH_LEAD: Duration = Duration::from_secs(20 * 60);
 const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
 /// When a refused credential is first probed, by default.
 const DEFAULT_PROBE_AFTER: Duration = Duration::from_secs(60);
+/// The usage database's file name, beside the auth dir, by default.
+const DEFAULT_USAGE_DB_NAME: &str = "usage.sqlite3";
+/// How long usage is kept, by default.
+const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// Requests per minute of each Qwen OAuth account, by default.
 const DEFAULT_QWEN_REQUESTS_PER_MINUTE: u32 = 60;
 
@@ -48,7 +52,18 @@ pub struct Settings {
     pub poll_time_scale: f64,
     /// Refuse (`true`) or only warn about (`false`) an auth dir others can write.
     pub strict_permissions: bool,
+    pub usage: UsageSettings,
     pub serve: ServeSettings,
+}
+
+/// The usage ledger: where `cliproxy serve` keeps it and `cliproxy usage` reads it, and how
+/// long the server keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSettings {
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// Hours older than this are deleted; `None` keeps them for ever.
+    pub retention: Option<Duration>,
 }
 
 /// What `cliproxy serve` (and `accounts check`) need beyond the auth dir.
@@ -80,6 +95,7 @@ impl fmt::Debug for Settings {
             .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
             .field("poll_time_scale", &self.poll_time_scale)
             .field("strict_permissions", &self.strict_permissions)
+            .field("usage", &self.usage)
             .field("serve", &self.serve)
             .finish()
     }
@@ -265,6 +281,22 @@ impl Settings {
                 DEFAULT_PROBE_AFTER,
             )?,
         };
+        let usage = UsageSettings {
+            db: match env_value("CLIPROXY_USAGE_DB").or(file.usage_db) {
+                Some(path) => expand_home(&path),
+                None => default_usage_db(&auth_dir),
+            },
+            retention: match env_value("CLIPROXY_USAGE_RETENTION") {
+                Some(raw) => {
+                    raw.parse::<RetentionSetting>()
+                        .map_err(|e| anyhow::anyhow!("CLIPROXY_USAGE_RETENTION: {e}"))?
+                        .0
+                }
+                None => file
+                    .usage_retention
+                    .map_or(Some(DEFAULT_USAGE_RETENTION), |setting| setting.0),
+            },
+        };
         Ok(Self {
             auth_dir,
             proxy_url,
@@ -277,6 +309,7 @@ impl Settings {
             )?
             .or(file.strict_permissions)
             .unwrap_or(true),
+            usage,
             serve,
         })
     }
@@ -322,6 +355,15 @@ pub(super) fn parse_alias_list(raw: &str) -> anyhow::Result<Vec<(String, String)
             Ok((pattern.trim().to_owned(), target.trim().to_owned()))
         })
         .collect()
+}
+
+/// `usage.sqlite3` beside the auth dir: in the directory that holds it, so the server's
+/// writes never wake the auth dir's watch.
+fn default_usage_db(auth_dir: &std::path::Path) -> PathBuf {
+    match auth_dir.parent() {
+        Some(parent) => parent.join(DEFAULT_USAGE_DB_NAME),
+        None => auth_dir.join(DEFAULT_USAGE_DB_NAME),
+    }
 }
 
 /// Expands a leading `~` to the home directory.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use credential_pool::ReasoningStyle;
 
 use super::env::parse_env_value;
-use super::file::{ConfigFile, DurationSetting};
+use super::file::{ConfigFile, DurationSetting, RetentionSetting};
 use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
 
 #[test]
@@ -316,6 +316,70 @@ fn example_config_parses() {
         "the example file shows the defaults"
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
+    assert_eq!(example.usage, defaults.usage);
+}
+
+#[test]
+fn usage_db_defaults_to_beside_the_auth_dir_and_retention_to_90_days() {
+    let overrides = Overrides {
+        auth_dir: Some("/srv/cliproxy/auth".into()),
+        ..Overrides::default()
+    };
+    let usage = Settings::resolve(overrides, ConfigFile::default())
+        .unwrap()
+        .usage;
+    assert_eq!(usage.db, PathBuf::from("/srv/cliproxy/usage.sqlite3"));
+    assert_eq!(usage.retention, Some(Duration::from_secs(90 * 86_400)));
+    let home = std::env::home_dir().unwrap();
+    let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    assert_eq!(defaults.usage.db, home.join("usage.sqlite3"));
+}
+
+#[test]
+fn usage_keys_are_read_from_the_file() {
+    let text = "usage-db = \"~/state/usage.db\"\nusage-retention = \"36h\"\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    let usage = Settings::resolve(Overrides::default(), file).unwrap().usage;
+    assert_eq!(
+        usage.db,
+        std::env::home_dir().unwrap().join("state/usage.db")
+    );
+    assert_eq!(usage.retention, Some(Duration::from_secs(36 * 3600)));
+    let forever: ConfigFile = toml::from_str("usage-retention = 0\n").unwrap();
+    let usage = Settings::resolve(Overrides::default(), forever)
+        .unwrap()
+        .usage;
+    assert_eq!(usage.retention, None, "0 keeps usage for ever");
+}
+
+#[test]
+fn usage_retention_takes_days_or_hours() {
+    let parse = |raw: &str| raw.parse::<RetentionSetting>().map(|r| r.0);
+    let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+    assert_eq!(parse("90d"), Ok(days(90)));
+    assert_eq!(parse("7"), Ok(days(7)));
+    assert_eq!(parse("48h"), Ok(Some(Duration::from_secs(48 * 3600))));
+    assert_eq!(parse("0"), Ok(None));
+    assert_eq!(parse("0d"), Ok(None));
+    let error = parse("3 months").unwrap_err();
+    assert!(
+        error.contains("write days or hours like 90d or 36h"),
+        "{error}"
+    );
+    assert!(
+        parse("30m").is_err(),
+        "minutes are finer than the hourly rollups"
+    );
+    assert!(parse("99999999999999999d").is_err());
+    let in_toml: ConfigFile = toml::from_str("usage-retention = 30\n").unwrap();
+    assert_eq!(in_toml.usage_retention.map(|r| r.0), Some(days(30)));
+    let refused = toml::from_str::<ConfigFile>("usage-retention = \"1y\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("invalid usage-retention \"1y\""),
+        "{refused}"
+    );
 }
 
 /// The `[[client-keys]]` of `text` resolved, or the error's text.

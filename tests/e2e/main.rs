@@ -13,3 +13,4 @@ mod serve;
 mod serve_guards;
 mod support;
 mod upstream_network;
+mod usage;

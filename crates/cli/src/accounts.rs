@@ -10,7 +10,7 @@ use token_store::{AuthDir, BadFile, StoredAccount};
 
 use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
-use crate::output::format_relative;
+use crate::output::{format_relative, render_table};
 use crate::prompt::prompt_email;
 
 /// What `accounts list` says of a credential a running server reports.
@@ -160,21 +160,7 @@ pub fn render_account_table(
             "(config)".to_owned(),
         ]);
     }
-    let mut widths = [0usize; COLUMNS];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(widths) {
-            let _ = write!(line, "{cell:<width$}  ");
-        }
-        table.push_str(line.trim_end());
-        table.push('\n');
-    }
+    let mut table = render_table(&rows, &[]);
     if live.is_empty() {
         table.push_str(
             "(no server runs on this auth dir: states are the files'; start `cliproxy serve` for live states and API keys)\n",

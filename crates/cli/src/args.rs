@@ -68,8 +68,42 @@ pub enum Command {
         /// The account's email.
         email: String,
     },
+    /// Requests, failures, tokens and latency the server recorded, from the usage database
+    /// (`usage-db`); works while a server runs and without one.
+    Usage(UsageOptions),
     /// Run the API server (the default when no command is given).
     Serve(ServeOptions),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UsageOptions {
+    /// From when: a span back from now (`24h`, `7d`), a UTC date (`2026-12-01`) or an RFC 3339
+    /// time (`2026-12-01T08:00:00Z`). Counted by whole hours, from the hour it falls in.
+    #[arg(long, value_name = "SPAN|DATE", default_value = "24h")]
+    pub since: String,
+
+    /// What each row counts.
+    #[arg(long, value_enum, value_name = "GROUP", default_value_t = UsageGroup::Credential)]
+    pub by: UsageGroup,
+
+    /// Print JSON (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--by` of `cliproxy usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UsageGroup {
+    /// The credential: an account's email, an API key's label.
+    Credential,
+    /// The model served.
+    Model,
+    /// The client key's name.
+    ClientKey,
+    /// The UTC day.
+    Day,
+    /// The UTC hour.
+    Hour,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -285,6 +319,25 @@ mod tests {
         };
         assert_eq!(options.host.as_deref(), Some("0.0.0.0"));
         let args = ["cliproxy", "--port", "1", "accounts", "list"].map(OsString::from);
+        assert!(Cli::try_parse_args(args).is_err());
+    }
+
+    #[test]
+    fn usage_parses_with_defaults_and_options() {
+        let Some(Command::Usage(options)) = parse(&["usage"]).command else {
+            panic!("expected usage");
+        };
+        assert_eq!(options.since, "24h");
+        assert_eq!(options.by, UsageGroup::Credential);
+        assert!(!options.json);
+        let cli = parse(&["usage", "--since", "7d", "--by", "client-key", "--json"]);
+        let Some(Command::Usage(options)) = cli.command else {
+            panic!("expected usage");
+        };
+        assert_eq!(options.since, "7d");
+        assert_eq!(options.by, UsageGroup::ClientKey);
+        assert!(options.json);
+        let args = ["cliproxy", "usage", "--by", "account"].map(OsString::from);
         assert!(Cli::try_parse_args(args).is_err());
     }
 

@@ -54,6 +54,14 @@ pub enum CliError {
     )]
     ImportSourceMissing { path: PathBuf },
 
+    #[error(transparent)]
+    Usage(#[from] usage_ledger::LedgerError),
+
+    #[error(
+        "--since {text:?} is neither a span nor a date: write it like 24h, 7d, 2026-12-01 or 2026-12-01T08:00:00Z"
+    )]
+    InvalidSince { text: String },
+
     /// Reading the email from stdin, or writing the prompt to stderr, failed.
     #[error(
         "could not ask for the email: reading stdin or writing to the terminal failed ({0}); nothing was saved. Run the command again with --email EMAIL, so nothing needs to be asked."
@@ -69,7 +77,9 @@ impl CliError {
     /// The process exit code for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::EmailRequired { .. } | Self::InvalidEmail { .. } => EXIT_USAGE,
+            Self::EmailRequired { .. } | Self::InvalidEmail { .. } | Self::InvalidSince { .. } => {
+                EXIT_USAGE
+            }
             Self::Cancelled => EXIT_INTERRUPTED,
             _ => 1,
         }

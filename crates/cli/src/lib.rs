@@ -19,7 +19,11 @@ pub mod login;
 pub mod output;
 pub mod prompt;
 pub mod qr;
+pub mod usage;
 
-pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions};
+pub use args::{
+    AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions, UsageGroup,
+    UsageOptions,
+};
 pub use error::CliError;
 pub use login::{LoginOutcome, LoginSettings, login_qwen};

@@ -1,6 +1,7 @@
 //! Writing to the user: plain lines, and on a terminal one live status line that
 //! later messages clear before they print.
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -54,6 +55,43 @@ impl Terminal {
     }
 }
 
+/// How a table column's cells line up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    /// For numbers.
+    Right,
+}
+
+/// Rows as columns two spaces apart, each as wide as its widest cell, lines without trailing
+/// blanks. `align` gives each column's alignment; columns past it are left-aligned.
+pub fn render_table<R: AsRef<[String]>>(rows: &[R], align: &[Align]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (index, cell) in row.as_ref().iter().enumerate() {
+            let width = cell.chars().count();
+            match widths.get_mut(index) {
+                Some(widest) => *widest = (*widest).max(width),
+                None => widths.push(width),
+            }
+        }
+    }
+    let mut table = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (index, (cell, width)) in row.as_ref().iter().zip(&widths).enumerate() {
+            let width = *width;
+            let _ = match align.get(index).copied().unwrap_or(Align::Left) {
+                Align::Left => write!(line, "{cell:<width$}  "),
+                Align::Right => write!(line, "{cell:>width$}  "),
+            };
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
+}
+
 /// `9:05`-style minutes and seconds, for the time left on a code.
 pub fn format_countdown(left: Duration) -> String {
     let seconds = left.as_secs();
@@ -86,6 +124,18 @@ pub fn format_relative(moment: time::OffsetDateTime, now: time::OffsetDateTime) 
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn tables_align_columns_and_trim_lines() {
+        let rows = [
+            vec!["NAME".to_owned(), "N".to_owned(), "NOTE".to_owned()],
+            vec!["a".to_owned(), "1200".to_owned(), String::new()],
+        ];
+        assert_eq!(
+            render_table(&rows, &[Align::Left, Align::Right]),
+            "NAME     N  NOTE\na     1200\n"
+        );
+    }
 
     #[test]
     fn countdown_pads_seconds() {

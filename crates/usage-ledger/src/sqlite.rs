@@ -1,0 +1,439 @@
+//! The embedded store: one SQLite file (bundled SQLite, WAL mode) with one table of hourly
+//! rollups, `usage_hourly`, whose counters are added to in place (`INSERT ... ON CONFLICT DO
+//! UPDATE SET n = n + excluded.n`).
+//!
+//! The file is created 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files
+//! the same mode), and a file others may read is tightened. The schema's version is SQLite's
+//! `user_version`; a newer one than [`SqliteStore::SCHEMA_VERSION`] is refused, never
+//! touched. In WAL mode with `synchronous = NORMAL` a committed flush survives the process
+//! being killed; readers (`cliproxy usage`) never wait for the writer, nor it for them.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+
+use crate::error::LedgerError;
+use crate::histogram::BUCKET_COUNT;
+use crate::record::{Api, FailureClass};
+use crate::report::{GroupBy, UsageQuery, UsageReport, format_day, format_hour};
+use crate::rollup::{Counters, RollupKey, Rollups};
+use crate::store::LedgerStore;
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The rollup table's key columns, in the primary key's order.
+const KEY_COLUMNS: [&str; 5] = ["hour", "credential", "client", "model", "api"];
+
+/// The counter columns, in the order of [`counter_fields`].
+static COUNTER_COLUMNS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let mut columns = vec!["requests".to_owned(), "successes".to_owned()];
+    columns.extend(
+        FailureClass::ALL
+            .iter()
+            .map(|class| format!("failed_{}", class.as_str())),
+    );
+    columns.extend(
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "estimated",
+            "attempts",
+        ]
+        .map(str::to_owned),
+    );
+    for histogram in ["latency", "ttft"] {
+        columns.extend((0..BUCKET_COUNT).map(|bucket| format!("{histogram}_b{bucket}")));
+        columns.push(format!("{histogram}_sum_us"));
+    }
+    columns
+});
+
+/// Every counter of `counters`, in the order of [`COUNTER_COLUMNS`].
+fn counter_fields(counters: &mut Counters) -> Vec<&mut u64> {
+    let mut fields = vec![&mut counters.requests, &mut counters.successes];
+    fields.extend(counters.failures.iter_mut());
+    fields.extend([
+        &mut counters.prompt_tokens,
+        &mut counters.completion_tokens,
+        &mut counters.cached_tokens,
+        &mut counters.estimated,
+        &mut counters.attempts,
+    ]);
+    fields.extend(counters.latency.counts.iter_mut());
+    fields.push(&mut counters.latency.sum_us);
+    fields.extend(counters.ttft.counts.iter_mut());
+    fields.push(&mut counters.ttft.sum_us);
+    fields
+}
+
+/// `counters` as SQLite integers (which are signed: a count past `i64::MAX` is held there).
+fn counter_values(mut counters: Counters) -> Vec<i64> {
+    counter_fields(&mut counters)
+        .into_iter()
+        .map(|value| i64::try_from(*value).unwrap_or(i64::MAX))
+        .collect()
+}
+
+/// Counters from the columns of `row` that start at `first`.
+fn counters_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Counters> {
+    let mut counters = Counters::default();
+    for (offset, field) in counter_fields(&mut counters).into_iter().enumerate() {
+        let value: Option<i64> = row.get(first + offset)?;
+        *field = value.map_or(0, |value| u64::try_from(value).unwrap_or(0));
+    }
+    Ok(counters)
+}
+
+/// The schema of version 1.
+fn create_schema_v1(connection: &Connection) -> rusqlite::Result<()> {
+    let counters = COUNTER_COLUMNS
+        .iter()
+        .map(|column| format!("{column} INTEGER NOT NULL DEFAULT 0"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    connection.execute_batch(&format!(
+        "CREATE TABLE usage_hourly (
+            hour INTEGER NOT NULL,
+            credential TEXT NOT NULL,
+            client TEXT NOT NULL,
+            model TEXT NOT NULL,
+            api TEXT NOT NULL,
+            {counters},
+            PRIMARY KEY (hour, credential, client, model, api)
+        ) WITHOUT ROWID;
+        PRAGMA user_version = 1;"
+    ))
+}
+
+/// The statement that adds one rollup to the stored one.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let columns: Vec<&str> = KEY_COLUMNS
+        .iter()
+        .copied()
+        .chain(COUNTER_COLUMNS.iter().map(String::as_str))
+        .collect();
+    let placeholders = (1..=columns.len())
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let additions = COUNTER_COLUMNS
+        .iter()
+        .map(|column| format!("{column} = {column} + excluded.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO usage_hourly ({}) VALUES ({placeholders}) ON CONFLICT ({}) DO UPDATE SET {additions}",
+        columns.join(", "),
+        KEY_COLUMNS.join(", ")
+    )
+});
+
+/// `SUM(column)` of every counter column.
+static COUNTER_SUMS: LazyLock<String> = LazyLock::new(|| {
+    COUNTER_COLUMNS
+        .iter()
+        .map(|column| format!("SUM({column})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// The usage ledger in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// The newest schema this build reads and writes.
+    pub const SCHEMA_VERSION: i64 = 1;
+
+    /// Opens the database at `path`, creating it (0600, and missing directories 0700) and its
+    /// schema when missing. This is how the server opens it.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Create`] when the file cannot be created, [`LedgerError::NotADatabase`]
+    /// for another kind of file, [`LedgerError::NewerSchema`] for a newer cliproxy's database,
+    /// [`LedgerError::Sqlite`] when SQLite fails.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        create_private_file(path)?;
+        Self::connect(path)
+    }
+
+    /// Opens the database at `path` only if it exists: how `cliproxy usage` opens it, so a
+    /// mistyped path is reported instead of created.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Missing`] when there is no file, otherwise as [`SqliteStore::open`].
+    pub fn open_existing(path: &Path) -> Result<Self, LedgerError> {
+        match std::fs::metadata(path) {
+            Ok(_) => Self::connect(path),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(LedgerError::Missing {
+                    path: path.to_owned(),
+                })
+            }
+            Err(source) => Err(LedgerError::Create {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(path: &Path) -> Result<Self, LedgerError> {
+        let fail = |action| move |source| LedgerError::sqlite(path, action, source);
+        let mut connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail("open it"))?;
+        connection
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(fail("open it"))?;
+        let found = user_version(&connection).map_err(fail("read its schema version"))?;
+        refuse_newer(path, found)?;
+        connection
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(fail("switch it to WAL mode"))?;
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(fail("set its sync mode"))?;
+        if found < Self::SCHEMA_VERSION {
+            // IMMEDIATE: of two processes creating the schema at once, the second waits and
+            // then sees it there.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail("create its tables"))?;
+            let version = user_version(&transaction).map_err(fail("create its tables"))?;
+            refuse_newer(path, version)?;
+            if version == 0 {
+                create_schema_v1(&transaction).map_err(fail("create its tables"))?;
+            }
+            transaction.commit().map_err(fail("create its tables"))?;
+        }
+        Ok(Self {
+            connection,
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn user_version(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+fn refuse_newer(path: &Path, found: i64) -> Result<(), LedgerError> {
+    if found > SqliteStore::SCHEMA_VERSION {
+        return Err(LedgerError::NewerSchema {
+            path: path.to_owned(),
+            found,
+            supported: SqliteStore::SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Creates `path` empty and 0600 (its missing directories 0700) unless it exists; tightens an
+/// existing file that its group or others may use.
+fn create_private_file(path: &Path) -> Result<(), LedgerError> {
+    let failed = |source| LedgerError::Create {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(failed)?;
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)
+                .map_err(failed)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, Permissions::from_mode(0o600)).map_err(failed)?;
+                tracing::warn!(
+                    "the usage database {} could be read by others (mode {:o}); it is 0600 now",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            Ok(())
+        }
+        Err(error) => Err(failed(error)),
+    }
+}
+
+/// The SQL expression rows are grouped by, and whether it is an hour number (else text).
+fn group_expression(by: GroupBy) -> (&'static str, bool) {
+    match by {
+        GroupBy::Credential => ("credential", false),
+        GroupBy::Model => ("model", false),
+        GroupBy::ClientKey => ("client", false),
+        GroupBy::Day => ("hour - hour % 86400", true),
+        GroupBy::Hour => ("hour", true),
+    }
+}
+
+impl LedgerStore for SqliteStore {
+    fn add(&mut self, rollups: &Rollups) -> Result<(), LedgerError> {
+        let fail = |source| LedgerError::sqlite(&self.path, "write usage", source);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        {
+            let mut upsert = transaction.prepare(&UPSERT).map_err(fail)?;
+            for (key, counters) in rollups.iter() {
+                let mut values: Vec<rusqlite::types::Value> = vec![
+                    key.hour.into(),
+                    key.credential.to_string().into(),
+                    key.client.to_string().into(),
+                    key.model.to_string().into(),
+                    key.api.as_str().to_owned().into(),
+                ];
+                values.extend(counter_values(*counters).into_iter().map(Into::into));
+                upsert
+                    .execute(rusqlite::params_from_iter(values))
+                    .map_err(fail)?;
+            }
+        }
+        transaction.commit().map_err(fail)
+    }
+
+    fn prune(&mut self, first_kept_hour: i64) -> Result<u64, LedgerError> {
+        let deleted = self
+            .connection
+            .execute(
+                "DELETE FROM usage_hourly WHERE hour < ?1",
+                params![first_kept_hour],
+            )
+            .map_err(|source| LedgerError::sqlite(&self.path, "delete old usage", source))?;
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
+
+    fn usage(&self, query: &UsageQuery) -> Result<UsageReport, LedgerError> {
+        let fail = |source| LedgerError::sqlite(&self.path, "read usage", source);
+        let (group, numeric) = group_expression(query.by);
+        let sql = format!(
+            "SELECT {group} AS grouped, {} FROM usage_hourly WHERE hour >= ?1 GROUP BY grouped ORDER BY grouped",
+            *COUNTER_SUMS
+        );
+        let mut statement = self.connection.prepare(&sql).map_err(fail)?;
+        let rows = statement
+            .query_map(params![query.first_hour()], |row| {
+                let key = if numeric {
+                    let at: i64 = row.get(0)?;
+                    match query.by {
+                        GroupBy::Day => format_day(at),
+                        _ => format_hour(at),
+                    }
+                } else {
+                    row.get(0)?
+                };
+                Ok((key, counters_from_row(row, 1)?))
+            })
+            .map_err(fail)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(fail)?;
+        Ok(UsageReport::new(query, rows))
+    }
+
+    fn rollups_since(&self, first_hour: i64) -> Result<Rollups, LedgerError> {
+        let fail = |source| LedgerError::sqlite(&self.path, "read usage", source);
+        let sql = format!(
+            "SELECT {}, {} FROM usage_hourly WHERE hour >= ?1",
+            KEY_COLUMNS.join(", "),
+            COUNTER_COLUMNS.join(", ")
+        );
+        let mut statement = self.connection.prepare(&sql).map_err(fail)?;
+        let mut rows = statement.query(params![first_hour]).map_err(fail)?;
+        let mut rollups = Rollups::default();
+        while let Some(row) = rows.next().map_err(fail)? {
+            let api: String = row.get(4).map_err(fail)?;
+            // A row of an API this build does not know (there is none yet) is left out.
+            let Some(api) = Api::from_name(&api) else {
+                continue;
+            };
+            let text = |index| row.get::<_, String>(index).map(Arc::<str>::from);
+            let key = RollupKey {
+                hour: row.get(0).map_err(fail)?,
+                credential: text(1).map_err(fail)?,
+                client: text(2).map_err(fail)?,
+                model: text(3).map_err(fail)?,
+                api,
+            };
+            let counters = counters_from_row(row, KEY_COLUMNS.len()).map_err(fail)?;
+            rollups.merge_one(key, &counters);
+        }
+        Ok(rollups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_one_column_and_the_v1_columns_stay_put() {
+        assert_eq!(
+            counter_fields(&mut Counters::default()).len(),
+            COUNTER_COLUMNS.len()
+        );
+        // Changing a column changes the schema: bump SCHEMA_VERSION and migrate first.
+        let buckets = |name: &str| {
+            (0..14)
+                .map(|n| format!("{name}_b{n}"))
+                .chain([format!("{name}_sum_us")])
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let expected = format!(
+            "requests,successes,failed_quota,failed_rate,failed_refused,failed_upstream_5xx,failed_timeout,failed_client_cancel,failed_other,prompt_tokens,completion_tokens,cached_tokens,estimated,attempts,{},{}",
+            buckets("latency"),
+            buckets("ttft")
+        );
+        assert_eq!(COUNTER_COLUMNS.join(","), expected);
+    }
+
+    #[test]
+    fn counters_survive_the_trip_through_integers() {
+        let mut counters = Counters::default();
+        for (n, field) in counter_fields(&mut counters).into_iter().enumerate() {
+            *field = n as u64 * 7 + 1;
+        }
+        let values = counter_values(counters);
+        let mut back = Counters::default();
+        for (field, value) in counter_fields(&mut back).into_iter().zip(values) {
+            *field = u64::try_from(value).unwrap();
+        }
+        assert_eq!(back, counters);
+        let huge = Counters {
+            requests: u64::MAX,
+            ..Counters::default()
+        };
+        assert_eq!(counter_values(huge)[0], i64::MAX);
+    }
+}
