@@ -144,7 +144,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Usage(options)) => {
             print!(
                 "{}",
-                cli::usage::usage(&settings.usage.db, &options, std::time::SystemTime::now())?
+                cli::usage::usage(
+                    settings.usage.db.as_deref(),
+                    &options,
+                    std::time::SystemTime::now()
+                )?
             );
             Ok(())
         }

@@ -55,7 +55,18 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         );
     }
 
-    let proxy = Proxy::new(config, Arc::clone(&pool))?;
+    let (usage, ledger) = match &settings.usage.db {
+        Some(db) => {
+            let (recorder, flusher) = usage_ledger::Ledger::open(
+                db,
+                settings.usage.retention,
+                usage_ledger::DEFAULT_FLUSH_EVERY,
+            )?;
+            (recorder, Some(flusher))
+        }
+        None => (usage_ledger::Recorder::disabled(), None),
+    };
+    let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?;
     let listener = proxy_server::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
@@ -82,6 +93,11 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         .copied()
         .unwrap_or_else(tokio::time::Instant::now);
     accounts.stop(signalled + serve.server.shutdown_grace).await;
+    if let Some(ledger) = ledger
+        && let Err(error) = ledger.flush_and_close().await
+    {
+        tracing::warn!("the last usage counts could not be saved: {error}");
+    }
     served?;
     Ok(())
 }

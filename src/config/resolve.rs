@@ -28,8 +28,10 @@ const DEFAULT_REFRESH_LEAD: Duration = Duration::from_secs(20 * 60);
 const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
 /// When a refused credential is first probed, by default.
 const DEFAULT_PROBE_AFTER: Duration = Duration::from_secs(60);
-/// The usage database's file name, beside the auth dir, by default.
-const DEFAULT_USAGE_DB_NAME: &str = "usage.sqlite3";
+/// The end of the usage database's file name, beside the auth dir, by default.
+const DEFAULT_USAGE_DB_SUFFIX: &str = "-usage.sqlite3";
+/// The `usage-db` that turns the ledger off.
+const USAGE_OFF: &str = "off";
 /// How long usage is kept, by default.
 const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// Requests per minute of each Qwen OAuth account, by default.
@@ -60,8 +62,8 @@ pub struct Settings {
 /// long the server keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageSettings {
-    /// The SQLite file.
-    pub db: PathBuf,
+    /// The SQLite file; `None`: the ledger is off (`usage-db = "off"`).
+    pub db: Option<PathBuf>,
     /// Hours older than this are deleted; `None` keeps them for ever.
     pub retention: Option<Duration>,
 }
@@ -283,8 +285,9 @@ impl Settings {
         };
         let usage = UsageSettings {
             db: match env_value("CLIPROXY_USAGE_DB").or(file.usage_db) {
-                Some(path) => expand_home(&path),
-                None => default_usage_db(&auth_dir),
+                Some(off) if off == USAGE_OFF => None,
+                Some(path) => Some(expand_home(&path)),
+                None => Some(default_usage_db(&auth_dir)),
             },
             retention: match env_value("CLIPROXY_USAGE_RETENTION") {
                 Some(raw) => {
@@ -357,13 +360,14 @@ pub(super) fn parse_alias_list(raw: &str) -> anyhow::Result<Vec<(String, String)
         .collect()
 }
 
-/// `usage.sqlite3` beside the auth dir: in the directory that holds it, so the server's
-/// writes never wake the auth dir's watch.
+/// `<auth dir's name>-usage.sqlite3` beside the auth dir (`~/.cli-proxy-api-usage.sqlite3`):
+/// outside it, so the server's writes never wake the auth dir's watch.
 fn default_usage_db(auth_dir: &std::path::Path) -> PathBuf {
-    match auth_dir.parent() {
-        Some(parent) => parent.join(DEFAULT_USAGE_DB_NAME),
-        None => auth_dir.join(DEFAULT_USAGE_DB_NAME),
-    }
+    let mut name = auth_dir
+        .file_name()
+        .map_or_else(|| "cliproxy".into(), std::ffi::OsStr::to_os_string);
+    name.push(DEFAULT_USAGE_DB_SUFFIX);
+    auth_dir.with_file_name(name)
 }
 
 /// Expands a leading `~` to the home directory.

@@ -62,6 +62,11 @@ pub enum CliError {
     )]
     InvalidSince { text: String },
 
+    #[error(
+        "the usage ledger is off (usage-db = \"off\"), so there is no usage to show; set usage-db to a file (or remove it for the default) and restart the server"
+    )]
+    UsageOff,
+
     /// Reading the email from stdin, or writing the prompt to stderr, failed.
     #[error(
         "could not ask for the email: reading stdin or writing to the terminal failed ({0}); nothing was saved. Run the command again with --email EMAIL, so nothing needs to be asked."

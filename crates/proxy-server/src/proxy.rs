@@ -14,6 +14,7 @@ use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
+use usage_ledger::Recorder;
 
 use crate::config::ServerConfig;
 use crate::conversation::Conversations;
@@ -22,6 +23,7 @@ use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
 use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::meter::UsageSink;
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
 use crate::stream_error::StreamError;
@@ -54,6 +56,20 @@ impl Proxy {
     /// one, no connections, no time to read a body or too small a body memory budget, or a
     /// client that cannot be built.
     pub fn new(config: ServerConfig, pool: Arc<Pool<Credential>>) -> Result<Proxy, BuildError> {
+        Self::recording(config, pool, Recorder::disabled())
+    }
+
+    /// Builds the proxy as [`Proxy::new`] does, counting every finished request with `usage`
+    /// (the usage ledger's recorder).
+    ///
+    /// # Errors
+    ///
+    /// As [`Proxy::new`].
+    pub fn recording(
+        config: ServerConfig,
+        pool: Arc<Pool<Credential>>,
+        usage: Recorder,
+    ) -> Result<Proxy, BuildError> {
         let keys = Arc::new(ClientKeys::new(
             &config.api_keys,
             &config.client_keys,
@@ -78,7 +94,7 @@ impl Proxy {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
         let state = Arc::new(State {
-            upstream: Upstream::new(&config, pool)?,
+            upstream: Upstream::new(&config, pool, UsageSink::new(usage))?,
             models: config.models.clone(),
             created,
             bodies: BodyReader::new(

@@ -33,6 +33,7 @@ use credential_pool::Pool;
 use crate::api_error::ApiError;
 use crate::config::ServerConfig;
 use crate::error::BuildError;
+use crate::meter::UsageSink;
 use credential_pool::Credential;
 
 pub(crate) use aliases::{Aliases, glob_matches};
@@ -59,12 +60,15 @@ pub(crate) struct Upstream {
     probe_models: Vec<String>,
     /// Wakes the prober when a credential is refused.
     pub(crate) probe_wake: Arc<tokio::sync::Notify>,
+    /// Where finished requests are counted.
+    usage: UsageSink,
 }
 
 impl Upstream {
     pub(crate) fn new(
         config: &ServerConfig,
         pool: Arc<Pool<Credential>>,
+        usage: UsageSink,
     ) -> Result<Self, BuildError> {
         if config.request_retry == 0 {
             return Err(BuildError::NoAttempts);
@@ -84,6 +88,7 @@ impl Upstream {
             quota_reset: config.quota_reset,
             probe_models: config.models.clone(),
             probe_wake: Arc::new(tokio::sync::Notify::new()),
+            usage,
         })
     }
 
