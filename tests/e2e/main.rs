@@ -11,5 +11,6 @@ mod routing;
 mod sdk;
 mod serve;
 mod serve_guards;
+mod store;
 mod support;
 mod upstream_network;
