@@ -316,4 +316,5 @@ fn example_config_parses() {
         "the example file shows the defaults"
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
+    assert_eq!(example.store, defaults.store);
 }

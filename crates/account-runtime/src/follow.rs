@@ -24,11 +24,10 @@ impl Drop for StoreFollow {
 pub fn follow(accounts: Arc<Accounts>, store: &PgStore) -> StoreFollow {
     let (feed, mut changes) = store.follow();
     let task = tokio::spawn(async move {
-        // The feed starts with a resync, which the caller's first full read already covers.
-        let mut first = true;
         while let Some(change) = changes.recv().await {
+            // A resync comes first (changes made before the feed listened may have been
+            // missed) and after every reconnection.
             let applied = match &change {
-                Change::Resync if first => Ok(Reconciled::default()),
                 Change::Resync => accounts.reconcile().await,
                 Change::Account(key) => accounts.reload(key).await,
                 Change::Credentials => accounts
@@ -36,7 +35,6 @@ pub fn follow(accounts: Arc<Accounts>, store: &PgStore) -> StoreFollow {
                     .await
                     .map(|()| Reconciled::default()),
             };
-            first = false;
             match applied {
                 Ok(changes) if changes != Reconciled::default() => tracing::info!(
                     added = changes.added,

@@ -5,8 +5,9 @@
 
 use time::OffsetDateTime;
 
+use crate::error::StoreError;
 use crate::place::{Copied, Problem};
-use crate::{AccountStore, StoreError};
+use crate::store::AccountStore;
 
 /// What one migration did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
