@@ -254,6 +254,17 @@ async fn three_servers_refresh_each_account_once_and_hear_of_a_login_elsewhere()
         let added = server.next_log_containing("account added").await;
         assert!(added.contains("third@example.com"), "{added}");
     }
+    run_on_database(
+        &sandbox,
+        &url,
+        &["accounts", "disable", "third@example.com"],
+    )
+    .await
+    .success();
+    for server in &mut servers {
+        let out = server.next_log_containing("taken out of rotation").await;
+        assert!(out.contains("third@example.com"), "{out}");
+    }
     run_on_database(&sandbox, &url, &["logout", "first@example.com"])
         .await
         .success();
@@ -262,4 +273,63 @@ async fn three_servers_refresh_each_account_once_and_hear_of_a_login_elsewhere()
             .next_log_containing("account removed from the store")
             .await;
     }
+}
+
+#[tokio::test]
+async fn tokens_sealed_with_the_encryption_key_serve_only_with_it() {
+    let Some(url) = test_postgres::database().await else {
+        return;
+    };
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    let (_, tokens) = write_account(&sandbox, &fake, "sealed@example.com", DAY);
+    let auth_dir = sandbox.auth_dir();
+    let mut migrate = sandbox.command(&[
+        "store",
+        "migrate",
+        "--from",
+        auth_dir.to_str().unwrap(),
+        "--to",
+        &url,
+    ]);
+    migrate.env("CLIPROXY_STORE_ENCRYPTION_KEY", KEY);
+    run(migrate, "").await.success();
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT access_token, refresh_token FROM cliproxy_accounts",
+            &[],
+        )
+        .await
+        .unwrap();
+    for column in 0..2 {
+        let stored: String = row.get(column);
+        assert!(stored.starts_with("cliproxy-aes256gcm:v1:"), "{stored}");
+        assert!(!stored.contains(&tokens.access_token) && !stored.contains(&tokens.refresh_token));
+    }
+
+    let keyless = run_on_database(&sandbox, &url, &["accounts", "list"])
+        .await
+        .success();
+    assert!(
+        keyless.contains("skipped qwen-sealed@example.com: its access_token is encrypted"),
+        "{keyless}"
+    );
+    let mut list = on_database(&sandbox, &url, &["accounts", "list"]);
+    list.env("CLIPROXY_STORE_ENCRYPTION_KEY", KEY);
+    let listed = run(list, "").await.success();
+    assert!(listed.contains("sealed@example.com"), "{listed}");
+    assert!(!listed.contains("skipped"), "{listed}");
+
+    let server = Server::builder(&sandbox)
+        .env("CLIPROXY_STORE_URL", &url)
+        .env("CLIPROXY_STORE_ENCRYPTION_KEY", KEY)
+        .start()
+        .await;
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
 }
