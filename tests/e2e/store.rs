@@ -1,7 +1,7 @@
 //! The PostgreSQL store through the real binary: `store migrate` from the auth dir to a
-//! database and back, the account commands against the database, and several `serve`
-//! processes on one database refreshing each account once between them and hearing of a
-//! login made elsewhere. Each test skips (printing why) without PostgreSQL, and fails then when
+//! database and back, the account commands against the database, several `serve` processes on
+//! one database refreshing each account once between them and hearing of a login made
+//! elsewhere, a server killed mid-refresh, and a database that goes away and comes back. Each test skips (printing why) without PostgreSQL, and fails then when
 //! `CLIPROXY_REQUIRE_POSTGRES_TESTS=1`.
 
 use fake_qwen::FakeQwen;
@@ -332,4 +332,136 @@ async fn tokens_sealed_with_the_encryption_key_serve_only_with_it() {
         .start()
         .await;
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
+}
+
+/// Copies the sandbox's token files into the database at `url`, then removes the auth dir, so
+/// that the servers can use only the database.
+async fn move_into(sandbox: &Sandbox, url: &str) {
+    let auth_dir = sandbox.auth_dir();
+    sandbox
+        .run(
+            &[
+                "store",
+                "migrate",
+                "--from",
+                auth_dir.to_str().unwrap(),
+                "--to",
+                url,
+            ],
+            "",
+        )
+        .await
+        .success();
+    std::fs::remove_dir_all(&auth_dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_refresh_leaves_the_account_to_another() {
+    let Some(url) = test_postgres::database().await else {
+        return;
+    };
+    let fake = fake_qwen().await;
+    fake.set_token_expires_in(DAY as u64);
+    let sandbox = Sandbox::new(&fake);
+    // Inside the refresh lead: a server refreshes it as soon as it starts.
+    let (_, first_tokens) = write_account(&sandbox, &fake, "dev@example.com", 60);
+    move_into(&sandbox, &url).await;
+
+    // The first server takes the row lock and sends its refresh, which Qwen holds: no answer.
+    fake.hold_refreshes(true);
+    let mut dying = Server::builder(&sandbox)
+        .env("CLIPROXY_STORE_URL", &url)
+        .start()
+        .await;
+    guarded(
+        "the first server's refresh",
+        fake.wait_for_held_refreshes(1),
+    )
+    .await;
+    // The second server wants the same refresh: it waits for the row lock.
+    let mut other = Server::builder(&sandbox)
+        .env("CLIPROXY_STORE_URL", &url)
+        .start()
+        .await;
+    // The held request is never answered, so its refresh token is still good at Qwen; the
+    // next refresh goes straight through.
+    fake.hold_refreshes(false);
+    dying.kill().await;
+
+    // The database rolled the dead server's transaction back; the other server takes over.
+    other.wait_for_log("refreshed the access token").await;
+    assert!(!fake.refresh_token_is_live(&first_tokens.refresh_token));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT refresh_token FROM cliproxy_accounts", &[])
+        .await
+        .unwrap();
+    assert!(
+        fake.refresh_token_is_live(row.get(0)),
+        "the new tokens are committed"
+    );
+    assert_eq!(other.chat(MODEL, false).await.status(), 200);
+}
+
+#[tokio::test]
+async fn servers_keep_serving_while_the_database_is_down_and_catch_up_after() {
+    // A cluster of its own: stopping the shared one would break the other tests.
+    let Some(cluster) = test_postgres::Cluster::private() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    write_account(&sandbox, &fake, "first@example.com", DAY);
+    move_into(&sandbox, &url).await;
+    let mut server = Server::builder(&sandbox)
+        .env("CLIPROXY_STORE_URL", &url)
+        .start()
+        .await;
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
+
+    cluster.stop().unwrap();
+    server
+        .wait_for_log("lost the connection to the PostgreSQL store")
+        .await;
+    for _ in 0..5 {
+        assert_eq!(
+            server.chat(MODEL, false).await.status(),
+            200,
+            "serving with the tokens held"
+        );
+    }
+    let down = run_on_database(&sandbox, &url, &["accounts", "list"])
+        .await
+        .failure(1);
+    assert!(down.contains("Store unreachable"), "{down}");
+
+    cluster.start_again().unwrap();
+    server
+        .wait_for_log("reconnected to the PostgreSQL store")
+        .await;
+    run(
+        on_database(
+            &sandbox,
+            &url,
+            &[
+                "login",
+                "qwen",
+                "--no-browser",
+                "--email",
+                "second@example.com",
+            ],
+        ),
+        "",
+    )
+    .await
+    .success();
+    let added = server.next_log_containing("account added").await;
+    assert!(added.contains("second@example.com"), "{added}");
+    for _ in 0..4 {
+        assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    }
 }

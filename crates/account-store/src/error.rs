@@ -100,9 +100,15 @@ impl StoreError {
     }
 
     /// The error of a PostgreSQL operation `op` on `target`: unreachable when the connection
-    /// failed or broke, else the database's own message.
+    /// failed or broke (also when the server said it is shutting down or cannot take
+    /// connections now: SQLSTATE classes 08 and 57P), else the database's own message.
     pub(crate) fn postgres(op: &'static str, target: &str, error: &tokio_postgres::Error) -> Self {
         match error.as_db_error() {
+            Some(db) if is_unavailable(db.code().code()) => StoreError::Unreachable {
+                op,
+                target: target.to_owned(),
+                detail: format!("{} ({})", db.message(), db.code().code()),
+            },
             Some(db) => StoreError::Database {
                 op,
                 target: target.to_owned(),
@@ -115,6 +121,13 @@ impl StoreError {
             },
         }
     }
+}
+
+/// Whether a SQLSTATE says the server is not there for us (connection exceptions, operator
+/// intervention: shutdown, crash, not accepting connections yet), rather than refusing the
+/// operation itself.
+fn is_unavailable(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P")
 }
 
 /// The client library's error with its cause (the `Display` of a connection error alone says

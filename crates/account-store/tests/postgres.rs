@@ -1,8 +1,8 @@
 //! The PostgreSQL store against a real PostgreSQL (a throwaway cluster, see test-postgres):
 //! rows keep every field of a token file, servers refresh an account once between them, a
 //! server that dies mid-refresh leaves the old row, changes reach the other servers, schemas
-//! migrate and a newer one is refused, tokens can be sealed, and accounts move between the
-//! auth dir and the database and back. Each test skips (printing why) without PostgreSQL.
+//! migrate and a newer one is refused, tokens can be sealed, the change feed catches up after
+//! the database restarts, and accounts move between the auth dir and the database and back. Each test skips (printing why) without PostgreSQL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -186,6 +186,28 @@ async fn logins_refreshes_and_logouts_reach_the_other_servers() {
     lock.release().await;
     one.set_credential_disabled("key-1", false).await.unwrap();
     assert_eq!(next(&mut changes).await, Change::Credentials);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_catches_up_after_the_database_restarts() {
+    // A cluster of its own: stopping the shared one would break the other tests.
+    let Some(cluster) = test_postgres::Cluster::private() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let store = PgStore::open(&url, None, 2).await.unwrap();
+    let (_feed, mut changes) = store.follow();
+    assert_eq!(next(&mut changes).await, Change::Resync);
+    cluster.stop().unwrap();
+    let down = store.list().await.unwrap_err();
+    assert!(down.is_unreachable(), "{down}");
+    assert!(
+        down.to_string().contains("docs/troubleshooting.md"),
+        "{down}"
+    );
+    cluster.start_again().unwrap();
+    assert_eq!(next(&mut changes).await, Change::Resync);
+    assert!(store.list().await.unwrap().accounts.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,8 @@
 //! `postgres` (or `nobody`) user, since PostgreSQL refuses to run as root.
 //!
 //! The cluster outlives no test binary: a watchdog child holds a pipe from the test process
-//! and, when that process ends (however it ends), stops the cluster and removes its dir.
+//! and, when that process ends (however it ends) or the [`Cluster`] is dropped, stops the
+//! cluster and removes its dir. A test that stops the server takes a [`Cluster::private`] one.
 //!
 //! Without PostgreSQL, [`database`] prints why and returns `None`, and the test skips; with
 //! `CLIPROXY_REQUIRE_POSTGRES_TESTS=1` (as CI sets it) it panics instead.
@@ -46,6 +47,40 @@ impl Cluster {
             .get_or_init(Cluster::start)
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// A cluster of the caller's own, for a test that stops and starts it (which would break
+    /// the connections of every other test on the shared one); `None` (after printing why)
+    /// when there is no PostgreSQL here. Dropping it stops the cluster and removes its dir.
+    ///
+    /// # Panics
+    /// When there is no PostgreSQL and [`REQUIRE_VAR`] is `1`.
+    pub fn private() -> Option<Cluster> {
+        Cluster::start()
+            .map_err(|reason| skip_or_fail(&reason))
+            .ok()
+    }
+
+    /// A fresh, empty database on this cluster, and its URL.
+    pub async fn database(&self) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (client, connection) =
+            tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|error| panic!("cannot connect to the test cluster: {error}"));
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|error| panic!("cannot create database {name}: {error}"));
+        drop(client);
+        let _ = driver.await;
+        self.url(&name)
     }
 
     /// The URL of database `name` on this cluster.
@@ -159,31 +194,13 @@ impl Cluster {
 /// # Panics
 /// When there is no PostgreSQL and [`REQUIRE_VAR`] is `1`.
 pub async fn database() -> Option<String> {
-    let cluster = match Cluster::get() {
-        Ok(cluster) => cluster,
+    match Cluster::get() {
+        Ok(cluster) => Some(cluster.database().await),
         Err(reason) => {
             skip_or_fail(&reason);
-            return None;
+            None
         }
-    };
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "test_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let (client, connection) =
-        tokio_postgres::connect(&cluster.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|error| panic!("cannot connect to the test cluster: {error}"));
-    let driver = tokio::spawn(connection);
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap_or_else(|error| panic!("cannot create database {name}: {error}"));
-    drop(client);
-    let _ = driver.await;
-    Some(cluster.url(&name))
+    }
 }
 
 /// Prints why the PostgreSQL tests skip, or panics when they are required.
