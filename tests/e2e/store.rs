@@ -81,6 +81,37 @@ async fn accounts_move_to_postgres_and_back_and_the_commands_work_on_either() {
             "{listed}"
         );
     }
+    let checked = run_on_database(&sandbox, &url, &["accounts", "check"])
+        .await
+        .success();
+    for email in ["first@example.com", "second@example.com"] {
+        let line = checked.lines().find(|line| line.contains(email)).expect(&checked);
+        assert!(line.contains(" ok "), "{checked}");
+    }
+
+    let qwen_dir = sandbox.home.path().join(".qwen");
+    std::fs::create_dir_all(&qwen_dir).unwrap();
+    std::fs::write(
+        qwen_dir.join("oauth_creds.json"),
+        r#"{"access_token":"qc-access","token_type":"Bearer","refresh_token":"qc-refresh","resource_url":"portal.qwen.ai","expiry_date":4102444800000}"#,
+    )
+    .unwrap();
+    let imported = run_on_database(
+        &sandbox,
+        &url,
+        &["import", "qwen-code", "--email", "coder@example.com"],
+    )
+    .await
+    .success();
+    assert!(imported.contains("(account qwen-coder@example.com)"), "{imported}");
+    let listed = run_on_database(&sandbox, &url, &["accounts", "list"])
+        .await
+        .success();
+    assert!(listed.contains("coder@example.com"), "{listed}");
+    run_on_database(&sandbox, &url, &["logout", "coder@example.com"])
+        .await
+        .success();
+
     let disabled = run_on_database(
         &sandbox,
         &url,
