@@ -85,7 +85,10 @@ async fn accounts_move_to_postgres_and_back_and_the_commands_work_on_either() {
         .await
         .success();
     for email in ["first@example.com", "second@example.com"] {
-        let line = checked.lines().find(|line| line.contains(email)).expect(&checked);
+        let line = checked
+            .lines()
+            .find(|line| line.contains(email))
+            .expect(&checked);
         assert!(line.contains(" ok "), "{checked}");
     }
 
@@ -103,7 +106,10 @@ async fn accounts_move_to_postgres_and_back_and_the_commands_work_on_either() {
     )
     .await
     .success();
-    assert!(imported.contains("(account qwen-coder@example.com)"), "{imported}");
+    assert!(
+        imported.contains("(account qwen-coder@example.com)"),
+        "{imported}"
+    );
     let listed = run_on_database(&sandbox, &url, &["accounts", "list"])
         .await
         .success();
