@@ -421,17 +421,16 @@ impl QwenAccount {
     }
 
     /// Writes `record` under `lock`, remembers the file's stamp as this server's own write,
-    /// and returns when the write was done (renamed and flushed, or committed): the end of
-    /// the window in which a kill loses the new tokens.
+    /// and returns when the write was done (renamed and flushed, or committed), as the thread
+    /// that wrote it saw it: the end of the window in which a kill loses the new tokens.
     async fn write_under(
         &self,
         lock: AccountLock,
         record: TokenRecord,
     ) -> Result<Instant, StoreError> {
-        let stamp = lock.write(&record).await?;
-        let saved = Instant::now();
-        *locked(&self.written) = stamp;
-        Ok(saved)
+        let written = lock.write(&record).await?;
+        *locked(&self.written) = written.stamp;
+        Ok(written.at)
     }
 
     /// Takes `record` as the account's current state and wakes the scheduler.

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use time::OffsetDateTime;
 use token_store::{AccountKey, AccountLock, AuthDir, TokenRecord};
@@ -33,6 +34,16 @@ impl FileStamp {
             mtime_nsec: meta.mtime_nsec(),
         })
     }
+}
+
+/// A finished write of an account.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// When the write was done (the file renamed and flushed, or the row committed), as the
+    /// thread that wrote it saw it: the end of the window in which a kill loses new tokens.
+    pub at: Instant,
+    /// The token file's stamp, taken under the lock (none for a row).
+    pub stamp: Option<FileStamp>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -76,9 +87,13 @@ pub(crate) fn write(
     lock: &AccountLock,
     path: &Path,
     record: &TokenRecord,
-) -> Result<Option<FileStamp>, StoreError> {
+) -> Result<Written, StoreError> {
     lock.write(path, record)?;
-    Ok(FileStamp::of(path))
+    let at = Instant::now();
+    Ok(Written {
+        at,
+        stamp: FileStamp::of(path),
+    })
 }
 
 pub(crate) fn save_login(

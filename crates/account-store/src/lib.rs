@@ -19,7 +19,7 @@ mod place;
 pub mod postgres;
 mod store;
 
-pub use dir::FileStamp;
+pub use dir::{FileStamp, Written};
 pub use error::StoreError;
 pub use migrate::{Migrated, migrate};
 pub use place::{Copied, Listing, Location, Problem, Saved, Stored};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use time::OffsetDateTime;
 use token_store::{AccountKey, AuthDir, TokenRecord};
 
-use crate::dir::{self, FileStamp};
+use crate::dir::{self, Written};
 use crate::error::StoreError;
 use crate::place::{Copied, Listing, Location, Saved, Stored};
 use crate::postgres::{PgStore, RowLock};
@@ -177,7 +177,7 @@ impl AccountStore {
 impl AccountLock {
     /// Writes `record` as the locked account and releases the lock. For a token file, returns
     /// its stamp taken under the lock, so the dir watch can recognise the server's own write.
-    pub async fn write(self, record: &TokenRecord) -> Result<Option<FileStamp>, StoreError> {
+    pub async fn write(self, record: &TokenRecord) -> Result<Written, StoreError> {
         match self {
             AccountLock::File { lock, path } => {
                 let record = record.clone();
@@ -185,7 +185,10 @@ impl AccountLock {
             }
             AccountLock::Row(lock) => {
                 lock.write(record).await?;
-                Ok(None)
+                Ok(Written {
+                    at: std::time::Instant::now(),
+                    stamp: None,
+                })
             }
         }
     }
