@@ -13,7 +13,7 @@ pub enum StoreError {
     #[error(transparent)]
     Dir(#[from] token_store::StoreError),
     /// The database could not be reached, or the connection broke.
-    #[error("could not {op} in the PostgreSQL store {target}: {detail}; {UNREACHABLE_HINT}")]
+    #[error("PostgreSQL store {target}: could not {op}: {detail}; {UNREACHABLE_HINT}")]
     Unreachable {
         /// What the store was doing.
         op: &'static str,
@@ -23,7 +23,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The database answered with an error.
-    #[error("could not {op} in the PostgreSQL store {target}: {detail}")]
+    #[error("PostgreSQL store {target}: could not {op}: {detail}")]
     Database {
         /// What the store was doing.
         op: &'static str,
