@@ -452,7 +452,7 @@ async fn servers_keep_serving_while_the_database_is_down_and_catch_up_after() {
     let url = cluster.database().await;
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
-    write_account(&sandbox, &fake, "first@example.com", DAY);
+    let (_, tokens) = write_account(&sandbox, &fake, "first@example.com", DAY);
     move_into(&sandbox, &url).await;
     let mut server = Server::builder(&sandbox)
         .env("CLIPROXY_STORE_URL", &url)
@@ -475,11 +475,19 @@ async fn servers_keep_serving_while_the_database_is_down_and_catch_up_after() {
         .await
         .failure(1);
     assert!(down.contains("Store unreachable"), "{down}");
+    // A token that needs renewing now cannot be: its row cannot be locked. Qwen is not asked,
+    // so the refresh token stays good for when the database is back.
+    fake.expire_access_token(&tokens.access_token);
+    assert_ne!(server.chat(MODEL, false).await.status(), 200);
+    assert_eq!(refreshes(&fake), 0);
+    assert!(fake.refresh_token_is_live(&tokens.refresh_token));
 
     cluster.start_again().unwrap();
     server
         .wait_for_log("reconnected to the PostgreSQL store")
         .await;
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    assert_eq!(refreshes(&fake), 1, "renewed once the row could be locked");
     run(
         on_database(
             &sandbox,
