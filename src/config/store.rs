@@ -3,13 +3,11 @@
 
 use std::fmt;
 
+use account_store::postgres::DEFAULT_MAX_CONNECTIONS;
 use proxy_server::redact_url;
 use serde::Deserialize;
 
 use super::env::{env_parsed, env_value};
-
-/// Connections one server opens to the database at most, by default.
-const DEFAULT_MAX_CONNECTIONS: usize = 8;
 
 /// `[store]` as written. `Debug` hides the URL's password and the encryption key.
 #[derive(Default, Deserialize)]

@@ -132,7 +132,7 @@ fn is_unavailable(code: &str) -> bool {
 
 /// The client library's error with its cause (the `Display` of a connection error alone says
 /// only "error connecting to server").
-fn describe_client_error(error: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_client_error(error: &tokio_postgres::Error) -> String {
     use std::error::Error as _;
     match error.source() {
         Some(source) => format!("{error}: {source}"),

@@ -88,11 +88,6 @@ impl Cluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{name}", self.port)
     }
 
-    /// The loopback port the cluster listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Stops the cluster (fast shutdown: connections are closed), for tests of a database
     /// that goes away.
     pub fn stop(&self) -> Result<(), String> {

@@ -10,6 +10,8 @@ use token_store::AccountKey;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 
+use crate::error::describe_client_error;
+
 /// The channel of account changes; the payload is `<origin> <account key>`.
 pub(crate) const ACCOUNTS_CHANNEL: &str = "cliproxy_accounts";
 /// The channel of changes to the disabled API keys; the payload is `<origin>`.
@@ -89,7 +91,7 @@ async fn listen(
 ) -> String {
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(connected) => connected,
-        Err(error) => return describe(&error),
+        Err(error) => return describe_client_error(&error),
     };
     let (messages, mut received) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
@@ -100,7 +102,7 @@ async fn listen(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    let _ = messages.send(Err(describe(&error)));
+                    let _ = messages.send(Err(describe_client_error(&error)));
                     return;
                 }
                 None => return,
@@ -114,7 +116,7 @@ async fn listen(
         .await;
     if let Err(error) = listening {
         driver.abort();
-        return describe(&error);
+        return describe_client_error(&error);
     }
     on_listening();
     let _ = sender.send(Change::Resync);
@@ -150,14 +152,6 @@ fn change_of(channel: &str, payload: &str, origin: &str) -> Option<Change> {
         }
         CREDENTIALS_CHANNEL => Some(Change::Credentials),
         _ => None,
-    }
-}
-
-fn describe(error: &tokio_postgres::Error) -> String {
-    use std::error::Error as _;
-    match error.source() {
-        Some(source) => format!("{error}: {source}"),
-        None => error.to_string(),
     }
 }
 

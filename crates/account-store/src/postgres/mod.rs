@@ -465,11 +465,6 @@ impl std::fmt::Debug for RowLock {
 }
 
 impl RowLock {
-    /// The account this lock is for.
-    pub fn key(&self) -> &AccountKey {
-        &self.key
-    }
-
     /// Writes `record` to the locked row and commits, announcing the change. Refuses a record
     /// of another account.
     pub async fn write(mut self, record: &TokenRecord) -> Result<(), StoreError> {
