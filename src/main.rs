@@ -5,16 +5,19 @@ mod check;
 mod config;
 mod permissions;
 mod serve;
+mod store;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
-use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
-use token_store::AuthDir;
+use cli::{
+    AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider, StoreCommand,
+};
 
 use crate::config::{ConfigFile, Overrides, Settings};
+use crate::store::Trust;
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,12 +107,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::List,
         }) => {
-            print!("{}", cli::accounts::list_accounts(&settings.auth_dir)?);
+            let store = store::open(&settings, Trust::ReadOnly).await?;
+            print!(
+                "{}",
+                cli::accounts::list_accounts(&store, &settings.auth_dir).await?
+            );
             Ok(())
         }
         Some(Command::Logout { email }) => {
-            for path in cli::accounts::logout(&settings.auth_dir, &email)? {
-                println!("Removed {}", path.display());
+            let store = store::open(&settings, Trust::ReadOnly).await?;
+            for removed in cli::accounts::logout(&store, &email).await? {
+                println!("Removed {removed}");
             }
             Ok(())
         }
@@ -118,29 +126,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             email,
         }) => {
-            permissions::enforce_private_auth_dir(
-                &AuthDir::open(&settings.auth_dir)?,
-                settings.strict_permissions,
-            )?;
-            let imported =
-                cli::accounts::import_qwen_code(&settings.auth_dir, path, email.as_deref())?;
+            let store = store::open(&settings, Trust::TokenFiles).await?;
+            let imported = cli::accounts::import_qwen_code(&store, path, email.as_deref()).await?;
             print_replaced(&imported.replaced);
             println!(
                 "Imported Qwen Code's login as {}: {}",
-                imported.email,
-                imported.path.display()
+                imported.email, imported.saved_to
             );
             Ok(())
         }
+        Some(Command::Store {
+            command: StoreCommand::Migrate { from, to },
+        }) => migrate(&settings, &from, &to).await,
         Some(Command::Accounts {
             command: AccountsCommand::Check,
         }) => check::check_accounts(&settings, oauth_client(&settings)?).await,
         Some(Command::Accounts {
             command: AccountsCommand::Disable { name },
-        }) => set_disabled(&settings, &name, true),
+        }) => set_disabled(&settings, &name, true).await,
         Some(Command::Accounts {
             command: AccountsCommand::Enable { name },
-        }) => set_disabled(&settings, &name, false),
+        }) => set_disabled(&settings, &name, false).await,
         Some(Command::Usage(options)) => {
             print!(
                 "{}",
@@ -157,14 +163,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `accounts disable|enable NAME`: the API keys the config names are the labels it knows.
-fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
+async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
     let labels: Vec<String> = serve::api_key_credentials(&settings.serve.openai_compat)
         .iter()
         .map(|key| key.credential.label.to_string())
         .collect();
+    let store = store::open(settings, Trust::ReadOnly).await?;
     println!(
         "{}",
-        cli::accounts::set_disabled(&settings.auth_dir, name, disabled, &labels)?
+        cli::accounts::set_disabled(&store, &settings.auth_dir, name, disabled, &labels).await?
+    );
+    Ok(())
+}
+
+/// `store migrate --from A --to B`: copies A's accounts and disabled API keys into B.
+async fn migrate(settings: &Settings, from: &str, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from != to,
+        "--from and --to name the same store; give the auth dir on one side and the postgres:// URL on the other"
+    );
+    let source = store::open_end(from, settings).await?;
+    let destination = store::open_end(to, settings).await?;
+    let migrated =
+        account_store::migrate(&source, &destination, time::OffsetDateTime::now_utc()).await?;
+    print!(
+        "{}",
+        cli::store::migrate_report(&migrated, &source.describe(), &destination.describe())
     );
     Ok(())
 }
@@ -207,12 +231,9 @@ fn http_settings(settings: &Settings) -> HttpSettings {
 }
 
 async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
-    permissions::enforce_private_auth_dir(
-        &AuthDir::open(&settings.auth_dir)?,
-        settings.strict_permissions,
-    )?;
+    let store = store::open(settings, Trust::TokenFiles).await?;
     let outcome = cli::login_qwen(cli::LoginSettings {
-        auth_dir: settings.auth_dir.clone(),
+        store,
         profile: qwen_profile(settings)?,
         http: http_settings(settings),
         options,
@@ -222,15 +243,14 @@ async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()>
     print_replaced(&outcome.replaced);
     println!(
         "Logged in {} — token saved to {}",
-        outcome.email,
-        outcome.path.display()
+        outcome.email, outcome.saved_to
     );
     Ok(())
 }
 
-/// One line per older token file of the account that a new login or import removed.
-fn print_replaced(replaced: &[std::path::PathBuf]) {
+/// One line per older token file (or row) of the account that a new login or import replaced.
+fn print_replaced(replaced: &[String]) {
     for old in replaced {
-        println!("Replaced the previous login {}", old.display());
+        println!("Replaced the previous login {old}");
     }
 }

@@ -1,5 +1,6 @@
-//! `cliproxy serve`: wires the auth dir, the credential pool, token refresh,
-//! the dir watch and the HTTP server together, and runs until SIGINT/SIGTERM.
+//! `cliproxy serve`: wires the account store (the auth dir or the shared database), the
+//! credential pool, token refresh, the dir watch (or the database's change feed) and the HTTP
+//! server together, and runs until SIGINT/SIGTERM.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,13 +8,13 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 
 use account_runtime::{AccountOverride, AccountSettings, Accounts, status};
+use account_store::AccountStore;
 use anyhow::Context as _;
 use auth_core::OAuthClient;
 use credential_pool::{
     Access, Credential, Flavor, Models, Pool, PoolConfig, Routing, StaticAccess,
 };
 use proxy_server::Proxy;
-use token_store::AuthDir;
 
 use crate::config::{AccountSection, OpenAiCompatEntry, Settings};
 
@@ -32,10 +33,13 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
-    let store = AuthDir::open(&settings.auth_dir)?;
-    crate::permissions::enforce_private_auth_dir(&store, settings.strict_permissions)?;
+    let store = crate::store::open(settings, crate::store::Trust::TokenFiles).await?;
+    if let AccountStore::Postgres(_) = store {
+        // No token files, but the status sockets `accounts list` reads live states from.
+        token_store::AuthDir::open(&settings.auth_dir)?;
+    }
     let accounts = Accounts::new(
-        store,
+        store.clone(),
         oauth,
         Arc::clone(&pool),
         AccountSettings {
@@ -45,27 +49,17 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
             overrides: account_overrides(&serve.accounts),
         },
     );
-    let loaded = accounts.reconcile()?;
-    let _watch = account_runtime::watch(Arc::clone(&accounts))?;
+    let loaded = accounts.reconcile().await?;
+    let _follow = follow_store(&accounts, &store)?;
     let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(
             "no accounts in {} and no [[openai-compat]] keys: add one with `cliproxy login qwen`; the server picks it up without a restart",
-            settings.auth_dir.display()
+            store.describe()
         );
     }
 
-    let (usage, ledger) = match &settings.usage.db {
-        Some(db) => {
-            let (recorder, flusher) = usage_ledger::Ledger::open(
-                db,
-                settings.usage.retention,
-                usage_ledger::DEFAULT_FLUSH_EVERY,
-            )?;
-            (recorder, Some(flusher))
-        }
-        None => (usage_ledger::Recorder::disabled(), None),
-    };
+    let (usage, ledger) = open_ledger(settings);
     let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?;
     let listener = proxy_server::bind(address)
         .await
@@ -100,6 +94,43 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
     }
     served?;
     Ok(())
+}
+
+/// Starts what keeps the accounts in step with the store while the server runs: the auth
+/// dir's watch, or the database's change feed. It stops when the returned value is dropped.
+fn follow_store(
+    accounts: &Arc<Accounts>,
+    store: &AccountStore,
+) -> anyhow::Result<Box<dyn std::any::Any + Send>> {
+    Ok(match store {
+        AccountStore::Dir(dir) => Box::new(account_runtime::watch(
+            Arc::clone(accounts),
+            dir.path().to_owned(),
+        )?),
+        AccountStore::Postgres(pg) => Box::new(account_runtime::follow(Arc::clone(accounts), pg)),
+    })
+}
+
+/// The usage ledger's recorder and flusher, unless `usage-db = "off"`. A ledger that cannot be
+/// opened (a full disk, a directory it may not write) leaves the server serving without it:
+/// serving matters more than counting.
+fn open_ledger(
+    settings: &Settings,
+) -> (usage_ledger::Recorder, Option<usage_ledger::FlusherHandle>) {
+    let Some(db) = &settings.usage.db else {
+        return (usage_ledger::Recorder::disabled(), None);
+    };
+    match usage_ledger::Ledger::open(
+        db,
+        settings.usage.retention,
+        usage_ledger::DEFAULT_FLUSH_EVERY,
+    ) {
+        Ok((recorder, flusher)) => (recorder, Some(flusher)),
+        Err(error) => {
+            tracing::error!("usage is not recorded while this server runs: {error}");
+            (usage_ledger::Recorder::disabled(), None)
+        }
+    }
 }
 
 /// The longest wait between two probes of a refused credential.

@@ -60,6 +60,9 @@ pub struct ConfigFile {
     pub accounts: std::collections::BTreeMap<String, AccountSection>,
     #[serde(default)]
     pub models: ModelsSection,
+    /// `[store]`: the auth dir, or a shared PostgreSQL database.
+    #[serde(default)]
+    pub store: super::store::StoreSection,
 }
 
 /// `[models]`: how client model names map to served models.
@@ -248,6 +251,7 @@ impl fmt::Debug for ConfigFile {
             .field("client_keys", &self.client_keys)
             .field("accounts", &self.accounts)
             .field("models", &self.models)
+            .field("store", &self.store)
             .finish()
     }
 }

@@ -15,6 +15,7 @@ use proxy_server::{ServerConfig, redact_url};
 use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
 use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry, RetentionSetting};
+use super::store::StoreSettings;
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
@@ -48,7 +49,11 @@ pub const DEFAULT_QWEN_MODELS: &[&str] = &[
 /// Settings after every source has been applied. `Debug` hides keys and proxy passwords.
 #[derive(Clone)]
 pub struct Settings {
+    /// The auth dir: the token files when the store is the dir, and the status sockets of the
+    /// servers on this machine either way.
     pub auth_dir: PathBuf,
+    /// Where accounts live.
+    pub store: StoreSettings,
     pub proxy_url: Option<String>,
     pub qwen_oauth_base_url: Option<String>,
     pub poll_time_scale: f64,
@@ -93,6 +98,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("auth_dir", &self.auth_dir)
+            .field("store", &self.store)
             .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
             .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
             .field("poll_time_scale", &self.poll_time_scale)
@@ -118,6 +124,7 @@ impl Settings {
             Some(dir) => expand_home(&dir.to_string_lossy()),
             None => expand_home(file.auth_dir.as_deref().unwrap_or(DEFAULT_AUTH_DIR)),
         };
+        let store = StoreSettings::resolve(file.store)?;
         let poll_time_scale = env_parsed::<f64>(
             ENV_POLL_TIME_SCALE,
             "a number such as 0.01 (it is for tests only)",
@@ -302,6 +309,7 @@ impl Settings {
         };
         Ok(Self {
             auth_dir,
+            store,
             proxy_url,
             qwen_oauth_base_url: env_value("CLIPROXY_QWEN_OAUTH_BASE_URL")
                 .or(file.qwen.oauth_base_url),

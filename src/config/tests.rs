@@ -317,6 +317,7 @@ fn example_config_parses() {
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
     assert_eq!(example.usage, defaults.usage);
+    assert_eq!(example.store, defaults.store);
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod routing;
 mod sdk;
 mod serve;
 mod serve_guards;
+mod store;
 mod support;
 mod upstream_network;
 mod usage;

@@ -469,3 +469,32 @@ async fn the_server_records_what_the_fake_served_and_keeps_it_across_restarts_an
         .unwrap();
     assert!((11..=12).contains(&total), "{total}");
 }
+
+/// A ledger that cannot be opened never stops the server: it says why and serves without it.
+#[tokio::test]
+async fn a_ledger_that_cannot_be_opened_leaves_the_server_serving() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let db = sandbox.home.path().join("not-a-database");
+    std::fs::write(
+        &db,
+        "this is no SQLite file, but some notes of mine\n".repeat(200),
+    )
+    .unwrap();
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &["user0@example.com"])
+        .env("CLIPROXY_USAGE_DB", &db)
+        .start()
+        .await;
+    let logged = server
+        .wait_for_log("usage is not recorded while this server runs")
+        .await;
+    assert!(logged.contains("is not a SQLite database"), "{logged}");
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    assert!(
+        std::fs::read_to_string(&db)
+            .unwrap()
+            .starts_with("this is no SQLite file"),
+        "the file is left as it was"
+    );
+}

@@ -38,10 +38,17 @@ pub enum CliError {
     #[error(transparent)]
     Store(#[from] token_store::StoreError),
 
+    #[error(transparent)]
+    AccountStore(#[from] account_store::StoreError),
+
     #[error(
-        "no account with email {email} in {auth_dir}. Run `cliproxy accounts list` to see the saved accounts."
+        "no account with email {email} in {place}. Run `cliproxy accounts list` to see the saved accounts."
     )]
-    AccountNotFound { email: String, auth_dir: PathBuf },
+    AccountNotFound {
+        email: String,
+        /// The auth dir, or the database (without its password).
+        place: String,
+    },
 
     #[error(
         "no credential is called {name:?}: give an account's email or an API key's label ({}), as `cliproxy accounts list` shows them",
