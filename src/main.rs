@@ -4,6 +4,7 @@
 mod check;
 mod config;
 mod permissions;
+mod reload;
 mod serve;
 mod store;
 
@@ -97,7 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         host: serve_flags.host,
         port: serve_flags.port,
     };
-    let settings = Settings::resolve(overrides, file)?;
+    let settings = Settings::resolve(overrides.clone(), file)?;
     match cli.command {
         Some(Command::Login {
             provider: Provider::Qwen,
@@ -158,7 +159,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
+        Some(Command::Serve(_)) | None => {
+            let config_path = ConfigFile::path(cli.config.as_deref());
+            let load: reload::Load = {
+                let path = config_path.clone();
+                Box::new(move || {
+                    Settings::resolve(overrides.clone(), ConfigFile::load(path.as_deref())?)
+                })
+            };
+            serve::run(&settings, oauth_client(&settings)?, load, config_path).await
+        }
     }
 }
 

@@ -19,7 +19,14 @@ use proxy_server::Proxy;
 use crate::config::{AccountSection, OpenAiCompatEntry, Settings};
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
-pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
+/// `load` reads the config again for a reload; `config_path` is the file whose changes trigger
+/// one ([`crate::reload`]).
+pub async fn run(
+    settings: &Settings,
+    oauth: OAuthClient,
+    load: crate::reload::Load,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let serve = &settings.serve;
     let address = SocketAddr::new(serve.host, serve.port);
     let config = serve.server.clone();
@@ -80,7 +87,18 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         "listening on http://{bound}"
     );
     // proxy-server logs "shutting down" and "stopped".
+    let reloads = tokio::spawn(crate::reload::run(
+        crate::reload::ConfigReload {
+            load,
+            path: config_path,
+            reloader: proxy.reloader(),
+            pool: Arc::clone(&pool),
+            bound,
+        },
+        settings.clone(),
+    ));
     let served = proxy.serve(listener, shutdown).await;
+    reloads.abort();
     // Refreshes in flight and unsaved tokens share the grace period with open requests.
     let signalled = signalled
         .get()
@@ -159,7 +177,7 @@ fn account_overrides(
 }
 
 /// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap.
-fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
+pub(crate) fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
     for key in api_key_credentials(entries) {
         let pool_key = format!("openai-compat:{}", key.credential.label);
         pool.upsert(

@@ -283,6 +283,15 @@ impl fmt::Debug for Keys<'_> {
 
 impl ConfigFile {
     /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
+    /// The file [`ConfigFile::load`] reads for `path`: it, else the default file when there is
+    /// one.
+    pub fn path(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(path) => Some(path.to_owned()),
+            None => default_config_path().filter(|p| p.is_file()),
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let path = match path {
             Some(path) => path.to_owned(),
@@ -301,7 +310,7 @@ impl ConfigFile {
             anyhow::anyhow!(
                 "invalid config file {}: {}",
                 path.display(),
-                error.to_string().trim_end()
+                without_source(&error, &text)
             )
         })?;
         file.check()
@@ -346,6 +355,18 @@ impl ConfigFile {
         }
         Ok(())
     }
+}
+
+/// A TOML error as its place and its message, without the line of the file it quotes
+/// otherwise (it may hold a key).
+fn without_source(error: &toml::de::Error, text: &str) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    format!("line {line}, column {column}: {}", error.message())
 }
 
 fn default_config_path() -> Option<PathBuf> {

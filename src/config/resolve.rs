@@ -110,7 +110,7 @@ impl fmt::Debug for Settings {
 }
 
 /// Command-line values that override the config.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub auth_dir: Option<PathBuf>,
     pub host: Option<String>,

@@ -69,6 +69,7 @@ impl Upstream {
         config: &ServerConfig,
         pool: Arc<Pool<Credential>>,
         usage: UsageSink,
+        probe_wake: Arc<tokio::sync::Notify>,
     ) -> Result<Self, BuildError> {
         if config.request_retry == 0 {
             return Err(BuildError::NoAttempts);
@@ -87,7 +88,7 @@ impl Upstream {
             max_output_tokens: config.max_output_tokens,
             quota_reset: config.quota_reset,
             probe_models: config.models.clone(),
-            probe_wake: Arc::new(tokio::sync::Notify::new()),
+            probe_wake,
             usage,
         })
     }
