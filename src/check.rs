@@ -78,7 +78,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
         let credential = account_credential(&account);
         probes.push((Arc::clone(&account.label), credential, qwen_model.clone()));
     }
-    for key in crate::serve::api_key_credentials(&serve.openai_compat) {
+    for key in crate::upstreams::api_key_credentials(&serve.openai_compat) {
         let model = match key.models {
             Models::Only(list) if !list.is_empty() => list[0].clone(),
             _ => qwen_model.clone(),

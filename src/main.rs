@@ -7,6 +7,7 @@ mod permissions;
 mod reload;
 mod serve;
 mod store;
+mod upstreams;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -174,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `accounts disable|enable NAME`: the API keys the config names are the labels it knows.
 async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
-    let labels: Vec<String> = serve::api_key_credentials(&settings.serve.openai_compat)
+    let labels: Vec<String> = upstreams::api_key_credentials(&settings.serve.openai_compat)
         .iter()
         .map(|key| key.credential.label.to_string())
         .collect();

@@ -19,7 +19,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::serve::{add_api_keys, api_key_credentials};
+use crate::upstreams::{add_api_keys, api_key_credentials};
 
 /// How long the config file's directory must be quiet before a change is read.
 const SETTLE: Duration = Duration::from_millis(200);

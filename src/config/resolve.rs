@@ -14,8 +14,10 @@ use proxy_server::{ServerConfig, redact_url};
 
 use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
-use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry, RetentionSetting};
+use super::file::{AccountSection, ConfigFile};
+use super::openai_compat::OpenAiCompatEntry;
 use super::store::StoreSettings;
+use super::values::RetentionSetting;
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";

@@ -8,8 +8,9 @@ use std::time::Duration;
 use credential_pool::ReasoningStyle;
 
 use super::env::parse_env_value;
-use super::file::{ConfigFile, DurationSetting, RetentionSetting};
+use super::file::ConfigFile;
 use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
+use super::values::{DurationSetting, RetentionSetting};
 
 #[test]
 fn unknown_key_names_key_and_file() {

@@ -14,12 +14,8 @@ use credential_pool::{Credential, Flavor, Models, Pool, Routing};
 use token_store::AccountKey;
 
 use crate::qwen_account::{QwenAccount, Refreshes};
+use crate::reasons::{DISABLED_REASON, RELOGIN_REASON};
 use crate::schedule;
-
-/// Why a credential the pool keeps out of rotation is out: its refresh token is dead.
-pub const RELOGIN_REASON: &str = "re-login required";
-/// Why a credential the pool keeps out of rotation is out: the operator took it out.
-pub const DISABLED_REASON: &str = "taken out with `cliproxy accounts disable`";
 
 /// How accounts enter the pool.
 #[derive(Debug, Clone)]

@@ -21,6 +21,7 @@
 mod accounts;
 mod follow;
 mod qwen_account;
+mod reasons;
 mod refresh_due;
 mod schedule;
 mod single_flight;
@@ -28,12 +29,10 @@ pub mod status;
 mod watch;
 
 pub use account_store::FileStamp;
-pub use accounts::{
-    AccountOverride, AccountSettings, Accounts, DISABLED_REASON, RELOGIN_REASON, Reconciled,
-    account_credential,
-};
+pub use accounts::{AccountOverride, AccountSettings, Accounts, Reconciled, account_credential};
 pub use follow::{StoreFollow, follow};
 pub use qwen_account::{QwenAccount, RefreshReason, Refreshes};
+pub use reasons::{DISABLED_REASON, RELOGIN_REASON};
 pub use refresh_due::refresh_due;
 pub use single_flight::SingleFlight;
 pub use watch::{DirWatch, WatchError, watch};

@@ -76,7 +76,7 @@ pub async fn run(
             Err(RefreshFailure::ReloginRequired) => {
                 pool.set_disabled(
                     account.key.as_str(),
-                    Some(crate::accounts::RELOGIN_REASON.to_owned()),
+                    Some(crate::reasons::RELOGIN_REASON.to_owned()),
                 );
             }
             Err(error) => {

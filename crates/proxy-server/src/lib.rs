@@ -36,6 +36,7 @@ mod client;
 mod config;
 mod conversation;
 mod error;
+mod glob;
 mod layers;
 mod live;
 mod meter;

@@ -12,14 +12,50 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use serde::Deserialize;
 use usage_ledger::{Api, FailureClass, Outcome, Record, Recorder};
 
 use crate::client::Client;
 use crate::stream_error::StreamError;
-use crate::upstream::Usage;
 
 /// Characters per token in the estimate (English text and code run at about four).
 const CHARS_PER_TOKEN: u64 = 4;
+
+/// Token usage as the upstream reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct Usage {
+    #[serde(default)]
+    pub(crate) prompt_tokens: u64,
+    #[serde(default)]
+    pub(crate) completion_tokens: u64,
+    /// OpenAI's (and DashScope's) place for prompt tokens read from the cache.
+    #[serde(default)]
+    pub(crate) prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's.
+    #[serde(default)]
+    pub(crate) prompt_cache_hit_tokens: Option<u64>,
+    /// Moonshot's.
+    #[serde(default)]
+    pub(crate) cached_tokens: Option<u64>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt tokens read from the upstream's cache, wherever it reports them.
+    pub(crate) fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|details| details.cached_tokens)
+            .or(self.prompt_cache_hit_tokens)
+            .or(self.cached_tokens)
+            .unwrap_or(0)
+    }
+}
 
 /// Where finished requests are told: the usage ledger (or nowhere, when it is off).
 #[derive(Debug, Clone)]

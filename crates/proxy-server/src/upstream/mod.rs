@@ -18,12 +18,12 @@ mod client;
 mod errors;
 mod forward;
 mod headers;
-mod observe;
+pub(crate) mod observe;
 mod probe;
 mod request;
 mod shape;
 mod splice;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +36,10 @@ use crate::error::BuildError;
 use crate::meter::UsageSink;
 use credential_pool::Credential;
 
-pub(crate) use aliases::{Aliases, glob_matches};
+pub(crate) use aliases::Aliases;
 pub(crate) use answer::{Answer, set_event_stream_headers};
-pub(crate) use observe::{MAX_SSE_LINE, Usage, record_completion};
+pub(crate) use observe::record_completion;
 pub(crate) use request::{ChatRequest, Malformed};
-pub(crate) use stream::UpstreamBody;
 
 use headers::UpstreamHeaders;
 

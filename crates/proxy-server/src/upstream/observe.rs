@@ -11,6 +11,8 @@ use api_translate::sse::{SseParser, TooLong};
 use serde::Deserialize;
 use tracing::Span;
 
+use crate::meter::Usage;
+
 /// Longest SSE line (and event) accepted from an upstream; longer ones break the stream.
 pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;
 
@@ -38,42 +40,6 @@ struct Delta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
-}
-
-/// Token usage as the upstream reported it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub(crate) struct Usage {
-    #[serde(default)]
-    pub(crate) prompt_tokens: u64,
-    #[serde(default)]
-    pub(crate) completion_tokens: u64,
-    /// OpenAI's (and DashScope's) place for prompt tokens read from the cache.
-    #[serde(default)]
-    pub(crate) prompt_tokens_details: Option<PromptDetails>,
-    /// DeepSeek's.
-    #[serde(default)]
-    pub(crate) prompt_cache_hit_tokens: Option<u64>,
-    /// Moonshot's.
-    #[serde(default)]
-    pub(crate) cached_tokens: Option<u64>,
-}
-
-/// `usage.prompt_tokens_details`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub(crate) struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-impl Usage {
-    /// Prompt tokens read from the upstream's cache, wherever it reports them.
-    pub(crate) fn cached_tokens(&self) -> u64 {
-        self.prompt_tokens_details
-            .and_then(|details| details.cached_tokens)
-            .or(self.prompt_cache_hit_tokens)
-            .or(self.cached_tokens)
-            .unwrap_or(0)
-    }
 }
 
 /// The usage in a whole (non-streamed) chat-completions answer, if it reports one.
