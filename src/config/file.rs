@@ -236,58 +236,27 @@ impl ConfigFile {
                 path.display()
             )
         })?;
-        let file: Self = toml::from_str(&text).map_err(|error| {
+        super::validate::parse(&text).map_err(|problems| {
             anyhow::anyhow!(
                 "invalid config file {}: {}",
                 path.display(),
-                error.to_string().trim_end()
+                joined(&problems)
             )
-        })?;
-        file.check()
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        Ok(file)
-    }
-
-    pub(super) fn check(&self) -> anyhow::Result<()> {
-        for (pattern, target) in &self.models.aliases {
-            anyhow::ensure!(
-                !pattern.is_empty() && !target.trim().is_empty(),
-                "[models.aliases] {pattern:?} = {target:?}: both the name and the model it maps to must be non-empty"
-            );
-        }
-        let mut names = std::collections::HashSet::new();
-        for entry in &self.openai_compat {
-            anyhow::ensure!(
-                !entry.name.trim().is_empty(),
-                "an [[openai-compat]] entry has an empty name; give it one, such as name = \"dashscope\""
-            );
-            anyhow::ensure!(
-                !entry.name.contains('#'),
-                "[[openai-compat]] {:?}: the name may not contain `#`, because its keys are labelled <name>#1, <name>#2, ...; rename the entry",
-                entry.name
-            );
-            anyhow::ensure!(
-                names.insert(entry.name.as_str()),
-                "[[openai-compat]] {:?} appears more than once; give each entry its own name, or merge their api-keys into one entry",
-                entry.name
-            );
-            anyhow::ensure!(
-                !entry.api_keys.is_empty(),
-                "[[openai-compat]] {:?} has no api-keys; add at least one key or remove the entry",
-                entry.name
-            );
-            url::Url::parse(&entry.base_url).with_context(|| {
-                format!(
-                    "[[openai-compat]] {:?}: base-url {:?} is not a URL; write it like https://dashscope.aliyuncs.com/compatible-mode/v1",
-                    entry.name, entry.base_url
-                )
-            })?;
-        }
-        Ok(())
+        })
     }
 }
 
-fn default_config_path() -> Option<PathBuf> {
+/// Problems one per line, after the first on lines of their own, indented.
+fn joined(problems: &[super::validate::Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    match lines.len() {
+        1 => lines.join(""),
+        _ => format!("\n  {}", lines.join("\n  ")),
+    }
+}
+
+/// `$XDG_CONFIG_HOME/cliproxy/config.toml`, else `~/.config/cliproxy/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
     let base = env_value("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|home| home.join(".config")))?;

@@ -7,6 +7,8 @@ mod file;
 mod resolve;
 #[cfg(test)]
 mod tests;
+mod validate;
 
-pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
-pub use resolve::{Overrides, Settings};
+pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry, default_config_path};
+pub use resolve::{Overrides, Settings, expand_home};
+pub use validate::{Problem, parse};
