@@ -11,15 +11,20 @@
 //! - No token is ever printed.
 
 pub mod accounts;
+pub mod agents;
 pub mod args;
 pub mod browser;
 pub mod email;
 pub mod error;
+pub mod generate;
 pub mod login;
 pub mod output;
 pub mod prompt;
 pub mod qr;
 
-pub use args::{AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions};
+pub use args::{
+    AccountsCommand, Agent, AgentOptions, Cli, Command, CompletionShell, ConfigCommand,
+    ImportSource, LogFormat, LoginOptions, Provider, ServeOptions,
+};
 pub use error::CliError;
 pub use login::{LoginOutcome, LoginSettings, login_qwen};
