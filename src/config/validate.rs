@@ -109,20 +109,26 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
             "write the time of day with its UTC offset, like quota-reset = \"00:00+08:00\"",
         );
     }
-    let urls: [(&Option<String>, &[Seg<'_>]); 2] = [
-        (&file.proxy_url, &[Seg::Key("proxy-url")]),
+    let urls: [(&Option<String>, &[Seg<'_>], &[&str]); 2] = [
+        (
+            &file.proxy_url,
+            &[Seg::Key("proxy-url")],
+            &["http", "https", "socks5", "socks5h"],
+        ),
         (
             &file.qwen.oauth_base_url,
             &[Seg::Key("qwen"), Seg::Key("oauth-base-url")],
+            &["http", "https"],
         ),
     ];
-    for (value, path) in urls {
-        if let Some(url) = value
-            && url::Url::parse(url).is_err()
+    for (value, path, schemes) in urls {
+        let parsed = value.as_deref().map(url::Url::parse);
+        if let Some(parsed) = parsed
+            && !parsed.is_ok_and(|url| schemes.contains(&url.scheme()))
         {
             problem(
                 path,
-                "not a URL".to_owned(),
+                format!("not a URL with the scheme {}", schemes.join(", ")),
                 "write it with its scheme, like \"http://127.0.0.1:3128\" or \"socks5://127.0.0.1:1080\"",
             );
         }

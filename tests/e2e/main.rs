@@ -4,9 +4,12 @@
 
 mod accounts;
 mod agents;
+mod config_check;
 mod durability;
 mod guard;
+mod init;
 mod login;
+mod operator;
 mod routing;
 mod sdk;
 mod serve;
