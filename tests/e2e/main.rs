@@ -11,6 +11,7 @@ mod init;
 mod login;
 mod operator;
 mod routing;
+mod run;
 mod sdk;
 mod serve;
 mod serve_guards;
