@@ -1,7 +1,8 @@
 //! `cliproxy init`: the first five minutes. Writes a commented config file (0600, never over
 //! an existing one without `--force`) with a freshly generated client key, the auth dir
 //! (created 0700), and the set-up of Claude Code, Codex CLI and Qwen Code filled in with that
-//! key and port.
+//! key and port. Host and port come from `--port`, else `CLIPROXY_HOST` and `CLIPROXY_PORT`
+//! (as a container sets them), else 127.0.0.1:8317.
 
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -47,8 +48,19 @@ pub fn run(
     let auth_dir = expand_home(&written_auth_dir);
     let store = AuthDir::open(&auth_dir)?;
     crate::permissions::enforce_private_auth_dir(&store, true)?;
-    let host = overrides.host.unwrap_or_else(|| "127.0.0.1".to_owned());
-    let port = port.or(overrides.port).unwrap_or(DEFAULT_PORT);
+    let host = overrides
+        .host
+        .or_else(|| env_value("CLIPROXY_HOST"))
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    let port = match port.or(overrides.port) {
+        Some(port) => port,
+        None => match env_value("CLIPROXY_PORT") {
+            Some(text) => text.trim().parse().with_context(|| {
+                format!("CLIPROXY_PORT={text:?} is not a port number; give one from 0 to 65535, or unset it")
+            })?,
+            None => DEFAULT_PORT,
+        },
+    };
     let key = new_client_key();
     let text = render(&Template {
         key: &key,
@@ -98,6 +110,13 @@ pub fn run(
         "The key and the set-up of Claude Code, Codex CLI and Qwen Code are in the file; `cliproxy{with_config} env claude` prints them as exports."
     );
     Ok(0)
+}
+
+/// A variable's value, unless unset or blank.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
 }
 
 /// A new client key: 32 random bytes, hex, with a prefix that secret scanners can match.
