@@ -1,12 +1,12 @@
 #!/bin/sh
-# Installs cliproxy from this unpacked release archive: the binary, its man page and its shell
-# completions (bash, zsh, fish).
+# Installs cliproxy from this unpacked release archive: the binary, its man pages (cliproxy(1)
+# and one per subcommand) and its shell completions (bash, zsh, fish).
 #
 #   ./install.sh                 # into /usr/local (run it with sudo)
 #   ./install.sh ~/.local        # for one user, no root needed
 #   DESTDIR=/tmp/pkg ./install.sh /usr   # staged, for packagers
 #
-# Uninstall: remove the five files it lists.
+# Uninstall: remove the files it lists.
 set -eu
 
 prefix="${1:-${PREFIX:-/usr/local}}"
@@ -20,7 +20,10 @@ put() { # put MODE SOURCE TARGET
 }
 
 put 0755 cliproxy "$prefix/bin/cliproxy"
-put 0644 man/cliproxy.1 "$prefix/share/man/man1/cliproxy.1"
+for page in "$here"/man/*.1; do
+    name=$(basename -- "$page")
+    put 0644 "man/$name" "$prefix/share/man/man1/$name"
+done
 put 0644 completions/cliproxy.bash "$prefix/share/bash-completion/completions/cliproxy"
 put 0644 completions/_cliproxy "$prefix/share/zsh/site-functions/_cliproxy"
 put 0644 completions/cliproxy.fish "$prefix/share/fish/vendor_completions.d/cliproxy.fish"

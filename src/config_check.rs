@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::{ConfigFile, Overrides, Problem, Settings, default_config_path};
+use crate::config::{ConfigFile, Overrides, Problem, Settings, default_config_path, line_of};
 
 /// Checks, prints the verdict, and returns the exit code: 0 when all is well, 1 otherwise.
 pub fn run(config: Option<&Path>, overrides: Overrides) -> anyhow::Result<u8> {
@@ -14,9 +14,10 @@ pub fn run(config: Option<&Path>, overrides: Overrides) -> anyhow::Result<u8> {
         Some(path) => Some(path.to_owned()),
         None => default_config_path().filter(|path| path.is_file()),
     };
+    let mut text = String::new();
     let (shown, file) = match &path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| {
+            text = std::fs::read_to_string(path).with_context(|| {
                 format!(
                     "could not read the config file {}; check the path given to --config or CLIPROXY_CONFIG",
                     path.display()
@@ -52,12 +53,16 @@ pub fn run(config: Option<&Path>, overrides: Overrides) -> anyhow::Result<u8> {
     };
     let serve = &settings.serve;
     let address = std::net::SocketAddr::new(serve.host, serve.port);
-    if let Err(error) = serve.server.check_bind(&address) {
+    if serve.server.check_bind(&address).is_err() {
+        let line = line_of(&text, "host").filter(|_| std::env::var_os("CLIPROXY_HOST").is_none());
         let problem = Problem {
-            key: "host (from CLIPROXY_HOST or --host)".to_owned(),
-            line: None,
-            message: error.to_string(),
-            fix: "add api-keys to the config, or listen on 127.0.0.1".to_owned(),
+            key: if line.is_some() { "host" } else { "host (from CLIPROXY_HOST or --host)" }.to_owned(),
+            line,
+            message: format!(
+                "serve would refuse to listen on {} (not loopback) without client keys, and there are none",
+                serve.host
+            ),
+            fix: "add api-keys = [\"<a long random key>\"] (`cliproxy init` makes one), or listen on host = \"127.0.0.1\"".to_owned(),
         };
         return Ok(report(&shown, &[problem]));
     }

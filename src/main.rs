@@ -98,14 +98,17 @@ fn print_generated(cli: &Cli) -> Option<ExitCode> {
             cli::generate::completions(shell, VERSION, &mut out);
             std::io::Write::flush(&mut out)
         }
-        Some(Command::Man) => cli::generate::man_page(VERSION, &mut out)
+        Some(Command::Man { out_dir: None }) => cli::generate::man_page(VERSION, &mut out)
             .and_then(|()| std::io::Write::flush(&mut out)),
+        Some(Command::Man {
+            out_dir: Some(ref dir),
+        }) => std::fs::create_dir_all(dir).and_then(|()| cli::generate::man_pages_to(VERSION, dir)),
         _ => return None,
     };
     Some(match written {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: could not write to stdout: {error}");
+            eprintln!("error: could not write the output: {error}");
             ExitCode::FAILURE
         }
     })
@@ -171,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Config { .. }
             | Command::Init { .. }
             | Command::Completions { .. }
-            | Command::Man,
+            | Command::Man { .. },
         ) => unreachable!("handled before the config is loaded"),
         Some(Command::Login {
             provider: Provider::Qwen,

@@ -1,13 +1,13 @@
 //! The configuration file as the user writes it: the TOML model (unknown keys are errors, to
-//! catch typos), its checks, where it is looked for, and a `Debug` that never shows a secret.
+//! catch typos), where it is looked for, and a `Debug` that never shows a secret. Reading and
+//! checking it is `validate`'s.
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
@@ -217,41 +217,6 @@ pub(super) struct Keys<'a>(pub(super) &'a [String]);
 impl fmt::Debug for Keys<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{} redacted]", self.0.len())
-    }
-}
-
-impl ConfigFile {
-    /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let path = match path {
-            Some(path) => path.to_owned(),
-            None => match default_config_path().filter(|p| p.is_file()) {
-                Some(path) => path,
-                None => return Ok(Self::default()),
-            },
-        };
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "could not read the config file {}; check the path given to --config or CLIPROXY_CONFIG",
-                path.display()
-            )
-        })?;
-        super::validate::parse(&text).map_err(|problems| {
-            anyhow::anyhow!(
-                "invalid config file {}: {}",
-                path.display(),
-                joined(&problems)
-            )
-        })
-    }
-}
-
-/// Problems one per line, after the first on lines of their own, indented.
-fn joined(problems: &[super::validate::Problem]) -> String {
-    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    match lines.len() {
-        1 => lines.join(""),
-        _ => format!("\n  {}", lines.join("\n  ")),
     }
 }
 

@@ -11,4 +11,4 @@ mod validate;
 
 pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry, default_config_path};
 pub use resolve::{Overrides, Settings, expand_home};
-pub use validate::{Problem, parse};
+pub use validate::{Problem, line_of, parse};

@@ -1,5 +1,5 @@
-//! Validation of a config file's text, shared by `cliproxy config check` and every command
-//! that loads the file: each [`Problem`] names the key, the line and the fix, and never quotes
+//! Loading and validating the config file's text, shared by `cliproxy config check` and every
+//! command ([`ConfigFile::load`]): each [`Problem`] names the key, the line and the fix, and never quotes
 //! a value that may be a secret (TOML's own errors quote the offending line; they are rebuilt
 //! here from their message and position instead).
 
@@ -7,11 +7,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::path::Path;
+
+use anyhow::Context as _;
 
 use credential_pool::Strategy;
 use toml::de::{DeTable, DeValue};
 
-use super::file::ConfigFile;
+use super::file::{ConfigFile, default_config_path};
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +49,47 @@ pub fn parse(text: &str) -> Result<ConfigFile, Vec<Problem>> {
     let file: ConfigFile =
         toml::from_str(text).map_err(|error| vec![toml_problem(text, &error)])?;
     let locator = Locator::new(text);
-    let problems = check(&file, &locator);
+    let mut problems = check(&file, &locator);
+    problems.sort_by_key(|problem| problem.line);
     if problems.is_empty() {
         Ok(file)
     } else {
         Err(problems)
+    }
+}
+
+impl ConfigFile {
+    /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let path = match path {
+            Some(path) => path.to_owned(),
+            None => match default_config_path().filter(|p| p.is_file()) {
+                Some(path) => path,
+                None => return Ok(Self::default()),
+            },
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "could not read the config file {}; check the path given to --config or CLIPROXY_CONFIG",
+                path.display()
+            )
+        })?;
+        parse(&text).map_err(|problems| {
+            anyhow::anyhow!(
+                "invalid config file {}: {}",
+                path.display(),
+                joined(&problems)
+            )
+        })
+    }
+}
+
+/// Problems one per line, after the first on lines of their own, indented.
+fn joined(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    match lines.len() {
+        1 => lines.join(""),
+        _ => format!("\n  {}", lines.join("\n  ")),
     }
 }
 
@@ -72,23 +111,6 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
             &[Seg::Key("host")],
             message,
             "write host = \"127.0.0.1\" (this machine only), \"0.0.0.0\" (every interface) or \"::1\"",
-        );
-    }
-    let host_is_public = file
-        .host
-        .as_deref()
-        .and_then(|host| parse_host(host).ok())
-        .is_some_and(|ip| !ip.to_canonical().is_loopback());
-    let has_keys = file
-        .api_keys
-        .as_deref()
-        .is_some_and(|keys| keys.iter().any(|key| !key.trim().is_empty()));
-    if host_is_public && !has_keys && std::env::var_os("CLIPROXY_API_KEYS").is_none() {
-        problem(
-            &[Seg::Key("host")],
-            "a server on a non-loopback address needs client keys, and api-keys is empty"
-                .to_owned(),
-            "add api-keys = [\"<a long random key>\"] (`cliproxy init` makes one), or listen on host = \"127.0.0.1\"",
         );
     }
     if let Some(strategy) = &file.routing_strategy
@@ -189,6 +211,11 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
     problems
 }
 
+/// The line of the top-level `key` in the file's `text`, when the file sets it.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    Locator::new(text).line(&[Seg::Key(key)])
+}
+
 /// Parses `host`: an IP address, not a name.
 pub(super) fn parse_host(host: &str) -> Result<IpAddr, String> {
     host.parse()
@@ -279,12 +306,12 @@ impl<'a> Locator<'a> {
                 _ => break,
             }
         }
-        span.map(|span| line_of(self.text, span.start))
+        span.map(|span| line_at(self.text, span.start))
     }
 }
 
 /// The 1-based line of byte `offset`.
-fn line_of(text: &str, offset: usize) -> usize {
+fn line_at(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())]
         .iter()
         .filter(|byte| **byte == b'\n')
@@ -299,7 +326,7 @@ const SECRET_KEYS: &[&str] = &["api-keys", "proxy-url", "base-url", "oauth-base-
 /// its table), the message without the quoted line, and a fix.
 fn toml_problem(text: &str, error: &toml::de::Error) -> Problem {
     let offset = error.span().map_or(0, |span| span.start);
-    let line = line_of(text, offset);
+    let line = line_at(text, offset);
     let (table, key) = key_at(text, line);
     let full_key = match (&table, &key) {
         (Some(table), Some(key)) => format!("{table}.{key}"),
@@ -359,9 +386,15 @@ fn explain(message: &str, key: Option<&str>, table: Option<&str>) -> (String, St
     {
         return (what.to_owned(), fix.to_owned());
     }
+    let message = if message.contains("untagged enum Raw") {
+        "not a duration".to_owned()
+    } else {
+        message.to_owned()
+    };
     let typed = message.contains("invalid type")
         || message.contains("invalid value")
-        || message.contains("expected");
+        || message.contains("expected")
+        || message == "not a duration";
     let fix = match key.and_then(|key| example(key, table)) {
         Some(example) if typed => format!("write it like {example}"),
         Some(example) => format!("check the TOML syntax of that line, which should look like {example}"),
@@ -457,7 +490,7 @@ fn key_at(text: &str, line: usize) -> (Option<String>, Option<String>) {
 }
 
 /// A valid line for `key` of `table`, to show in a fix.
-fn example(key: &str, table: Option<&str>) -> Option<&'static str> {
+fn example(key: &str, table: Option<&str>) -> Option<String> {
     let section = table.map(|table| table.split('[').next().unwrap_or(table));
     let line = match (section, key) {
         (Some("qwen"), "requests-per-minute") => "requests-per-minute = 60 (0 for no cap)",
@@ -505,10 +538,14 @@ fn example(key: &str, table: Option<&str>) -> Option<&'static str> {
             | "body-read-timeout"
             | "session-ttl"
             | "probe-after",
-        ) => "\"30s\" (or \"250ms\", \"5m\", \"1h\", or whole seconds like 30)",
+        ) => {
+            return Some(format!(
+                "{key} = \"30s\" (or \"250ms\", \"5m\", \"1h\", or whole seconds like 30)"
+            ));
+        }
         _ => return None,
     };
-    Some(line)
+    Some(line.to_owned())
 }
 
 #[cfg(test)]

@@ -50,7 +50,10 @@ fn mistakes() -> Vec<(String, &'static str, &'static [&'static str])> {
         (
             "host = \"0.0.0.0\"\n".to_owned(),
             "c.toml:1: host",
-            &["needs client keys", "cliproxy init"],
+            &[
+                "refuse to listen on 0.0.0.0 (not loopback) without client keys",
+                "cliproxy init",
+            ],
         ),
         // 7. an unknown strategy
         (

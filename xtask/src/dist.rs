@@ -5,7 +5,7 @@
 //! top-level folder `cliproxy-<version>-<triple>/` holding the binary,
 //! `install.sh` (binary, man page and completions into a prefix), the shell
 //! completions (`completions/`) and the man page (`man/cliproxy.1`) the binary
-//! generates, `README.md`, `LICENSE`, `config.example.toml`, `deploy/` (the
+//! generates (`cliproxy.1` and a page per subcommand), `README.md`, `LICENSE`, `config.example.toml`, `deploy/` (the
 //! systemd unit and the Dockerfile) and `docs/*.md` (the README's and the docs'
 //! links stay valid inside the archive), next to a
 //! `<archive>.sha256` file in `sha256sum` format. The archive is
@@ -123,10 +123,13 @@ const GENERATED: &[(&[&str], &str)] = &[
     (&["completions", "bash"], "completions/cliproxy.bash"),
     (&["completions", "zsh"], "completions/_cliproxy"),
     (&["completions", "fish"], "completions/cliproxy.fish"),
-    (&["man"], "man/cliproxy.1"),
 ];
 
-/// Runs `binary` for each of [`GENERATED`], writing the outputs under `dir`.
+/// Where the binary writes its man pages (`cliproxy man --out-dir`), in the archive too.
+const MAN_DIR: &str = "man";
+
+/// Runs `binary` for each of [`GENERATED`] and for its man pages, writing the outputs under
+/// `dir`.
 fn generate(binary: &Path, dir: &Path) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for (args, name) in GENERATED {
@@ -155,6 +158,26 @@ fn generate(binary: &Path, dir: &Path) -> Result<Vec<Entry>> {
             mode: 0o644,
         });
     }
+    let man = dir.join(MAN_DIR);
+    let _ = fs::remove_dir_all(&man);
+    run_checked(Command::new(binary).arg("man").arg("--out-dir").arg(&man))?;
+    let mut pages: Vec<String> = fs::read_dir(&man)
+        .with_context(|| format!("cannot list {}", man.display()))?
+        .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("cannot list {}", man.display()))?;
+    pages.sort();
+    if !pages.iter().any(|page| page == "cliproxy.1") {
+        bail!(
+            "`{BIN} man --out-dir` wrote no cliproxy.1 into {}",
+            man.display()
+        );
+    }
+    entries.extend(pages.into_iter().map(|page| Entry {
+        source: man.join(&page),
+        name: format!("{MAN_DIR}/{page}"),
+        mode: 0o644,
+    }));
     Ok(entries)
 }
 
@@ -425,7 +448,8 @@ version = "9.9.9"
         fs::create_dir_all(&unpacked).unwrap();
         fs::copy(root.join("deploy/install.sh"), unpacked.join("install.sh")).unwrap();
         fs::write(unpacked.join("cliproxy"), "#!/bin/sh\n").unwrap();
-        for (_, name) in GENERATED {
+        let pages = ["man/cliproxy.1", "man/cliproxy-init.1"];
+        for name in GENERATED.iter().map(|(_, name)| *name).chain(pages) {
             let path = unpacked.join(name);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(&path, name).unwrap();
@@ -452,6 +476,10 @@ version = "9.9.9"
         assert_eq!(mode("opt/cp/bin/cliproxy"), 0o755);
         for (installed, from) in [
             ("opt/cp/share/man/man1/cliproxy.1", "man/cliproxy.1"),
+            (
+                "opt/cp/share/man/man1/cliproxy-init.1",
+                "man/cliproxy-init.1",
+            ),
             (
                 "opt/cp/share/bash-completion/completions/cliproxy",
                 "completions/cliproxy.bash",

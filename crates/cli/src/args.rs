@@ -124,8 +124,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
-    /// Print the man page (roff): `cliproxy man | man -l -`.
-    Man,
+    /// Print the man page (roff): `cliproxy man | man -l -`; or write it and a page per
+    /// subcommand (`cliproxy-init.1`, ...) into a directory.
+    Man {
+        /// Write every page into DIR instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Which agent `run` and `env` set up, and with which model.
