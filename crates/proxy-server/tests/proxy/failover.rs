@@ -3,7 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use credential_pool::{Credential, Flavor, ReasoningStyle, RefreshFailure};
 use credential_pool::{Models, Pool, PoolConfig};
