@@ -607,7 +607,7 @@ async fn codex_runs_a_command_through_cliproxy_run_with_a_server_of_its_own() {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["item"]["type"] == "agent_message")
         .filter_map(|event| event["item"]["text"].as_str().map(str::to_owned))
-        .last()
+        .next_back()
         .unwrap_or_default();
     session.check_answer("Codex", &answer, &output).await;
     session.check_round_trip(&output).await;
