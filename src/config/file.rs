@@ -1,18 +1,15 @@
 //! The configuration file as the user writes it: the TOML model (unknown keys are errors, to
-//! catch typos), where it is looked for, and a `Debug` that never shows a secret. Reading and
-//! checking it is `validate`'s.
+//! catch typos) and a `Debug` that never shows a secret. Finding, reading and checking it is
+//! `validate`'s.
 
 use std::fmt;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
-
-use super::env::env_value;
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
 ///
@@ -218,12 +215,4 @@ impl fmt::Debug for Keys<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{} redacted]", self.0.len())
     }
-}
-
-/// `$XDG_CONFIG_HOME/cliproxy/config.toml`, else `~/.config/cliproxy/config.toml`.
-pub fn default_config_path() -> Option<PathBuf> {
-    let base = env_value("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::home_dir().map(|home| home.join(".config")))?;
-    Some(base.join("cliproxy").join("config.toml"))
 }

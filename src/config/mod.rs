@@ -9,6 +9,6 @@ mod resolve;
 mod tests;
 mod validate;
 
-pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry, default_config_path};
+pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
 pub use resolve::{Overrides, Settings, expand_home};
-pub use validate::{Problem, line_of, parse};
+pub use validate::{Problem, default_config_path, line_of, parse};

@@ -7,14 +7,15 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use credential_pool::Strategy;
 use toml::de::{DeTable, DeValue};
 
-use super::file::{ConfigFile, default_config_path};
+use super::env::env_value;
+use super::file::ConfigFile;
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +92,14 @@ fn joined(problems: &[Problem]) -> String {
         1 => lines.join(""),
         _ => format!("\n  {}", lines.join("\n  ")),
     }
+}
+
+/// `$XDG_CONFIG_HOME/cliproxy/config.toml`, else `~/.config/cliproxy/config.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = env_value("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|home| home.join(".config")))?;
+    Some(base.join("cliproxy").join("config.toml"))
 }
 
 /// The checks of a parsed file that its types cannot express. `locator` finds their lines.
