@@ -53,13 +53,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = cli.log_format;
     let outcome = runtime.block_on(run(cli));
     // A cancelled prompt may leave a thread blocked reading stdin: don't wait for it.
     runtime.shutdown_background();
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {error:#}"),
+                // One more JSON line for the shipper, not a line of text among them.
+                LogFormat::Json => tracing::error!("{error:#}"),
+            }
             let code = error
                 .downcast_ref::<CliError>()
                 .map_or(1, CliError::exit_code);

@@ -134,3 +134,40 @@ async fn the_environment_chooses_json_logs_too() {
             .unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
     }
 }
+
+/// A command that fails under `--log-format json` says why in one more JSON line, not in text.
+#[tokio::test]
+async fn a_failure_is_a_json_line_too() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let config = sandbox.home.path().join("c.toml");
+    std::fs::write(&config, "port = \"8317\"\n").unwrap();
+    let run = sandbox
+        .run(
+            &[
+                "--log-format",
+                "json",
+                "--config",
+                config.to_str().unwrap(),
+                "serve",
+            ],
+            "",
+        )
+        .await;
+    let stderr = run.failure(1);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+        })
+        .collect();
+    let last = lines.last().expect("a line");
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("line 1, port: invalid type"),
+        "{stderr}"
+    );
+}
