@@ -2,7 +2,8 @@
 //! cliproxy. `run` uses the server that answers at the configured address, or starts one
 //! (a child `cliproxy serve` on a free loopback port, in a process group of its own so the
 //! terminal's Ctrl-C reaches only the agent) for the agent's lifetime; the agent's exit
-//! code is `run`'s.
+//! code is `run`'s. SIGTERM and SIGHUP are passed on to the agent, so that `run` outlives
+//! it and stops that server.
 
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt as _;
@@ -46,6 +47,14 @@ pub async fn run(
     options: &AgentOptions,
     args: Vec<OsString>,
 ) -> anyhow::Result<u8> {
+    let program = options.agent.program();
+    // Before anything is started for it.
+    let Some(executable) = find_on_path(program) else {
+        anyhow::bail!(
+            "`{program}` is not on PATH; install it ({}) or add its directory to PATH",
+            options.agent.install_hint()
+        );
+    };
     let serve = &settings.serve;
     let configured = connect_address(&serve.host.to_string(), serve.port);
     let key = client_key(settings);
@@ -64,32 +73,11 @@ pub async fn run(
             address
         }
     };
-    let agent_setup = setup(options.agent, &endpoint(settings, options, &address));
-    // The terminal's Ctrl-C goes to the agent (Claude Code cancels a turn with it); cliproxy
-    // waits for the agent instead of dying with it. The handler stays for the process's life.
-    let _interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
-    let mut agent = tokio::process::Command::new(agent_setup.program);
-    agent
-        .args(&agent_setup.args)
-        .args(&args)
-        .envs(agent_setup.env.iter().map(|(name, value)| (name, value)));
-    let status = match agent.status().await {
-        Ok(status) => status,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            stop(own_server).await;
-            anyhow::bail!(
-                "`{}` is not on PATH; install it ({}) or add its directory to PATH",
-                agent_setup.program,
-                options.agent.install_hint()
-            );
-        }
-        Err(error) => {
-            stop(own_server).await;
-            return Err(error)
-                .with_context(|| format!("could not start `{}`", agent_setup.program));
-        }
-    };
-    stop(own_server).await;
+    let outcome = run_agent(&executable, options, &address, settings, args).await;
+    if let Some(server) = own_server {
+        server.stop().await;
+    }
+    let status = outcome?;
     let code = status
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
@@ -97,10 +85,48 @@ pub async fn run(
     Ok(u8::try_from(code).unwrap_or(1))
 }
 
-async fn stop(server: Option<OwnServer>) {
-    if let Some(server) = server {
-        server.stop().await;
+/// Runs the agent to its end. The terminal's Ctrl-C goes to the agent (Claude Code cancels a
+/// turn with it): cliproxy ignores it and waits. SIGTERM and SIGHUP (a closed terminal) are
+/// passed on to the agent, and cliproxy waits for it to end, so that a server started for it
+/// is stopped too, not left behind.
+async fn run_agent(
+    executable: &Path,
+    options: &AgentOptions,
+    address: &str,
+    settings: &Settings,
+    args: Vec<OsString>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let agent_setup = setup(options.agent, &endpoint(settings, options, address));
+    let _interrupts = signal(SignalKind::interrupt())?;
+    let mut hangups = signal(SignalKind::hangup())?;
+    let mut terminations = signal(SignalKind::terminate())?;
+    let mut agent = tokio::process::Command::new(executable)
+        .args(&agent_setup.args)
+        .args(&args)
+        .envs(agent_setup.env.iter().map(|(name, value)| (name, value)))
+        .spawn()
+        .with_context(|| format!("could not start `{}`", executable.display()))?;
+    let pid = agent.id();
+    loop {
+        tokio::select! {
+            status = agent.wait() => return Ok(status?),
+            _ = hangups.recv() => pid.into_iter().for_each(|pid| send_signal(pid, libc::SIGHUP)),
+            _ = terminations.recv() => pid.into_iter().for_each(|pid| send_signal(pid, libc::SIGTERM)),
+        }
     }
+}
+
+/// The first executable file called `program` in a directory of `PATH`.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// What answers at the configured address.
@@ -267,7 +293,7 @@ impl OwnServer {
     /// Asks the server to stop (SIGTERM: it drains and saves tokens) and waits for it.
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            terminate(pid);
+            send_signal(pid, libc::SIGTERM);
         }
         let _ = self.child.wait().await;
         let _ = self.copier.await;
@@ -304,13 +330,13 @@ fn log_path() -> anyhow::Result<PathBuf> {
     Ok(dir.join("run.log"))
 }
 
-/// Sends SIGTERM to `pid`.
+/// Sends `signal` to `pid`.
 #[allow(unsafe_code)]
-fn terminate(pid: u32) {
+fn send_signal(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // SAFETY: kill(2) only sends a signal; `pid` is our own child, not yet reaped.
         unsafe {
-            libc::kill(pid, libc::SIGTERM);
+            libc::kill(pid, signal);
         }
     }
 }

@@ -175,10 +175,15 @@ async fn run_refuses_a_server_that_does_not_take_the_key() {
         format!("port = {port}\napi-keys = [\"another-key\"]\n"),
     )
     .unwrap();
-    let run = sandbox
-        .run(&["--config", path.to_str().unwrap(), "run", "claude"], "")
-        .await;
-    let shown = run.failure(1);
+    let bin = sandbox.home.path().join("bin");
+    let claude = stand_in(&bin, "claude", "exit 0");
+    let mut command = sandbox.command(&["--config", path.to_str().unwrap(), "run", "claude"]);
+    command.env("PATH", path_with(&bin));
+    let shown = crate::support::run(command, "").await.failure(1);
+    assert!(
+        !claude.with_extension("args").exists(),
+        "the agent was not started"
+    );
     assert!(
         shown.contains("refuses this config's client key"),
         "{shown}"
@@ -243,4 +248,32 @@ async fn env_prints_each_agent_s_set_up_as_shell_commands() {
         args.ends_with("wire_api=\"responses\"\nexec\nhi\n"),
         "{args}"
     );
+}
+
+/// SIGTERM to `cliproxy run` (a service manager, a closed terminal's SIGHUP alike) reaches the
+/// agent; `run` waits for it, stops the server it started, and exits with the agent's code.
+#[tokio::test]
+async fn run_passes_sigterm_to_the_agent_and_still_stops_its_server() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let bin = sandbox.home.path().join("bin");
+    stand_in(
+        &bin,
+        "claude",
+        "trap 'exit 5' TERM\necho agent-ready >&2\nwhile :; do sleep 1 & wait $!; done",
+    );
+    let config = config(&sandbox, free_port());
+    let mut command = sandbox.command(&["--config", &config, "run", "claude"]);
+    command.env("PATH", path_with(&bin));
+    let mut running = crate::support::Running::spawn(command);
+    running.wait_for("agent-ready").await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &running.pid().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let finished = running.finish().await;
+    assert_eq!(finished.code, Some(5), "{}", finished.shown);
+    let log = read(sandbox.home.path().join(".local/state/cliproxy/run.log"));
+    assert!(log.contains("stopped"), "the server was stopped: {log}");
 }
