@@ -206,7 +206,13 @@ fn render(values: &Template<'_>) -> String {
     };
     let commented = |text: String| -> String {
         text.lines()
-            .map(|line| format!("#   {line}\n"))
+            .map(|line| {
+                if line.is_empty() {
+                    "#\n".to_owned()
+                } else {
+                    format!("#   {line}\n")
+                }
+            })
             .collect::<String>()
     };
     let claude = commented(shell_script(&cli::agents::setup(
@@ -269,7 +275,7 @@ models = ["qwen3-coder-plus", "qwen3-coder-flash", "coder-model", "vision-model"
 # Claude Code (Anthropic Messages; the root without /v1, ANTHROPIC_API_KEY empty):
 {claude}#
 # Codex CLI (OpenAI Responses), in ~/.codex/config.toml:
-{codex_toml}#   and in the shell:
+{codex_toml}# and in the shell:
 #   export {CODEX_KEY_VARIABLE}='{key}'
 #
 # Qwen Code (OpenAI chat completions):

@@ -1,7 +1,7 @@
-//! Loading and validating the config file's text, shared by `cliproxy config check` and every
-//! command ([`ConfigFile::load`]): each [`Problem`] names the key, the line and the fix, and never quotes
-//! a value that may be a secret (TOML's own errors quote the offending line; they are rebuilt
-//! here from their message and position instead).
+//! Finding, loading and validating the config file, shared by `cliproxy config check` and
+//! every command ([`ConfigFile::load`]): each [`Problem`] names the key, the line and the fix,
+//! and never quotes a value that may be a secret (TOML's own errors quote the offending line;
+//! they are rebuilt here from their message and position instead).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -85,7 +85,7 @@ impl ConfigFile {
     }
 }
 
-/// Problems one per line, after the first on lines of their own, indented.
+/// One problem inline; several each on a line of its own, indented.
 fn joined(problems: &[Problem]) -> String {
     let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
     match lines.len() {
