@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::config::{ConfigFile, Overrides, Problem, Settings, default_config_path, line_of};
+use crate::config::{
+    ConfigFile, Overrides, Problem, Settings, default_config_path, env_value, line_of,
+};
 
 /// Checks, prints the verdict, and returns the exit code: 0 when all is well, 1 otherwise.
 pub fn run(config: Option<&Path>, overrides: Overrides) -> anyhow::Result<u8> {
@@ -54,7 +56,7 @@ pub fn run(config: Option<&Path>, overrides: Overrides) -> anyhow::Result<u8> {
     let serve = &settings.serve;
     let address = std::net::SocketAddr::new(serve.host, serve.port);
     if serve.server.check_bind(&address).is_err() {
-        let line = line_of(&text, "host").filter(|_| std::env::var_os("CLIPROXY_HOST").is_none());
+        let line = line_of(&text, "host").filter(|_| env_value("CLIPROXY_HOST").is_none());
         let problem = Problem {
             key: if line.is_some() { "host" } else { "host (from CLIPROXY_HOST or --host)" }.to_owned(),
             line,

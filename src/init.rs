@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use cli::agents::{CODEX_KEY_VARIABLE, Endpoint, shell_script};
 use token_store::AuthDir;
 
-use crate::config::{Overrides, default_config_path, expand_home};
+use crate::config::{Overrides, default_config_path, env_parsed, env_value, expand_home};
 
 /// The auth dir `init` writes when none is given: the default, as written.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
@@ -54,12 +54,8 @@ pub fn run(
         .unwrap_or_else(|| "127.0.0.1".to_owned());
     let port = match port.or(overrides.port) {
         Some(port) => port,
-        None => match env_value("CLIPROXY_PORT") {
-            Some(text) => text.trim().parse().with_context(|| {
-                format!("CLIPROXY_PORT={text:?} is not a port number; give one from 0 to 65535, or unset it")
-            })?,
-            None => DEFAULT_PORT,
-        },
+        None => env_parsed::<u16>("CLIPROXY_PORT", "a port number from 0 to 65535")?
+            .unwrap_or(DEFAULT_PORT),
     };
     let key = new_client_key();
     let text = render(&Template {
@@ -110,13 +106,6 @@ pub fn run(
         "The key and the set-up of Claude Code, Codex CLI and Qwen Code are in the file; `cliproxy{with_config} env claude` prints them as exports."
     );
     Ok(0)
-}
-
-/// A variable's value, unless unset or blank.
-fn env_value(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|value| !value.trim().is_empty())
 }
 
 /// A new client key: 32 random bytes, hex, with a prefix that secret scanners can match.

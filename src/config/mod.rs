@@ -9,6 +9,7 @@ mod resolve;
 mod tests;
 mod validate;
 
+pub(crate) use env::{env_parsed, env_value};
 pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
 pub use resolve::{Overrides, Settings, expand_home};
 pub use validate::{Problem, default_config_path, line_of, parse};
