@@ -4,11 +4,15 @@
 
 mod accounts;
 mod agents;
+mod config_check;
 mod durability;
 mod guard;
+mod init;
 mod login;
+mod operator;
 mod reload;
 mod routing;
+mod run;
 mod sdk;
 mod serve;
 mod serve_guards;

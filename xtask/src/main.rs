@@ -22,8 +22,9 @@ cargo xtask <TASK> [ARGS...]
 Tasks:
   dist    Build `cliproxy` in release mode (--locked) and package it as
           target/dist/cliproxy-<version>-<target triple>.tar.gz together with
-          README.md, LICENSE and cliproxy.example.toml (from config.example.toml),
-          plus a `.sha256` file that `sha256sum -c` verifies.
+          install.sh, the shell completions and man page it generates,
+          README.md, LICENSE, config.example.toml, deploy/ and docs/, plus a
+          `.sha256` file that `sha256sum -c` verifies.
   deny    Run `cargo deny --workspace check bans licenses sources` with the
           repository's deny.toml. `advisories` is left out on purpose: it
           has to fetch the RustSec advisory database from the internet, which
