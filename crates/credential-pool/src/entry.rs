@@ -2,11 +2,13 @@
 //! operator or for a re-login, refused by the upstream (probed until it works again),
 //! exhausted until its quota resets, cooling down for one model, or at its rate cap.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::candidates::Rank;
 use crate::config::Models;
 use crate::rate::RateWindow;
 
@@ -72,6 +74,8 @@ pub(crate) struct Entry<C> {
     /// Ordering among equals under [`Strategy::Headroom`](crate::Strategy::Headroom): the
     /// value of the pool's counter when it was last chosen.
     pub(crate) last_chosen: u64,
+    /// Under headroom: the rank the candidate lists hold for it.
+    pub(crate) ranked: Rank,
 }
 
 /// Whether an entry can serve a request right now.
@@ -101,6 +105,7 @@ impl<C> Entry<C> {
             refusal: None,
             exhaustion: None,
             last_chosen: 0,
+            ranked: (Reverse(0), 0, 0),
         }
     }
 
