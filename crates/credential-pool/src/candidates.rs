@@ -195,6 +195,14 @@ impl Candidates {
         }
     }
 
+    /// Drops the weighted wheels after a weight changed; the next weighted pick builds them
+    /// again.
+    pub(crate) fn reweigh(&mut self) {
+        for tier in &mut self.tiers {
+            tier.wheel = None;
+        }
+    }
+
     /// Replaces entry `index`'s rank `old` by `new` in every tier that holds it.
     pub(crate) fn rerank(&mut self, old: Rank, new: Rank) {
         for tier in &mut self.tiers {

@@ -423,10 +423,17 @@ impl<C> Pool<C> {
         if inner.entries[i].routing == routing {
             return true;
         }
+        let moves_tier = inner.entries[i].routing.priority != routing.priority;
         inner.entries[i].routing = routing;
-        // The tier, the wheel and the scope all depend on it.
-        let strategy = inner.strategy;
-        inner.rebuild(strategy);
+        if moves_tier {
+            let strategy = inner.strategy;
+            inner.rebuild(strategy);
+        } else {
+            // The weight shapes the wheels; the group is read at each pick.
+            for candidates in inner.all_candidates() {
+                candidates.reweigh();
+            }
+        }
         true
     }
 

@@ -85,6 +85,22 @@ fn weights_three_to_one_split_exactly_and_without_bursts() {
 }
 
 #[test]
+fn a_new_weight_or_group_takes_effect_on_a_running_pool() {
+    let pool = pool(Strategy::Weighted, &["a", "b"], None);
+    let now = Instant::now();
+    let split = counts((0..10).map(|_| pick(&pool, now)));
+    assert_eq!((split["a"], split["b"]), (5, 5));
+    route(&pool, "a", 3, 0, Some("team"));
+    let split = counts((0..400).map(|_| pick(&pool, now)));
+    assert_eq!((split["a"], split["b"]), (300, 100));
+    let team = Scope {
+        groups: vec!["team".into()],
+        ..Scope::default()
+    };
+    assert!((0..4).all(|_| pick_in(&pool, None, &team, now) == "a"));
+}
+
+#[test]
 fn a_weighted_credential_that_cannot_serve_gives_its_turns_to_the_next() {
     let pool = pool(Strategy::Weighted, &["a", "b", "c"], None);
     route(&pool, "a", 5, 0, None);
