@@ -6,16 +6,12 @@
 //! returns the first usable member and skips the others (a check of a few nanoseconds each,
 //! without allocating), so it is O(1) while the strategy's next pick is usable.
 
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Strategy;
-use crate::entry::{Check, Entry};
-
-/// Headroom order of a member: most room first, then the one chosen longest ago.
-pub(crate) type Rank = (Reverse<u32>, u64, usize);
+use crate::entry::{Check, Entry, Rank};
 
 /// One priority tier of a model's candidates.
 #[derive(Debug, Default)]

@@ -8,7 +8,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::candidates::Rank;
 use crate::config::Models;
 use crate::rate::RateWindow;
 
@@ -77,6 +76,10 @@ pub(crate) struct Entry<C> {
     /// Under headroom: the rank the candidate lists hold for it.
     pub(crate) ranked: Rank,
 }
+
+/// Headroom order of an entry: most room first, then the one chosen longest ago, then its
+/// index.
+pub(crate) type Rank = (Reverse<u32>, u64, usize);
 
 /// Whether an entry can serve a request right now.
 pub(crate) enum Check {

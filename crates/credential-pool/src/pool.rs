@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::affinity::Affinity;
-use crate::candidates::{Ask, Candidates, Rank, Scope, Shortfall};
+use crate::candidates::{Ask, Candidates, Scope, Shortfall};
 use crate::config::{Models, PoolConfig, Strategy};
-use crate::entry::{Backoff, Check, Entry, Exhaustion, Refusal, Routing};
+use crate::entry::{Backoff, Check, Entry, Exhaustion, Rank, Refusal, Routing};
 use crate::error::Unavailable;
 use crate::rate::{RateWindow, WINDOW};
 
