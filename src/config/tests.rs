@@ -505,3 +505,17 @@ fn client_key_mistakes_are_refused_with_their_fix() {
             .contains("has keys #1 to #2")
     );
 }
+
+#[test]
+fn weights_above_a_thousand_are_refused_where_they_are_written() {
+    let text = "[[openai-compat]]\nname = \"a\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\nweight = 1001\n\
+                [accounts.\"a@b.c\"]\nweight = 1000\n";
+    let problems = parse(text).expect_err("one problem");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, Some(5));
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("weight 1001 is more than 1000")
+    );
+}

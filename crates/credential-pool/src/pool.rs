@@ -480,6 +480,18 @@ impl<C> Pool<C> {
         true
     }
 
+    /// Forgets that the upstream refused the credential under `key` (the operator puts it
+    /// back: `accounts enable`), so the next request tries it instead of waiting for a probe;
+    /// `false` when the key is unknown.
+    pub fn clear_refusal(&self, key: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        inner.entries[i].refusal = None;
+        true
+    }
+
     /// Why the credential under `key` is out of rotation, if it is disabled.
     #[must_use]
     pub fn disabled_reason(&self, key: &str) -> Option<String> {
