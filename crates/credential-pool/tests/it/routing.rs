@@ -534,7 +534,11 @@ fn a_refusal_cleared_by_the_operator_puts_the_credential_back_at_once() {
     let pool = pool(Strategy::FillFirst, &["a", "b"], None);
     let now = Instant::now();
     pool.report("a", "m", Outcome::Refused { status: 403 }, now);
-    assert_eq!(pick(&pool, now), "b", "a refused credential leaves rotation");
+    assert_eq!(
+        pick(&pool, now),
+        "b",
+        "a refused credential leaves rotation"
+    );
     assert!(pool.clear_refusal("a"));
     assert_eq!(pick(&pool, now), "a", "back before any probe");
     assert!(!pool.clear_refusal("nobody"));
