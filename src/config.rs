@@ -66,7 +66,8 @@ pub struct ModelsSection {
     pub aliases: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[qwen]`. `Debug` hides the password of `oauth-base-url`.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QwenSection {
     pub oauth_base_url: Option<String>,
@@ -197,6 +198,20 @@ impl fmt::Debug for ConfigFile {
     }
 }
 
+impl fmt::Debug for QwenSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QwenSection")
+            .field(
+                "oauth_base_url",
+                &self.oauth_base_url.as_deref().map(redact_url),
+            )
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("models", &self.models)
+            .field("client_version", &self.client_version)
+            .finish()
+    }
+}
+
 impl fmt::Debug for OpenAiCompatEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiCompatEntry")
@@ -214,7 +229,10 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("auth_dir", &self.auth_dir)
             .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
-            .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
+            .field(
+                "qwen_oauth_base_url",
+                &self.qwen_oauth_base_url.as_deref().map(redact_url),
+            )
             .field("poll_time_scale", &self.poll_time_scale)
             .field("strict_permissions", &self.strict_permissions)
             .field("serve", &self.serve)
@@ -258,19 +276,20 @@ impl fmt::Debug for Keys<'_> {
     }
 }
 
-/// A URL with its password, if any, replaced by `***`; text that does not parse but may hold
-/// credentials (an `@`) is hidden.
+/// A URL with its password, if any, replaced by `***`; text that is not a URL with a host but
+/// may hold credentials (an `@`) is hidden. (`user:password@host` parses as a URL of scheme
+/// `user` without a host, whose password `Url` does not see.)
 fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut url) => {
+        Ok(mut url) if url.has_host() => {
             if url.password().is_some() {
                 // Fails only for URLs that cannot have credentials, which this one has.
                 let _ = url.set_password(Some("***"));
             }
             url.to_string()
         }
-        Err(_) if raw.contains('@') => "[unparsable, hidden]".to_owned(),
-        Err(_) => raw.to_owned(),
+        _ if raw.contains('@') => "[unparsable, hidden]".to_owned(),
+        _ => raw.to_owned(),
     }
 }
 
@@ -835,6 +854,31 @@ mod tests {
         assert!(shown[1].contains("api_keys: [2 redacted]"), "{}", shown[1]);
         assert!(shown[1].contains("alice:***@127.0.0.1"), "{}", shown[1]);
         assert!(shown[1].contains("dashscope"), "{}", shown[1]);
+    }
+
+    /// Found by the property test of `config_properties`: `Debug` showed a password written
+    /// without a scheme (`user:password@host` is a URL of scheme `user` without a host).
+    #[test]
+    fn debug_hides_a_password_in_a_url_without_a_scheme() {
+        let file: ConfigFile =
+            toml::from_str("proxy-url = \"alice:proxy-secret@127.0.0.1:3128\"\n").unwrap();
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("proxy-secret"), "{shown}");
+        assert!(shown.contains("[unparsable, hidden]"), "{shown}");
+    }
+
+    /// Found by the property test of `config_properties`: `Debug` showed the password of
+    /// `[qwen] oauth-base-url`.
+    #[test]
+    fn debug_hides_the_password_of_the_oauth_base_url() {
+        let text = "[qwen]\noauth-base-url = \"https://carol:oauth-secret@qwen.example/\"\n";
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let file_debug = format!("{file:?}");
+        let settings = Settings::resolve(Overrides::default(), file).unwrap();
+        for shown in [file_debug, format!("{settings:?}")] {
+            assert!(!shown.contains("oauth-secret"), "{shown}");
+            assert!(shown.contains("carol:***@qwen.example"), "{shown}");
+        }
     }
 
     #[test]
