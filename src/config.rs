@@ -329,7 +329,9 @@ impl ConfigFile {
         Ok(file)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    /// The checks `load` makes after parsing: aliases, and `[[openai-compat]]` names, keys
+    /// and URLs.
+    pub fn check(&self) -> anyhow::Result<()> {
         for (pattern, target) in &self.models.aliases {
             anyhow::ensure!(
                 !pattern.is_empty() && !target.trim().is_empty(),

@@ -1,7 +1,6 @@
 //! The `cliproxy` binary: a thin composition root. It parses arguments, resolves
 //! configuration, and hands each command to the crate that owns it.
 
-mod config;
 mod permissions;
 mod serve;
 
@@ -11,9 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
+use cliproxy::config::{self, ConfigFile, Overrides, Settings};
 use token_store::AuthDir;
-
-use crate::config::{ConfigFile, Overrides, Settings};
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
