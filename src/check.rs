@@ -13,8 +13,8 @@ use proxy_server::{Proxy, ServerConfig};
 use token_store::AuthDir;
 use tower::ServiceExt as _;
 
-use crate::config::Settings;
 use account_runtime::{QwenAccount, Refreshes, account_credential};
+use cliproxy::config::Settings;
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! configuration, and hands each command to the crate that owns it.
 
 mod check;
-mod config;
 mod permissions;
 mod serve;
 
@@ -12,9 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
+use cliproxy::config::{ConfigFile, Overrides, Settings};
 use token_store::AuthDir;
-
-use crate::config::{ConfigFile, Overrides, Settings};
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

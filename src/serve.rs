@@ -15,7 +15,7 @@ use credential_pool::{
 use proxy_server::Proxy;
 use token_store::AuthDir;
 
-use crate::config::{AccountSection, OpenAiCompatEntry, Settings};
+use cliproxy::config::{AccountSection, OpenAiCompatEntry, Settings};
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {

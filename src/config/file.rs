@@ -71,7 +71,8 @@ pub struct ModelsSection {
     pub aliases: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[qwen]`. `Debug` hides the password of `oauth-base-url`.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QwenSection {
     pub oauth_base_url: Option<String>,
@@ -252,6 +253,20 @@ impl fmt::Debug for ConfigFile {
     }
 }
 
+impl fmt::Debug for QwenSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QwenSection")
+            .field(
+                "oauth_base_url",
+                &self.oauth_base_url.as_deref().map(redact_url),
+            )
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("models", &self.models)
+            .field("client_version", &self.client_version)
+            .finish()
+    }
+}
+
 impl fmt::Debug for OpenAiCompatEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiCompatEntry")
@@ -305,7 +320,8 @@ impl ConfigFile {
         Ok(file)
     }
 
-    pub(super) fn check(&self) -> anyhow::Result<()> {
+    /// The checks [`ConfigFile::load`] makes after parsing: names, aliases, keys and URLs.
+    pub fn check(&self) -> anyhow::Result<()> {
         for (pattern, target) in &self.models.aliases {
             anyhow::ensure!(
                 !pattern.is_empty() && !target.trim().is_empty(),
