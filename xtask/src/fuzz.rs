@@ -7,8 +7,9 @@
 //! watch the dependencies' unsafe code, at a fifth of the executions per second. Each target reads the seed corpus in the repository
 //! (`fuzz/corpus/<target>`, never written) and keeps what it finds in
 //! `fuzz/target/corpus/<target>` (ignored by git), so later runs start where earlier ones
-//! stopped. libFuzzer's output goes to `fuzz/target/logs/<target>.log`; a crash leaves its
-//! input in `fuzz/artifacts/<target>/`.
+//! stopped. A target with a dictionary (`fuzz/dicts/<target>.dict`: pieces of the format it
+//! reads, which mutations insert whole) gets it. libFuzzer's output goes to
+//! `fuzz/target/logs/<target>.log`; a crash leaves its input in `fuzz/artifacts/<target>/`.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -180,7 +181,8 @@ fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<(bool, Outcom
     let log_path = fuzz_dir.join(format!("target/logs/{target}.log"));
     let log = File::create(&log_path)
         .with_context(|| format!("could not create {}", log_path.display()))?;
-    let status = Command::new(cargo())
+    let mut command = Command::new(cargo());
+    command
         .current_dir(fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", "run"])
@@ -191,7 +193,12 @@ fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<(bool, Outcom
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={INPUT_TIMEOUT_SECS}"))
-        .arg("-print_final_stats=1")
+        .arg("-print_final_stats=1");
+    let dictionary = format!("dicts/{target}.dict");
+    if fuzz_dir.join(&dictionary).is_file() {
+        command.arg(format!("-dict={dictionary}"));
+    }
+    let status = command
         .stdout(log.try_clone().context("could not share the log file")?)
         .stderr(log)
         .status()
