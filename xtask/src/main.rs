@@ -51,12 +51,13 @@ Tasks:
           translators, the token-file and config-file parsers), each for
           --seconds N (default 60), or only the TARGETs named; report runs,
           coverage and crashes per target; exit non-zero on a crash. Seeds are
-          read from fuzz/corpus/<target>, finds kept in fuzz/target/corpus.
+          read from fuzz/corpus/<target>, finds kept in fuzz/target/corpus,
+          dictionaries from fuzz/dicts/<target>.dict when there is one.
           Built with debug assertions, no sanitizer. Needs cargo-fuzz
           (`cargo install --locked cargo-fuzz`); sets RUSTC_BOOTSTRAP=1, so
           the pinned stable toolchain is enough.
           Usage: cargo xtask fuzz [--seconds N] [TARGET...]. See
-          docs/architecture.md, Testing.
+          docs/benchmarks.md, Fuzzing.
   help    Show this message (also shown when no task is given).
 ";
 
