@@ -8,8 +8,8 @@
 #![no_main]
 
 use api_translate::anthropic::{MessageStream, StopSequences};
-use api_translate::invariants::{Api, End, check_stream, drive};
-use cliproxy_fuzz::chunkings;
+use api_translate::invariants::{Api, End};
+use cliproxy_fuzz::translated;
 use libfuzzer_sys::fuzz_target;
 
 fn stop_sequences(body: &[u8]) -> StopSequences {
@@ -29,18 +29,10 @@ fuzz_target!(|body: &[u8]| {
     } else {
         End::Fail
     };
-    let outputs: Vec<Vec<u8>> = chunkings(body)
-        .iter()
-        .map(|chunks| {
-            let mut translator = MessageStream::new("claude-fuzz".to_owned(), stops.clone(), 7);
-            let out = drive(&mut translator, b"", chunks, end)
-                .unwrap_or_else(|violation| panic!("{violation}"));
-            check_stream(Api::Anthropic, &out).unwrap_or_else(|violation| {
-                panic!("{violation}\n{}", String::from_utf8_lossy(&out))
-            });
-            out
-        })
-        .collect();
+    let outputs = translated(Api::Anthropic, body, end, || {
+        let translator = MessageStream::new("claude-fuzz".to_owned(), stops.clone(), 7);
+        (translator, Vec::new())
+    });
     // A message id made locally (no upstream id) differs from run to run.
     if !outputs[0]
         .windows(13)

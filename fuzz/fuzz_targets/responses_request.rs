@@ -6,6 +6,7 @@
 
 use api_translate::invariants::{Api, End, check_reasoning, check_stream, drive};
 use api_translate::responses::{ResponsesStream, Shell, to_chat};
+use cliproxy_fuzz::check_chat_message;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
@@ -30,21 +31,7 @@ fuzz_target!(|bytes: &[u8]| {
     assert_eq!(chat["model"], translated.model.as_str());
     assert_eq!(translated.stream, chat["stream"] == true);
     for message in chat["messages"].as_array().expect("messages") {
-        let role = message["role"].as_str().unwrap_or_default();
-        assert!(
-            matches!(role, "system" | "user" | "assistant" | "tool"),
-            "{message}"
-        );
-        if role == "tool" {
-            assert!(message["tool_call_id"].is_string(), "{message}");
-        }
-        for call in message["tool_calls"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
-        {
-            assert!(call["function"]["name"].is_string(), "{call}");
-            assert!(call["function"]["arguments"].is_string(), "{call}");
-        }
+        check_chat_message(message);
     }
     for tool in chat["tools"].as_array().map_or(&[][..], Vec::as_slice) {
         assert_eq!(tool["type"], "function", "{tool}");

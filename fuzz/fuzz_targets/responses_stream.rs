@@ -6,9 +6,9 @@
 
 use std::sync::LazyLock;
 
-use api_translate::invariants::{Api, End, check_stream, drive};
+use api_translate::invariants::{Api, End};
 use api_translate::responses::{ResponsesStream, Shell, to_chat};
-use cliproxy_fuzz::chunkings;
+use cliproxy_fuzz::translated;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -32,18 +32,10 @@ fuzz_target!(|body: &[u8]| {
     } else {
         End::Fail
     };
-    let outputs: Vec<Vec<u8>> = chunkings(body)
-        .iter()
-        .map(|chunks| {
-            let (mut translator, opening) = ResponsesStream::start(SHELL.clone());
-            let out = drive(&mut translator, &opening, chunks, end)
-                .unwrap_or_else(|violation| panic!("{violation}"));
-            check_stream(Api::Responses, &out).unwrap_or_else(|violation| {
-                panic!("{violation}\n{}", String::from_utf8_lossy(&out))
-            });
-            out
-        })
-        .collect();
+    let outputs = translated(Api::Responses, body, end, || {
+        let (translator, opening) = ResponsesStream::start(SHELL.clone());
+        (translator, opening.to_vec())
+    });
     assert_eq!(
         outputs[0], outputs[1],
         "chunk boundaries changed the output"
