@@ -12,8 +12,8 @@ use http_body_util::{BodyExt as _, Full};
 use proxy_server::{Proxy, ServerConfig};
 use tower::ServiceExt as _;
 
-use crate::config::Settings;
 use account_runtime::{QwenAccount, Refreshes, account_credential};
+use cliproxy::config::Settings;
 
 /// What one probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 
 mod agent;
 mod check;
-mod config;
 mod config_check;
 mod init;
 mod permissions;
@@ -21,6 +20,7 @@ use cli::{
     AccountsCommand, Cli, CliError, Command, ConfigCommand, ImportSource, LogFormat, LoginOptions,
     Provider, StoreCommand,
 };
+use cliproxy::config;
 
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::store::Trust;

@@ -70,7 +70,8 @@ pub struct ModelsSection {
     pub aliases: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[qwen]`. `Debug` hides the password of `oauth-base-url`.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QwenSection {
     pub oauth_base_url: Option<String>,
@@ -124,6 +125,20 @@ impl fmt::Debug for ConfigFile {
             .field("accounts", &self.accounts)
             .field("models", &self.models)
             .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl fmt::Debug for QwenSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QwenSection")
+            .field(
+                "oauth_base_url",
+                &self.oauth_base_url.as_deref().map(redact_url),
+            )
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("models", &self.models)
+            .field("client_version", &self.client_version)
             .finish()
     }
 }

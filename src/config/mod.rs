@@ -14,7 +14,7 @@ mod tests;
 mod validate;
 mod values;
 
-pub(crate) use env::{env_parsed, env_value};
+pub use env::{env_parsed, env_value};
 pub use file::{AccountSection, ConfigFile};
 pub use openai_compat::OpenAiCompatEntry;
 pub use resolve::{Overrides, Settings, expand_home};

@@ -103,7 +103,10 @@ impl fmt::Debug for Settings {
             .field("auth_dir", &self.auth_dir)
             .field("store", &self.store)
             .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
-            .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
+            .field(
+                "qwen_oauth_base_url",
+                &self.qwen_oauth_base_url.as_deref().map(redact_url),
+            )
             .field("poll_time_scale", &self.poll_time_scale)
             .field("strict_permissions", &self.strict_permissions)
             .field("usage", &self.usage)

@@ -275,6 +275,31 @@ fn debug_never_shows_keys_or_proxy_passwords() {
     assert!(shown[1].contains("dashscope"), "{}", shown[1]);
 }
 
+/// Found by the property test of `config_properties`: `Debug` showed a password written
+/// without a scheme (`user:password@host` is a URL of scheme `user` without a host).
+#[test]
+fn debug_hides_a_password_in_a_url_without_a_scheme() {
+    let file: ConfigFile =
+        toml::from_str("proxy-url = \"alice:proxy-secret@127.0.0.1:3128\"\n").unwrap();
+    let shown = format!("{file:?}");
+    assert!(!shown.contains("proxy-secret"), "{shown}");
+    assert!(shown.contains("***@127.0.0.1:3128"), "{shown}");
+}
+
+/// Found by the property test of `config_properties`: `Debug` showed the password of
+/// `[qwen] oauth-base-url`.
+#[test]
+fn debug_hides_the_password_of_the_oauth_base_url() {
+    let text = "[qwen]\noauth-base-url = \"https://carol:oauth-secret@qwen.example/\"\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    let file_debug = format!("{file:?}");
+    let settings = Settings::resolve(Overrides::default(), file).unwrap();
+    for shown in [file_debug, format!("{settings:?}")] {
+        assert!(!shown.contains("oauth-secret"), "{shown}");
+        assert!(shown.contains("carol:***@qwen.example"), "{shown}");
+    }
+}
+
 #[test]
 fn strict_permissions_is_on_unless_the_file_turns_it_off() {
     let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();

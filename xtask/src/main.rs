@@ -8,6 +8,7 @@ mod bench;
 mod cmd;
 mod deny;
 mod dist;
+mod fuzz;
 mod soak;
 
 use std::{env, process::ExitCode};
@@ -48,6 +49,18 @@ Tasks:
           and RSS ended within 10 % of its value after the first minute.
           Options: --minutes N (default 10), --accounts N, --connections N,
           --json, --no-build. See docs/benchmarks.md.
+  fuzz    Run the cargo-fuzz targets in fuzz/ one after the other (the SSE
+          parser, the Anthropic and Responses request translations and stream
+          translators, the token-file and config-file parsers), each for
+          --seconds N (default 60), or only the TARGETs named; report runs,
+          coverage and crashes per target; exit non-zero on a crash. Seeds are
+          read from fuzz/corpus/<target>, finds kept in fuzz/target/corpus,
+          dictionaries from fuzz/dicts/<target>.dict when there is one.
+          Built with debug assertions, no sanitizer. Needs cargo-fuzz
+          (`cargo install --locked cargo-fuzz`); sets RUSTC_BOOTSTRAP=1, so
+          the pinned stable toolchain is enough.
+          Usage: cargo xtask fuzz [--seconds N] [TARGET...]. See
+          docs/benchmarks.md, Fuzzing.
   help    Show this message (also shown when no task is given).
 ";
 
@@ -81,6 +94,7 @@ fn try_main() -> Result<()> {
         Some("deny") => deny::run(&project_root(), &rest),
         Some("bench") => bench::run(&project_root(), &rest),
         Some("soak") => soak::run(&project_root(), &rest),
+        Some("fuzz") => fuzz::run(&project_root(), &rest),
         Some(other) => {
             eprint!("{HELP}");
             bail!("unknown task `{other}`")

@@ -25,6 +25,10 @@
 )]
 
 pub mod anthropic;
+#[cfg(any(test, feature = "invariants"))]
+pub mod invariants;
+#[cfg(test)]
+mod properties;
 pub mod quote;
 pub mod reasoning;
 pub mod responses;

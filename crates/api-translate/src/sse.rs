@@ -63,7 +63,8 @@ impl SseParser {
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<(), TooLong> {
         let mut rest = chunk;
-        if self.after_cr {
+        // An empty chunk leaves the CR waiting for the LF that may follow it.
+        if self.after_cr && !rest.is_empty() {
             self.after_cr = false;
             if let [b'\n', tail @ ..] = rest {
                 rest = tail;
@@ -228,6 +229,14 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(parse(&bytes), whole);
+    }
+
+    /// Found by the SSE property test: an empty chunk between a CR and its LF made the LF a
+    /// blank line of its own, which ended the event early.
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        let events = parse(&[b"data: a\r", b"", b"\ndata: b\n\n"]);
+        assert_eq!(data(&events), ["a\nb"]);
     }
 
     #[test]

@@ -121,18 +121,20 @@ fn parse_proxy(proxy_url: &str) -> Result<reqwest::Proxy, ClientBuildError> {
     reqwest::Proxy::all(url.as_str()).map_err(|error| invalid(error.without_url().to_string()))
 }
 
-/// The proxy URL with its password, if any, replaced by `***`; unparsable input is hidden.
+/// The proxy URL with its password, if any, replaced by `***`; input that is not a URL with a
+/// host but may hold credentials (an `@`) is hidden. (`socks5:user:password@host` parses as a
+/// URL without a host, whose password `Url` does not see.)
 fn redact_proxy(proxy_url: &str) -> String {
     match Url::parse(proxy_url) {
-        Ok(mut url) => {
+        Ok(mut url) if url.has_host() => {
             if url.password().is_some() {
                 // Only fails for URLs that cannot have credentials, which this one has.
                 let _ = url.set_password(Some("***"));
             }
             url.to_string()
         }
-        Err(_) if proxy_url.contains('@') => "[unparsable, hidden]".to_owned(),
-        Err(_) => proxy_url.to_owned(),
+        _ if proxy_url.contains('@') => "[unparsable, hidden]".to_owned(),
+        _ => proxy_url.to_owned(),
     }
 }
 
@@ -177,5 +179,8 @@ mod tests {
         assert!(!format!("{settings:?}").contains("hunter2"));
         let error = parse_proxy("http://alice:hunter2@[::1").expect_err("bad host");
         assert!(!error.to_string().contains("hunter2"));
+        // Without `//` the text has no host, and `Url` sees no password in it.
+        let error = parse_proxy("socks5:alice:hunter2@127.0.0.1:1080").expect_err("no host");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 }

@@ -26,6 +26,7 @@ pub(crate) struct Match<'a> {
 }
 
 impl StopSequences {
+    /// The request's `stop_sequences`, without the empty ones.
     pub fn new(sequences: Vec<String>) -> Self {
         Self(
             sequences

@@ -551,8 +551,15 @@ impl StreamTranslator for MessageStream {
                     self.text(&text, out);
                 }
                 for call in delta.tool_calls.into_iter().flatten() {
+                    if self.cut {
+                        break;
+                    }
                     self.tool_call(call, out);
                 }
+            }
+            // The text reached a stop sequence: what the chunk has after it is dropped too.
+            if self.cut {
+                return;
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish_reason = Some(reason.into_owned());
@@ -735,6 +742,46 @@ mod tests {
                 &json!({ "type": "message_stop" }),
             ]
         );
+    }
+
+    /// Found by the `anthropic_stream` fuzz target: tool calls in the delta that reached a
+    /// stop sequence were still sent, after `message_stop`.
+    #[test]
+    fn nothing_is_sent_after_a_stop_sequence_in_the_same_chunk() {
+        let mut translator = MessageStream::new(
+            "m".to_owned(),
+            StopSequences::new(vec!["END".to_owned()]),
+            0,
+        );
+        let mut out = BytesMut::new();
+        translator.on_event(
+            br#"{"id":"c","choices":[
+                {"index":0,"delta":{"content":"aEND","tool_calls":[{"index":0,"id":"x","function":{"name":"f","arguments":"{}"}}]}},
+                {"index":0,"delta":{"reasoning_content":"more","content":"more"}}]}"#,
+            &mut out,
+        );
+        assert!(translator.done());
+        let sent = out.len();
+        translator.finish(&mut out);
+        assert_eq!(out.len(), sent, "the stream had ended");
+        let text = String::from_utf8(out.to_vec()).expect("UTF-8");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(text.contains(r#""stop_sequence":"END""#), "{text}");
     }
 
     #[test]

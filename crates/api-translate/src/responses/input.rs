@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::namespaces::flat_name;
 use super::refusal::Refusal;
+use crate::quote::client_text;
 
 /// Appends the messages for `items` to `messages`.
 pub(super) fn append(items: &[Value], messages: &mut Vec<Value>) -> Result<(), Refusal> {
@@ -50,9 +51,10 @@ pub(super) fn append(items: &[Value], messages: &mut Vec<Value>) -> Result<(), R
                 return Err(Refusal::new(
                     "unsupported_input_item",
                     format!(
-                        "input[{index}] is a `{other}` item, which cliproxy cannot send to a \
+                        "input[{index}] is a `{}` item, which cliproxy cannot send to a \
                          chat-completions upstream; use `message`, `function_call`, \
-                         `function_call_output` or `reasoning` items"
+                         `function_call_output` or `reasoning` items",
+                        client_text(other)
                     ),
                 ));
             }
@@ -71,7 +73,10 @@ fn message(index: usize, fields: &Map<String, Value>) -> Result<Value, Refusal> 
                 "invalid_role",
                 format!(
                     "input[{index}] has role {}; use `user`, `assistant`, `system` or `developer`",
-                    other.map_or_else(|| "none".to_owned(), |role| format!("`{role}`"))
+                    other.map_or_else(
+                        || "none".to_owned(),
+                        |role| format!("`{}`", client_text(role))
+                    )
                 ),
             ));
         }
@@ -120,9 +125,10 @@ fn content_part(index: usize, part: &Value) -> Result<Value, Refusal> {
             return Err(Refusal::new(
                 "unsupported_content_part",
                 format!(
-                    "input[{index}] has a content part of type `{kind}`, which cliproxy does not \
+                    "input[{index}] has a content part of type `{}`, which cliproxy does not \
                      support; use `input_text`, `input_image` (with `image_url`), `output_text` \
-                     or `refusal` parts"
+                     or `refusal` parts",
+                    client_text(kind)
                 ),
             ));
         }
@@ -229,4 +235,30 @@ fn required_str<'a>(
             format!("input[{index}] has no string `{name}`"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `responses_request` fuzz target: a refusal quoted the item's `type` as
+    /// sent, line breaks and all.
+    #[test]
+    fn values_quoted_in_refusals_are_one_short_line() {
+        let long = "x".repeat(5000);
+        for item in [
+            json!({ "type": "rea{{\nsrc" }),
+            json!({ "type": long }),
+            json!({ "role": "boss\r\nX-Injected: 1" }),
+            json!({ "role": "user", "content": [{ "type": "odd\npart" }] }),
+        ] {
+            let refusal = append(&[item], &mut Vec::new()).expect_err("refused");
+            assert!(
+                !refusal.message.contains(['\n', '\r']),
+                "{}",
+                refusal.message
+            );
+            assert!(refusal.message.chars().count() < 600, "{}", refusal.message);
+        }
+    }
 }

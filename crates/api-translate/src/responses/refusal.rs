@@ -4,7 +4,9 @@
 use http::StatusCode;
 
 /// Why a request cannot be translated: what cliproxy cannot send upstream without changing
-/// the request's meaning. The message says what to change.
+/// the request's meaning. The message says what to change; a value from the request (an item
+/// or part type, a role, a tool name) is quoted through [`client_text`](crate::quote::client_text),
+/// so the message is one line of bounded length.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The OpenAI error `code`, e.g. `invalid_input_item`.

@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 use super::input;
 use super::namespaces::Namespaces;
 use super::refusal::Refusal;
+use crate::quote::client_text;
 use crate::reasoning::Reasoning;
 
 /// A translated request.
@@ -196,8 +197,9 @@ fn tools(tools: Option<&Value>) -> Result<(Vec<Value>, Vec<Value>, Namespaces), 
             return Err(Refusal::new(
                 "invalid_tools",
                 format!(
-                    "more than one tool is sent upstream as `{name}` (a namespace tool is sent as \
-                     `<namespace>__<name>`); rename one of them"
+                    "more than one tool is sent upstream as `{}` (a namespace tool is sent as \
+                     `<namespace>__<name>`); rename one of them",
+                    client_text(name)
                 ),
             ));
         }
@@ -290,7 +292,8 @@ fn response_format(text: Option<&Value>) -> Result<Option<Value>, Refusal> {
         Some(other) => Err(Refusal::new(
             "unsupported_text_format",
             format!(
-                "`text.format` of type `{other}` is not supported; use `text`, `json_object` or `json_schema`"
+                "`text.format` of type `{}` is not supported; use `text`, `json_object` or `json_schema`",
+                client_text(other)
             ),
         )),
     }
