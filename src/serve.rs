@@ -36,6 +36,7 @@ pub async fn run(
         affinity_ttl: serve.session_ttl,
         refused_base: serve.probe_after,
         refused_max: serve.probe_after.max(MAX_PROBE_INTERVAL),
+        quota_reset: serve.server.quota_reset,
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
