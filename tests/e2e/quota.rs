@@ -1,11 +1,13 @@
 //! Quota left per credential end to end: an account at its `requests-per-day` leaves rotation
 //! while the others serve, and `accounts list` shows its day, its minute window, when the day
-//! resets and what the upstream's `x-ratelimit-*` headers said.
+//! resets and what the upstream's `x-ratelimit-*` headers said; a reload sets an upstream key's
+//! limit and keeps what it used today.
 
 use std::collections::HashMap;
 
 use fake_qwen::{FakeQwen, RateLimitHeaders};
 
+use crate::reload::{save, start};
 use crate::support::Sandbox;
 use crate::support::server::{MODEL, Server};
 
@@ -108,4 +110,63 @@ async fn an_account_at_its_requests_per_day_leaves_rotation_and_accounts_list_sh
         spare[5].starts_with("requests 1996 of 2000 left"),
         "{spare:?}"
     );
+}
+
+/// The status and `Retry-After` of a chat completion for `model`.
+async fn chat(server: &Server, model: &str) -> (u16, Option<u64>) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth("key")
+        .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request reaches the server");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok()?.parse().ok());
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test]
+async fn a_reload_applies_an_upstream_keys_requests_per_day_and_keeps_what_it_used_today() {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key("sk-team");
+    let sandbox = Sandbox::new(&fake);
+    let path = sandbox.home.path().join("config.toml");
+    let config = |per_day: u32| {
+        format!(
+            "port = 0\napi-keys = [\"key\"]\n\
+             [[openai-compat]]\nname = \"team\"\nbase-url = \"{}\"\napi-keys = [\"sk-team\"]\n\
+             models = [\"team-model\"]\nrequests-per-day = {per_day}\n",
+            fake.chat_base_url()
+        )
+    };
+    save(&path, &config(1));
+    let mut server = start(&sandbox, &path).await;
+
+    assert_eq!(chat(&server, "team-model").await.0, 200);
+    let (status, retry_after) = chat(&server, "team-model").await;
+    assert_eq!(status, 429, "the key is at its requests-per-day");
+    assert!(
+        retry_after.is_some_and(|secs| secs > 60 && secs <= 24 * 3600),
+        "Retry-After is the time until the quota reset: {retry_after:?}"
+    );
+    assert_eq!(
+        fake.chat_requests().len(),
+        1,
+        "nothing past the limit went upstream"
+    );
+
+    save(&path, &config(3));
+    server.wait_for_log("config reloaded").await;
+    assert_eq!(chat(&server, "team-model").await.0, 200);
+    assert_eq!(chat(&server, "team-model").await.0, 200);
+    assert_eq!(
+        chat(&server, "team-model").await.0,
+        429,
+        "the request of before the reload still counts"
+    );
+    let listed = sandbox.run(&["accounts", "list"], "").await.success();
+    assert_eq!(quota_cells(&listed, "team#1")[2], "3/3", "{listed}");
 }

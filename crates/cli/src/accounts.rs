@@ -299,13 +299,14 @@ fn no_server_note(store: &AccountStore) -> &'static str {
 /// (which holds their status sockets) report.
 pub async fn list_accounts(store: &AccountStore, auth_dir: &Path) -> Result<String, CliError> {
     let listing = store.list().await?;
-    if listing.accounts.is_empty() && listing.problems.is_empty() {
+    let live = status::query(auth_dir);
+    // A server with API keys only still has credentials to show.
+    if listing.accounts.is_empty() && listing.problems.is_empty() && live.is_empty() {
         return Ok(format!(
             "No accounts in {}. Add one with `cliproxy login qwen`.\n",
             store.describe()
         ));
     }
-    let live = status::query(auth_dir);
     let mut out = render_account_table(
         &listing.accounts,
         &listing.problems,
