@@ -574,3 +574,17 @@ fn limits_of_the_day_that_are_not_whole_numbers_are_refused_with_their_line() {
         "environment variable CLIPROXY_QWEN_REQUESTS_PER_DAY=\"many\" is not valid: give a whole number, or unset it"
     );
 }
+
+#[test]
+fn weights_above_a_thousand_are_refused_where_they_are_written() {
+    let text = "[[openai-compat]]\nname = \"a\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\nweight = 1001\n\
+                [accounts.\"a@b.c\"]\nweight = 1000\n";
+    let problems = parse(text).expect_err("one problem");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].line, Some(5));
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("weight 1001 is more than 1000")
+    );
+}

@@ -103,6 +103,9 @@ fn joined(problems: &[Problem]) -> String {
     }
 }
 
+/// The largest `weight`: the weighted schedule holds a slot per unit of weight.
+const MAX_WEIGHT: u32 = 1000;
+
 /// `$XDG_CONFIG_HOME/cliproxy/config.toml`, else `~/.config/cliproxy/config.toml`.
 pub fn default_config_path() -> Option<PathBuf> {
     let base = env_value("XDG_CONFIG_HOME")
@@ -214,6 +217,15 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
                 "add at least one key or remove the entry",
             );
         }
+        if let Some(weight) = entry.weight
+            && weight.get() > MAX_WEIGHT
+        {
+            problem(
+                &at("weight"),
+                format!("weight {weight} is more than {MAX_WEIGHT}"),
+                "weights are shares: keep them small, like weight = 3 against weight = 1",
+            );
+        }
         match url::Url::parse(&entry.base_url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => problem(
@@ -224,6 +236,17 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
                 ),
                 "write it with its scheme, like base-url = \"https://dashscope.aliyuncs.com/compatible-mode/v1\"",
             ),
+        }
+    }
+    for (email, section) in &file.accounts {
+        if let Some(weight) = section.weight
+            && weight.get() > MAX_WEIGHT
+        {
+            problem(
+                &[Seg::Key("accounts"), Seg::Key(email), Seg::Key("weight")],
+                format!("weight {weight} is more than {MAX_WEIGHT}"),
+                "weights are shares: keep them small, like weight = 3 against weight = 1",
+            );
         }
     }
     problems
