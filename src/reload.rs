@@ -125,6 +125,7 @@ fn apply(reload: &ConfigReload, running: &Settings) -> Option<Settings> {
         }
     };
     reload.pool.set_strategy(serve.routing_strategy);
+    reload.pool.set_quota_reset(serve.server.quota_reset);
     let upstreams = replace_api_keys(&reload.pool, running, &settings);
     let mut restart_needed: Vec<&str> = applied.restart_needed;
     restart_needed.extend(restart_needed_here(running, &settings));
@@ -143,8 +144,8 @@ fn apply(reload: &ConfigReload, running: &Settings) -> Option<Settings> {
     Some(settings)
 }
 
-/// Puts the new `[[openai-compat]]` keys in the pool (a key that stays keeps its cooldowns
-/// and rate window) and takes out those that are gone; the number of keys now.
+/// Puts the new `[[openai-compat]]` keys in the pool (a key that stays keeps its cooldowns,
+/// rate window and counts of the day, under its new limits) and takes out those that are gone; the number of keys now.
 fn replace_api_keys(pool: &Pool<Credential>, running: &Settings, new: &Settings) -> usize {
     let keys_of = |settings: &Settings| -> HashSet<String> {
         api_key_credentials(&settings.serve.openai_compat)
@@ -175,6 +176,10 @@ fn restart_needed_here(running: &Settings, new: &Settings) -> Vec<&'static str> 
         (
             old.qwen_requests_per_minute != now.qwen_requests_per_minute,
             "[qwen] requests-per-minute",
+        ),
+        (
+            old.qwen_daily != now.qwen_daily,
+            "[qwen] requests-per-day / tokens-per-day",
         ),
         (!same(&old.accounts, &now.accounts), "[accounts.\"EMAIL\"]"),
         (old.session_ttl != now.session_ttl, "session-ttl"),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, OnceLock};
 
 use account_runtime::{AccountOverride, AccountSettings, Accounts, status};
@@ -36,6 +36,7 @@ pub async fn run(
         affinity_ttl: serve.session_ttl,
         refused_base: serve.probe_after,
         refused_max: serve.probe_after.max(MAX_PROBE_INTERVAL),
+        quota_reset: serve.server.quota_reset,
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
@@ -51,6 +52,7 @@ pub async fn run(
         AccountSettings {
             models: serve.server.models.clone(),
             requests_per_minute: serve.qwen_requests_per_minute,
+            daily: serve.qwen_daily,
             refresh_lead: serve.refresh_lead,
             overrides: account_overrides(&serve.accounts),
         },
@@ -169,6 +171,8 @@ fn account_overrides(
                         group: section.group.as_deref().map(Arc::from),
                     },
                     requests_per_minute: section.requests_per_minute.map(NonZeroU32::new),
+                    requests_per_day: section.requests_per_day.map(NonZeroU64::new),
+                    tokens_per_day: section.tokens_per_day.map(NonZeroU64::new),
                 },
             )
         })

@@ -1,15 +1,18 @@
 //! The `[[openai-compat]]` entries as pool credentials: one per key, labelled `<name>#<n>`,
-//! with its entry's models, rate cap and routing. `serve` adds them at start, a config reload
+//! with its entry's models, rate cap, limits of the day and routing. `serve` adds them at start, a config reload
 //! replaces them, and `accounts check` probes each.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use credential_pool::{Access, Credential, Flavor, Models, Pool, Routing, StaticAccess};
+use credential_pool::{
+    Access, Credential, DailyLimits, Flavor, Models, Pool, Routing, StaticAccess,
+};
 
 use crate::config::OpenAiCompatEntry;
 
-/// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap.
+/// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap and limits
+/// of the day.
 pub(crate) fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
     for key in api_key_credentials(entries) {
         let pool_key = format!("openai-compat:{}", key.credential.label);
@@ -20,6 +23,7 @@ pub(crate) fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry
             key.requests_per_minute,
         );
         pool.set_routing(&pool_key, key.routing);
+        pool.set_daily_limits(&pool_key, key.daily);
     }
 }
 
@@ -29,6 +33,8 @@ pub(crate) struct ApiKeyCredential {
     pub(crate) credential: Credential,
     pub(crate) models: Models,
     pub(crate) requests_per_minute: Option<NonZeroU32>,
+    /// Its entry's `requests-per-day` and `tokens-per-day`.
+    pub(crate) daily: DailyLimits,
     /// Its entry's weight, tier and group.
     pub(crate) routing: Routing,
 }
@@ -56,6 +62,10 @@ pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCr
                 },
                 models: models.clone(),
                 requests_per_minute: entry.requests_per_minute,
+                daily: DailyLimits {
+                    requests: entry.requests_per_day,
+                    tokens: entry.tokens_per_day,
+                },
                 routing: Routing {
                     weight: entry.weight.unwrap_or(NonZeroU32::MIN),
                     priority: entry.priority.unwrap_or(0),
@@ -79,6 +89,8 @@ mod tests {
             api_keys: (0..keys).map(|i| format!("{name}-key-{i}")).collect(),
             models: Vec::new(),
             requests_per_minute: rpm.and_then(NonZeroU32::new),
+            requests_per_day: None,
+            tokens_per_day: None,
             weight: None,
             priority: None,
             group: None,

@@ -76,6 +76,10 @@ pub struct ModelsSection {
 pub struct QwenSection {
     pub oauth_base_url: Option<String>,
     pub requests_per_minute: Option<u32>,
+    /// Each account's requests per day (until `quota-reset`); 0 or missing: no limit.
+    pub requests_per_day: Option<u64>,
+    /// Each account's prompt and completion tokens per day; 0 or missing: no limit.
+    pub tokens_per_day: Option<u64>,
     pub models: Option<Vec<String>>,
     pub client_version: Option<String>,
 }
@@ -90,6 +94,10 @@ pub struct AccountSection {
     /// This account's cap over a sliding minute, instead of `[qwen] requests-per-minute`; 0
     /// for no cap.
     pub requests_per_minute: Option<u32>,
+    /// This account's requests per day, instead of `[qwen] requests-per-day`; 0 for no limit.
+    pub requests_per_day: Option<u64>,
+    /// This account's tokens per day, instead of `[qwen] tokens-per-day`; 0 for no limit.
+    pub tokens_per_day: Option<u64>,
 }
 
 impl fmt::Debug for ConfigFile {

@@ -2,7 +2,7 @@
 //! a `Debug` for lists of keys that never shows one.
 
 use std::fmt;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
@@ -21,6 +21,10 @@ pub struct OpenAiCompatEntry {
     pub models: Vec<String>,
     /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
     pub requests_per_minute: Option<NonZeroU32>,
+    /// Per-key requests per day (until `quota-reset`); missing: no limit (0 is refused).
+    pub requests_per_day: Option<NonZeroU64>,
+    /// Per-key prompt and completion tokens per day; missing: no limit (0 is refused).
+    pub tokens_per_day: Option<NonZeroU64>,
     /// Share of new requests and conversations under `routing-strategy = "weighted"`.
     pub weight: Option<NonZeroU32>,
     /// Tier: lower first; a tier serves when every credential before it cannot.
@@ -52,6 +56,8 @@ impl fmt::Debug for OpenAiCompatEntry {
             .field("api_keys", &Keys(&self.api_keys))
             .field("models", &self.models)
             .field("requests_per_minute", &self.requests_per_minute)
+            .field("requests_per_day", &self.requests_per_day)
+            .field("tokens_per_day", &self.tokens_per_day)
             .field("weight", &self.weight)
             .field("priority", &self.priority)
             .field("group", &self.group)

@@ -4,12 +4,12 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use credential_pool::Strategy;
+use credential_pool::{DailyLimits, Strategy};
 use proxy_server::{ServerConfig, redact_url};
 
 use super::client_keys;
@@ -87,6 +87,8 @@ pub struct ServeSettings {
     pub refresh_lead: Duration,
     pub routing_strategy: Strategy,
     pub qwen_requests_per_minute: Option<NonZeroU32>,
+    /// Each Qwen account's `requests-per-day` and `tokens-per-day` (`[qwen]`).
+    pub qwen_daily: DailyLimits,
     pub openai_compat: Vec<OpenAiCompatEntry>,
     /// `[accounts."EMAIL"]` sections, by lowercased email.
     pub accounts: std::collections::BTreeMap<String, AccountSection>,
@@ -157,6 +159,20 @@ impl Settings {
         )?
         .or(file.qwen.requests_per_minute)
         .unwrap_or(DEFAULT_QWEN_REQUESTS_PER_MINUTE);
+        let qwen_daily = DailyLimits {
+            requests: env_parsed::<u64>(
+                "CLIPROXY_QWEN_REQUESTS_PER_DAY",
+                "a whole number of requests such as 1000 (0 for no limit)",
+            )?
+            .or(file.qwen.requests_per_day)
+            .and_then(NonZeroU64::new),
+            tokens: env_parsed::<u64>(
+                "CLIPROXY_QWEN_TOKENS_PER_DAY",
+                "a whole number of tokens such as 1000000 (0 for no limit)",
+            )?
+            .or(file.qwen.tokens_per_day)
+            .and_then(NonZeroU64::new),
+        };
         let proxy_url = env_value("CLIPROXY_PROXY_URL").or(file.proxy_url);
         let defaults = ServerConfig::default();
         let server = ServerConfig {
@@ -270,6 +286,7 @@ impl Settings {
             )?,
             routing_strategy,
             qwen_requests_per_minute: NonZeroU32::new(qwen_rpm),
+            qwen_daily,
             openai_compat: file.openai_compat,
             accounts: file
                 .accounts

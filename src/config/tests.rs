@@ -1,7 +1,7 @@
 //! The config file and its resolution, tested together: what a file, the environment and
 //! the flags give, and what they refuse.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -528,6 +528,75 @@ fn client_key_mistakes_are_refused_with_their_fix() {
         client_keys(&past_the_last_key)
             .unwrap_err()
             .contains("has keys #1 to #2")
+    );
+}
+
+#[test]
+fn limits_of_the_day_are_read_for_qwen_accounts_and_each_openai_compat_entry() {
+    let text = r#"
+        [qwen]
+        requests-per-day = 2000
+        tokens-per-day = 0
+        [accounts."Alice@Example.com"]
+        requests-per-day = 0
+        tokens-per-day = 500000
+        [[openai-compat]]
+        name = "coding-plan"
+        base-url = "https://x.example/v1"
+        api-keys = ["sk-1"]
+        requests-per-day = 90
+        tokens-per-day = 1000000
+    "#;
+    let serve = Settings::resolve(Overrides::default(), parse(text).unwrap())
+        .unwrap()
+        .serve;
+    assert_eq!(serve.qwen_daily.requests.map(NonZeroU64::get), Some(2000));
+    assert_eq!(serve.qwen_daily.tokens, None, "0 means no limit");
+    let alice = &serve.accounts["alice@example.com"];
+    assert_eq!(
+        (alice.requests_per_day, alice.tokens_per_day),
+        (Some(0), Some(500_000))
+    );
+    let entry = &serve.openai_compat[0];
+    assert_eq!(entry.requests_per_day.map(NonZeroU64::get), Some(90));
+    assert_eq!(entry.tokens_per_day.map(NonZeroU64::get), Some(1_000_000));
+
+    let defaults = Settings::resolve(Overrides::default(), parse("").unwrap())
+        .unwrap()
+        .serve;
+    assert_eq!(defaults.qwen_daily, credential_pool::DailyLimits::default());
+}
+
+#[test]
+fn limits_of_the_day_that_are_not_whole_numbers_are_refused_with_their_line() {
+    let cases = [
+        (
+            "[qwen]\nrequests-per-day = -1\n",
+            "line 2, qwen.requests-per-day",
+            "requests-per-day = 1000",
+        ),
+        (
+            "[qwen]\n\ntokens-per-day = \"lots\"\n",
+            "line 3, qwen.tokens-per-day",
+            "tokens-per-day = 1000000",
+        ),
+        (
+            "[[openai-compat]]\nname = \"x\"\nbase-url = \"https://x.example/v1\"\napi-keys = [\"k\"]\nrequests-per-day = 0\n",
+            "line 5, openai-compat[1].requests-per-day",
+            "leave it out for no limit",
+        ),
+    ];
+    for (text, place, fix) in cases {
+        let problems = parse(text).unwrap_err();
+        let message = problems[0].to_string();
+        assert!(message.starts_with(place), "{text}: {message}");
+        assert!(message.contains(fix), "{text}: {message}");
+    }
+    assert_eq!(
+        parse_env_value::<u64>("CLIPROXY_QWEN_REQUESTS_PER_DAY", "many", "a whole number")
+            .unwrap_err()
+            .to_string(),
+        "environment variable CLIPROXY_QWEN_REQUESTS_PER_DAY=\"many\" is not valid: give a whole number, or unset it"
     );
 }
 

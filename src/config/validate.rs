@@ -535,6 +535,18 @@ fn example(key: &str, table: Option<&str>) -> Option<String> {
     let section = table.map(|table| table.split('[').next().unwrap_or(table));
     let line = match (section, key) {
         (Some("qwen"), "requests-per-minute") => "requests-per-minute = 60 (0 for no cap)",
+        (Some("qwen" | "accounts"), "requests-per-day") => {
+            "requests-per-day = 1000 (a whole number; 0 for no limit)"
+        }
+        (Some("qwen" | "accounts"), "tokens-per-day") => {
+            "tokens-per-day = 1000000 (a whole number; 0 for no limit)"
+        }
+        (Some("openai-compat"), "requests-per-day") => {
+            "requests-per-day = 1000 (a whole number above 0; leave it out for no limit)"
+        }
+        (Some("openai-compat"), "tokens-per-day") => {
+            "tokens-per-day = 1000000 (a whole number above 0; leave it out for no limit)"
+        }
         (Some("qwen"), "models") => "models = [\"qwen3-coder-plus\", \"coder-model\"]",
         (Some("qwen"), "oauth-base-url") => "oauth-base-url = \"https://chat.qwen.ai\"",
         (Some("qwen"), "client-version") => "client-version = \"0.0.14\"",

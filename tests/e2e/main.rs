@@ -10,6 +10,7 @@ mod guard;
 mod init;
 mod login;
 mod operator;
+mod quota;
 mod reload;
 mod routing;
 mod run;

@@ -13,7 +13,7 @@ use crate::support::Sandbox;
 use crate::support::server::{DAY, MODEL, Server, write_account};
 
 /// Replaces the config file at once, as an editor's atomic save does.
-fn save(path: &Path, text: &str) {
+pub(crate) fn save(path: &Path, text: &str) {
     let next = path.with_extension("next");
     std::fs::write(&next, text).expect("write the new config");
     std::fs::rename(&next, path).expect("replace the config");
@@ -40,7 +40,7 @@ async fn status(server: &Server, key: &str, model: &str) -> u16 {
         .as_u16()
 }
 
-async fn start(sandbox: &Sandbox, path: &Path) -> Server {
+pub(crate) async fn start(sandbox: &Sandbox, path: &Path) -> Server {
     let mut command = sandbox.command(&["--config", path.to_str().unwrap(), "serve"]);
     command.env("CLIPROXY_LOG", "info");
     Server::spawn(command).await

@@ -3,14 +3,14 @@
 //! account's refresh schedule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_store::{AccountStore, FileStamp, Location, Problem, StoreError, Stored};
 use auth_core::OAuthClient;
-use credential_pool::{Credential, Flavor, Models, Pool, Routing};
+use credential_pool::{Credential, DailyLimits, Flavor, Models, Pool, Routing};
 use token_store::AccountKey;
 
 use crate::qwen_account::{QwenAccount, Refreshes};
@@ -22,6 +22,8 @@ use crate::schedule;
 pub struct AccountSettings {
     pub models: Vec<String>,
     pub requests_per_minute: Option<NonZeroU32>,
+    /// Each account's `requests-per-day` and `tokens-per-day`.
+    pub daily: DailyLimits,
     pub refresh_lead: Duration,
     /// Routing and caps of single accounts, by lowercased email.
     pub overrides: HashMap<String, AccountOverride>,
@@ -33,6 +35,24 @@ pub struct AccountOverride {
     pub routing: Routing,
     /// Its own requests-per-minute cap (`Some(None)`: none) instead of the common one.
     pub requests_per_minute: Option<Option<NonZeroU32>>,
+    /// Its own requests-per-day (`Some(None)`: no limit) instead of the common one.
+    pub requests_per_day: Option<Option<NonZeroU64>>,
+    /// Its own tokens-per-day (`Some(None)`: no limit) instead of the common one.
+    pub tokens_per_day: Option<Option<NonZeroU64>>,
+}
+
+impl AccountSettings {
+    /// The daily limits of the account whose override is `custom`.
+    fn daily_limits(&self, custom: Option<&AccountOverride>) -> DailyLimits {
+        DailyLimits {
+            requests: custom
+                .and_then(|custom| custom.requests_per_day)
+                .unwrap_or(self.daily.requests),
+            tokens: custom
+                .and_then(|custom| custom.tokens_per_day)
+                .unwrap_or(self.daily.tokens),
+        }
+    }
 }
 
 struct Live {
@@ -258,6 +278,8 @@ impl Accounts {
             self.pool
                 .set_routing(account.key.as_str(), custom.routing.clone());
         }
+        self.pool
+            .set_daily_limits(account.key.as_str(), self.settings.daily_limits(custom));
         self.apply_status(&account);
         let scheduler = tokio::spawn(schedule::run(
             Arc::clone(&account),

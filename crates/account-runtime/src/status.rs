@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::num::NonZeroU64;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use credential_pool::{Credential, Flavor, Pool};
+use credential_pool::{Allowance, Credential, DayStatus, Flavor, Pool};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt as _;
@@ -56,6 +57,14 @@ pub enum LiveState {
     },
     /// Its quota for the day is used up, until it resets.
     Exhausted { until: i64 },
+    /// At its own `requests-per-day` or `tokens-per-day`, until the quota reset.
+    DayLimit {
+        /// `requests-per-day` or `tokens-per-day`.
+        limit: String,
+        used: u64,
+        cap: u64,
+        until: i64,
+    },
     /// At its requests-per-minute cap, until a slot frees.
     Capped { used: u32, cap: u32, until: i64 },
     /// Cooling down for a model after a quota or rate limit answer.
@@ -81,6 +90,56 @@ pub struct LiveCredential {
     pub requests_in_window: u32,
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// At its requests-per-minute cap: when a slot frees.
+    #[serde(default)]
+    pub window_frees_at: Option<i64>,
+    /// Its requests and tokens of the day.
+    #[serde(default)]
+    pub day: LiveDay,
+    /// What the upstream last said about its limits.
+    #[serde(default)]
+    pub upstream: Option<LiveUpstream>,
+}
+
+/// A credential's requests and tokens since the last quota reset, against its limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveDay {
+    pub requests: u64,
+    pub tokens: u64,
+    #[serde(default)]
+    pub requests_per_day: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    /// When the day ends; `None` before the credential's first request.
+    #[serde(default)]
+    pub resets_at: Option<i64>,
+}
+
+/// What the upstream last said about a credential's limits, and when (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveUpstream {
+    pub seen_at: i64,
+    #[serde(default)]
+    pub requests: Option<LiveAllowance>,
+    #[serde(default)]
+    pub tokens: Option<LiveAllowance>,
+    /// Its `Retry-After`, as the time it pointed at.
+    #[serde(default)]
+    pub retry_at: Option<i64>,
+    /// The message of its quota or rate-limit error.
+    #[serde(default)]
+    pub quota_error: Option<String>,
+}
+
+/// One allowance (`x-ratelimit-*-requests` or `-tokens`) as the upstream stated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveAllowance {
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub remaining: Option<u64>,
+    #[serde(default)]
+    pub resets_at: Option<i64>,
 }
 
 /// What one connection to the socket receives.
@@ -213,6 +272,8 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
                 }
             } else if let Some(left) = status.exhausted_for {
                 LiveState::Exhausted { until: at(left) }
+            } else if let Some(left) = status.day.limited_for {
+                day_limit_state(&status.day, at(left))
             } else if let (Some(left), Some(cap)) = (status.capped_for, status.requests_per_minute)
             {
                 LiveState::Capped {
@@ -241,6 +302,31 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
                 group: status.routing.group.as_deref().map(str::to_owned),
                 requests_in_window: status.requests_in_window,
                 requests_per_minute: status.requests_per_minute.map(std::num::NonZeroU32::get),
+                window_frees_at: status.capped_for.map(at),
+                day: LiveDay {
+                    requests: status.day.requests,
+                    tokens: status.day.tokens,
+                    requests_per_day: status.day.limits.requests.map(NonZeroU64::get),
+                    tokens_per_day: status.day.limits.tokens.map(NonZeroU64::get),
+                    resets_at: status.day.resets_in.map(at),
+                },
+                upstream: status.upstream.as_ref().map(|heard| {
+                    let seen = wall.checked_sub(heard.ago).unwrap_or(wall);
+                    let from_seen =
+                        |after: Duration| OffsetDateTime::from(seen + after).unix_timestamp();
+                    let allowance = |allowance: &Allowance| LiveAllowance {
+                        limit: allowance.limit,
+                        remaining: allowance.remaining,
+                        resets_at: allowance.resets_after.map(from_seen),
+                    };
+                    LiveUpstream {
+                        seen_at: OffsetDateTime::from(seen).unix_timestamp(),
+                        requests: heard.said.requests.as_ref().map(allowance),
+                        tokens: heard.said.tokens.as_ref().map(allowance),
+                        retry_at: heard.said.retry_after.map(from_seen),
+                        quota_error: heard.said.quota_error.clone(),
+                    }
+                }),
             }
         })
         .collect();
@@ -249,6 +335,22 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
         credentials,
     })
     .unwrap_or_default()
+}
+
+/// The state of a credential at a limit of its day.
+fn day_limit_state(day: &DayStatus, until: i64) -> LiveState {
+    let (limit, used, cap) = match (day.limits.requests, day.limits.tokens) {
+        (Some(cap), _) if day.requests >= cap.get() => ("requests-per-day", day.requests, cap),
+        (_, Some(cap)) => ("tokens-per-day", day.tokens, cap),
+        (Some(cap), None) => ("requests-per-day", day.requests, cap),
+        (None, None) => ("requests-per-day", day.requests, NonZeroU64::MIN),
+    };
+    LiveState::DayLimit {
+        limit: limit.to_owned(),
+        used,
+        cap: cap.get(),
+        until,
+    }
 }
 
 /// What the servers running on `auth_dir` report of each credential, by pool key (the first

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use account_runtime::status::{self, CredentialKind, LiveCredential, LiveState};
+use account_runtime::status::{
+    self, CredentialKind, LiveAllowance, LiveCredential, LiveState, LiveUpstream,
+};
 use account_store::{AccountStore, Problem, Stored};
 use time::OffsetDateTime;
 
@@ -15,11 +17,7 @@ use crate::prompt::prompt_email;
 
 /// What `accounts list` says of a credential a running server reports.
 fn live_status(live: &LiveCredential, now: OffsetDateTime) -> String {
-    let at = |unix: i64| {
-        OffsetDateTime::from_unix_timestamp(unix)
-            .map(|moment| format_relative(moment, now))
-            .unwrap_or_else(|_| "?".to_owned())
-    };
+    let at = |unix: i64| format_relative_unix(unix, now);
     match &live.state {
         LiveState::Ok => "ok".to_owned(),
         LiveState::TokenNotSaved { reason } => format!("token not saved: {reason}"),
@@ -35,6 +33,12 @@ fn live_status(live: &LiveCredential, now: OffsetDateTime) -> String {
             at(*next_probe)
         ),
         LiveState::Exhausted { until } => format!("exhausted until {}", at(*until)),
+        LiveState::DayLimit {
+            limit,
+            used,
+            cap,
+            until,
+        } => format!("at its {limit} ({used}/{cap}) until {}", at(*until)),
         LiveState::Capped { used, cap, until } => {
             format!("capped {used}/{cap}, a slot frees {}", at(*until))
         }
@@ -88,6 +92,98 @@ fn routing_cells(live: Option<&LiveCredential>) -> [String; 4] {
     ]
 }
 
+/// A moment for people: its UTC time and how far it is from `now`.
+fn moment(unix: i64, now: OffsetDateTime) -> String {
+    match OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(at) => format!(
+            "{:02}:{:02} UTC, {}",
+            at.hour(),
+            at.minute(),
+            format_relative(at, now)
+        ),
+        Err(_) => "?".to_owned(),
+    }
+}
+
+/// `used/limit`, with `-` for no limit.
+fn used_of(used: u64, limit: Option<u64>) -> String {
+    match limit {
+        Some(limit) => format!("{used}/{limit}"),
+        None => format!("{used}/-"),
+    }
+}
+
+/// One row of the quota table: the minute window, the day's requests and tokens, when the
+/// day ends, and what the upstream last said.
+fn quota_row(name: String, live: &LiveCredential, now: OffsetDateTime) -> [String; 6] {
+    let minute = match (live.requests_per_minute, live.window_frees_at) {
+        (Some(cap), Some(frees)) => format!(
+            "{}/{cap}, a slot frees {}",
+            live.requests_in_window,
+            format_relative_unix(frees, now)
+        ),
+        (Some(cap), None) => format!("{}/{cap}", live.requests_in_window),
+        (None, _) => "-".to_owned(),
+    };
+    let day = &live.day;
+    [
+        name,
+        minute,
+        used_of(day.requests, day.requests_per_day),
+        used_of(day.tokens, day.tokens_per_day),
+        day.resets_at
+            .map_or_else(|| "-".to_owned(), |unix| moment(unix, now)),
+        live.upstream
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |said| upstream_says(said, now)),
+    ]
+}
+
+fn format_relative_unix(unix: i64, now: OffsetDateTime) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map(|at| format_relative(at, now))
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// What the upstream last said, in one cell: `requests 1998 of 2000 left, reset in 6 min;
+/// …; seen 3 s ago`.
+fn upstream_says(said: &LiveUpstream, now: OffsetDateTime) -> String {
+    let allowance = |kind: &str, allowance: &LiveAllowance| {
+        let mut text = format!("{kind} ");
+        match (allowance.remaining, allowance.limit) {
+            (Some(left), Some(limit)) => {
+                let _ = write!(text, "{left} of {limit} left");
+            }
+            (Some(left), None) => {
+                let _ = write!(text, "{left} left");
+            }
+            (None, Some(limit)) => {
+                let _ = write!(text, "limit {limit}");
+            }
+            (None, None) => text.push('?'),
+        }
+        if let Some(reset) = allowance.resets_at {
+            let _ = write!(text, ", resets {}", format_relative_unix(reset, now));
+        }
+        text
+    };
+    let mut parts = Vec::new();
+    if let Some(requests) = &said.requests {
+        parts.push(allowance("requests", requests));
+    }
+    if let Some(tokens) = &said.tokens {
+        parts.push(allowance("tokens", tokens));
+    }
+    if let Some(retry) = said.retry_at {
+        parts.push(format!("retry {}", format_relative_unix(retry, now)));
+    }
+    if let Some(error) = &said.quota_error {
+        parts.push(format!("{error:?}"));
+    }
+    parts.push(format!("seen {}", format_relative_unix(said.seen_at, now)));
+    parts.join("; ")
+}
+
 /// Renders the credential table: every account (with what a running server knows of it),
 /// then the API keys a running server reports, then one line per file or row that could not
 /// be loaded. `live` holds what running servers report, by pool key; `no_server` is the note
@@ -114,10 +210,24 @@ pub fn render_account_table(
         ]
         .map(str::to_owned),
     ];
+    let mut quota: Vec<[String; 6]> = vec![
+        [
+            "QUOTA",
+            "MINUTE",
+            "REQUESTS TODAY",
+            "TOKENS TODAY",
+            "DAY RESETS",
+            "UPSTREAM SAYS",
+        ]
+        .map(str::to_owned),
+    ];
     for account in accounts {
         let record = &account.record;
         let file = account.place();
         let reported = live.get(account.key.as_str());
+        if let Some(reported) = reported {
+            quota.push(quota_row(reported.label.clone(), reported, now));
+        }
         let [weight, priority, group, window] = routing_cells(reported);
         rows.push([
             record
@@ -147,6 +257,7 @@ pub fn render_account_table(
     keys.sort_by(|a, b| a.label.cmp(&b.label));
     for key in keys {
         let [weight, priority, group, window] = routing_cells(Some(key));
+        quota.push(quota_row(key.label.clone(), key, now));
         rows.push([
             key.label.clone(),
             live_status(key, now),
@@ -162,6 +273,9 @@ pub fn render_account_table(
     let mut table = render_table(&rows, &[]);
     if live.is_empty() {
         table.push_str(no_server);
+    } else if quota.len() > 1 {
+        table.push('\n');
+        table.push_str(&render_table(&quota, &[]));
     }
     for problem in problems {
         let _ = writeln!(table, "skipped {problem}");
@@ -185,13 +299,14 @@ fn no_server_note(store: &AccountStore) -> &'static str {
 /// (which holds their status sockets) report.
 pub async fn list_accounts(store: &AccountStore, auth_dir: &Path) -> Result<String, CliError> {
     let listing = store.list().await?;
-    if listing.accounts.is_empty() && listing.problems.is_empty() {
+    let live = status::query(auth_dir);
+    // A server with API keys only still has credentials to show.
+    if listing.accounts.is_empty() && listing.problems.is_empty() && live.is_empty() {
         return Ok(format!(
             "No accounts in {}. Add one with `cliproxy login qwen`.\n",
             store.describe()
         ));
     }
-    let live = status::query(auth_dir);
     let mut out = render_account_table(
         &listing.accounts,
         &listing.problems,

@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use credential_pool::{Models, Outcome, Pool, PoolConfig, Routing, Scope, Selection, Strategy};
 
@@ -233,6 +233,7 @@ fn measure(case: &Case, n: usize, budget: Duration) -> f64 {
         Scope::all()
     };
     let step = (case.step)(n);
+    let wall = SystemTime::now();
     let mut now = start;
     let mut pick = |i: u64| {
         now += step;
@@ -242,6 +243,7 @@ fn measure(case: &Case, n: usize, budget: Duration) -> f64 {
             conversation: case.affinity.then_some(i % CONVERSATIONS),
             scope: &scope,
             now,
+            wall: wall + (now - start),
         });
         black_box(lease.map(|lease| lease.key).ok());
     };
@@ -325,7 +327,10 @@ fn one_off_rows() -> Vec<(&'static str, [Duration; 3])> {
         for _ in 0..RUNS {
             let pool = load(n, true);
             let clock = Instant::now();
-            black_box(pool.select(MODEL, &[], Instant::now()).ok());
+            black_box(
+                pool.select(MODEL, &[], Instant::now(), SystemTime::now())
+                    .ok(),
+            );
             times.push(clock.elapsed());
         }
         times.sort();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::quota_reset::QuotaReset;
+
 /// How [`Pool::select`](crate::Pool::select) picks among eligible credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
@@ -39,6 +41,9 @@ pub struct PoolConfig {
     pub affinity_capacity: usize,
     /// A conversation's pin lapses after this long without a request.
     pub affinity_ttl: Duration,
+    /// When a day of [`DailyLimits`](crate::DailyLimits) ends (at start;
+    /// [`Pool::set_quota_reset`](crate::Pool::set_quota_reset) changes it later).
+    pub quota_reset: QuotaReset,
 }
 
 impl Default for PoolConfig {
@@ -51,6 +56,7 @@ impl Default for PoolConfig {
             refused_max: Duration::from_secs(60 * 60),
             affinity_capacity: 100_000,
             affinity_ttl: Duration::from_secs(60 * 60),
+            quota_reset: QuotaReset::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One credential in the pool and the states that take it out of rotation: disabled by the
 //! operator or for a re-login, refused by the upstream (probed until it works again),
-//! exhausted until its quota resets, cooling down for one model, or at its rate cap.
+//! exhausted until its quota resets, at its own limit of the day, cooling down for one model,
+//! or at its rate cap.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Models;
+use crate::day::{DailyLimits, Day};
 use crate::rate::RateWindow;
+use crate::upstream_said::UpstreamSaid;
 
 /// Where a credential stands among the others: its share, its tier and its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +73,12 @@ pub(crate) struct Entry<C> {
     pub(crate) backoff: HashMap<Box<str>, Backoff>,
     pub(crate) refusal: Option<Refusal>,
     pub(crate) exhaustion: Option<Exhaustion>,
+    /// Its `requests-per-day` and `tokens-per-day`.
+    pub(crate) limits: DailyLimits,
+    /// Its requests and tokens of the day; `None` until something is counted.
+    pub(crate) day: Option<Day>,
+    /// What the upstream last said about its limits, and when.
+    pub(crate) heard: Option<(UpstreamSaid, Instant)>,
     /// Ordering among equals under [`Strategy::Headroom`](crate::Strategy::Headroom): the
     /// value of the pool's counter when it was last chosen.
     pub(crate) last_chosen: u64,
@@ -107,6 +116,9 @@ impl<C> Entry<C> {
             backoff: HashMap::new(),
             refusal: None,
             exhaustion: None,
+            limits: DailyLimits::default(),
+            day: None,
+            heard: None,
             last_chosen: 0,
             ranked: (Reverse(0), 0, 0),
         }
@@ -127,7 +139,11 @@ impl<C> Entry<C> {
             .filter(|state| state.until > now)
             .map(|state| state.until.saturating_duration_since(now));
         let capped = self.rate.as_mut().and_then(|window| window.wait(now));
-        if let Some(wait) = exhausted.max(cooling).max(capped) {
+        let day_limited = self
+            .day
+            .as_ref()
+            .and_then(|day| day.limited_for(self.limits, now));
+        if let Some(wait) = exhausted.max(cooling).max(capped).max(day_limited) {
             return Check::Wait(wait);
         }
         if tried.iter().any(|key| **key == *self.key) {

@@ -10,11 +10,11 @@
 //!
 //! - **Eligibility.** [`Pool::select`] only returns a credential that serves
 //!   the model, is not disabled, is not cooling down for that model, is below
-//!   its request-rate cap, and is not among the keys already tried for the
+//!   its request-rate cap, is not at its `requests-per-day` or `tokens-per-day`, and is not among the keys already tried for the
 //!   request.
 //! - **One slot per lease.** A successful `select` records exactly one send
-//!   in the chosen credential's sliding-minute window; a failed `select`
-//!   records nothing.
+//!   in the chosen credential's sliding-minute window and one request of its
+//!   day; a failed `select` records nothing.
 //! - **Cooldown is per (credential, model).** A quota report for one model
 //!   never blocks the same credential for another model.
 //!   [`Outcome::Success`] clears the cooldown and the backoff counter of that
@@ -34,13 +34,18 @@
 //! - **Short critical sections.** Every method takes the pool's internal
 //!   mutex briefly, never calls back into caller code while holding it, and
 //!   returns owned data, so no lock is ever held across an upstream call.
-//! - **Time is a parameter.** Nothing in this crate reads the clock.
+//! - **A day ends at the quota reset.** A credential's requests (one per slot taken) and
+//!   tokens ([`Pool::spend_tokens`]) count toward the day that ends at the pool's
+//!   [`QuotaReset`]; at its [`DailyLimits`] it leaves rotation until then, and a success
+//!   report does not bring it back early.
+//! - **Time is a parameter.** Nothing in this crate reads the clock: instants drive windows,
+//!   cooldowns and probes; the wall clock, where given, decides which day it is.
 //!
 //! # Failover loop
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::Instant;
+//! use std::time::{Instant, SystemTime};
 //! use credential_pool::{Models, Outcome, Pool, PoolConfig};
 //!
 //! let pool: Pool<&str> = Pool::new(PoolConfig::default());
@@ -49,7 +54,7 @@
 //!
 //! let mut tried = Vec::new();
 //! let answer = loop {
-//!     let lease = match pool.select("qwen3-coder-plus", &tried, Instant::now()) {
+//!     let lease = match pool.select("qwen3-coder-plus", &tried, Instant::now(), SystemTime::now()) {
 //!         Ok(lease) => lease,
 //!         Err(unavailable) => break Err(unavailable.to_string()),
 //!     };
@@ -73,10 +78,13 @@ mod affinity;
 mod candidates;
 mod config;
 mod credential;
+mod day;
 mod entry;
 mod error;
 mod pool;
+mod quota_reset;
 mod rate;
+mod upstream_said;
 
 pub use affinity::Affinity;
 pub use candidates::Scope;
@@ -85,9 +93,12 @@ pub use credential::{
     Access, AccessSource, BoxFuture, Credential, Flavor, ReasoningStyle, RefreshFailure,
     StaticAccess,
 };
+pub use day::{DailyLimits, DayStatus};
 pub use entry::Routing;
 pub use error::Unavailable;
 pub use pool::{
     CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
 };
+pub use quota_reset::{InvalidQuotaReset, QuotaReset};
 pub use rate::RateWindow;
+pub use upstream_said::{Allowance, UpstreamSaid, UpstreamStatus, parse_reset};

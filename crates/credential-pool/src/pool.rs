@@ -10,15 +10,19 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::affinity::Affinity;
 use crate::candidates::{Ask, Candidates, Scope, Shortfall};
 use crate::config::{Models, PoolConfig, Strategy};
+use crate::day::{DailyLimits, Day, DayStatus};
 use crate::entry::{Backoff, Check, Entry, Exhaustion, Rank, Refusal, Routing};
 use crate::error::Unavailable;
+use crate::quota_reset::QuotaReset;
 use crate::rate::{RateWindow, WINDOW};
+use crate::upstream_said::{UpstreamSaid, UpstreamStatus};
 
 /// Longest cooldown a single report can impose, whatever `Retry-After` says.
 const MAX_COOLDOWN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -62,7 +66,7 @@ pub enum Outcome {
 pub enum Slot {
     /// A slot was taken (or the credential has no cap).
     Taken,
-    /// The credential is at its rate cap.
+    /// The credential is at its rate cap or at a limit of its day.
     Capped,
     /// The credential is disabled or no longer in the pool.
     Gone,
@@ -108,6 +112,8 @@ pub struct Selection<'a> {
     pub scope: &'a Scope,
     /// Now.
     pub now: Instant,
+    /// Now by the wall clock: which day the request counts toward.
+    pub wall: SystemTime,
 }
 
 /// A snapshot of one credential, for status pages and logs.
@@ -134,6 +140,10 @@ pub struct CredentialStatus {
     pub refused: Option<RefusedStatus>,
     /// Time until its quota resets, when it is exhausted.
     pub exhausted_for: Option<Duration>,
+    /// Its requests and tokens of the day against its daily limits.
+    pub day: DayStatus,
+    /// What the upstream last said about its limits, when it said anything.
+    pub upstream: Option<UpstreamStatus>,
 }
 
 /// A credential out of rotation because the upstream refused it ([`Outcome::Refused`]).
@@ -166,6 +176,8 @@ pub struct Pool<C> {
     config: PoolConfig,
     inner: Mutex<Inner<C>>,
     affinity: Affinity,
+    /// Whether some credential has a `tokens-per-day`, read without the lock.
+    token_limits: AtomicBool,
 }
 
 struct Inner<C> {
@@ -185,6 +197,8 @@ struct Inner<C> {
     choices: u64,
     /// How credentials are picked: the config's until [`Pool::set_strategy`].
     strategy: Strategy,
+    /// When a day of [`DailyLimits`] ends: the config's until [`Pool::set_quota_reset`].
+    reset: QuotaReset,
 }
 
 impl<C> Inner<C> {
@@ -292,12 +306,15 @@ impl<C> Inner<C> {
         }
     }
 
-    /// Takes a rate slot on entry `index` at `now` and, under headroom, moves it in the ranks.
-    fn record(&mut self, index: usize, now: Instant, strategy: Strategy) {
+    /// Takes a rate slot on entry `index` at `now` (`wall` by the wall clock), counts a request
+    /// of its day and, under headroom, moves it in the ranks.
+    fn record(&mut self, index: usize, now: Instant, wall: SystemTime, strategy: Strategy) {
         self.choices += 1;
         let choices = self.choices;
+        let reset = self.reset;
         let entry = &mut self.entries[index];
         entry.last_chosen = choices;
+        Day::current(&mut entry.day, reset, now, wall).count_request();
         let capped = match entry.rate.as_mut() {
             Some(window) => {
                 window.record(now);
@@ -340,7 +357,7 @@ impl<C> Pool<C> {
     /// An empty pool.
     #[must_use]
     pub fn new(config: PoolConfig) -> Self {
-        let strategy = config.strategy;
+        let (strategy, reset) = (config.strategy, config.quota_reset);
         Self {
             affinity: Affinity::new(config.affinity_capacity, config.affinity_ttl),
             config,
@@ -353,7 +370,9 @@ impl<C> Pool<C> {
                 sends: VecDeque::new(),
                 choices: 0,
                 strategy,
+                reset,
             }),
+            token_limits: AtomicBool::new(false),
         }
     }
 
@@ -437,6 +456,62 @@ impl<C> Pool<C> {
         true
     }
 
+    /// Sets a credential's limits of the day (`requests-per-day`, `tokens-per-day`); what it
+    /// used today stays. `false` when the key is unknown.
+    pub fn set_daily_limits(&self, key: &str, limits: DailyLimits) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        inner.entries[i].limits = limits;
+        self.note_token_limits(&inner);
+        true
+    }
+
+    fn note_token_limits(&self, inner: &Inner<C>) {
+        let any = inner
+            .entries
+            .iter()
+            .any(|entry| entry.limits.tokens.is_some());
+        self.token_limits.store(any, Ordering::Relaxed);
+    }
+
+    /// Whether some credential has a `tokens-per-day`, so answers' tokens must be counted
+    /// ([`Pool::spend_tokens`]) even when nothing else counts them.
+    #[must_use]
+    pub fn counts_tokens(&self) -> bool {
+        self.token_limits.load(Ordering::Relaxed)
+    }
+
+    /// Ends days of [`DailyLimits`] at `reset` from now on (a config reload). A day already
+    /// running keeps its end.
+    pub fn set_quota_reset(&self, reset: QuotaReset) {
+        self.lock().reset = reset;
+    }
+
+    /// Counts `tokens` of an answer served with `key` toward its day (`now`, `wall` by the
+    /// wall clock). At its `tokens-per-day` it leaves rotation until the day ends. Unknown
+    /// keys are ignored.
+    pub fn spend_tokens(&self, key: &str, tokens: u64, now: Instant, wall: SystemTime) {
+        let mut inner = self.lock();
+        let reset = inner.reset;
+        let Some(&i) = inner.index.get(key) else {
+            return;
+        };
+        Day::current(&mut inner.entries[i].day, reset, now, wall).count_tokens(tokens);
+    }
+
+    /// Records what the upstream said about `key`'s limits at `now` (its rate-limit headers,
+    /// `Retry-After`, a quota error's message), replacing what it said before. Unknown keys
+    /// are ignored.
+    pub fn heard(&self, key: &str, said: UpstreamSaid, now: Instant) {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return;
+        };
+        inner.entries[i].heard = Some((said, now));
+    }
+
     /// Picks credentials by `strategy` from now on (a config reload); pins, cooldowns and
     /// rate windows stay.
     pub fn set_strategy(&self, strategy: Strategy) {
@@ -464,6 +539,7 @@ impl<C> Pool<C> {
         inner.entries.remove(i);
         let strategy = inner.strategy;
         inner.rebuild(strategy);
+        self.note_token_limits(&inner);
         true
     }
 
@@ -521,6 +597,7 @@ impl<C> Pool<C> {
         model: &str,
         tried: &[Arc<str>],
         now: Instant,
+        wall: SystemTime,
     ) -> Result<Lease<C>, Unavailable> {
         self.select_with(Selection {
             model,
@@ -528,14 +605,15 @@ impl<C> Pool<C> {
             conversation: None,
             scope: &Scope::all(),
             now,
+            wall,
         })
     }
 
     /// Picks a credential for one upstream attempt: one that serves the model, is in scope,
     /// is not disabled, refused or exhausted, is not cooling down for the model, is below its
-    /// rate cap and was not tried. A conversation stays on the credential it is pinned to
+    /// rate cap and its limits of the day, and was not tried. A conversation stays on the credential it is pinned to
     /// while that one is usable and no better tier is; otherwise it moves, and its pin
-    /// follows. Takes one rate slot on the chosen credential.
+    /// follows. Takes one rate slot on the chosen credential and counts one request of its day.
     ///
     /// # Errors
     ///
@@ -584,7 +662,7 @@ impl<C> Pool<C> {
                     found.index
                 }
             };
-            inner.record(index, selection.now, strategy);
+            inner.record(index, selection.now, selection.wall, strategy);
             let entry = &inner.entries[index];
             Lease {
                 key: Arc::clone(&entry.key),
@@ -632,8 +710,8 @@ impl<C> Pool<C> {
     }
 
     /// Takes a rate slot on `key` for one more request of the same client request (the retry
-    /// after a refreshed token).
-    pub fn take_slot(&self, key: &str, now: Instant) -> Slot {
+    /// after a refreshed token), counting it toward the credential's day.
+    pub fn take_slot(&self, key: &str, now: Instant, wall: SystemTime) -> Slot {
         let mut inner = self.lock();
         let strategy = inner.strategy;
         let Some(&i) = inner.index.get(key) else {
@@ -643,14 +721,19 @@ impl<C> Pool<C> {
         if entry.disabled.is_some() || entry.refusal.is_some() {
             return Slot::Gone;
         }
-        if entry
-            .rate
-            .as_mut()
-            .is_some_and(|window| window.wait(now).is_some())
+        let day_limited = entry
+            .day
+            .as_ref()
+            .is_some_and(|day| day.limited_for(entry.limits, now).is_some());
+        if day_limited
+            || entry
+                .rate
+                .as_mut()
+                .is_some_and(|window| window.wait(now).is_some())
         {
             return Slot::Capped;
         }
-        inner.record(i, now, strategy);
+        inner.record(i, now, wall, strategy);
         Slot::Taken
     }
 
@@ -864,6 +947,11 @@ fn status<C>(entry: &Entry<C>, now: Instant) -> CredentialStatus {
             .exhaustion
             .filter(|exhaustion| exhaustion.until > now)
             .map(|exhaustion| exhaustion.until.saturating_duration_since(now)),
+        day: Day::status(entry.day.as_ref(), entry.limits, now),
+        upstream: entry.heard.as_ref().map(|(said, at)| UpstreamStatus {
+            said: said.clone(),
+            ago: now.saturating_duration_since(*at),
+        }),
     }
 }
 

@@ -84,6 +84,18 @@ pub(crate) fn completions(world: &mut World, request: &RecordedRequest) -> Reply
     let Some(caller) = authenticate(world, request) else {
         return unauthorized();
     };
+    let stated = world.chat.rate_limit_headers(&caller.token);
+    let mut reply = completion(world, request, &caller);
+    for (name, value) in stated.into_iter().flatten() {
+        if let Ok(value) = http::HeaderValue::from_str(&value) {
+            reply.headers_mut().insert(name, value);
+        }
+    }
+    reply
+}
+
+/// The answer to an authenticated caller's chat request.
+fn completion(world: &mut World, request: &RecordedRequest, caller: &Caller) -> Reply {
     let body = match serde_json::from_str::<Value>(&request.body) {
         Ok(body @ Value::Object(_)) => body,
         _ => return invalid_request("The request body must be a JSON object"),

@@ -16,6 +16,18 @@ use crate::tools::PreferredTool;
 const DEFAULT_STREAM_CHUNKS: usize = 3;
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
+/// The allowance a fake upstream states in `x-ratelimit-*` headers
+/// ([`crate::FakeQwen::set_rate_limit_headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitHeaders {
+    /// Requests allowed per token.
+    pub requests: u64,
+    /// Tokens allowed per token (stated, not counted).
+    pub tokens: u64,
+    /// The reset of both, as written in the header (e.g. `"6h0m0s"`).
+    pub reset: String,
+}
+
 /// Chat settings, credentials and records; part of [`crate::state::World`].
 pub(crate) struct ChatState {
     default_step: ChatStep,
@@ -27,6 +39,10 @@ pub(crate) struct ChatState {
     pub(crate) requests_per_minute: Option<u32>,
     /// `Retry-After` (seconds) of quota answers; `None` leaves it out.
     pub(crate) quota_retry_after: Option<u64>,
+    /// The `x-ratelimit-*` headers of chat answers; `None` sends none.
+    pub(crate) rate_limit_headers: Option<RateLimitHeaders>,
+    /// Per token: chat requests counted against [`RateLimitHeaders::requests`].
+    allowance_used: HashMap<String, u64>,
     /// Per token: when its requests within the last minute arrived.
     windows: HashMap<String, VecDeque<Instant>>,
     api_keys: HashSet<String>,
@@ -52,6 +68,8 @@ impl ChatState {
             stream_interval: Duration::ZERO,
             requests_per_minute: None,
             quota_retry_after: None,
+            rate_limit_headers: None,
+            allowance_used: HashMap::new(),
             windows: HashMap::new(),
             api_keys: HashSet::new(),
             expired: HashSet::new(),
@@ -114,6 +132,28 @@ impl ChatState {
         let index = (*next).min(steps.len().saturating_sub(1));
         *next = next.saturating_add(1);
         steps.get(index).copied().unwrap_or(self.default_step)
+    }
+
+    /// Counts a chat request of `token` against its allowance: the `x-ratelimit-*` headers of
+    /// its answer, when they are on.
+    pub(crate) fn rate_limit_headers(
+        &mut self,
+        token: &str,
+    ) -> Option<Vec<(&'static str, String)>> {
+        let limits = self.rate_limit_headers.clone()?;
+        let used = self.allowance_used.entry(token.to_owned()).or_default();
+        *used += 1;
+        Some(vec![
+            ("x-ratelimit-limit-requests", limits.requests.to_string()),
+            (
+                "x-ratelimit-remaining-requests",
+                limits.requests.saturating_sub(*used).to_string(),
+            ),
+            ("x-ratelimit-reset-requests", limits.reset.clone()),
+            ("x-ratelimit-limit-tokens", limits.tokens.to_string()),
+            ("x-ratelimit-remaining-tokens", limits.tokens.to_string()),
+            ("x-ratelimit-reset-tokens", limits.reset),
+        ])
     }
 
     /// Counts a request of `token` against the per-minute limit; the wait until a slot frees

@@ -29,7 +29,9 @@
 //!   only [`QWEN_OAUTH_MODELS`] exist (else 404 `model_not_found`) and user messages whose
 //!   content is an array of text parts get 400 `invalid_parameter_error`. An optional
 //!   per-token [requests-per-minute limit](FakeQwen::set_requests_per_minute) answers 429 with
-//!   `Retry-After`. As OpenAI's API does, malformed `tools` and a tool-call history that does
+//!   `Retry-After`. An optional per-token [daily allowance](FakeQwen::set_rate_limit_headers)
+//!   puts OpenAI's (and DashScope's) `x-ratelimit-*-requests` and `-tokens` headers on every
+//!   answer of an authenticated caller. As OpenAI's API does, malformed `tools` and a tool-call history that does
 //!   not add up (a `role: "tool"` message answering no pending call, a call left unanswered,
 //!   `function.arguments` that is not a string) get 400 `invalid_parameter_error`. Then the
 //!   token's [`ChatStep`] script (or the default step) decides the answer: a completion
@@ -88,6 +90,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 pub use chat::{CHAT_COMPLETIONS_PATH, MODELS_PATH, QWEN_OAUTH_MODELS};
+pub use chat_state::RateLimitHeaders;
 pub use oauth::{CLIENT_ID, DEVICE_CODE_PATH, SCOPE, TOKEN_PATH};
 pub use record::{IssuedToken, RecordedRequest, RefreshOutcome, RefreshRecord};
 pub use script::{ChatStep, DeviceAnswer, ExpiresIn, PollStep, RefreshBehaviour};
@@ -302,6 +305,14 @@ impl FakeQwen {
     /// leaves the header out.
     pub fn set_quota_retry_after(&self, secs: Option<u64>) {
         self.shared.lock().chat.quota_retry_after = secs;
+    }
+
+    /// Sends `x-ratelimit-{limit,remaining,reset}-requests` and `-tokens` on every chat
+    /// answer to an authenticated caller: the limits given, the requests remaining to that
+    /// token (each chat request counts, answered or not), tokens remaining as the limit, and
+    /// `reset` (as written, e.g. `"6h0m0s"`) for both. `None` (the default) sends none.
+    pub fn set_rate_limit_headers(&self, headers: Option<RateLimitHeaders>) {
+        self.shared.lock().chat.rate_limit_headers = headers;
     }
 
     /// Limits each token to `limit` chat requests within any 60 s; past it, 429

@@ -16,7 +16,7 @@ use credential_pool::{RateWindow, Scope};
 
 use crate::config::ClientKeyConfig;
 use crate::glob::glob_matches;
-use crate::quota_reset::QuotaReset;
+use credential_pool::QuotaReset;
 
 /// A client key's identity, what it may use, and what it used.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use credential_pool::Scope;
 
-use crate::quota_reset::QuotaReset;
+use credential_pool::QuotaReset;
 
 /// A named client key (`[[client-keys]]` in the config): the credentials and models it may
 /// use and its own limits. `Debug` shows its name, never its key.

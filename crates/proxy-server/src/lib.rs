@@ -41,7 +41,6 @@ mod layers;
 mod live;
 mod meter;
 mod proxy;
-mod quota_reset;
 mod redact;
 mod reload;
 mod request_body;
@@ -53,9 +52,9 @@ mod upstream;
 
 pub use body::ProxyBody;
 pub use config::{ClientKeyConfig, ConfigError, ServerConfig};
+pub use credential_pool::{InvalidQuotaReset, QuotaReset};
 pub use error::{BuildError, ServeError};
 pub use proxy::Proxy;
-pub use quota_reset::{InvalidQuotaReset, QuotaReset};
 pub use redact::redact_url;
 pub use reload::{Reloaded, Reloader};
 pub use serve::bind;

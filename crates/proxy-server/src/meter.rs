@@ -1,5 +1,6 @@
 //! What one request used and how it ended, told once when it is over: to the usage ledger
-//! (one [`Record`] per finished request) and to the client key's `tokens-per-day`.
+//! (one [`Record`] per finished request), to the client key's `tokens-per-day`, and to the
+//! day of the credential that served it (the pool's `spend_tokens`).
 //!
 //! A [`Meter`] is made when a request reaches the upstream code and goes where the request's
 //! end is decided: dropped with the request's future when the client leaves before the
@@ -7,11 +8,13 @@
 //! answer: a whole answer's usage at once, a stream's when its body is dropped (ended, broken
 //! or abandoned). Its drop records, so no end goes uncounted. Tokens are the upstream's
 //! `usage`, else an estimate, marked so. A request that neither the ledger nor a token cap
-//! wants gets no meter, and its stream is not parsed for usage.
+//! (the client key's or a credential's) wants gets no meter, and its stream is not parsed for
+//! usage.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use credential_pool::{Credential, Pool};
 use serde::Deserialize;
 use usage_ledger::{Api, FailureClass, Outcome, Record, Recorder};
 
@@ -57,24 +60,28 @@ impl Usage {
     }
 }
 
-/// Where finished requests are told: the usage ledger (or nowhere, when it is off).
+/// Where finished requests are told: the usage ledger (or nowhere, when it is off), and the
+/// pool, whose credentials count their tokens of the day.
 #[derive(Debug, Clone)]
 pub(crate) struct UsageSink {
     recorder: Recorder,
+    pool: Arc<Pool<Credential>>,
 }
 
 impl UsageSink {
-    pub(crate) fn new(recorder: Recorder) -> Self {
-        Self { recorder }
+    pub(crate) fn new(recorder: Recorder, pool: Arc<Pool<Credential>>) -> Self {
+        Self { recorder, pool }
     }
 
-    /// A meter for a request of `client` on `api` for `model`, when the ledger or the
-    /// client's token cap wants one.
+    /// A meter for a request of `client` on `api` for `model`, when the ledger, the client's
+    /// token cap or a credential's wants one.
     pub(crate) fn meter(&self, client: &Arc<Client>, api: Api, model: &str) -> Option<Meter> {
         let recording = self.recorder.is_enabled();
-        (recording || client.counts_tokens()).then(|| Meter {
+        (recording || client.counts_tokens() || self.pool.counts_tokens()).then(|| Meter {
             client: Arc::clone(client),
             recorder: recording.then(|| self.recorder.clone()),
+            pool: Arc::clone(&self.pool),
+            key: None,
             api,
             model: model.into(),
             credential: Arc::from(""),
@@ -95,6 +102,10 @@ pub(crate) struct Meter {
     client: Arc<Client>,
     /// The ledger's recorder, when it is on.
     recorder: Option<Recorder>,
+    /// Where the credential's tokens of the day are counted.
+    pool: Arc<Pool<Credential>>,
+    /// The pool key of the credential of the last attempt; `None` before any.
+    key: Option<Arc<str>>,
     api: Api,
     /// The model sent upstream.
     model: Arc<str>,
@@ -143,11 +154,14 @@ impl Tokens {
 }
 
 impl Meter {
-    /// An upstream attempt is made with the credential labelled `credential`, sending
-    /// `request_bytes`.
-    pub(crate) fn attempt(&mut self, credential: &Arc<str>, request_bytes: usize) {
+    /// An upstream attempt is made with the credential under pool key `key`, labelled
+    /// `credential`, sending `request_bytes`.
+    pub(crate) fn attempt(&mut self, key: &Arc<str>, credential: &Arc<str>, request_bytes: usize) {
         self.attempts += 1;
         self.request_bytes = request_bytes as u64;
+        if self.key.as_deref() != Some(&**key) {
+            self.key = Some(Arc::clone(key));
+        }
         if *self.credential != **credential {
             self.credential = Arc::clone(credential);
         }
@@ -220,7 +234,13 @@ impl Drop for Meter {
             }
         };
         let now = SystemTime::now();
-        self.client.spend(tokens.prompt + tokens.completion, now);
+        let spent = tokens.prompt + tokens.completion;
+        self.client.spend(spent, now);
+        if let Some(key) = &self.key
+            && spent > 0
+        {
+            self.pool.spend_tokens(key, spent, Instant::now(), now);
+        }
         let Some(recorder) = &self.recorder else {
             return;
         };

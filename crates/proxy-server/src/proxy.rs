@@ -85,8 +85,8 @@ impl Proxy {
             });
         }
         let fixed = Fixed {
+            usage: UsageSink::new(usage, Arc::clone(&pool)),
             pool,
-            usage: UsageSink::new(usage),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |since| since.as_secs()),

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use credential_pool::{Models, Outcome, Pool, PoolConfig, Slot, Strategy, Unavailable};
 
+use crate::wall;
+
 const MODEL: &str = "qwen3-coder-plus";
 const SEC: Duration = Duration::from_secs(1);
 
@@ -35,7 +37,7 @@ fn pool_with(
 }
 
 fn pick(pool: &Pool<String>, model: &str, now: Instant) -> String {
-    let lease = pool.select(model, &[], now).expect("a credential");
+    let lease = pool.select(model, &[], now, wall()).expect("a credential");
     assert_eq!(*lease.key, **lease.credential);
     lease.key.to_string()
 }
@@ -111,7 +113,7 @@ fn credentials_are_only_picked_for_models_they_serve() {
     assert_eq!(pool.models(), ["model-a", "model-b", "model-c"]);
 
     let err = pool
-        .select("model-z", &[], now)
+        .select("model-z", &[], now, wall())
         .expect_err("nobody serves it");
     assert_eq!(
         err,
@@ -161,7 +163,9 @@ fn models_all_serves_any_model_and_joins_concrete_lists() {
 fn empty_pool_reports_unknown_model() {
     let pool: Pool<String> = Pool::default();
     assert!(pool.is_empty());
-    let err = pool.select(MODEL, &[], Instant::now()).expect_err("empty");
+    let err = pool
+        .select(MODEL, &[], Instant::now(), wall())
+        .expect_err("empty");
     assert_eq!(
         err,
         Unavailable::UnknownModel {
@@ -177,7 +181,9 @@ fn retry_after_cooldown_then_recovery() {
     let pool = pool_with(Strategy::RoundRobin, &["a"], &only(&[MODEL]), None);
     let t0 = Instant::now();
     quota(&pool, "a", MODEL, Some(42 * SEC), t0);
-    let err = pool.select(MODEL, &[], t0 + SEC).expect_err("cooling");
+    let err = pool
+        .select(MODEL, &[], t0 + SEC, wall())
+        .expect_err("cooling");
     assert_eq!(
         err,
         Unavailable::CoolingDown {
@@ -188,7 +194,7 @@ fn retry_after_cooldown_then_recovery() {
     );
     assert_eq!(err.retry_after(), Some(41 * SEC));
     assert!(
-        pool.select(MODEL, &[], t0 + 42 * SEC - Duration::from_millis(1))
+        pool.select(MODEL, &[], t0 + 42 * SEC - Duration::from_millis(1), wall())
             .is_err()
     );
     assert_eq!(pick(&pool, MODEL, t0 + 42 * SEC), "a");
@@ -202,7 +208,7 @@ fn backoff_doubles_caps_and_resets_on_success() {
     let mut expected = SEC;
     for _ in 0..20 {
         quota(&pool, "a", MODEL, None, now);
-        match pool.select(MODEL, &[], now) {
+        match pool.select(MODEL, &[], now, wall()) {
             Err(Unavailable::CoolingDown { retry_after, .. }) => assert_eq!(retry_after, expected),
             other => panic!("expected a cooldown of {expected:?}, got {other:?}"),
         }
@@ -214,7 +220,7 @@ fn backoff_doubles_caps_and_resets_on_success() {
 
     pool.report("a", MODEL, Outcome::Success, now);
     quota(&pool, "a", MODEL, None, now);
-    let err = pool.select(MODEL, &[], now).expect_err("cooling");
+    let err = pool.select(MODEL, &[], now, wall()).expect_err("cooling");
     assert_eq!(err.retry_after(), Some(SEC), "success resets the backoff");
 }
 
@@ -257,13 +263,15 @@ fn tried_credentials_are_skipped_then_exhausted() {
     let mut tried: Vec<Arc<str>> = Vec::new();
     for _ in 0..2 {
         let lease = pool
-            .select(MODEL, &tried, now)
+            .select(MODEL, &tried, now, wall())
             .expect("an untried credential");
         assert!(!tried.contains(&lease.key));
         pool.report(&lease.key, MODEL, Outcome::Failed, now);
         tried.push(lease.key);
     }
-    let err = pool.select(MODEL, &tried, now).expect_err("all tried");
+    let err = pool
+        .select(MODEL, &tried, now, wall())
+        .expect_err("all tried");
     assert_eq!(
         err,
         Unavailable::Exhausted {
@@ -271,7 +279,7 @@ fn tried_credentials_are_skipped_then_exhausted() {
         }
     );
     // A fresh request may use them again.
-    assert!(pool.select(MODEL, &[], now).is_ok());
+    assert!(pool.select(MODEL, &[], now, wall()).is_ok());
 }
 
 #[test]
@@ -288,7 +296,7 @@ fn all_cooling_reports_earliest_recovery_and_waiting_count() {
     quota(&pool, "c", MODEL, Some(60 * SEC), t0);
     pool.set_disabled("d", Some("re-login required".into()));
     let err = pool
-        .select(MODEL, &[], t0 + 5 * SEC)
+        .select(MODEL, &[], t0 + 5 * SEC, wall())
         .expect_err("none usable");
     assert_eq!(
         err,
@@ -302,7 +310,7 @@ fn all_cooling_reports_earliest_recovery_and_waiting_count() {
     // A tried credential that now cools down counts as waiting, not as tried.
     let tried: Vec<Arc<str>> = vec!["b".into()];
     assert_eq!(
-        pool.select(MODEL, &tried, t0 + 5 * SEC)
+        pool.select(MODEL, &tried, t0 + 5 * SEC, wall())
             .expect_err("none")
             .retry_after(),
         Some(25 * SEC)
@@ -340,23 +348,23 @@ fn a_retry_on_the_same_credential_takes_a_slot_when_there_is_one() {
     let pool = pool_with(Strategy::RoundRobin, &["a"], &only(&[MODEL]), rpm(2));
     let now = Instant::now();
     assert_eq!(pick(&pool, MODEL, now), "a");
-    assert_eq!(pool.take_slot("a", now), Slot::Taken);
+    assert_eq!(pool.take_slot("a", now, wall()), Slot::Taken);
     assert_eq!(
-        pool.take_slot("a", now),
+        pool.take_slot("a", now, wall()),
         Slot::Capped,
         "two of two slots used"
     );
     assert_eq!(
-        pool.take_slot("a", now + 61 * SEC),
+        pool.take_slot("a", now + 61 * SEC, wall()),
         Slot::Taken,
         "a minute later"
     );
-    assert_eq!(pool.take_slot("gone", now), Slot::Gone);
+    assert_eq!(pool.take_slot("gone", now, wall()), Slot::Gone);
     pool.set_disabled("a", Some("re-login required".to_owned()));
-    assert_eq!(pool.take_slot("a", now + 200 * SEC), Slot::Gone);
+    assert_eq!(pool.take_slot("a", now + 200 * SEC, wall()), Slot::Gone);
 
     let uncapped = pool_with(Strategy::RoundRobin, &["u"], &only(&[MODEL]), None);
-    assert!((0..100).all(|_| uncapped.take_slot("u", now) == Slot::Taken));
+    assert!((0..100).all(|_| uncapped.take_slot("u", now, wall()) == Slot::Taken));
 }
 
 #[test]
@@ -367,7 +375,8 @@ fn disabled_credentials_are_skipped_and_all_disabled_is_reported() {
     assert!((0..4).all(|_| pick(&pool, MODEL, now) == "b"));
     pool.set_disabled("b", Some("refresh token expired".into()));
     assert_eq!(
-        pool.select(MODEL, &[], now).expect_err("all disabled"),
+        pool.select(MODEL, &[], now, wall())
+            .expect_err("all disabled"),
         Unavailable::Disabled {
             model: MODEL.into(),
             count: 2
@@ -394,7 +403,8 @@ fn rate_cap_allows_a_burst_then_waits_for_the_oldest_slot() {
     assert!(counts.values().all(|&n| n == 60), "{counts:?}");
     let at = t0 + 20 * SEC;
     assert_eq!(
-        pool.select(MODEL, &[], at).expect_err("all at their cap"),
+        pool.select(MODEL, &[], at, wall())
+            .expect_err("all at their cap"),
         Unavailable::CoolingDown {
             model: MODEL.into(),
             retry_after: 40 * SEC,
@@ -415,12 +425,14 @@ fn sliding_window_frees_slots_as_time_passes() {
     for i in 0..3 {
         pick(&pool, MODEL, t0 + i * 10 * SEC);
     }
-    let err = pool.select(MODEL, &[], t0 + 30 * SEC).expect_err("capped");
+    let err = pool
+        .select(MODEL, &[], t0 + 30 * SEC, wall())
+        .expect_err("capped");
     assert_eq!(err.retry_after(), Some(30 * SEC));
     // The first send leaves the minute at t0 + 60 s: exactly one slot frees.
     pick(&pool, MODEL, t0 + 60 * SEC);
     assert_eq!(
-        pool.select(MODEL, &[], t0 + 60 * SEC)
+        pool.select(MODEL, &[], t0 + 60 * SEC, wall())
             .expect_err("capped again")
             .retry_after(),
         Some(10 * SEC)
@@ -437,7 +449,9 @@ fn cooldown_and_rate_cap_combine_to_the_later_moment() {
     pick(&pool, MODEL, t0);
     quota(&pool, "a", MODEL, Some(5 * SEC), t0);
     assert_eq!(
-        pool.select(MODEL, &[], t0).expect_err("both").retry_after(),
+        pool.select(MODEL, &[], t0, wall())
+            .expect_err("both")
+            .retry_after(),
         Some(60 * SEC)
     );
 }
@@ -462,7 +476,7 @@ fn upsert_replacing_keeps_cooldown_and_rate_window() {
     assert_eq!(statuses[1].requests_in_window, 1);
     // `a` cools down and `b` is at its new cap of 1.
     assert_eq!(
-        pool.select(MODEL, &[], t0).expect_err("none"),
+        pool.select(MODEL, &[], t0, wall()).expect_err("none"),
         Unavailable::CoolingDown {
             model: MODEL.into(),
             retry_after: 60 * SEC,
@@ -489,7 +503,7 @@ fn remove_stops_selection() {
     assert!(pool.remove("b"));
     assert!(pool.models().is_empty());
     assert!(matches!(
-        pool.select(MODEL, &[], now),
+        pool.select(MODEL, &[], now, wall()),
         Err(Unavailable::UnknownModel { .. })
     ));
 }
@@ -512,7 +526,7 @@ fn concurrent_select_and_report() {
                 let mut served = 0_usize;
                 for round in 0..ROUNDS {
                     let model = if round % 2 == 0 { MODEL } else { "m2" };
-                    if let Ok(lease) = pool.select(model, &[], t0) {
+                    if let Ok(lease) = pool.select(model, &[], t0, wall()) {
                         served += 1;
                         let outcome = match (thread + round) % 7 {
                             0 => Outcome::QuotaExceeded {
@@ -552,7 +566,7 @@ fn concurrent_selects_never_exceed_rate_caps() {
             let pool = Arc::clone(&pool);
             std::thread::spawn(move || {
                 (0..200)
-                    .filter(|_| pool.select(MODEL, &[], t0).is_ok())
+                    .filter(|_| pool.select(MODEL, &[], t0, wall()).is_ok())
                     .count()
             })
         })

@@ -10,6 +10,8 @@ use credential_pool::{
 };
 use proptest::prelude::*;
 
+use crate::wall;
+
 const MODEL: &str = "qwen3-coder-plus";
 const SEC: Duration = Duration::from_secs(1);
 const MIN: Duration = Duration::from_secs(60);
@@ -42,7 +44,7 @@ fn route(pool: &Pool<String>, key: &str, weight: u32, priority: i32, group: Opti
 }
 
 fn pick(pool: &Pool<String>, now: Instant) -> String {
-    pool.select(MODEL, &[], now)
+    pool.select(MODEL, &[], now, wall())
         .expect("a credential")
         .key
         .to_string()
@@ -55,6 +57,7 @@ fn pick_in(pool: &Pool<String>, conversation: Option<u64>, scope: &Scope, now: I
         conversation,
         scope,
         now,
+        wall: wall(),
     })
     .expect("a credential")
     .key
@@ -147,10 +150,10 @@ fn headroom_picks_the_credential_with_the_most_room() {
     let t0 = Instant::now();
     // a takes 5, b takes 2 (by tried lists), c none.
     for _ in 0..5 {
-        pool.take_slot("a", t0);
+        pool.take_slot("a", t0, wall());
     }
     for _ in 0..2 {
-        pool.take_slot("b", t0);
+        pool.take_slot("b", t0, wall());
     }
     assert_eq!(pick(&pool, t0), "c");
     // Rooms now a 5, b 8, c 9: c, then b and c take turns (the one chosen longer ago
@@ -185,7 +188,7 @@ fn headroom_keeps_its_order_when_a_slot_is_taken_after_sends_left_the_window() {
     // A minute on, the retry after a refresh takes a slot on a before any pick saw that
     // the first sends left the window.
     let later = t0 + MIN + SEC;
-    assert_eq!(pool.take_slot("a", later), Slot::Taken);
+    assert_eq!(pool.take_slot("a", later, wall()), Slot::Taken);
     // Rooms: a 2, b 3.
     assert_eq!(pick(&pool, later), "b");
     // a 2 (chosen longer ago), b 2.
@@ -215,7 +218,7 @@ fn when_all_are_capped_the_wait_is_the_soonest_reset() {
     let t0 = Instant::now();
     pick(&pool, t0);
     pick(&pool, t0 + 10 * SEC);
-    match pool.select(MODEL, &[], t0 + 20 * SEC) {
+    match pool.select(MODEL, &[], t0 + 20 * SEC, wall()) {
         Err(Unavailable::CoolingDown { retry_after, .. }) => assert_eq!(retry_after, 40 * SEC),
         other => panic!("{other:?}"),
     }
@@ -263,7 +266,7 @@ proptest! {
                 cap.saturating_sub(u32::try_from(live).unwrap())
             }).collect();
             let expected = naive_headroom(&rooms, &last);
-            match pool.select(MODEL, &[], now) {
+            match pool.select(MODEL, &[], now, wall()) {
                 Ok(lease) => {
                     let i: usize = lease.key[1..].parse().unwrap();
                     prop_assert_eq!(rooms[i], rooms[expected], "rooms {:?}", rooms);
@@ -395,6 +398,7 @@ fn a_scoped_client_only_reaches_its_groups_and_keys() {
         conversation: None,
         scope: &nobody,
         now,
+        wall: wall(),
     });
     assert!(
         matches!(refused, Err(Unavailable::NotAllowed { .. })),
@@ -454,7 +458,7 @@ fn an_exhausted_credential_waits_for_its_reset_without_probes() {
     assert_eq!(pool.statuses(t0)[0].exhausted_for, Some(5 * 60 * MIN));
     // Alone, it is a wait until the reset.
     pool.report("b", MODEL, Outcome::Exhausted { until: reset - MIN }, t0);
-    match pool.select(MODEL, &[], t0) {
+    match pool.select(MODEL, &[], t0, wall()) {
         Err(Unavailable::CoolingDown {
             retry_after,
             waiting,
@@ -502,10 +506,22 @@ fn placing_in_place_matches_a_rebuild_for_every_strategy() {
         let now = Instant::now();
         for model in [MODEL, "x", "other"] {
             let a: Vec<String> = (0..7)
-                .map(|_| grown.select(model, &[], now).unwrap().key.to_string())
+                .map(|_| {
+                    grown
+                        .select(model, &[], now, wall())
+                        .unwrap()
+                        .key
+                        .to_string()
+                })
                 .collect();
             let b: Vec<String> = (0..7)
-                .map(|_| rebuilt.select(model, &[], now).unwrap().key.to_string())
+                .map(|_| {
+                    rebuilt
+                        .select(model, &[], now, wall())
+                        .unwrap()
+                        .key
+                        .to_string()
+                })
                 .collect();
             assert_eq!(a, b, "{strategy:?} {model}");
         }
@@ -524,7 +540,7 @@ fn a_new_strategy_takes_effect_at_the_next_pick_and_keeps_the_rate_windows() {
     let filled: Vec<String> = (0..6).map(|_| pick(&pool, now)).collect();
     assert_eq!(filled, ["a", "a", "b", "b", "c", "c"]);
     assert!(
-        pool.select("m", &[], now).is_err(),
+        pool.select("m", &[], now, wall()).is_err(),
         "every window kept its sends: all nine slots are used"
     );
 }

@@ -25,7 +25,7 @@ use crate::client::Client;
 use crate::config::ClientKeyConfig;
 use crate::error::BuildError;
 use crate::live::Live;
-use crate::quota_reset::QuotaReset;
+use credential_pool::QuotaReset;
 
 /// Paths served without a key.
 pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use api_translate::quote::client_text;
+use credential_pool::UpstreamSaid;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
@@ -156,6 +157,12 @@ pub(crate) fn is_html(headers: &HeaderMap, body: &[u8]) -> bool {
                 .is_some_and(|start| start.eq_ignore_ascii_case("text/html"))
         });
     html_type || body.trim_ascii_start().first() == Some(&b'<')
+}
+
+/// What an answer's headers say about the credential's limits (`x-ratelimit-*`,
+/// `Retry-After`), when they say anything.
+pub(crate) fn upstream_said(headers: &HeaderMap) -> Option<UpstreamSaid> {
+    UpstreamSaid::from_headers(|name| headers.get(name)?.to_str().ok())
 }
 
 /// `Retry-After` in delta-seconds (an HTTP date is not used by these upstreams and is ignored).

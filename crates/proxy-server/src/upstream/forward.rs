@@ -104,6 +104,7 @@ impl Upstream {
                 conversation,
                 scope: &client.scope,
                 now: Instant::now(),
+                wall: SystemTime::now(),
             }) {
                 Ok(lease) => lease,
                 Err(unavailable) => {
@@ -135,10 +136,10 @@ impl Upstream {
             let failure = loop {
                 attempts += 1;
                 if let Some(meter) = &mut meter {
-                    meter.attempt(&credential.label, body.len());
+                    meter.attempt(&lease.key, &credential.label, body.len());
                 }
                 let failure = match self
-                    .attempt(&access, credential.flavor, stream, &body, &id)
+                    .attempt(&lease.key, &access, credential.flavor, stream, &body, &id)
                     .await
                 {
                     Attempt::Success(answer) => {
@@ -169,7 +170,10 @@ impl Upstream {
                 match Arc::clone(&credential.access).refresh().await {
                     Ok(fresh) if attempts < self.attempts => {
                         // The retry is one more request against the credential's rate cap.
-                        match self.pool.take_slot(&lease.key, Instant::now()) {
+                        match self
+                            .pool
+                            .take_slot(&lease.key, Instant::now(), SystemTime::now())
+                        {
                             Slot::Taken => {}
                             Slot::Capped => break Failure::RateCapped,
                             // Disabled or removed meanwhile: the next credential, if any.
@@ -205,9 +209,8 @@ impl Upstream {
                     daily: true,
                     ..
                 } => {
-                    let wait = retry_after.unwrap_or_else(|| {
-                        self.quota_reset.wait_after(std::time::SystemTime::now())
-                    });
+                    let wait = retry_after
+                        .unwrap_or_else(|| self.quota_reset.wait_after(SystemTime::now()));
                     tracing::warn!(request_id = %id, account = %credential.label, "quota of the day used up: the credential leaves rotation for {} s, until it resets", wait.as_secs());
                     Outcome::Exhausted {
                         until: Instant::now() + wait,
@@ -256,9 +259,12 @@ impl Upstream {
         })
     }
 
-    /// One upstream request; reads as much of the answer as needed to classify it.
+    /// One upstream request with the credential under `key`; reads as much of the answer as
+    /// needed to classify it, and records on the credential what the answer said about its
+    /// limits.
     pub(super) async fn attempt(
         &self,
+        key: &str,
         access: &Access,
         flavor: Flavor,
         stream: bool,
@@ -296,13 +302,26 @@ impl Upstream {
         let status = response.status();
         let (parts, mut body) = response.into_parts();
         let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+        let said = classify::upstream_said(&parts.headers);
 
         if !status.is_success() {
             let bytes = match self.read(&mut body, MAX_ERROR_BYTES, false).await {
                 Ok(bytes) => bytes,
                 Err(failure) => return Attempt::Failed(failure),
             };
-            return match classify::error_answer(status, &parts.headers, &bytes) {
+            let verdict = classify::error_answer(status, &parts.headers, &bytes);
+            let quota_error = match &verdict {
+                Verdict::Fail(Failure::Quota { message, .. }) => {
+                    Some(message.clone().unwrap_or_else(|| status.to_string()))
+                }
+                _ => None,
+            };
+            if said.is_some() || quota_error.is_some() {
+                let mut said = said.unwrap_or_default();
+                said.quota_error = quota_error;
+                self.pool.heard(key, said, Instant::now());
+            }
+            return match verdict {
                 Verdict::PassThrough => Attempt::PassThrough(Answer::Complete {
                     status,
                     content_type,
@@ -310,6 +329,9 @@ impl Upstream {
                 }),
                 Verdict::Fail(failure) => Attempt::Failed(failure),
             };
+        }
+        if let Some(said) = said {
+            self.pool.heard(key, said, Instant::now());
         }
         if classify::is_html(&parts.headers, b"") {
             return Attempt::Failed(Failure::Html { status });

@@ -79,7 +79,7 @@ impl Upstream {
         let mut refreshed = false;
         loop {
             match self
-                .attempt(&access, credential.flavor, false, &body, &id)
+                .attempt(&lease.key, &access, credential.flavor, false, &body, &id)
                 .await
             {
                 Attempt::Success(_) | Attempt::PassThrough(_) => {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use credential_pool::{Credential, Flavor, ReasoningStyle, RefreshFailure};
 use credential_pool::{Models, Pool, PoolConfig};
-use fake_qwen::{ChatStep, FakeQwen};
+use fake_qwen::{ChatStep, FakeQwen, RateLimitHeaders};
 use proxy_server::ServerConfig;
 
 use crate::support::{
@@ -43,6 +43,70 @@ async fn requests_rotate_round_robin_across_three_credentials() {
             tokens[0].as_str()
         ]
     );
+}
+
+#[tokio::test]
+async fn what_the_upstream_says_of_limits_is_kept_per_credential_from_failures_and_successes() {
+    let (fake, pool, tokens) = qwen_pool(2).await;
+    fake.set_rate_limit_headers(Some(RateLimitHeaders {
+        requests: 100,
+        tokens: 5000,
+        reset: "1m30s".to_owned(),
+    }));
+    fake.script_chat(&tokens[0], vec![ChatStep::QuotaExceeded]);
+    let proxy = proxy(&pool);
+    assert_eq!(chat(&proxy).await.status, 200);
+
+    let statuses = pool.statuses(Instant::now());
+    let refused = statuses[0]
+        .upstream
+        .as_ref()
+        .expect("the quota answer said something");
+    assert_eq!(
+        refused.said.quota_error.as_deref(),
+        Some("Free allocated quota exceeded.")
+    );
+    let requests = refused.said.requests.expect("x-ratelimit-*-requests");
+    assert_eq!((requests.limit, requests.remaining), (Some(100), Some(99)));
+    assert_eq!(
+        requests.resets_after,
+        Some(std::time::Duration::from_secs(90))
+    );
+    let served = statuses[1]
+        .upstream
+        .as_ref()
+        .expect("the success said something");
+    assert_eq!(served.said.quota_error, None);
+    assert_eq!(served.said.tokens.and_then(|t| t.limit), Some(5000));
+    assert_eq!(
+        (statuses[0].day.requests, statuses[1].day.requests),
+        (1, 1),
+        "each attempt counts toward its credential's day"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_at_its_tokens_per_day_leaves_rotation_even_without_the_usage_ledger() {
+    let (fake, pool, tokens) = qwen_pool(2).await;
+    let first = pool.statuses(Instant::now())[0].key.clone();
+    pool.set_daily_limits(
+        &first,
+        credential_pool::DailyLimits {
+            requests: None,
+            tokens: std::num::NonZeroU64::new(1),
+        },
+    );
+    // `proxy` builds without a usage recorder: the credential's limit alone meters answers.
+    let proxy = proxy(&pool);
+    for _ in 0..3 {
+        assert_eq!(chat(&proxy).await.status, 200);
+    }
+    assert_eq!(
+        served_by(&fake),
+        [tokens[0].as_str(), tokens[1].as_str(), tokens[1].as_str()]
+    );
+    let day = pool.statuses(Instant::now())[0].day;
+    assert!(day.tokens >= 1 && day.limited_for.is_some(), "{day:?}");
 }
 
 #[tokio::test]

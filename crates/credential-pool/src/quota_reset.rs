@@ -1,7 +1,8 @@
 //! When an upstream's quota of the day starts again: a time of day at a fixed UTC offset
 //! (`quota-reset`, by default midnight in China, where Qwen's quotas reset: `00:00+08:00`).
 //! A credential whose quota is used up waits for it, unless the upstream said when
-//! (`Retry-After`).
+//! (`Retry-After`); a credential's own `requests-per-day` and `tokens-per-day` count the day
+//! that ends there ([`crate::DailyLimits`]).
 
 use std::fmt;
 use std::str::FromStr;
