@@ -28,7 +28,7 @@ pub use accounts::{
     AccountOverride, AccountSettings, Accounts, DISABLED_REASON, RELOGIN_REASON, Reconciled,
     account_credential,
 };
-pub use qwen_account::{FileStamp, QwenAccount, RefreshReason, Refreshes};
+pub use qwen_account::{FileStamp, QwenAccount, RefreshOutcomes, RefreshReason, Refreshes};
 pub use refresh_due::refresh_due;
 pub use single_flight::SingleFlight;
 pub use watch::{DirWatch, WatchError, watch};

@@ -22,6 +22,7 @@ use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
 use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::mount::Mount;
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
 use crate::stream_error::StreamError;
@@ -34,6 +35,8 @@ pub struct Proxy {
     pub(crate) state: Arc<State>,
     keys: Arc<ClientKeys>,
     browsers: Arc<BrowserPolicy>,
+    /// Routes served beside the API ([`Proxy::mount`]).
+    pub(crate) mount: Option<Arc<dyn Mount>>,
 }
 
 impl fmt::Debug for Proxy {
@@ -94,7 +97,15 @@ impl Proxy {
             state,
             keys,
             browsers,
+            mount: None,
         })
+    }
+
+    /// Serves `mount`'s routes beside the API (see [`Mount`]).
+    #[must_use]
+    pub fn mount(mut self, mount: Arc<dyn Mount>) -> Self {
+        self.mount = Some(mount);
+        self
     }
 
     /// The whole tower stack as a service, for [`serve`](Proxy::serve) and for in-process
