@@ -3,6 +3,7 @@
 
 mod check;
 mod config;
+mod management_routes;
 mod permissions;
 mod serve;
 

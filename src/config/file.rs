@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::client_keys::ClientKeyEntry;
 use super::env::env_value;
+use super::management::{ManagementSection, MetricsSection};
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
 ///
@@ -48,6 +49,12 @@ pub struct ConfigFile {
     // The usage ledger: where it is kept, and for how long.
     pub usage_db: Option<String>,
     pub usage_retention: Option<RetentionSetting>,
+    // The management API, metrics and dashboard.
+    pub management_key: Option<String>,
+    #[serde(default)]
+    pub management: ManagementSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -243,6 +250,12 @@ impl fmt::Debug for ConfigFile {
             .field("quota_reset", &self.quota_reset)
             .field("usage_db", &self.usage_db)
             .field("usage_retention", &self.usage_retention)
+            .field(
+                "management_key",
+                &self.management_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("management", &self.management)
+            .field("metrics", &self.metrics)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
             .field("client_keys", &self.client_keys)

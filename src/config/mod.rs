@@ -6,9 +6,11 @@
 mod client_keys;
 mod env;
 mod file;
+mod management;
 mod resolve;
 #[cfg(test)]
 mod tests;
 
 pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
+pub use management::effective_config;
 pub use resolve::{Overrides, Settings};
