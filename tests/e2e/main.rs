@@ -7,6 +7,7 @@ mod agents;
 mod durability;
 mod guard;
 mod login;
+mod management;
 mod routing;
 mod sdk;
 mod serve;

@@ -93,12 +93,15 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// The key a request presents.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok()) {
-        return Some(value.trim());
-    }
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, key) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    let key = match headers.get(KEY_HEADER) {
+        Some(value) => value.to_str().ok()?,
+        None => {
+            let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+            let (scheme, key) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(key)?
+        }
+    };
+    Some(key.trim()).filter(|key| !key.is_empty())
 }
 
 impl Gate {

@@ -195,6 +195,7 @@ impl Logins {
             login.task = None;
             match polled {
                 Err(error) => {
+                    tracing::warn!("a device login from the management API failed: {error}");
                     login.view.state = LoginState::Failed {
                         message: error.to_string(),
                     };
@@ -206,6 +207,9 @@ impl Logins {
                         (email, tokens)
                     }
                     None => {
+                        tracing::info!(
+                            "a device login from the management API was approved; waiting for the account's email"
+                        );
                         login.view.state = LoginState::NeedsEmail;
                         login.tokens = Some((tokens, received_at));
                         return;
