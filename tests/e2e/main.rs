@@ -4,6 +4,7 @@
 
 mod accounts;
 mod agents;
+mod dashboard;
 mod durability;
 mod guard;
 mod login;
