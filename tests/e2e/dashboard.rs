@@ -63,7 +63,9 @@ fn browser(test: &str) -> Option<(PathBuf, PathBuf)> {
         return Some((chromium, playwright));
     };
     let install = format!(
-        "apt-get install chromium; npm install --prefix target/agent-clients --no-save playwright-core@{PLAYWRIGHT_CORE_VERSION}"
+        "apt-get install chromium; npm install --prefix target/agent-clients --no-save \
+         @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0 @qwen-code/qwen-code@0.24.4 \
+         playwright-core@{PLAYWRIGHT_CORE_VERSION} (one command, as .ci/run does: --no-save drops what it does not name)"
     );
     let required = std::env::var("CLIPROXY_REQUIRE_BROWSER_TESTS").is_ok_and(|value| value == "1");
     assert!(
