@@ -14,7 +14,6 @@ use serde::Deserialize;
 
 use super::client_keys::ClientKeyEntry;
 use super::env::env_value;
-use super::management::{ManagementSection, MetricsSection};
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
 ///
@@ -67,6 +66,22 @@ pub struct ConfigFile {
     pub accounts: std::collections::BTreeMap<String, AccountSection>,
     #[serde(default)]
     pub models: ModelsSection,
+}
+
+/// `[management]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagementSection {
+    /// Answer management requests from peers that are not loopback.
+    pub allow_remote: Option<bool>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSection {
+    /// Name accounts in metrics by a hash of their email.
+    pub hash_emails: Option<bool>,
 }
 
 /// `[models]`: how client model names map to served models.

@@ -12,5 +12,4 @@ mod resolve;
 mod tests;
 
 pub use file::{AccountSection, ConfigFile, OpenAiCompatEntry};
-pub use management::effective_config;
 pub use resolve::{Overrides, Settings};
