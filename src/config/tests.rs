@@ -317,6 +317,40 @@ fn example_config_parses() {
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
     assert_eq!(example.usage, defaults.usage);
+    assert_eq!(
+        format!("{:?}", example.management),
+        format!("{:?}", defaults.management)
+    );
+}
+
+#[test]
+fn management_keys_are_read_from_the_file_and_never_shown() {
+    let text = "management-key = \"file-key-123\"\n[management]\nallow-remote = true\n[metrics]\nhash-emails = true\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    assert!(!format!("{file:?}").contains("file-key-123"));
+    let settings = Settings::resolve(Overrides::default(), file).unwrap();
+    let management = &settings.management;
+    assert!(management.key.as_ref().is_some_and(|key| !key.is_hash()));
+    assert!(management.allow_remote && management.hash_emails);
+    assert!(!format!("{settings:?}").contains("file-key-123"));
+    let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    assert!(defaults.management.key.is_none());
+    assert!(!defaults.management.allow_remote && !defaults.management.hash_emails);
+}
+
+#[test]
+fn an_empty_or_broken_management_key_is_an_error_that_says_what_to_give() {
+    for (text, expected) in [
+        ("management-key = \"\"", "the management key is empty"),
+        (
+            "management-key = \"$argon2id$v=19$broken\"",
+            "looks like an Argon2 hash",
+        ),
+    ] {
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let error = Settings::resolve(Overrides::default(), file).unwrap_err();
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
 }
 
 #[test]
