@@ -10,7 +10,6 @@ use credential_pool::Credential;
 use credential_pool::{Models, Pool, PoolConfig};
 use http_body_util::{BodyExt as _, Full};
 use proxy_server::{Proxy, ServerConfig};
-use token_store::AuthDir;
 use tower::ServiceExt as _;
 
 use crate::config::Settings;
@@ -55,8 +54,8 @@ impl Verdict {
 /// Checks every account and API key; fails when any is not ok.
 pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
     let serve = &settings.serve;
-    let store = AuthDir::open(&settings.auth_dir)?;
-    let listing = store.list()?;
+    let store = crate::store::open(settings, crate::store::Trust::ReadOnly).await?;
+    let listing = store.list().await?;
     let refreshes = Refreshes::new();
     let mut probes: Vec<(Arc<str>, Credential, String)> = Vec::new();
     let mut relogin_marked = Vec::new();
@@ -79,7 +78,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
         let credential = account_credential(&account);
         probes.push((Arc::clone(&account.label), credential, qwen_model.clone()));
     }
-    for key in crate::serve::api_key_credentials(&serve.openai_compat) {
+    for key in crate::upstreams::api_key_credentials(&serve.openai_compat) {
         let model = match key.models {
             Models::Only(list) if !list.is_empty() => list[0].clone(),
             _ => qwen_model.clone(),
@@ -92,7 +91,7 @@ pub async fn check_accounts(settings: &Settings, oauth: OAuthClient) -> anyhow::
     if probes.is_empty() {
         println!(
             "No accounts in {} and no [[openai-compat]] keys. Add one with `cliproxy login qwen`.",
-            settings.auth_dir.display()
+            store.describe()
         );
         return Ok(());
     }

@@ -5,17 +5,22 @@ mod check;
 mod config;
 mod management_routes;
 mod permissions;
+mod reload;
 mod serve;
+mod store;
+mod upstreams;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
-use cli::{AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider};
-use token_store::AuthDir;
+use cli::{
+    AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider, StoreCommand,
+};
 
 use crate::config::{ConfigFile, Overrides, Settings};
+use crate::store::Trust;
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,7 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         host: serve_flags.host,
         port: serve_flags.port,
     };
-    let settings = Settings::resolve(overrides, file)?;
+    let settings = Settings::resolve(overrides.clone(), file)?;
     match cli.command {
         Some(Command::Login {
             provider: Provider::Qwen,
@@ -105,12 +110,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Accounts {
             command: AccountsCommand::List,
         }) => {
-            print!("{}", cli::accounts::list_accounts(&settings.auth_dir)?);
+            let store = store::open(&settings, Trust::ReadOnly).await?;
+            print!(
+                "{}",
+                cli::accounts::list_accounts(&store, &settings.auth_dir).await?
+            );
             Ok(())
         }
         Some(Command::Logout { email }) => {
-            for path in cli::accounts::logout(&settings.auth_dir, &email)? {
-                println!("Removed {}", path.display());
+            let store = store::open(&settings, Trust::ReadOnly).await?;
+            for removed in cli::accounts::logout(&store, &email).await? {
+                println!("Removed {removed}");
             }
             Ok(())
         }
@@ -119,49 +129,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             email,
         }) => {
-            permissions::enforce_private_auth_dir(
-                &AuthDir::open(&settings.auth_dir)?,
-                settings.strict_permissions,
-            )?;
-            let imported =
-                cli::accounts::import_qwen_code(&settings.auth_dir, path, email.as_deref())?;
+            let store = store::open(&settings, Trust::TokenFiles).await?;
+            let imported = cli::accounts::import_qwen_code(&store, path, email.as_deref()).await?;
             print_replaced(&imported.replaced);
             println!(
                 "Imported Qwen Code's login as {}: {}",
-                imported.email,
-                imported.path.display()
+                imported.email, imported.saved_to
             );
             Ok(())
         }
+        Some(Command::Store {
+            command: StoreCommand::Migrate { from, to },
+        }) => migrate(&settings, &from, &to).await,
         Some(Command::Accounts {
             command: AccountsCommand::Check,
         }) => check::check_accounts(&settings, oauth_client(&settings)?).await,
         Some(Command::Accounts {
             command: AccountsCommand::Disable { name },
-        }) => set_disabled(&settings, &name, true),
+        }) => set_disabled(&settings, &name, true).await,
         Some(Command::Accounts {
             command: AccountsCommand::Enable { name },
-        }) => set_disabled(&settings, &name, false),
+        }) => set_disabled(&settings, &name, false).await,
         Some(Command::Usage(options)) => {
             print!(
                 "{}",
-                cli::usage::usage(&settings.usage.db, &options, std::time::SystemTime::now())?
+                cli::usage::usage(
+                    settings.usage.db.as_deref(),
+                    &options,
+                    std::time::SystemTime::now()
+                )?
             );
             Ok(())
         }
-        Some(Command::Serve(_)) | None => serve::run(&settings, oauth_client(&settings)?).await,
+        Some(Command::Serve(_)) | None => {
+            let config_path = ConfigFile::path(cli.config.as_deref());
+            let load: reload::Load = {
+                let path = config_path.clone();
+                Box::new(move || {
+                    Settings::resolve(overrides.clone(), ConfigFile::load(path.as_deref())?)
+                })
+            };
+            serve::run(&settings, oauth_client(&settings)?, load, config_path).await
+        }
     }
 }
 
 /// `accounts disable|enable NAME`: the API keys the config names are the labels it knows.
-fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
-    let labels: Vec<String> = serve::api_key_credentials(&settings.serve.openai_compat)
+async fn set_disabled(settings: &Settings, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let labels: Vec<String> = upstreams::api_key_credentials(&settings.serve.openai_compat)
         .iter()
         .map(|key| key.credential.label.to_string())
         .collect();
+    let store = store::open(settings, Trust::ReadOnly).await?;
     println!(
         "{}",
-        cli::accounts::set_disabled(&settings.auth_dir, name, disabled, &labels)?
+        cli::accounts::set_disabled(&store, &settings.auth_dir, name, disabled, &labels).await?
+    );
+    Ok(())
+}
+
+/// `store migrate --from A --to B`: copies A's accounts and disabled API keys into B.
+async fn migrate(settings: &Settings, from: &str, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from != to,
+        "--from and --to name the same store; give the auth dir on one side and the postgres:// URL on the other"
+    );
+    let source = store::open_end(from, settings).await?;
+    let destination = store::open_end(to, settings).await?;
+    let migrated =
+        account_store::migrate(&source, &destination, time::OffsetDateTime::now_utc()).await?;
+    print!(
+        "{}",
+        cli::store::migrate_report(&migrated, &source.describe(), &destination.describe())
     );
     Ok(())
 }
@@ -204,12 +243,9 @@ fn http_settings(settings: &Settings) -> HttpSettings {
 }
 
 async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()> {
-    permissions::enforce_private_auth_dir(
-        &AuthDir::open(&settings.auth_dir)?,
-        settings.strict_permissions,
-    )?;
+    let store = store::open(settings, Trust::TokenFiles).await?;
     let outcome = cli::login_qwen(cli::LoginSettings {
-        auth_dir: settings.auth_dir.clone(),
+        store,
         profile: qwen_profile(settings)?,
         http: http_settings(settings),
         options,
@@ -219,15 +255,14 @@ async fn login(settings: &Settings, options: LoginOptions) -> anyhow::Result<()>
     print_replaced(&outcome.replaced);
     println!(
         "Logged in {} — token saved to {}",
-        outcome.email,
-        outcome.path.display()
+        outcome.email, outcome.saved_to
     );
     Ok(())
 }
 
-/// One line per older token file of the account that a new login or import removed.
-fn print_replaced(replaced: &[std::path::PathBuf]) {
+/// One line per older token file (or row) of the account that a new login or import replaced.
+fn print_replaced(replaced: &[String]) {
     for old in replaced {
-        println!("Replaced the previous login {}", old.display());
+        println!("Replaced the previous login {old}");
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use token_store::AccountKey;
 
-use super::file::OpenAiCompatEntry;
+use super::openai_compat::OpenAiCompatEntry;
 
 /// One `[[client-keys]]` entry. `Debug` shows its name, never its key.
 #[derive(Clone, Deserialize)]

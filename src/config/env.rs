@@ -5,7 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::file::DurationSetting;
+use super::values::DurationSetting;
 
 /// A variable's value, unless unset or blank.
 pub(super) fn env_value(name: &str) -> Option<String> {

@@ -4,16 +4,15 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use credential_pool::ReasoningStyle;
 use proxy_server::redact_url;
 use serde::Deserialize;
 
 use super::client_keys::ClientKeyEntry;
 use super::env::env_value;
+use super::openai_compat::{Keys, OpenAiCompatEntry};
+use super::values::{DurationSetting, RetentionSetting};
 
 /// The TOML file as written by the user. Unknown keys are errors, to catch typos.
 ///
@@ -66,6 +65,9 @@ pub struct ConfigFile {
     pub accounts: std::collections::BTreeMap<String, AccountSection>,
     #[serde(default)]
     pub models: ModelsSection,
+    /// `[store]`: the auth dir, or a shared PostgreSQL database.
+    #[serde(default)]
+    pub store: super::store::StoreSection,
 }
 
 /// `[management]`.
@@ -102,42 +104,6 @@ pub struct QwenSection {
     pub client_version: Option<String>,
 }
 
-/// One `[[openai-compat]]` upstream: each of its keys is a credential of its own.
-///
-/// `Debug` shows how many keys there are, never a key.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct OpenAiCompatEntry {
-    pub name: String,
-    pub base_url: String,
-    pub api_keys: Vec<String>,
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Per-key cap over a sliding minute; missing: no cap (0 is refused when parsing).
-    pub requests_per_minute: Option<NonZeroU32>,
-    /// Share of new requests and conversations under `routing-strategy = "weighted"`.
-    pub weight: Option<NonZeroU32>,
-    /// Tier: lower first; a tier serves when every credential before it cannot.
-    pub priority: Option<i32>,
-    /// The group client keys can be limited to.
-    pub group: Option<String>,
-    /// How the upstream is asked for reasoning (`effort`, `qwen` or `off`); missing: `effort`.
-    #[serde(default)]
-    pub reasoning: ReasoningSetting,
-}
-
-/// The `reasoning` of an `[[openai-compat]]` entry: how a translated request asks that upstream
-/// for the reasoning the client wants.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReasoningSetting(pub ReasoningStyle);
-
-impl<'de> Deserialize<'de> for ReasoningSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        name.parse().map(Self).map_err(serde::de::Error::custom)
-    }
-}
-
 /// `[accounts."EMAIL"]`: how one Qwen OAuth account is routed.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -148,94 +114,6 @@ pub struct AccountSection {
     /// This account's cap over a sliding minute, instead of `[qwen] requests-per-minute`; 0
     /// for no cap.
     pub requests_per_minute: Option<u32>,
-}
-
-/// A duration written as seconds (`30`) or with a unit (`"250ms"`, `"30s"`, `"5m"`, `"1h"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationSetting(pub Duration);
-
-impl<'de> Deserialize<'de> for DurationSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Seconds(seconds) => Ok(Self(Duration::from_secs(seconds))),
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl FromStr for DurationSetting {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let text = raw.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let invalid = || format!("invalid duration {raw:?}; write it like 250ms, 30s, 5m or 1h");
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let duration = match unit.trim() {
-            "ms" => Duration::from_millis(number),
-            "" | "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
-            _ => return Err(invalid()),
-        };
-        Ok(Self(duration))
-    }
-}
-
-/// How long usage is kept: days (`90`, `"90d"`) or hours (`"36h"`); `0` keeps it for ever.
-/// `None` inside is for ever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetentionSetting(pub Option<Duration>);
-
-impl<'de> Deserialize<'de> for RetentionSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Days(u64),
-            Text(String),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Days(days) => format!("{days}d").parse(),
-            Raw::Text(text) => text.parse(),
-        }
-        .map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for RetentionSetting {
-    type Err = String;
-
-    fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        let text = raw.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let invalid = || {
-            format!(
-                "invalid usage-retention {raw:?}; write days or hours like 90d or 36h, or 0 to keep usage for ever"
-            )
-        };
-        let number: u64 = number.parse().map_err(|_| invalid())?;
-        let hours = match unit.trim() {
-            "" | "d" => number.checked_mul(24),
-            "h" => Some(number),
-            _ => None,
-        }
-        .ok_or_else(invalid)?;
-        let seconds = hours.checked_mul(3600).ok_or_else(invalid)?;
-        Ok(Self((seconds > 0).then(|| Duration::from_secs(seconds))))
-    }
 }
 
 impl fmt::Debug for ConfigFile {
@@ -276,37 +154,22 @@ impl fmt::Debug for ConfigFile {
             .field("client_keys", &self.client_keys)
             .field("accounts", &self.accounts)
             .field("models", &self.models)
+            .field("store", &self.store)
             .finish()
-    }
-}
-
-impl fmt::Debug for OpenAiCompatEntry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiCompatEntry")
-            .field("name", &self.name)
-            .field("base_url", &redact_url(&self.base_url))
-            .field("api_keys", &Keys(&self.api_keys))
-            .field("models", &self.models)
-            .field("requests_per_minute", &self.requests_per_minute)
-            .field("weight", &self.weight)
-            .field("priority", &self.priority)
-            .field("group", &self.group)
-            .field("reasoning", &self.reasoning.0)
-            .finish()
-    }
-}
-
-/// `Debug` stand-in for a list of keys: how many, never which.
-pub(super) struct Keys<'a>(pub(super) &'a [String]);
-
-impl fmt::Debug for Keys<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{} redacted]", self.0.len())
     }
 }
 
 impl ConfigFile {
     /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
+    /// The file [`ConfigFile::load`] reads for `path`: it, else the default file when there is
+    /// one.
+    pub fn path(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(path) => Some(path.to_owned()),
+            None => default_config_path().filter(|p| p.is_file()),
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
         let path = match path {
             Some(path) => path.to_owned(),
@@ -325,7 +188,7 @@ impl ConfigFile {
             anyhow::anyhow!(
                 "invalid config file {}: {}",
                 path.display(),
-                error.to_string().trim_end()
+                without_source(&error, &text)
             )
         })?;
         file.check()
@@ -370,6 +233,18 @@ impl ConfigFile {
         }
         Ok(())
     }
+}
+
+/// A TOML error as its place and its message, without the line of the file it quotes
+/// otherwise (it may hold a key).
+fn without_source(error: &toml::de::Error, text: &str) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+    format!("line {line}, column {column}: {}", error.message())
 }
 
 fn default_config_path() -> Option<PathBuf> {

@@ -14,8 +14,11 @@ use proxy_server::{ServerConfig, redact_url};
 
 use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
-use super::file::{AccountSection, ConfigFile, OpenAiCompatEntry, RetentionSetting};
+use super::file::{AccountSection, ConfigFile};
 use super::management::ManagementConfig;
+use super::openai_compat::OpenAiCompatEntry;
+use super::store::StoreSettings;
+use super::values::RetentionSetting;
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
 const DEFAULT_AUTH_DIR: &str = "~/.cli-proxy-api";
@@ -29,8 +32,10 @@ const DEFAULT_REFRESH_LEAD: Duration = Duration::from_secs(20 * 60);
 const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60 * 60);
 /// When a refused credential is first probed, by default.
 const DEFAULT_PROBE_AFTER: Duration = Duration::from_secs(60);
-/// The usage database's file name, beside the auth dir, by default.
-const DEFAULT_USAGE_DB_NAME: &str = "usage.sqlite3";
+/// The end of the usage database's file name, beside the auth dir, by default.
+const DEFAULT_USAGE_DB_SUFFIX: &str = "-usage.sqlite3";
+/// The `usage-db` that turns the ledger off.
+const USAGE_OFF: &str = "off";
 /// How long usage is kept, by default.
 const DEFAULT_USAGE_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
 /// Requests per minute of each Qwen OAuth account, by default.
@@ -47,7 +52,11 @@ pub const DEFAULT_QWEN_MODELS: &[&str] = &[
 /// Settings after every source has been applied. `Debug` hides keys and proxy passwords.
 #[derive(Clone)]
 pub struct Settings {
+    /// The auth dir: the token files when the store is the dir, and the status sockets of the
+    /// servers on this machine either way.
     pub auth_dir: PathBuf,
+    /// Where accounts live.
+    pub store: StoreSettings,
     pub proxy_url: Option<String>,
     pub qwen_oauth_base_url: Option<String>,
     pub poll_time_scale: f64,
@@ -63,8 +72,8 @@ pub struct Settings {
 /// long the server keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageSettings {
-    /// The SQLite file.
-    pub db: PathBuf,
+    /// The SQLite file; `None`: the ledger is off (`usage-db = "off"`).
+    pub db: Option<PathBuf>,
     /// Hours older than this are deleted; `None` keeps them for ever.
     pub retention: Option<Duration>,
 }
@@ -94,6 +103,7 @@ impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
             .field("auth_dir", &self.auth_dir)
+            .field("store", &self.store)
             .field("proxy_url", &self.proxy_url.as_deref().map(redact_url))
             .field("qwen_oauth_base_url", &self.qwen_oauth_base_url)
             .field("poll_time_scale", &self.poll_time_scale)
@@ -106,7 +116,7 @@ impl fmt::Debug for Settings {
 }
 
 /// Command-line values that override the config.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub auth_dir: Option<PathBuf>,
     pub host: Option<String>,
@@ -121,6 +131,7 @@ impl Settings {
             Some(dir) => expand_home(&dir.to_string_lossy()),
             None => expand_home(file.auth_dir.as_deref().unwrap_or(DEFAULT_AUTH_DIR)),
         };
+        let store = StoreSettings::resolve(file.store)?;
         let poll_time_scale = env_parsed::<f64>(
             ENV_POLL_TIME_SCALE,
             "a number such as 0.01 (it is for tests only)",
@@ -288,8 +299,9 @@ impl Settings {
         };
         let usage = UsageSettings {
             db: match env_value("CLIPROXY_USAGE_DB").or(file.usage_db) {
-                Some(path) => expand_home(&path),
-                None => default_usage_db(&auth_dir),
+                Some(off) if off == USAGE_OFF => None,
+                Some(path) => Some(expand_home(&path)),
+                None => Some(default_usage_db(&auth_dir)),
             },
             retention: match env_value("CLIPROXY_USAGE_RETENTION") {
                 Some(raw) => {
@@ -304,6 +316,7 @@ impl Settings {
         };
         Ok(Self {
             auth_dir,
+            store,
             proxy_url,
             qwen_oauth_base_url: env_value("CLIPROXY_QWEN_OAUTH_BASE_URL")
                 .or(file.qwen.oauth_base_url),
@@ -363,13 +376,14 @@ pub(super) fn parse_alias_list(raw: &str) -> anyhow::Result<Vec<(String, String)
         .collect()
 }
 
-/// `usage.sqlite3` beside the auth dir: in the directory that holds it, so the server's
-/// writes never wake the auth dir's watch.
+/// `<auth dir's name>-usage.sqlite3` beside the auth dir (`~/.cli-proxy-api-usage.sqlite3`):
+/// outside it, so the server's writes never wake the auth dir's watch.
 fn default_usage_db(auth_dir: &std::path::Path) -> PathBuf {
-    match auth_dir.parent() {
-        Some(parent) => parent.join(DEFAULT_USAGE_DB_NAME),
-        None => auth_dir.join(DEFAULT_USAGE_DB_NAME),
-    }
+    let mut name = auth_dir
+        .file_name()
+        .map_or_else(|| "cliproxy".into(), std::ffi::OsStr::to_os_string);
+    name.push(DEFAULT_USAGE_DB_SUFFIX);
+    auth_dir.with_file_name(name)
 }
 
 /// Expands a leading `~` to the home directory.

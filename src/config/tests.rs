@@ -8,8 +8,9 @@ use std::time::Duration;
 use credential_pool::ReasoningStyle;
 
 use super::env::parse_env_value;
-use super::file::{ConfigFile, DurationSetting, RetentionSetting};
+use super::file::ConfigFile;
 use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
+use super::values::{DurationSetting, RetentionSetting};
 
 #[test]
 fn unknown_key_names_key_and_file() {
@@ -317,6 +318,7 @@ fn example_config_parses() {
     );
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
     assert_eq!(example.usage, defaults.usage);
+    assert_eq!(example.store, defaults.store);
     assert_eq!(
         format!("{:?}", example.management),
         format!("{:?}", defaults.management)
@@ -362,11 +364,20 @@ fn usage_db_defaults_to_beside_the_auth_dir_and_retention_to_90_days() {
     let usage = Settings::resolve(overrides, ConfigFile::default())
         .unwrap()
         .usage;
-    assert_eq!(usage.db, PathBuf::from("/srv/cliproxy/usage.sqlite3"));
+    assert_eq!(
+        usage.db,
+        Some(PathBuf::from("/srv/cliproxy/auth-usage.sqlite3"))
+    );
     assert_eq!(usage.retention, Some(Duration::from_secs(90 * 86_400)));
     let home = std::env::home_dir().unwrap();
     let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
-    assert_eq!(defaults.usage.db, home.join("usage.sqlite3"));
+    assert_eq!(
+        defaults.usage.db,
+        Some(home.join(".cli-proxy-api-usage.sqlite3"))
+    );
+    let off: ConfigFile = toml::from_str("usage-db = \"off\"\n").unwrap();
+    let usage = Settings::resolve(Overrides::default(), off).unwrap().usage;
+    assert_eq!(usage.db, None, "the ledger is off");
 }
 
 #[test]
@@ -376,7 +387,7 @@ fn usage_keys_are_read_from_the_file() {
     let usage = Settings::resolve(Overrides::default(), file).unwrap().usage;
     assert_eq!(
         usage.db,
-        std::env::home_dir().unwrap().join("state/usage.db")
+        Some(std::env::home_dir().unwrap().join("state/usage.db"))
     );
     assert_eq!(usage.retention, Some(Duration::from_secs(36 * 3600)));
     let forever: ConfigFile = toml::from_str("usage-retention = 0\n").unwrap();

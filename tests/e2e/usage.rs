@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use fake_qwen::FakeQwen;
 use usage_ledger::{Api, FailureClass, Ledger, Outcome, Record};
 
+use crate::support::server::{MODEL, Server, guarded};
 use crate::support::{Sandbox, mode};
 
 /// One finished request `ago` before now.
@@ -61,7 +62,7 @@ fn json(text: &str) -> serde_json::Value {
 async fn usage_shows_what_the_ledger_holds_as_json_and_as_a_table() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let db = sandbox.home.path().join("usage.sqlite3");
+    let db = sandbox.usage_db();
     seed(&db).await;
     assert_eq!(mode(&db), 0o600);
 
@@ -170,7 +171,7 @@ async fn usage_shows_what_the_ledger_holds_as_json_and_as_a_table() {
 async fn usage_reads_while_a_server_holds_the_database_and_is_writing() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let db = sandbox.home.path().join("usage.sqlite3");
+    let db = sandbox.usage_db();
     seed(&db).await;
     let (recorder, flusher) = Ledger::open(&db, None, HOUR).unwrap();
     recorder.record(request("b@example.com", "coder-model", "", HOUR));
@@ -204,7 +205,7 @@ async fn usage_reads_while_a_server_holds_the_database_and_is_writing() {
 async fn usage_without_a_database_says_where_it_looked_and_creates_nothing() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let db = sandbox.home.path().join("usage.sqlite3");
+    let db = sandbox.usage_db();
     let run = sandbox.run(&["usage"], "").await;
     assert_eq!(run.code(), Some(1), "{}", run.stderr());
     let expected = format!("error: no usage database at {} yet", db.display());
@@ -250,7 +251,7 @@ async fn usage_db_comes_from_the_environment_or_the_config_file() {
 async fn usage_refuses_a_bad_since_and_a_newer_database() {
     let fake = FakeQwen::start().await;
     let sandbox = Sandbox::new(&fake);
-    let db = sandbox.home.path().join("usage.sqlite3");
+    let db = sandbox.usage_db();
     seed(&db).await;
 
     let run = sandbox.run(&["usage", "--since", "last week"], "").await;
@@ -273,5 +274,227 @@ async fn usage_refuses_a_bad_since_and_a_newer_database() {
             .contains("has schema version 2, newer than this cliproxy knows (1); upgrade cliproxy"),
         "{}",
         run.stderr()
+    );
+}
+
+/// The usage a chat-completions answer reports: from its JSON, or from a stream's usage chunk.
+fn reported_usage(body: &str) -> serde_json::Value {
+    if let Ok(whole) = serde_json::from_str::<serde_json::Value>(body) {
+        return whole["usage"].clone();
+    }
+    body.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .find_map(|event| event.get("usage").filter(|usage| !usage.is_null()).cloned())
+        .expect("a usage chunk")
+}
+
+/// `cliproxy usage --json --by BY` in `sandbox`.
+async fn usage_json(sandbox: &Sandbox, by: &str) -> serde_json::Value {
+    let run = sandbox.run(&["usage", "--json", "--by", by], "").await;
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    json(&run.stdout())
+}
+
+/// The row of `key` in a report.
+fn row<'a>(report: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["key"] == key)
+        .unwrap_or_else(|| panic!("no row {key:?} in {report:#}"))
+}
+
+/// POSTs `body` to `path` of `server` with the client key `key`; returns the status and body.
+async fn send_as(server: &Server, key: &str, path: &str, body: serde_json::Value) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(server.url(path))
+        .bearer_auth(key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .expect("request reaches the server");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("whole answer"))
+}
+
+/// What a running server records: every request the fake served, by credential, client key
+/// and model, with the tokens the upstream reported (or estimated and marked so), failures
+/// by class; kept across a graceful restart, and across a `kill -9` up to the last flush.
+#[tokio::test]
+async fn the_server_records_what_the_fake_served_and_keeps_it_across_restarts_and_kill_9() {
+    let fake = FakeQwen::start().await;
+    fake.add_api_key("sk-team");
+    let sandbox = Sandbox::new(&fake);
+    let email = "user0@example.com";
+    let config = format!(
+        "[[openai-compat]]\nname = \"team\"\nbase-url = \"{}\"\napi-keys = [\"sk-team\"]\n\
+         models = [\"{MODEL}\"]\n\
+         [[client-keys]]\nname = \"alice\"\nkey = \"alice-key-0123456789\"\n\
+         [[client-keys]]\nname = \"bob\"\nkey = \"bob-key-0123456789\"\n",
+        fake.chat_base_url()
+    );
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &[email])
+        .config(&config)
+        .start()
+        .await;
+    let account_token = server.account(email).tokens.access_token.clone();
+
+    // The plain key: four whole answers and one for a model nobody serves.
+    let (mut prompt, mut completion, mut cached) = (0, 0, 0);
+    let mut add = |usage: &serde_json::Value| {
+        prompt += usage["prompt_tokens"].as_u64().unwrap();
+        completion += usage["completion_tokens"].as_u64().unwrap();
+        cached += usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+    };
+    for _ in 0..4 {
+        let response = server.chat(MODEL, false).await;
+        assert_eq!(response.status(), 200);
+        add(&reported_usage(&response.text().await.unwrap()));
+    }
+    assert_eq!(server.chat("no-such-model", false).await.status(), 404);
+    // alice: two streams that ask for usage; bob: one that does not (estimated), and one
+    // Anthropic message.
+    for _ in 0..2 {
+        let (status, body) = send_as(
+            &server,
+            "alice-key-0123456789",
+            "/v1/chat/completions",
+            serde_json::json!({"model": MODEL, "stream": true,
+                "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "hello"}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        add(&reported_usage(&body));
+    }
+    let (status, body) = send_as(
+        &server,
+        "bob-key-0123456789",
+        "/v1/chat/completions",
+        serde_json::json!({"model": MODEL, "stream": true,
+            "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = send_as(
+        &server,
+        "bob-key-0123456789",
+        "/v1/messages",
+        serde_json::json!({"model": MODEL, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "hello"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A graceful stop writes everything.
+    server.signal("TERM");
+    assert!(server.wait().await.success());
+    let by_client = usage_json(&sandbox, "client-key").await;
+    assert_eq!(by_client["total"]["requests"], 9, "{by_client:#}");
+    assert_eq!(by_client["total"]["successes"], 8, "{by_client:#}");
+    assert_eq!(by_client["total"]["failures_by_class"]["other"], 1);
+    let plain = row(&by_client, "api-keys#1");
+    assert_eq!(plain["requests"], 5);
+    let alice = row(&by_client, "alice");
+    assert_eq!(alice["requests"], 2);
+    assert_eq!(
+        plain["prompt_tokens"].as_u64().unwrap() + alice["prompt_tokens"].as_u64().unwrap(),
+        prompt,
+        "the upstream's usage, as reported"
+    );
+    assert_eq!(
+        plain["completion_tokens"].as_u64().unwrap() + alice["completion_tokens"].as_u64().unwrap(),
+        completion
+    );
+    assert_eq!(
+        plain["cached_tokens"].as_u64().unwrap() + alice["cached_tokens"].as_u64().unwrap(),
+        cached
+    );
+    let bob = row(&by_client, "bob");
+    assert_eq!(bob["requests"], 2);
+    assert_eq!(bob["estimated_requests"], 1, "the stream without usage");
+    assert!(bob["completion_tokens"].as_u64().unwrap() > 0, "{bob}");
+
+    let by_credential = usage_json(&sandbox, "credential").await;
+    let served = fake.chat_requests();
+    let to_account = served
+        .iter()
+        .filter(|request| request.bearer() == Some(account_token.as_str()))
+        .count();
+    let to_team = served
+        .iter()
+        .filter(|request| request.bearer() == Some("sk-team"))
+        .count();
+    assert_eq!(
+        to_account + to_team,
+        8,
+        "every success reached the fake once"
+    );
+    assert_eq!(row(&by_credential, email)["requests"], to_account);
+    assert_eq!(row(&by_credential, "team#1")["requests"], to_team);
+    assert_eq!(
+        row(&by_credential, "")["requests"],
+        1,
+        "no credential chosen"
+    );
+    let by_model = usage_json(&sandbox, "model").await;
+    assert_eq!(row(&by_model, MODEL)["requests"], 8);
+
+    // Restarted, the server adds to what is there; a kill -9 loses at most what came after
+    // the last flush.
+    let mut server = Server::start(&sandbox, &config).await;
+    for _ in 0..2 {
+        assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    }
+    guarded("the flush of the two requests", async {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            if usage_json(&sandbox, "day").await["total"]["requests"] == 11 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    server.kill().await;
+    let total = usage_json(&sandbox, "day").await["total"]["requests"]
+        .as_u64()
+        .unwrap();
+    assert!((11..=12).contains(&total), "{total}");
+}
+
+/// A ledger that cannot be opened never stops the server: it says why and serves without it.
+#[tokio::test]
+async fn a_ledger_that_cannot_be_opened_leaves_the_server_serving() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let db = sandbox.home.path().join("not-a-database");
+    std::fs::write(
+        &db,
+        "this is no SQLite file, but some notes of mine\n".repeat(200),
+    )
+    .unwrap();
+    let mut server = Server::builder(&sandbox)
+        .accounts(&fake, &["user0@example.com"])
+        .env("CLIPROXY_USAGE_DB", &db)
+        .start()
+        .await;
+    let logged = server
+        .wait_for_log("usage is not recorded while this server runs")
+        .await;
+    assert!(logged.contains("is not a SQLite database"), "{logged}");
+    assert_eq!(server.chat(MODEL, false).await.status(), 200);
+    assert!(
+        std::fs::read_to_string(&db)
+            .unwrap()
+            .starts_with("this is no SQLite file"),
+        "the file is left as it was"
     );
 }

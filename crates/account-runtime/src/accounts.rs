@@ -1,24 +1,21 @@
-//! The set of live Qwen accounts, kept in step with the auth dir: loading,
-//! adding, replacing and removing accounts in the pool, and each account's
-//! refresh schedule.
+//! The set of live Qwen accounts, kept in step with the store (the auth dir or the shared
+//! database): loading, adding, replacing and removing accounts in the pool, and each
+//! account's refresh schedule.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use account_store::{AccountStore, FileStamp, Location, Problem, StoreError, Stored};
 use auth_core::OAuthClient;
 use credential_pool::{Credential, Flavor, Models, Pool, Routing};
-use token_store::{AccountKey, AuthDir, StoredAccount};
+use token_store::AccountKey;
 
-use crate::qwen_account::{FileStamp, QwenAccount, Refreshes};
+use crate::qwen_account::{QwenAccount, Refreshes};
+use crate::reasons::{DISABLED_REASON, RELOGIN_REASON};
 use crate::schedule;
-
-/// Why a credential the pool keeps out of rotation is out: its refresh token is dead.
-pub const RELOGIN_REASON: &str = "re-login required";
-/// Why a credential the pool keeps out of rotation is out: the operator took it out.
-pub const DISABLED_REASON: &str = "taken out with `cliproxy accounts disable`";
 
 /// How accounts enter the pool.
 #[derive(Debug, Clone)]
@@ -49,19 +46,19 @@ impl Drop for Live {
     }
 }
 
-/// Every account loaded from the auth dir.
+/// Every account loaded from the store.
 pub struct Accounts {
-    store: AuthDir,
+    store: AccountStore,
     oauth: OAuthClient,
     pool: Arc<Pool<Credential>>,
     settings: AccountSettings,
     refreshes: Arc<Refreshes>,
     live: Mutex<HashMap<AccountKey, Live>>,
-    /// Bad files already reported, so each is logged once until it changes.
-    reported: Mutex<HashSet<(PathBuf, String)>>,
+    /// Bad files (or rows) already reported, so each is logged once until it changes.
+    reported: Mutex<HashSet<(String, String)>>,
 }
 
-/// What one pass over the auth dir changed.
+/// What one pass over the store changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
     pub added: usize,
@@ -71,7 +68,7 @@ pub struct Reconciled {
 
 impl Accounts {
     pub fn new(
-        store: AuthDir,
+        store: AccountStore,
         oauth: OAuthClient,
         pool: Arc<Pool<Credential>>,
         settings: AccountSettings,
@@ -87,25 +84,26 @@ impl Accounts {
         })
     }
 
-    pub fn store(&self) -> &AuthDir {
+    pub fn store(&self) -> &AccountStore {
         &self.store
     }
 
-    /// Reads the auth dir and brings the pool in line with it. Must run inside
-    /// the Tokio runtime (it starts refresh schedulers); does blocking I/O.
-    pub fn reconcile(self: &Arc<Self>) -> Result<Reconciled, token_store::StoreError> {
-        let listing = self.store.list()?;
+    /// Reads the whole store and brings the pool in line with it. Must run inside the Tokio
+    /// runtime (it starts refresh schedulers).
+    pub async fn reconcile(self: &Arc<Self>) -> Result<Reconciled, StoreError> {
+        let listing = self.store.list().await?;
+        let disabled_keys = self.store.disabled_credentials().await?;
         self.report_problems(&listing.problems);
         for path in &listing.tightened {
             tracing::warn!(file = %path.display(), "token file was readable by others; tightened it to 0600");
         }
-        let mut seen: BTreeMap<AccountKey, StoredAccount> = BTreeMap::new();
+        let mut seen: BTreeMap<AccountKey, Stored> = BTreeMap::new();
         for stored in listing.accounts {
             if stored.record.provider == token_store::QWEN {
-                seen.insert(stored.key(), stored);
+                seen.insert(stored.key.clone(), stored);
             }
         }
-        self.apply_disabled_keys()?;
+        self.apply_disabled_keys(&disabled_keys);
         let mut changes = Reconciled::default();
         let mut live = self
             .live
@@ -115,32 +113,74 @@ impl Accounts {
             let keep = seen.contains_key(key);
             if !keep {
                 self.pool.remove(key.as_str());
-                tracing::info!(account = %key, "account file removed; account left rotation");
+                tracing::info!(account = %key, "{}", removed_message(&self.store));
                 changes.removed += 1;
             }
             keep
         });
         for (key, stored) in seen {
-            match live.get(&key) {
-                Some(existing) if existing.account.path == stored.path => {
-                    if existing.account.take_from_disk(stored.record) {
-                        self.apply_status(&existing.account);
-                        changes.updated += 1;
-                    }
-                }
-                Some(_) => {
-                    live.insert(key, self.start(stored));
-                    changes.updated += 1;
-                }
-                None => {
-                    let started = self.start(stored);
-                    tracing::info!(account = %started.account.label, "account added");
-                    live.insert(key, started);
-                    changes.added += 1;
+            self.take(&mut live, key, stored, &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// Re-reads one account (another server changed it) and brings the pool in line with it:
+    /// takes its new tokens or state, adds it, or removes it when it is gone.
+    pub async fn reload(self: &Arc<Self>, key: &AccountKey) -> Result<Reconciled, StoreError> {
+        let current = match &self.store {
+            AccountStore::Postgres(pg) => pg.load(key).await?,
+            AccountStore::Dir(_) => return self.reconcile().await,
+        };
+        let mut changes = Reconciled::default();
+        let mut live = self.lock_live();
+        match current {
+            Some(stored) if stored.record.provider == token_store::QWEN => {
+                self.take(&mut live, key.clone(), stored, &mut changes);
+            }
+            _ => {
+                if live.remove(key).is_some() {
+                    self.pool.remove(key.as_str());
+                    tracing::info!(account = %key, "{}", removed_message(&self.store));
+                    changes.removed += 1;
                 }
             }
         }
         Ok(changes)
+    }
+
+    /// Re-reads the disabled API keys (another server changed them).
+    pub async fn reload_disabled_keys(&self) -> Result<(), StoreError> {
+        let disabled = self.store.disabled_credentials().await?;
+        self.apply_disabled_keys(&disabled);
+        Ok(())
+    }
+
+    /// Brings one account of the store into the pool: updates the live one, or starts it.
+    fn take(
+        self: &Arc<Self>,
+        live: &mut HashMap<AccountKey, Live>,
+        key: AccountKey,
+        stored: Stored,
+        changes: &mut Reconciled,
+    ) {
+        match live.get(&key) {
+            Some(existing) if existing.account.location == stored.location => {
+                if existing.account.take_from_disk(stored.record) {
+                    self.apply_status(&existing.account);
+                    changes.updated += 1;
+                }
+            }
+            Some(_) => {
+                live.insert(key, self.start(stored));
+                changes.updated += 1;
+            }
+            None => {
+                let started = self.start(stored);
+                tracing::info!(account = %started.account.label, "account added");
+                live.insert(key, started);
+                changes.added += 1;
+            }
+        }
     }
 
     /// Whether the file at `path` is exactly as this server last wrote it (a refresh's
@@ -149,11 +189,10 @@ impl Accounts {
         let Some(stamp) = FileStamp::of(path) else {
             return false;
         };
-        self.live
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        let location = Location::File(path.to_owned());
+        self.lock_live()
             .values()
-            .any(|live| live.account.path == path && live.account.wrote(&stamp))
+            .any(|live| live.account.location == location && live.account.wrote(&stamp))
     }
 
     /// Stops every refresh schedule, then lets refreshes in flight finish and unsaved tokens be
@@ -223,7 +262,7 @@ impl Accounts {
         self.len() == 0
     }
 
-    fn start(self: &Arc<Self>, stored: StoredAccount) -> Live {
+    fn start(self: &Arc<Self>, stored: Stored) -> Live {
         let account = Arc::new(QwenAccount::new(
             stored,
             self.store.clone(),
@@ -275,10 +314,9 @@ impl Accounts {
         }
     }
 
-    /// Takes the API keys listed in the auth dir's `disabled-credentials` out of rotation, and
-    /// puts the others back.
-    fn apply_disabled_keys(&self) -> Result<(), token_store::StoreError> {
-        let disabled = self.store.disabled_credentials()?;
+    /// Takes the API keys listed as disabled in the store (the auth dir's
+    /// `disabled-credentials`) out of rotation, and puts the others back.
+    fn apply_disabled_keys(&self, disabled: &std::collections::BTreeSet<String>) {
         for (status, credential) in self.pool.snapshot(std::time::Instant::now()) {
             if !matches!(credential.flavor, Flavor::OpenAiCompatible(_)) {
                 continue;
@@ -294,27 +332,39 @@ impl Accounts {
                 );
             }
         }
-        Ok(())
     }
 
-    fn report_problems(&self, problems: &[token_store::BadFile]) {
+    fn report_problems(&self, problems: &[Problem]) {
         let mut reported = self
             .reported
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let current: HashSet<(PathBuf, String)> = problems
+        let current: HashSet<(String, String)> = problems
             .iter()
-            .map(|bad| (bad.path.clone(), bad.reason.to_string()))
+            .map(|bad| (bad.name.clone(), bad.reason.clone()))
             .collect();
         for problem in problems {
-            let entry = (problem.path.clone(), problem.reason.to_string());
+            let entry = (problem.name.clone(), problem.reason.clone());
             if !reported.contains(&entry) {
-                tracing::warn!(
-                    "skipped token file {problem}; fix or remove it (see docs/troubleshooting.md)"
-                );
+                match self.store {
+                    AccountStore::Dir(_) => tracing::warn!(
+                        "skipped token file {problem}; fix or remove it (see docs/troubleshooting.md)"
+                    ),
+                    AccountStore::Postgres(_) => {
+                        tracing::warn!("skipped account {problem} (see docs/troubleshooting.md)")
+                    }
+                }
             }
         }
         *reported = current;
+    }
+}
+
+/// What the log says when an account left the store.
+fn removed_message(store: &AccountStore) -> &'static str {
+    match store {
+        AccountStore::Dir(_) => "account file removed; account left rotation",
+        AccountStore::Postgres(_) => "account removed from the store; account left rotation",
     }
 }
 

@@ -9,8 +9,6 @@
 //! retried until it lands.
 
 use std::collections::VecDeque;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,11 +18,9 @@ use auth_core::qwen_base_url;
 use credential_pool::{Access, AccessSource, BoxFuture, RefreshFailure};
 
 use crate::single_flight::SingleFlight;
+use account_store::{AccountLock, AccountStore, FileStamp, Location, StoreError, Stored};
 use time::OffsetDateTime;
-use token_store::{
-    AccountKey, AccountLock, AuthDir, STATUS_RELOGIN_REQUIRED, StoreError, StoredAccount,
-    TokenRecord,
-};
+use token_store::{AccountKey, STATUS_RELOGIN_REQUIRED, TokenRecord};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -119,47 +115,6 @@ pub enum RefreshReason {
     Requested(Arc<str>),
 }
 
-/// Identifies one version of a file on disk (inode, size, mtime), to recognise the server's
-/// own writes when the dir watch reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl FileStamp {
-    /// The stamp of the file at `path` now, if it exists.
-    pub fn of(path: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-        })
-    }
-}
-
-/// A token-store operation run off the async threads failed: its own error, or its task's.
-#[derive(Debug, thiserror::Error)]
-enum BlockingError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the token-store task ended abnormally ({0}); the previous token file is unchanged")]
-    Task(#[from] tokio::task::JoinError),
-}
-
-impl BlockingError {
-    /// Whether the token file does not exist (the account was logged out).
-    fn is_not_found(&self) -> bool {
-        matches!(self, Self::Store(StoreError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound)
-    }
-}
-
 /// Tokens held in memory that the token file does not have yet.
 #[derive(Debug, Clone)]
 struct Unsaved {
@@ -172,8 +127,9 @@ struct Unsaved {
 pub struct QwenAccount {
     pub key: AccountKey,
     pub label: Arc<str>,
-    pub path: PathBuf,
-    store: AuthDir,
+    /// Where the account is kept: its token file, or its row.
+    pub location: Location,
+    store: AccountStore,
     oauth: OAuthClient,
     refreshes: Arc<Refreshes>,
     snapshot: RwLock<Arc<Snapshot>>,
@@ -201,12 +157,12 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl QwenAccount {
     pub fn new(
-        stored: StoredAccount,
-        store: AuthDir,
+        stored: Stored,
+        store: AccountStore,
         oauth: OAuthClient,
         refreshes: Arc<Refreshes>,
     ) -> Self {
-        let key = stored.key();
+        let key = stored.key;
         let label: Arc<str> = stored
             .record
             .email
@@ -216,7 +172,7 @@ impl QwenAccount {
         Self {
             key,
             label,
-            path: stored.path,
+            location: stored.location,
             store,
             oauth,
             refreshes,
@@ -413,7 +369,7 @@ impl QwenAccount {
 
     /// Records that the newest tokens are only in memory, logs it with the fix, and starts
     /// retrying the write unless a retry is already running.
-    fn keep_unsaved(self: &Arc<Self>, error: BlockingError, disk_refresh_token: Option<String>) {
+    fn keep_unsaved(self: &Arc<Self>, error: StoreError, disk_refresh_token: Option<String>) {
         let reason = error.to_string();
         tracing::error!(
             account = %self.label,
@@ -512,38 +468,23 @@ impl QwenAccount {
         }
     }
 
-    /// Takes the account lock and reads its file, off the async threads.
-    async fn lock_and_read(&self) -> Result<(AccountLock, TokenRecord), BlockingError> {
-        let store = self.store.clone();
-        let key = self.key.clone();
-        let path = self.path.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let lock = store.lock_account(&key)?;
-            let record = lock.read(&path)?;
-            Ok::<_, StoreError>((lock, record))
-        })
-        .await??;
-        Ok(read)
+    /// Takes the account lock and re-reads the account under it (the store keeps blocking
+    /// file work off the async threads).
+    async fn lock_and_read(&self) -> Result<(AccountLock, TokenRecord), StoreError> {
+        self.store.lock(&self.key, &self.location).await
     }
 
     /// Writes `record` under `lock`, remembers the file's stamp as this server's own write,
-    /// and returns when the write was done (renamed and flushed), as the blocking thread saw
-    /// it: the end of the window in which a kill loses the new tokens.
+    /// and returns when the write was done (renamed and flushed, or committed), as the thread
+    /// that wrote it saw it: the end of the window in which a kill loses the new tokens.
     async fn write_under(
         &self,
         lock: AccountLock,
         record: TokenRecord,
-    ) -> Result<Instant, BlockingError> {
-        let path = self.path.clone();
-        let (saved, stamp) = tokio::task::spawn_blocking(move || {
-            lock.write(&path, &record)?;
-            let saved = Instant::now();
-            // Taken while the lock is held, so no other cliproxy writer can come in between.
-            Ok::<_, StoreError>((saved, FileStamp::of(&path)))
-        })
-        .await??;
-        *locked(&self.written) = stamp;
-        Ok(saved)
+    ) -> Result<Instant, StoreError> {
+        let written = lock.write(&record).await?;
+        *locked(&self.written) = written.stamp;
+        Ok(written.at)
     }
 
     /// Takes `record` as the account's current state and wakes the scheduler.

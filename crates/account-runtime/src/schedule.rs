@@ -76,7 +76,7 @@ pub async fn run(
             Err(RefreshFailure::ReloginRequired) => {
                 pool.set_disabled(
                     account.key.as_str(),
-                    Some(crate::accounts::RELOGIN_REASON.to_owned()),
+                    Some(crate::reasons::RELOGIN_REASON.to_owned()),
                 );
             }
             Err(error) => {
@@ -190,12 +190,13 @@ mod tests {
             let saved = store
                 .save_login(&record, OffsetDateTime::now_utc())
                 .unwrap();
-            let stored = StoredAccount {
+            let stored = account_store::Stored::from_file(StoredAccount {
                 path: saved.path,
                 record,
-            };
+            });
             let profile = ProviderProfile::qwen().with_base_url(fake.base_url().parse().unwrap());
             let oauth = OAuthClient::new(profile, &HttpSettings::default()).unwrap();
+            let store = account_store::AccountStore::Dir(store);
             let account = Arc::new(QwenAccount::new(stored, store, oauth, Refreshes::new()));
             let pool = Arc::new(Pool::new(PoolConfig::default()));
             pool.upsert(
@@ -271,7 +272,10 @@ mod tests {
         assert_eq!(harness.refreshes(), 1, "refreshed at the jittered time");
         let after = harness.account.due().unwrap().0;
         assert!(after > before, "the account holds the new token");
-        let on_disk = std::fs::read_to_string(&harness.account.path).unwrap();
+        let account_store::Location::File(path) = &harness.account.location else {
+            panic!("a token file");
+        };
+        let on_disk = std::fs::read_to_string(path).unwrap();
         let newest = harness.fake.issued_tokens().pop().unwrap();
         assert!(on_disk.contains(&newest.access_token), "written back");
     }

@@ -57,12 +57,13 @@ pub enum WatchError {
     },
 }
 
-/// Starts watching `accounts`' auth dir; changes are applied within a second.
+/// Starts watching `dir`, the auth dir `accounts` are kept in; changes are applied within a
+/// second.
 ///
 /// # Errors
 ///
 /// [`WatchError`] when the watch cannot be set up.
-pub fn watch(accounts: Arc<Accounts>) -> Result<DirWatch, WatchError> {
+pub fn watch(accounts: Arc<Accounts>, dir: PathBuf) -> Result<DirWatch, WatchError> {
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel::<Change>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let change = match event {
@@ -74,7 +75,6 @@ pub fn watch(accounts: Arc<Accounts>) -> Result<DirWatch, WatchError> {
         let _ = events.send(change);
     })
     .map_err(WatchError::Start)?;
-    let dir = accounts.store().path().to_owned();
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|error| match error.kind {
@@ -102,15 +102,20 @@ pub fn watch(accounts: Arc<Accounts>) -> Result<DirWatch, WatchError> {
                     break;
                 }
             }
-            let accounts = Arc::clone(&accounts);
-            let handle = tokio::runtime::Handle::current();
-            let reconciled = tokio::task::spawn_blocking(move || {
-                let _runtime = handle.enter();
-                apply(&accounts, &touched)
-            })
-            .await;
+            let filtered = {
+                let (accounts, dir) = (Arc::clone(&accounts), dir.clone());
+                tokio::task::spawn_blocking(move || needs_reread(&accounts, &dir, &touched)).await
+            };
+            let reconciled = match filtered {
+                Ok(true) => accounts.reconcile().await,
+                Ok(false) => continue,
+                Err(join) => {
+                    tracing::error!("auth dir reload failed: {join}");
+                    continue;
+                }
+            };
             match reconciled {
-                Ok(Some(Ok(changes))) if changes != Default::default() => {
+                Ok(changes) if changes != Default::default() => {
                     tracing::info!(
                         added = changes.added,
                         updated = changes.updated,
@@ -118,9 +123,8 @@ pub fn watch(accounts: Arc<Accounts>) -> Result<DirWatch, WatchError> {
                         "auth dir changed; accounts reloaded"
                     );
                 }
-                Ok(Some(Ok(_)) | None) => {}
-                Ok(Some(Err(error))) => tracing::warn!("could not re-read the auth dir: {error}"),
-                Err(join) => tracing::error!("auth dir reload failed: {join}"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!("could not re-read the auth dir: {error}"),
             }
         }
     });
@@ -147,12 +151,9 @@ impl Touched {
     }
 }
 
-/// Re-reads the dir unless the burst touched only hidden files and the server's own writes.
-fn apply(
-    accounts: &Arc<Accounts>,
-    touched: &Touched,
-) -> Option<Result<crate::accounts::Reconciled, token_store::StoreError>> {
-    let dir = accounts.store().path();
+/// Whether the dir must be re-read: not when the burst touched only hidden files and the
+/// server's own writes (found with a `stat` each, hence on a blocking thread).
+fn needs_reread(accounts: &Accounts, dir: &Path, touched: &Touched) -> bool {
     let visible: Vec<&Path> = touched
         .paths
         .iter()
@@ -169,10 +170,10 @@ fn apply(
                 names(&own)
             );
         }
-        return None;
+        return false;
     }
     tracing::debug!("auth dir changed ({}); re-reading it", names(&others));
-    Some(accounts.reconcile())
+    true
 }
 
 /// Temp files (`.*.tmp`) and the `.locks` dir: never token files.

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use account_runtime::status::{self, CredentialKind, LiveCredential, LiveState};
+use account_store::{AccountStore, Problem, Stored};
 use time::OffsetDateTime;
-use token_store::{AuthDir, BadFile, StoredAccount};
 
 use crate::email::{EmailFor, validate_email};
 use crate::error::CliError;
@@ -44,8 +44,9 @@ fn live_status(live: &LiveCredential, now: OffsetDateTime) -> String {
     }
 }
 
-/// What `accounts list` says of an account no running server reports: what its file says.
-fn file_status(account: &StoredAccount, now: OffsetDateTime) -> String {
+/// What `accounts list` says of an account no running server reports: what its file (or row)
+/// says.
+fn file_status(account: &Stored, now: OffsetDateTime) -> String {
     let record = &account.record;
     if record.status() == Some(token_store::STATUS_RELOGIN_REQUIRED) {
         return "re-login required".to_owned();
@@ -87,14 +88,16 @@ fn routing_cells(live: Option<&LiveCredential>) -> [String; 4] {
     ]
 }
 
-/// Renders the credential table: every account file (with what a running server knows of it),
-/// then the API keys a running server reports, then one line per file that could not be
-/// loaded. `live` holds what running servers report, by pool key.
+/// Renders the credential table: every account (with what a running server knows of it),
+/// then the API keys a running server reports, then one line per file or row that could not
+/// be loaded. `live` holds what running servers report, by pool key; `no_server` is the note
+/// shown when none does.
 pub fn render_account_table(
-    accounts: &[StoredAccount],
-    problems: &[BadFile],
+    accounts: &[Stored],
+    problems: &[Problem],
     live: &HashMap<String, LiveCredential>,
     now: OffsetDateTime,
+    no_server: &str,
 ) -> String {
     const COLUMNS: usize = 9;
     let mut rows: Vec<[String; COLUMNS]> = vec![
@@ -113,12 +116,8 @@ pub fn render_account_table(
     ];
     for account in accounts {
         let record = &account.record;
-        let file = account
-            .path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let reported = live.get(account.key().as_str());
+        let file = account.place();
+        let reported = live.get(account.key.as_str());
         let [weight, priority, group, window] = routing_cells(reported);
         rows.push([
             record
@@ -162,9 +161,7 @@ pub fn render_account_table(
     }
     let mut table = render_table(&rows, &[]);
     if live.is_empty() {
-        table.push_str(
-            "(no server runs on this auth dir: states are the files'; start `cliproxy serve` for live states and API keys)\n",
-        );
+        table.push_str(no_server);
     }
     for problem in problems {
         let _ = writeln!(table, "skipped {problem}");
@@ -172,14 +169,26 @@ pub fn render_account_table(
     table
 }
 
-/// `cliproxy accounts list`: the files, with what servers running on the auth dir report.
-pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
-    let store = AuthDir::open(auth_dir)?;
-    let listing = store.list()?;
+/// The note of `accounts list` when no server on this machine reports live states.
+fn no_server_note(store: &AccountStore) -> &'static str {
+    match store {
+        AccountStore::Dir(_) => {
+            "(no server runs on this auth dir: states are the files'; start `cliproxy serve` for live states and API keys)\n"
+        }
+        AccountStore::Postgres(_) => {
+            "(no server runs here on this auth dir: states are the store's; start `cliproxy serve` for live states and API keys)\n"
+        }
+    }
+}
+
+/// `cliproxy accounts list`: the store's accounts, with what servers running on the auth dir
+/// (which holds their status sockets) report.
+pub async fn list_accounts(store: &AccountStore, auth_dir: &Path) -> Result<String, CliError> {
+    let listing = store.list().await?;
     if listing.accounts.is_empty() && listing.problems.is_empty() {
         return Ok(format!(
             "No accounts in {}. Add one with `cliproxy login qwen`.\n",
-            auth_dir.display()
+            store.describe()
         ));
     }
     let live = status::query(auth_dir);
@@ -188,6 +197,7 @@ pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
         &listing.problems,
         &live,
         OffsetDateTime::now_utc(),
+        no_server_note(store),
     );
     for path in &listing.tightened {
         let _ = writeln!(
@@ -199,30 +209,30 @@ pub fn list_accounts(auth_dir: &Path) -> Result<String, CliError> {
     Ok(out)
 }
 
-/// `cliproxy logout EMAIL`: removes the account's files, returning them.
-pub fn logout(auth_dir: &Path, email: &str) -> Result<Vec<PathBuf>, CliError> {
-    let store = AuthDir::open(auth_dir)?;
-    let removed = store.remove_account(email)?;
+/// `cliproxy logout EMAIL`: removes the account's files (or row), returning them.
+pub async fn logout(store: &AccountStore, email: &str) -> Result<Vec<String>, CliError> {
+    let removed = store.remove_account(email).await?;
     if removed.is_empty() {
         return Err(CliError::AccountNotFound {
             email: email.to_owned(),
-            auth_dir: auth_dir.to_owned(),
+            place: store.describe(),
         });
     }
     Ok(removed)
 }
 
 /// `cliproxy accounts disable|enable NAME`: takes a credential out of rotation (`disabled`)
-/// or puts it back, in the auth dir, where a running server picks it up: an account (NAME is
-/// its email) in its token file, an API key (NAME is its label: one of `api_keys`, from the config, or one a running server reports) in the
-/// auth dir's list. Returns what to tell the user.
-pub fn set_disabled(
+/// or puts it back, in the store, where running servers pick it up: an account (NAME is its
+/// email) in its token file or row, an API key (NAME is its label: one of `api_keys`, from the
+/// config, or one a server running on `auth_dir` reports) in the store's list. Returns what
+/// to tell the user.
+pub async fn set_disabled(
+    store: &AccountStore,
     auth_dir: &Path,
     name: &str,
     disabled: bool,
     api_keys: &[String],
 ) -> Result<String, CliError> {
-    let store = AuthDir::open(auth_dir)?;
     let mut known: Vec<String> = api_keys.to_vec();
     known.extend(
         status::query(auth_dir)
@@ -233,13 +243,16 @@ pub fn set_disabled(
     known.sort();
     known.dedup();
     let (what, changed) = if known.iter().any(|label| label == name) {
-        ("API key", store.set_credential_disabled(name, disabled)?)
+        (
+            "API key",
+            store.set_credential_disabled(name, disabled).await?,
+        )
     } else if name.contains('@') {
-        let files = store.set_account_disabled(name, disabled)?;
-        if files.is_empty() {
+        let found = store.set_account_disabled(name, disabled).await?;
+        if found == 0 {
             return Err(CliError::AccountNotFound {
                 email: name.to_owned(),
-                auth_dir: auth_dir.to_owned(),
+                place: store.describe(),
             });
         }
         ("account", true)
@@ -265,10 +278,10 @@ pub fn set_disabled(
 #[derive(Debug)]
 pub struct Imported {
     pub email: String,
-    /// The new token file.
-    pub path: PathBuf,
-    /// The account's older files that the new one replaced.
-    pub replaced: Vec<PathBuf>,
+    /// The new token file (or row).
+    pub saved_to: String,
+    /// The account's older files (or row) that the new one replaced.
+    pub replaced: Vec<String>,
 }
 
 /// Qwen Code's `expiry_date`, held to the longest lifetime a token answer may give
@@ -289,8 +302,8 @@ fn imported_expiry(at: OffsetDateTime, now: OffsetDateTime) -> OffsetDateTime {
 }
 
 /// `cliproxy import qwen-code [PATH]`: saves Qwen Code's login as a cliproxy account.
-pub fn import_qwen_code(
-    auth_dir: &Path,
+pub async fn import_qwen_code(
+    store: &AccountStore,
     source: Option<PathBuf>,
     email: Option<&str>,
 ) -> Result<Imported, CliError> {
@@ -302,7 +315,6 @@ pub fn import_qwen_code(
     if !source.is_file() {
         return Err(CliError::ImportSourceMissing { path: source });
     }
-    let store = AuthDir::open(auth_dir)?;
     let mut record = token_store::read_qwen_code_creds(&source)?;
     let email = match email {
         Some(given) => validate_email(given).map_err(|problem| CliError::InvalidEmail {
@@ -317,10 +329,10 @@ pub fn import_qwen_code(
     record.email = Some(email.clone());
     let now = OffsetDateTime::now_utc();
     record.expired = record.expired.map(|at| imported_expiry(at, now));
-    let saved = store.save_login(&record, now)?;
+    let saved = store.save_login(&record, now).await?;
     Ok(Imported {
         email,
-        path: saved.path,
+        saved_to: saved.saved_to,
         replaced: saved.replaced,
     })
 }
@@ -364,12 +376,12 @@ mod tests {
             record.email = Some(format!("{name}@example.com"));
             record.expired = Some(at);
             record.last_refresh = Some(at);
-            accounts.push(StoredAccount {
+            accounts.push(Stored::from_file(token_store::StoredAccount {
                 path: PathBuf::from(format!("/auth/qwen-{name}@example.com.json")),
                 record,
-            });
+            }));
         }
-        let table = render_account_table(&accounts, &[], &HashMap::new(), NOW);
+        let table = render_account_table(&accounts, &[], &HashMap::new(), NOW, "");
         let late = table.lines().find(|l| l.contains("late@")).expect(&table);
         assert!(late.contains(" ok"), "{table}");
         assert!(late.contains("in "), "{table}");

@@ -73,6 +73,26 @@ pub enum Command {
     Usage(UsageOptions),
     /// Run the API server (the default when no command is given).
     Serve(ServeOptions),
+    /// Move accounts between an auth dir and a PostgreSQL store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every account and disabled API key from one store into another. The source is only
+    /// read; running it again changes nothing; an account the destination refreshed later is
+    /// kept. Tokens written to PostgreSQL are sealed when store.encryption-key is set.
+    Migrate {
+        /// Where the accounts are: an auth dir, or a postgres:// URL.
+        #[arg(long, value_name = "DIR|URL")]
+        from: String,
+        /// Where they go: an auth dir, or a postgres:// URL.
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

@@ -38,10 +38,17 @@ pub enum CliError {
     #[error(transparent)]
     Store(#[from] token_store::StoreError),
 
+    #[error(transparent)]
+    AccountStore(#[from] account_store::StoreError),
+
     #[error(
-        "no account with email {email} in {auth_dir}. Run `cliproxy accounts list` to see the saved accounts."
+        "no account with email {email} in {place}. Run `cliproxy accounts list` to see the saved accounts."
     )]
-    AccountNotFound { email: String, auth_dir: PathBuf },
+    AccountNotFound {
+        email: String,
+        /// The auth dir, or the database (without its password).
+        place: String,
+    },
 
     #[error(
         "no credential is called {name:?}: give an account's email or an API key's label ({}), as `cliproxy accounts list` shows them",
@@ -61,6 +68,11 @@ pub enum CliError {
         "--since {text:?} is neither a span nor a date: write it like 24h, 7d, 2026-12-01 or 2026-12-01T08:00:00Z"
     )]
     InvalidSince { text: String },
+
+    #[error(
+        "the usage ledger is off (usage-db = \"off\"), so there is no usage to show; set usage-db to a file (or remove it for the default) and restart the server"
+    )]
+    UsageOff,
 
     /// Reading the email from stdin, or writing the prompt to stderr, failed.
     #[error(

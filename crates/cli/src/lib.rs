@@ -1,7 +1,8 @@
 //! cliproxy's terminal front end: argument parsing, prompts, progress and output.
 //!
 //! The binary resolves configuration and hands each command plain settings; this
-//! crate talks to the user and drives `auth-core` and `token-store`.
+//! crate talks to the user and drives `auth-core` and `account-store` (the auth dir or the
+//! shared PostgreSQL store).
 //!
 //! Invariants:
 //! - Interactive output (instructions, prompts, the live status line) goes to
@@ -19,11 +20,12 @@ pub mod login;
 pub mod output;
 pub mod prompt;
 pub mod qr;
+pub mod store;
 pub mod usage;
 
 pub use args::{
-    AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions, UsageGroup,
-    UsageOptions,
+    AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions,
+    StoreCommand, UsageGroup, UsageOptions,
 };
 pub use error::CliError;
 pub use login::{LoginOutcome, LoginSettings, login_qwen};

@@ -1,14 +1,14 @@
 //! `cliproxy login qwen`: the device flow as the user sees it, from the code on
 //! screen to the saved token file.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use account_store::AccountStore;
 use auth_core::{
     Clock as _, DeviceAuthorization, HttpSettings, OAuthClient, PollEvent, ProviderProfile,
     TokenSet, TokioClock,
 };
-use token_store::{AuthDir, TokenRecord};
+use token_store::TokenRecord;
 
 use crate::args::LoginOptions;
 use crate::browser::{BrowserOutcome, Opener, open_browser};
@@ -21,7 +21,8 @@ use crate::qr::render_qr;
 /// Everything a login needs, resolved from flags, environment and config by the binary.
 #[derive(Debug, Clone)]
 pub struct LoginSettings {
-    pub auth_dir: PathBuf,
+    /// Where the login is saved: the auth dir, or the shared database.
+    pub store: AccountStore,
     pub profile: ProviderProfile,
     pub http: HttpSettings,
     pub options: LoginOptions,
@@ -33,10 +34,10 @@ pub struct LoginSettings {
 #[derive(Debug)]
 pub struct LoginOutcome {
     pub email: String,
-    /// The new token file.
-    pub path: PathBuf,
-    /// The account's older files that the new one replaced.
-    pub replaced: Vec<PathBuf>,
+    /// The new token file (or row).
+    pub saved_to: String,
+    /// The account's older files (or row) that the new one replaced.
+    pub replaced: Vec<String>,
 }
 
 /// How often the live wait indicator redraws.
@@ -45,8 +46,10 @@ const STATUS_REFRESH: Duration = Duration::from_secs(1);
 /// Runs the whole login: device code, approval, email, token file.
 pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliError> {
     let mut terminal = Terminal::stderr();
-    let store = AuthDir::open(&settings.auth_dir)?;
-    store.check_writable()?;
+    let store = &settings.store;
+    if let AccountStore::Dir(dir) = store {
+        dir.check_writable()?;
+    }
     let email_given = settings
         .options
         .email
@@ -84,10 +87,12 @@ pub async fn login_qwen(settings: LoginSettings) -> Result<LoginOutcome, CliErro
         None => with_interrupt(ask_email()).await??,
     };
     let record = token_record(email.clone(), tokens, received_at);
-    let saved = store.save_login(&record, time::OffsetDateTime::now_utc())?;
+    let saved = store
+        .save_login(&record, time::OffsetDateTime::now_utc())
+        .await?;
     Ok(LoginOutcome {
         email,
-        path: saved.path,
+        saved_to: saved.saved_to,
         replaced: saved.replaced,
     })
 }

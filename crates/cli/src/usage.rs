@@ -13,9 +13,14 @@ use crate::args::{UsageGroup, UsageOptions};
 use crate::error::CliError;
 use crate::output::{Align, render_table};
 
-/// What `cliproxy usage` prints for `options`, reading the database at `db`; `now` is what
-/// `--since 24h` counts back from.
-pub fn usage(db: &Path, options: &UsageOptions, now: SystemTime) -> Result<String, CliError> {
+/// What `cliproxy usage` prints for `options`, reading the database at `db` (`None`: the
+/// ledger is off); `now` is what `--since 24h` counts back from.
+pub fn usage(
+    db: Option<&Path>,
+    options: &UsageOptions,
+    now: SystemTime,
+) -> Result<String, CliError> {
+    let db = db.ok_or(CliError::UsageOff)?;
     let query = UsageQuery {
         since: parse_since(&options.since, now)?,
         by: group_by(options.by),

@@ -22,7 +22,8 @@ pub enum Strategy {
 /// Tunables of a [`Pool`](crate::Pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Selection strategy.
+    /// Selection strategy at start ([`Pool::set_strategy`](crate::Pool::set_strategy) changes
+    /// it later).
     pub strategy: Strategy,
     /// Cooldown after the first consecutive quota failure without a
     /// `Retry-After`; doubled on each further consecutive failure.

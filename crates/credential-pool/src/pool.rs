@@ -183,6 +183,8 @@ struct Inner<C> {
     sends: VecDeque<(Instant, Arc<str>)>,
     /// Counts choices, for [`Entry::last_chosen`].
     choices: u64,
+    /// How credentials are picked: the config's until [`Pool::set_strategy`].
+    strategy: Strategy,
 }
 
 impl<C> Inner<C> {
@@ -331,6 +333,7 @@ impl<C> Pool<C> {
     /// An empty pool.
     #[must_use]
     pub fn new(config: PoolConfig) -> Self {
+        let strategy = config.strategy;
         Self {
             affinity: Affinity::new(config.affinity_capacity, config.affinity_ttl),
             config,
@@ -342,6 +345,7 @@ impl<C> Pool<C> {
                 known: Vec::new(),
                 sends: VecDeque::new(),
                 choices: 0,
+                strategy,
             }),
         }
     }
@@ -369,8 +373,8 @@ impl<C> Pool<C> {
         models: Models,
         requests_per_minute: Option<NonZeroU32>,
     ) {
-        let strategy = self.config.strategy;
         let mut inner = self.lock();
+        let strategy = inner.strategy;
         if let Some(&i) = inner.index.get(key) {
             let old_rank = inner.rank(i);
             let entry = &mut inner.entries[i];
@@ -418,8 +422,27 @@ impl<C> Pool<C> {
         }
         inner.entries[i].routing = routing;
         // The tier, the wheel and the scope all depend on it.
-        inner.rebuild(self.config.strategy);
+        let strategy = inner.strategy;
+        inner.rebuild(strategy);
         true
+    }
+
+    /// Picks credentials by `strategy` from now on (a config reload); pins, cooldowns and
+    /// rate windows stay.
+    pub fn set_strategy(&self, strategy: Strategy) {
+        let mut inner = self.lock();
+        if inner.strategy == strategy {
+            return;
+        }
+        inner.strategy = strategy;
+        // Headroom's send log is kept only under headroom: a fresh one starts now.
+        inner.sends.clear();
+        inner.rebuild(strategy);
+    }
+
+    /// The strategy credentials are picked by.
+    pub fn strategy(&self) -> Strategy {
+        self.lock().strategy
     }
 
     /// Removes a credential; `false` when the key was unknown.
@@ -429,7 +452,8 @@ impl<C> Pool<C> {
             return false;
         };
         inner.entries.remove(i);
-        inner.rebuild(self.config.strategy);
+        let strategy = inner.strategy;
+        inner.rebuild(strategy);
         true
     }
 
@@ -496,7 +520,6 @@ impl<C> Pool<C> {
     /// [`Unavailable`] says why nothing fits; see its docs for which reason
     /// wins when several apply.
     pub fn select_with(&self, selection: Selection<'_>) -> Result<Lease<C>, Unavailable> {
-        let strategy = self.config.strategy;
         let pinned = selection
             .conversation
             .and_then(|conversation| self.affinity.pinned(conversation, selection.now));
@@ -508,6 +531,7 @@ impl<C> Pool<C> {
         };
         let lease = {
             let mut guard = self.lock();
+            let strategy = guard.strategy;
             if strategy == Strategy::Headroom {
                 guard.expire_sends(selection.now);
             }
@@ -567,6 +591,7 @@ impl<C> Pool<C> {
         };
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let strategy = inner.strategy;
         let candidates = match inner.by_model.get_mut(model) {
             Some(list) => list,
             None => &mut inner.any_model,
@@ -578,12 +603,7 @@ impl<C> Pool<C> {
             });
         }
         let mut shortfall = Shortfall::default();
-        match candidates.find(
-            &mut inner.entries,
-            self.config.strategy,
-            &ask,
-            &mut shortfall,
-        ) {
+        match candidates.find(&mut inner.entries, strategy, &ask, &mut shortfall) {
             Some(_) => Ok(()),
             None => Err(shortfall.into_unavailable(model)),
         }
@@ -592,8 +612,8 @@ impl<C> Pool<C> {
     /// Takes a rate slot on `key` for one more request of the same client request (the retry
     /// after a refreshed token).
     pub fn take_slot(&self, key: &str, now: Instant) -> Slot {
-        let strategy = self.config.strategy;
         let mut inner = self.lock();
+        let strategy = inner.strategy;
         let Some(&i) = inner.index.get(key) else {
             return Slot::Gone;
         };

@@ -1,9 +1,10 @@
 //! The credentials as the management API shows them, and what it does to them: disable,
 //! enable, remove, refresh now.
 //!
-//! Disable, enable and remove write the auth dir exactly as `cliproxy accounts
-//! disable|enable` and `cliproxy logout` do (token-store), then reconcile the pool with it at
-//! once (the dir watch would within a second), so the answer shows the new state. A refresh
+//! Disable, enable and remove change the account store exactly as `cliproxy accounts
+//! disable|enable` and `cliproxy logout` do (account-store: the auth dir or PostgreSQL), then
+//! reconcile the pool with it at once (the dir watch or the change feed would within a
+//! second), so the answer shows the new state. A refresh
 //! runs in the account runtime's refresh task: dropping the request does not cancel it.
 
 use std::sync::Arc;
@@ -78,14 +79,12 @@ pub enum ActionError {
     FromConfig(String),
     #[error("{0} is an API key: it has no token to refresh")]
     NotRefreshable(String),
-    #[error("the auth dir could not be changed: {0}")]
-    Store(#[from] token_store::StoreError),
+    #[error("the account store could not be changed: {0}")]
+    Store(#[from] account_store::StoreError),
     #[error("the refresh failed: {0}")]
     Refresh(String),
     #[error("the account needs a new login: its refresh token is no longer valid")]
     ReloginRequired,
-    #[error("the auth dir work stopped abnormally: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 /// Takes `live` out of rotation (`disabled`) or puts it back, as `cliproxy accounts
@@ -95,23 +94,17 @@ pub async fn set_disabled(
     live: &LiveCredential,
     disabled: bool,
 ) -> Result<bool, ActionError> {
-    let accounts = Arc::clone(accounts);
-    let live = live.clone();
-    tokio::task::spawn_blocking(move || {
-        let store = accounts.store();
-        let changed = match live.kind {
-            CredentialKind::ApiKey => store.set_credential_disabled(&live.label, disabled)?,
-            CredentialKind::QwenOauth => !store
-                .set_account_disabled(&live.label, disabled)?
-                .is_empty(),
-        };
-        accounts.reconcile()?;
-        Ok(changed)
-    })
-    .await?
+    let store = accounts.store();
+    let changed = match live.kind {
+        CredentialKind::ApiKey => store.set_credential_disabled(&live.label, disabled).await?,
+        CredentialKind::QwenOauth => store.set_account_disabled(&live.label, disabled).await? > 0,
+    };
+    accounts.reconcile().await?;
+    Ok(changed)
 }
 
-/// Removes a Qwen account's token files, as `cliproxy logout` does; returns their names.
+/// Removes a Qwen account, as `cliproxy logout` does; returns what was removed (its token
+/// files, or its row).
 pub async fn remove(
     accounts: &Arc<Accounts>,
     live: &LiveCredential,
@@ -119,18 +112,16 @@ pub async fn remove(
     if live.kind == CredentialKind::ApiKey {
         return Err(ActionError::FromConfig(live.label.clone()));
     }
-    let accounts = Arc::clone(accounts);
-    let email = live.label.clone();
-    tokio::task::spawn_blocking(move || {
-        let removed = accounts.store().remove_account(&email)?;
-        accounts.reconcile()?;
-        Ok(removed
-            .iter()
-            .filter_map(|path| path.file_name())
-            .map(|name| name.to_string_lossy().into_owned())
-            .collect())
-    })
-    .await?
+    let removed = accounts.store().remove_account(&live.label).await?;
+    accounts.reconcile().await?;
+    Ok(removed
+        .iter()
+        .map(|place| {
+            std::path::Path::new(place)
+                .file_name()
+                .map_or_else(|| place.clone(), |name| name.to_string_lossy().into_owned())
+        })
+        .collect())
 }
 
 /// Refreshes a Qwen account's token now; returns the account for its new expiry.

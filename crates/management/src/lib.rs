@@ -13,7 +13,7 @@
 //!   `allow-remote` is on; requests from other web pages (`Origin`) are refused.
 //! - No answer holds a token, a refresh token or a client key. Emails and file names are
 //!   shown: they are the operator's data, behind the key.
-//! - Changes go through the code the commands use (token-store for the auth dir, the account
+//! - Changes go through the code the commands use (account-store for the auth dir or database, the account
 //!   runtime's refresh task, auth-core's device grant), never around it.
 //! - Nothing here is on the request path of the API: metrics are fed by the ledger's flusher.
 //!
@@ -54,8 +54,9 @@ pub struct ManagementSettings {
     pub key: Option<ManagementKey>,
     /// `[management] allow-remote`: answer peers that are not loopback.
     pub allow_remote: bool,
-    /// The usage ledger's database, which `/v0/management/usage` reads.
-    pub usage_db: PathBuf,
+    /// The usage ledger's database, which `/v0/management/usage` reads (`None`: the ledger
+    /// is off).
+    pub usage_db: Option<PathBuf>,
     /// The effective config, secrets already redacted, for `/v0/management/config`.
     pub effective_config: serde_json::Value,
     /// The Qwen OAuth client device logins use.

@@ -1,6 +1,6 @@
 //! Device logins started from the management API (the dashboard's "add a Qwen account"): the
 //! same device grant as `cliproxy login qwen` (auth-core), polled by a task of the server, and
-//! the token saved by the same store code (`cli::login::token_record`, `AuthDir::save_login`).
+//! the token saved by the same store code (`cli::login::token_record`, `AccountStore::save_login`).
 //!
 //! A login is `waiting` until approved, then `needs-email` (Qwen's token answer carries no
 //! email) until the page sends one, then `saved`; or `failed` / `expired`. Tokens waiting for

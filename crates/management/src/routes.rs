@@ -68,23 +68,23 @@ impl State {
                 let accounts = Arc::clone(&accounts);
                 Box::pin(async move {
                     let record = cli::login::token_record(email, tokens, received_at);
-                    tokio::task::spawn_blocking(move || {
-                        let saved = accounts
-                            .store()
-                            .save_login(&record, time::OffsetDateTime::now_utc())
-                            .map_err(|error| error.to_string())?;
-                        if let Err(error) = accounts.reconcile() {
-                            tracing::warn!("saved a login, but could not re-read the auth dir ({error}); the dir watch picks it up");
-                        }
-                        tracing::info!(file = %saved.path.display(), "logged in an account from the management API");
-                        Ok(saved
-                            .path
-                            .file_name()
-                            .map(|name| name.to_string_lossy().into_owned())
-                            .unwrap_or_default())
-                    })
-                    .await
-                    .map_err(|join| format!("saving stopped abnormally: {join}"))?
+                    let saved = accounts
+                        .store()
+                        .save_login(&record, time::OffsetDateTime::now_utc())
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    if let Err(error) = accounts.reconcile().await {
+                        tracing::warn!(
+                            "saved a login, but could not re-read the accounts ({error}); the watch picks it up"
+                        );
+                    }
+                    tracing::info!(saved_to = %saved.saved_to, "logged in an account from the management API");
+                    Ok(std::path::Path::new(&saved.saved_to)
+                        .file_name()
+                        .map_or_else(
+                            || saved.saved_to.clone(),
+                            |name| name.to_string_lossy().into_owned(),
+                        ))
                 })
             })
         };
@@ -284,9 +284,7 @@ fn action_error(error: &ActionError) -> Response<Bytes> {
         ActionError::NotRefreshable(_) => (StatusCode::CONFLICT, "not_refreshable"),
         ActionError::ReloginRequired => (StatusCode::CONFLICT, "relogin_required"),
         ActionError::Refresh(_) => (StatusCode::BAD_GATEWAY, "refresh_failed"),
-        ActionError::Store(_) | ActionError::Join(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "auth_dir_error")
-        }
+        ActionError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
     };
     reply::error(status, code, error.to_string())
 }
@@ -369,9 +367,10 @@ async fn usage(state: &State, query: &str) -> Response<Bytes> {
         }
     }
     let db = state.settings.usage_db.clone();
-    let answer =
-        tokio::task::spawn_blocking(move || cli::usage::usage(&db, &options, SystemTime::now()))
-            .await;
+    let answer = tokio::task::spawn_blocking(move || {
+        cli::usage::usage(db.as_deref(), &options, SystemTime::now())
+    })
+    .await;
     match answer {
         Ok(Ok(json)) => reply::with_type(StatusCode::OK, "application/json", Bytes::from(json)),
         Ok(Err(error @ cli::CliError::InvalidSince { .. })) => {

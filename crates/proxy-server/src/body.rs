@@ -9,7 +9,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::stream_error::StreamError;
 use crate::translated::TranslatedBody;
-use crate::upstream::UpstreamBody;
+use crate::upstream::stream::UpstreamBody;
 
 /// A response body of the proxy.
 ///

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use credential_pool::{RateWindow, Scope};
 
 use crate::config::ClientKeyConfig;
+use crate::glob::glob_matches;
 use crate::quota_reset::QuotaReset;
-use crate::upstream::glob_matches;
 
 /// A client key's identity, what it may use, and what it used.
 #[derive(Debug)]

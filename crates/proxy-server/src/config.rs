@@ -12,7 +12,7 @@ use crate::quota_reset::QuotaReset;
 
 /// A named client key (`[[client-keys]]` in the config): the credentials and models it may
 /// use and its own limits. `Debug` shows its name, never its key.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientKeyConfig {
     /// What logs and usage call it.
     pub name: String,

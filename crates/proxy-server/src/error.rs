@@ -19,6 +19,9 @@ pub enum BuildError {
         /// The name of the second.
         second: String,
     },
+    /// A reloaded config may not serve on the address the proxy listens on.
+    #[error(transparent)]
+    Bind(ConfigError),
     /// `request_retry` is zero, so no request could ever be sent.
     #[error("`request-retry` is 0, so no request could be sent upstream; set it to 1 or more")]
     NoAttempts,

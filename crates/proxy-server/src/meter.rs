@@ -1,23 +1,114 @@
-//! What one request's answer used, told once when the answer is over: its tokens as the
-//! upstream reported them, or an estimate when it reported none (a stream asked for without
-//! usage). Today the tokens count against the client key's `tokens-per-day`. A request whose
-//! client has no token limit gets no meter, and its stream is not parsed for it.
+//! What one request used and how it ended, told once when it is over: to the usage ledger
+//! (one [`Record`] per finished request) and to the client key's `tokens-per-day`.
+//!
+//! A [`Meter`] is made when a request reaches the upstream code and goes where the request's
+//! end is decided: dropped with the request's future when the client leaves before the
+//! answer (`client_cancel`), told the failure the client was answered with, or handed to the
+//! answer: a whole answer's usage at once, a stream's when its body is dropped (ended, broken
+//! or abandoned). Its drop records, so no end goes uncounted. Tokens are the upstream's
+//! `usage`, else an estimate, marked so. A request that neither the ledger nor a token cap
+//! wants gets no meter, and its stream is not parsed for usage.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
+
+use serde::Deserialize;
+use usage_ledger::{Api, FailureClass, Outcome, Record, Recorder};
 
 use crate::client::Client;
-use crate::upstream::Usage;
+use crate::stream_error::StreamError;
 
 /// Characters per token in the estimate (English text and code run at about four).
 const CHARS_PER_TOKEN: u64 = 4;
+
+/// Token usage as the upstream reported it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct Usage {
+    #[serde(default)]
+    pub(crate) prompt_tokens: u64,
+    #[serde(default)]
+    pub(crate) completion_tokens: u64,
+    /// OpenAI's (and DashScope's) place for prompt tokens read from the cache.
+    #[serde(default)]
+    pub(crate) prompt_tokens_details: Option<PromptDetails>,
+    /// DeepSeek's.
+    #[serde(default)]
+    pub(crate) prompt_cache_hit_tokens: Option<u64>,
+    /// Moonshot's.
+    #[serde(default)]
+    pub(crate) cached_tokens: Option<u64>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub(crate) struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt tokens read from the upstream's cache, wherever it reports them.
+    pub(crate) fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|details| details.cached_tokens)
+            .or(self.prompt_cache_hit_tokens)
+            .or(self.cached_tokens)
+            .unwrap_or(0)
+    }
+}
+
+/// Where finished requests are told: the usage ledger (or nowhere, when it is off).
+#[derive(Debug, Clone)]
+pub(crate) struct UsageSink {
+    recorder: Recorder,
+}
+
+impl UsageSink {
+    pub(crate) fn new(recorder: Recorder) -> Self {
+        Self { recorder }
+    }
+
+    /// A meter for a request of `client` on `api` for `model`, when the ledger or the
+    /// client's token cap wants one.
+    pub(crate) fn meter(&self, client: &Arc<Client>, api: Api, model: &str) -> Option<Meter> {
+        let recording = self.recorder.is_enabled();
+        (recording || client.counts_tokens()).then(|| Meter {
+            client: Arc::clone(client),
+            recorder: recording.then(|| self.recorder.clone()),
+            api,
+            model: model.into(),
+            credential: Arc::from(""),
+            request_bytes: 0,
+            started: Instant::now(),
+            first_byte: None,
+            attempts: 0,
+            outcome: Outcome::Failure(FailureClass::ClientCancel),
+            usage: None,
+            text_chars: 0,
+        })
+    }
+}
 
 /// The meter of one request.
 #[derive(Debug)]
 pub(crate) struct Meter {
     client: Arc<Client>,
+    /// The ledger's recorder, when it is on.
+    recorder: Option<Recorder>,
+    api: Api,
+    /// The model sent upstream.
+    model: Arc<str>,
+    /// The credential of the last attempt, by its log label; empty before any.
+    credential: Arc<str>,
     /// The request body's size, for the prompt's estimate.
     request_bytes: u64,
+    started: Instant,
+    first_byte: Option<Instant>,
+    attempts: u32,
+    /// How the request ended: a client that left, until told otherwise.
+    outcome: Outcome,
+    usage: Option<Usage>,
+    text_chars: u64,
 }
 
 /// The tokens of an answer.
@@ -25,6 +116,7 @@ pub(crate) struct Meter {
 pub(crate) struct Tokens {
     pub(crate) prompt: u64,
     pub(crate) completion: u64,
+    pub(crate) cached: u64,
     /// Whether these are estimated (the upstream reported no usage).
     pub(crate) estimated: bool,
 }
@@ -37,11 +129,13 @@ impl Tokens {
             Some(usage) => Tokens {
                 prompt: usage.prompt_tokens,
                 completion: usage.completion_tokens,
+                cached: usage.cached_tokens(),
                 estimated: false,
             },
             None => Tokens {
                 prompt: request_bytes.div_ceil(CHARS_PER_TOKEN),
                 completion: text_chars.div_ceil(CHARS_PER_TOKEN),
+                cached: 0,
                 estimated: true,
             },
         }
@@ -49,20 +143,104 @@ impl Tokens {
 }
 
 impl Meter {
-    /// A meter for a request of `client` with a body of `request_bytes`, when anything wants
-    /// its tokens.
-    pub(crate) fn new(client: &Arc<Client>, request_bytes: usize) -> Option<Meter> {
-        client.counts_tokens().then(|| Meter {
-            client: Arc::clone(client),
-            request_bytes: request_bytes as u64,
-        })
+    /// An upstream attempt is made with the credential labelled `credential`, sending
+    /// `request_bytes`.
+    pub(crate) fn attempt(&mut self, credential: &Arc<str>, request_bytes: usize) {
+        self.attempts += 1;
+        self.request_bytes = request_bytes as u64;
+        if *self.credential != **credential {
+            self.credential = Arc::clone(credential);
+        }
     }
 
-    /// Ends the request: `usage` as reported, `text_chars` of text in the answer.
-    pub(crate) fn finish(self, usage: Option<Usage>, text_chars: u64) {
-        let tokens = Tokens::of(usage, self.request_bytes, text_chars);
-        self.client
-            .spend(tokens.prompt + tokens.completion, SystemTime::now());
+    /// The request failed with `class` before any answer.
+    pub(crate) fn failed(mut self, class: FailureClass) {
+        self.outcome = Outcome::Failure(class);
+    }
+
+    /// A whole answer is ready: successful with `usage` and `text_chars` of text.
+    pub(crate) fn answered(mut self, usage: Option<Usage>, text_chars: u64) {
+        self.first_byte = Some(Instant::now());
+        self.outcome = Outcome::Success;
+        self.usage = usage;
+        self.text_chars = text_chars;
+    }
+
+    /// The first byte of a streamed answer reached its body.
+    pub(crate) fn first_byte(&mut self, at: Instant) {
+        self.first_byte.get_or_insert(at);
+    }
+
+    /// A streamed answer is over: whole (`ended` and not `broken`), broken off with the
+    /// failure `broken`, or abandoned by the client (neither), having reported `usage` and
+    /// streamed `text_chars` of text.
+    pub(crate) fn streamed(
+        mut self,
+        ended: bool,
+        broken: Option<FailureClass>,
+        usage: Option<Usage>,
+        text_chars: u64,
+    ) {
+        self.outcome = match broken {
+            Some(class) => Outcome::Failure(class),
+            None if ended => Outcome::Success,
+            None => Outcome::Failure(FailureClass::ClientCancel),
+        };
+        self.usage = usage;
+        self.text_chars = text_chars;
+    }
+}
+
+/// The ledger's class of a stream that broke off: silence is a timeout, anything else an
+/// upstream failure.
+pub(crate) fn stream_failure_class(error: &StreamError) -> FailureClass {
+    match error {
+        StreamError::Idle(_) => FailureClass::Timeout,
+        StreamError::Upstream(_) | StreamError::Cut | StreamError::LineTooLong(_) => {
+            FailureClass::Upstream5xx
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let answered = self.outcome == Outcome::Success
+            || self.usage.is_some()
+            || self.text_chars > 0
+            || self.first_byte.is_some();
+        let tokens = if answered {
+            Tokens::of(self.usage, self.request_bytes, self.text_chars)
+        } else {
+            // Nothing was answered: nothing was used (an upstream bills no refused request).
+            Tokens {
+                prompt: 0,
+                completion: 0,
+                cached: 0,
+                estimated: false,
+            }
+        };
+        let now = SystemTime::now();
+        self.client.spend(tokens.prompt + tokens.completion, now);
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        recorder.record(Record {
+            at: now,
+            credential: Arc::clone(&self.credential),
+            client: Arc::clone(&self.client.name),
+            model: Arc::clone(&self.model),
+            api: self.api,
+            outcome: self.outcome,
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            cached_tokens: tokens.cached,
+            tokens_estimated: tokens.estimated,
+            latency: self.started.elapsed(),
+            ttft: self
+                .first_byte
+                .map(|at| at.saturating_duration_since(self.started)),
+            attempts: self.attempts,
+        });
     }
 }
 
@@ -75,12 +253,14 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 12,
             completion_tokens: 30,
+            ..Usage::default()
         };
         assert_eq!(
             Tokens::of(Some(usage), 4000, 4000),
             Tokens {
                 prompt: 12,
                 completion: 30,
+                cached: 0,
                 estimated: false
             }
         );
@@ -89,6 +269,7 @@ mod tests {
             Tokens {
                 prompt: 101,
                 completion: 2,
+                cached: 0,
                 estimated: true
             }
         );

@@ -14,6 +14,7 @@ use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing::field::Empty;
+use usage_ledger::Recorder;
 
 use crate::config::ServerConfig;
 use crate::conversation::Conversations;
@@ -22,19 +23,23 @@ use crate::layers::auth::{ClientAuthLayer, ClientKeys};
 use crate::layers::body_limit::BodyLimitLayer;
 use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
+use crate::live::Live;
+use crate::meter::UsageSink;
 use crate::mount::Mount;
+use crate::reload::{Fixed, Parts, Reloader};
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
 use crate::stream_error::StreamError;
-use crate::upstream::Upstream;
 use credential_pool::Credential;
 
 /// The proxy: configuration, the credential pool, and the one upstream HTTP client.
 pub struct Proxy {
+    /// The config it was built with; what a reload cannot change comes from here.
     pub(crate) config: ServerConfig,
-    pub(crate) state: Arc<State>,
-    keys: Arc<ClientKeys>,
-    browsers: Arc<BrowserPolicy>,
+    pub(crate) state: Arc<Live<State>>,
+    keys: Arc<Live<ClientKeys>>,
+    browsers: Arc<Live<BrowserPolicy>>,
+    fixed: Arc<Fixed>,
     /// Routes served beside the API ([`Proxy::mount`]).
     pub(crate) mount: Option<Arc<dyn Mount>>,
 }
@@ -57,15 +62,20 @@ impl Proxy {
     /// one, no connections, no time to read a body or too small a body memory budget, or a
     /// client that cannot be built.
     pub fn new(config: ServerConfig, pool: Arc<Pool<Credential>>) -> Result<Proxy, BuildError> {
-        let keys = Arc::new(ClientKeys::new(
-            &config.api_keys,
-            &config.client_keys,
-            config.quota_reset,
-        )?);
-        let browsers = Arc::new(BrowserPolicy::new(
-            &config.allowed_origins,
-            config.api_keys.is_empty() && config.client_keys.is_empty(),
-        )?);
+        Self::recording(config, pool, Recorder::disabled())
+    }
+
+    /// Builds the proxy as [`Proxy::new`] does, counting every finished request with `usage`
+    /// (the usage ledger's recorder).
+    ///
+    /// # Errors
+    ///
+    /// As [`Proxy::new`].
+    pub fn recording(
+        config: ServerConfig,
+        pool: Arc<Pool<Credential>>,
+        usage: Recorder,
+    ) -> Result<Proxy, BuildError> {
         if config.max_connections == 0 {
             return Err(BuildError::NoConnections);
         }
@@ -77,26 +87,27 @@ impl Proxy {
                 budget: config.body_memory_budget,
             });
         }
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let state = Arc::new(State {
-            upstream: Upstream::new(&config, pool)?,
-            models: config.models.clone(),
-            created,
-            bodies: BodyReader::new(
+        let fixed = Fixed {
+            pool,
+            usage: UsageSink::new(usage),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs()),
+            bodies: Arc::new(BodyReader::new(
                 config.max_body_bytes,
                 config.body_read_timeout,
                 config.body_memory_budget,
-            ),
-            session_affinity: config.session_affinity,
+            )),
             conversations: Conversations::default(),
-        });
+            probe_wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        let parts = Parts::build(&config, &fixed, None)?;
         Ok(Proxy {
+            state: Live::new(parts.state),
+            keys: Live::new(parts.keys),
+            browsers: Live::new(parts.browsers),
             config,
-            state,
-            keys,
-            browsers,
+            fixed: Arc::new(fixed),
             mount: None,
         })
     }
@@ -106,6 +117,18 @@ impl Proxy {
     pub fn mount(mut self, mount: Arc<dyn Mount>) -> Self {
         self.mount = Some(mount);
         self
+    }
+
+    /// A handle that applies a new config to this proxy while it serves (see
+    /// [`Reloader::reload`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            running: self.config.clone(),
+            state: Arc::clone(&self.state),
+            keys: Arc::clone(&self.keys),
+            browsers: Arc::clone(&self.browsers),
+            fixed: Arc::clone(&self.fixed),
+        }
     }
 
     /// The whole tower stack as a service, for [`serve`](Proxy::serve) and for in-process

@@ -80,7 +80,7 @@ impl Proxy {
         let service = self.service();
         // Refused credentials are probed back while the server runs.
         let prober = {
-            let state = Arc::clone(&self.state);
+            let state = self.state.load();
             tokio::spawn(async move { state.upstream.probe_refused().await })
         };
         let mut http = http1::Builder::new();

@@ -23,7 +23,8 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::stream_error::StreamError;
-use crate::upstream::{MAX_SSE_LINE, UpstreamBody};
+use crate::upstream::observe::MAX_SSE_LINE;
+use crate::upstream::stream::UpstreamBody;
 
 /// The translated body.
 pub(crate) struct TranslatedBody {

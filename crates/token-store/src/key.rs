@@ -35,6 +35,12 @@ impl AccountKey {
         )
     }
 
+    /// A key as another store keeps it (the primary key of a PostgreSQL row): the text that
+    /// [`AccountKey::as_str`] gave.
+    pub fn from_stored(text: impl Into<String>) -> AccountKey {
+        AccountKey(text.into())
+    }
+
     /// The key of the account with this provider and email.
     pub fn for_email(provider: &str, email: &str) -> AccountKey {
         AccountKey(format!("{provider}-{}", email.to_lowercase()))

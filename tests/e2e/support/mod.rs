@@ -47,6 +47,11 @@ impl Sandbox {
         self.home.path().join("auth")
     }
 
+    /// Where the server keeps the usage ledger by default: beside the auth dir.
+    pub fn usage_db(&self) -> PathBuf {
+        self.home.path().join("auth-usage.sqlite3")
+    }
+
     /// `cliproxy ARGS` with the sandbox's environment and no display or browser.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cliproxy"));

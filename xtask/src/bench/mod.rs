@@ -40,6 +40,7 @@ use self::{
     baseline::Baseline,
     cliproxy::{Instance, Layout, Probe, Upstream},
     load::{Plan, Target},
+    report::UNRECORDED,
     report::{HeldStreams, OPEN_STREAMS, Results, Row, Startup},
     stub::Stub,
 };
@@ -260,6 +261,17 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
     qwen_layout.write_config(qwen_port, stub.addr(), Upstream::QwenAccounts)?;
     let mut qwen_proxy = Instance::spawn(binary, &qwen_layout, qwen_port)?;
     qwen_proxy.wait_ready(Probe::Health).await?;
+    // The same as `cliproxy` with the usage ledger off: what recording usage costs.
+    let unrecorded_layout = Layout::create(&work.path().join("serve-unrecorded"))?;
+    let unrecorded_port = net::free_port()?;
+    unrecorded_layout.write_config_with(
+        unrecorded_port,
+        stub.addr(),
+        Upstream::ApiKeys,
+        "usage-db = \"off\"\n",
+    )?;
+    let mut unrecorded_proxy = Instance::spawn(binary, &unrecorded_layout, unrecorded_port)?;
+    unrecorded_proxy.wait_ready(Probe::Health).await?;
     let targets = [
         Target {
             name: "direct",
@@ -281,6 +293,10 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
             name: "cliproxy-qwen",
             addr: qwen_proxy.addr(),
         },
+        Target {
+            name: UNRECORDED,
+            addr: unrecorded_proxy.addr(),
+        },
     ];
     for target in targets {
         for stream in [false, true] {
@@ -288,6 +304,7 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
                 let log = match target.name {
                     "cliproxy" => format!("\ncliproxy's log:\n{}", proxy.log_tail()),
                     "cliproxy-qwen" => format!("\ncliproxy's log:\n{}", qwen_proxy.log_tail()),
+                    UNRECORDED => format!("\ncliproxy's log:\n{}", unrecorded_proxy.log_tail()),
                     _ => String::new(),
                 };
                 bail!(
@@ -344,11 +361,13 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
         .log_problems()
         .into_iter()
         .chain(qwen_proxy.log_problems())
+        .chain(unrecorded_proxy.log_problems())
     {
         eprintln!("cliproxy logged: {line}");
     }
     drop(proxy);
     drop(qwen_proxy);
+    drop(unrecorded_proxy);
 
     for accounts in [0, STARTUP_ACCOUNTS] {
         eprintln!("  start-up with {accounts} account files ...");

@@ -10,6 +10,10 @@ use super::{bodies::LargeBodies, load::Outcome, refresh_window::RefreshWindow, s
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
 /// baseline pass-through's requests per second.
 pub(crate) const MIN_THROUGHPUT_RATIO: f64 = 0.8;
+/// Throughput with the usage ledger on, at least, against the same server with it off.
+pub(crate) const MIN_RECORDED_RATIO: f64 = 0.97;
+/// The target that is `cliproxy` with `usage-db = "off"`.
+pub(crate) const UNRECORDED: &str = "cliproxy-unrecorded";
 /// Largest p50 latency cliproxy may add over the baseline at one connection.
 pub(crate) const MAX_ADDED_P50: Duration = Duration::from_micros(100);
 /// Largest resident memory of cliproxy with [`OPEN_STREAMS`] streams open.
@@ -114,6 +118,26 @@ impl Results {
                     _ => missing(format!("{kind} throughput at {c} connections")),
                 },
             );
+        }
+
+        for stream in [false, true] {
+            let kind = if stream { "streaming" } else { "non-streaming" };
+            let c = self.concurrency;
+            if let (Some(on), Some(off)) = (
+                self.row(stream, c, "cliproxy"),
+                self.row(stream, c, UNRECORDED),
+            ) {
+                let (on, off) = (on.requests_per_sec(), off.requests_per_sec());
+                let ratio = if off > 0.0 { on / off } else { 0.0 };
+                checks.push(Check {
+                    pass: Some(ratio >= MIN_RECORDED_RATIO),
+                    text: format!(
+                        "{kind} throughput at {c} connections with the usage ledger: cliproxy {on:.0} req/s = {:.1} % of {UNRECORDED} {off:.0} req/s (need >= {:.0} %)",
+                        ratio * 100.0,
+                        MIN_RECORDED_RATIO * 100.0
+                    ),
+                });
+            }
         }
 
         for stream in [false, true] {

@@ -457,3 +457,20 @@ fn placing_in_place_matches_a_rebuild_for_every_strategy() {
         }
     }
 }
+
+#[test]
+fn a_new_strategy_takes_effect_at_the_next_pick_and_keeps_the_rate_windows() {
+    let pool = pool(Strategy::RoundRobin, &["a", "b", "c"], Some(3));
+    let now = Instant::now();
+    let rotated: Vec<String> = (0..3).map(|_| pick(&pool, now)).collect();
+    assert_eq!(rotated, ["a", "b", "c"]);
+    pool.set_strategy(Strategy::FillFirst);
+    assert_eq!(pool.strategy(), Strategy::FillFirst);
+    // Each has two of its three slots left: fill-first uses a's, then b's, then c's.
+    let filled: Vec<String> = (0..6).map(|_| pick(&pool, now)).collect();
+    assert_eq!(filled, ["a", "a", "b", "b", "c", "c"]);
+    assert!(
+        pool.select("m", &[], now).is_err(),
+        "every window kept its sends: all nine slots are used"
+    );
+}

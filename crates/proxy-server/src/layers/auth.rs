@@ -24,6 +24,7 @@ use crate::body::ProxyBody;
 use crate::client::Client;
 use crate::config::ClientKeyConfig;
 use crate::error::BuildError;
+use crate::live::Live;
 use crate::quota_reset::QuotaReset;
 
 /// Paths served without a key.
@@ -32,16 +33,20 @@ pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];
 /// The configured client keys, as SHA-256 digests, each with its client.
 pub(crate) struct ClientKeys {
     digests: Box<[[u8; 32]]>,
+    /// The `[[client-keys]]` entry of each named key (`None` for a plain one).
+    configs: Box<[Option<ClientKeyConfig>]>,
     clients: Box<[Arc<Client>]>,
 }
 
 impl ClientKeys {
     /// The plain `api_keys` (named `api-keys#N`) and the named `client_keys`, whose days end
-    /// at `reset`.
+    /// at `reset`. A named key configured exactly as in `previous` (a reload) keeps its client,
+    /// with the requests and tokens it has counted.
     pub(crate) fn new(
         api_keys: &[String],
         client_keys: &[ClientKeyConfig],
         reset: QuotaReset,
+        previous: Option<&ClientKeys>,
     ) -> Result<Self, BuildError> {
         if api_keys.iter().any(String::is_empty) {
             return Err(BuildError::EmptyApiKey);
@@ -49,13 +54,19 @@ impl ClientKeys {
         let plain = api_keys
             .iter()
             .enumerate()
-            .map(|(index, key)| (digest(key.as_bytes()), Client::plain(index)));
-        let named = client_keys
-            .iter()
-            .map(|config| (config.key_sha256, Client::named(config, reset)));
+            .map(|(index, key)| (digest(key.as_bytes()), None, Arc::new(Client::plain(index))));
+        let named = client_keys.iter().map(|config| {
+            let kept = previous.and_then(|previous| previous.client_configured_as(config));
+            (
+                config.key_sha256,
+                Some(config.clone()),
+                kept.unwrap_or_else(|| Arc::new(Client::named(config, reset))),
+            )
+        });
         let mut digests = Vec::new();
+        let mut configs = Vec::new();
         let mut clients: Vec<Arc<Client>> = Vec::new();
-        for (digest, client) in plain.chain(named) {
+        for (digest, config, client) in plain.chain(named) {
             if let Some(at) = digests.iter().position(|known| *known == digest) {
                 return Err(BuildError::DuplicateClientKey {
                     first: clients[at].name.to_string(),
@@ -63,12 +74,22 @@ impl ClientKeys {
                 });
             }
             digests.push(digest);
-            clients.push(Arc::new(client));
+            configs.push(config);
+            clients.push(client);
         }
         Ok(Self {
             digests: digests.into(),
+            configs: configs.into(),
             clients: clients.into(),
         })
+    }
+
+    /// The client of the named key configured exactly as `config`, if there is one.
+    fn client_configured_as(&self, config: &ClientKeyConfig) -> Option<Arc<Client>> {
+        self.configs
+            .iter()
+            .position(|known| known.as_ref() == Some(config))
+            .map(|at| Arc::clone(&self.clients[at]))
     }
 
     /// The index of the key equal to `candidate`, if any; looks at every key whatever the
@@ -163,11 +184,11 @@ fn unauthorized(missing: bool, shape: ErrorShape) -> Response<ProxyBody> {
 /// Adds [`ClientAuth`].
 #[derive(Clone)]
 pub(crate) struct ClientAuthLayer {
-    keys: Arc<ClientKeys>,
+    keys: Arc<Live<ClientKeys>>,
 }
 
 impl ClientAuthLayer {
-    pub(crate) fn new(keys: Arc<ClientKeys>) -> Self {
+    pub(crate) fn new(keys: Arc<Live<ClientKeys>>) -> Self {
         Self { keys }
     }
 }
@@ -187,7 +208,7 @@ impl<S> Layer<S> for ClientAuthLayer {
 #[derive(Clone)]
 pub(crate) struct ClientAuth<S> {
     inner: S,
-    keys: Arc<ClientKeys>,
+    keys: Arc<Live<ClientKeys>>,
 }
 
 impl<S, B> Service<Request<B>> for ClientAuth<S>
@@ -203,15 +224,16 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        if self.keys.digests.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
+        let keys = self.keys.load();
+        if keys.digests.is_empty() || PUBLIC_PATHS.contains(&request.uri().path()) {
             return ShortCircuit::inner(self.inner.call(request));
         }
         let shape = ErrorShape::for_path(request.uri().path());
-        match self.keys.check(&request) {
+        match keys.check(&request) {
             Check::Valid(index) => {
                 request
                     .extensions_mut()
-                    .insert(Arc::clone(&self.keys.clients[index]));
+                    .insert(Arc::clone(&keys.clients[index]));
                 ShortCircuit::inner(self.inner.call(request))
             }
             Check::Invalid => ShortCircuit::answer(unauthorized(false, shape)),
@@ -229,6 +251,7 @@ mod tests {
             &["alpha-key".to_owned(), "beta-key".to_owned()],
             &[named("team", "gamma-key")],
             QuotaReset::default(),
+            None,
         )
         .expect("valid keys")
     }
@@ -340,7 +363,8 @@ mod tests {
             ClientKeys::new(
                 &["ok".to_owned(), String::new()],
                 &[],
-                QuotaReset::default()
+                QuotaReset::default(),
+                None
             ),
             Err(BuildError::EmptyApiKey)
         ));
@@ -376,6 +400,7 @@ mod tests {
             &["same".to_owned()],
             &[named("team", "same")],
             QuotaReset::default(),
+            None,
         );
         let Err(BuildError::DuplicateClientKey { first, second }) = twice else {
             panic!("a duplicate key is refused");

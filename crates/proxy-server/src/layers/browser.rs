@@ -42,6 +42,7 @@ use tower::{Layer, Service};
 use crate::api_error::{ApiError, ErrorShape, INVALID_REQUEST};
 use crate::body::ProxyBody;
 use crate::error::BuildError;
+use crate::live::Live;
 
 /// Content types a page can send without a preflight (the CORS-safelisted ones).
 const SIMPLE_CONTENT_TYPES: [&str; 3] = [
@@ -271,11 +272,11 @@ fn preflight(origin: &HeaderValue, asked: &http::HeaderMap) -> Response<ProxyBod
 /// Adds [`BrowserGuard`].
 #[derive(Clone)]
 pub(crate) struct BrowserGuardLayer {
-    policy: Arc<BrowserPolicy>,
+    policy: Arc<Live<BrowserPolicy>>,
 }
 
 impl BrowserGuardLayer {
-    pub(crate) fn new(policy: Arc<BrowserPolicy>) -> Self {
+    pub(crate) fn new(policy: Arc<Live<BrowserPolicy>>) -> Self {
         Self { policy }
     }
 }
@@ -296,7 +297,7 @@ impl<S> Layer<S> for BrowserGuardLayer {
 #[derive(Clone)]
 pub(crate) struct BrowserGuard<S> {
     inner: S,
-    policy: Arc<BrowserPolicy>,
+    policy: Arc<Live<BrowserPolicy>>,
 }
 
 impl<S, B> Service<Request<B>> for BrowserGuard<S>
@@ -312,7 +313,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.policy.judge(&request) {
+        match self.policy.load().judge(&request) {
             Verdict::Refuse(response) => GuardFuture::Answer {
                 ready: std::future::ready(Ok(response)),
             },

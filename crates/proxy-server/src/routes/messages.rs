@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::json;
 use tracing::Span;
+use usage_ledger::Api;
 
 use super::{Posted, State, check_model};
 use crate::api_error::{ApiError, ErrorShape, SERVER_ERROR, json_response};
@@ -54,8 +55,15 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
     let answer = state
         .upstream
         .chat(
-            ChatRequest::from_json(&upstream_model, chat.stream, chat.json, chat.reasoning, id)
-                .routed(client, conversation),
+            ChatRequest::from_json(
+                Api::Messages,
+                &upstream_model,
+                chat.stream,
+                chat.json,
+                chat.reasoning,
+                id,
+            )
+            .routed(client, conversation),
         )
         .await;
     // The request's body is gone once the upstream answered; a stream does not hold it.

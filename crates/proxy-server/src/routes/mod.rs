@@ -40,6 +40,7 @@ use crate::body::ProxyBody;
 use crate::client::Client;
 use crate::conversation::Conversations;
 use crate::layers::request_id::LoggedId;
+use crate::live::Live;
 use crate::request_body::{BodyReader, Charge, ReadBody};
 use crate::upstream::Upstream;
 use credential_pool::BoxFuture;
@@ -53,7 +54,7 @@ pub(crate) struct State {
     /// `created` of listed models: when the proxy was built, in Unix seconds.
     pub(crate) created: u64,
     /// How request bodies are read: size, time and memory bounds.
-    pub(crate) bodies: BodyReader,
+    pub(crate) bodies: Arc<BodyReader>,
     /// Whether requests of one conversation keep to one credential.
     pub(crate) session_affinity: bool,
     /// Names conversations from what requests carry.
@@ -143,14 +144,15 @@ impl Route {
     }
 }
 
-/// The innermost service: dispatches to the handlers.
+/// The innermost service: dispatches to the handlers, with the state current when the
+/// request arrives.
 #[derive(Debug, Clone)]
 pub(crate) struct Router {
-    state: Arc<State>,
+    state: Arc<Live<State>>,
 }
 
 impl Router {
-    pub(crate) fn new(state: Arc<State>) -> Self {
+    pub(crate) fn new(state: Arc<Live<State>>) -> Self {
         Self { state }
     }
 }
@@ -169,7 +171,7 @@ where
     }
 
     fn call(&mut self, request: Request<Limited<B>>) -> Self::Future {
-        let state = Arc::clone(&self.state);
+        let state = self.state.load();
         Box::pin(async move { Ok(dispatch(&state, request).await) })
     }
 }

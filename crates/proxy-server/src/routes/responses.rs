@@ -8,6 +8,7 @@ use api_translate::responses::{self, ResponsesStream, Shell, Translated};
 use http::{Response, StatusCode};
 use serde_json::Value;
 use tracing::Span;
+use usage_ledger::Api;
 
 use super::{Posted, State, check_model};
 use crate::api_error::{ApiError, SERVER_ERROR, json_response};
@@ -57,7 +58,7 @@ async fn serve(state: &State, posted: Posted) -> Result<Response<ProxyBody>, Api
         reasoning,
     } = responses::to_chat(&body)?;
     let shell = Shell::fresh(echo).with_namespaces(namespaces);
-    let chat = ChatRequest::from_json(&upstream_model, stream, chat, reasoning, id)
+    let chat = ChatRequest::from_json(Api::Responses, &upstream_model, stream, chat, reasoning, id)
         .routed(client, conversation);
     drop((bytes, body));
     let answer = state.upstream.chat(chat).await;

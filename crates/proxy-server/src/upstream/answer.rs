@@ -34,7 +34,9 @@ impl Answer {
             return self;
         };
         match &mut self {
-            Self::Complete { body, .. } => meter.finish(completion_usage(body), body.len() as u64),
+            Self::Complete { body, .. } => {
+                meter.answered(completion_usage(body), body.len() as u64);
+            }
             Self::Stream { body, .. } => body.set_meter(meter),
         }
         self

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use credential_pool::{Outcome, Selection, Slot};
+use credential_pool::{Outcome, Selection, Slot, Unavailable};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use serde::de::IgnoredAny;
 use tracing::Span;
+use usage_ledger::FailureClass;
 
 use super::answer::Answer;
 use super::classify::{self, Failure, Verdict};
@@ -24,7 +25,6 @@ use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, SERVER_ERROR};
 use crate::layers::request_id::LoggedId;
-use crate::meter::Meter;
 use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
@@ -84,10 +84,15 @@ impl Upstream {
         let id = std::mem::take(&mut request.id);
         let conversation = request.conversation;
         let client = Arc::clone(&request.client);
+        // Dropped with this future when the client leaves first: counted as a cancel.
+        let mut meter = self.usage.meter(&client, request.api, &model);
         // A client key past its own limits never reaches the upstream.
-        client
-            .admit(Instant::now(), SystemTime::now())
-            .map_err(|limited| client_limited_error(&client, limited))?;
+        if let Err(limited) = client.admit(Instant::now(), SystemTime::now()) {
+            if let Some(meter) = meter {
+                meter.failed(FailureClass::Rate);
+            }
+            return Err(client_limited_error(&client, limited));
+        }
         let mut outgoing = request.into_outgoing();
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<Failure> = None;
@@ -102,6 +107,13 @@ impl Upstream {
             }) {
                 Ok(lease) => lease,
                 Err(unavailable) => {
+                    if let Some(meter) = meter {
+                        meter.failed(match (&last, &unavailable) {
+                            (Some(failure), _) => failure_class(failure),
+                            (None, Unavailable::CoolingDown { .. }) => FailureClass::Rate,
+                            (None, _) => FailureClass::Other,
+                        });
+                    }
                     return Err(match last {
                         // The credential just refused leaves rotation: its refusal, not the
                         // pool's state after it, is what the client needs to hear.
@@ -122,6 +134,9 @@ impl Upstream {
             let mut refused = false;
             let failure = loop {
                 attempts += 1;
+                if let Some(meter) = &mut meter {
+                    meter.attempt(&credential.label, body.len());
+                }
                 let failure = match self
                     .attempt(&access, credential.flavor, stream, &body, &id)
                     .await
@@ -129,9 +144,14 @@ impl Upstream {
                     Attempt::Success(answer) => {
                         self.pool
                             .report(&lease.key, &model, Outcome::Success, Instant::now());
-                        return Ok(answer.metered(Meter::new(&client, body.len())));
+                        return Ok(answer.metered(meter));
                     }
-                    Attempt::PassThrough(answer) => return Ok(answer),
+                    Attempt::PassThrough(answer) => {
+                        if let Some(meter) = meter {
+                            meter.failed(FailureClass::Other);
+                        }
+                        return Ok(answer);
+                    }
                     Attempt::Failed(failure) => failure,
                 };
                 let Failure::Unauthorized { message, .. } = &failure else {
@@ -213,6 +233,9 @@ impl Upstream {
             }
             tried.push(Arc::clone(&lease.key));
             last = Some(failure);
+        }
+        if let Some(meter) = meter {
+            meter.failed(last.as_ref().map_or(FailureClass::Other, failure_class));
         }
         Err(match last {
             // Every attempt was spent on limits: say when a credential is free again, as when
@@ -386,6 +409,25 @@ impl Upstream {
                 .extend_from_slice(&next);
         }
         Ok(whole.map_or(first, BytesMut::freeze))
+    }
+}
+
+/// The usage ledger's class of the failure a client was answered with.
+fn failure_class(failure: &Failure) -> FailureClass {
+    match failure {
+        Failure::Quota { daily: true, .. } => FailureClass::Quota,
+        Failure::Quota { .. } | Failure::RateCapped => FailureClass::Rate,
+        Failure::Forbidden { .. } | Failure::Unauthorized { .. } | Failure::Relogin => {
+            FailureClass::Refused
+        }
+        Failure::Server { .. }
+        | Failure::Html { .. }
+        | Failure::NotJson { .. }
+        | Failure::Oversized { .. } => FailureClass::Upstream5xx,
+        Failure::Timeout { .. } => FailureClass::Timeout,
+        Failure::Unreachable { .. } | Failure::BadToken | Failure::BadBaseUrl { .. } => {
+            FailureClass::Other
+        }
     }
 }
 

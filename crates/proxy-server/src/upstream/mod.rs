@@ -18,12 +18,12 @@ mod client;
 mod errors;
 mod forward;
 mod headers;
-mod observe;
+pub(crate) mod observe;
 mod probe;
 mod request;
 mod shape;
 mod splice;
-mod stream;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,13 +33,13 @@ use credential_pool::Pool;
 use crate::api_error::ApiError;
 use crate::config::ServerConfig;
 use crate::error::BuildError;
+use crate::meter::UsageSink;
 use credential_pool::Credential;
 
-pub(crate) use aliases::{Aliases, glob_matches};
+pub(crate) use aliases::Aliases;
 pub(crate) use answer::{Answer, set_event_stream_headers};
-pub(crate) use observe::{MAX_SSE_LINE, Usage, record_completion};
+pub(crate) use observe::record_completion;
 pub(crate) use request::{ChatRequest, Malformed};
-pub(crate) use stream::UpstreamBody;
 
 use headers::UpstreamHeaders;
 
@@ -59,12 +59,16 @@ pub(crate) struct Upstream {
     probe_models: Vec<String>,
     /// Wakes the prober when a credential is refused.
     pub(crate) probe_wake: Arc<tokio::sync::Notify>,
+    /// Where finished requests are counted.
+    usage: UsageSink,
 }
 
 impl Upstream {
     pub(crate) fn new(
         config: &ServerConfig,
         pool: Arc<Pool<Credential>>,
+        usage: UsageSink,
+        probe_wake: Arc<tokio::sync::Notify>,
     ) -> Result<Self, BuildError> {
         if config.request_retry == 0 {
             return Err(BuildError::NoAttempts);
@@ -83,7 +87,8 @@ impl Upstream {
             max_output_tokens: config.max_output_tokens,
             quota_reset: config.quota_reset,
             probe_models: config.models.clone(),
-            probe_wake: Arc::new(tokio::sync::Notify::new()),
+            probe_wake,
+            usage,
         })
     }
 

@@ -11,6 +11,8 @@ use api_translate::sse::{SseParser, TooLong};
 use serde::Deserialize;
 use tracing::Span;
 
+use crate::meter::Usage;
+
 /// Longest SSE line (and event) accepted from an upstream; longer ones break the stream.
 pub(crate) const MAX_SSE_LINE: usize = 1024 * 1024;
 
@@ -38,15 +40,6 @@ struct Delta<'a> {
     content: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     reasoning_content: Option<Cow<'a, str>>,
-}
-
-/// Token usage as the upstream reported it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub(crate) struct Usage {
-    #[serde(default)]
-    pub(crate) prompt_tokens: u64,
-    #[serde(default)]
-    pub(crate) completion_tokens: u64,
 }
 
 /// The usage in a whole (non-streamed) chat-completions answer, if it reports one.

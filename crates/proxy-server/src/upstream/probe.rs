@@ -62,8 +62,15 @@ impl Upstream {
             "messages": [{ "role": "user", "content": "ping" }],
             "max_tokens": 1,
         });
-        let mut outgoing =
-            ChatRequest::from_json(&model, false, json, None, LoggedId::default()).into_outgoing();
+        let mut outgoing = ChatRequest::from_json(
+            usage_ledger::Api::ChatCompletions,
+            &model,
+            false,
+            json,
+            None,
+            LoggedId::default(),
+        )
+        .into_outgoing();
         let Ok(body) = outgoing.for_flavor(credential.flavor, &model) else {
             return false;
         };

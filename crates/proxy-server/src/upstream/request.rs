@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde::de::Error as _;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use usage_ledger::Api;
 
 use super::shape;
 use super::splice;
@@ -47,6 +48,8 @@ pub(crate) struct ChatRequest {
     pub(crate) conversation: Option<u64>,
     /// Who sent it: its client key limits the credentials it may use.
     pub(crate) client: Arc<Client>,
+    /// The API it came in on, for the usage ledger.
+    pub(crate) api: Api,
     body: Body,
 }
 
@@ -120,6 +123,7 @@ impl ChatRequest {
             id,
             conversation: None,
             client: Client::anonymous(),
+            api: Api::ChatCompletions,
             body: Body::Raw {
                 bytes,
                 output_tokens,
@@ -128,9 +132,10 @@ impl ChatRequest {
         })
     }
 
-    /// A request built by a translator, sent to `upstream_model` (the client's model after
-    /// its alias), with what the client asked of the model's reasoning.
+    /// A request built by a translator of `api`, sent to `upstream_model` (the client's
+    /// model after its alias), with what the client asked of the model's reasoning.
     pub(crate) fn from_json(
+        api: Api,
         upstream_model: &str,
         stream: bool,
         mut json: Value,
@@ -146,6 +151,7 @@ impl ChatRequest {
             id,
             conversation: None,
             client: Client::anonymous(),
+            api,
             body: Body::Parsed(json, reasoning),
         }
     }
@@ -391,7 +397,14 @@ mod tests {
     }
 
     fn translated(json: Value, reasoning: Option<Reasoning>) -> ChatRequest {
-        ChatRequest::from_json("a", false, json, reasoning, LoggedId::default())
+        ChatRequest::from_json(
+            Api::Messages,
+            "a",
+            false,
+            json,
+            reasoning,
+            LoggedId::default(),
+        )
     }
 
     #[test]

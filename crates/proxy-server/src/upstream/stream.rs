@@ -20,9 +20,10 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::Span;
+use usage_ledger::FailureClass;
 
 use crate::layers::request_id::LoggedId;
-use crate::meter::Meter;
+use crate::meter::{Meter, stream_failure_class};
 use crate::stream_error::StreamError;
 use crate::upstream::observe::StreamObserver;
 
@@ -39,6 +40,8 @@ pub(crate) struct UpstreamBody {
     /// Told what the answer used when the body is dropped (ended, broken or abandoned).
     meter: Option<Meter>,
     finished: bool,
+    /// Why the stream broke off, when it did.
+    broken: Option<FailureClass>,
     /// The request's span, for the log line when the client goes away.
     span: Span,
     /// The request's id, for the warning when the stream is aborted.
@@ -75,6 +78,7 @@ impl UpstreamBody {
             observer: StreamObserver::new(),
             meter: None,
             finished: false,
+            broken: None,
             span: Span::current(),
             id,
             ends_with_connection,
@@ -89,6 +93,9 @@ impl UpstreamBody {
 
     fn deliver(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         self.last_chunk_at = Instant::now();
+        if let Some(meter) = &mut self.meter {
+            meter.first_byte(self.last_chunk_at.into_std());
+        }
         if let Err(too_long) = self.observer.feed(&data) {
             return self.fail(StreamError::LineTooLong(too_long.limit));
         }
@@ -100,6 +107,7 @@ impl UpstreamBody {
     /// translated one ends with its API's error event.
     fn fail(&mut self, error: StreamError) -> Poll<Option<Result<Frame<Bytes>, StreamError>>> {
         self.finished = true;
+        self.broken = Some(stream_failure_class(&error));
         tracing::warn!(request_id = %self.id, %error, "the upstream stream broke off; the client's answer ends incomplete");
         Poll::Ready(Some(Err(error)))
     }
@@ -190,7 +198,12 @@ impl Body for UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if let Some(meter) = self.meter.take() {
-            meter.finish(self.observer.usage(), self.observer.text_chars());
+            meter.streamed(
+                self.finished,
+                self.broken,
+                self.observer.usage(),
+                self.observer.text_chars(),
+            );
         }
         if !self.finished {
             self.span.in_scope(|| {
