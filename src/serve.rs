@@ -1,5 +1,6 @@
-//! `cliproxy serve`: wires the auth dir, the credential pool, token refresh,
-//! the dir watch and the HTTP server together, and runs until SIGINT/SIGTERM.
+//! `cliproxy serve`: wires the account store (the auth dir or the shared database), the
+//! credential pool, token refresh, the dir watch (or the database's change feed) and the HTTP
+//! server together, and runs until SIGINT/SIGTERM.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,18 +8,24 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 
 use account_runtime::{AccountOverride, AccountSettings, Accounts, status};
+use account_store::AccountStore;
 use anyhow::Context as _;
 use auth_core::OAuthClient;
-use credential_pool::{
-    Access, Credential, Flavor, Models, Pool, PoolConfig, Routing, StaticAccess,
-};
+use credential_pool::{Pool, PoolConfig, Routing};
 use proxy_server::Proxy;
-use token_store::AuthDir;
 
-use crate::config::{AccountSection, OpenAiCompatEntry, Settings};
+use crate::config::{AccountSection, Settings};
+use crate::upstreams::add_api_keys;
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
-pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> {
+/// `load` reads the config again for a reload; `config_path` is the file whose changes trigger
+/// one ([`crate::reload`]).
+pub async fn run(
+    settings: &Settings,
+    oauth: OAuthClient,
+    load: crate::reload::Load,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let serve = &settings.serve;
     let address = SocketAddr::new(serve.host, serve.port);
     let config = serve.server.clone();
@@ -32,11 +39,14 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
-    let store = AuthDir::open(&settings.auth_dir)?;
-    crate::permissions::enforce_private_auth_dir(&store, settings.strict_permissions)?;
+    let store = crate::store::open(settings, crate::store::Trust::TokenFiles).await?;
+    if let AccountStore::Postgres(_) = store {
+        // No token files, but the status sockets `accounts list` reads live states from.
+        token_store::AuthDir::open(&settings.auth_dir)?;
+    }
     let accounts = Accounts::new(
-        store,
-        oauth,
+        store.clone(),
+        oauth.clone(),
         Arc::clone(&pool),
         AccountSettings {
             models: serve.server.models.clone(),
@@ -45,17 +55,31 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
             overrides: account_overrides(&serve.accounts),
         },
     );
-    let loaded = accounts.reconcile()?;
-    let _watch = account_runtime::watch(Arc::clone(&accounts))?;
+    let loaded = accounts.reconcile().await?;
+    let _follow = follow_store(&accounts, &store)?;
     let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(
             "no accounts in {} and no [[openai-compat]] keys: add one with `cliproxy login qwen`; the server picks it up without a restart",
-            settings.auth_dir.display()
+            store.describe()
         );
     }
 
-    let proxy = Proxy::new(config, Arc::clone(&pool))?;
+    let (usage, ledger) = open_ledger(settings);
+    // Request metrics are fed by the ledger's flusher, off the request path.
+    let metrics = Arc::new(management::Metrics::new(settings.management.hash_emails));
+    if let Some(ledger) = &ledger {
+        ledger.observe(Arc::clone(&metrics) as Arc<dyn usage_ledger::RecordObserver>);
+    }
+    let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?.mount(
+        crate::management_routes::routes(
+            settings,
+            oauth,
+            Arc::clone(&accounts),
+            Arc::clone(&pool),
+            metrics,
+        )?,
+    );
     let listener = proxy_server::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;
@@ -75,15 +99,68 @@ pub async fn run(settings: &Settings, oauth: OAuthClient) -> anyhow::Result<()> 
         "listening on http://{bound}"
     );
     // proxy-server logs "shutting down" and "stopped".
+    let reloads = tokio::spawn(crate::reload::run(
+        crate::reload::ConfigReload {
+            load,
+            path: config_path,
+            reloader: proxy.reloader(),
+            pool: Arc::clone(&pool),
+            bound,
+        },
+        settings.clone(),
+    ));
     let served = proxy.serve(listener, shutdown).await;
+    reloads.abort();
     // Refreshes in flight and unsaved tokens share the grace period with open requests.
     let signalled = signalled
         .get()
         .copied()
         .unwrap_or_else(tokio::time::Instant::now);
     accounts.stop(signalled + serve.server.shutdown_grace).await;
+    if let Some(ledger) = ledger
+        && let Err(error) = ledger.flush_and_close().await
+    {
+        tracing::warn!("the last usage counts could not be saved: {error}");
+    }
     served?;
     Ok(())
+}
+
+/// Starts what keeps the accounts in step with the store while the server runs: the auth
+/// dir's watch, or the database's change feed. It stops when the returned value is dropped.
+fn follow_store(
+    accounts: &Arc<Accounts>,
+    store: &AccountStore,
+) -> anyhow::Result<Box<dyn std::any::Any + Send>> {
+    Ok(match store {
+        AccountStore::Dir(dir) => Box::new(account_runtime::watch(
+            Arc::clone(accounts),
+            dir.path().to_owned(),
+        )?),
+        AccountStore::Postgres(pg) => Box::new(account_runtime::follow(Arc::clone(accounts), pg)),
+    })
+}
+
+/// The usage ledger's recorder and flusher, unless `usage-db = "off"`. A ledger that cannot be
+/// opened (a full disk, a directory it may not write) leaves the server serving without it:
+/// serving matters more than counting.
+fn open_ledger(
+    settings: &Settings,
+) -> (usage_ledger::Recorder, Option<usage_ledger::FlusherHandle>) {
+    let Some(db) = &settings.usage.db else {
+        return (usage_ledger::Recorder::disabled(), None);
+    };
+    match usage_ledger::Ledger::open(
+        db,
+        settings.usage.retention,
+        usage_ledger::DEFAULT_FLUSH_EVERY,
+    ) {
+        Ok((recorder, flusher)) => (recorder, Some(flusher)),
+        Err(error) => {
+            tracing::error!("usage is not recorded while this server runs: {error}");
+            (usage_ledger::Recorder::disabled(), None)
+        }
+    }
 }
 
 /// The longest wait between two probes of a refused credential.
@@ -109,64 +186,6 @@ fn account_overrides(
             )
         })
         .collect()
-}
-
-/// Adds every `[[openai-compat]]` key to the pool, each with its entry's rate cap.
-fn add_api_keys(pool: &Pool<Credential>, entries: &[OpenAiCompatEntry]) {
-    for key in api_key_credentials(entries) {
-        let pool_key = format!("openai-compat:{}", key.credential.label);
-        pool.upsert(
-            &pool_key,
-            Arc::new(key.credential),
-            key.models,
-            key.requests_per_minute,
-        );
-        pool.set_routing(&pool_key, key.routing);
-    }
-}
-
-/// One key of an `[[openai-compat]]` entry, as a credential of its own.
-pub(crate) struct ApiKeyCredential {
-    /// Labelled `<name>#<n>`; names are unique and free of `#` (checked at config load).
-    pub(crate) credential: Credential,
-    pub(crate) models: Models,
-    pub(crate) requests_per_minute: Option<NonZeroU32>,
-    /// Its entry's weight, tier and group.
-    pub(crate) routing: Routing,
-}
-
-/// Each key of each `[[openai-compat]]` entry, with the models and rate cap of its entry.
-pub(crate) fn api_key_credentials(entries: &[OpenAiCompatEntry]) -> Vec<ApiKeyCredential> {
-    let mut credentials = Vec::new();
-    for entry in entries {
-        let base_url: Arc<str> = entry.base_url.trim_end_matches('/').into();
-        let models = if entry.models.is_empty() {
-            Models::All
-        } else {
-            Models::Only(entry.models.clone())
-        };
-        for (index, key) in entry.api_keys.iter().enumerate() {
-            let access = StaticAccess(Access {
-                bearer: key.as_str().into(),
-                base_url: Arc::clone(&base_url),
-            });
-            credentials.push(ApiKeyCredential {
-                credential: Credential {
-                    label: format!("{}#{}", entry.name, index + 1).into(),
-                    flavor: Flavor::OpenAiCompatible(entry.reasoning.0),
-                    access: Arc::new(access),
-                },
-                models: models.clone(),
-                requests_per_minute: entry.requests_per_minute,
-                routing: Routing {
-                    weight: entry.weight.unwrap_or(NonZeroU32::MIN),
-                    priority: entry.priority.unwrap_or(0),
-                    group: entry.group.as_deref().map(Arc::from),
-                },
-            });
-        }
-    }
-    credentials
 }
 
 /// Starts listening for SIGINT and SIGTERM at once, so a signal right after start-up is not
@@ -198,73 +217,5 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use credential_pool::ReasoningStyle;
-
-    fn entry(name: &str, keys: usize, rpm: Option<u32>) -> OpenAiCompatEntry {
-        OpenAiCompatEntry {
-            name: name.to_owned(),
-            base_url: "https://x.example/v1/".to_owned(),
-            api_keys: (0..keys).map(|i| format!("{name}-key-{i}")).collect(),
-            models: Vec::new(),
-            requests_per_minute: rpm.and_then(NonZeroU32::new),
-            weight: None,
-            priority: None,
-            group: None,
-            reasoning: Default::default(),
-        }
-    }
-
-    #[test]
-    fn each_key_asks_for_reasoning_in_the_style_of_its_own_entry() {
-        let mut qwen = entry("dashscope", 2, None);
-        qwen.reasoning.0 = ReasoningStyle::Qwen;
-        let entries = [entry("openai", 1, None), qwen];
-        let flavors: Vec<Flavor> = api_key_credentials(&entries)
-            .iter()
-            .map(|key| key.credential.flavor)
-            .collect();
-        assert_eq!(
-            flavors,
-            [
-                Flavor::OpenAiCompatible(ReasoningStyle::Effort),
-                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
-                Flavor::OpenAiCompatible(ReasoningStyle::Qwen),
-            ]
-        );
-    }
-
-    #[test]
-    fn each_key_carries_the_rate_cap_of_its_own_entry() {
-        let entries = [
-            entry("a", 2, Some(7)),
-            entry("ab", 1, None),
-            entry("b", 1, Some(3)),
-        ];
-        let keys: Vec<(String, Option<u32>)> = api_key_credentials(&entries)
-            .iter()
-            .map(|key| {
-                (
-                    key.credential.label.to_string(),
-                    key.requests_per_minute.map(NonZeroU32::get),
-                )
-            })
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                ("a#1".to_owned(), Some(7)),
-                ("a#2".to_owned(), Some(7)),
-                ("ab#1".to_owned(), None),
-                ("b#1".to_owned(), Some(3)),
-            ]
-        );
-        let access = api_key_credentials(&entries)[0].credential.access.current();
-        assert_eq!(&*access.base_url, "https://x.example/v1");
     }
 }

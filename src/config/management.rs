@@ -8,7 +8,7 @@ use super::env::{env_parsed, env_value};
 use super::file::ConfigFile;
 
 /// The management settings after environment > file > default.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagementConfig {
     /// `None`: the management routes are off (404).
     pub key: Option<ManagementKey>,

@@ -54,6 +54,19 @@ impl fmt::Debug for ManagementKey {
     }
 }
 
+/// The same configured key: the same key's digest, or the same hash (for a config reload).
+impl PartialEq for ManagementKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.kind, &other.kind) {
+            (Kind::Plain(a), Kind::Plain(b)) => bool::from(a.ct_eq(b)),
+            (Kind::Hash { phc: a, .. }, Kind::Hash { phc: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ManagementKey {}
+
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
