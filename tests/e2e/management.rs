@@ -578,7 +578,9 @@ async fn a_login_started_with_an_email_is_saved_on_approval() {
     assert_eq!(polled["state"], "saved", "{polled}");
     assert_eq!(sandbox.only_token_file().1["email"], "early@example.com");
     guarded("the account in the pool", async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
         loop {
+            every.tick().await;
             if credentials(&server)
                 .await
                 .iter()
@@ -586,7 +588,6 @@ async fn a_login_started_with_an_email_is_saved_on_approval() {
             {
                 break;
             }
-            tokio::task::yield_now().await;
         }
     })
     .await;
@@ -621,4 +622,235 @@ async fn the_dashboard_is_served_with_its_assets_and_a_strict_policy() {
         get(&server, "/dashboard/nothing.js", None).await.status(),
         StatusCode::NOT_FOUND
     );
+}
+
+/// `/metrics` as parsed by a Prometheus text parser.
+async fn scrape(server: &Server) -> (String, prometheus_parse::Scrape) {
+    let answer = get(server, "/metrics", Some(KEY)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = answer.text().await.unwrap();
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+        .unwrap_or_else(|error| panic!("{error}: {text}"));
+    (text, parsed)
+}
+
+/// The sum of the samples of `metric` whose labels include `labels`.
+fn sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == metric)
+        .filter(|sample| {
+            labels
+                .iter()
+                .all(|(name, value)| sample.labels.get(name) == Some(*value))
+        })
+        .map(|sample| match &sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => *value,
+            prometheus_parse::Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|bucket| bucket.less_than.is_infinite())
+                .map_or(0.0, |bucket| bucket.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_what_the_fake_served_and_usage_matches_the_cli() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let emails = ["a@example.com", "b@example.com"];
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &emails)
+        .config(&with_key(""))
+        .start()
+        .await;
+    for stream in [false, false, false, true, true] {
+        let answer = server.chat(MODEL, stream).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        answer.bytes().await.unwrap();
+    }
+    let unknown = server.chat("no-such-model", false).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let requests = 6.0;
+
+    let scraped = guarded("the metrics of six requests", async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let (text, scraped) = scrape(&server).await;
+            if sum(&scraped, "cliproxy_requests_total", &[]) >= requests {
+                break (text, scraped);
+            }
+        }
+    })
+    .await;
+    let (text, scraped) = scraped;
+    assert_eq!(
+        sum(&scraped, "cliproxy_requests_total", &[]),
+        requests,
+        "{text}"
+    );
+    for email in emails {
+        let token = &server.account(email).tokens.access_token;
+        let served = fake
+            .chat_requests()
+            .iter()
+            .filter(|request| request.bearer() == Some(token.as_str()))
+            .count();
+        assert!(served > 0, "{email} served nothing");
+        assert_eq!(
+            sum(
+                &scraped,
+                "cliproxy_requests_total",
+                &[("credential", email)]
+            ),
+            served as f64,
+            "{email}: {text}"
+        );
+    }
+    assert_eq!(
+        sum(
+            &scraped,
+            "cliproxy_requests_total",
+            &[("api", "chat-completions"), ("model", MODEL)]
+        ),
+        5.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&scraped, "cliproxy_request_failures_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sum(&scraped, "cliproxy_request_duration_seconds", &[]),
+        requests,
+        "every request is timed: {text}"
+    );
+    assert!(sum(&scraped, "cliproxy_upstream_attempts", &[]) >= requests);
+    assert_eq!(
+        sum(&scraped, "cliproxy_credentials", &[("state", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        sum(&scraped, "cliproxy_credentials", &[("state", "disabled")]),
+        0.0
+    );
+    assert_eq!(
+        sum(
+            &scraped,
+            "cliproxy_credential_state",
+            &[("credential", "a@example.com"), ("state", "ok")]
+        ),
+        1.0
+    );
+
+    // The ledger's figures agree with the metrics' once flushed, and the API's usage is the
+    // CLI's, byte for byte.
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    let usage = guarded("the ledger's flush", async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let (status, usage) = send(
+                &server,
+                reqwest::Method::GET,
+                &format!("/v0/management/usage?since={date}&by=model"),
+                None,
+            )
+            .await;
+            if status == StatusCode::OK && usage["total"]["requests"] == 6 {
+                break usage;
+            }
+        }
+    })
+    .await;
+    for (kind, field) in [
+        ("prompt", "prompt_tokens"),
+        ("completion", "completion_tokens"),
+        ("cached", "cached_tokens"),
+    ] {
+        assert_eq!(
+            sum(&scraped, "cliproxy_tokens_total", &[("kind", kind)]),
+            usage["total"][field].as_u64().unwrap() as f64,
+            "{kind}: {text}"
+        );
+    }
+    assert!(usage["total"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let api = get(
+        &server,
+        &format!("/v0/management/usage?since={date}&by=model"),
+        Some(KEY),
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    let cli = sandbox
+        .run(&["usage", "--since", &date, "--by", "model", "--json"], "")
+        .await
+        .success();
+    assert_eq!(api, cli, "the API's usage is `cliproxy usage --json`");
+    let (status, refused) = send(
+        &server,
+        reqwest::Method::GET,
+        "/v0/management/usage?by=week",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
+    // A refresh from the API is counted.
+    let (status, _) = send(
+        &server,
+        reqwest::Method::POST,
+        "/v0/management/credentials/a%40example.com/refresh",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, scraped) = scrape(&server).await;
+    assert_eq!(
+        sum(
+            &scraped,
+            "cliproxy_token_refreshes_total",
+            &[("outcome", "succeeded")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_can_name_accounts_by_a_hash_of_their_email() {
+    let fake = FakeQwen::start().await;
+    let sandbox = Sandbox::new(&fake);
+    let server = Server::builder(&sandbox)
+        .accounts(&fake, &["secret.person@example.com"])
+        .config(&with_key("[metrics]\nhash-emails = true"))
+        .start()
+        .await;
+    assert_eq!(server.chat(MODEL, false).await.status(), StatusCode::OK);
+    let text = guarded("the request's metrics", async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let (text, scraped) = scrape(&server).await;
+            if sum(&scraped, "cliproxy_requests_total", &[]) >= 1.0 {
+                break text;
+            }
+        }
+    })
+    .await;
+    assert!(!text.contains("secret.person"), "{text}");
+    assert!(text.contains("credential=\"sha256:"), "{text}");
 }
