@@ -19,7 +19,7 @@ use fake_qwen::PollStep;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::server::{MODEL, Server};
+use crate::support::server::{MODEL, Server, guarded};
 use crate::support::{Sandbox, fake_qwen, mode};
 
 /// The playwright-core version `.ci/run` installs.
@@ -118,6 +118,25 @@ async fn the_dashboard_in_a_real_browser_disables_and_adds_accounts() {
     for _ in 0..3 {
         assert_eq!(server.chat(MODEL, false).await.status(), StatusCode::OK);
     }
+    // The page shows usage once the ledger has written it.
+    guarded("the ledger's first write", async {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            let usage = reqwest::Client::new()
+                .get(server.url("/v0/management/usage?by=hour"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap();
+            if usage.status() == StatusCode::OK
+                && usage.json::<Value>().await.unwrap()["total"]["requests"] == 3
+            {
+                break;
+            }
+        }
+    })
+    .await;
 
     let profile = tempfile::tempdir().unwrap();
     let screenshot = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
