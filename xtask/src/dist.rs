@@ -3,7 +3,7 @@
 //!
 //! The result is `target/dist/cliproxy-<version>-<triple>.tar.gz` with a single
 //! top-level folder `cliproxy-<version>-<triple>/` holding the binary,
-//! `README.md`, `LICENSE`, `config.example.toml` and `docs/*.md` (the README's
+//! `README.md`, `LICENSE`, `config.example.toml`, `docs/*.md` and `docs/*.png` (the README's
 //! and the docs' links stay valid inside the archive), next to a
 //! `<archive>.sha256` file in `sha256sum` format. The archive is
 //! deterministic: fixed entry order, uid/gid 0, fixed modes (0755 for the
@@ -107,7 +107,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 }
 
 /// Files at the workspace root that ship next to the binary: fixed ones first, then
-/// `docs/*.md` sorted. Their names are the same inside the archive, so relative links work.
+/// `docs/*.md` and the images they show (`docs/*.png`), sorted. Their names are the same inside the archive, so relative links work.
 fn shipped_files(root: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = ["README.md", "LICENSE", "config.example.toml"]
         .map(str::to_owned)
@@ -118,7 +118,7 @@ fn shipped_files(root: &Path) -> Result<Vec<String>> {
         let path = entry
             .with_context(|| format!("cannot list {}", docs.display()))?
             .path();
-        if path.extension().is_some_and(|ext| ext == "md") && path.is_file() {
+        if path.extension().is_some_and(|ext| ext == "md" || ext == "png") && path.is_file() {
             let file = path.file_name().unwrap_or_default().to_string_lossy();
             doc_names.push(format!("docs/{file}"));
         }
