@@ -118,7 +118,11 @@ fn shipped_files(root: &Path) -> Result<Vec<String>> {
         let path = entry
             .with_context(|| format!("cannot list {}", docs.display()))?
             .path();
-        if path.extension().is_some_and(|ext| ext == "md" || ext == "png") && path.is_file() {
+        if path
+            .extension()
+            .is_some_and(|ext| ext == "md" || ext == "png")
+            && path.is_file()
+        {
             let file = path.file_name().unwrap_or_default().to_string_lossy();
             doc_names.push(format!("docs/{file}"));
         }

@@ -79,6 +79,14 @@ pub type SaveFuture =
 /// Saves approved tokens as the account `email`, received at the given time.
 pub type Saver = Arc<dyn Fn(String, TokenSet, SystemTime) -> SaveFuture + Send + Sync + 'static>;
 
+/// What an approved login does next.
+enum Approved {
+    /// Save it as this email, given when it was started.
+    Save(String, TokenSet),
+    /// Wait for an email until then, and forget the tokens after.
+    AwaitEmail(SystemTime),
+}
+
 /// The logins in progress.
 pub struct Logins {
     oauth: OAuthClient,
@@ -187,12 +195,11 @@ impl Logins {
             .poll_for_token(&authorization, &self.clock, &mut |_| {})
             .await;
         let received_at = SystemTime::now();
-        let email = {
+        let next = {
             let mut logins = self.lock();
             let Some(login) = logins.get_mut(&id) else {
                 return;
             };
-            login.task = None;
             match polled {
                 Err(error) => {
                     tracing::warn!("a device login from the management API failed: {error}");
@@ -204,7 +211,7 @@ impl Logins {
                 Ok(tokens) => match login.view.email.clone() {
                     Some(email) => {
                         login.view.state = LoginState::Saving;
-                        (email, tokens)
+                        Approved::Save(email, tokens)
                     }
                     None => {
                         tracing::info!(
@@ -212,13 +219,30 @@ impl Logins {
                         );
                         login.view.state = LoginState::NeedsEmail;
                         login.tokens = Some((tokens, received_at));
-                        return;
+                        Approved::AwaitEmail(login.deadline + KEEP_FINISHED)
                     }
                 },
             }
         };
-        let (email, tokens) = email;
-        self.save_as(&id, email, tokens, received_at).await;
+        match next {
+            Approved::Save(email, tokens) => self.save_as(&id, email, tokens, received_at).await,
+            Approved::AwaitEmail(until) => self.forget_tokens_at(&id, until).await,
+        }
+    }
+
+    /// Drops approved tokens that got no email by `at`: they live in memory only that long.
+    async fn forget_tokens_at(&self, id: &str, at: SystemTime) {
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        if let Some(login) = self.lock().get_mut(id)
+            && login.tokens.take().is_some()
+        {
+            login.view.state = LoginState::Failed {
+                message:
+                    "no email was given within 10 minutes after the code expired; start a new login"
+                        .to_owned(),
+            };
+        }
     }
 
     async fn save_as(&self, id: &str, email: String, tokens: TokenSet, received_at: SystemTime) {
