@@ -49,6 +49,9 @@ pub const STATES: [&str; 8] = [
     "cooling",
 ];
 
+/// Hashed email labels remembered at most (the cache starts afresh past it).
+const HASHED_KEPT: usize = 4096;
+
 /// Buckets of the upstream attempts per request.
 const ATTEMPT_BUCKETS: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
 
@@ -124,6 +127,8 @@ pub struct Metrics {
     refreshes: Family<OutcomeLabels, Counter>,
     credentials: Family<StateLabels, Gauge>,
     credential_state: Family<CredentialStateLabels, Gauge>,
+    /// Hashed labels of emails seen, so each is hashed once (the flusher calls `observe`).
+    hashed: Mutex<std::collections::HashMap<String, String>>,
     /// The registry and what the refresh counters hold, taken by one scrape at a time.
     scrape: Mutex<(Registry, RefreshesSeen)>,
 }
@@ -209,6 +214,7 @@ impl Metrics {
             refreshes,
             credentials,
             credential_state,
+            hashed: Mutex::new(std::collections::HashMap::new()),
             scrape: Mutex::new((registry, RefreshesSeen::default())),
         }
     }
@@ -216,9 +222,18 @@ impl Metrics {
     /// A credential's label as metrics show it.
     pub fn credential_label(&self, label: &str) -> String {
         if self.hash_emails && label.contains('@') {
+            let mut hashed = self.hashed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(known) = hashed.get(label) {
+                return known.clone();
+            }
             let digest = Sha256::digest(label.as_bytes());
             let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-            return format!("sha256:{hex}");
+            let name = format!("sha256:{hex}");
+            if hashed.len() >= HASHED_KEPT {
+                hashed.clear();
+            }
+            hashed.insert(label.to_owned(), name.clone());
+            return name;
         }
         label.to_owned()
     }
