@@ -1,8 +1,11 @@
 //! The `cliproxy` binary: a thin composition root. It parses arguments, resolves
 //! configuration, and hands each command to the crate that owns it.
 
+mod agent;
 mod check;
 mod config;
+mod config_check;
+mod init;
 mod management_routes;
 mod permissions;
 mod reload;
@@ -16,21 +19,34 @@ use std::time::Duration;
 use anyhow::Context as _;
 use auth_core::{HttpSettings, OAuthClient, ProviderProfile, TokioClock};
 use cli::{
-    AccountsCommand, Cli, CliError, Command, ImportSource, LoginOptions, Provider, StoreCommand,
+    AccountsCommand, Cli, CliError, Command, ConfigCommand, ImportSource, LogFormat, LoginOptions,
+    Provider, StoreCommand,
 };
 
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::store::Trust;
+
+/// What `cliproxy --version` prints after the name: the version and the commit built from
+/// (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CLIPROXY_COMMIT"),
+    ")"
+);
 
 /// Timeout of one OAuth HTTP request.
 const OAUTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse_args();
-    let serving =
-        cli.command.is_none() && !cli.qwen_login || matches!(cli.command, Some(Command::Serve(_)));
-    init_tracing(if serving { "info" } else { "warn" });
+    let cli = Cli::parse_args(VERSION);
+    if let Some(generated) = print_generated(&cli) {
+        return generated;
+    }
+    let serving = cli.command.is_none() && !cli.qwen_login
+        || matches!(cli.command, Some(Command::Serve(_) | Command::Run { .. }));
+    init_tracing(if serving { "info" } else { "warn" }, cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,13 +57,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = cli.log_format;
     let outcome = runtime.block_on(run(cli));
     // A cancelled prompt may leave a thread blocked reading stdin: don't wait for it.
     runtime.shutdown_background();
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {error:#}"),
+                // One more JSON line for the shipper, not a line of text among them.
+                LogFormat::Json => tracing::error!("{error:#}"),
+            }
             let code = error
                 .downcast_ref::<CliError>()
                 .map_or(1, CliError::exit_code);
@@ -77,20 +98,55 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn init_tracing(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CLIPROXY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// `completions` and `man`: written from the argument grammar alone, before any
+/// configuration is read.
+fn print_generated(cli: &Cli) -> Option<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    let written = match cli.command {
+        Some(Command::Completions { shell }) => {
+            cli::generate::completions(shell, VERSION, &mut out);
+            std::io::Write::flush(&mut out)
+        }
+        Some(Command::Man { out_dir: None }) => cli::generate::man_page(VERSION, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out)),
+        Some(Command::Man {
+            out_dir: Some(ref dir),
+        }) => std::fs::create_dir_all(dir).and_then(|()| cli::generate::man_pages_to(VERSION, dir)),
+        _ => return None,
+    };
+    Some(match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: could not write the output: {error}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Log lines to stderr at `CLIPROXY_LOG`'s level (else `default_level`): text, or one JSON
+/// object per line with the same fields (`--log-format json`).
+fn init_tracing(default_level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLIPROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+/// Runs the command; its exit code on success.
+async fn run(cli: Cli) -> anyhow::Result<u8> {
     survive_file_size_limits();
-    let file = ConfigFile::load(cli.config.as_deref())?;
     let serve_flags = match &cli.command {
         Some(Command::Serve(options)) => options.clone(),
         _ => cli.serve.clone(),
@@ -100,8 +156,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         host: serve_flags.host,
         port: serve_flags.port,
     };
-    let settings = Settings::resolve(overrides.clone(), file)?;
     match cli.command {
+        Some(Command::Config {
+            command: ConfigCommand::Check,
+        }) => return config_check::run(cli.config.as_deref(), overrides),
+        Some(Command::Init { force, json, port }) => {
+            return init::run(cli.config.as_deref(), overrides, port, force, json);
+        }
+        _ => {}
+    }
+    let file = ConfigFile::load(cli.config.as_deref())?;
+    let settings = Settings::resolve(overrides.clone(), file)?;
+    let done = match cli.command {
+        Some(Command::Env { options }) => return agent::print_env(&settings, &options),
+        Some(Command::Run { options, args }) => {
+            return agent::run(
+                &settings,
+                cli.config.as_deref(),
+                cli.log_format,
+                &options,
+                args,
+            )
+            .await;
+        }
+        Some(
+            Command::Config { .. }
+            | Command::Init { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. },
+        ) => unreachable!("handled before the config is loaded"),
         Some(Command::Login {
             provider: Provider::Qwen,
             options,
@@ -171,7 +254,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             serve::run(&settings, oauth_client(&settings)?, load, config_path).await
         }
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// `accounts disable|enable NAME`: the API keys the config names are the labels it knows.

@@ -88,7 +88,7 @@ fn digest(entry: &ClientKeyEntry, name: &str) -> anyhow::Result<[u8; 32]> {
             let key = key.trim();
             anyhow::ensure!(
                 !key.is_empty(),
-                "[[client-keys]] {name:?} has an empty key; set key to a long random string (`cliproxy init` makes one)"
+                "[[client-keys]] {name:?} has an empty key; set key to a long random string (`openssl rand -hex 32` makes one)"
             );
             Ok(Sha256::digest(key.as_bytes()).into())
         }

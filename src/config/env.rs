@@ -1,6 +1,6 @@
 //! The environment's side of the settings: `CLIPROXY_*` variables, read here and nowhere else
-//! (except `CLIPROXY_CONFIG`, `CLIPROXY_AUTH_DIR` and `CLIPROXY_LOG`), with errors that say
-//! what a valid value looks like.
+//! (except `CLIPROXY_CONFIG`, `CLIPROXY_AUTH_DIR`, `CLIPROXY_LOG_FORMAT` (clap) and
+//! `CLIPROXY_LOG`), with errors that say what a valid value looks like.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::values::DurationSetting;
 
 /// A variable's value, unless unset or blank.
-pub(super) fn env_value(name: &str) -> Option<String> {
+pub(crate) fn env_value(name: &str) -> Option<String> {
     std::env::var(name)
         .ok()
         .filter(|value| !value.trim().is_empty())
@@ -20,7 +20,7 @@ pub(super) fn env_list(name: &str) -> Option<Vec<String>> {
 }
 
 /// A number from the environment; `expected` describes a valid value for the error.
-pub(super) fn env_parsed<T: FromStr>(name: &str, expected: &str) -> anyhow::Result<Option<T>> {
+pub(crate) fn env_parsed<T: FromStr>(name: &str, expected: &str) -> anyhow::Result<Option<T>> {
     env_value(name)
         .map(|raw| parse_env_value(name, &raw, expected))
         .transpose()

@@ -1,16 +1,13 @@
 //! The configuration file as the user writes it: the TOML model (unknown keys are errors, to
-//! catch typos), its checks, where it is looked for, and a `Debug` that never shows a secret.
+//! catch typos) and a `Debug` that never shows a secret. Finding, reading and checking it is
+//! `validate`'s.
 
-use std::fmt;
-use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
-
-use anyhow::Context as _;
 use proxy_server::redact_url;
 use serde::Deserialize;
+use std::fmt;
+use std::num::NonZeroU32;
 
 use super::client_keys::ClientKeyEntry;
-use super::env::env_value;
 use super::openai_compat::{Keys, OpenAiCompatEntry};
 use super::values::{DurationSetting, RetentionSetting};
 
@@ -157,99 +154,4 @@ impl fmt::Debug for ConfigFile {
             .field("store", &self.store)
             .finish()
     }
-}
-
-impl ConfigFile {
-    /// Reads `path`, or the default `~/.config/cliproxy/config.toml` when it exists.
-    /// The file [`ConfigFile::load`] reads for `path`: it, else the default file when there is
-    /// one.
-    pub fn path(path: Option<&Path>) -> Option<PathBuf> {
-        match path {
-            Some(path) => Some(path.to_owned()),
-            None => default_config_path().filter(|p| p.is_file()),
-        }
-    }
-
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let path = match path {
-            Some(path) => path.to_owned(),
-            None => match default_config_path().filter(|p| p.is_file()) {
-                Some(path) => path,
-                None => return Ok(Self::default()),
-            },
-        };
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "could not read the config file {}; check the path given to --config or CLIPROXY_CONFIG",
-                path.display()
-            )
-        })?;
-        let file: Self = toml::from_str(&text).map_err(|error| {
-            anyhow::anyhow!(
-                "invalid config file {}: {}",
-                path.display(),
-                without_source(&error, &text)
-            )
-        })?;
-        file.check()
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        Ok(file)
-    }
-
-    pub(super) fn check(&self) -> anyhow::Result<()> {
-        for (pattern, target) in &self.models.aliases {
-            anyhow::ensure!(
-                !pattern.is_empty() && !target.trim().is_empty(),
-                "[models.aliases] {pattern:?} = {target:?}: both the name and the model it maps to must be non-empty"
-            );
-        }
-        let mut names = std::collections::HashSet::new();
-        for entry in &self.openai_compat {
-            anyhow::ensure!(
-                !entry.name.trim().is_empty(),
-                "an [[openai-compat]] entry has an empty name; give it one, such as name = \"dashscope\""
-            );
-            anyhow::ensure!(
-                !entry.name.contains('#'),
-                "[[openai-compat]] {:?}: the name may not contain `#`, because its keys are labelled <name>#1, <name>#2, ...; rename the entry",
-                entry.name
-            );
-            anyhow::ensure!(
-                names.insert(entry.name.as_str()),
-                "[[openai-compat]] {:?} appears more than once; give each entry its own name, or merge their api-keys into one entry",
-                entry.name
-            );
-            anyhow::ensure!(
-                !entry.api_keys.is_empty(),
-                "[[openai-compat]] {:?} has no api-keys; add at least one key or remove the entry",
-                entry.name
-            );
-            url::Url::parse(&entry.base_url).with_context(|| {
-                format!(
-                    "[[openai-compat]] {:?}: base-url {:?} is not a URL; write it like https://dashscope.aliyuncs.com/compatible-mode/v1",
-                    entry.name, entry.base_url
-                )
-            })?;
-        }
-        Ok(())
-    }
-}
-
-/// A TOML error as its place and its message, without the line of the file it quotes
-/// otherwise (it may hold a key).
-fn without_source(error: &toml::de::Error, text: &str) -> String {
-    let Some(span) = error.span() else {
-        return error.message().to_owned();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
-    format!("line {line}, column {column}: {}", error.message())
-}
-
-fn default_config_path() -> Option<PathBuf> {
-    let base = env_value("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::home_dir().map(|home| home.join(".config")))?;
-    Some(base.join("cliproxy").join("config.toml"))
 }

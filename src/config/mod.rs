@@ -12,9 +12,12 @@ mod resolve;
 mod store;
 #[cfg(test)]
 mod tests;
+mod validate;
 mod values;
 
+pub(crate) use env::{env_parsed, env_value};
 pub use file::{AccountSection, ConfigFile};
 pub use openai_compat::OpenAiCompatEntry;
 pub use resolve::{Overrides, Settings, expand_home};
 pub use store::StoreSettings;
+pub use validate::{Problem, default_config_path, line_of, parse};

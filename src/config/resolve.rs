@@ -18,6 +18,7 @@ use super::file::{AccountSection, ConfigFile};
 use super::management::ManagementConfig;
 use super::openai_compat::OpenAiCompatEntry;
 use super::store::StoreSettings;
+use super::validate::{parse_host, parse_strategy};
 use super::values::RetentionSetting;
 
 /// Default auth dir, shared with the Go CLIProxyAPI so existing files load.
@@ -142,25 +143,16 @@ impl Settings {
             .or(env_value("CLIPROXY_HOST"))
             .or(file.host)
             .unwrap_or_else(|| "127.0.0.1".to_owned());
-        let host = host_text.parse::<IpAddr>().map_err(|_| {
-            anyhow::anyhow!(
-                "host {host_text:?} is not an IP address; use 127.0.0.1, 0.0.0.0 or ::1"
-            )
-        })?;
+        let host = parse_host(&host_text)
+            .map_err(|message| anyhow::anyhow!("{message}; use 127.0.0.1, 0.0.0.0 or ::1"))?;
         let strategy_text = env_value("CLIPROXY_ROUTING_STRATEGY")
             .or(file.routing_strategy)
             .unwrap_or_else(|| "round-robin".to_owned());
-        let routing_strategy = match strategy_text.as_str() {
-            // Priority tiers apply under every strategy; "priority" names round robin within
-            // each tier, for those who look for it by that name.
-            "round-robin" | "priority" => Strategy::RoundRobin,
-            "fill-first" => Strategy::FillFirst,
-            "weighted" => Strategy::Weighted,
-            "headroom" => Strategy::Headroom,
-            other => anyhow::bail!(
-                "routing-strategy {other:?} is not known; use \"round-robin\", \"fill-first\", \"weighted\", \"priority\" or \"headroom\""
-            ),
-        };
+        let routing_strategy = parse_strategy(&strategy_text).map_err(|message| {
+            anyhow::anyhow!(
+                "{message}; use \"round-robin\", \"fill-first\", \"weighted\", \"priority\" or \"headroom\""
+            )
+        })?;
         let qwen_rpm = env_parsed::<u32>(
             "CLIPROXY_QWEN_REQUESTS_PER_MINUTE",
             "a whole number of requests such as 60 (0 for no cap)",

@@ -147,6 +147,47 @@ impl Session {
             .expect("the agent runs")
     }
 
+    /// `cliproxy --config CONFIG ARGS` (a `run`) in the work dir, with the clients on `PATH`,
+    /// the tripwire as proxy and `env`; the config names `port` and the tests' client key.
+    async fn cliproxy_run(&self, port: u16, args: &[&str], env: &[(&str, &OsStr)]) -> Output {
+        let config = self.dir("run").join("config.toml");
+        std::fs::write(
+            &config,
+            format!("port = {port}\napi-keys = [\"{API_KEY}\"]\n"),
+        )
+        .expect("write the config");
+        let mut all = vec!["--config", config.to_str().expect("UTF-8")];
+        all.extend_from_slice(args);
+        let mut paths = vec![clients_bin()];
+        paths.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        let mut command = self.stack.sandbox.command(&all);
+        command
+            .current_dir(&self.work)
+            .env("PATH", std::env::join_paths(paths).expect("a PATH"))
+            .env("HTTP_PROXY", &self.tripwire.url)
+            .env("HTTPS_PROXY", &self.tripwire.url)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        tokio::time::timeout(RUN_GUARD, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("cliproxy run did not finish within {RUN_GUARD:?}"))
+            .expect("cliproxy runs")
+    }
+
+    /// The port of the session's server.
+    fn port(&self) -> u16 {
+        self.stack
+            .server
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port")
+    }
+
     /// Asserts that `client`'s final answer reports what the tool returned: the file's contents.
     async fn check_answer(&mut self, client: &str, answer: &str, output: &Output) {
         assert!(
@@ -453,6 +494,168 @@ async fn qwen_code_reads_a_file_through_cliproxy() {
     if !output.status.success() {
         panic!("Qwen Code failed\n{}", session.report(&output).await);
     }
+    session.check_answer("Qwen Code", &stdout, &output).await;
+    session.check_round_trip(&output).await;
+}
+
+/// `cliproxy run claude` against the running server: the same tool-using session, with
+/// nothing set up by hand.
+#[tokio::test]
+async fn claude_code_runs_a_tool_through_cliproxy_run() {
+    let test = "claude_code_runs_a_tool_through_cliproxy_run";
+    let Some(_) = client(test, "claude", CLAUDE_CODE_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    let marker = session.work.join("marker.txt");
+    session
+        .stack
+        .fake
+        .prefer_tool("Read", &json!({ "file_path": marker }));
+    let home = session.dir("claude-home");
+    let port = session.port();
+    let output = session
+        .cliproxy_run(
+            port,
+            &[
+                "run",
+                "--model",
+                MODEL,
+                "claude",
+                "-p",
+                "What does marker.txt say?",
+                "--output-format",
+                "json",
+            ],
+            &[
+                ("HOME", home.as_os_str()),
+                ("DISABLE_AUTOUPDATER", OsStr::new("1")),
+                ("DISABLE_TELEMETRY", OsStr::new("1")),
+                ("DISABLE_ERROR_REPORTING", OsStr::new("1")),
+            ],
+        )
+        .await;
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    if !output.status.success() || result["is_error"] != false {
+        panic!(
+            "cliproxy run claude failed\n{}",
+            session.report(&output).await
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("started one"),
+        "the running server serves"
+    );
+    let answer = result["result"].as_str().unwrap_or_default();
+    session.check_answer("Claude Code", answer, &output).await;
+    session.check_round_trip(&output).await;
+}
+
+/// `cliproxy run codex` with no server at the configured port: it starts one for the
+/// session, Codex's provider comes from `-c` overrides (its config.toml only turns its
+/// other traffic off), and Codex's exit code is `run`'s.
+#[tokio::test]
+async fn codex_runs_a_command_through_cliproxy_run_with_a_server_of_its_own() {
+    let test = "codex_runs_a_command_through_cliproxy_run_with_a_server_of_its_own";
+    let Some(_) = client(test, "codex", CODEX_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    session
+        .stack
+        .fake
+        .prefer_tool("exec_command", &json!({ "cmd": "cat marker.txt" }));
+    let codex_home = session.dir("codex-home");
+    std::fs::write(
+        codex_home.join("config.toml"),
+        "check_for_update_on_startup = false\n[analytics]\nenabled = false\n[features]\nplugins = false\n",
+    )
+    .expect("write config.toml");
+    let home = session.dir("codex-user-home");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("an address").port();
+    drop(free);
+    let output = session
+        .cliproxy_run(
+            port,
+            &[
+                "run",
+                "--model",
+                MODEL,
+                "codex",
+                "exec",
+                "--json",
+                "--skip-git-repo-check",
+                "What does marker.txt say?",
+            ],
+            &[
+                ("HOME", home.as_os_str()),
+                ("CODEX_HOME", codex_home.as_os_str()),
+            ],
+        )
+        .await;
+    if !output.status.success() {
+        panic!(
+            "cliproxy run codex failed\n{}",
+            session.report(&output).await
+        );
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("started one for this session"), "{stderr}");
+    let answer = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["item"]["type"] == "agent_message")
+        .filter_map(|event| event["item"]["text"].as_str().map(str::to_owned))
+        .next_back()
+        .unwrap_or_default();
+    session.check_answer("Codex", &answer, &output).await;
+    session.check_round_trip(&output).await;
+}
+
+/// `cliproxy run qwen` against the running server, in a home whose Qwen Code settings chose
+/// its own Qwen OAuth login: `--auth-type openai` wins over it.
+#[tokio::test]
+async fn qwen_code_reads_a_file_through_cliproxy_run() {
+    let test = "qwen_code_reads_a_file_through_cliproxy_run";
+    let Some(_) = client(test, "qwen", QWEN_CODE_VERSION) else {
+        return;
+    };
+    let mut session = Session::start().await;
+    let marker = session.work.join("marker.txt");
+    session
+        .stack
+        .fake
+        .prefer_tool("read_file", &json!({ "file_path": marker }));
+    let home = session.dir("qwen-home");
+    std::fs::create_dir_all(home.join(".qwen")).expect("create ~/.qwen");
+    std::fs::write(
+        home.join(".qwen/settings.json"),
+        r#"{"privacy":{"usageStatisticsEnabled":false},"security":{"auth":{"selectedType":"qwen-oauth"}}}"#,
+    )
+    .expect("write settings.json");
+    let port = session.port();
+    let output = session
+        .cliproxy_run(
+            port,
+            &[
+                "run",
+                "--model",
+                MODEL,
+                "qwen",
+                "-p",
+                "What does marker.txt say?",
+            ],
+            &[("HOME", home.as_os_str())],
+        )
+        .await;
+    if !output.status.success() {
+        panic!(
+            "cliproxy run qwen failed\n{}",
+            session.report(&output).await
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     session.check_answer("Qwen Code", &stdout, &output).await;
     session.check_round_trip(&output).await;
 }

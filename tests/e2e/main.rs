@@ -4,13 +4,17 @@
 
 mod accounts;
 mod agents;
+mod config_check;
 mod dashboard;
 mod durability;
 mod guard;
+mod init;
 mod login;
 mod management;
+mod operator;
 mod reload;
 mod routing;
+mod run;
 mod sdk;
 mod serve;
 mod serve_guards;

@@ -3,8 +3,11 @@
 //!
 //! The result is `target/dist/cliproxy-<version>-<triple>.tar.gz` with a single
 //! top-level folder `cliproxy-<version>-<triple>/` holding the binary,
-//! `README.md`, `LICENSE`, `config.example.toml`, `docs/*.md` and `docs/*.png` (the README's
-//! and the docs' links stay valid inside the archive), next to a
+//! `install.sh` (binary, man page and completions into a prefix), the shell
+//! completions (`completions/`) and the man page (`man/cliproxy.1`) the binary
+//! generates (`cliproxy.1` and a page per subcommand), `README.md`, `LICENSE`, `config.example.toml`, `deploy/` (the
+//! systemd unit and the Dockerfile) `docs/*.md` and `docs/*.png` (the README's and the docs'
+//! links stay valid inside the archive), next to a
 //! `<archive>.sha256` file in `sha256sum` format. The archive is
 //! deterministic: fixed entry order, uid/gid 0, fixed modes (0755 for the
 //! binary and the folders, 0644 otherwise), and every mtime set to
@@ -77,6 +80,10 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             binary.display()
         );
     }
+    let dist_dir = target_dir.join("dist");
+    fs::create_dir_all(&dist_dir)
+        .with_context(|| format!("cannot create {}", dist_dir.display()))?;
+    let generated = generate(&binary, &dist_dir.join("generated"))?;
     entries.insert(
         0,
         Entry {
@@ -85,10 +92,15 @@ pub(crate) fn run(root: &Path) -> Result<()> {
             mode: 0o755,
         },
     );
-
-    let dist_dir = target_dir.join("dist");
-    fs::create_dir_all(&dist_dir)
-        .with_context(|| format!("cannot create {}", dist_dir.display()))?;
+    entries.insert(
+        1,
+        Entry {
+            source: root.join("deploy/install.sh"),
+            name: "install.sh".to_owned(),
+            mode: 0o755,
+        },
+    );
+    entries.extend(generated);
     let stem = format!("{BIN}-{version}-{triple}");
     let archive_name = format!("{stem}.tar.gz");
     let archive = dist_dir.join(&archive_name);
@@ -106,12 +118,81 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What the binary generates from its argument grammar, as `(arguments, name in the archive)`.
+const GENERATED: &[(&[&str], &str)] = &[
+    (&["completions", "bash"], "completions/cliproxy.bash"),
+    (&["completions", "zsh"], "completions/_cliproxy"),
+    (&["completions", "fish"], "completions/cliproxy.fish"),
+];
+
+/// Where the binary writes its man pages (`cliproxy man --out-dir`), in the archive too.
+const MAN_DIR: &str = "man";
+
+/// Runs `binary` for each of [`GENERATED`] and for its man pages, writing the outputs under
+/// `dir`.
+fn generate(binary: &Path, dir: &Path) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for (args, name) in GENERATED {
+        let output = Command::new(binary)
+            .args(*args)
+            .output()
+            .with_context(|| format!("cannot run {} {}", binary.display(), args.join(" ")))?;
+        if !output.status.success() || output.stdout.is_empty() {
+            bail!(
+                "`{BIN} {}` failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let source = dir.join(name);
+        if let Some(parent) = source.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        fs::write(&source, &output.stdout)
+            .with_context(|| format!("cannot write {}", source.display()))?;
+        entries.push(Entry {
+            source,
+            name: (*name).to_owned(),
+            mode: 0o644,
+        });
+    }
+    let man = dir.join(MAN_DIR);
+    let _ = fs::remove_dir_all(&man);
+    run_checked(Command::new(binary).arg("man").arg("--out-dir").arg(&man))?;
+    let mut pages: Vec<String> = fs::read_dir(&man)
+        .with_context(|| format!("cannot list {}", man.display()))?
+        .map(|entry| entry.map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("cannot list {}", man.display()))?;
+    pages.sort();
+    if !pages.iter().any(|page| page == "cliproxy.1") {
+        bail!(
+            "`{BIN} man --out-dir` wrote no cliproxy.1 into {}",
+            man.display()
+        );
+    }
+    entries.extend(pages.into_iter().map(|page| Entry {
+        source: man.join(&page),
+        name: format!("{MAN_DIR}/{page}"),
+        mode: 0o644,
+    }));
+    Ok(entries)
+}
+
 /// Files at the workspace root that ship next to the binary: fixed ones first, then
 /// `docs/*.md` and the images they show (`docs/*.png`), sorted. Their names are the same inside the archive, so relative links work.
 fn shipped_files(root: &Path) -> Result<Vec<String>> {
-    let mut names: Vec<String> = ["README.md", "LICENSE", "config.example.toml"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut names: Vec<String> = [
+        "README.md",
+        "LICENSE",
+        "config.example.toml",
+        "deploy/cliproxy.service",
+        "deploy/Dockerfile",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     let docs = root.join("docs");
     let mut doc_names = Vec::new();
     for entry in fs::read_dir(&docs).with_context(|| format!("cannot list {}", docs.display()))? {
@@ -357,6 +438,69 @@ version = "9.9.9"
                 );
             }
         }
+    }
+
+    /// install.sh, run from an unpacked archive's layout, puts each file in its place with
+    /// its mode, under DESTDIR.
+    #[test]
+    fn install_sh_installs_the_binary_the_man_page_and_the_completions() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = crate::cmd::project_root();
+        let unpacked =
+            env::temp_dir().join(format!("cliproxy-install-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&unpacked);
+        fs::create_dir_all(&unpacked).unwrap();
+        fs::copy(root.join("deploy/install.sh"), unpacked.join("install.sh")).unwrap();
+        fs::write(unpacked.join("cliproxy"), "#!/bin/sh\n").unwrap();
+        let pages = ["man/cliproxy.1", "man/cliproxy-init.1"];
+        for name in GENERATED.iter().map(|(_, name)| *name).chain(pages) {
+            let path = unpacked.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, name).unwrap();
+        }
+        let staged = unpacked.join("staged");
+        let output = Command::new("sh")
+            .arg(unpacked.join("install.sh"))
+            .arg("/opt/cp")
+            .env("DESTDIR", &staged)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mode = |path: &str| {
+            fs::metadata(staged.join(path))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("opt/cp/bin/cliproxy"), 0o755);
+        for (installed, from) in [
+            ("opt/cp/share/man/man1/cliproxy.1", "man/cliproxy.1"),
+            (
+                "opt/cp/share/man/man1/cliproxy-init.1",
+                "man/cliproxy-init.1",
+            ),
+            (
+                "opt/cp/share/bash-completion/completions/cliproxy",
+                "completions/cliproxy.bash",
+            ),
+            (
+                "opt/cp/share/zsh/site-functions/_cliproxy",
+                "completions/_cliproxy",
+            ),
+            (
+                "opt/cp/share/fish/vendor_completions.d/cliproxy.fish",
+                "completions/cliproxy.fish",
+            ),
+        ] {
+            assert_eq!(mode(installed), 0o644, "{installed}");
+            assert_eq!(fs::read_to_string(staged.join(installed)).unwrap(), from);
+        }
+        fs::remove_dir_all(&unpacked).unwrap();
     }
 
     #[test]

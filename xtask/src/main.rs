@@ -22,8 +22,9 @@ cargo xtask <TASK> [ARGS...]
 Tasks:
   dist    Build `cliproxy` in release mode (--locked) and package it as
           target/dist/cliproxy-<version>-<target triple>.tar.gz together with
-          README.md, LICENSE and cliproxy.example.toml (from config.example.toml),
-          plus a `.sha256` file that `sha256sum -c` verifies.
+          install.sh, the shell completions and man page it generates,
+          README.md, LICENSE, config.example.toml, deploy/ and docs/, plus a
+          `.sha256` file that `sha256sum -c` verifies.
   deny    Run `cargo deny --workspace check bans licenses sources` with the
           repository's deny.toml. `advisories` is left out on purpose: it
           has to fetch the RustSec advisory database from the internet, which
@@ -34,9 +35,11 @@ Tasks:
           and a do-nothing pass-through proxy measured in the same run:
           throughput, latency, time to first byte, memory with 256 open
           streams, start-up with 1,000 accounts, peak memory with many large
-          request bodies at once; prints PASS/FAIL per budget
-          line. Options: --duration SECS, --concurrency N, --quick, --check
-          (exit non-zero on FAIL), --no-build. See docs/benchmarks.md.
+          request bodies at once, and the credential pool's cost of one
+          pick per strategy at 10 to 1,000 credentials; prints PASS/FAIL per
+          budget line. Options: --duration SECS, --concurrency N, --quick,
+          --check (exit non-zero on FAIL), --no-build, --pool (only the
+          pool's selection cost). See docs/benchmarks.md.
   soak    Run the release cliproxy for minutes against the fake Qwen (a
           process) under mixed traffic, hang-ups, expired tokens, quota
           errors, refresh storms with rotating refresh tokens and hot

@@ -305,6 +305,10 @@ impl Accounts {
         let was = by_operator(self.pool.disabled_reason(key).as_deref());
         let is = by_operator(reason.as_deref());
         self.pool.set_disabled(key, reason);
+        if was && !is {
+            // The operator asks for it back: it is tried again, not left to the prober.
+            self.pool.clear_refusal(key);
+        }
         if was != is {
             tracing::info!(
                 account = %account.label,
@@ -325,6 +329,9 @@ impl Accounts {
             if listed != status.disabled.is_some() {
                 self.pool
                     .set_disabled(&status.key, listed.then(|| DISABLED_REASON.to_owned()));
+                if !listed {
+                    self.pool.clear_refusal(&status.key);
+                }
                 tracing::info!(
                     credential = %credential.label,
                     "{}",

@@ -15,13 +15,25 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = None
 )]
 pub struct Cli {
-    /// TOML configuration file.
+    /// TOML configuration file [default: ~/.config/cliproxy/config.toml].
     #[arg(long, global = true, env = "CLIPROXY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Directory holding the token files [default: ~/.cli-proxy-api].
     #[arg(long, global = true, env = "CLIPROXY_AUTH_DIR", value_name = "DIR")]
     pub auth_dir: Option<PathBuf>,
+
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line)
+    /// for log shippers.
+    #[arg(
+        long,
+        global = true,
+        env = "CLIPROXY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
 
     /// Log in a Qwen account (same as `cliproxy login qwen`).
     #[arg(long)]
@@ -78,6 +90,55 @@ pub enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Write a commented config file with a new client key, and the set-up of each coding
+    /// agent filled in.
+    Init {
+        /// Replace an existing config file (its client keys are lost).
+        #[arg(long)]
+        force: bool,
+        /// Print what was written, the key included, as JSON on stdout (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// The port the server will listen on [default: 8317].
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+    },
+    /// Check the config file (and the CLIPROXY_* environment) without starting anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Start a coding agent pointed at cliproxy: at the running server, or at one started for
+    /// the agent's lifetime. The agent's exit code is cliproxy's.
+    Run {
+        #[command(flatten)]
+        options: AgentOptions,
+        /// Arguments for the agent, passed on as they are.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "AGENT ARGS"
+        )]
+        args: Vec<OsString>,
+    },
+    /// Print the shell commands that point a coding agent at cliproxy:
+    /// `eval "$(cliproxy env claude)"`.
+    Env {
+        #[command(flatten)]
+        options: AgentOptions,
+    },
+    /// Print a shell completion script: `cliproxy completions bash > /etc/bash_completion.d/cliproxy`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff): `cliproxy man | man -l -`; or write it and a page per
+    /// subcommand (`cliproxy-init.1`, ...) into a directory.
+    Man {
+        /// Write every page into DIR instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +185,52 @@ pub enum UsageGroup {
     Day,
     /// The UTC hour.
     Hour,
+}
+
+/// Which agent `run` and `env` set up, and with which model.
+#[derive(Debug, Clone, Args)]
+pub struct AgentOptions {
+    /// The model the agent asks for [default: the first of `[qwen] models`].
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    #[arg(value_enum)]
+    pub agent: Agent,
+}
+
+/// The coding agents `run` and `env` know how to point at cliproxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Agent {
+    /// Claude Code (`claude`): Anthropic Messages.
+    Claude,
+    /// Codex CLI (`codex`): OpenAI Responses.
+    Codex,
+    /// Qwen Code (`qwen`): OpenAI chat completions.
+    Qwen,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate the config file and the environment as `serve` would; every
+    /// problem names the key, the line and the fix. Exits 1 when there is any.
+    Check,
+}
+
+/// Shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, with the same fields, for log shippers.
+    Json,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -195,16 +302,25 @@ const LEGACY_LONG_OPTIONS: &[&str] = &[
 ];
 
 /// Rewrites the Go tool's single-dash long options to their double-dash form,
-/// so `cliproxy -qwen-login -no-browser -auth-dir DIR` keeps working.
+/// so `cliproxy -qwen-login -no-browser -auth-dir DIR` keeps working. Nothing after `run` is
+/// touched: those are the agent's arguments.
 pub fn normalize_legacy_args<I>(args: I) -> Vec<OsString>
 where
     I: IntoIterator<Item = OsString>,
 {
+    let mut agent_args = false;
     args.into_iter()
         .map(|arg| {
+            if agent_args {
+                return arg;
+            }
             let Some(text) = arg.to_str() else {
                 return arg;
             };
+            if text == "run" {
+                agent_args = true;
+                return arg;
+            }
             let Some(rest) = text.strip_prefix('-') else {
                 return arg;
             };
@@ -218,17 +334,27 @@ where
 }
 
 impl Cli {
+    /// The command-line grammar, with `version` as what `--version` prints after the name.
+    pub fn command_with_version(version: &'static str) -> clap::Command {
+        use clap::CommandFactory as _;
+        Self::command().version(version)
+    }
+
     /// Parses the process arguments, legacy spellings included; exits with usage on error.
-    pub fn parse_args() -> Self {
-        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|error| error.exit())
+    /// `version` is what `--version` prints after the name.
+    pub fn parse_args(version: &'static str) -> Self {
+        Self::try_parse_args(std::env::args_os(), version).unwrap_or_else(|error| error.exit())
     }
 
     /// Parses `args` (program name first), legacy spellings included.
-    pub fn try_parse_args<I>(args: I) -> Result<Self, clap::Error>
+    pub fn try_parse_args<I>(args: I, version: &'static str) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = OsString>,
     {
-        let cli = Self::try_parse_from(normalize_legacy_args(args))?;
+        use clap::FromArgMatches as _;
+        let matches = Self::command_with_version(version)
+            .try_get_matches_from(normalize_legacy_args(args))?;
+        let cli = Self::from_arg_matches(&matches)?;
         let legacy = &cli.legacy_login;
         let legacy_used = cli.qwen_login
             || legacy.no_browser
@@ -271,11 +397,17 @@ impl Cli {
 mod tests {
     use super::*;
 
+    const VERSION: &str = "0.0.0 (commit test)";
+
     fn parse(args: &[&str]) -> Cli {
+        try_parse(args).expect("arguments parse")
+    }
+
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
         let args = std::iter::once("cliproxy")
             .chain(args.iter().copied())
             .map(OsString::from);
-        Cli::try_parse_args(args).expect("arguments parse")
+        Cli::try_parse_args(args, VERSION)
     }
 
     #[test]
@@ -323,10 +455,8 @@ mod tests {
 
     #[test]
     fn legacy_flags_do_not_mix_with_subcommands() {
-        let args = ["cliproxy", "--qwen-login", "accounts", "list"].map(OsString::from);
-        assert!(Cli::try_parse_args(args).is_err());
-        let args = ["cliproxy", "--no-browser"].map(OsString::from);
-        assert!(Cli::try_parse_args(args).is_err());
+        assert!(try_parse(&["--qwen-login", "accounts", "list"]).is_err());
+        assert!(try_parse(&["--no-browser"]).is_err());
     }
 
     #[test]
@@ -338,8 +468,7 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(options.host.as_deref(), Some("0.0.0.0"));
-        let args = ["cliproxy", "--port", "1", "accounts", "list"].map(OsString::from);
-        assert!(Cli::try_parse_args(args).is_err());
+        assert!(try_parse(&["--port", "1", "accounts", "list"]).is_err());
     }
 
     #[test]
@@ -358,7 +487,7 @@ mod tests {
         assert_eq!(options.by, UsageGroup::ClientKey);
         assert!(options.json);
         let args = ["cliproxy", "usage", "--by", "account"].map(OsString::from);
-        assert!(Cli::try_parse_args(args).is_err());
+        assert!(Cli::try_parse_args(args, VERSION).is_err());
     }
 
     #[test]
@@ -366,5 +495,65 @@ mod tests {
         let cli = parse(&[]);
         assert!(cli.command.is_none());
         assert!(!cli.qwen_login);
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn everything_after_the_agent_is_the_agent_s() {
+        let cli = parse(&[
+            "--config", "c.toml", "run", "--model", "m", "codex", "exec", "--model", "x",
+            "-config", "--config", "y", "-c", "k=v",
+        ]);
+        assert_eq!(cli.config, Some(PathBuf::from("c.toml")));
+        let Some(Command::Run { options, args }) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(options.agent, Agent::Codex);
+        assert_eq!(options.model.as_deref(), Some("m"));
+        let args: Vec<&str> = args.iter().map(|arg| arg.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "exec", "--model", "x", "-config", "--config", "y", "-c", "k=v"
+            ]
+        );
+    }
+
+    #[test]
+    fn init_config_check_completions_and_log_format_parse() {
+        let cli = parse(&["init", "--force", "--json", "--log-format", "json"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Init {
+                force: true,
+                json: true,
+                port: None
+            })
+        ));
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = parse(&["config", "check", "--config", "x.toml"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Config {
+                command: ConfigCommand::Check
+            })
+        ));
+        assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+        let cli = parse(&["completions", "zsh"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completions {
+                shell: CompletionShell::Zsh
+            })
+        ));
+        assert!(try_parse(&["completions", "tcsh"]).is_err());
+        assert!(try_parse(&["--log-format", "xml"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_commit() {
+        let error = try_parse(&["--version"]).expect_err("--version exits");
+        assert_eq!(error.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(error.to_string(), "cliproxy 0.0.0 (commit test)\n");
     }
 }

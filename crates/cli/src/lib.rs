@@ -12,10 +12,12 @@
 //! - No token is ever printed.
 
 pub mod accounts;
+pub mod agents;
 pub mod args;
 pub mod browser;
 pub mod email;
 pub mod error;
+pub mod generate;
 pub mod login;
 pub mod output;
 pub mod prompt;
@@ -24,8 +26,9 @@ pub mod store;
 pub mod usage;
 
 pub use args::{
-    AccountsCommand, Cli, Command, ImportSource, LoginOptions, Provider, ServeOptions,
-    StoreCommand, UsageGroup, UsageOptions,
+    AccountsCommand, Agent, AgentOptions, Cli, Command, CompletionShell, ConfigCommand,
+    ImportSource, LogFormat, LoginOptions, Provider, ServeOptions, StoreCommand, UsageGroup,
+    UsageOptions,
 };
 pub use error::CliError;
 pub use login::{LoginOutcome, LoginSettings, login_qwen};

@@ -6,16 +6,12 @@
 //! returns the first usable member and skips the others (a check of a few nanoseconds each,
 //! without allocating), so it is O(1) while the strategy's next pick is usable.
 
-use std::cmp::Reverse;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Strategy;
-use crate::entry::{Check, Entry};
-
-/// Headroom order of a member: most room first, then the one chosen longest ago.
-pub(crate) type Rank = (Reverse<u32>, u64, usize);
+use crate::entry::{Check, Entry, Rank};
 
 /// One priority tier of a model's candidates.
 #[derive(Debug, Default)]
@@ -38,6 +34,17 @@ pub(crate) struct Tier {
 #[derive(Debug, Default)]
 pub(crate) struct Candidates {
     pub(crate) tiers: Vec<Tier>,
+}
+
+/// A usable member a walk found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found {
+    /// Its tier, by position in [`Candidates::tiers`].
+    pub(crate) tier: usize,
+    /// Its position in the tier's members (under headroom: unused, 0).
+    pub(crate) position: usize,
+    /// Its entry index.
+    pub(crate) index: usize,
 }
 
 /// Why no member of a model's candidates was usable: the counts for [`crate::Unavailable`].
@@ -136,10 +143,14 @@ impl Candidates {
         strategy: Strategy,
         ask: &Ask<'_>,
         shortfall: &mut Shortfall,
-    ) -> Option<(usize, usize)> {
+    ) -> Option<Found> {
         for (t, tier) in self.tiers.iter_mut().enumerate() {
-            if let Some(index) = tier.find(entries, strategy, ask, shortfall) {
-                return Some((t, index));
+            if let Some((position, index)) = tier.find(entries, strategy, ask, shortfall) {
+                return Some(Found {
+                    tier: t,
+                    position,
+                    index,
+                });
             }
         }
         None
@@ -160,16 +171,14 @@ impl Candidates {
             .any(|tier| tier.find(entries, strategy, ask, &mut ignored).is_some())
     }
 
-    /// Moves tier `tier`'s cursors past entry `index`, which was just chosen.
-    pub(crate) fn chosen(&mut self, tier: usize, index: usize, strategy: Strategy) {
-        let Some(tier) = self.tiers.get_mut(tier) else {
+    /// Moves the cursors of the tier of `found`, which was just chosen, past it.
+    pub(crate) fn chosen(&mut self, found: Found, strategy: Strategy) {
+        let Some(tier) = self.tiers.get_mut(found.tier) else {
             return;
         };
         match strategy {
             Strategy::RoundRobin => {
-                if let Some(pos) = tier.members.iter().position(|&m| m == index) {
-                    tier.cursor = (pos + 1) % tier.members.len();
-                }
+                tier.cursor = (found.position + 1) % tier.members.len().max(1);
             }
             Strategy::Weighted => {
                 if let Some(wheel) = &tier.wheel
@@ -179,6 +188,14 @@ impl Candidates {
                 }
             }
             Strategy::FillFirst | Strategy::Headroom => {}
+        }
+    }
+
+    /// Drops the weighted wheels after a weight changed; the next weighted pick builds them
+    /// again.
+    pub(crate) fn reweigh(&mut self) {
+        for tier in &mut self.tiers {
+            tier.wheel = None;
         }
     }
 
@@ -199,7 +216,7 @@ impl Tier {
         strategy: Strategy,
         ask: &Ask<'_>,
         shortfall: &mut Shortfall,
-    ) -> Option<usize> {
+    ) -> Option<(usize, usize)> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -220,13 +237,16 @@ impl Tier {
         match strategy {
             // From the strategy's pick on, in member order: each member is checked once.
             Strategy::RoundRobin | Strategy::FillFirst | Strategy::Weighted => (0..n)
-                .map(|offset| self.members[(start + offset) % n])
-                .find(|&index| usable(&mut entries[index], ask, shortfall)),
+                .map(|offset| {
+                    let position = (start + offset) % n;
+                    (position, self.members[position])
+                })
+                .find(|&(_, index)| usable(&mut entries[index], ask, shortfall)),
             Strategy::Headroom => self
                 .ranks
                 .iter()
-                .map(|&(_, _, index)| index)
-                .find(|&index| usable(&mut entries[index], ask, shortfall)),
+                .map(|&(_, _, index)| (0, index))
+                .find(|&(_, index)| usable(&mut entries[index], ask, shortfall)),
         }
     }
 }

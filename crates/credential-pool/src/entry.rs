@@ -2,6 +2,7 @@
 //! operator or for a re-login, refused by the upstream (probed until it works again),
 //! exhausted until its quota resets, cooling down for one model, or at its rate cap.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -72,7 +73,13 @@ pub(crate) struct Entry<C> {
     /// Ordering among equals under [`Strategy::Headroom`](crate::Strategy::Headroom): the
     /// value of the pool's counter when it was last chosen.
     pub(crate) last_chosen: u64,
+    /// Under headroom: the rank the candidate lists hold for it.
+    pub(crate) ranked: Rank,
 }
+
+/// Headroom order of an entry: most room first, then the one chosen longest ago, then its
+/// index.
+pub(crate) type Rank = (Reverse<u32>, u64, usize);
 
 /// Whether an entry can serve a request right now.
 pub(crate) enum Check {
@@ -101,6 +108,7 @@ impl<C> Entry<C> {
             refusal: None,
             exhaustion: None,
             last_chosen: 0,
+            ranked: (Reverse(0), 0, 0),
         }
     }
 

@@ -21,7 +21,8 @@
 //!   pair; [`Outcome::Failed`] changes nothing.
 //! - **A refusal benches the whole credential.** [`Outcome::Refused`] (the upstream refused
 //!   the credential itself, e.g. a 401 a token refresh did not cure) takes it out of rotation
-//!   for every model, 1 min doubling up to 30 min by default, until a success.
+//!   for every model until a probe or a request succeeds; probes come 1 min after the refusal,
+//!   then twice as long after each failed one, up to 60 min by default.
 //! - **Replacing keeps history.** [`Pool::upsert`] of an existing key keeps
 //!   its insertion position, cooldowns, backoff counters and rate window; it
 //!   re-enables the credential (new credential material, e.g. after a

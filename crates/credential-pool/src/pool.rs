@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::affinity::Affinity;
-use crate::candidates::{Ask, Candidates, Rank, Scope, Shortfall};
+use crate::candidates::{Ask, Candidates, Scope, Shortfall};
 use crate::config::{Models, PoolConfig, Strategy};
-use crate::entry::{Backoff, Check, Entry, Exhaustion, Refusal, Routing};
+use crate::entry::{Backoff, Check, Entry, Exhaustion, Rank, Refusal, Routing};
 use crate::error::Unavailable;
 use crate::rate::{RateWindow, WINDOW};
 
@@ -197,6 +197,20 @@ impl<C> Inner<C> {
         (Reverse(room), entry.last_chosen, index)
     }
 
+    /// Under headroom: moves entry `index` from the rank the candidate lists hold for it to
+    /// its current one. The held rank is the one recorded, not one computed again, because a
+    /// check of the entry may have dropped old sends from its window since (which raises its
+    /// room) without moving it.
+    fn rerank(&mut self, index: usize) {
+        let new = self.rank(index);
+        let old = std::mem::replace(&mut self.entries[index].ranked, new);
+        if old != new {
+            for candidates in self.all_candidates() {
+                candidates.rerank(old, new);
+            }
+        }
+    }
+
     fn all_candidates(&mut self) -> impl Iterator<Item = &mut Candidates> {
         self.by_model
             .values_mut()
@@ -208,6 +222,9 @@ impl<C> Inner<C> {
     fn place(&mut self, index: usize, strategy: Strategy) {
         let priority = self.entries[index].routing.priority;
         let rank = (strategy == Strategy::Headroom).then(|| self.rank(index));
+        if let Some(rank) = rank {
+            self.entries[index].ranked = rank;
+        }
         match self.entries[index].models.clone() {
             Models::All => {
                 for candidates in self.all_candidates() {
@@ -224,8 +241,8 @@ impl<C> Inner<C> {
                     let mut candidates = Candidates::default();
                     for tier in &self.any_model.tiers {
                         for &member in &tier.members {
-                            let member_rank =
-                                (strategy == Strategy::Headroom).then(|| self.rank(member));
+                            let member_rank = (strategy == Strategy::Headroom)
+                                .then(|| self.entries[member].ranked);
                             candidates.add(member, tier.priority, member_rank);
                         }
                     }
@@ -268,22 +285,15 @@ impl<C> Inner<C> {
             let Some(&index) = self.index.get(&key) else {
                 continue;
             };
-            let old = self.rank(index);
             if let Some(window) = self.entries[index].rate.as_mut() {
                 window.room(now);
             }
-            let new = self.rank(index);
-            if old != new {
-                for candidates in self.all_candidates() {
-                    candidates.rerank(old, new);
-                }
-            }
+            self.rerank(index);
         }
     }
 
     /// Takes a rate slot on entry `index` at `now` and, under headroom, moves it in the ranks.
     fn record(&mut self, index: usize, now: Instant, strategy: Strategy) {
-        let old = (strategy == Strategy::Headroom).then(|| self.rank(index));
         self.choices += 1;
         let choices = self.choices;
         let entry = &mut self.entries[index];
@@ -295,15 +305,12 @@ impl<C> Inner<C> {
             }
             None => false,
         };
-        if let Some(old) = old {
+        if strategy == Strategy::Headroom {
             if capped {
                 let key = Arc::clone(&self.entries[index].key);
                 self.sends.push_back((now, key));
             }
-            let new = self.rank(index);
-            for candidates in self.all_candidates() {
-                candidates.rerank(old, new);
-            }
+            self.rerank(index);
         }
     }
 }
@@ -376,7 +383,6 @@ impl<C> Pool<C> {
         let mut inner = self.lock();
         let strategy = inner.strategy;
         if let Some(&i) = inner.index.get(key) {
-            let old_rank = inner.rank(i);
             let entry = &mut inner.entries[i];
             entry.credential = credential;
             entry.disabled = None;
@@ -392,10 +398,7 @@ impl<C> Pool<C> {
                 entry.models = models;
                 inner.rebuild(strategy);
             } else if strategy == Strategy::Headroom {
-                let new_rank = inner.rank(i);
-                for candidates in inner.all_candidates() {
-                    candidates.rerank(old_rank, new_rank);
-                }
+                inner.rerank(i);
             }
             return;
         }
@@ -420,10 +423,17 @@ impl<C> Pool<C> {
         if inner.entries[i].routing == routing {
             return true;
         }
+        let moves_tier = inner.entries[i].routing.priority != routing.priority;
         inner.entries[i].routing = routing;
-        // The tier, the wheel and the scope all depend on it.
-        let strategy = inner.strategy;
-        inner.rebuild(strategy);
+        if moves_tier {
+            let strategy = inner.strategy;
+            inner.rebuild(strategy);
+        } else {
+            // The weight shapes the wheels; the group is read at each pick.
+            for candidates in inner.all_candidates() {
+                candidates.reweigh();
+            }
+        }
         true
     }
 
@@ -467,6 +477,18 @@ impl<C> Pool<C> {
             return false;
         };
         inner.entries[i].disabled = reason;
+        true
+    }
+
+    /// Forgets that the upstream refused the credential under `key` (the operator puts it
+    /// back: `accounts enable`), so the next request tries it instead of waiting for a probe;
+    /// `false` when the key is unknown.
+    pub fn clear_refusal(&self, key: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        inner.entries[i].refusal = None;
         true
     }
 
@@ -553,13 +575,13 @@ impl<C> Pool<C> {
             let index = match kept {
                 Some(index) => index,
                 None => {
-                    let Some((tier, index)) =
+                    let Some(found) =
                         candidates.find(&mut inner.entries, strategy, &ask, &mut shortfall)
                     else {
                         return Err(shortfall.into_unavailable(selection.model));
                     };
-                    candidates.chosen(tier, index, strategy);
-                    index
+                    candidates.chosen(found, strategy);
+                    found.index
                 }
             };
             inner.record(index, selection.now, strategy);

@@ -214,9 +214,10 @@ impl Server {
         };
         let listening = server.wait_for_log("listening on http://").await;
         let start = listening.find("http://").expect("address");
+        // Up to the end of the word, or of the JSON string (`--log-format json`).
         let address: String = listening[start..]
             .chars()
-            .take_while(|c| !c.is_whitespace())
+            .take_while(|c| !c.is_whitespace() && *c != '"')
             .collect();
         server.base = address;
         server

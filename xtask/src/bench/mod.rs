@@ -10,7 +10,9 @@
 //! It then holds [`report::OPEN_STREAMS`] streams open through cliproxy to
 //! read its memory, times its start-up with 0 and 1,000 account files, sends
 //! many large bodies at once to fresh instances for their peak memory
-//! ([`bodies`]), and prints the tables and the budget ([`report`]).
+//! ([`bodies`]), and prints the tables and the budget ([`report`]). Last, it measures the
+//! credential pool's cost of one pick per strategy at 10 to 1,000 credentials ([`pool`]);
+//! `--pool` runs that part alone.
 //!
 //! Every phase is bounded in time, every address is 127.0.0.1, and every
 //! child process is killed when the run ends, fails or panics.
@@ -21,6 +23,7 @@ pub(crate) mod cliproxy;
 pub(crate) mod fake_qwen;
 pub(crate) mod load;
 pub(crate) mod net;
+mod pool;
 mod refresh_window;
 mod report;
 mod stub;
@@ -51,6 +54,7 @@ use crate::{
 
 pub(crate) const HELP: &str = "\
 cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]
+cargo xtask bench --pool [--quick]
 
 Measures cliproxy against an in-process upstream stub, next to a do-nothing
 pass-through proxy as the baseline, all on 127.0.0.1, and prints the results
@@ -64,6 +68,9 @@ Options:
   --quick           1 s per scenario: a smoke run
   --check           exit non-zero when a budget line fails
   --no-build        use the existing target/release/cliproxy
+  --pool            only the credential pool's selection cost per strategy
+                    at 10, 100 and 1,000 credentials (credential-pool's
+                    select_cost example, ~1 min; ~10 s with --quick)
 ";
 
 /// Each scenario's time is split into this many rounds that take turns
@@ -90,6 +97,10 @@ struct Options {
     check: bool,
     build: bool,
     help: bool,
+    /// `--quick` was given.
+    quick: bool,
+    /// Only the pool's selection cost.
+    pool_only: bool,
 }
 
 impl Default for Options {
@@ -100,6 +111,8 @@ impl Default for Options {
             check: false,
             build: true,
             help: false,
+            quick: false,
+            pool_only: false,
         }
     }
 }
@@ -108,7 +121,6 @@ impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut options = Options::default();
         let mut duration = None;
-        let mut quick = false;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -143,14 +155,15 @@ impl Options {
                             format!("--concurrency {text:?}: give a number from 1 to 1024")
                         })?;
                 }
-                "--quick" => quick = true,
+                "--quick" => options.quick = true,
+                "--pool" => options.pool_only = true,
                 "--check" => options.check = true,
                 "--no-build" => options.build = false,
                 "-h" | "--help" => options.help = true,
                 other => bail!("unknown option `{other}` for `bench`\n\n{HELP}"),
             }
         }
-        options.measure = match (duration, quick) {
+        options.measure = match (duration, options.quick) {
             (Some(duration), _) => duration,
             (None, true) => Duration::from_secs(1),
             (None, false) => options.measure,
@@ -173,6 +186,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     if options.help {
         print!("{HELP}");
+        return Ok(());
+    }
+    if options.pool_only {
+        // Cargo builds the example optimised; xtask itself only waits.
+        println!("\n## cargo xtask bench --pool\n");
+        println!("{}\n", pool_facts(root));
+        print!("{}", pool::selection_cost(root, options.quick)?);
         return Ok(());
     }
     if cfg!(debug_assertions) {
@@ -223,6 +243,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     println!("\n## cargo xtask bench\n");
     println!("{}\n", machine_facts(root, &options));
     print!("{}", results.render());
+    match pool::selection_cost(root, options.quick) {
+        Ok(tables) => print!("\n{tables}"),
+        Err(error) => println!("\nThe credential selection benchmark failed: {error:#}"),
+    }
     if options.check && !results.passed() {
         bail!("cliproxy is over budget (see the FAIL lines above)");
     }
@@ -514,14 +538,25 @@ pub(crate) fn git_commit(root: &Path) -> String {
         })
 }
 
-/// Date, commit, CPU and options of this run, for the record.
-fn machine_facts(root: &Path, options: &Options) -> String {
+/// Date, commit and CPU of a `--pool` run, for the record.
+fn pool_facts(root: &Path) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let commit = git_commit(root);
-    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
-    let model = fs::read_to_string("/proc/cpuinfo")
+    format!(
+        "{} UTC, commit {}, {} CPUs ({})",
+        cliproxy::rfc3339_utc(now)
+            .trim_end_matches('Z')
+            .replace('T', " "),
+        git_commit(root),
+        std::thread::available_parallelism().map_or(0, usize::from),
+        cpu_model()
+    )
+}
+
+/// The CPU's model name from /proc/cpuinfo.
+fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
             info.lines()
@@ -529,7 +564,17 @@ fn machine_facts(root: &Path, options: &Options) -> String {
                 .and_then(|rest| rest.split_once(':'))
                 .map(|(_, name)| name.trim().to_owned())
         })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// Date, commit, CPU and options of this run, for the record.
+fn machine_facts(root: &Path, options: &Options) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let commit = git_commit(root);
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let model = cpu_model();
     format!(
         "{} UTC, commit {commit}, {cpus} CPUs ({model}); {} s measured per scenario and target in {ROUNDS} rounds, {} ms warm-up in all; throughput at {} connections",
         cliproxy::rfc3339_utc(now)
@@ -572,6 +617,9 @@ mod tests {
         assert!(parse(&["--duration", "0"]).is_err());
         assert!(parse(&["--concurrency", "0"]).is_err());
         assert!(parse(&["--fast"]).is_err());
+        let pool = parse(&["--pool", "--quick"]).unwrap();
+        assert!(pool.pool_only && pool.quick);
+        assert!(!parse(&[]).unwrap().pool_only);
     }
 
     #[test]

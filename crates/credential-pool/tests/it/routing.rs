@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use credential_pool::{
-    Models, Outcome, Pool, PoolConfig, Routing, Scope, Selection, Strategy, Unavailable,
+    Models, Outcome, Pool, PoolConfig, Routing, Scope, Selection, Slot, Strategy, Unavailable,
 };
 use proptest::prelude::*;
 
@@ -82,6 +82,22 @@ fn weights_three_to_one_split_exactly_and_without_bursts() {
         picks.windows(4).all(|four| four.iter().any(|k| k == "b")),
         "{picks:?}"
     );
+}
+
+#[test]
+fn a_new_weight_or_group_takes_effect_on_a_running_pool() {
+    let pool = pool(Strategy::Weighted, &["a", "b"], None);
+    let now = Instant::now();
+    let split = counts((0..10).map(|_| pick(&pool, now)));
+    assert_eq!((split["a"], split["b"]), (5, 5));
+    route(&pool, "a", 3, 0, Some("team"));
+    let split = counts((0..400).map(|_| pick(&pool, now)));
+    assert_eq!((split["a"], split["b"]), (300, 100));
+    let team = Scope {
+        groups: vec!["team".into()],
+        ..Scope::default()
+    };
+    assert!((0..4).all(|_| pick_in(&pool, None, &team, now) == "a"));
 }
 
 #[test]
@@ -161,6 +177,39 @@ fn headroom_prefers_uncapped_credentials_and_rotates_among_equals() {
 }
 
 #[test]
+fn headroom_keeps_its_order_when_a_slot_is_taken_after_sends_left_the_window() {
+    let pool = pool(Strategy::Headroom, &["a", "b"], Some(3));
+    let t0 = Instant::now();
+    assert_eq!(pick(&pool, t0), "a");
+    assert_eq!(pick(&pool, t0), "b");
+    // A minute on, the retry after a refresh takes a slot on a before any pick saw that
+    // the first sends left the window.
+    let later = t0 + MIN + SEC;
+    assert_eq!(pool.take_slot("a", later), Slot::Taken);
+    // Rooms: a 2, b 3.
+    assert_eq!(pick(&pool, later), "b");
+    // a 2 (chosen longer ago), b 2.
+    assert_eq!(pick(&pool, later), "a");
+    // a 1, b 2.
+    assert_eq!(pick(&pool, later), "b");
+}
+
+#[test]
+fn headroom_keeps_its_order_when_availability_was_asked_after_sends_left_the_window() {
+    let pool = pool(Strategy::Headroom, &["a", "b"], Some(3));
+    let t0 = Instant::now();
+    assert_eq!(pick(&pool, t0), "a");
+    assert_eq!(pick(&pool, t0), "b");
+    assert_eq!(pick(&pool, t0), "a");
+    // Rooms a 1, b 2. A minute on, every send left the window; availability looks first.
+    let later = t0 + MIN + SEC;
+    assert!(pool.availability(MODEL, later).is_ok());
+    // Rooms a 3, b 3; b was chosen longer ago.
+    let picks: Vec<String> = (0..4).map(|_| pick(&pool, later)).collect();
+    assert_eq!(picks, ["b", "a", "b", "a"]);
+}
+
+#[test]
 fn when_all_are_capped_the_wait_is_the_soonest_reset() {
     let pool = pool(Strategy::Headroom, &["a", "b"], Some(1));
     let t0 = Instant::now();
@@ -186,7 +235,8 @@ fn naive_headroom(rooms: &[u32], last: &[u64]) -> usize {
 }
 
 proptest! {
-    /// Headroom picks what a scan of every credential would, whatever the sends and the time.
+    /// Headroom picks what a scan of every credential would, whatever the sends, the time and
+    /// the availability questions between picks.
     #[test]
     fn headroom_agrees_with_a_scan(
         caps in prop::collection::vec(1_u32..6, 1..8),
@@ -202,8 +252,12 @@ proptest! {
         let mut sends: Vec<Vec<Instant>> = vec![Vec::new(); caps.len()];
         let mut last = vec![0_u64; caps.len()];
         let mut counter = 0_u64;
-        for (advance, _) in steps {
+        for (advance, look_first) in steps {
             now += advance * SEC;
+            if look_first {
+                // Asking does not choose, and must not disturb the order either.
+                let _ = pool.availability(MODEL, now);
+            }
             let rooms: Vec<u32> = sends.iter().zip(&caps).map(|(s, cap)| {
                 let live = s.iter().filter(|&&t| now.saturating_duration_since(t) < MIN).count();
                 cap.saturating_sub(u32::try_from(live).unwrap())
@@ -473,4 +527,19 @@ fn a_new_strategy_takes_effect_at_the_next_pick_and_keeps_the_rate_windows() {
         pool.select("m", &[], now).is_err(),
         "every window kept its sends: all nine slots are used"
     );
+}
+
+#[test]
+fn a_refusal_cleared_by_the_operator_puts_the_credential_back_at_once() {
+    let pool = pool(Strategy::FillFirst, &["a", "b"], None);
+    let now = Instant::now();
+    pool.report("a", "m", Outcome::Refused { status: 403 }, now);
+    assert_eq!(
+        pick(&pool, now),
+        "b",
+        "a refused credential leaves rotation"
+    );
+    assert!(pool.clear_refusal("a"));
+    assert_eq!(pick(&pool, now), "a", "back before any probe");
+    assert!(!pool.clear_refusal("nobody"));
 }

@@ -204,7 +204,8 @@ pub(super) fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
         Failure::Forbidden { message } => bad_gateway(
             "upstream_forbidden",
             format!(
-                "the upstream refused the credential tried last (403{}); it left rotation and is                  probed until it works again; check the account or the API key ({in_log})",
+                "the upstream refused the credential tried last (403{}); it left rotation and is \
+                 probed until it works again; check the account or the API key ({in_log})",
                 quoted(message.as_deref()),
             ),
         ),
@@ -299,4 +300,26 @@ pub(super) fn failure_error(failure: Failure, id: &LoggedId) -> ApiError {
 
 fn quoted(message: Option<&str>) -> String {
     message.map_or_else(String::new, |message| format!(": {}", client_text(message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_are_single_spaced_sentences() {
+        let failures = [
+            Failure::Forbidden { message: None },
+            Failure::Unauthorized {
+                message: None,
+                refresh: Some("x".into()),
+            },
+            Failure::Relogin,
+            Failure::RateCapped,
+        ];
+        for failure in failures {
+            let error = failure_error(failure, &LoggedId::default());
+            assert!(!error.message.contains("  "), "{}", error.message);
+        }
+    }
 }
