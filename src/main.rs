@@ -5,6 +5,7 @@ mod agent;
 mod check;
 mod config_check;
 mod init;
+mod management_routes;
 mod permissions;
 mod reload;
 mod serve;

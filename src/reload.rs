@@ -172,6 +172,10 @@ fn restart_needed_here(running: &Settings, new: &Settings) -> Vec<&'static str> 
         (running.auth_dir != new.auth_dir, "auth-dir"),
         (running.usage != new.usage, "usage-db / usage-retention"),
         (!same(&running.store, &new.store), "[store]"),
+        (
+            running.management != new.management,
+            "management-key / [management] / [metrics]",
+        ),
         (old.refresh_lead != now.refresh_lead, "refresh-lead"),
         (
             old.qwen_requests_per_minute != now.qwen_requests_per_minute,

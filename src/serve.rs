@@ -47,7 +47,7 @@ pub async fn run(
     }
     let accounts = Accounts::new(
         store.clone(),
-        oauth,
+        oauth.clone(),
         Arc::clone(&pool),
         AccountSettings {
             models: serve.server.models.clone(),
@@ -68,7 +68,20 @@ pub async fn run(
     }
 
     let (usage, ledger) = open_ledger(settings);
-    let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?;
+    // Request metrics are fed by the ledger's flusher, off the request path.
+    let metrics = Arc::new(management::Metrics::new(settings.management.hash_emails));
+    if let Some(ledger) = &ledger {
+        ledger.observe(Arc::clone(&metrics) as Arc<dyn usage_ledger::RecordObserver>);
+    }
+    let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?.mount(
+        crate::management_routes::routes(
+            settings,
+            oauth,
+            Arc::clone(&accounts),
+            Arc::clone(&pool),
+            metrics,
+        )?,
+    );
     let listener = proxy_server::bind(address)
         .await
         .with_context(|| format!("could not listen on {address}; is another server using the port? Pick another with --port"))?;

@@ -44,6 +44,12 @@ pub struct ConfigFile {
     // The usage ledger: where it is kept, and for how long.
     pub usage_db: Option<String>,
     pub usage_retention: Option<RetentionSetting>,
+    // The management API, metrics and dashboard.
+    pub management_key: Option<String>,
+    #[serde(default)]
+    pub management: ManagementSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     #[serde(default)]
     pub qwen: QwenSection,
     #[serde(default)]
@@ -59,6 +65,22 @@ pub struct ConfigFile {
     /// `[store]`: the auth dir, or a shared PostgreSQL database.
     #[serde(default)]
     pub store: super::store::StoreSection,
+}
+
+/// `[management]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ManagementSection {
+    /// Answer management requests from peers that are not loopback.
+    pub allow_remote: Option<bool>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSection {
+    /// Name accounts in metrics by a hash of their email.
+    pub hash_emails: Option<bool>,
 }
 
 /// `[models]`: how client model names map to served models.
@@ -127,6 +149,12 @@ impl fmt::Debug for ConfigFile {
             .field("quota_reset", &self.quota_reset)
             .field("usage_db", &self.usage_db)
             .field("usage_retention", &self.usage_retention)
+            .field(
+                "management_key",
+                &self.management_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("management", &self.management)
+            .field("metrics", &self.metrics)
             .field("qwen", &self.qwen)
             .field("openai_compat", &self.openai_compat)
             .field("client_keys", &self.client_keys)

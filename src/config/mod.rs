@@ -6,6 +6,7 @@
 mod client_keys;
 mod env;
 mod file;
+mod management;
 mod openai_compat;
 mod resolve;
 mod store;

@@ -15,6 +15,7 @@ use proxy_server::{ServerConfig, redact_url};
 use super::client_keys;
 use super::env::{duration, env_list, env_parsed, env_value};
 use super::file::{AccountSection, ConfigFile};
+use super::management::ManagementConfig;
 use super::openai_compat::OpenAiCompatEntry;
 use super::store::StoreSettings;
 use super::validate::{parse_host, parse_strategy};
@@ -64,6 +65,8 @@ pub struct Settings {
     pub strict_permissions: bool,
     pub usage: UsageSettings,
     pub serve: ServeSettings,
+    /// The management key, remote access and metrics' labels.
+    pub management: ManagementConfig,
 }
 
 /// The usage ledger: where `cliproxy serve` keeps it and `cliproxy usage` reads it, and how
@@ -113,6 +116,7 @@ impl fmt::Debug for Settings {
             .field("strict_permissions", &self.strict_permissions)
             .field("usage", &self.usage)
             .field("serve", &self.serve)
+            .field("management", &self.management)
             .finish()
     }
 }
@@ -128,6 +132,7 @@ pub struct Overrides {
 impl Settings {
     /// Applies flag > environment > file > default.
     pub fn resolve(overrides: Overrides, file: ConfigFile) -> anyhow::Result<Self> {
+        let management = ManagementConfig::resolve(&file)?;
         let auth_dir = match overrides.auth_dir {
             Some(dir) => expand_home(&dir.to_string_lossy()),
             None => expand_home(file.auth_dir.as_deref().unwrap_or(DEFAULT_AUTH_DIR)),
@@ -336,6 +341,7 @@ impl Settings {
             .unwrap_or(true),
             usage,
             serve,
+            management,
         })
     }
 }

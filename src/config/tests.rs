@@ -340,6 +340,40 @@ fn example_config_parses() {
     assert_eq!(example.strict_permissions, defaults.strict_permissions);
     assert_eq!(example.usage, defaults.usage);
     assert_eq!(example.store, defaults.store);
+    assert_eq!(
+        format!("{:?}", example.management),
+        format!("{:?}", defaults.management)
+    );
+}
+
+#[test]
+fn management_keys_are_read_from_the_file_and_never_shown() {
+    let text = "management-key = \"file-key-123\"\n[management]\nallow-remote = true\n[metrics]\nhash-emails = true\n";
+    let file: ConfigFile = toml::from_str(text).unwrap();
+    assert!(!format!("{file:?}").contains("file-key-123"));
+    let settings = Settings::resolve(Overrides::default(), file).unwrap();
+    let management = &settings.management;
+    assert!(management.key.as_ref().is_some_and(|key| !key.is_hash()));
+    assert!(management.allow_remote && management.hash_emails);
+    assert!(!format!("{settings:?}").contains("file-key-123"));
+    let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
+    assert!(defaults.management.key.is_none());
+    assert!(!defaults.management.allow_remote && !defaults.management.hash_emails);
+}
+
+#[test]
+fn an_empty_or_broken_management_key_is_an_error_that_says_what_to_give() {
+    for (text, expected) in [
+        ("management-key = \"\"", "the management key is empty"),
+        (
+            "management-key = \"$argon2id$v=19$broken\"",
+            "looks like an Argon2 hash",
+        ),
+    ] {
+        let file: ConfigFile = toml::from_str(text).unwrap();
+        let error = Settings::resolve(Overrides::default(), file).unwrap_err();
+        assert!(format!("{error:#}").contains(expected), "{error:#}");
+    }
 }
 
 #[test]
@@ -612,4 +646,15 @@ fn weights_above_a_thousand_are_refused_where_they_are_written() {
             .to_string()
             .contains("weight 1001 is more than 1000")
     );
+}
+
+#[test]
+fn config_check_names_the_line_of_a_broken_management_key_without_quoting_it() {
+    let problems = parse("port = 1\nmanagement-key = \"$argon2id$v=19$secretpart\"\n").unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let problem = &problems[0];
+    assert_eq!(problem.key, "management-key");
+    assert_eq!(problem.line, Some(2));
+    assert!(!problem.to_string().contains("secretpart"), "{problem}");
+    assert!(parse("management-key = \"plain-key\"\n[management]\nallow-remote = true\n[metrics]\nhash-emails = true\n").is_ok());
 }

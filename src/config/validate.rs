@@ -143,6 +143,25 @@ fn check(file: &ConfigFile, locator: &Locator<'_>) -> Vec<Problem> {
             "write one of \"round-robin\", \"fill-first\", \"weighted\", \"priority\", \"headroom\"",
         );
     }
+    if let Some(key) = &file.management_key
+        && let Err(error) = management::ManagementKey::parse(key.trim())
+    {
+        let fix = match error {
+            management::KeyError::Empty => {
+                "give a long random string (openssl rand -hex 24), or remove the line to turn the management API off"
+            }
+            management::KeyError::BadHash(_) => {
+                "give the key itself, or a whole Argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$SALT$HASH)"
+            }
+        };
+        let message = match error {
+            management::KeyError::Empty => "the management key is empty".to_owned(),
+            management::KeyError::BadHash(why) => {
+                format!("the management key looks like an Argon2 hash but is not one ({why})")
+            }
+        };
+        problem(&[Seg::Key("management-key")], message, fix);
+    }
     if let Some(reset) = &file.quota_reset
         && let Err(error) = reset.parse::<proxy_server::QuotaReset>()
     {
@@ -561,6 +580,8 @@ fn example(key: &str, table: Option<&str>) -> Option<String> {
         (Some("openai-compat" | "accounts"), "priority") => "priority = 0",
         (Some("openai-compat" | "accounts"), "group") => "group = \"team\"",
         (Some("openai-compat"), "reasoning") => "reasoning = \"effort\" (or \"qwen\", \"off\")",
+        (Some("management"), "allow-remote") => "allow-remote = false",
+        (Some("metrics"), "hash-emails") => "hash-emails = false",
         (Some(_), _) => return None,
         (None, "auth-dir") => "auth-dir = \"~/.cli-proxy-api\"",
         (None, "proxy-url") => "proxy-url = \"http://127.0.0.1:3128\"",
@@ -577,6 +598,9 @@ fn example(key: &str, table: Option<&str>) -> Option<String> {
         (None, "body-memory-budget") => "body-memory-budget = 536870912",
         (None, "session-affinity") => "session-affinity = true",
         (None, "quota-reset") => "quota-reset = \"00:00+08:00\"",
+        (None, "management-key") => "management-key = \"a-long-random-string\"",
+        (None, "management") => "[management] followed by allow-remote = true or false",
+        (None, "metrics") => "[metrics] followed by hash-emails = true or false",
         (None, "models") => {
             "[models.aliases] (the models Qwen accounts serve go under [qwen] as models = [...])"
         }

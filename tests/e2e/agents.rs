@@ -69,7 +69,7 @@ fn client(test: &str, name: &str, version: &str) -> Option<PathBuf> {
     };
     let install = "npm install --prefix target/agent-clients --no-save \
                    @anthropic-ai/claude-code@2.1.328 @openai/codex@0.169.0 \
-                   @qwen-code/qwen-code@0.24.4";
+                   @qwen-code/qwen-code@0.24.4 playwright-core@1.65.2";
     let required = std::env::var("CLIPROXY_REQUIRE_AGENT_TESTS").is_ok_and(|value| value == "1");
     assert!(
         !required,

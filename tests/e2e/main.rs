@@ -5,10 +5,12 @@
 mod accounts;
 mod agents;
 mod config_check;
+mod dashboard;
 mod durability;
 mod guard;
 mod init;
 mod login;
+mod management;
 mod operator;
 mod quota;
 mod reload;

@@ -6,7 +6,7 @@
 //! `install.sh` (binary, man page and completions into a prefix), the shell
 //! completions (`completions/`) and the man page (`man/cliproxy.1`) the binary
 //! generates (`cliproxy.1` and a page per subcommand), `README.md`, `LICENSE`, `config.example.toml`, `deploy/` (the
-//! systemd unit and the Dockerfile) and `docs/*.md` (the README's and the docs'
+//! systemd unit and the Dockerfile) `docs/*.md` and `docs/*.png` (the README's and the docs'
 //! links stay valid inside the archive), next to a
 //! `<archive>.sha256` file in `sha256sum` format. The archive is
 //! deterministic: fixed entry order, uid/gid 0, fixed modes (0755 for the
@@ -182,7 +182,7 @@ fn generate(binary: &Path, dir: &Path) -> Result<Vec<Entry>> {
 }
 
 /// Files at the workspace root that ship next to the binary: fixed ones first, then
-/// `docs/*.md` sorted. Their names are the same inside the archive, so relative links work.
+/// `docs/*.md` and the images they show (`docs/*.png`), sorted. Their names are the same inside the archive, so relative links work.
 fn shipped_files(root: &Path) -> Result<Vec<String>> {
     let mut names: Vec<String> = [
         "README.md",
@@ -199,7 +199,11 @@ fn shipped_files(root: &Path) -> Result<Vec<String>> {
         let path = entry
             .with_context(|| format!("cannot list {}", docs.display()))?
             .path();
-        if path.extension().is_some_and(|ext| ext == "md") && path.is_file() {
+        if path
+            .extension()
+            .is_some_and(|ext| ext == "md" || ext == "png")
+            && path.is_file()
+        {
             let file = path.file_name().unwrap_or_default().to_string_lossy();
             doc_names.push(format!("docs/{file}"));
         }

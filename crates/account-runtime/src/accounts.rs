@@ -239,6 +239,30 @@ impl Accounts {
             .collect()
     }
 
+    /// The live account with pool key `key`.
+    pub fn account(&self, key: &str) -> Option<Arc<QwenAccount>> {
+        self.lock_live()
+            .iter()
+            .find(|(live_key, _)| live_key.as_str() == key)
+            .map(|(_, live)| Arc::clone(&live.account))
+    }
+
+    /// How this server's refreshes ended so far.
+    pub fn refresh_outcomes(&self) -> &crate::RefreshOutcomes {
+        self.refreshes.outcomes()
+    }
+
+    /// When an account's token is refreshed next, by the schedule: `refresh-lead` before it
+    /// expires (`None`: its expiry is unknown).
+    pub fn next_refresh(&self, account: &QwenAccount) -> Option<std::time::SystemTime> {
+        let (expires, _) = account.due()?;
+        Some(
+            expires
+                .checked_sub(self.settings.refresh_lead)
+                .unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+        )
+    }
+
     fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<AccountKey, Live>> {
         self.live
             .lock()

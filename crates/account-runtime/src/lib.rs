@@ -31,7 +31,7 @@ mod watch;
 pub use account_store::FileStamp;
 pub use accounts::{AccountOverride, AccountSettings, Accounts, Reconciled, account_credential};
 pub use follow::{StoreFollow, follow};
-pub use qwen_account::{QwenAccount, RefreshReason, Refreshes};
+pub use qwen_account::{QwenAccount, RefreshOutcomes, RefreshReason, Refreshes};
 pub use reasons::{DISABLED_REASON, RELOGIN_REASON};
 pub use refresh_due::refresh_due;
 pub use single_flight::SingleFlight;

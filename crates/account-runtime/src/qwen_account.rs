@@ -9,7 +9,7 @@
 //! retried until it lands.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,6 +37,30 @@ pub struct Refreshes {
     flights: SingleFlight<AccountKey, Access, RefreshFailure>,
     tasks: TaskTracker,
     stopping: CancellationToken,
+    outcomes: RefreshOutcomes,
+}
+
+/// How the refreshes of one server ended so far, counted once per refresh (not per waiting
+/// caller): for metrics.
+#[derive(Debug, Default)]
+pub struct RefreshOutcomes {
+    /// New tokens came (or another process had renewed the token already).
+    pub succeeded: AtomicU64,
+    /// The refresh token is dead: the account needs a new login.
+    pub relogin_required: AtomicU64,
+    /// A failure worth retrying (network, 5xx, the auth dir).
+    pub failed: AtomicU64,
+}
+
+impl RefreshOutcomes {
+    fn count(&self, result: &Result<Access, RefreshFailure>) {
+        let counter = match result {
+            Ok(_) => &self.succeeded,
+            Err(RefreshFailure::ReloginRequired) => &self.relogin_required,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Refreshes {
@@ -45,7 +69,13 @@ impl Refreshes {
             flights: SingleFlight::new(),
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
+            outcomes: RefreshOutcomes::default(),
         })
+    }
+
+    /// How the refreshes ended so far.
+    pub fn outcomes(&self) -> &RefreshOutcomes {
+        &self.outcomes
     }
 
     /// Lets refreshes in flight finish and retried writes try once more, until `deadline`.
@@ -80,6 +110,9 @@ pub enum RefreshReason {
         access_token: Arc<str>,
         expires: OffsetDateTime,
     },
+    /// Someone asked for a refresh now (the management API): renew this access token, unless
+    /// another refresh renewed it already.
+    Requested(Arc<str>),
 }
 
 /// Tokens held in memory that the token file does not have yet.
@@ -159,6 +192,23 @@ impl QwenAccount {
         self.is_dead(&self.read_snapshot().record)
     }
 
+    /// Refreshes the token now, in the refresh task (see [`QwenAccount::refresh_for`]): what
+    /// an operator's "refresh now" does.
+    pub async fn refresh_now(self: &Arc<Self>) -> Result<Access, RefreshFailure> {
+        let current = self.current().bearer;
+        self.refresh_for(RefreshReason::Requested(current)).await
+    }
+
+    /// When the access token expires, as the account holds it (`None`: the file does not say).
+    pub fn expires_at(&self) -> Option<OffsetDateTime> {
+        self.read_snapshot().record.expired
+    }
+
+    /// When the token was last refreshed, as the account holds it.
+    pub fn last_refresh(&self) -> Option<OffsetDateTime> {
+        self.read_snapshot().record.last_refresh
+    }
+
     /// Whether the account was taken out of rotation on purpose (`cliproxy accounts disable`).
     pub fn is_disabled(&self) -> bool {
         self.read_snapshot().record.is_disabled()
@@ -224,7 +274,11 @@ impl QwenAccount {
         let task = self.refreshes.tasks.spawn(async move {
             let flights = &account.refreshes.flights;
             flights
-                .run(account.key.clone(), || account.refresh_under_lock(reason))
+                .run(account.key.clone(), || async {
+                    let result = account.refresh_under_lock(reason).await;
+                    account.refreshes.outcomes.count(&result);
+                    result
+                })
                 .await
         });
         task.await.unwrap_or_else(|join| {
@@ -500,7 +554,9 @@ impl QwenAccount {
 /// someone else already renewed it.
 fn still_needs_refresh(newest: &TokenRecord, reason: &RefreshReason) -> bool {
     match reason {
-        RefreshReason::Rejected(stale) => newest.access_token.as_str() == &**stale,
+        RefreshReason::Rejected(stale) | RefreshReason::Requested(stale) => {
+            newest.access_token.as_str() == &**stale
+        }
         RefreshReason::Due {
             access_token,
             expires,

@@ -240,6 +240,16 @@ async fn answer(
 
 /// The JSON report of every credential in the pool.
 fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
+    serde_json::to_vec(&Report {
+        pid: std::process::id(),
+        credentials: live_credentials(accounts, pool),
+    })
+    .unwrap_or_default()
+}
+
+/// Every credential in the pool as this server sees it now, in the pool's order: what the
+/// status socket reports, and what the management API and metrics start from.
+pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<LiveCredential> {
     let instant = Instant::now();
     let wall = SystemTime::now();
     let at = |after: std::time::Duration| OffsetDateTime::from(wall + after).unix_timestamp();
@@ -251,8 +261,7 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
         .into_iter()
         .map(|account| (account.key.to_string(), account))
         .collect();
-    let credentials = pool
-        .snapshot(instant)
+    pool.snapshot(instant)
         .into_iter()
         .map(|(status, credential)| {
             let account = accounts.get(&*status.key);
@@ -329,12 +338,7 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
                 }),
             }
         })
-        .collect();
-    serde_json::to_vec(&Report {
-        pid: std::process::id(),
-        credentials,
-    })
-    .unwrap_or_default()
+        .collect()
 }
 
 /// The state of a credential at a limit of its day.

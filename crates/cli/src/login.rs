@@ -252,7 +252,7 @@ async fn with_interrupt<T>(work: impl Future<Output = T>) -> Result<T, CliError>
 }
 
 /// The token file's content for tokens that arrived at `received_at`.
-fn token_record(email: String, tokens: TokenSet, received_at: SystemTime) -> TokenRecord {
+pub fn token_record(email: String, tokens: TokenSet, received_at: SystemTime) -> TokenRecord {
     let expired = tokens
         .expires_at(received_at)
         .map(time::OffsetDateTime::from);

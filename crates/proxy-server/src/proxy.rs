@@ -25,6 +25,7 @@ use crate::layers::browser::{BrowserGuardLayer, BrowserPolicy};
 use crate::layers::request_id::{RequestIdLayer, X_REQUEST_ID};
 use crate::live::Live;
 use crate::meter::UsageSink;
+use crate::mount::Mount;
 use crate::reload::{Fixed, Parts, Reloader};
 use crate::request_body::BodyReader;
 use crate::routes::{Router, State};
@@ -39,6 +40,8 @@ pub struct Proxy {
     keys: Arc<Live<ClientKeys>>,
     browsers: Arc<Live<BrowserPolicy>>,
     fixed: Arc<Fixed>,
+    /// Routes served beside the API ([`Proxy::mount`]).
+    pub(crate) mount: Option<Arc<dyn Mount>>,
 }
 
 impl fmt::Debug for Proxy {
@@ -105,7 +108,15 @@ impl Proxy {
             browsers: Live::new(parts.browsers),
             config,
             fixed: Arc::new(fixed),
+            mount: None,
         })
+    }
+
+    /// Serves `mount`'s routes beside the API (see [`Mount`]).
+    #[must_use]
+    pub fn mount(mut self, mount: Arc<dyn Mount>) -> Self {
+        self.mount = Some(mount);
+        self
     }
 
     /// A handle that applies a new config to this proxy while it serves (see

@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::Request;
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,6 +30,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
+use crate::body::ProxyBody;
 use crate::error::ServeError;
 use crate::proxy::Proxy;
 
@@ -128,9 +132,25 @@ impl Proxy {
                     // Small SSE writes should leave at once; failing to set it only costs latency.
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
+                    let mount = self.mount.clone();
                     let connection = http.serve_connection(
                         TokioIo::new(stream),
-                        service_fn(move |request| service.clone().oneshot(request)),
+                        service_fn(move |request: Request<Incoming>| {
+                            let service = service.clone();
+                            let mount = mount.clone();
+                            async move {
+                                match mount {
+                                    Some(mount) if mount.claims(request.uri().path()) => {
+                                        let answer = mount.serve(request, peer).await;
+                                        Ok(answer.map(|bytes| Either::Left(ProxyBody::full(bytes))))
+                                    }
+                                    _ => service
+                                        .oneshot(request)
+                                        .await
+                                        .map(|answer| answer.map(Either::Right)),
+                                }
+                            }
+                        }),
                     );
                     let connection = graceful.watch(connection);
                     connections.spawn(async move {

@@ -11,6 +11,7 @@
 //! records.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -37,6 +38,14 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 enum Control {
     Flush(oneshot::Sender<Result<(), LedgerError>>),
     Close(oneshot::Sender<Result<(), LedgerError>>),
+    Observe(Arc<dyn RecordObserver>),
+}
+
+/// Sees every record the flusher takes, on the flusher's task (so never on a request's), at
+/// most [`FOLD_EVERY`] after it was recorded: how metrics are fed beside the ledger.
+pub trait RecordObserver: Send + Sync + 'static {
+    /// One finished request. Called on the flusher task: it must not block.
+    fn observe(&self, record: &Record);
 }
 
 /// The usage ledger's constructors.
@@ -81,6 +90,7 @@ impl Ledger {
             retention,
             last_prune: None,
             failing: false,
+            observers: Vec::new(),
         };
         let task = tokio::spawn(flusher.run(
             received,
@@ -152,6 +162,13 @@ impl FlusherHandle {
         answer.await.map_err(|_| LedgerError::Closed)?
     }
 
+    /// Shows every record taken from now on to `observer` too (see [`RecordObserver`]).
+    /// Records taken before the flusher got this are not shown: call it before serving.
+    pub fn observe(&self, observer: Arc<dyn RecordObserver>) {
+        // The flusher is gone only after close, when nothing is recorded any more.
+        let _ = self.control.send(Control::Observe(observer));
+    }
+
     /// Writes everything recorded before this call, stops the flusher and waits for it. Later
     /// records are dropped. Call it at shutdown, after the last request finished.
     ///
@@ -181,6 +198,8 @@ struct Flusher<S> {
     last_prune: Option<Instant>,
     /// The last write failed: the next failure is not logged again.
     failing: bool,
+    /// What sees each record besides the rollups.
+    observers: Vec<Arc<dyn RecordObserver>>,
 }
 
 impl<S: LedgerStore> Flusher<S> {
@@ -211,6 +230,7 @@ impl<S: LedgerStore> Flusher<S> {
                         let _ = reply.send(self.write().await);
                         return;
                     }
+                    Some(Control::Observe(observer)) => self.observers.push(observer),
                     None => handle_dropped = true,
                 },
                 _ = fold.tick() => {
@@ -233,7 +253,12 @@ impl<S: LedgerStore> Flusher<S> {
     fn fold(&mut self, records: &mut mpsc::UnboundedReceiver<Record>) -> bool {
         loop {
             match records.try_recv() {
-                Ok(record) => self.pending.add(&record),
+                Ok(record) => {
+                    for observer in &self.observers {
+                        observer.observe(&record);
+                    }
+                    self.pending.add(&record);
+                }
                 Err(mpsc::error::TryRecvError::Empty) => return false,
                 Err(mpsc::error::TryRecvError::Disconnected) => return true,
             }

@@ -58,7 +58,9 @@ pub use error::LedgerError;
 pub use histogram::{
     BUCKET_COUNT, Histogram, LATENCY_BUCKETS, LATENCY_BUCKETS_MS, LATENCY_BUCKETS_SECONDS,
 };
-pub use ledger::{DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, Recorder};
+pub use ledger::{
+    DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, RecordObserver, Recorder,
+};
 pub use record::{Api, FailureClass, Outcome, Record};
 pub use report::{
     FailureCounts, GroupBy, LatencySummary, UsageQuery, UsageReport, UsageRow, UsageTotals,

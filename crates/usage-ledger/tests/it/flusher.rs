@@ -157,3 +157,28 @@ async fn without_its_handle_the_flusher_keeps_writing_for_the_recorders() {
     assert_eq!(next_event(&events), Event::Added(1));
     assert_eq!(store.total().requests, 2);
 }
+
+/// Counts what it is shown.
+#[derive(Default)]
+struct Seen(std::sync::Mutex<Vec<String>>);
+
+impl usage_ledger::RecordObserver for Seen {
+    fn observe(&self, record: &usage_ledger::Record) {
+        self.0.lock().unwrap().push(record.credential.to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_see_every_record_the_flusher_takes_once() {
+    let (store, _events) = MemoryStore::new();
+    let (recorder, flusher) = Ledger::start(store.clone(), None, LONG);
+    let seen = std::sync::Arc::new(Seen::default());
+    flusher.observe(seen.clone());
+    recorder.record(record("a@example.com", "coder-model"));
+    recorder.record(record("dashscope#1", "qwen-max"));
+    flusher.flush().await.unwrap();
+    assert_eq!(*seen.0.lock().unwrap(), ["a@example.com", "dashscope#1"]);
+    flusher.flush_and_close().await.unwrap();
+    assert_eq!(seen.0.lock().unwrap().len(), 2, "each record is shown once");
+    assert_eq!(store.total().requests, 2);
+}

@@ -1,0 +1,388 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format, written by the
+//! `prometheus-client` crate.
+//!
+//! Request metrics come from the usage ledger's records ([`Metrics`] is a
+//! [`RecordObserver`]: the ledger's flusher shows it each record, off the request tasks, at most
+//! `FOLD_EVERY` after the request ended). Pool state and refresh outcomes are read when
+//! scraped. Credentials are named by their log label (`dashscope#2`, or the account's email),
+//! or with `metrics.hash-emails = true` an email by `sha256:` and the first 12 hex digits of
+//! its SHA-256.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `cliproxy_requests_total` | counter | credential, model, client, api |
+//! | `cliproxy_request_failures_total` | counter | credential, model, client, class |
+//! | `cliproxy_tokens_total` | counter | credential, model, client, kind (prompt, completion, cached) |
+//! | `cliproxy_request_duration_seconds` | histogram | credential, model, client |
+//! | `cliproxy_time_to_first_byte_seconds` | histogram | credential, model, client |
+//! | `cliproxy_upstream_attempts` | histogram | (none) |
+//! | `cliproxy_token_refreshes_total` | counter | outcome (succeeded, failed, relogin_required) |
+//! | `cliproxy_credentials` | gauge | state |
+//! | `cliproxy_credential_state` | gauge (1) | credential, kind, state |
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use account_runtime::Accounts;
+use account_runtime::status::{CredentialKind, LiveCredential, LiveState};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use sha2::{Digest as _, Sha256};
+use usage_ledger::{LATENCY_BUCKETS_SECONDS, Outcome, Record, RecordObserver};
+
+/// The `Content-Type` of the text [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every state a credential can be in, as the `state` label names it.
+pub const STATES: [&str; 8] = [
+    "ok",
+    "token_not_saved",
+    "relogin_required",
+    "disabled",
+    "refused",
+    "exhausted",
+    "capped",
+    "cooling",
+];
+
+/// Hashed email labels remembered at most (the cache starts afresh past it).
+const HASHED_KEPT: usize = 4096;
+
+/// Buckets of the upstream attempts per request.
+const ATTEMPT_BUCKETS: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    credential: String,
+    model: String,
+    client: String,
+    api: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    credential: String,
+    model: String,
+    client: String,
+    class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    credential: String,
+    model: String,
+    client: String,
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimingLabels {
+    credential: String,
+    model: String,
+    client: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialStateLabels {
+    credential: String,
+    kind: String,
+    state: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS_SECONDS.iter().copied())
+}
+
+/// The refresh counts last added to the counters, to add only what is new at a scrape.
+#[derive(Debug, Default)]
+struct RefreshesSeen {
+    succeeded: u64,
+    failed: u64,
+    relogin_required: u64,
+}
+
+/// The server's metrics.
+pub struct Metrics {
+    hash_emails: bool,
+    requests: Family<RequestLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    latency: Family<TimingLabels, Histogram>,
+    ttfb: Family<TimingLabels, Histogram>,
+    attempts: Histogram,
+    refreshes: Family<OutcomeLabels, Counter>,
+    credentials: Family<StateLabels, Gauge>,
+    credential_state: Family<CredentialStateLabels, Gauge>,
+    /// Hashed labels of emails seen, so each is hashed once (the flusher calls `observe`).
+    hashed: Mutex<std::collections::HashMap<String, String>>,
+    /// The registry and what the refresh counters hold, taken by one scrape at a time.
+    scrape: Mutex<(Registry, RefreshesSeen)>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("hash_emails", &self.hash_emails)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Empty metrics; with `hash_emails`, emails in credential labels are hashed.
+    pub fn new(hash_emails: bool) -> Self {
+        let requests = Family::default();
+        let failures = Family::default();
+        let tokens = Family::default();
+        let latency = Family::<TimingLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let ttfb = Family::<TimingLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let attempts = Histogram::new(ATTEMPT_BUCKETS.iter().copied());
+        let refreshes = Family::default();
+        let credentials = Family::default();
+        let credential_state = Family::default();
+        let mut registry = Registry::with_prefix("cliproxy");
+        registry.register(
+            "requests",
+            "Requests served, by credential, model, client key and API",
+            requests.clone(),
+        );
+        registry.register(
+            "request_failures",
+            "Requests that failed, by class: quota, rate, refused, upstream_5xx, timeout, client_cancel, other",
+            failures.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens, by kind: prompt, completion, cached (a part of prompt)",
+            tokens.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "From a request's arrival to the end of its answer",
+            latency.clone(),
+        );
+        registry.register(
+            "time_to_first_byte_seconds",
+            "From a request's arrival to the first byte of its answer's body",
+            ttfb.clone(),
+        );
+        registry.register(
+            "upstream_attempts",
+            "Upstream requests per client request (retries and failovers included)",
+            attempts.clone(),
+        );
+        registry.register(
+            "token_refreshes",
+            "Qwen token refreshes, by outcome: succeeded, failed (retried), relogin_required",
+            refreshes.clone(),
+        );
+        registry.register(
+            "credentials",
+            "Credentials in the pool, by state",
+            credentials.clone(),
+        );
+        registry.register(
+            "credential_state",
+            "1 for each credential, labelled with its state",
+            credential_state.clone(),
+        );
+        Self {
+            hash_emails,
+            requests,
+            failures,
+            tokens,
+            latency,
+            ttfb,
+            attempts,
+            refreshes,
+            credentials,
+            credential_state,
+            hashed: Mutex::new(std::collections::HashMap::new()),
+            scrape: Mutex::new((registry, RefreshesSeen::default())),
+        }
+    }
+
+    /// A credential's label as metrics show it.
+    pub fn credential_label(&self, label: &str) -> String {
+        if self.hash_emails && label.contains('@') {
+            let mut hashed = self.hashed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(known) = hashed.get(label) {
+                return known.clone();
+            }
+            let digest = Sha256::digest(label.as_bytes());
+            let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!("sha256:{hex}");
+            if hashed.len() >= HASHED_KEPT {
+                hashed.clear();
+            }
+            hashed.insert(label.to_owned(), name.clone());
+            return name;
+        }
+        label.to_owned()
+    }
+
+    /// The metrics now, in the OpenMetrics text format: request metrics as observed, pool
+    /// state and refresh outcomes as they are now.
+    pub fn render(&self, credentials: &[LiveCredential], accounts: &Accounts) -> String {
+        let mut scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let (registry, seen) = &mut *scrape;
+        self.credentials.clear();
+        self.credential_state.clear();
+        for state in STATES {
+            self.credentials
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(0);
+        }
+        for credential in credentials {
+            let state = state_name(&credential.state);
+            self.credentials
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .inc();
+            self.credential_state
+                .get_or_create(&CredentialStateLabels {
+                    credential: self.credential_label(&credential.label),
+                    kind: match credential.kind {
+                        CredentialKind::QwenOauth => "qwen-oauth",
+                        CredentialKind::ApiKey => "api-key",
+                    }
+                    .to_owned(),
+                    state: state.to_owned(),
+                })
+                .set(1);
+        }
+        let outcomes = accounts.refresh_outcomes();
+        for (name, now, before) in [
+            (
+                "succeeded",
+                outcomes.succeeded.load(Ordering::Relaxed),
+                &mut seen.succeeded,
+            ),
+            (
+                "failed",
+                outcomes.failed.load(Ordering::Relaxed),
+                &mut seen.failed,
+            ),
+            (
+                "relogin_required",
+                outcomes.relogin_required.load(Ordering::Relaxed),
+                &mut seen.relogin_required,
+            ),
+        ] {
+            self.refreshes
+                .get_or_create(&OutcomeLabels {
+                    outcome: name.to_owned(),
+                })
+                .inc_by(now.saturating_sub(*before));
+            *before = now;
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// The `state` label of a credential's state.
+pub fn state_name(state: &LiveState) -> &'static str {
+    match state {
+        LiveState::Ok => "ok",
+        LiveState::TokenNotSaved { .. } => "token_not_saved",
+        LiveState::ReloginRequired => "relogin_required",
+        LiveState::Disabled { .. } => "disabled",
+        LiveState::Refused { .. } => "refused",
+        LiveState::Exhausted { .. } => "exhausted",
+        LiveState::DayLimit { .. } => "day_limit",
+        LiveState::Capped { .. } => "capped",
+        LiveState::Cooling { .. } => "cooling",
+    }
+}
+
+impl RecordObserver for Metrics {
+    fn observe(&self, record: &Record) {
+        let credential = self.credential_label(&record.credential);
+        let model = record.model.to_string();
+        let client = record.client.to_string();
+        self.requests
+            .get_or_create(&RequestLabels {
+                credential: credential.clone(),
+                model: model.clone(),
+                client: client.clone(),
+                api: record.api.as_str().to_owned(),
+            })
+            .inc();
+        if let Outcome::Failure(class) = record.outcome {
+            self.failures
+                .get_or_create(&FailureLabels {
+                    credential: credential.clone(),
+                    model: model.clone(),
+                    client: client.clone(),
+                    class: class.as_str().to_owned(),
+                })
+                .inc();
+        }
+        for (kind, count) in [
+            ("prompt", record.prompt_tokens),
+            ("completion", record.completion_tokens),
+            ("cached", record.cached_tokens),
+        ] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    credential: credential.clone(),
+                    model: model.clone(),
+                    client: client.clone(),
+                    kind: kind.to_owned(),
+                })
+                .inc_by(count);
+        }
+        let timing = TimingLabels {
+            credential,
+            model,
+            client,
+        };
+        self.latency
+            .get_or_create(&timing)
+            .observe(record.latency.as_secs_f64());
+        if let Some(ttft) = record.ttft {
+            self.ttfb.get_or_create(&timing).observe(ttft.as_secs_f64());
+        }
+        self.attempts.observe(f64::from(record.attempts));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_hashed_only_when_asked_and_names_never() {
+        let plain = Metrics::new(false);
+        assert_eq!(plain.credential_label("a@example.com"), "a@example.com");
+        let hashed = Metrics::new(true);
+        let label = hashed.credential_label("a@example.com");
+        assert!(label.starts_with("sha256:") && label.len() == "sha256:".len() + 12);
+        assert!(!label.contains("example"));
+        assert_eq!(label, hashed.credential_label("a@example.com"));
+        assert_eq!(hashed.credential_label("dashscope#2"), "dashscope#2");
+    }
+}
