@@ -164,14 +164,12 @@ fn replace_api_keys(pool: &Pool<Credential>, running: &Settings, new: &Settings)
 /// Settings outside the proxy's own config that only a restart applies, when they changed.
 fn restart_needed_here(running: &Settings, new: &Settings) -> Vec<&'static str> {
     let (old, now) = (&running.serve, &new.serve);
-    let same =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     [
         (old.host != now.host, "host"),
         (old.port != now.port, "port"),
         (running.auth_dir != new.auth_dir, "auth-dir"),
         (running.usage != new.usage, "usage-db / usage-retention"),
-        (!same(&running.store, &new.store), "[store]"),
+        (running.store != new.store, "[store]"),
         (
             running.management != new.management,
             "management-key / [management] / [metrics]",
@@ -185,7 +183,7 @@ fn restart_needed_here(running: &Settings, new: &Settings) -> Vec<&'static str> 
             old.qwen_daily != now.qwen_daily,
             "[qwen] requests-per-day / tokens-per-day",
         ),
-        (!same(&old.accounts, &now.accounts), "[accounts.\"EMAIL\"]"),
+        (old.accounts != now.accounts, "[accounts.\"EMAIL\"]"),
         (old.session_ttl != now.session_ttl, "session-ttl"),
         (old.probe_after != now.probe_after, "probe-after"),
     ]

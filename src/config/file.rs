@@ -107,7 +107,7 @@ pub struct QwenSection {
 }
 
 /// `[accounts."EMAIL"]`: how one Qwen OAuth account is routed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AccountSection {
     pub weight: Option<NonZeroU32>,
