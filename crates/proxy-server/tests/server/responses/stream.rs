@@ -5,14 +5,16 @@ use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
-use crate::support::{MODEL, api_key_proxy, call_stream, qwen_proxy, weather_tools};
+use crate::support::{
+    MODEL, api_key_proxy, call_stream, qwen_proxy, responses_request, weather_tools,
+};
 
 #[tokio::test]
 async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
     let (fake, proxy) = qwen_proxy().await;
     let stream = call_stream(
         &proxy,
-        &json!({ "model": MODEL, "input": "hello", "stream": true }),
+        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
     )
     .await;
     assert_eq!(stream.status, 200);
@@ -85,7 +87,7 @@ async fn text_then_tool_calls_stream_as_separate_items_in_order() {
     });
     let stream = call_stream(
         &proxy,
-        &json!({ "model": "qwen-max", "input": "Weather and time?", "tools": weather_tools(), "stream": true }),
+        responses_request(&json!({ "model": "qwen-max", "input": "Weather and time?", "tools": weather_tools(), "stream": true })),
     )
     .await;
     assert!(!stream.broken);
@@ -164,7 +166,7 @@ async fn reasoning_streams_as_a_reasoning_item_before_the_message() {
     let (_fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     let stream = call_stream(
         &proxy,
-        &json!({ "model": "qwen3-32b", "input": "hi", "reasoning": { "effort": "low" }, "stream": true }),
+        responses_request(&json!({ "model": "qwen3-32b", "input": "hi", "reasoning": { "effort": "low" }, "stream": true })),
     )
     .await;
     stream.assert_well_formed();
@@ -191,7 +193,9 @@ async fn a_truncated_stream_ends_incomplete_with_its_message_item_incomplete() {
     fake.set_chat_step(ChatStep::Length);
     let stream = call_stream(
         &proxy,
-        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16, "stream": true }),
+        responses_request(
+            &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16, "stream": true }),
+        ),
     )
     .await;
     stream.assert_well_formed();
@@ -211,7 +215,7 @@ async fn a_broken_stream_ends_with_an_error_event_and_response_failed() {
     fake.set_chat_step(ChatStep::CutAfter(2));
     let stream = call_stream(
         &proxy,
-        &json!({ "model": MODEL, "input": "hello", "stream": true }),
+        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
     )
     .await;
     assert_eq!(stream.status, 200);
@@ -242,7 +246,7 @@ async fn an_error_chunk_mid_stream_ends_with_response_failed_naming_the_upstream
     fake.set_chat_step(ChatStep::ErrorAfter(2));
     let stream = call_stream(
         &proxy,
-        &json!({ "model": MODEL, "input": "hello", "stream": true }),
+        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
     )
     .await;
     assert_eq!(stream.status, 200);

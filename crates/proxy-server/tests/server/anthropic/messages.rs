@@ -6,15 +6,15 @@ use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
 use crate::support::{
-    CLIENT_KEY, MODEL, api_key_pool, call, keyed, message_body, names, post, proxy, proxy_with,
-    qwen_pool, within,
+    CLIENT_KEY, MODEL, api_key_pool, call, default_proxy, keyed, message_body, names, post,
+    proxy_with, qwen_pool, within,
 };
 
 #[tokio::test]
 async fn a_message_is_answered_as_an_anthropic_message() {
     let (fake, pool, _) = qwen_pool(1).await;
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post("/v1/messages", &message_body(MODEL, false)),
     )
     .await;
@@ -145,11 +145,15 @@ async fn claude_codes_streaming_request_gets_anthropics_event_sequence() {
 #[tokio::test]
 async fn an_api_key_upstream_gets_the_golden_chat_request() {
     let fixture: Value = serde_json::from_str(include_str!(
-        "../../../api-translate/tests/golden/anthropic/request/tool_use.json"
+        "../../../../api-translate/tests/golden/anthropic/request/tool_use.json"
     ))
     .expect("the fixture");
     let (fake, pool, _) = api_key_pool(&[ReasoningStyle::Effort]).await;
-    let answer = call(&proxy(&pool), post("/v1/messages", &fixture["anthropic"])).await;
+    let answer = call(
+        &default_proxy(&pool),
+        post("/v1/messages", &fixture["anthropic"]),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(fake.chat_requests()[0].json(), fixture["chat"]);
 }
@@ -184,7 +188,7 @@ async fn tool_calls_stream_as_tool_use_blocks_and_their_results_go_back() {
         calls: 2,
         leading_text: true,
     });
-    let proxy = proxy(&pool);
+    let proxy = default_proxy(&pool);
     let mut body = message_body(MODEL, true);
     body["tools"] = weather_tools();
     let events = call(&proxy, post("/v1/messages", &body)).await.events();
@@ -296,7 +300,7 @@ async fn a_whole_tool_call_answer_is_a_tool_use_message() {
     let mut body = message_body(MODEL, false);
     body["tools"] = weather_tools();
     body["tool_choice"] = json!({ "type": "tool", "name": "get_time" });
-    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    let answer = call(&default_proxy(&pool), post("/v1/messages", &body)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let message = answer.json();
     assert_eq!(message["stop_reason"], "tool_use");
@@ -316,7 +320,7 @@ async fn thinking_streams_as_a_thinking_block_before_the_text() {
     let (fake, pool, _) = api_key_pool(&[ReasoningStyle::Effort]).await;
     let mut body = message_body("qwen3-max", true);
     body["thinking"] = json!({ "type": "enabled", "budget_tokens": 2048 });
-    let events = call(&proxy(&pool), post("/v1/messages", &body))
+    let events = call(&default_proxy(&pool), post("/v1/messages", &body))
         .await
         .events();
     // The default style: OpenAI's effort, and the fake answers with `reasoning`, as vLLM and
@@ -348,7 +352,7 @@ async fn thinking_streams_as_a_thinking_block_before_the_text() {
     assert_eq!(deltas[first_text - 1], "signature_delta");
 
     body["stream"] = false.into();
-    let message = call(&proxy(&pool), post("/v1/messages", &body))
+    let message = call(&default_proxy(&pool), post("/v1/messages", &body))
         .await
         .json();
     assert_eq!(message["content"][0]["type"], "thinking");
@@ -381,7 +385,7 @@ async fn each_reasoning_style_asks_its_own_way_and_thinking_comes_back_either_wa
         let (fake, pool, _) = api_key_pool(&[style]).await;
         let mut body = message_body("qwen3-max", false);
         body["thinking"] = thinking.clone();
-        let message = call(&proxy(&pool), post("/v1/messages", &body))
+        let message = call(&default_proxy(&pool), post("/v1/messages", &body))
             .await
             .json();
         let upstream = fake.chat_requests()[0].json();
@@ -409,7 +413,7 @@ async fn failover_sends_each_credential_its_own_reasoning_fields() {
     let mut body = message_body("qwen3-max", true);
     body["thinking"] = json!({ "type": "adaptive" });
     body["output_config"] = json!({ "effort": "low" });
-    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    let answer = call(&default_proxy(&pool), post("/v1/messages", &body)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let sent: Vec<Value> = fake
         .chat_requests()
@@ -438,7 +442,7 @@ async fn claude_codes_system_turns_reach_qwen_in_the_leading_system_message() {
         { "role": "user", "content": [{ "type": "text", "text": "List the files here" }] },
         { "role": "system", "content": "# Environment\n - Platform: linux" },
     ]);
-    let answer = call(&proxy(&pool), post("/v1/messages?beta=true", &body)).await;
+    let answer = call(&default_proxy(&pool), post("/v1/messages?beta=true", &body)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(
         answer.json()["content"],
@@ -465,7 +469,7 @@ async fn a_stop_sequence_ends_the_stream_there_and_cancels_the_upstream() {
     fake.set_chat_step(ChatStep::HoldLast);
     let mut body = message_body(MODEL, true);
     body["stop_sequences"] = json!(["part1", "never"]);
-    let answer = call(&proxy(&pool), post("/v1/messages", &body)).await;
+    let answer = call(&default_proxy(&pool), post("/v1/messages", &body)).await;
     let events = answer.events();
     let texts: Vec<&str> = events
         .iter()
@@ -495,7 +499,7 @@ async fn a_whole_answer_is_cut_at_its_first_stop_sequence() {
     let (_fake, pool, _) = qwen_pool(1).await;
     let mut body = message_body(MODEL, false);
     body["stop_sequences"] = json!([": ", "said"]);
-    let message = call(&proxy(&pool), post("/v1/messages", &body))
+    let message = call(&default_proxy(&pool), post("/v1/messages", &body))
         .await
         .json();
     assert_eq!(
@@ -509,7 +513,7 @@ async fn a_whole_answer_is_cut_at_its_first_stop_sequence() {
 #[tokio::test]
 async fn message_start_carries_the_input_estimate_before_the_upstream_counts() {
     let (_fake, pool, _) = qwen_pool(1).await;
-    let proxy = proxy(&pool);
+    let proxy = default_proxy(&pool);
     let body = message_body(MODEL, true);
     let events = call(&proxy, post("/v1/messages", &body)).await.events();
     let estimate = call(&proxy, post("/v1/messages/count_tokens", &body))

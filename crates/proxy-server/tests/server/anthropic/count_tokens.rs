@@ -2,12 +2,12 @@
 
 use serde_json::json;
 
-use crate::support::{MODEL, call, post, proxy, qwen_pool};
+use crate::support::{MODEL, call, default_proxy, post, qwen_pool};
 
 #[tokio::test]
 async fn tokens_are_estimated_without_an_upstream_request() {
     let (fake, pool, _) = qwen_pool(1).await;
-    let proxy = proxy(&pool);
+    let proxy = default_proxy(&pool);
     let short = json!({
         "model": MODEL,
         "messages": [{ "role": "user", "content": "Hello, world" }],
@@ -46,7 +46,7 @@ async fn tokens_are_estimated_without_an_upstream_request() {
 async fn count_tokens_checks_the_request_like_messages_does() {
     let (_fake, pool, _) = qwen_pool(1).await;
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post(
             "/v1/messages/count_tokens",
             &json!({ "model": MODEL, "messages": [] }),

@@ -9,8 +9,8 @@ use serde_json::json;
 use tower::ServiceExt as _;
 
 use crate::support::{
-    CLIENT_KEY, MODEL, call, events, keyed, message_body, post, post_raw, proxy, proxy_with,
-    qwen_pool, within,
+    CLIENT_KEY, MODEL, call, default_proxy, events, keyed, message_body, post, post_raw,
+    proxy_with, qwen_pool, within,
 };
 
 #[tokio::test]
@@ -57,7 +57,7 @@ async fn quota_on_every_account_is_a_rate_limit_error_with_retry_after() {
         }],
     );
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post("/v1/messages", &message_body(MODEL, true)),
     )
     .await;
@@ -80,7 +80,7 @@ async fn an_upstream_model_error_is_a_not_found_error_even_for_a_stream() {
     pool.upsert(&key, credential, credential_pool::Models::All, None);
     for stream in [false, true] {
         let answer = call(
-            &proxy(&pool),
+            &default_proxy(&pool),
             post("/v1/messages", &message_body("claude-sonnet-4-5", stream)),
         )
         .await;
@@ -95,7 +95,7 @@ async fn an_upstream_model_error_is_a_not_found_error_even_for_a_stream() {
 async fn a_model_no_account_serves_is_an_anthropic_error() {
     let (fake, pool, _) = qwen_pool(1).await;
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post("/v1/messages", &message_body("claude-opus-4-1", false)),
     )
     .await;
@@ -107,7 +107,7 @@ async fn a_model_no_account_serves_is_an_anthropic_error() {
 #[tokio::test]
 async fn malformed_requests_are_invalid_request_errors_that_say_what_to_fix() {
     let (fake, pool, _) = qwen_pool(1).await;
-    let proxy = proxy(&pool);
+    let proxy = default_proxy(&pool);
     let message = call(
         &proxy,
         post_raw("/v1/messages", Bytes::from_static(b"{\"model\":")),
@@ -150,7 +150,7 @@ async fn a_stream_that_breaks_off_ends_with_an_error_event_and_no_message_stop()
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::CutAfter(2));
     let response = within(
-        proxy(&pool)
+        default_proxy(&pool)
             .service()
             .oneshot(post("/v1/messages", &message_body(MODEL, true))),
     )
@@ -183,7 +183,7 @@ async fn a_server_error_before_the_stream_is_a_json_api_error() {
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::ServerError(500));
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post("/v1/messages", &message_body(MODEL, true)),
     )
     .await;
@@ -195,7 +195,7 @@ async fn an_error_chunk_mid_stream_becomes_an_error_event() {
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::ErrorAfter(2));
     let answer = call(
-        &proxy(&pool),
+        &default_proxy(&pool),
         post("/v1/messages", &message_body(MODEL, true)),
     )
     .await;

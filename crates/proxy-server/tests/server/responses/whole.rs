@@ -6,7 +6,7 @@ use fake_qwen::ChatStep;
 use serde_json::{Value, json};
 
 use crate::support::{
-    MODEL, aliased_api_key_proxy, api_key_proxy, call, qwen_proxy, weather_tools,
+    MODEL, aliased_api_key_proxy, api_key_proxy, call, qwen_proxy, responses_request, weather_tools,
 };
 
 #[tokio::test]
@@ -14,13 +14,13 @@ async fn a_text_answer_is_a_response_object() {
     let (fake, proxy) = qwen_proxy().await;
     let answer = call(
         &proxy,
-        &json!({
+        responses_request(&json!({
             "model": MODEL,
             "instructions": "Be terse.",
             "input": [{ "role": "user", "content": [{ "type": "input_text", "text": "hello" }] }],
             "max_output_tokens": 100,
             "store": false,
-        }),
+        })),
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -97,7 +97,9 @@ async fn tool_calls_come_back_as_items_and_their_results_go_up_as_tool_messages(
     let question = json!({ "role": "user", "content": "Weather and time in Paris?" });
     let first = call(
         &proxy,
-        &json!({ "model": MODEL, "input": [question], "tools": weather_tools() }),
+        responses_request(
+            &json!({ "model": MODEL, "input": [question], "tools": weather_tools() }),
+        ),
     )
     .await;
     assert_eq!(first.status, 200);
@@ -161,7 +163,7 @@ async fn tool_calls_come_back_as_items_and_their_results_go_up_as_tool_messages(
     }
     let second = call(
         &proxy,
-        &json!({ "model": MODEL, "input": input, "tools": weather_tools() }),
+        responses_request(&json!({ "model": MODEL, "input": input, "tools": weather_tools() })),
     )
     .await;
     assert_eq!(second.status, 200, "{}", second.json());
@@ -191,7 +193,7 @@ async fn reasoning_is_asked_in_the_upstreams_style_and_comes_back_as_a_reasoning
     let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     let answer = call(
         &proxy,
-        &json!({ "model": "qwen3-235b-a22b", "input": "hi", "reasoning": { "effort": "high" } }),
+        responses_request(&json!({ "model": "qwen3-235b-a22b", "input": "hi", "reasoning": { "effort": "high" } })),
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -219,7 +221,7 @@ async fn reasoning_is_asked_in_the_upstreams_style_and_comes_back_as_a_reasoning
         let (fake, proxy) = api_key_proxy(style).await;
         let request = json!({ "model": "qwen3-235b-a22b", "input": "hi",
             "reasoning": { "effort": "high" } });
-        let body = call(&proxy, &request).await.json();
+        let body = call(&proxy, responses_request(&request)).await.json();
         let sent = fake.chat_requests()[0].json();
         let reasoning_fields: serde_json::Map<String, Value> =
             ["reasoning_effort", "enable_thinking"]
@@ -238,7 +240,7 @@ async fn a_truncated_answer_marks_its_message_item_incomplete_too() {
     fake.set_chat_step(ChatStep::Length);
     let body = call(
         &proxy,
-        &json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16 }),
+        responses_request(&json!({ "model": MODEL, "input": "hi", "max_output_tokens": 16 })),
     )
     .await
     .json();
@@ -256,7 +258,9 @@ async fn previous_response_id_is_refused_before_any_upstream_request() {
     let (fake, proxy) = qwen_proxy().await;
     let answer = call(
         &proxy,
-        &json!({ "model": MODEL, "input": "and then?", "previous_response_id": "resp_1" }),
+        responses_request(
+            &json!({ "model": MODEL, "input": "and then?", "previous_response_id": "resp_1" }),
+        ),
     )
     .await;
     let message = answer.error(400, "previous_response_id_unsupported");
@@ -272,14 +276,14 @@ async fn previous_response_id_is_refused_before_any_upstream_request() {
 async fn requests_cliproxy_cannot_translate_are_refused_with_openai_errors() {
     let (fake, proxy) = qwen_proxy().await;
     let unknown = json!({ "model": MODEL, "input": [{ "type": "item_reference", "id": "msg_1" }] });
-    let message = call(&proxy, &unknown)
+    let message = call(&proxy, responses_request(&unknown))
         .await
         .error(400, "unsupported_input_item");
     assert!(message.contains("`item_reference`"), "{message}");
-    call(&proxy, &json!({ "input": "hi" }))
+    call(&proxy, responses_request(&json!({ "input": "hi" })))
         .await
         .error(400, "missing_model");
-    let not_json = call(&proxy, &json!("just a string")).await;
+    let not_json = call(&proxy, responses_request(&json!("just a string"))).await;
     not_json.error(400, "invalid_json");
     assert!(fake.chat_requests().is_empty());
 }
@@ -288,7 +292,11 @@ async fn requests_cliproxy_cannot_translate_are_refused_with_openai_errors() {
 async fn upstream_errors_pass_through_with_their_status() {
     let (fake, proxy) = api_key_proxy(ReasoningStyle::Effort).await;
     fake.set_chat_step(ChatStep::ServerError(400));
-    let answer = call(&proxy, &json!({ "model": "qwen-max", "input": "hi" })).await;
+    let answer = call(
+        &proxy,
+        responses_request(&json!({ "model": "qwen-max", "input": "hi" })),
+    )
+    .await;
     let message = answer.error(400, "internal_error");
     assert_eq!(
         message,
@@ -307,7 +315,9 @@ async fn reasoning_is_decided_on_the_model_an_alias_maps_to() {
         aliased_api_key_proxy(&[("gpt-5*", "qwen3-235b-a22b"), ("o4-mini", "coder-model")]).await;
     let answer = call(
         &proxy,
-        &json!({ "model": "gpt-5-codex", "input": "hi", "reasoning": { "effort": "high" } }),
+        responses_request(
+            &json!({ "model": "gpt-5-codex", "input": "hi", "reasoning": { "effort": "high" } }),
+        ),
     )
     .await;
     assert_eq!(answer.status, 200);
@@ -320,7 +330,9 @@ async fn reasoning_is_decided_on_the_model_an_alias_maps_to() {
 
     call(
         &proxy,
-        &json!({ "model": "o4-mini", "input": "hi", "reasoning": { "effort": "high" } }),
+        responses_request(
+            &json!({ "model": "o4-mini", "input": "hi", "reasoning": { "effort": "high" } }),
+        ),
     )
     .await;
     let sent = fake.chat_requests()[1].json();
@@ -339,7 +351,7 @@ async fn namespace_tools_are_called_by_name_and_namespace_and_go_back_up_flat() 
         ] },
     ]);
     let request = json!({ "model": "qwen-max", "input": "Split the work.", "tools": tools });
-    let answer = call(&proxy, &request).await;
+    let answer = call(&proxy, responses_request(&request)).await;
     assert_eq!(answer.status, 200);
     let sent = fake.chat_requests()[0].json();
     let names: Vec<&str> = sent["tools"]
@@ -361,7 +373,7 @@ async fn namespace_tools_are_called_by_name_and_namespace_and_go_back_up_flat() 
         call_item,
         { "type": "function_call_output", "call_id": call_item["call_id"], "output": "agent-7 started" },
     ]);
-    let answer = call(&proxy, &follow_up).await;
+    let answer = call(&proxy, responses_request(&follow_up)).await;
     assert_eq!(answer.status, 200, "{}", answer.json());
     let sent = fake.chat_requests()[1].json();
     assert_eq!(

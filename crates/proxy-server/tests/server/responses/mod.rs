@@ -3,5 +3,4 @@
 //! trips, refusals and upstream errors. No sleeps and no timing assertions.
 
 mod stream;
-mod support;
 mod whole;

@@ -1,14 +1,11 @@
 //! What the proxy logs: one span per request naming the model and the account, never a token
-//! or a client key.
-//!
-//! Its own test binary, alone in its process: a thread-scoped subscriber only sees every
-//! callsite when no other test registers them concurrently.
+//! or a client key. The subscriber is scoped to the test's thread (the proxy and the fake run
+//! on its current-thread runtime); `support::proxy_with` makes sure that tracing asks it about
+//! every callsite, whichever test reaches one first.
 
-use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use credential_pool::{Access, AccessSource, BoxFuture, Credential, Flavor, RefreshFailure};
@@ -16,10 +13,12 @@ use credential_pool::{Models, Pool};
 use fake_qwen::{ChatStep, FakeQwen};
 use http::Request;
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::{Proxy, ServerConfig};
+use proxy_server::Proxy;
 use serde_json::json;
 use tower::ServiceExt as _;
 use tracing_subscriber::EnvFilter;
+
+use crate::support::{CLIENT_KEY, keyed, proxy_with, within};
 
 /// Log output collected in memory.
 #[derive(Clone, Default)]
@@ -56,15 +55,6 @@ impl AccessSource for Refreshing {
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         Box::pin(std::future::ready(Ok(self.current())))
     }
-}
-
-const CLIENT_KEY: &str = "sk-client-secret-42";
-
-/// Awaits `future`, failing the test if it hangs (a guard, not a timing assertion).
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), future)
-        .await
-        .expect("the test hung")
 }
 
 /// POSTs `body` to `path` with the client key and reads the 200 answer to its end.
@@ -138,15 +128,7 @@ async fn logs_name_models_and_accounts_but_never_tokens_or_keys() {
         Models::Only(vec!["coder-model".into()]),
         None,
     );
-    let config = ServerConfig {
-        api_keys: vec![CLIENT_KEY.into()],
-        ..ServerConfig::default()
-    };
-    let config = ServerConfig {
-        upstream_proxy_from_env: false,
-        ..config
-    };
-    let proxy = Proxy::new(config, pool).expect("a valid config");
+    let proxy = proxy_with(keyed(), &pool);
 
     send(&proxy, false).await.expect("a whole answer");
     send(&proxy, true).await.expect("a whole stream");

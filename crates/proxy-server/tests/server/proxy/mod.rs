@@ -7,5 +7,4 @@ mod chat;
 mod failover;
 mod routes;
 mod sockets;
-mod support;
 mod upstream_proxy;

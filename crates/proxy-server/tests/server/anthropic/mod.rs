@@ -7,4 +7,3 @@
 mod count_tokens;
 mod errors;
 mod messages;
-mod support;
