@@ -10,7 +10,7 @@ use tower::ServiceExt as _;
 
 use crate::support::{
     CLIENT_KEY, MODEL, call, default_proxy, events, keyed, message_body, post, post_raw,
-    proxy_with, qwen_pool, within,
+    proxy_with, qwen_pool, run_out_of_quota, send_message, within,
 };
 
 #[tokio::test]
@@ -49,25 +49,11 @@ async fn a_missing_or_wrong_key_is_an_anthropic_authentication_error() {
 #[tokio::test]
 async fn quota_on_every_account_is_a_rate_limit_error_with_retry_after() {
     let (fake, pool, tokens) = qwen_pool(2).await;
-    fake.script_chat(&tokens[0], vec![ChatStep::QuotaExceeded]);
-    fake.script_chat(
-        &tokens[1],
-        vec![ChatStep::RateLimited {
-            retry_after_secs: 30,
-        }],
-    );
-    let answer = call(
-        &default_proxy(&pool),
-        post("/v1/messages", &message_body(MODEL, true)),
-    )
-    .await;
+    run_out_of_quota(&fake, &tokens);
+    let answer = send_message(&pool, true).await;
     let message = answer.anthropic_error(429, "rate_limit_error");
     assert!(message.contains("cliproxy login qwen"), "{message}");
-    let retry_after: u64 = answer
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("seconds");
+    let retry_after = answer.retry_after_seconds();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
 }
 
@@ -182,11 +168,7 @@ async fn a_stream_that_breaks_off_ends_with_an_error_event_and_no_message_stop()
 async fn a_server_error_before_the_stream_is_a_json_api_error() {
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::ServerError(500));
-    let answer = call(
-        &default_proxy(&pool),
-        post("/v1/messages", &message_body(MODEL, true)),
-    )
-    .await;
+    let answer = send_message(&pool, true).await;
     answer.anthropic_error(502, "api_error");
 }
 
@@ -194,11 +176,7 @@ async fn a_server_error_before_the_stream_is_a_json_api_error() {
 async fn an_error_chunk_mid_stream_becomes_an_error_event() {
     let (fake, pool, _) = qwen_pool(1).await;
     fake.set_chat_step(ChatStep::ErrorAfter(2));
-    let answer = call(
-        &default_proxy(&pool),
-        post("/v1/messages", &message_body(MODEL, true)),
-    )
-    .await;
+    let answer = send_message(&pool, true).await;
     let events = answer.events();
     let texts: Vec<&str> = events
         .iter()

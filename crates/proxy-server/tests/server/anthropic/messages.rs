@@ -7,17 +7,13 @@ use serde_json::{Value, json};
 
 use crate::support::{
     CLIENT_KEY, MODEL, api_key_pool, call, default_proxy, keyed, message_body, names, post,
-    proxy_with, qwen_pool, within,
+    proxy_with, qwen_pool, send_message, within,
 };
 
 #[tokio::test]
 async fn a_message_is_answered_as_an_anthropic_message() {
     let (fake, pool, _) = qwen_pool(1).await;
-    let answer = call(
-        &default_proxy(&pool),
-        post("/v1/messages", &message_body(MODEL, false)),
-    )
-    .await;
+    let answer = send_message(&pool, false).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.header("content-type"), Some("application/json"));
     let message = answer.json();

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use credential_pool::{Flavor, ReasoningStyle};
+use credential_pool::Flavor;
 use credential_pool::{Models, Pool};
 use fake_qwen::{ChatStep, FakeQwen};
 use http_body_util::BodyExt as _;
@@ -12,7 +12,9 @@ use proxy_server::Proxy;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use crate::support::{MODEL, call, chat_body, chat_request, credential, proxy, qwen_pool, within};
+use crate::support::{
+    MODEL, call, chat_body, chat_request, credential, one_api_key, proxy, qwen_pool, within,
+};
 
 #[tokio::test]
 async fn qwen_requests_carry_qwen_codes_headers_and_body_shape() {
@@ -54,14 +56,7 @@ async fn qwen_requests_carry_qwen_codes_headers_and_body_shape() {
 async fn api_key_requests_pass_the_clients_body_untouched() {
     let fake = FakeQwen::start().await;
     fake.add_api_key("sk-upstream-1");
-    let pool = Arc::new(Pool::new(Default::default()));
-    let key = credential(
-        "dashscope#1",
-        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
-        &fake.chat_base_url(),
-        "sk-upstream-1",
-    );
-    pool.upsert("key:1", Arc::new(key), Models::All, None);
+    let pool = one_api_key("dashscope#1", &fake.chat_base_url(), "sk-upstream-1");
     // Odd spacing and key order must survive byte for byte.
     let raw = r#"{"stream":false,  "model":"any-model","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
     let request = http::Request::post("/v1/chat/completions")
@@ -251,18 +246,6 @@ async fn close_delimited_upstream(head: impl Into<String>, body: impl Into<Strin
     format!("http://{addr}/v1")
 }
 
-fn one_key_at(base_url: &str) -> Arc<Pool<credential_pool::Credential>> {
-    let pool = Arc::new(Pool::new(Default::default()));
-    let key = credential(
-        "cut#1",
-        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
-        base_url,
-        "sk-cut",
-    );
-    pool.upsert("cut:1", Arc::new(key), Models::All, None);
-    pool
-}
-
 #[tokio::test]
 async fn a_stream_that_ends_inside_an_event_reaches_the_client_broken() {
     let base_url = close_delimited_upstream(
@@ -270,7 +253,7 @@ async fn a_stream_that_ends_inside_an_event_reaches_the_client_broken() {
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"ind",
     )
     .await;
-    let error = broken_stream(&one_key_at(&base_url)).await;
+    let error = broken_stream(&one_api_key("cut#1", &base_url, "sk-cut")).await;
     assert!(error.contains("cut off"), "{error}");
 }
 
@@ -293,7 +276,7 @@ async fn streams_whose_last_line_is_whole_or_framed_end_cleanly() {
         let body = format!("{EVENT}{last}");
         let base_url = close_delimited_upstream(head.clone(), body.clone()).await;
         let answer = call(
-            &proxy(&one_key_at(&base_url)),
+            &proxy(&one_api_key("cut#1", &base_url, "sk-cut")),
             chat_request(&chat_body(true)),
         )
         .await;
@@ -310,7 +293,7 @@ async fn a_whole_answer_cut_where_the_connection_ends_is_not_passed_on() {
     )
     .await;
     let answer = call(
-        &proxy(&one_key_at(&base_url)),
+        &proxy(&one_api_key("cut#1", &base_url, "sk-cut")),
         chat_request(&chat_body(false)),
     )
     .await;
@@ -339,14 +322,7 @@ async fn a_body_only_a_full_parse_refuses_is_passed_on_or_refused_never_replaced
     assert!(fake.chat_requests().is_empty());
 
     fake.add_api_key("sk-upstream-1");
-    let keys = Arc::new(Pool::new(Default::default()));
-    let key = credential(
-        "dashscope#1",
-        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
-        &fake.chat_base_url(),
-        "sk-upstream-1",
-    );
-    keys.upsert("key:1", Arc::new(key), Models::All, None);
+    let keys = one_api_key("dashscope#1", &fake.chat_base_url(), "sk-upstream-1");
     call(&proxy(&keys), request()).await;
     assert_eq!(fake.chat_requests()[0].body, raw);
 }

@@ -5,14 +5,14 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use credential_pool::{Credential, Flavor, ReasoningStyle, RefreshFailure};
-use credential_pool::{Models, Pool, PoolConfig};
+use credential_pool::{Credential, Flavor, RefreshFailure};
+use credential_pool::{Pool, PoolConfig};
 use fake_qwen::{ChatStep, FakeQwen, RateLimitHeaders};
 use proxy_server::ServerConfig;
 
 use crate::support::{
-    Answer, TestAccess, add_qwen, call, chat_body, chat_request, credential, proxy, proxy_with,
-    qwen_models, qwen_pool,
+    Answer, TestAccess, add_qwen, call, chat_body, chat_request, credential, one_api_key, proxy,
+    proxy_with, qwen_models, qwen_pool, run_out_of_quota,
 };
 
 /// The tokens the fake saw, in order.
@@ -142,22 +142,12 @@ async fn a_credential_out_of_quota_is_skipped_without_a_client_visible_error() {
 #[tokio::test]
 async fn all_credentials_out_of_quota_is_429_with_retry_after() {
     let (fake, pool, tokens) = qwen_pool(2).await;
-    fake.script_chat(&tokens[0], vec![ChatStep::QuotaExceeded]);
-    fake.script_chat(
-        &tokens[1],
-        vec![ChatStep::RateLimited {
-            retry_after_secs: 30,
-        }],
-    );
+    run_out_of_quota(&fake, &tokens);
     let answer = chat(&proxy(&pool)).await;
     let message = answer.error(429, "rate_limit_exceeded");
     assert!(message.contains("all 2 usable credentials"), "{message}");
     assert!(message.contains("cliproxy login qwen"), "{message}");
-    let retry_after: u64 = answer
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("seconds");
+    let retry_after = answer.retry_after_seconds();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
 }
 
@@ -305,14 +295,7 @@ async fn a_dead_account_is_disabled_and_another_serves() {
 #[tokio::test]
 async fn a_refused_api_key_fails_over_without_refresh() {
     let fake = FakeQwen::start().await;
-    let pool = Arc::new(Pool::new(Default::default()));
-    let bad = credential(
-        "keys#1",
-        Flavor::OpenAiCompatible(ReasoningStyle::Effort),
-        &fake.chat_base_url(),
-        "sk-wrong",
-    );
-    pool.upsert("key:1", Arc::new(bad), Models::All, None);
+    let pool = one_api_key("keys#1", &fake.chat_base_url(), "sk-wrong");
     let proxy = proxy(&pool);
     let answer = chat(&proxy).await;
     let message = answer.error(502, "upstream_auth_failed");
@@ -348,11 +331,7 @@ async fn every_credential_at_its_rate_cap_is_429_with_retry_after() {
     let answer = chat(&proxy).await;
     let message = answer.error(429, "rate_limit_exceeded");
     assert!(message.contains("cooling down"), "{message}");
-    let retry_after: u64 = answer
-        .header("retry-after")
-        .expect("Retry-After")
-        .parse()
-        .expect("seconds");
+    let retry_after = answer.retry_after_seconds();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(fake.chat_requests().len(), 2, "no request past the cap");
 }
@@ -411,11 +390,7 @@ async fn quota_on_every_attempt_still_says_when_and_how_many_wait() {
         let answer = chat(&proxy(&pool)).await;
         let message = answer.error(429, "rate_limit_exceeded");
         assert!(message.contains("all 3 usable credentials"), "{message}");
-        let retry_after: u64 = answer
-            .header("retry-after")
-            .expect("Retry-After")
-            .parse()
-            .expect("seconds");
+        let retry_after = answer.retry_after_seconds();
         let expected = match upstream_retry_after {
             Some(secs) => secs - 10..=secs,
             None => 1..=24 * 3600,

@@ -3,20 +3,26 @@
 
 use credential_pool::ReasoningStyle;
 use fake_qwen::ChatStep;
+use proxy_server::Proxy;
 use serde_json::{Value, json};
 
 use crate::support::{
-    MODEL, api_key_proxy, call_stream, qwen_proxy, responses_request, weather_tools,
+    MODEL, Stream, api_key_proxy, call_stream, qwen_proxy, responses_request, weather_tools,
 };
+
+/// Streams "hello" to [`MODEL`].
+async fn stream_hello(proxy: &Proxy) -> Stream {
+    call_stream(
+        proxy,
+        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
+    )
+    .await
+}
 
 #[tokio::test]
 async fn a_text_stream_is_the_responses_event_sequence_with_usage_at_the_end() {
     let (fake, proxy) = qwen_proxy().await;
-    let stream = call_stream(
-        &proxy,
-        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
-    )
-    .await;
+    let stream = stream_hello(&proxy).await;
     assert_eq!(stream.status, 200);
     assert_eq!(
         stream
@@ -213,11 +219,7 @@ async fn a_truncated_stream_ends_incomplete_with_its_message_item_incomplete() {
 async fn a_broken_stream_ends_with_an_error_event_and_response_failed() {
     let (fake, proxy) = qwen_proxy().await;
     fake.set_chat_step(ChatStep::CutAfter(2));
-    let stream = call_stream(
-        &proxy,
-        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
-    )
-    .await;
+    let stream = stream_hello(&proxy).await;
     assert_eq!(stream.status, 200);
     stream.assert_well_formed();
     assert!(!stream.broken, "the body ends after response.failed");
@@ -244,11 +246,7 @@ async fn a_broken_stream_ends_with_an_error_event_and_response_failed() {
 async fn an_error_chunk_mid_stream_ends_with_response_failed_naming_the_upstream_error() {
     let (fake, proxy) = qwen_proxy().await;
     fake.set_chat_step(ChatStep::ErrorAfter(2));
-    let stream = call_stream(
-        &proxy,
-        responses_request(&json!({ "model": MODEL, "input": "hello", "stream": true })),
-    )
-    .await;
+    let stream = stream_hello(&proxy).await;
     assert_eq!(stream.status, 200);
     stream.assert_well_formed();
     assert!(

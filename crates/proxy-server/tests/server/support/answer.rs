@@ -2,9 +2,10 @@
 //! answer (JSON, errors in OpenAI's and Anthropic's shapes) or a stream of server-sent events.
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use proxy_server::Proxy;
+use hyper::body::Body;
+use proxy_server::{Proxy, StreamError};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
@@ -30,6 +31,14 @@ impl Answer {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The `Retry-After` header in seconds; fails the test without one.
+    pub fn retry_after_seconds(&self) -> u64 {
+        self.header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .expect("seconds")
     }
 
     /// Asserts an OpenAI error body with `status` and `code`; returns its message.
@@ -78,15 +87,22 @@ fn message(body: &Value) -> String {
         .to_owned()
 }
 
+/// Sends `request` through the proxy's service in-process.
+async fn send(
+    proxy: &Proxy,
+    request: Request<Full<Bytes>>,
+) -> Response<impl Body<Data = Bytes, Error = StreamError>> {
+    proxy
+        .service()
+        .oneshot(request)
+        .await
+        .expect("the service never fails")
+}
+
 /// Sends `request` through the proxy's service in-process and reads the answer whole.
 pub async fn call(proxy: &Proxy, request: Request<Full<Bytes>>) -> Answer {
     within(async {
-        let response = proxy
-            .service()
-            .oneshot(request)
-            .await
-            .expect("the service never fails");
-        let (parts, body) = response.into_parts();
+        let (parts, body) = send(proxy, request).await.into_parts();
         let body = body.collect().await.expect("a whole body").to_bytes();
         Answer {
             status: parts.status,
@@ -139,12 +155,8 @@ impl Stream {
 /// Sends `request` and reads the stream until it ends or breaks.
 pub async fn call_stream(proxy: &Proxy, request: Request<Full<Bytes>>) -> Stream {
     within(async {
-        let response = proxy
-            .service()
-            .oneshot(request)
-            .await
-            .expect("the service never fails");
-        let (parts, mut body) = response.into_parts();
+        let (parts, body) = send(proxy, request).await.into_parts();
+        let mut body = std::pin::pin!(body);
         let mut bytes = Vec::new();
         let mut broken = false;
         while let Some(frame) = body.frame().await {

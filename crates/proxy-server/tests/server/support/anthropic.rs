@@ -1,9 +1,14 @@
 //! Anthropic Messages requests as the Anthropic SDKs send them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use credential_pool::{Credential, Pool};
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
+
+use super::{Answer, MODEL, call, default_proxy};
 
 /// A small Messages request for `model`.
 pub fn message_body(model: &str, stream: bool) -> Value {
@@ -28,4 +33,10 @@ pub fn post_raw(path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
         .header("anthropic-version", "2023-06-01")
         .body(Full::new(body.into()))
         .expect("a request")
+}
+
+/// Sends [`message_body`] for [`MODEL`] through a default proxy over `pool`; reads the answer.
+pub async fn send_message(pool: &Arc<Pool<Credential>>, stream: bool) -> Answer {
+    let request = post("/v1/messages", &message_body(MODEL, stream));
+    call(&default_proxy(pool), request).await
 }

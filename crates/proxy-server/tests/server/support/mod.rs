@@ -15,15 +15,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use credential_pool::{Access, Credential, Flavor, ReasoningStyle, StaticAccess};
 use credential_pool::{Models, Pool, PoolConfig};
-use fake_qwen::FakeQwen;
+use fake_qwen::{ChatStep, FakeQwen};
 use http::Request;
 use http_body_util::Full;
 use proxy_server::{Proxy, ServerConfig};
 use serde_json::{Value, json};
 
 pub use access::TestAccess;
-pub use answer::{Answer, call, call_stream, events, names};
-pub use anthropic::{message_body, post, post_raw};
+pub use answer::{Answer, Stream, call, call_stream, events, names};
+pub use anthropic::{message_body, post, post_raw, send_message};
 pub use responses::weather_tools;
 pub use responses::{aliased_api_key_proxy, api_key_proxy, qwen_proxy, responses_request};
 pub use server::{Server, client};
@@ -95,6 +95,18 @@ pub fn add_qwen(pool: &Pool<Credential>, fake: &FakeQwen, i: usize, token: &str)
     );
 }
 
+/// Scripts the next answer to `tokens[0]` as a spent daily quota and to `tokens[1]` as a rate
+/// limit of 30 seconds: both accounts of a two-account pool are out.
+pub fn run_out_of_quota(fake: &FakeQwen, tokens: &[String]) {
+    fake.script_chat(&tokens[0], vec![ChatStep::QuotaExceeded]);
+    fake.script_chat(
+        &tokens[1],
+        vec![ChatStep::RateLimited {
+            retry_after_secs: 30,
+        }],
+    );
+}
+
 /// A fake with one OpenAI-compatible API key of each reasoning style in `styles`, in pool
 /// order, each serving every model: their requests reach the fake exactly as the proxy built
 /// them. The keys, in that order.
@@ -123,6 +135,16 @@ pub async fn api_key_pool(
         keys.push(key);
     }
     (fake, pool, keys)
+}
+
+/// A pool of one OpenAI-compatible API key `secret` (labelled `label`, the `effort` reasoning
+/// style) at `base_url`, serving every model.
+pub fn one_api_key(label: &str, base_url: &str, secret: &str) -> Arc<Pool<Credential>> {
+    let pool = Arc::new(Pool::new(PoolConfig::default()));
+    let flavor = Flavor::OpenAiCompatible(ReasoningStyle::Effort);
+    let key = credential(label, flavor, base_url, secret);
+    pool.upsert("key:1", Arc::new(key), Models::All, None);
+    pool
 }
 
 /// A proxy over `pool` without session affinity: these tests send the same opening again and
