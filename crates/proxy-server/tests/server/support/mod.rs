@@ -24,8 +24,9 @@ use serde_json::{Value, json};
 pub use access::TestAccess;
 pub use answer::{Answer, Stream, call, call_stream, events, names};
 pub use anthropic::{message_body, post, post_raw, send_message};
-pub use responses::weather_tools;
-pub use responses::{aliased_api_key_proxy, api_key_proxy, qwen_proxy, responses_request};
+pub use responses::{
+    aliased_api_key_proxy, api_key_proxy, qwen_proxy, responses_request, weather_tools,
+};
 pub use server::{Server, client};
 
 /// The model the tests ask for; the fake serves it to OAuth tokens.
