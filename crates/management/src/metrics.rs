@@ -20,8 +20,9 @@
 //! | `cliproxy_credentials` | gauge | state |
 //! | `cliproxy_credential_state` | gauge (1) | credential, kind, state |
 
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use account_runtime::Accounts;
 use account_runtime::status::{CredentialKind, LiveCredential, LiveState};
@@ -32,7 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sha2::{Digest as _, Sha256};
-use usage_ledger::{LATENCY_BUCKETS_SECONDS, Outcome, Record, RecordObserver};
+use usage_ledger::{Api, LATENCY_BUCKETS_SECONDS, Outcome, Record, RecordObserver};
 
 /// The `Content-Type` of the text [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -107,6 +108,24 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS_SECONDS.iter().copied())
 }
 
+/// What a request's record is counted under, as the record names it: cheap to build (shared
+/// strings), so the label strings of a series are built once, not per record.
+type SeriesKey = (Arc<str>, Arc<str>, Arc<str>, Api);
+
+/// The metrics of one (credential, model, client key, API): handles that share their values
+/// with the families, so counting a record needs no label strings and no family lookup.
+#[derive(Clone)]
+struct Series {
+    requests: Counter,
+    /// Prompt, completion and cached tokens.
+    tokens: [Counter; 3],
+    latency: Histogram,
+    ttfb: Histogram,
+}
+
+/// Series remembered at most (the cache starts afresh past it; the families keep the values).
+const SERIES_KEPT: usize = 4096;
+
 /// The refresh counts last added to the counters, to add only what is new at a scrape.
 #[derive(Debug, Default)]
 struct RefreshesSeen {
@@ -127,8 +146,11 @@ pub struct Metrics {
     refreshes: Family<OutcomeLabels, Counter>,
     credentials: Family<StateLabels, Gauge>,
     credential_state: Family<CredentialStateLabels, Gauge>,
+    /// The series of the records seen, so each label set is built once (the flusher calls
+    /// `observe`, one record at a time).
+    series: Mutex<HashMap<SeriesKey, Series>>,
     /// Hashed labels of emails seen, so each is hashed once (the flusher calls `observe`).
-    hashed: Mutex<std::collections::HashMap<String, String>>,
+    hashed: Mutex<HashMap<String, String>>,
     /// The registry and what the refresh counters hold, taken by one scrape at a time.
     scrape: Mutex<(Registry, RefreshesSeen)>,
 }
@@ -214,7 +236,8 @@ impl Metrics {
             refreshes,
             credentials,
             credential_state,
-            hashed: Mutex::new(std::collections::HashMap::new()),
+            series: Mutex::new(HashMap::new()),
+            hashed: Mutex::new(HashMap::new()),
             scrape: Mutex::new((registry, RefreshesSeen::default())),
         }
     }
@@ -318,34 +341,23 @@ pub fn state_name(state: &LiveState) -> &'static str {
     }
 }
 
-impl RecordObserver for Metrics {
-    fn observe(&self, record: &Record) {
+impl Metrics {
+    /// The handles of the series `record` is counted under, created on its first record.
+    fn series(&self, record: &Record) -> Series {
+        let key: SeriesKey = (
+            Arc::clone(&record.credential),
+            Arc::clone(&record.model),
+            Arc::clone(&record.client),
+            record.api,
+        );
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = series.get(&key) {
+            return known.clone();
+        }
         let credential = self.credential_label(&record.credential);
         let model = record.model.to_string();
         let client = record.client.to_string();
-        self.requests
-            .get_or_create(&RequestLabels {
-                credential: credential.clone(),
-                model: model.clone(),
-                client: client.clone(),
-                api: record.api.as_str().to_owned(),
-            })
-            .inc();
-        if let Outcome::Failure(class) = record.outcome {
-            self.failures
-                .get_or_create(&FailureLabels {
-                    credential: credential.clone(),
-                    model: model.clone(),
-                    client: client.clone(),
-                    class: class.as_str().to_owned(),
-                })
-                .inc();
-        }
-        for (kind, count) in [
-            ("prompt", record.prompt_tokens),
-            ("completion", record.completion_tokens),
-            ("cached", record.cached_tokens),
-        ] {
+        let tokens = ["prompt", "completion", "cached"].map(|kind| {
             self.tokens
                 .get_or_create(&TokenLabels {
                     credential: credential.clone(),
@@ -353,18 +365,57 @@ impl RecordObserver for Metrics {
                     client: client.clone(),
                     kind: kind.to_owned(),
                 })
-                .inc_by(count);
-        }
+                .clone()
+        });
+        let requests = self
+            .requests
+            .get_or_create(&RequestLabels {
+                credential: credential.clone(),
+                model: model.clone(),
+                client: client.clone(),
+                api: record.api.as_str().to_owned(),
+            })
+            .clone();
         let timing = TimingLabels {
             credential,
             model,
             client,
         };
-        self.latency
-            .get_or_create(&timing)
-            .observe(record.latency.as_secs_f64());
+        let made = Series {
+            requests,
+            tokens,
+            latency: self.latency.get_or_create(&timing).clone(),
+            ttfb: self.ttfb.get_or_create(&timing).clone(),
+        };
+        if series.len() >= SERIES_KEPT {
+            series.clear();
+        }
+        series.insert(key, made.clone());
+        made
+    }
+}
+
+impl RecordObserver for Metrics {
+    fn observe(&self, record: &Record) {
+        let series = self.series(record);
+        series.requests.inc();
+        if let Outcome::Failure(class) = record.outcome {
+            self.failures
+                .get_or_create(&FailureLabels {
+                    credential: self.credential_label(&record.credential),
+                    model: record.model.to_string(),
+                    client: record.client.to_string(),
+                    class: class.as_str().to_owned(),
+                })
+                .inc();
+        }
+        let [prompt, completion, cached] = &series.tokens;
+        prompt.inc_by(record.prompt_tokens);
+        completion.inc_by(record.completion_tokens);
+        cached.inc_by(record.cached_tokens);
+        series.latency.observe(record.latency.as_secs_f64());
         if let Some(ttft) = record.ttft {
-            self.ttfb.get_or_create(&timing).observe(ttft.as_secs_f64());
+            series.ttfb.observe(ttft.as_secs_f64());
         }
         self.attempts.observe(f64::from(record.attempts));
     }
