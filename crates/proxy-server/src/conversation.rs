@@ -17,19 +17,20 @@
 //! seed drawn at start-up: nothing readable is kept, two client keys never share a pin, and
 //! values cannot be chosen to collide.
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Headers that name a conversation, in the order they are looked at.
-const HEADERS: [&str; 4] = [
-    "x-session-affinity",
-    "x-claude-code-session-id",
-    "session-id",
-    "session_id",
+const HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-session-affinity"),
+    HeaderName::from_static("x-claude-code-session-id"),
+    HeaderName::from_static("session-id"),
+    HeaderName::from_static("session_id"),
 ];
 
 /// Hashes conversation signals with a seed drawn when the proxy is built.
@@ -72,7 +73,7 @@ impl Conversations {
     pub(crate) fn key(&self, client: &str, headers: &HeaderMap, body: &[u8]) -> Option<u64> {
         if let Some(value) = HEADERS
             .iter()
-            .find_map(|name| headers.get(*name))
+            .find_map(|name| headers.get(name))
             .map(http::HeaderValue::as_bytes)
             .filter(|value| !value.is_empty())
         {
@@ -96,14 +97,14 @@ impl Conversations {
     }
 }
 
-/// A body signal, owning what a borrowed string could not give (unescaped text).
-enum BodySignal {
-    Session(String),
-    User(String),
-    Opening(String, String),
+/// A body signal: borrowed from the body, owned only where a string had escapes to undo.
+enum BodySignal<'a> {
+    Session(Cow<'a, str>),
+    User(Cow<'a, str>),
+    Opening(&'a str, &'a str),
 }
 
-impl BodySignal {
+impl BodySignal<'_> {
     fn as_signal(&self) -> Signal<'_> {
         match self {
             Self::Session(value) => Signal::Session(value),
@@ -113,30 +114,32 @@ impl BodySignal {
     }
 }
 
-fn body_signal(signals: &BodySignals<'_>) -> Option<BodySignal> {
-    let metadata: Option<Value> = signals
+/// The fields of `metadata` that name a session or user, borrowed.
+#[derive(Deserialize, Default)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "sessionId")]
+    session_id: Option<&'a RawValue>,
+}
+
+fn body_signal<'a>(signals: &BodySignals<'a>) -> Option<BodySignal<'a>> {
+    let metadata: Option<Metadata<'a>> = signals
         .metadata
         .and_then(|raw| serde_json::from_str(raw.get()).ok());
-    if let Some(metadata) = &metadata {
-        if let Some(session) = metadata
-            .get("user_id")
-            .and_then(Value::as_str)
-            .and_then(claude_code_session)
-        {
-            return Some(BodySignal::Session(session));
-        }
-        if let Some(session) = metadata.get("sessionId").and_then(Value::as_str) {
-            return Some(BodySignal::Session(session.to_owned()));
-        }
+    let user_id = metadata
+        .as_ref()
+        .and_then(|metadata| string(metadata.user_id));
+    if let Some(session) = user_id.as_deref().and_then(claude_code_session) {
+        return Some(BodySignal::Session(Cow::Owned(session)));
+    }
+    if let Some(session) = metadata.and_then(|metadata| string(metadata.session_id)) {
+        return Some(BodySignal::Session(session));
     }
     if let Some(key) = string(signals.prompt_cache_key) {
         return Some(BodySignal::Session(key));
     }
-    if let Some(user) = string(signals.user).or_else(|| {
-        metadata
-            .as_ref()
-            .and_then(|metadata| metadata.get("user_id")?.as_str().map(str::to_owned))
-    }) {
+    if let Some(user) = string(signals.user).or(user_id) {
         return Some(BodySignal::User(user));
     }
     opening(signals)
@@ -145,12 +148,18 @@ fn body_signal(signals: &BodySignals<'_>) -> Option<BodySignal> {
 /// The session of Claude Code's `metadata.user_id`: `{"session_id": "..."}` as JSON text
 /// (2.x), or the part after `_session_` (1.x: `user_<hash>_account_<uuid>_session_<uuid>`).
 fn claude_code_session(user_id: &str) -> Option<String> {
-    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(user_id) {
-        return fields
-            .get("session_id")
-            .and_then(Value::as_str)
+    /// The JSON form of `user_id`.
+    #[derive(Deserialize)]
+    struct UserId<'a> {
+        #[serde(borrow, default)]
+        session_id: Option<Cow<'a, str>>,
+    }
+    if user_id.trim_start().starts_with('{')
+        && let Ok(UserId { session_id }) = serde_json::from_str::<UserId<'_>>(user_id)
+    {
+        return session_id
             .filter(|session| !session.is_empty())
-            .map(str::to_owned);
+            .map(Cow::into_owned);
     }
     user_id
         .rsplit_once("_session_")
@@ -158,38 +167,71 @@ fn claude_code_session(user_id: &str) -> Option<String> {
         .filter(|session| !session.is_empty())
 }
 
-/// A non-empty JSON string.
-fn string(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+/// A non-empty JSON string, borrowed unless it had escapes.
+fn string(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    raw.and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
         .filter(|value| !value.is_empty())
 }
 
 /// The conversation's opening: its system prompt (or instructions) and first user message, as
 /// their JSON text. Every later turn of a conversation sends both again, unchanged.
-fn opening(signals: &BodySignals<'_>) -> Option<BodySignal> {
+fn opening<'a>(signals: &BodySignals<'a>) -> Option<BodySignal<'a>> {
     let turns = signals.messages.or(signals.input)?;
-    let turns: Vec<&RawValue> = serde_json::from_str(turns.get()).ok()?;
-    let mut system = signals
-        .system
-        .or(signals.instructions)
-        .map(|raw| raw.get().to_owned());
-    let mut first_user = None;
-    for turn in turns {
-        let Ok(turn) = serde_json::from_str::<Turn<'_>>(turn.get()) else {
-            continue;
-        };
-        match turn.role {
-            Some("system" | "developer") if system.is_none() => {
-                system = turn.content.map(|raw| raw.get().to_owned());
-            }
-            Some("user") => {
-                first_user = turn.content.map(|raw| raw.get().to_owned());
-                break;
-            }
-            _ => {}
-        }
+    let Opening { system, first_user } = serde_json::from_str(turns.get()).ok()?;
+    let system = signals.system.or(signals.instructions).or(system);
+    Some(BodySignal::Opening(
+        system.map_or("", RawValue::get),
+        first_user?.get(),
+    ))
+}
+
+/// The first system (or developer) message and the first user message of a `messages` or
+/// `input` array, read without keeping the others.
+#[derive(Default)]
+struct Opening<'a> {
+    system: Option<&'a RawValue>,
+    first_user: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Opening<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(OpeningVisitor)
     }
-    Some(BodySignal::Opening(system.unwrap_or_default(), first_user?))
+}
+
+struct OpeningVisitor;
+
+impl<'de> Visitor<'de> for OpeningVisitor {
+    type Value = Opening<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut turns: A) -> Result<Opening<'de>, A::Error> {
+        let mut opening = Opening::default();
+        loop {
+            let Some(turn) = turns.next_element::<&'de RawValue>()? else {
+                return Ok(opening);
+            };
+            // A turn of another shape is skipped, as the upstream will judge it.
+            let Ok(turn) = serde_json::from_str::<Turn<'de>>(turn.get()) else {
+                continue;
+            };
+            match turn.role {
+                Some("system" | "developer") if opening.system.is_none() => {
+                    opening.system = turn.content;
+                }
+                Some("user") => {
+                    opening.first_user = turn.content;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        while turns.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(opening)
+    }
 }
 
 /// One message or input item: its role and content, borrowed.

@@ -162,6 +162,13 @@ pub(crate) fn is_html(headers: &HeaderMap, body: &[u8]) -> bool {
 /// What an answer's headers say about the credential's limits (`x-ratelimit-*`,
 /// `Retry-After`), when they say anything.
 pub(crate) fn upstream_said(headers: &HeaderMap) -> Option<UpstreamSaid> {
+    // One pass over the few headers an answer has, before seven lookups by name.
+    let says_anything = headers
+        .keys()
+        .any(|name| name == RETRY_AFTER || name.as_str().starts_with("x-ratelimit-"));
+    if !says_anything {
+        return None;
+    }
     UpstreamSaid::from_headers(|name| headers.get(name)?.to_str().ok())
 }
 

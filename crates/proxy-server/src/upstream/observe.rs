@@ -2,8 +2,8 @@
 //! usage and, for streams, the number of events, the characters of text (for an estimate when
 //! the upstream reports no usage) and whether `data: [DONE]` came. Recorded on the request's
 //! span (`finish_reason`, `prompt_tokens`, `completion_tokens`) for its log line, and handed to
-//! the request's [`Meter`](crate::meter::Meter) when it has one. Events are parsed only when
-//! one of them wants to know.
+//! the request's [`Meter`](crate::meter::Meter) when it has one. Events are parsed in full only
+//! for a logged span; a meter alone gets its usage and text from [`scan`](super::scan).
 
 use std::borrow::Cow;
 
@@ -11,6 +11,7 @@ use api_translate::sse::{SseParser, TooLong};
 use serde::Deserialize;
 use tracing::Span;
 
+use super::scan;
 use crate::meter::Usage;
 
 /// Longest SSE line (and event) accepted from an upstream; longer ones break the stream.
@@ -44,7 +45,7 @@ struct Delta<'a> {
 
 /// The usage in a whole (non-streamed) chat-completions answer, if it reports one.
 pub(crate) fn completion_usage(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<Summary<'_>>(body).ok()?.usage
+    scan::usage(body)
 }
 
 /// Incremental observer of one streamed answer.
@@ -57,9 +58,10 @@ pub(crate) struct StreamObserver {
     /// Characters of text and reasoning streamed, for an estimate without usage.
     text_chars: u64,
     done: bool,
-    /// Whether the request's span is logged or its usage is metered; if not, events are not
-    /// parsed.
-    recording: bool,
+    /// Whether the request's span is logged: events are parsed in full for its fields.
+    logging: bool,
+    /// Whether the request is metered: its usage and text are scanned for.
+    metering: bool,
 }
 
 impl StreamObserver {
@@ -72,13 +74,14 @@ impl StreamObserver {
             usage: None,
             text_chars: 0,
             done: false,
-            recording: !Span::current().is_disabled(),
+            logging: !Span::current().is_disabled(),
+            metering: false,
         }
     }
 
-    /// Parses events from now on whether or not the span is logged: the request is metered.
+    /// Looks for usage and text in events from now on: the request is metered.
     pub(crate) fn parse_events(&mut self) {
-        self.recording = true;
+        self.metering = true;
     }
 
     /// The usage the upstream reported so far.
@@ -104,7 +107,8 @@ impl StreamObserver {
             usage,
             text_chars,
             done,
-            recording,
+            logging,
+            metering,
         } = self;
         parser.feed(chunk, |event| {
             *events += 1;
@@ -112,17 +116,21 @@ impl StreamObserver {
                 *done = true;
                 return;
             }
-            if !*recording {
-                return;
-            }
-            if let Ok(summary) = serde_json::from_slice::<Summary<'_>>(event.data) {
-                note(&summary, finish_reason, usage);
-                *text_chars += summary
-                    .choices
-                    .iter()
-                    .filter_map(|choice| choice.delta.as_ref())
-                    .map(Delta::chars)
-                    .sum::<u64>();
+            if *logging {
+                if let Ok(summary) = serde_json::from_slice::<Summary<'_>>(event.data) {
+                    note(&summary, finish_reason, usage);
+                    *text_chars += summary
+                        .choices
+                        .iter()
+                        .filter_map(|choice| choice.delta.as_ref())
+                        .map(Delta::chars)
+                        .sum::<u64>();
+                }
+            } else if *metering {
+                if let Some(found) = scan::usage(event.data) {
+                    *usage = Some(found);
+                }
+                *text_chars += scan::text_chars(event.data);
             }
         })
     }
@@ -243,6 +251,19 @@ mod tests {
         assert!(observer.done);
         assert!(observer.finish_reason.is_none());
         assert!(observer.usage.is_none());
+    }
+
+    #[test]
+    fn a_meter_alone_gets_the_same_usage_and_text_as_a_full_parse() {
+        let logged = in_recorded_span(|| observe(STREAM));
+        let mut metered = StreamObserver::new();
+        metered.parse_events();
+        for piece in STREAM.as_bytes().chunks(5) {
+            metered.feed(piece).expect("short lines");
+        }
+        assert_eq!(metered.usage(), logged.usage());
+        assert_eq!(metered.text_chars(), logged.text_chars());
+        assert_eq!(metered.text_chars(), 1);
     }
 
     #[test]
