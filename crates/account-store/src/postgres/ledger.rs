@@ -20,6 +20,7 @@
 //! away fails a flush (which the flusher keeps in memory and retries), never the server.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
@@ -34,6 +35,13 @@ use crate::error::StoreError;
 
 /// The first schema version with the usage table.
 const USAGE_SCHEMA_VERSION: i32 = 3;
+
+/// How long one call (connecting, and the statements of one flush or query) may take before
+/// the database counts as unreachable: a database that stops answering without closing the
+/// connection must not hold the flusher (and the records queued behind it) for ever. A flush
+/// cut off while its commit was under way may have been committed: the retry then counts it
+/// twice, the one case where the shared ledger can over-count.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rollups per `INSERT` statement: 49 parameters each, well below PostgreSQL's 65 535.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -96,6 +104,7 @@ impl PgLedger {
         config
             .connect_timeout(pool::CONNECT_TIMEOUT)
             .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
             .application_name("cliproxy");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -132,7 +141,7 @@ impl PgLedger {
             .runtime
             .as_ref()
             .expect("the runtime is there until the ledger is dropped");
-        runtime.block_on(async {
+        let attempts = async {
             let mut retried = false;
             loop {
                 let reused = self.client.take().filter(|client| !client.is_closed());
@@ -166,6 +175,19 @@ impl PgLedger {
                     }
                 }
             }
+        };
+        // A connection that was taken out lives in `attempts`: when the time is up, it is
+        // dropped with it, and the next call connects afresh.
+        runtime.block_on(async {
+            tokio::time::timeout(CALL_TIMEOUT, attempts)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unreachable {
+                        op,
+                        target: self.target.clone(),
+                        detail: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                    })
+                })
         })
     }
 
