@@ -234,14 +234,14 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             command: AccountsCommand::Enable { name },
         }) => set_disabled(&settings, &name, false).await,
         Some(Command::Usage(options)) => {
-            print!(
-                "{}",
-                cli::usage::usage(
-                    settings.usage.db.as_deref(),
-                    &options,
-                    std::time::SystemTime::now()
-                )?
-            );
+            // Reading the ledger blocks (SQLite, or PostgreSQL on a runtime of its own).
+            let db = settings.usage.db.clone();
+            let report = tokio::task::spawn_blocking(move || {
+                cli::usage::usage(&db, &options, std::time::SystemTime::now())
+            })
+            .await
+            .context("reading the usage ledger stopped abnormally")??;
+            print!("{report}");
             Ok(())
         }
         Some(Command::Serve(_)) | None => {

@@ -12,7 +12,7 @@ use management::{Management, ManagementSettings, Metrics};
 use proxy_server::redact_url;
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use crate::config::{Settings, UsageDb};
 
 /// The management routes to mount on the proxy, reporting `metrics`.
 pub fn routes(
@@ -77,7 +77,11 @@ fn effective_config(settings: &Settings) -> Value {
         "refresh-lead-s": seconds(serve.refresh_lead),
         "routing-strategy": format!("{:?}", serve.routing_strategy).to_lowercase(),
         "strict-permissions": settings.strict_permissions,
-        "usage-db": settings.usage.db,
+        "usage-db": match &settings.usage.db {
+            UsageDb::Off => Value::Null,
+            UsageDb::File(path) => json!(path),
+            UsageDb::Postgres(url) => json!(redact_url(url)),
+        },
         "usage-retention-s": settings.usage.retention.map(seconds),
         "qwen": {
             "oauth-base-url": settings.qwen_oauth_base_url,

@@ -14,7 +14,7 @@ use auth_core::OAuthClient;
 use credential_pool::{Pool, PoolConfig, Routing};
 use proxy_server::Proxy;
 
-use crate::config::{AccountSection, Settings};
+use crate::config::{AccountSection, Settings, UsageDb};
 use crate::upstreams::add_api_keys;
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
@@ -143,20 +143,32 @@ fn follow_store(
     })
 }
 
-/// The usage ledger's recorder and flusher, unless `usage-db = "off"`. A ledger that cannot be
-/// opened (a full disk, a directory it may not write) leaves the server serving without it:
-/// serving matters more than counting.
+/// The usage ledger's recorder and flusher, unless `usage-db = "off"`: in the SQLite file, or
+/// in the PostgreSQL store's database (`UsageSettings::db` says which). A ledger that
+/// cannot be opened (a full disk, a directory it may not write) leaves the server serving
+/// without it: serving matters more than counting. The PostgreSQL ledger connects on its
+/// first flush, so a database that is away now only delays the writes.
 fn open_ledger(
     settings: &Settings,
 ) -> (usage_ledger::Recorder, Option<usage_ledger::FlusherHandle>) {
-    let Some(db) = &settings.usage.db else {
-        return (usage_ledger::Recorder::disabled(), None);
+    let retention = settings.usage.retention;
+    let every = usage_ledger::DEFAULT_FLUSH_EVERY;
+    let opened = match &settings.usage.db {
+        UsageDb::Off => return (usage_ledger::Recorder::disabled(), None),
+        UsageDb::File(path) => {
+            usage_ledger::Ledger::open(path, retention, every).map_err(|error| error.to_string())
+        }
+        UsageDb::Postgres(url) => account_store::PgLedger::new(url)
+            .map(|ledger| {
+                tracing::info!(
+                    "usage is recorded in the PostgreSQL store {}",
+                    ledger.target()
+                );
+                usage_ledger::Ledger::start(ledger, retention, every)
+            })
+            .map_err(|error| error.to_string()),
     };
-    match usage_ledger::Ledger::open(
-        db,
-        settings.usage.retention,
-        usage_ledger::DEFAULT_FLUSH_EVERY,
-    ) {
+    match opened {
         Ok((recorder, flusher)) => (recorder, Some(flusher)),
         Err(error) => {
             tracing::error!("usage is not recorded while this server runs: {error}");

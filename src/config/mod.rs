@@ -15,6 +15,7 @@ mod tests;
 mod validate;
 mod values;
 
+pub use cli::usage::UsageDb;
 pub use env::{env_parsed, env_value};
 pub use file::{AccountSection, ConfigFile};
 pub use openai_compat::OpenAiCompatEntry;

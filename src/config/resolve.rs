@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cli::usage::UsageDb;
 use credential_pool::{DailyLimits, Strategy};
 use proxy_server::{ServerConfig, redact_url};
 
@@ -73,8 +74,10 @@ pub struct Settings {
 /// long the server keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageSettings {
-    /// The SQLite file; `None`: the ledger is off (`usage-db = "off"`).
-    pub db: Option<PathBuf>,
+    /// Where the ledger is kept: `usage-db` (a file, or `"off"`) when set; else the
+    /// PostgreSQL store's database with `[store] kind = "postgres"`; else the default file
+    /// beside the auth dir.
+    pub db: UsageDb,
     /// Hours older than this are deleted; `None` keeps them for ever.
     pub retention: Option<Duration>,
 }
@@ -310,10 +313,11 @@ impl Settings {
             )?,
         };
         let usage = UsageSettings {
-            db: match env_value("CLIPROXY_USAGE_DB").or(file.usage_db) {
-                Some(off) if off == USAGE_OFF => None,
-                Some(path) => Some(expand_home(&path)),
-                None => Some(default_usage_db(&auth_dir)),
+            db: match (env_value("CLIPROXY_USAGE_DB").or(file.usage_db), &store) {
+                (Some(off), _) if off == USAGE_OFF => UsageDb::Off,
+                (Some(path), _) => UsageDb::File(expand_home(&path)),
+                (None, StoreSettings::Postgres { url, .. }) => UsageDb::Postgres(url.clone()),
+                (None, StoreSettings::Dir { .. }) => UsageDb::File(default_usage_db(&auth_dir)),
             },
             retention: match env_value("CLIPROXY_USAGE_RETENTION") {
                 Some(raw) => {

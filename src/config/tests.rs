@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use credential_pool::ReasoningStyle;
 
+use super::UsageDb;
 use super::env::parse_env_value;
 use super::file::ConfigFile;
 use super::resolve::{DEFAULT_QWEN_MODELS, Overrides, Settings, expand_home, parse_alias_list};
@@ -387,18 +388,42 @@ fn usage_db_defaults_to_beside_the_auth_dir_and_retention_to_90_days() {
         .usage;
     assert_eq!(
         usage.db,
-        Some(PathBuf::from("/srv/cliproxy/auth-usage.sqlite3"))
+        UsageDb::File(PathBuf::from("/srv/cliproxy/auth-usage.sqlite3"))
     );
     assert_eq!(usage.retention, Some(Duration::from_secs(90 * 86_400)));
     let home = std::env::home_dir().unwrap();
     let defaults = Settings::resolve(Overrides::default(), ConfigFile::default()).unwrap();
     assert_eq!(
         defaults.usage.db,
-        Some(home.join(".cli-proxy-api-usage.sqlite3"))
+        UsageDb::File(home.join(".cli-proxy-api-usage.sqlite3"))
     );
     let off: ConfigFile = toml::from_str("usage-db = \"off\"\n").unwrap();
     let usage = Settings::resolve(Overrides::default(), off).unwrap().usage;
-    assert_eq!(usage.db, None, "the ledger is off");
+    assert_eq!(usage.db, UsageDb::Off, "the ledger is off");
+}
+
+#[test]
+fn usage_goes_to_the_postgres_store_unless_usage_db_is_set() {
+    let on_postgres = "[store]\nkind = \"postgres\"\nurl = \"postgres://u:hunter2@db/pool\"\n";
+    let file: ConfigFile = toml::from_str(on_postgres).unwrap();
+    let usage = Settings::resolve(Overrides::default(), file).unwrap().usage;
+    assert_eq!(
+        usage.db,
+        UsageDb::Postgres("postgres://u:hunter2@db/pool".to_owned())
+    );
+    assert!(!format!("{usage:?}").contains("hunter2"), "{usage:?}");
+    for (usage_db, expected) in [
+        ("off", UsageDb::Off),
+        (
+            "/var/lib/usage.db",
+            UsageDb::File("/var/lib/usage.db".into()),
+        ),
+    ] {
+        let text = format!("usage-db = \"{usage_db}\"\n{on_postgres}");
+        let file: ConfigFile = toml::from_str(&text).unwrap();
+        let usage = Settings::resolve(Overrides::default(), file).unwrap().usage;
+        assert_eq!(usage.db, expected, "an explicit usage-db wins");
+    }
 }
 
 #[test]
@@ -408,7 +433,7 @@ fn usage_keys_are_read_from_the_file() {
     let usage = Settings::resolve(Overrides::default(), file).unwrap().usage;
     assert_eq!(
         usage.db,
-        Some(std::env::home_dir().unwrap().join("state/usage.db"))
+        UsageDb::File(std::env::home_dir().unwrap().join("state/usage.db"))
     );
     assert_eq!(usage.retention, Some(Duration::from_secs(36 * 3600)));
     let forever: ConfigFile = toml::from_str("usage-retention = 0\n").unwrap();

@@ -23,3 +23,4 @@ mod store;
 mod support;
 mod upstream_network;
 mod usage;
+mod usage_postgres;

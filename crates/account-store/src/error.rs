@@ -52,6 +52,14 @@ pub enum StoreError {
         /// The newest migration this binary has.
         known: i32,
     },
+    /// The database has no usage ledger yet: no server with this store has run.
+    #[error(
+        "the PostgreSQL store {target} holds no usage yet: `cliproxy serve` with this store creates the usage table and records usage there; check store.url (or CLIPROXY_STORE_URL) if the server runs with another database"
+    )]
+    NoUsage {
+        /// The database, without its password.
+        target: String,
+    },
     /// The account is not (or no longer) in the store.
     #[error("account {key} is not in the store (logged out meanwhile?); list the accounts again")]
     NotFound {

@@ -1,9 +1,9 @@
 //! `cliproxy usage`: what the usage ledger holds, as a table for people or JSON for scripts.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use account_store::PgLedger;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -13,26 +13,55 @@ use crate::args::{UsageGroup, UsageOptions};
 use crate::error::CliError;
 use crate::output::{Align, render_table};
 
-/// What `cliproxy usage` prints for `options`, reading the database at `db` (`None`: the
-/// ledger is off); `now` is what `--since 24h` counts back from.
-pub fn usage(
-    db: Option<&Path>,
-    options: &UsageOptions,
-    now: SystemTime,
-) -> Result<String, CliError> {
-    let db = db.ok_or(CliError::UsageOff)?;
+/// Where the usage ledger is kept, as `usage-db` and `[store]` resolve it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UsageDb {
+    /// `usage-db = "off"`: nothing is recorded.
+    Off,
+    /// A SQLite file (`usage-db = PATH`, or the default beside the auth dir).
+    File(std::path::PathBuf),
+    /// The PostgreSQL store's database (`[store] kind = "postgres"` without a `usage-db`),
+    /// at this URL, which may hold a password: `Debug` hides it.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for UsageDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UsageDb::Off => f.write_str("Off"),
+            UsageDb::File(path) => f.debug_tuple("File").field(path).finish(),
+            UsageDb::Postgres(_) => f.write_str("Postgres(<the store's URL>)"),
+        }
+    }
+}
+
+/// What `cliproxy usage` prints for `options`, reading the ledger at `db`; `now` is what
+/// `--since 24h` counts back from.
+///
+/// Blocks (it reads a database): call it on a blocking thread, not inside async code.
+pub fn usage(db: &UsageDb, options: &UsageOptions, now: SystemTime) -> Result<String, CliError> {
     let query = UsageQuery {
         since: parse_since(&options.since, now)?,
         by: group_by(options.by),
     };
-    let report = SqliteStore::open_existing(db)?.usage(&query)?;
+    let (report, source) = match db {
+        UsageDb::Off => return Err(CliError::UsageOff),
+        UsageDb::File(path) => (
+            SqliteStore::open_existing(path)?.usage(&query)?,
+            path.display().to_string(),
+        ),
+        UsageDb::Postgres(url) => {
+            let ledger = PgLedger::open_existing(url)?;
+            (ledger.usage(&query)?, ledger.target().to_owned())
+        }
+    };
     if options.json {
         let mut json = serde_json::to_string_pretty(&report)
             .expect("a usage report is plain data and always serializes");
         json.push('\n');
         return Ok(json);
     }
-    Ok(render_usage_table(&report, db))
+    Ok(render_usage_table(&report, &source))
 }
 
 fn group_by(group: UsageGroup) -> GroupBy {
@@ -82,12 +111,13 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, CliError> 
 }
 
 /// The report as a table: a title, one line per group, a total, and notes.
-pub fn render_usage_table(report: &UsageReport, db: &Path) -> String {
+/// `source` names the database (a file, or the PostgreSQL store without its password).
+pub fn render_usage_table(report: &UsageReport, source: &str) -> String {
     let mut out = format!(
         "Usage since {} by {}, from {}\n",
         report.since.replace('T', " ").replace('Z', " UTC"),
         report.by.as_str(),
-        db.display()
+        source
     );
     if report.rows.is_empty() {
         out.push_str("No requests recorded in that time.\n");

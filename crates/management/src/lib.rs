@@ -31,7 +31,6 @@ mod reply;
 mod routes;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use account_runtime::Accounts;
@@ -54,9 +53,8 @@ pub struct ManagementSettings {
     pub key: Option<ManagementKey>,
     /// `[management] allow-remote`: answer peers that are not loopback.
     pub allow_remote: bool,
-    /// The usage ledger's database, which `/v0/management/usage` reads (`None`: the ledger
-    /// is off).
-    pub usage_db: Option<PathBuf>,
+    /// The usage ledger's database, which `/v0/management/usage` reads.
+    pub usage_db: cli::usage::UsageDb,
     /// The effective config, secrets already redacted, for `/v0/management/config`.
     pub effective_config: serde_json::Value,
     /// The Qwen OAuth client device logins use.

@@ -367,10 +367,9 @@ async fn usage(state: &State, query: &str) -> Response<Bytes> {
         }
     }
     let db = state.settings.usage_db.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        cli::usage::usage(db.as_deref(), &options, SystemTime::now())
-    })
-    .await;
+    let answer =
+        tokio::task::spawn_blocking(move || cli::usage::usage(&db, &options, SystemTime::now()))
+            .await;
     match answer {
         Ok(Ok(json)) => reply::with_type(StatusCode::OK, "application/json", Bytes::from(json)),
         Ok(Err(error @ cli::CliError::InvalidSince { .. })) => {

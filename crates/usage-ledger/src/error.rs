@@ -65,6 +65,14 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
 
+    /// Another store (the shared PostgreSQL one) failed; its message says what happened and
+    /// what to do.
+    #[error("{source}")]
+    Store {
+        /// The store's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The flusher has stopped: the ledger was closed, or its runtime shut down.
     #[error("the usage ledger is closed; nothing more can be flushed")]
     Closed,

@@ -31,6 +31,11 @@ pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// for, at most. Waking the flusher for each record would cost each request a task wake-up.
 pub const FOLD_EVERY: Duration = Duration::from_millis(100);
 
+/// How many rollups (distinct hour, credential, client, model and API) the flusher keeps in
+/// memory while the store cannot be written (about 0.5 KiB each): past it, the oldest hours
+/// are dropped, so a store that stays away for days costs bounded memory.
+pub const MAX_PENDING_ROLLUPS: usize = 50_000;
+
 /// How often old hours are deleted, when a retention is set. The first flush deletes too.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
@@ -317,6 +322,13 @@ impl<S: LedgerStore> Flusher<S> {
                     self.failing = true;
                     tracing::warn!(
                         "{error}; the counts are kept in memory and retried at every flush"
+                    );
+                }
+                let dropped = self.pending.shed_oldest_hours(MAX_PENDING_ROLLUPS);
+                if dropped.requests > 0 {
+                    tracing::error!(
+                        "the usage store has been away so long that {MAX_PENDING_ROLLUPS} rollups wait in memory: dropped the oldest hours ({} requests) to stay within bounds",
+                        dropped.requests
                     );
                 }
             }

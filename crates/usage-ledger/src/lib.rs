@@ -4,7 +4,8 @@
 //! The server reports each finished request as a [`Record`] to a [`Recorder`]; one flusher
 //! task folds records into hourly [`Rollups`] (counters and latency / time-to-first-token
 //! [`Histogram`]s) and adds them to a [`LedgerStore`] every few seconds and at shutdown.
-//! [`SqliteStore`] is the embedded store; `cliproxy usage` and the management API read it
+//! [`SqliteStore`] is the embedded store (account-store's `PgLedger` the shared one, over the
+//! same [`KEY_COLUMNS`] and [`counter_columns`]); `cliproxy usage` and the management API read it
 //! with [`LedgerStore::usage`], whose [`UsageReport`] serializes to the JSON they show.
 //!
 //! Wiring it into a server:
@@ -45,6 +46,7 @@
 //!   so a failed flush is retried whole and a kill loses at most what was not flushed yet.
 //! - The database file is 0600 from its creation; a newer schema is refused, never changed.
 
+mod columns;
 mod error;
 mod histogram;
 mod ledger;
@@ -54,12 +56,14 @@ mod rollup;
 mod sqlite;
 mod store;
 
+pub use columns::{KEY_COLUMNS, counter_columns};
 pub use error::LedgerError;
 pub use histogram::{
     BUCKET_COUNT, Histogram, LATENCY_BUCKETS, LATENCY_BUCKETS_MS, LATENCY_BUCKETS_SECONDS,
 };
 pub use ledger::{
-    DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, RecordObserver, Recorder,
+    DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, MAX_PENDING_ROLLUPS, RecordObserver,
+    Recorder,
 };
 pub use record::{Api, FailureClass, Outcome, Record};
 pub use report::{

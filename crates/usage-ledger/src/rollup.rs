@@ -191,6 +191,25 @@ impl Rollups {
         self.counters.iter()
     }
 
+    /// Drops the rollups of the oldest hours until at most `max_keys` are left; returns the
+    /// sum of what was dropped. How memory stays bounded while a store cannot be written.
+    pub fn shed_oldest_hours(&mut self, max_keys: usize) -> Counters {
+        let mut dropped = Counters::default();
+        while self.counters.len() > max_keys {
+            let Some(oldest) = self.counters.keys().map(|key| key.hour).min() else {
+                break;
+            };
+            self.counters.retain(|key, counters| {
+                let keep = key.hour != oldest;
+                if !keep {
+                    dropped.merge(counters);
+                }
+                keep
+            });
+        }
+        dropped
+    }
+
     /// The sum of every rollup.
     pub fn total(&self) -> Counters {
         let mut total = Counters::default();
@@ -198,5 +217,40 @@ impl Rollups {
             total.merge(counters);
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(hour: i64, model: &str) -> RollupKey {
+        RollupKey {
+            hour,
+            credential: Arc::from("a@example.com"),
+            client: Arc::from(""),
+            model: Arc::from(model),
+            api: Api::ChatCompletions,
+        }
+    }
+
+    #[test]
+    fn shedding_drops_whole_oldest_hours_down_to_the_bound() {
+        let mut rollups = Rollups::default();
+        let one = Counters {
+            requests: 1,
+            ..Counters::default()
+        };
+        for hour in [3, 1, 2] {
+            for model in ["m1", "m2"] {
+                rollups.merge_one(key(hour * HOUR_SECONDS, model), &one);
+            }
+        }
+        assert_eq!(rollups.shed_oldest_hours(6).requests, 0);
+        assert_eq!(rollups.len(), 6);
+        let dropped = rollups.shed_oldest_hours(3);
+        assert_eq!(dropped.requests, 4, "hours 1 and 2, both models");
+        assert_eq!(rollups.len(), 2);
+        assert!(rollups.iter().all(|(key, _)| key.hour == 3 * HOUR_SECONDS));
     }
 }

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
+use crate::columns::{KEY_COLUMNS, counter_columns};
 use crate::error::LedgerError;
-use crate::histogram::BUCKET_COUNT;
-use crate::record::{Api, FailureClass};
+use crate::record::Api;
 use crate::report::{GroupBy, UsageQuery, UsageReport, format_day, format_hour};
 use crate::rollup::{Counters, RollupKey, Rollups};
 use crate::store::LedgerStore;
@@ -26,73 +26,17 @@ use crate::store::LedgerStore;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The rollup table's key columns, in the primary key's order.
-const KEY_COLUMNS: [&str; 5] = ["hour", "credential", "client", "model", "api"];
-
-/// The counter columns, in the order of [`counter_fields`].
-static COUNTER_COLUMNS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    let mut columns = vec!["requests".to_owned(), "successes".to_owned()];
-    columns.extend(
-        FailureClass::ALL
-            .iter()
-            .map(|class| format!("failed_{}", class.as_str())),
-    );
-    columns.extend(
-        [
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "estimated",
-            "attempts",
-        ]
-        .map(str::to_owned),
-    );
-    for histogram in ["latency", "ttft"] {
-        columns.extend((0..BUCKET_COUNT).map(|bucket| format!("{histogram}_b{bucket}")));
-        columns.push(format!("{histogram}_sum_us"));
-    }
-    columns
-});
-
-/// Every counter of `counters`, in the order of [`COUNTER_COLUMNS`].
-fn counter_fields(counters: &mut Counters) -> Vec<&mut u64> {
-    let mut fields = vec![&mut counters.requests, &mut counters.successes];
-    fields.extend(counters.failures.iter_mut());
-    fields.extend([
-        &mut counters.prompt_tokens,
-        &mut counters.completion_tokens,
-        &mut counters.cached_tokens,
-        &mut counters.estimated,
-        &mut counters.attempts,
-    ]);
-    fields.extend(counters.latency.counts.iter_mut());
-    fields.push(&mut counters.latency.sum_us);
-    fields.extend(counters.ttft.counts.iter_mut());
-    fields.push(&mut counters.ttft.sum_us);
-    fields
-}
-
-/// `counters` as SQLite integers (which are signed: a count past `i64::MAX` is held there).
-fn counter_values(mut counters: Counters) -> Vec<i64> {
-    counter_fields(&mut counters)
-        .into_iter()
-        .map(|value| i64::try_from(*value).unwrap_or(i64::MAX))
-        .collect()
-}
-
 /// Counters from the columns of `row` that start at `first`.
 fn counters_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Counters> {
-    let mut counters = Counters::default();
-    for (offset, field) in counter_fields(&mut counters).into_iter().enumerate() {
-        let value: Option<i64> = row.get(first + offset)?;
-        *field = value.map_or(0, |value| u64::try_from(value).unwrap_or(0));
-    }
-    Ok(counters)
+    let values = (first..first + counter_columns().len())
+        .map(|index| row.get::<_, Option<i64>>(index))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Counters::from_columns(values))
 }
 
 /// The schema of version 1.
 fn create_schema_v1(connection: &Connection) -> rusqlite::Result<()> {
-    let counters = COUNTER_COLUMNS
+    let counters = counter_columns()
         .iter()
         .map(|column| format!("{column} INTEGER NOT NULL DEFAULT 0"))
         .collect::<Vec<_>>()
@@ -116,13 +60,13 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     let columns: Vec<&str> = KEY_COLUMNS
         .iter()
         .copied()
-        .chain(COUNTER_COLUMNS.iter().map(String::as_str))
+        .chain(counter_columns().iter().map(String::as_str))
         .collect();
     let placeholders = (1..=columns.len())
         .map(|n| format!("?{n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let additions = COUNTER_COLUMNS
+    let additions = counter_columns()
         .iter()
         .map(|column| format!("{column} = {column} + excluded.{column}"))
         .collect::<Vec<_>>()
@@ -136,7 +80,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
 
 /// `SUM(column)` of every counter column.
 static COUNTER_SUMS: LazyLock<String> = LazyLock::new(|| {
-    COUNTER_COLUMNS
+    counter_columns()
         .iter()
         .map(|column| format!("SUM({column})"))
         .collect::<Vec<_>>()
@@ -314,7 +258,7 @@ impl LedgerStore for SqliteStore {
                     key.model.to_string().into(),
                     key.api.as_str().to_owned().into(),
                 ];
-                values.extend(counter_values(*counters).into_iter().map(Into::into));
+                values.extend(counters.to_columns().into_iter().map(Into::into));
                 upsert
                     .execute(rusqlite::params_from_iter(values))
                     .map_err(fail)?;
@@ -366,7 +310,7 @@ impl LedgerStore for SqliteStore {
         let sql = format!(
             "SELECT {}, {} FROM usage_hourly WHERE hour >= ?1",
             KEY_COLUMNS.join(", "),
-            COUNTER_COLUMNS.join(", ")
+            counter_columns().join(", ")
         );
         let mut statement = self.connection.prepare(&sql).map_err(fail)?;
         let mut rows = statement.query(params![first_hour]).map_err(fail)?;
@@ -389,51 +333,5 @@ impl LedgerStore for SqliteStore {
             rollups.merge_one(key, &counters);
         }
         Ok(rollups)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_counter_has_one_column_and_the_v1_columns_stay_put() {
-        assert_eq!(
-            counter_fields(&mut Counters::default()).len(),
-            COUNTER_COLUMNS.len()
-        );
-        // Changing a column changes the schema: bump SCHEMA_VERSION and migrate first.
-        let buckets = |name: &str| {
-            (0..14)
-                .map(|n| format!("{name}_b{n}"))
-                .chain([format!("{name}_sum_us")])
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        let expected = format!(
-            "requests,successes,failed_quota,failed_rate,failed_refused,failed_upstream_5xx,failed_timeout,failed_client_cancel,failed_other,prompt_tokens,completion_tokens,cached_tokens,estimated,attempts,{},{}",
-            buckets("latency"),
-            buckets("ttft")
-        );
-        assert_eq!(COUNTER_COLUMNS.join(","), expected);
-    }
-
-    #[test]
-    fn counters_survive_the_trip_through_integers() {
-        let mut counters = Counters::default();
-        for (n, field) in counter_fields(&mut counters).into_iter().enumerate() {
-            *field = n as u64 * 7 + 1;
-        }
-        let values = counter_values(counters);
-        let mut back = Counters::default();
-        for (field, value) in counter_fields(&mut back).into_iter().zip(values) {
-            *field = u64::try_from(value).unwrap();
-        }
-        assert_eq!(back, counters);
-        let huge = Counters {
-            requests: u64::MAX,
-            ..Counters::default()
-        };
-        assert_eq!(counter_values(huge)[0], i64::MAX);
     }
 }

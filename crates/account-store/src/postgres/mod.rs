@@ -6,6 +6,7 @@
 //! write announces itself with `NOTIFY` in its transaction, so others hear of it only once
 //! it is committed.
 
+mod ledger;
 mod listen;
 mod pool;
 mod row;
@@ -21,6 +22,7 @@ use token_store::{AccountKey, KNOWN_PROVIDERS, STATUS_KEY, TokenRecord};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config};
 
+pub use ledger::PgLedger;
 pub use listen::{Change, ChangeFeed};
 pub use schema::known_version;
 pub use seal::EncryptionKey;
@@ -71,15 +73,7 @@ impl PgStore {
         seal_key: Option<EncryptionKey>,
         max_connections: usize,
     ) -> Result<PgStore, StoreError> {
-        let config: Config = url.parse().map_err(|_| StoreError::BadUrl {
-            detail: "it does not parse as a connection URL".to_owned(),
-        })?;
-        if config.get_hosts().is_empty() {
-            return Err(StoreError::BadUrl {
-                detail: "it names no host".to_owned(),
-            });
-        }
-        let target = describe(&config);
+        let (config, target) = parse_url(url)?;
         let pool = Pool::new(config, max_connections);
         let mut client = pool::connect(pool.config())
             .await
@@ -630,6 +624,20 @@ fn check_email(email: &str) -> Result<(), StoreError> {
 }
 
 /// `postgres://USER@HOST:PORT/DB` for messages: never the password.
+/// The connection settings of `url`, and the database as messages name it.
+fn parse_url(url: &str) -> Result<(Config, String), StoreError> {
+    let config: Config = url.parse().map_err(|_| StoreError::BadUrl {
+        detail: "it does not parse as a connection URL".to_owned(),
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(StoreError::BadUrl {
+            detail: "it names no host".to_owned(),
+        });
+    }
+    let target = describe(&config);
+    Ok((config, target))
+}
+
 fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),

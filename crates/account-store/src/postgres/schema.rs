@@ -7,11 +7,14 @@ use tokio_postgres::Client;
 use crate::error::StoreError;
 
 /// The migrations, in order: version, name, SQL. Never change one that was released: add one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/0001_accounts.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/0001_accounts.sql"),
+    ),
+    (3, "usage", include_str!("../../migrations/0003_usage.sql")),
+];
 
 /// The advisory lock migrations run under (any fixed number: "cliproxy" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636c_6970_726f_7879;
@@ -19,6 +22,32 @@ const MIGRATION_LOCK: i64 = 0x636c_6970_726f_7879;
 /// The newest schema version this binary knows.
 pub fn known_version() -> i32 {
     MIGRATIONS.last().map_or(0, |(version, _, _)| *version)
+}
+
+/// The schema version of the database: 0 before any migration. Reads only.
+pub(crate) async fn version(client: &Client, target: &str) -> Result<i32, StoreError> {
+    let fail = |error: tokio_postgres::Error| {
+        StoreError::postgres("read the schema version", target, &error)
+    };
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('cliproxy_schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM cliproxy_schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(fail)?
+        .get(0))
 }
 
 /// Applies the missing migrations; refuses a newer schema. Returns the versions applied.
