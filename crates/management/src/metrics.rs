@@ -148,7 +148,7 @@ pub struct Metrics {
     credential_state: Family<CredentialStateLabels, Gauge>,
     /// The series of the records seen, so each label set is built once (the flusher calls
     /// `observe`, one record at a time).
-    series: Mutex<HashMap<SeriesKey, Series>>,
+    series: Mutex<HashMap<SeriesKey, Series, foldhash::fast::RandomState>>,
     /// Hashed labels of emails seen, so each is hashed once (the flusher calls `observe`).
     hashed: Mutex<HashMap<String, String>>,
     /// The registry and what the refresh counters hold, taken by one scrape at a time.
@@ -236,7 +236,7 @@ impl Metrics {
             refreshes,
             credentials,
             credential_state,
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(HashMap::default()),
             hashed: Mutex::new(HashMap::new()),
             scrape: Mutex::new((registry, RefreshesSeen::default())),
         }

@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Headers that name a conversation, in the order they are looked at.
@@ -62,9 +62,9 @@ struct BodySignals<'a> {
     #[serde(borrow, default)]
     instructions: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
+    messages: Option<Opening<'a>>,
     #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
+    input: Option<Opening<'a>>,
 }
 
 impl Conversations {
@@ -176,8 +176,7 @@ fn string(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 /// The conversation's opening: its system prompt (or instructions) and first user message, as
 /// their JSON text. Every later turn of a conversation sends both again, unchanged.
 fn opening<'a>(signals: &BodySignals<'a>) -> Option<BodySignal<'a>> {
-    let turns = signals.messages.or(signals.input)?;
-    let Opening { system, first_user } = serde_json::from_str(turns.get()).ok()?;
+    let Opening { system, first_user } = signals.messages.or(signals.input)?;
     let system = signals.system.or(signals.instructions).or(system);
     Some(BodySignal::Opening(
         system.map_or("", RawValue::get),
@@ -186,16 +185,17 @@ fn opening<'a>(signals: &BodySignals<'a>) -> Option<BodySignal<'a>> {
 }
 
 /// The first system (or developer) message and the first user message of a `messages` or
-/// `input` array, read without keeping the others.
-#[derive(Default)]
+/// `input` array, read as the body is parsed, without keeping the others. Any other value
+/// (Responses' `input` may be a string) reads as no messages.
+#[derive(Default, Clone, Copy)]
 struct Opening<'a> {
     system: Option<&'a RawValue>,
     first_user: Option<&'a RawValue>,
 }
 
-impl<'de> Deserialize<'de> for Opening<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Opening<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(OpeningVisitor)
+        deserializer.deserialize_any(OpeningVisitor)
     }
 }
 
@@ -205,7 +205,40 @@ impl<'de> Visitor<'de> for OpeningVisitor {
     type Value = Opening<'de>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("an array of messages")
+        formatter.write_str("an array of messages, or any other JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Opening<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Opening::default())
+    }
+
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<Opening<'de>, E> {
+        Ok(Opening::default())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut turns: A) -> Result<Opening<'de>, A::Error> {
@@ -321,6 +354,27 @@ mod tests {
         assert_eq!(
             key(r#"{"messages":[{"role":"assistant","content":"x"}]}"#),
             None
+        );
+    }
+
+    #[test]
+    fn messages_of_other_shapes_leave_the_other_signals_alone() {
+        let conversations = Conversations::default();
+        let key = |body: &str| conversations.key("k", &HeaderMap::new(), body.as_bytes());
+        // Responses' `input` may be a plain string; a malformed turn is skipped.
+        let user = key(r#"{"user":"u"}"#);
+        assert!(user.is_some());
+        for body in [
+            r#"{"input":"hello","user":"u"}"#,
+            r#"{"messages":{"role":"user"},"user":"u"}"#,
+            r#"{"user":"u","messages":null}"#,
+        ] {
+            assert_eq!(key(body), user, "{body}");
+        }
+        assert_eq!(key(r#"{"input":"hello"}"#), None);
+        assert_eq!(
+            key(r#"{"messages":[7,{"role":"user","content":"hi"}]}"#),
+            key(r#"{"messages":[{"role":"user","content":"hi"}]}"#)
         );
     }
 

@@ -6,15 +6,28 @@
 //! A key counts only where JSON puts keys: after `{` or `,` (whitespace between allowed).
 //! Inside a string every quote is escaped, so `"usage"` in a model's text never matches.
 
-use memchr::memmem;
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
 
 use crate::meter::Usage;
+
+/// The `usage` key, searched from the end (an answer's usage follows its choices).
+static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+/// The keys of a chunk's text.
+static TEXT: LazyLock<[Finder<'static>; 2]> = LazyLock::new(|| {
+    [
+        Finder::new(b"\"content\""),
+        Finder::new(b"\"reasoning_content\""),
+    ]
+});
 
 /// The `usage` object of a chat-completions answer or chunk: the last `"usage"` key's value,
 /// when it is an object of the expected shape.
 pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
-    memmem::rfind_iter(json, b"\"usage\"")
-        .filter_map(|at| value_after_key(json, at, b"\"usage\"".len()))
+    USAGE
+        .rfind_iter(json)
+        .filter_map(|at| value_after_key(json, at, USAGE.needle().len()))
         .find_map(|value| {
             serde_json::Deserializer::from_slice(value)
                 .into_iter::<Option<Usage>>()
@@ -27,10 +40,10 @@ pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
 /// Characters of text in a chunk's `content` and `reasoning_content` strings, as the client
 /// will see them (an escape counts as one character).
 pub(crate) fn text_chars(json: &[u8]) -> u64 {
-    [&b"\"content\""[..], &b"\"reasoning_content\""[..]]
-        .into_iter()
+    TEXT.iter()
         .flat_map(|key| {
-            memmem::find_iter(json, key).filter_map(move |at| value_after_key(json, at, key.len()))
+            key.find_iter(json)
+                .filter_map(move |at| value_after_key(json, at, key.needle().len()))
         })
         .filter_map(string_chars)
         .sum()
