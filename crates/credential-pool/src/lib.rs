@@ -81,6 +81,7 @@ mod credential;
 mod day;
 mod entry;
 mod error;
+mod lease;
 mod pool;
 mod quota_reset;
 mod rate;
@@ -96,8 +97,10 @@ pub use credential::{
 pub use day::{DailyLimits, DayStatus};
 pub use entry::Routing;
 pub use error::Unavailable;
+pub use lease::{SlotGrant, SlotNeed, Unused, batch_size};
 pub use pool::{
-    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
+    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, SharedState,
+    Slot, StateChange,
 };
 pub use quota_reset::{InvalidQuotaReset, QuotaReset};
 pub use rate::RateWindow;
