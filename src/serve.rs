@@ -59,6 +59,13 @@ pub async fn run(
     );
     let loaded = accounts.reconcile().await?;
     let _follow = follow_store(&accounts, &store)?;
+    // Rate caps, cooldowns and refusals hold across the servers of one database.
+    let _shared_limits = match &store {
+        AccountStore::Postgres(pg) => {
+            Some(account_runtime::share_limits(Arc::clone(&pool), pg.clone()))
+        }
+        AccountStore::Dir(_) => None,
+    };
     let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(

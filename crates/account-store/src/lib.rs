@@ -23,5 +23,8 @@ pub use dir::{FileStamp, Written};
 pub use error::StoreError;
 pub use migrate::{Migrated, migrate};
 pub use place::{Copied, Listing, Location, Problem, Saved, Stored};
-pub use postgres::{Change, ChangeFeed, EncryptionKey, PgStore, RowLock};
+pub use postgres::{
+    Change, ChangeFeed, CredentialState, EncryptionKey, Held, LimitsChange, PgStore, RowLock,
+    SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
+};
 pub use store::{AccountLock, AccountStore};

@@ -6,6 +6,7 @@
 //! write announces itself with `NOTIFY` in its transaction, so others hear of it only once
 //! it is committed.
 
+mod limits;
 mod listen;
 mod pool;
 mod row;
@@ -21,6 +22,7 @@ use token_store::{AccountKey, KNOWN_PROVIDERS, STATUS_KEY, TokenRecord};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config};
 
+pub use limits::{CredentialState, Held, LimitsChange, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind};
 pub use listen::{Change, ChangeFeed};
 pub use schema::known_version;
 pub use seal::EncryptionKey;

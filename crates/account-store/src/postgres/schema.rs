@@ -7,11 +7,18 @@ use tokio_postgres::Client;
 use crate::error::StoreError;
 
 /// The migrations, in order: version, name, SQL. Never change one that was released: add one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/0001_accounts.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "shared_limits",
+        include_str!("../../migrations/0002_shared_limits.sql"),
+    ),
+];
 
 /// The advisory lock migrations run under (any fixed number: "cliproxy" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636c_6970_726f_7879;

@@ -1,0 +1,294 @@
+//! Limits shared by the servers of one PostgreSQL store: keeps the pool's slot leases filled
+//! from the shared count, tells the others of the states this server saw (cooldowns,
+//! refusals, exhaustion, and their ends), and applies what they saw. Everything here runs in
+//! tasks of its own; the request path only reads what they left in the pool.
+//!
+//! When the database cannot be reached, the pool falls back to its own windows and states
+//! (logged once) and the sharer keeps asking, once a second, until it is back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use account_store::{
+    ChangeFeed, CredentialState, Held, LimitsChange, PgStore, SLOT_LEASE, SlotAsk, StateKind,
+    StoreError,
+};
+use credential_pool::{Pool, SharedState, SlotGrant, StateChange};
+use tokio::sync::mpsc;
+
+/// How often the pool is looked at for leases to fill and states to tell.
+const TICK: Duration = Duration::from_millis(50);
+/// How long one exchange with the database may take before it counts as unreachable.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an unreachable database is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Shares the limits until dropped.
+pub struct SharedLimits {
+    _feed: ChangeFeed,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SharedLimits {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts sharing `pool`'s limits through `store`. Must run inside the Tokio runtime.
+pub fn share_limits<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore) -> SharedLimits {
+    let (feed, changes) = store.follow_limits();
+    let heard = tokio::spawn(apply_heard(Arc::clone(&pool), store.clone(), changes));
+    let synced = tokio::spawn(sync(pool, store));
+    SharedLimits {
+        _feed: feed,
+        tasks: vec![heard, synced],
+    }
+}
+
+/// The cap key of a credential in the shared count.
+fn credential_cap(key: &str) -> String {
+    format!("credential:{key}")
+}
+
+/// Fills leases and tells states, forever; falls back to local limits while the store is
+/// away.
+async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore) {
+    let mut online = false;
+    let mut warned = false;
+    loop {
+        if !online {
+            match exchange(&store, store.credential_states()).await {
+                Ok(states) => {
+                    pool.share_limits(true);
+                    apply_all(&pool, &states);
+                    online = true;
+                    if warned {
+                        tracing::info!(
+                            "shared limits: the PostgreSQL store {} is back; rate caps and credential states are shared again",
+                            store.target()
+                        );
+                    }
+                    warned = false;
+                }
+                Err(error) => {
+                    if !warned {
+                        tracing::warn!(
+                            "shared limits: {error}; each server keeps its own rate windows and credential states until the store is back"
+                        );
+                        warned = true;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            }
+        }
+        if let Err(error) = step(&pool, &store).await {
+            pool.share_limits(false);
+            online = false;
+            tracing::warn!(
+                "shared limits: {error}; each server keeps its own rate windows and credential states until the store is back"
+            );
+            warned = true;
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+/// One look at the pool: leases filled, states told.
+async fn step<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
+    let asked_at = Instant::now();
+    let needs = pool.slot_needs(asked_at);
+    if !needs.is_empty() {
+        let asks: Vec<SlotAsk> = needs
+            .iter()
+            .map(|need| SlotAsk {
+                key: credential_cap(&need.key),
+                cap: need.cap,
+                wanted: need.wanted,
+                unused: need
+                    .unused
+                    .iter()
+                    .map(|unused| (unused.ticket, unused.slots))
+                    .collect(),
+            })
+            .collect();
+        match exchange(store, store.take_slots(&asks)).await {
+            Ok(answers) => {
+                let now = Instant::now();
+                for (need, answer) in needs.iter().zip(answers) {
+                    if let Some(answer) = answer {
+                        let grant = SlotGrant {
+                            ticket: answer.ticket,
+                            slots: answer.slots,
+                            // Read before asking: never later than the end the store recorded.
+                            expires: asked_at + SLOT_LEASE,
+                            frees: asked_at + answer.frees_in,
+                        };
+                        pool.grant_slots(&need.key, grant, now);
+                    }
+                }
+            }
+            Err(error) => {
+                let retry = Instant::now() + RETRY;
+                for need in needs.iter().filter(|need| need.wanted > 0) {
+                    pool.slots_failed(&need.key, retry);
+                }
+                return Err(error);
+            }
+        }
+    }
+    let changes = pool.take_state_changes(Instant::now());
+    if !changes.is_empty() {
+        let states: Vec<CredentialState> = changes.iter().map(state_of).collect();
+        exchange(store, store.publish_states(&states)).await?;
+    }
+    Ok(())
+}
+
+/// Runs one exchange with the store within [`EXCHANGE_TIMEOUT`].
+async fn exchange<T>(
+    store: &PgStore,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unreachable {
+                op: "share limits",
+                target: store.target().to_owned(),
+                detail: format!("no answer within {} s", EXCHANGE_TIMEOUT.as_secs()),
+            })
+        })
+}
+
+/// Applies the states other servers tell of, as they come.
+async fn apply_heard<C>(
+    pool: Arc<Pool<C>>,
+    store: PgStore,
+    mut changes: mpsc::UnboundedReceiver<LimitsChange>,
+) {
+    while let Some(change) = changes.recv().await {
+        match change {
+            LimitsChange::State(state) => {
+                if pool.shares_limits() {
+                    apply(&pool, &state, Instant::now());
+                }
+            }
+            LimitsChange::Resync => {
+                // Missed changes: read every state that holds.
+                if pool.shares_limits()
+                    && let Ok(states) = exchange(&store, store.credential_states()).await
+                {
+                    apply_all(&pool, &states);
+                }
+            }
+        }
+    }
+}
+
+fn apply_all<C>(pool: &Pool<C>, states: &[CredentialState]) {
+    let now = Instant::now();
+    for state in states {
+        apply(pool, state, now);
+    }
+}
+
+fn apply<C>(pool: &Pool<C>, state: &CredentialState, now: Instant) {
+    if let Some(shared) = shared_of(state) {
+        pool.apply_shared_state(&state.key, &shared, now);
+    }
+}
+
+/// A state as the pool knows it.
+fn shared_of(state: &CredentialState) -> Option<SharedState> {
+    let model = state.model.clone();
+    Some(match (state.kind, state.held) {
+        (StateKind::Cooling, Some(held)) => SharedState::Cooling {
+            model,
+            remaining: held.remaining?,
+            failures: held.failures,
+        },
+        (StateKind::Cooling, None) => SharedState::CoolingEnded { model },
+        (StateKind::Refused, Some(held)) => SharedState::Refused {
+            status: held.status.unwrap_or(401),
+        },
+        (StateKind::Refused, None) => SharedState::RefusalEnded,
+        (StateKind::Exhausted, Some(held)) => SharedState::Exhausted {
+            remaining: held.remaining?,
+        },
+        (StateKind::Exhausted, None) => SharedState::ExhaustionEnded,
+    })
+}
+
+/// A state change as the store shares it.
+fn state_of(change: &StateChange) -> CredentialState {
+    let key = change.key.to_string();
+    let state = |kind, model: &str, held| CredentialState {
+        key: key.clone(),
+        kind,
+        model: model.to_owned(),
+        held,
+    };
+    let lasting = |remaining, status, failures| {
+        Some(Held {
+            remaining,
+            status,
+            failures,
+        })
+    };
+    match &change.state {
+        SharedState::Cooling {
+            model,
+            remaining,
+            failures,
+        } => state(
+            StateKind::Cooling,
+            model,
+            lasting(Some(*remaining), None, *failures),
+        ),
+        SharedState::CoolingEnded { model } => state(StateKind::Cooling, model, None),
+        SharedState::Refused { status } => {
+            state(StateKind::Refused, "", lasting(None, Some(*status), 0))
+        }
+        SharedState::RefusalEnded => state(StateKind::Refused, "", None),
+        SharedState::Exhausted { remaining } => {
+            state(StateKind::Exhausted, "", lasting(Some(*remaining), None, 0))
+        }
+        SharedState::ExhaustionEnded => state(StateKind::Exhausted, "", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_survives_the_trip_through_the_store() {
+        let states = [
+            SharedState::Cooling {
+                model: "m".into(),
+                remaining: Duration::from_secs(3),
+                failures: 2,
+            },
+            SharedState::CoolingEnded { model: "m".into() },
+            SharedState::Refused { status: 403 },
+            SharedState::RefusalEnded,
+            SharedState::Exhausted {
+                remaining: Duration::from_secs(9),
+            },
+            SharedState::ExhaustionEnded,
+        ];
+        for shared in states {
+            let change = StateChange {
+                key: "qwen-a@b.com".into(),
+                state: shared.clone(),
+            };
+            assert_eq!(shared_of(&state_of(&change)), Some(shared));
+        }
+    }
+}
