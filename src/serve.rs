@@ -62,7 +62,7 @@ pub async fn run(
     // Rate caps, cooldowns and refusals hold across the servers of one database.
     let _shared_limits = match &store {
         AccountStore::Postgres(pg) => {
-            Some(account_runtime::share_limits(Arc::clone(&pool), pg.clone()))
+            Some(account_runtime::share_limits(Arc::clone(&pool), pg.clone()).await)
         }
         AccountStore::Dir(_) => None,
     };

@@ -37,15 +37,40 @@ impl Drop for SharedLimits {
     }
 }
 
-/// Starts sharing `pool`'s limits through `store`. Must run inside the Tokio runtime.
-pub fn share_limits<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore) -> SharedLimits {
+/// Starts sharing `pool`'s limits through `store`: reads the states that hold and fills the
+/// leases once before it returns, so the first requests find slots. Must run inside the Tokio
+/// runtime.
+pub async fn share_limits<C: Send + Sync + 'static>(
+    pool: Arc<Pool<C>>,
+    store: PgStore,
+) -> SharedLimits {
     let (feed, changes) = store.follow_limits();
+    let online = join(&pool, &store).await.is_ok() && step(&pool, &store).await.is_ok();
+    if !online {
+        pool.share_limits(false);
+        warn_local(&store);
+    }
     let heard = tokio::spawn(apply_heard(Arc::clone(&pool), store.clone(), changes));
-    let synced = tokio::spawn(sync(pool, store));
+    let synced = tokio::spawn(sync(pool, store, online));
     SharedLimits {
         _feed: feed,
         tasks: vec![heard, synced],
     }
+}
+
+/// Turns sharing on, with the states that hold now.
+async fn join<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
+    let states = exchange(store, store.credential_states()).await?;
+    pool.share_limits(true);
+    apply_all(pool, &states);
+    Ok(())
+}
+
+fn warn_local(store: &PgStore) {
+    tracing::warn!(
+        "shared limits: the PostgreSQL store {} cannot be reached; each server keeps its own rate windows and credential states until it is back",
+        store.target()
+    );
 }
 
 /// The cap key of a credential in the shared count.
@@ -54,45 +79,25 @@ fn credential_cap(key: &str) -> String {
 }
 
 /// Fills leases and tells states, forever; falls back to local limits while the store is
-/// away.
-async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore) {
-    let mut online = false;
-    let mut warned = false;
+/// away (logged once), and rejoins when it is back.
+async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore, mut online: bool) {
     loop {
         if !online {
-            match exchange(&store, store.credential_states()).await {
-                Ok(states) => {
-                    pool.share_limits(true);
-                    apply_all(&pool, &states);
-                    online = true;
-                    if warned {
-                        tracing::info!(
-                            "shared limits: the PostgreSQL store {} is back; rate caps and credential states are shared again",
-                            store.target()
-                        );
-                    }
-                    warned = false;
-                }
-                Err(error) => {
-                    if !warned {
-                        tracing::warn!(
-                            "shared limits: {error}; each server keeps its own rate windows and credential states until the store is back"
-                        );
-                        warned = true;
-                    }
-                    tokio::time::sleep(RETRY).await;
-                    continue;
-                }
+            tokio::time::sleep(RETRY).await;
+            if join(&pool, &store).await.is_err() {
+                continue;
             }
+            online = true;
+            tracing::info!(
+                "shared limits: the PostgreSQL store {} is back; rate caps and credential states are shared again",
+                store.target()
+            );
         }
         if let Err(error) = step(&pool, &store).await {
             pool.share_limits(false);
             online = false;
-            tracing::warn!(
-                "shared limits: {error}; each server keeps its own rate windows and credential states until the store is back"
-            );
-            warned = true;
-            tokio::time::sleep(RETRY).await;
+            tracing::debug!("shared limits: {error}");
+            warn_local(&store);
             continue;
         }
         tokio::time::sleep(TICK).await;
@@ -201,6 +206,29 @@ fn apply_all<C>(pool: &Pool<C>, states: &[CredentialState]) {
 fn apply<C>(pool: &Pool<C>, state: &CredentialState, now: Instant) {
     if let Some(shared) = shared_of(state) {
         pool.apply_shared_state(&state.key, &shared, now);
+        tracing::info!(
+            credential = %state.key,
+            "{} (heard from another server)",
+            describe(&shared)
+        );
+    }
+}
+
+/// A state in words, for the log.
+fn describe(state: &SharedState) -> String {
+    match state {
+        SharedState::Cooling {
+            model, remaining, ..
+        } => format!("cooling down for {model} for {} s", remaining.as_secs()),
+        SharedState::CoolingEnded { model } => format!("cooldown for {model} ended"),
+        SharedState::Refused { status } => {
+            format!("refused by the upstream (HTTP {status}), out of rotation until a probe works")
+        }
+        SharedState::RefusalEnded => "the upstream accepts it again".to_owned(),
+        SharedState::Exhausted { remaining } => {
+            format!("quota used up for {} s", remaining.as_secs())
+        }
+        SharedState::ExhaustionEnded => "quota back".to_owned(),
     }
 }
 
