@@ -258,3 +258,61 @@ async fn servers_keep_their_own_limits_while_the_database_is_down_and_rejoin_aft
     }
     assert_eq!(fake.chat_requests().len(), 4);
 }
+
+#[tokio::test]
+async fn a_client_keys_requests_per_minute_holds_across_servers() {
+    let Some(url) = test_postgres::database().await else {
+        return;
+    };
+    const CAP: usize = 3;
+    const KEY: &str = "team-key-0123456789";
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    write_account(&sandbox, &fake, "only@example.com", DAY);
+    move_into(&sandbox, &url).await;
+    let servers = servers(
+        &sandbox,
+        &url,
+        3,
+        &format!(
+            "[qwen]\nrequests-per-minute = 0\n\
+             [[client-keys]]\nname = \"team\"\nkey = \"{KEY}\"\nrequests-per-minute = {CAP}"
+        ),
+    )
+    .await;
+    let as_team = |server: &Server| {
+        reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "hello"}],
+            }))
+            .send()
+    };
+
+    let started = Instant::now();
+    while fake.chat_requests().len() < CAP {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the key's cap was never served"
+        );
+        for server in &servers {
+            as_team(server).await.unwrap();
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    for server in &servers {
+        let answer = as_team(server).await.unwrap();
+        assert_eq!(answer.status(), 429);
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("may send 3 requests a minute"), "{body}");
+    }
+    assert_eq!(
+        fake.chat_requests().len(),
+        CAP,
+        "the key's cap, across three servers"
+    );
+    // Other keys are not held by it.
+    assert_eq!(servers[0].chat(MODEL, false).await.status(), 200);
+}

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_store::{
-    ChangeFeed, CredentialState, Held, LimitsChange, PgStore, SLOT_LEASE, SlotAsk, StateKind,
-    StoreError,
+    ChangeFeed, CredentialState, Held, LimitsChange, PgStore, SLOT_LEASE, SlotAnswer, SlotAsk,
+    StateKind, StoreError,
 };
-use credential_pool::{Pool, SharedState, SlotGrant, StateChange};
+use credential_pool::{Pool, SharedState, SlotGrant, SlotNeed, StateChange};
 use tokio::sync::mpsc;
 
 /// How often the pool is looked at for leases to fill and states to tell.
@@ -73,11 +73,6 @@ fn warn_local(store: &PgStore) {
     );
 }
 
-/// The cap key of a credential in the shared count.
-fn credential_cap(key: &str) -> String {
-    format!("credential:{key}")
-}
-
 /// Fills leases and tells states, forever; falls back to local limits while the store is
 /// away (logged once), and rejoins when it is back.
 async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore, mut online: bool) {
@@ -107,41 +102,36 @@ async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore, mut 
 /// One look at the pool: leases filled, states told.
 async fn step<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
     let asked_at = Instant::now();
-    let needs = pool.slot_needs(asked_at);
-    if !needs.is_empty() {
-        let asks: Vec<SlotAsk> = needs
+    let credentials = pool.slot_needs(asked_at);
+    let clients = pool.client_slot_needs(asked_at);
+    if !credentials.is_empty() || !clients.is_empty() {
+        let asks: Vec<SlotAsk> = credentials
             .iter()
-            .map(|need| SlotAsk {
-                key: credential_cap(&need.key),
-                cap: need.cap,
-                wanted: need.wanted,
-                unused: need
-                    .unused
-                    .iter()
-                    .map(|unused| (unused.ticket, unused.slots))
-                    .collect(),
-            })
+            .map(|need| ask(CREDENTIAL_CAP, need))
+            .chain(clients.iter().map(|need| ask(CLIENT_CAP, need)))
             .collect();
         match exchange(store, store.take_slots(&asks)).await {
             Ok(answers) => {
                 let now = Instant::now();
-                for (need, answer) in needs.iter().zip(answers) {
-                    if let Some(answer) = answer {
-                        let grant = SlotGrant {
-                            ticket: answer.ticket,
-                            slots: answer.slots,
-                            // Read before asking: never later than the end the store recorded.
-                            expires: asked_at + SLOT_LEASE,
-                            frees: asked_at + answer.frees_in,
-                        };
-                        pool.grant_slots(&need.key, grant, now);
+                let mut answers = answers.into_iter();
+                for need in &credentials {
+                    if let Some(Some(answer)) = answers.next() {
+                        pool.grant_slots(&need.key, grant(answer, asked_at), now);
+                    }
+                }
+                for need in &clients {
+                    if let Some(Some(answer)) = answers.next() {
+                        pool.grant_client_slots(&need.key, grant(answer, asked_at), now);
                     }
                 }
             }
             Err(error) => {
                 let retry = Instant::now() + RETRY;
-                for need in needs.iter().filter(|need| need.wanted > 0) {
+                for need in credentials.iter().filter(|need| need.wanted > 0) {
                     pool.slots_failed(&need.key, retry);
+                }
+                for need in clients.iter().filter(|need| need.wanted > 0) {
+                    pool.client_slots_failed(&need.key, retry);
                 }
                 return Err(error);
             }
@@ -153,6 +143,35 @@ async fn step<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
         exchange(store, store.publish_states(&states)).await?;
     }
     Ok(())
+}
+
+/// The prefix of a credential's cap in the shared count.
+const CREDENTIAL_CAP: &str = "credential:";
+/// The prefix of a client key's cap in the shared count.
+const CLIENT_CAP: &str = "client:";
+
+fn ask(prefix: &str, need: &SlotNeed) -> SlotAsk {
+    SlotAsk {
+        key: format!("{prefix}{}", need.key),
+        cap: need.cap,
+        wanted: need.wanted,
+        unused: need
+            .unused
+            .iter()
+            .map(|unused| (unused.ticket, unused.slots))
+            .collect(),
+    }
+}
+
+/// The parcel an answer grants, for a question asked at `asked_at`.
+fn grant(answer: SlotAnswer, asked_at: Instant) -> SlotGrant {
+    SlotGrant {
+        ticket: answer.ticket,
+        slots: answer.slots,
+        // Read before asking: never later than the end the store recorded.
+        expires: asked_at + SLOT_LEASE,
+        frees: asked_at + answer.frees_in,
+    }
 }
 
 /// Runs one exchange with the store within [`EXCHANGE_TIMEOUT`].

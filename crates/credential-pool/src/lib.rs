@@ -76,6 +76,7 @@
 
 mod affinity;
 mod candidates;
+mod client_caps;
 mod config;
 mod credential;
 mod day;

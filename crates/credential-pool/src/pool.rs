@@ -182,6 +182,8 @@ pub struct Pool<C> {
     affinity: Affinity,
     /// Whether some credential has a `tokens-per-day`, read without the lock.
     token_limits: AtomicBool,
+    /// Client keys' caps shared with other servers.
+    client_caps: crate::client_caps::ClientCaps,
 }
 
 struct Inner<C> {
@@ -383,6 +385,7 @@ impl<C> Pool<C> {
                 sharing: None,
             }),
             token_limits: AtomicBool::new(false),
+            client_caps: crate::client_caps::ClientCaps::default(),
         }
     }
 

@@ -12,7 +12,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use credential_pool::{RateWindow, Scope};
+use credential_pool::{Pool, RateWindow, Scope};
 
 use crate::config::ClientKeyConfig;
 use crate::glob::glob_matches;
@@ -128,6 +128,29 @@ impl Client {
                 per_minute: window.cap(),
                 wait,
             })?;
+        }
+        Ok(())
+    }
+
+    /// [`Client::admit`], then a slot of the key's `requests-per-minute` shared with other
+    /// servers through `pool` (a no-op unless the pool shares limits).
+    ///
+    /// # Errors
+    ///
+    /// [`Limited`] says which limit is reached and how long until it frees.
+    pub(crate) fn admit_shared<C>(
+        &self,
+        pool: &Pool<C>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), Limited> {
+        self.admit(now, wall)?;
+        if let Some(minute) = &self.minute {
+            pool.take_client_slot(&self.name, now)
+                .map_err(|wait| Limited::Requests {
+                    per_minute: minute.lock().unwrap_or_else(PoisonError::into_inner).cap(),
+                    wait,
+                })?;
         }
         Ok(())
     }

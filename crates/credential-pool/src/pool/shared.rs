@@ -198,6 +198,39 @@ impl<C> Pool<C> {
         for index in 0..inner.entries.len() {
             inner.fit_leases(index);
         }
+        self.client_caps.share(on);
+    }
+
+    /// The client keys with a `requests-per-minute` (name, cap), whose caps are shared while
+    /// [`Pool::share_limits`] is on; replaces the previous list (a config reload).
+    pub fn set_client_caps(&self, caps: Vec<(Arc<str>, u32)>) {
+        self.client_caps.set(caps);
+    }
+
+    /// Takes a slot of client key `name`'s shared cap at `now` (its own minute window has room):
+    /// `Ok` while sharing is off or the key has no cap.
+    ///
+    /// # Errors
+    ///
+    /// The wait until a slot may be held, when this server holds none.
+    pub fn take_client_slot(&self, name: &str, now: Instant) -> Result<(), Duration> {
+        self.client_caps.take(name, now)
+    }
+
+    /// Like [`Pool::slot_needs`], for client keys (the key is the client key's name).
+    #[must_use]
+    pub fn client_slot_needs(&self, now: Instant) -> Vec<SlotNeed> {
+        self.client_caps.needs(now)
+    }
+
+    /// Like [`Pool::grant_slots`], for client key `name`.
+    pub fn grant_client_slots(&self, name: &str, grant: SlotGrant, now: Instant) {
+        self.client_caps.granted(name, grant, now);
+    }
+
+    /// Like [`Pool::slots_failed`], for client key `name`.
+    pub fn client_slots_failed(&self, name: &str, retry: Instant) {
+        self.client_caps.failed(name, retry);
     }
 
     /// Whether limits are shared now.
