@@ -316,3 +316,35 @@ async fn a_client_keys_requests_per_minute_holds_across_servers() {
     // Other keys are not held by it.
     assert_eq!(servers[0].chat(MODEL, false).await.status(), 200);
 }
+
+#[tokio::test]
+async fn an_accounts_requests_per_day_counts_every_servers_requests() {
+    let Some(url) = test_postgres::database().await else {
+        return;
+    };
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    write_account(&sandbox, &fake, "daily@example.com", DAY);
+    move_into(&sandbox, &url).await;
+    let mut servers = servers(
+        &sandbox,
+        &url,
+        2,
+        "[qwen]\nrequests-per-minute = 0\nrequests-per-day = 3",
+    )
+    .await;
+
+    for _ in 0..3 {
+        assert_eq!(servers[0].chat(MODEL, false).await.status(), 200);
+    }
+    let heard = servers[1]
+        .wait_for_log("at its limit of the day, counting the other servers'")
+        .await;
+    assert!(heard.contains("daily@example.com"), "{heard}");
+    assert_eq!(servers[1].chat(MODEL, false).await.status(), 429);
+    assert_eq!(
+        fake.chat_requests().len(),
+        3,
+        "the day's three, across both servers"
+    );
+}

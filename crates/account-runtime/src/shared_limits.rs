@@ -7,13 +7,13 @@
 //! (logged once) and the sharer keeps asking, once a second, until it is back.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use account_store::{
-    ChangeFeed, CredentialState, Held, LimitsChange, PgStore, SLOT_LEASE, SlotAnswer, SlotAsk,
-    StateKind, StoreError,
+    ChangeFeed, CredentialState, DayCount, Held, LimitsChange, PgStore, SLOT_LEASE, SlotAnswer,
+    SlotAsk, StateKind, StoreError,
 };
-use credential_pool::{Pool, SharedState, SlotGrant, SlotNeed, StateChange};
+use credential_pool::{Counts, Pool, SharedState, SlotGrant, SlotNeed, StateChange};
 use tokio::sync::mpsc;
 
 /// How often the pool is looked at for leases to fill and states to tell.
@@ -22,6 +22,8 @@ const TICK: Duration = Duration::from_millis(50);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often an unreachable database is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often the counts of the day are added up across the servers.
+const DAY_SYNC: Duration = Duration::from_secs(1);
 
 /// Shares the limits until dropped.
 pub struct SharedLimits {
@@ -76,6 +78,7 @@ fn warn_local(store: &PgStore) {
 /// Fills leases and tells states, forever; falls back to local limits while the store is
 /// away (logged once), and rejoins when it is back.
 async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore, mut online: bool) {
+    let mut days_synced = Instant::now();
     loop {
         if !online {
             tokio::time::sleep(RETRY).await;
@@ -88,7 +91,12 @@ async fn sync<C: Send + Sync + 'static>(pool: Arc<Pool<C>>, store: PgStore, mut 
                 store.target()
             );
         }
-        if let Err(error) = step(&pool, &store).await {
+        let mut stepped = step(&pool, &store).await;
+        if stepped.is_ok() && days_synced.elapsed() >= DAY_SYNC {
+            days_synced = Instant::now();
+            stepped = share_days(&pool, &store).await;
+        }
+        if let Err(error) = stepped {
             pool.share_limits(false);
             online = false;
             tracing::debug!("shared limits: {error}");
@@ -141,6 +149,42 @@ async fn step<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
     if !changes.is_empty() {
         let states: Vec<CredentialState> = changes.iter().map(state_of).collect();
         exchange(store, store.publish_states(&states)).await?;
+    }
+    Ok(())
+}
+
+/// Adds this server's counts of the day to the other servers', for credentials with a
+/// daily limit.
+async fn share_days<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
+    let days = pool.day_counts(Instant::now(), SystemTime::now());
+    if days.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<(String, i64, DayCount)> = days
+        .iter()
+        .map(|(key, ends, counts)| {
+            let ends = ends.duration_since(UNIX_EPOCH).map_or(0, |since| {
+                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+            });
+            let counts = DayCount {
+                requests: counts.requests,
+                tokens: counts.tokens,
+            };
+            (key.to_string(), ends, counts)
+        })
+        .collect();
+    let others = exchange(store, store.sync_day_counts(&rows)).await?;
+    for ((key, ends, _), others) in days.iter().zip(others) {
+        let others = Counts {
+            requests: others.requests,
+            tokens: others.tokens,
+        };
+        if pool.set_others_day(key, *ends, others, Instant::now()) {
+            tracing::info!(
+                credential = %key,
+                "at its limit of the day, counting the other servers' requests and tokens; out of rotation until the quota reset"
+            );
+        }
     }
     Ok(())
 }

@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use migrate::{Migrated, migrate};
 pub use place::{Copied, Listing, Location, Problem, Saved, Stored};
 pub use postgres::{
-    Change, ChangeFeed, CredentialState, EncryptionKey, Held, LimitsChange, PgStore, RowLock,
-    SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
+    Change, ChangeFeed, CredentialState, DayCount, EncryptionKey, Held, LimitsChange, PgStore,
+    RowLock, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
 };
 pub use store::{AccountLock, AccountStore};

@@ -95,7 +95,7 @@ pub use credential::{
     Access, AccessSource, BoxFuture, Credential, Flavor, ReasoningStyle, RefreshFailure,
     StaticAccess,
 };
-pub use day::{DailyLimits, DayStatus};
+pub use day::{Counts, DailyLimits, DayStatus};
 pub use entry::Routing;
 pub use error::Unavailable;
 pub use lease::{SlotGrant, SlotNeed, Unused, batch_size};

@@ -99,6 +99,15 @@ pub struct Held {
     pub failures: u32,
 }
 
+/// One server's counts of a day of a credential, or the other servers' sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DayCount {
+    /// Requests of the day.
+    pub requests: u64,
+    /// Tokens of the day.
+    pub tokens: u64,
+}
+
 /// What the limits feed says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LimitsChange {
@@ -249,6 +258,55 @@ impl PgStore {
             transaction.notify(LIMITS_CHANNEL, &payload).await?;
         }
         transaction.commit().await
+    }
+
+    /// Writes this server's counts of the days of credentials (key, when the day ends in
+    /// seconds since the Unix epoch, counts) and returns, for each, what the other servers
+    /// counted in the same day. Days that ended over a day ago are deleted.
+    pub async fn sync_day_counts(
+        &self,
+        days: &[(String, i64, DayCount)],
+    ) -> Result<Vec<DayCount>, StoreError> {
+        let op = "share the counts of the day";
+        let transaction = self.begin(op).await?;
+        let client = transaction.client();
+        let fail = |error: tokio_postgres::Error| self.fail(op, &error);
+        client
+            .execute(
+                "DELETE FROM cliproxy_day_counts WHERE day_ends < now() - interval '1 day'",
+                &[],
+            )
+            .await
+            .map_err(fail)?;
+        let mut others = Vec::with_capacity(days.len());
+        for (key, ends, counts) in days {
+            let requests = i64::try_from(counts.requests).unwrap_or(i64::MAX);
+            let tokens = i64::try_from(counts.tokens).unwrap_or(i64::MAX);
+            let row = client
+                .query_one(
+                    "WITH mine AS (
+                         INSERT INTO cliproxy_day_counts
+                             (scope, key, day_ends, server, requests, tokens)
+                         VALUES ('credential', $1, to_timestamp($2::bigint), $3, $4, $5)
+                         ON CONFLICT (scope, key, day_ends, server) DO UPDATE
+                         SET requests = EXCLUDED.requests, tokens = EXCLUDED.tokens
+                     )
+                     SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(tokens), 0)::bigint
+                     FROM cliproxy_day_counts
+                     WHERE scope = 'credential' AND key = $1
+                       AND day_ends = to_timestamp($2::bigint) AND server <> $3",
+                    &[key, ends, &self.inner.origin, &requests, &tokens],
+                )
+                .await
+                .map_err(fail)?;
+            let (requests, tokens): (i64, i64) = (row.get(0), row.get(1));
+            others.push(DayCount {
+                requests: u64::try_from(requests).unwrap_or(0),
+                tokens: u64::try_from(tokens).unwrap_or(0),
+            });
+        }
+        transaction.commit().await?;
+        Ok(others)
     }
 
     /// Every state that holds now.

@@ -22,7 +22,9 @@ use token_store::{AccountKey, KNOWN_PROVIDERS, STATUS_KEY, TokenRecord};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config};
 
-pub use limits::{CredentialState, Held, LimitsChange, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind};
+pub use limits::{
+    CredentialState, DayCount, Held, LimitsChange, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
+};
 pub use listen::{Change, ChangeFeed};
 pub use schema::known_version;
 pub use seal::EncryptionKey;

@@ -7,9 +7,10 @@
 //! exactly as without this module: no leases, nothing noted.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{Inner, Pool};
+use crate::day::{Counts, DailyLimits, Day};
 use crate::entry::{Backoff, Entry, Exhaustion, Refusal};
 use crate::lease::{Leases, SlotGrant, SlotNeed};
 
@@ -215,6 +216,52 @@ impl<C> Pool<C> {
     /// The wait until a slot may be held, when this server holds none.
     pub fn take_client_slot(&self, name: &str, now: Instant) -> Result<(), Duration> {
         self.client_caps.take(name, now)
+    }
+
+    /// This server's counts of the day of every credential with a daily limit, at `now`
+    /// (`wall` by the wall clock), starting its day when it has none: (key, when the day ends
+    /// by the wall clock, counts), to add up with the other servers'.
+    #[must_use]
+    pub fn day_counts(
+        &self,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<(Arc<str>, SystemTime, Counts)> {
+        let mut inner = self.lock();
+        let reset = inner.reset;
+        inner
+            .entries
+            .iter_mut()
+            .filter(|entry| entry.limits != DailyLimits::default())
+            .map(|entry| {
+                let day = Day::current(&mut entry.day, reset, now, wall);
+                (Arc::clone(&entry.key), day.ends_wall(), day.own())
+            })
+            .collect()
+    }
+
+    /// Sets what the other servers counted in `key`'s day that ends at `ends` (ignored when its
+    /// day ends otherwise, or it has none). `true` when that put it at a limit of the day at
+    /// `now`.
+    pub fn set_others_day(
+        &self,
+        key: &str,
+        ends: SystemTime,
+        others: Counts,
+        now: Instant,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return false;
+        };
+        let entry = &mut inner.entries[i];
+        let limits = entry.limits;
+        let Some(day) = entry.day.as_mut().filter(|day| day.ends_wall() == ends) else {
+            return false;
+        };
+        let before = day.limited_for(limits, now).is_some();
+        day.set_others(others);
+        !before && day.limited_for(limits, now).is_some()
     }
 
     /// Like [`Pool::slot_needs`], for client keys (the key is the client key's name).
