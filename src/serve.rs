@@ -136,14 +136,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Tells the pool which client keys have a `requests-per-minute`, so a shared store shares
-/// their caps too.
+/// Tells the pool which client keys have a `requests-per-minute` or a `tokens-per-day`, so a
+/// shared store shares them too.
 pub(crate) fn set_client_caps<C>(pool: &Pool<C>, client_keys: &[proxy_server::ClientKeyConfig]) {
+    let daily: Vec<std::sync::Arc<str>> = client_keys
+        .iter()
+        .filter(|key| key.tokens_per_day.is_some())
+        .map(|key| key.name.as_str().into())
+        .collect();
     pool.set_client_caps(
         client_keys
             .iter()
             .filter_map(|key| Some((key.name.as_str().into(), key.requests_per_minute?.get())))
             .collect(),
+        &daily,
     );
 }
 

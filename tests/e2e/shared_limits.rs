@@ -348,3 +348,52 @@ async fn an_accounts_requests_per_day_counts_every_servers_requests() {
         "the day's three, across both servers"
     );
 }
+
+#[tokio::test]
+async fn a_client_keys_tokens_per_day_counts_every_servers_answers() {
+    let Some(url) = test_postgres::database().await else {
+        return;
+    };
+    const KEY: &str = "team-key-0123456789";
+    let fake = fake_qwen().await;
+    let sandbox = Sandbox::new(&fake);
+    write_account(&sandbox, &fake, "only@example.com", DAY);
+    move_into(&sandbox, &url).await;
+    let config = format!(
+        "[qwen]\nrequests-per-minute = 0\n\
+         [[client-keys]]\nname = \"team\"\nkey = \"{KEY}\"\ntokens-per-day = 1"
+    );
+    let first = servers(&sandbox, &url, 1, &config).await;
+    let mut second = Server::builder(&sandbox)
+        .env("CLIPROXY_STORE_URL", &url)
+        .env("CLIPROXY_LOG", "info,account_runtime=debug")
+        .config(&config)
+        .start()
+        .await;
+    let as_team = |server: &Server| {
+        reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&serde_json::json!({
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "hello"}],
+            }))
+            .send()
+    };
+
+    // One answer uses the key's day on the first server.
+    assert_eq!(as_team(&first[0]).await.unwrap().status(), 200);
+    let heard = second
+        .wait_for_log("tokens of the day counted by the other servers")
+        .await;
+    assert!(heard.contains("team"), "{heard}");
+    let answer = as_team(&second).await.unwrap();
+    assert_eq!(answer.status(), 429);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("tokens of the day"), "{body}");
+    assert_eq!(
+        fake.chat_requests().len(),
+        1,
+        "the day's tokens, across both servers"
+    );
+}

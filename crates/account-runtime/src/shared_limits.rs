@@ -153,40 +153,66 @@ async fn step<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Adds this server's counts of the day to the other servers', for credentials with a
-/// daily limit.
+/// Adds this server's counts of the day to the other servers', for credentials with a daily
+/// limit and client keys with a `tokens-per-day`.
 async fn share_days<C>(pool: &Pool<C>, store: &PgStore) -> Result<(), StoreError> {
-    let days = pool.day_counts(Instant::now(), SystemTime::now());
-    if days.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<(String, i64, DayCount)> = days
-        .iter()
-        .map(|(key, ends, counts)| {
-            let ends = ends.duration_since(UNIX_EPOCH).map_or(0, |since| {
-                i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
-            });
-            let counts = DayCount {
-                requests: counts.requests,
-                tokens: counts.tokens,
+    let wall = SystemTime::now();
+    let days = pool.day_counts(Instant::now(), wall);
+    if !days.is_empty() {
+        let rows: Vec<(String, i64, DayCount)> = days
+            .iter()
+            .map(|(key, ends, counts)| {
+                let counts = DayCount {
+                    requests: counts.requests,
+                    tokens: counts.tokens,
+                };
+                (key.to_string(), epoch_seconds(*ends), counts)
+            })
+            .collect();
+        let others = exchange(store, store.sync_day_counts("credential", &rows)).await?;
+        for ((key, ends, _), others) in days.iter().zip(others) {
+            let others = Counts {
+                requests: others.requests,
+                tokens: others.tokens,
             };
-            (key.to_string(), ends, counts)
-        })
-        .collect();
-    let others = exchange(store, store.sync_day_counts(&rows)).await?;
-    for ((key, ends, _), others) in days.iter().zip(others) {
-        let others = Counts {
-            requests: others.requests,
-            tokens: others.tokens,
-        };
-        if pool.set_others_day(key, *ends, others, Instant::now()) {
-            tracing::info!(
-                credential = %key,
-                "at its limit of the day, counting the other servers' requests and tokens; out of rotation until the quota reset"
-            );
+            if pool.set_others_day(key, *ends, others, Instant::now()) {
+                tracing::info!(
+                    credential = %key,
+                    "at its limit of the day, counting the other servers' requests and tokens; out of rotation until the quota reset"
+                );
+            }
+        }
+    }
+    let clients = pool.client_day_counts(wall);
+    if !clients.is_empty() {
+        let rows: Vec<(String, i64, DayCount)> = clients
+            .iter()
+            .map(|(name, ends, tokens)| {
+                let counts = DayCount {
+                    requests: 0,
+                    tokens: *tokens,
+                };
+                (name.to_string(), epoch_seconds(*ends), counts)
+            })
+            .collect();
+        let others = exchange(store, store.sync_day_counts("client", &rows)).await?;
+        for ((name, ends, _), others) in clients.iter().zip(others) {
+            if pool.set_client_others_day(name, *ends, others.tokens) {
+                tracing::debug!(
+                    client = %name,
+                    tokens = others.tokens,
+                    "tokens of the day counted by the other servers"
+                );
+            }
         }
     }
     Ok(())
+}
+
+fn epoch_seconds(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+    })
 }
 
 /// The prefix of a credential's cap in the shared count.

@@ -29,10 +29,10 @@ CREATE TABLE cliproxy_credential_states (
     PRIMARY KEY (key, kind, model)
 );
 
--- Requests and tokens of credentials with a requests-per-day or tokens-per-day, counted per
--- day by each server (`server` names the process) and summed when read. `scope` is
--- "credential" (room for other kinds of counts later); `day_ends` is when the day ends (the
--- quota reset). Rows of days that ended over a day ago are deleted by the next write.
+-- Requests and tokens of a day, counted by each server (`server` names the process) and
+-- summed when read: `scope` is "credential" (a credential with a requests-per-day or
+-- tokens-per-day) or "client" (a client key's tokens-per-day); `day_ends` is when the day
+-- ends (the quota reset). Rows of days that ended over a day ago are deleted by the next write.
 CREATE TABLE cliproxy_day_counts (
     scope    text NOT NULL,
     key      text NOT NULL,

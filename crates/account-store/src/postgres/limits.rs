@@ -260,11 +260,13 @@ impl PgStore {
         transaction.commit().await
     }
 
-    /// Writes this server's counts of the days of credentials (key, when the day ends in
-    /// seconds since the Unix epoch, counts) and returns, for each, what the other servers
-    /// counted in the same day. Days that ended over a day ago are deleted.
+    /// Writes this server's counts of the days of credentials or client keys (`scope`:
+    /// `credential` or `client`; key, when the day ends in seconds since the Unix epoch,
+    /// counts) and returns, for each, what the other servers counted in the same day. Days that
+    /// ended over a day ago are deleted.
     pub async fn sync_day_counts(
         &self,
+        scope: &str,
         days: &[(String, i64, DayCount)],
     ) -> Result<Vec<DayCount>, StoreError> {
         let op = "share the counts of the day";
@@ -287,15 +289,15 @@ impl PgStore {
                     "WITH mine AS (
                          INSERT INTO cliproxy_day_counts
                              (scope, key, day_ends, server, requests, tokens)
-                         VALUES ('credential', $1, to_timestamp($2::bigint), $3, $4, $5)
+                         VALUES ($6, $1, to_timestamp($2::bigint), $3, $4, $5)
                          ON CONFLICT (scope, key, day_ends, server) DO UPDATE
                          SET requests = EXCLUDED.requests, tokens = EXCLUDED.tokens
                      )
                      SELECT coalesce(sum(requests), 0)::bigint, coalesce(sum(tokens), 0)::bigint
                      FROM cliproxy_day_counts
-                     WHERE scope = 'credential' AND key = $1
+                     WHERE scope = $6 AND key = $1
                        AND day_ends = to_timestamp($2::bigint) AND server <> $3",
-                    &[key, ends, &self.inner.origin, &requests, &tokens],
+                    &[key, ends, &self.inner.origin, &requests, &tokens, &scope],
                 )
                 .await
                 .map_err(fail)?;

@@ -202,10 +202,41 @@ impl<C> Pool<C> {
         self.client_caps.share(on);
     }
 
-    /// The client keys with a `requests-per-minute` (name, cap), whose caps are shared while
-    /// [`Pool::share_limits`] is on; replaces the previous list (a config reload).
-    pub fn set_client_caps(&self, caps: Vec<(Arc<str>, u32)>) {
+    /// The client keys with a `requests-per-minute` (name, cap) and those with a
+    /// `tokens-per-day`, whose limits are shared while [`Pool::share_limits`] is on; replaces
+    /// the previous lists (a config reload).
+    pub fn set_client_caps(&self, caps: Vec<(Arc<str>, u32)>, daily: &[Arc<str>]) {
         self.client_caps.set(caps);
+        self.client_caps.set_days(daily);
+    }
+
+    /// Counts `tokens` of an answer to client key `name` toward its day shared with the other
+    /// servers (a no-op unless sharing is on and the key has a `tokens-per-day`).
+    pub fn spend_client_tokens(&self, name: &str, tokens: u64, wall: SystemTime) {
+        if tokens > 0 && self.client_caps.is_on() {
+            let reset = self.lock().reset;
+            self.client_caps.spend(name, tokens, reset, wall);
+        }
+    }
+
+    /// The tokens other servers counted in client key `name`'s day `wall` is in (0 unless
+    /// sharing is on).
+    #[must_use]
+    pub fn client_tokens_elsewhere(&self, name: &str, wall: SystemTime) -> u64 {
+        self.client_caps.others(name, wall)
+    }
+
+    /// Like [`Pool::day_counts`], for client keys with a `tokens-per-day`: (name, when the day
+    /// ends, this server's tokens).
+    #[must_use]
+    pub fn client_day_counts(&self, wall: SystemTime) -> Vec<(Arc<str>, SystemTime, u64)> {
+        let reset = self.lock().reset;
+        self.client_caps.day_counts(reset, wall)
+    }
+
+    /// Like [`Pool::set_others_day`], for client key `name`'s tokens; `true` when they changed.
+    pub fn set_client_others_day(&self, name: &str, ends: SystemTime, tokens: u64) -> bool {
+        self.client_caps.set_others(name, ends, tokens)
     }
 
     /// Takes a slot of client key `name`'s shared cap at `now` (its own minute window has room):
