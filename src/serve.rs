@@ -40,7 +40,7 @@ pub async fn run(
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
-    set_client_caps(&pool, &serve.server.client_keys);
+    crate::client_limits::set_client_caps(&pool, &serve.server.client_keys);
     let store = crate::store::open(settings, crate::store::Trust::TokenFiles).await?;
     if let AccountStore::Postgres(_) = store {
         // No token files, but the status sockets `accounts list` reads live states from.
@@ -134,23 +134,6 @@ pub async fn run(
     }
     served?;
     Ok(())
-}
-
-/// Tells the pool which client keys have a `requests-per-minute` or a `tokens-per-day`, so a
-/// shared store shares them too.
-pub(crate) fn set_client_caps<C>(pool: &Pool<C>, client_keys: &[proxy_server::ClientKeyConfig]) {
-    let daily: Vec<std::sync::Arc<str>> = client_keys
-        .iter()
-        .filter(|key| key.tokens_per_day.is_some())
-        .map(|key| key.name.as_str().into())
-        .collect();
-    pool.set_client_caps(
-        client_keys
-            .iter()
-            .filter_map(|key| Some((key.name.as_str().into(), key.requests_per_minute?.get())))
-            .collect(),
-        &daily,
-    );
 }
 
 /// Starts what keeps the accounts in step with the store while the server runs: the auth
