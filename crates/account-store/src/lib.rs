@@ -1,7 +1,9 @@
 //! Where accounts live: the auth dir (token files, the embedded default) or a PostgreSQL
 //! database that several servers share (`[store] kind = "postgres"`). [`AccountStore`] gives
 //! both one async interface: list, lock-and-re-read, write under the lock, save a login, copy
-//! an account in (`cliproxy store migrate`), log out, disable.
+//! an account in (`cliproxy store migrate`), log out, disable. The database also holds what
+//! its servers share of their limits (`postgres::limits`): rate-cap slots, credential states
+//! and the counts of the day.
 //!
 //! Invariants:
 //! - An account is written only under its lock, after re-reading it under that lock: the

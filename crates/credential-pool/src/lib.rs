@@ -38,6 +38,11 @@
 //!   tokens ([`Pool::spend_tokens`]) count toward the day that ends at the pool's
 //!   [`QuotaReset`]; at its [`DailyLimits`] it leaves rotation until then, and a success
 //!   report does not bring it back early.
+//! - **Shared limits are opt-in.** Until [`Pool::share_limits`] turns sharing on, no
+//!   credential holds slot leases and no state change is noted: a pick costs what it did.
+//!   With it on, a capped credential sends only with a slot of a lease ([`SlotGrant`]) besides
+//!   room in its own window, and states applied from other servers
+//!   ([`Pool::apply_shared_state`]) are never noted again.
 //! - **Time is a parameter.** Nothing in this crate reads the clock: instants drive windows,
 //!   cooldowns and probes; the wall clock, where given, decides which day it is.
 //!
