@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod client_limits;
 mod config_check;
 mod init;
 mod management_routes;

@@ -126,6 +126,7 @@ fn apply(reload: &ConfigReload, running: &Settings) -> Option<Settings> {
     };
     reload.pool.set_strategy(serve.routing_strategy);
     reload.pool.set_quota_reset(serve.server.quota_reset);
+    crate::client_limits::set_client_caps(&reload.pool, &serve.server.client_keys);
     let upstreams = replace_api_keys(&reload.pool, running, &settings);
     let mut restart_needed: Vec<&str> = applied.restart_needed;
     restart_needed.extend(restart_needed_here(running, &settings));

@@ -40,6 +40,7 @@ pub async fn run(
         ..PoolConfig::default()
     }));
     add_api_keys(&pool, &serve.openai_compat);
+    crate::client_limits::set_client_caps(&pool, &serve.server.client_keys);
     let store = crate::store::open(settings, crate::store::Trust::TokenFiles).await?;
     if let AccountStore::Postgres(_) = store {
         // No token files, but the status sockets `accounts list` reads live states from.
@@ -59,6 +60,13 @@ pub async fn run(
     );
     let loaded = accounts.reconcile().await?;
     let _follow = follow_store(&accounts, &store)?;
+    // Rate caps, cooldowns and refusals hold across the servers of one database.
+    let _shared_limits = match &store {
+        AccountStore::Postgres(pg) => {
+            Some(account_runtime::share_limits(Arc::clone(&pool), pg.clone()).await)
+        }
+        AccountStore::Dir(_) => None,
+    };
     let _status = status::listen(&settings.auth_dir, Arc::clone(&accounts), Arc::clone(&pool));
     if pool.is_empty() {
         tracing::warn!(

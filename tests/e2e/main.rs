@@ -19,6 +19,7 @@ mod run;
 mod sdk;
 mod serve;
 mod serve_guards;
+mod shared_limits;
 mod store;
 mod support;
 mod upstream_network;

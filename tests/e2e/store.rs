@@ -373,7 +373,7 @@ async fn tokens_sealed_with_the_encryption_key_serve_only_with_it() {
 
 /// Copies the sandbox's token files into the database at `url`, then removes the auth dir, so
 /// that the servers can use only the database.
-async fn move_into(sandbox: &Sandbox, url: &str) {
+pub(crate) async fn move_into(sandbox: &Sandbox, url: &str) {
     let auth_dir = sandbox.auth_dir();
     sandbox
         .run(

@@ -1,7 +1,9 @@
 //! Where accounts live: the auth dir (token files, the embedded default) or a PostgreSQL
 //! database that several servers share (`[store] kind = "postgres"`). [`AccountStore`] gives
 //! both one async interface: list, lock-and-re-read, write under the lock, save a login, copy
-//! an account in (`cliproxy store migrate`), log out, disable.
+//! an account in (`cliproxy store migrate`), log out, disable. The database also holds what
+//! its servers share of their limits (`postgres::limits`): rate-cap slots, credential states
+//! and the counts of the day.
 //!
 //! Invariants:
 //! - An account is written only under its lock, after re-reading it under that lock: the
@@ -23,5 +25,8 @@ pub use dir::{FileStamp, Written};
 pub use error::StoreError;
 pub use migrate::{Migrated, migrate};
 pub use place::{Copied, Listing, Location, Problem, Saved, Stored};
-pub use postgres::{Change, ChangeFeed, EncryptionKey, PgLedger, PgStore, RowLock};
+pub use postgres::{
+    Change, ChangeFeed, CredentialState, DayCount, EncryptionKey, Held, LimitsChange, PgLedger,
+    PgStore, RowLock, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
+};
 pub use store::{AccountLock, AccountStore};

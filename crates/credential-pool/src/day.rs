@@ -32,6 +32,17 @@ pub(crate) struct Day {
     ends: Instant,
     requests: u64,
     tokens: u64,
+    /// What other servers sharing the limits counted this day (see [`crate::Pool::day_counts`]).
+    others: Counts,
+}
+
+/// Requests and tokens of a day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Requests sent.
+    pub requests: u64,
+    /// Tokens of their answers.
+    pub tokens: u64,
 }
 
 /// One credential's day, as [`crate::CredentialStatus`] shows it.
@@ -78,6 +89,7 @@ impl Day {
                     ends: now.checked_add(left).unwrap_or(now),
                     requests: 0,
                     tokens: 0,
+                    others: Counts::default(),
                 }
             });
         slot.insert(day)
@@ -91,8 +103,34 @@ impl Day {
         self.tokens = self.tokens.saturating_add(tokens);
     }
 
+    /// When the day ends, by the wall clock.
+    pub(crate) fn ends_wall(&self) -> SystemTime {
+        self.ends_wall
+    }
+
+    /// This server's counts of the day.
+    pub(crate) fn own(&self) -> Counts {
+        Counts {
+            requests: self.requests,
+            tokens: self.tokens,
+        }
+    }
+
+    /// Sets what the other servers counted this day.
+    pub(crate) fn set_others(&mut self, others: Counts) {
+        self.others = others;
+    }
+
+    fn total_requests(&self) -> u64 {
+        self.requests.saturating_add(self.others.requests)
+    }
+
+    fn total_tokens(&self) -> u64 {
+        self.tokens.saturating_add(self.others.tokens)
+    }
+
     /// Whether this day is still running at `now`.
-    fn running(&self, now: Instant) -> bool {
+    pub(crate) fn running(&self, now: Instant) -> bool {
         now < self.ends
     }
 
@@ -102,9 +140,9 @@ impl Day {
             return None;
         }
         let over = |limit: Option<NonZeroU64>, used: u64| limit.is_some_and(|l| used >= l.get());
-        if over(limits.requests, self.requests) {
+        if over(limits.requests, self.total_requests()) {
             Some(Reached::Requests)
-        } else if over(limits.tokens, self.tokens) {
+        } else if over(limits.tokens, self.total_tokens()) {
             Some(Reached::Tokens)
         } else {
             None
@@ -127,8 +165,8 @@ impl Day {
         };
         if day.running(now) {
             return DayStatus {
-                requests: day.requests,
-                tokens: day.tokens,
+                requests: day.total_requests(),
+                tokens: day.total_tokens(),
                 limits,
                 resets_in: Some(day.ends.saturating_duration_since(now)),
                 limited_for: day.limited_for(limits, now),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Models;
 use crate::day::{DailyLimits, Day};
+use crate::lease::Leases;
 use crate::rate::RateWindow;
 use crate::upstream_said::UpstreamSaid;
 
@@ -68,6 +69,8 @@ pub(crate) struct Entry<C> {
     pub(crate) routing: Routing,
     pub(crate) disabled: Option<String>,
     pub(crate) rate: Option<RateWindow>,
+    /// Its slots of a rate cap shared with other servers; `None`: its own window only.
+    pub(crate) leases: Option<Leases>,
     /// Per model id; an entry stays after its cooldown ends so consecutive
     /// failures keep counting until a success.
     pub(crate) backoff: HashMap<Box<str>, Backoff>,
@@ -113,6 +116,7 @@ impl<C> Entry<C> {
             routing: Routing::default(),
             disabled: None,
             rate,
+            leases: None,
             backoff: HashMap::new(),
             refusal: None,
             exhaustion: None,
@@ -138,7 +142,11 @@ impl<C> Entry<C> {
             .get(model)
             .filter(|state| state.until > now)
             .map(|state| state.until.saturating_duration_since(now));
-        let capped = self.rate.as_mut().and_then(|window| window.wait(now));
+        let capped = self
+            .rate
+            .as_mut()
+            .and_then(|window| window.wait(now))
+            .max(self.leases.as_ref().and_then(|leases| leases.wait(now)));
         let day_limited = self
             .day
             .as_ref()

@@ -38,6 +38,11 @@
 //!   tokens ([`Pool::spend_tokens`]) count toward the day that ends at the pool's
 //!   [`QuotaReset`]; at its [`DailyLimits`] it leaves rotation until then, and a success
 //!   report does not bring it back early.
+//! - **Shared limits are opt-in.** Until [`Pool::share_limits`] turns sharing on, no
+//!   credential holds slot leases and no state change is noted: a pick costs what it did.
+//!   With it on, a capped credential sends only with a slot of a lease ([`SlotGrant`]) besides
+//!   room in its own window, and states applied from other servers
+//!   ([`Pool::apply_shared_state`]) are never noted again.
 //! - **Time is a parameter.** Nothing in this crate reads the clock: instants drive windows,
 //!   cooldowns and probes; the wall clock, where given, decides which day it is.
 //!
@@ -76,11 +81,13 @@
 
 mod affinity;
 mod candidates;
+mod client_caps;
 mod config;
 mod credential;
 mod day;
 mod entry;
 mod error;
+mod lease;
 mod pool;
 mod quota_reset;
 mod rate;
@@ -93,11 +100,13 @@ pub use credential::{
     Access, AccessSource, BoxFuture, Credential, Flavor, ReasoningStyle, RefreshFailure,
     StaticAccess,
 };
-pub use day::{DailyLimits, DayStatus};
+pub use day::{Counts, DailyLimits, DayStatus};
 pub use entry::Routing;
 pub use error::Unavailable;
+pub use lease::{SlotGrant, SlotNeed, Unused, batch_size};
 pub use pool::{
-    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, Slot,
+    CredentialStatus, Lease, ModelCooldown, Outcome, Pool, RefusedStatus, Selection, SharedState,
+    Slot, StateChange,
 };
 pub use quota_reset::{InvalidQuotaReset, QuotaReset};
 pub use rate::RateWindow;

@@ -24,6 +24,10 @@ use crate::quota_reset::QuotaReset;
 use crate::rate::{RateWindow, WINDOW};
 use crate::upstream_said::{UpstreamSaid, UpstreamStatus};
 
+mod shared;
+
+pub use shared::{SharedState, StateChange};
+
 /// Longest cooldown a single report can impose, whatever `Retry-After` says.
 const MAX_COOLDOWN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -178,6 +182,8 @@ pub struct Pool<C> {
     affinity: Affinity,
     /// Whether some credential has a `tokens-per-day`, read without the lock.
     token_limits: AtomicBool,
+    /// Client keys' caps shared with other servers.
+    client_caps: crate::client_caps::ClientCaps,
 }
 
 struct Inner<C> {
@@ -199,6 +205,8 @@ struct Inner<C> {
     strategy: Strategy,
     /// When a day of [`DailyLimits`] ends: the config's until [`Pool::set_quota_reset`].
     reset: QuotaReset,
+    /// Limits shared with other servers: `None` until [`Pool::share_limits`].
+    sharing: Option<shared::Sharing>,
 }
 
 impl<C> Inner<C> {
@@ -322,6 +330,9 @@ impl<C> Inner<C> {
             }
             None => false,
         };
+        if let Some(leases) = entry.leases.as_mut() {
+            leases.take(now);
+        }
         if strategy == Strategy::Headroom {
             if capped {
                 let key = Arc::clone(&self.entries[index].key);
@@ -371,8 +382,10 @@ impl<C> Pool<C> {
                 choices: 0,
                 strategy,
                 reset,
+                sharing: None,
             }),
             token_limits: AtomicBool::new(false),
+            client_caps: crate::client_caps::ClientCaps::default(),
         }
     }
 
@@ -413,6 +426,8 @@ impl<C> Pool<C> {
                 }
                 (None, Some(cap)) => Some(RateWindow::new(cap)),
             };
+            inner.fit_leases(i);
+            let entry = &mut inner.entries[i];
             if entry.models != models {
                 entry.models = models;
                 inner.rebuild(strategy);
@@ -430,6 +445,7 @@ impl<C> Pool<C> {
         let index = inner.entries.len();
         inner.index.insert(Arc::clone(&entry.key), index);
         inner.entries.push(entry);
+        inner.fit_leases(index);
         inner.place(index, strategy);
     }
 
@@ -564,7 +580,9 @@ impl<C> Pool<C> {
         let Some(&i) = inner.index.get(key) else {
             return false;
         };
-        inner.entries[i].refusal = None;
+        if inner.entries[i].refusal.take().is_some() {
+            inner.refusal_ended(i);
+        }
         true
     }
 
@@ -730,6 +748,10 @@ impl<C> Pool<C> {
                 .rate
                 .as_mut()
                 .is_some_and(|window| window.wait(now).is_some())
+            || entry
+                .leases
+                .as_ref()
+                .is_some_and(|leases| leases.wait(now).is_some())
         {
             return Slot::Capped;
         }
@@ -744,6 +766,7 @@ impl<C> Pool<C> {
         let Some(&i) = inner.index.get(key) else {
             return;
         };
+        let before = inner.before_report(i, model);
         let entry = &mut inner.entries[i];
         match outcome {
             Outcome::Failed => {}
@@ -794,6 +817,7 @@ impl<C> Pool<C> {
                 }
             }
         }
+        inner.after_report(i, model, before);
     }
 
     /// The refused credentials whose probe is due at `now`. Each is handed out once per due
@@ -833,7 +857,9 @@ impl<C> Pool<C> {
         };
         let entry = &mut inner.entries[i];
         if worked {
-            entry.refusal = None;
+            if entry.refusal.take().is_some() {
+                inner.refusal_ended(i);
+            }
         } else if let Some(refusal) = entry.refusal.as_mut() {
             refusal.probes = refusal.probes.saturating_add(1);
         }
@@ -936,7 +962,11 @@ fn status<C>(entry: &Entry<C>, now: Instant) -> CredentialStatus {
             .as_ref()
             .map_or(0, |window| window.in_window(now)),
         requests_per_minute: entry.rate.as_ref().map(RateWindow::cap),
-        capped_for: entry.rate.as_ref().and_then(|window| window.wait_at(now)),
+        capped_for: entry
+            .rate
+            .as_ref()
+            .and_then(|window| window.wait_at(now))
+            .or_else(|| entry.leases.as_ref().and_then(|leases| leases.wait(now))),
         refused: entry.refusal.map(|refusal| RefusedStatus {
             status: refusal.status,
             since: now.saturating_duration_since(refusal.since),

@@ -12,7 +12,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use credential_pool::{RateWindow, Scope};
+use credential_pool::{Pool, RateWindow, Scope};
 
 use crate::config::ClientKeyConfig;
 use crate::glob::glob_matches;
@@ -113,9 +113,20 @@ impl Client {
     /// # Errors
     ///
     /// [`Limited`] says which limit is reached and how long until it frees.
+    #[cfg(test)]
     pub(crate) fn admit(&self, now: Instant, wall: SystemTime) -> Result<(), Limited> {
+        self.admit_counting(0, now, wall)
+    }
+
+    /// [`Client::admit`], with `elsewhere` tokens of the day that other servers counted.
+    fn admit_counting(
+        &self,
+        elsewhere: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), Limited> {
         if let Some(day) = &self.day
-            && let Some(wait) = day.exhausted(wall)
+            && let Some(wait) = day.exhausted(elsewhere, wall)
         {
             return Err(Limited::Tokens {
                 per_day: day.cap,
@@ -128,6 +139,34 @@ impl Client {
                 per_minute: window.cap(),
                 wait,
             })?;
+        }
+        Ok(())
+    }
+
+    /// [`Client::admit`], then a slot of the key's `requests-per-minute` shared with other
+    /// servers through `pool` (a no-op unless the pool shares limits).
+    ///
+    /// # Errors
+    ///
+    /// [`Limited`] says which limit is reached and how long until it frees.
+    pub(crate) fn admit_shared<C>(
+        &self,
+        pool: &Pool<C>,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<(), Limited> {
+        let elsewhere = if self.day.is_some() {
+            pool.client_tokens_elsewhere(&self.name, wall)
+        } else {
+            0
+        };
+        self.admit_counting(elsewhere, now, wall)?;
+        if let Some(minute) = &self.minute {
+            pool.take_client_slot(&self.name, now)
+                .map_err(|wait| Limited::Requests {
+                    per_minute: minute.lock().unwrap_or_else(PoisonError::into_inner).cap(),
+                    wait,
+                })?;
         }
         Ok(())
     }
@@ -172,11 +211,12 @@ impl DailyTokens {
         used
     }
 
-    /// `Some(time until the day ends)` when the day's tokens are used.
-    fn exhausted(&self, now: SystemTime) -> Option<Duration> {
+    /// `Some(time until the day ends)` when the day's tokens, with `elsewhere` tokens other
+    /// servers counted, are used.
+    fn exhausted(&self, elsewhere: u64, now: SystemTime) -> Option<Duration> {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let day = self.current(&mut used, now);
-        (day.tokens >= self.cap.get()).then(|| {
+        (day.tokens.saturating_add(elsewhere) >= self.cap.get()).then(|| {
             day.ends
                 .and_then(|ends| ends.duration_since(now).ok())
                 .unwrap_or_default()

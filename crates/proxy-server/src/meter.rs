@@ -236,6 +236,9 @@ impl Drop for Meter {
         let now = SystemTime::now();
         let spent = tokens.prompt + tokens.completion;
         self.client.spend(spent, now);
+        if self.client.counts_tokens() {
+            self.pool.spend_client_tokens(&self.client.name, spent, now);
+        }
         if let Some(key) = &self.key
             && spent > 0
         {

@@ -1,6 +1,7 @@
 //! The credential pool's selection cost: runs credential-pool's `select_cost` example (an
 //! optimised build) and returns its Markdown tables, one pick at 10, 100 and 1,000 credentials
-//! for each strategy. Pure CPU in one process: no network, no child left behind.
+//! for each strategy, then its `shared_cost` example (a pick with rate caps shared through
+//! slot leases). Pure CPU in one process: no network, no child left behind.
 
 use std::{path::Path, process::Command};
 
@@ -8,9 +9,19 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::cargo;
 
-/// The example's tables; `quick` measures 20 ms per cell instead of 200 ms.
+/// The examples' tables: `select_cost` (`quick` measures 20 ms per cell instead of 200 ms),
+/// then `shared_cost`, what slot leases shared through a PostgreSQL store add to a pick.
 pub(crate) fn selection_cost(root: &Path, quick: bool) -> Result<String> {
     eprintln!("  credential selection at 10, 100 and 1,000 credentials per strategy ...");
+    let mut tables = example(root, "select_cost", quick)?;
+    eprintln!("  credential selection with shared rate caps (slot leases) ...");
+    tables.push('\n');
+    tables.push_str(&example(root, "shared_cost", quick)?);
+    Ok(tables)
+}
+
+/// Runs credential-pool's example `name` (an optimised build) and returns what it printed.
+fn example(root: &Path, name: &str, quick: bool) -> Result<String> {
     let mut command = Command::new(cargo());
     command.current_dir(root).args([
         "run",
@@ -20,20 +31,21 @@ pub(crate) fn selection_cost(root: &Path, quick: bool) -> Result<String> {
         "-p",
         "credential-pool",
         "--example",
-        "select_cost",
+        name,
     ]);
     if quick {
         command.args(["--", "--quick"]);
     }
     let output = command
         .output()
-        .context("cannot run cargo for the selection benchmark")?;
+        .with_context(|| format!("cannot run cargo for the {name} benchmark"))?;
     if !output.status.success() {
         bail!(
-            "the selection benchmark failed ({}):\n{}",
+            "the {name} benchmark failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    String::from_utf8(output.stdout).context("the selection benchmark printed non-UTF-8")
+    String::from_utf8(output.stdout)
+        .with_context(|| format!("the {name} benchmark printed non-UTF-8"))
 }

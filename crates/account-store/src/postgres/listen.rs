@@ -43,24 +43,62 @@ impl Drop for ChangeFeed {
     }
 }
 
-/// Starts following the channels; changes made by `origin` (this server) are left out.
+/// What a feed listens to: its channels, how it reads their notifications, and what it says
+/// after (re)connecting.
+pub(crate) struct Channels<T> {
+    /// The channels to `LISTEN` on.
+    pub(crate) names: &'static [&'static str],
+    /// The change a notification (channel, payload, this server's origin) announces.
+    pub(crate) parse: fn(&str, &str, &str) -> Option<T>,
+    /// What the feed says once it listens.
+    pub(crate) resync: T,
+    /// Whether it logs losing and regaining the connection (one feed per server does).
+    pub(crate) logs: bool,
+}
+
+/// Starts following the account channels; changes made by `origin` (this server) are left
+/// out.
 pub(crate) fn follow(
     config: Config,
     target: String,
     origin: String,
     on_reconnect: impl Fn() + Send + Sync + 'static,
 ) -> (ChangeFeed, mpsc::UnboundedReceiver<Change>) {
+    follow_channels(
+        config,
+        target,
+        origin,
+        Channels {
+            names: &[ACCOUNTS_CHANNEL, CREDENTIALS_CHANNEL],
+            parse: change_of,
+            resync: Change::Resync,
+            logs: true,
+        },
+        on_reconnect,
+    )
+}
+
+/// Starts following `channels`; notifications by `origin` (this server) are left out.
+pub(crate) fn follow_channels<T: Clone + Send + Sync + 'static>(
+    config: Config,
+    target: String,
+    origin: String,
+    channels: Channels<T>,
+    on_reconnect: impl Fn() + Send + Sync + 'static,
+) -> (ChangeFeed, mpsc::UnboundedReceiver<T>) {
     let (sender, changes) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         let mut wait = FIRST_RECONNECT_WAIT;
         let mut outage: Option<String> = None;
         loop {
-            let ended = listen(&config, &origin, &sender, || {
+            let ended = listen(&config, &origin, &channels, &sender, || {
                 wait = FIRST_RECONNECT_WAIT;
                 if outage.take().is_some() {
-                    tracing::info!(
-                        "reconnected to the PostgreSQL store {target}; catching up on changes"
-                    );
+                    if channels.logs {
+                        tracing::info!(
+                            "reconnected to the PostgreSQL store {target}; catching up on changes"
+                        );
+                    }
                     on_reconnect();
                 }
             })
@@ -69,9 +107,11 @@ pub(crate) fn follow(
                 return;
             }
             if outage.is_none() {
-                tracing::warn!(
-                    "lost the connection to the PostgreSQL store {target} ({ended}); serving with the tokens held, no refresh until it is back; reconnecting"
-                );
+                if channels.logs {
+                    tracing::warn!(
+                        "lost the connection to the PostgreSQL store {target} ({ended}); serving with the tokens held, no refresh until it is back; reconnecting"
+                    );
+                }
                 outage = Some(ended);
             }
             tokio::time::sleep(wait).await;
@@ -83,10 +123,11 @@ pub(crate) fn follow(
 
 /// One connection's life: connect, `LISTEN`, say [`Change::Resync`], then pass on
 /// notifications until the connection ends. Returns why it ended.
-async fn listen(
+async fn listen<T: Clone>(
     config: &Config,
     origin: &str,
-    sender: &mpsc::UnboundedSender<Change>,
+    channels: &Channels<T>,
+    sender: &mpsc::UnboundedSender<T>,
     on_listening: impl FnOnce(),
 ) -> String {
     let (client, mut connection) = match config.connect(NoTls).await {
@@ -109,21 +150,22 @@ async fn listen(
             }
         }
     });
-    let listening = client
-        .batch_execute(&format!(
-            "LISTEN {ACCOUNTS_CHANNEL}; LISTEN {CREDENTIALS_CHANNEL}"
-        ))
-        .await;
+    let statements: Vec<String> = channels
+        .names
+        .iter()
+        .map(|name| format!("LISTEN {name}"))
+        .collect();
+    let listening = client.batch_execute(&statements.join("; ")).await;
     if let Err(error) = listening {
         driver.abort();
         return describe_client_error(&error);
     }
     on_listening();
-    let _ = sender.send(Change::Resync);
+    let _ = sender.send(channels.resync.clone());
     let ended = loop {
         match received.recv().await {
             Some(Ok(note)) => {
-                if let Some(change) = change_of(note.channel(), note.payload(), origin) {
+                if let Some(change) = (channels.parse)(note.channel(), note.payload(), origin) {
                     let _ = sender.send(change);
                 }
             }

@@ -7,6 +7,7 @@
 //! it is committed.
 
 mod ledger;
+mod limits;
 mod listen;
 mod pool;
 mod row;
@@ -23,6 +24,9 @@ use tokio::sync::mpsc;
 use tokio_postgres::{Client, Config};
 
 pub use ledger::PgLedger;
+pub use limits::{
+    CredentialState, DayCount, Held, LimitsChange, SLOT_LEASE, SlotAnswer, SlotAsk, StateKind,
+};
 pub use listen::{Change, ChangeFeed};
 pub use schema::known_version;
 pub use seal::EncryptionKey;

@@ -13,6 +13,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "accounts",
         include_str!("../../migrations/0001_accounts.sql"),
     ),
+    (
+        2,
+        "shared_limits",
+        include_str!("../../migrations/0002_shared_limits.sql"),
+    ),
     (3, "usage", include_str!("../../migrations/0003_usage.sql")),
 ];
 

@@ -87,7 +87,7 @@ impl Upstream {
         // Dropped with this future when the client leaves first: counted as a cancel.
         let mut meter = self.usage.meter(&client, request.api, &model);
         // A client key past its own limits never reaches the upstream.
-        if let Err(limited) = client.admit(Instant::now(), SystemTime::now()) {
+        if let Err(limited) = client.admit_shared(&self.pool, Instant::now(), SystemTime::now()) {
             if let Some(meter) = meter {
                 meter.failed(FailureClass::Rate);
             }
