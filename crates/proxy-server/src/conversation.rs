@@ -26,7 +26,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Headers that name a conversation, in the order they are looked at.
-const HEADERS: [HeaderName; 4] = [
+static HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("x-session-affinity"),
     HeaderName::from_static("x-claude-code-session-id"),
     HeaderName::from_static("session-id"),

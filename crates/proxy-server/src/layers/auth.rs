@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use sha2::{Digest as _, Sha256};
 use subtle::{Choice, ConditionallySelectable as _, ConstantTimeEq as _};
 use tower::{Layer, Service};
@@ -26,6 +26,12 @@ use crate::config::ClientKeyConfig;
 use crate::error::BuildError;
 use crate::live::Live;
 use credential_pool::QuotaReset;
+
+/// The headers besides `Authorization` that may carry a client key (Anthropic's, Gemini's).
+static KEY_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
 
 /// Paths served without a key.
 pub(crate) const PUBLIC_PATHS: [&str; 3] = ["/healthz", "/", "/api/hello"];
@@ -122,8 +128,8 @@ impl ClientKeys {
         let bearer = headers
             .get(AUTHORIZATION)
             .and_then(|value| bearer_token(value.as_bytes()));
-        let header_keys = ["x-api-key", "x-goog-api-key"]
-            .into_iter()
+        let header_keys = KEY_HEADERS
+            .iter()
             .filter_map(|name| headers.get(name).map(HeaderValue::as_bytes));
         for candidate in bearer.into_iter().chain(header_keys) {
             consider(candidate);

@@ -8,42 +8,48 @@
 
 use std::sync::LazyLock;
 
-use memchr::memmem::{Finder, FinderRev};
+use memchr::memmem::Finder;
 
 use crate::meter::Usage;
 
-/// The `usage` key, searched from the end (an answer's usage follows its choices).
-static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
-/// The keys of a chunk's text.
-static TEXT: LazyLock<[Finder<'static>; 2]> = LazyLock::new(|| {
-    [
-        Finder::new(b"\"content\""),
-        Finder::new(b"\"reasoning_content\""),
-    ]
-});
+/// The `usage` key. Searched forwards (memchr's vectorised path) even though the last one
+/// wins: a reverse search of a short chunk cost more than the rest of its metering.
+static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+/// The tail both text keys share: `"content"` and `"reasoning_content"` in one search.
+static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"content\""));
 
 /// The `usage` object of a chat-completions answer or chunk: the last `"usage"` key's value,
 /// when it is an object of the expected shape.
 pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
-    USAGE
-        .rfind_iter(json)
-        .filter_map(|at| value_after_key(json, at, USAGE.needle().len()))
-        .find_map(|value| {
-            serde_json::Deserializer::from_slice(value)
-                .into_iter::<Option<Usage>>()
-                .next()?
-                .ok()
-                .flatten()
-        })
+    let mut found = None;
+    for at in USAGE.find_iter(json) {
+        let Some(value) = value_after_key(json, at, USAGE.needle().len()) else {
+            continue;
+        };
+        if let Some(Ok(Some(usage))) = serde_json::Deserializer::from_slice(value)
+            .into_iter::<Option<Usage>>()
+            .next()
+        {
+            found = Some(usage);
+        }
+    }
+    found
 }
 
 /// Characters of text in a chunk's `content` and `reasoning_content` strings, as the client
 /// will see them (an escape counts as one character).
 pub(crate) fn text_chars(json: &[u8]) -> u64 {
-    TEXT.iter()
-        .flat_map(|key| {
-            key.find_iter(json)
-                .filter_map(move |at| value_after_key(json, at, key.needle().len()))
+    CONTENT
+        .find_iter(json)
+        .filter_map(|at| {
+            let key_start = if json[..at].ends_with(b"\"") {
+                at - 1
+            } else if json[..at].ends_with(b"\"reasoning_") {
+                at - b"\"reasoning_".len()
+            } else {
+                return None;
+            };
+            value_after_key(json, key_start, at + CONTENT.needle().len() - key_start)
         })
         .filter_map(string_chars)
         .sum()
@@ -95,6 +101,14 @@ mod tests {
     }
 
     #[test]
+    fn the_last_usage_wins() {
+        let chunk = br#"{"usage":{"prompt_tokens":1},"choices":[],"usage":{"prompt_tokens":2}}"#;
+        assert_eq!(usage(chunk).map(|usage| usage.prompt_tokens), Some(2));
+        let nested = br#"{"choices":[],"usage":{"prompt_tokens":3},"x":{"usage":null}}"#;
+        assert_eq!(usage(nested).map(|usage| usage.prompt_tokens), Some(3));
+    }
+
+    #[test]
     fn usage_in_text_or_null_is_not_usage() {
         assert_eq!(
             usage(
@@ -141,5 +155,9 @@ mod tests {
             0
         );
         assert_eq!(text_chars(br#"{"choices":[{"delta":{"content":"cut"#), 0);
+        assert_eq!(
+            text_chars(br#"{"choices":[{"delta":{"text_content":"x","content":"ab"}}]}"#),
+            2
+        );
     }
 }
