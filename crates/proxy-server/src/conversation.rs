@@ -48,40 +48,92 @@ enum Signal<'a> {
     Opening(&'a str, &'a str),
 }
 
-/// The fields of a body that can name a conversation, borrowed.
-#[derive(Deserialize, Default)]
-struct BodySignals<'a> {
-    #[serde(borrow, default)]
+/// The fields of a body that can name a conversation, borrowed. A body parsed for other
+/// fields too (a chat-completions request's) reads these with [`BodySignals::read`] in the
+/// same pass.
+#[derive(Default)]
+pub(crate) struct BodySignals<'a> {
     metadata: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     prompt_cache_key: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     user: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     system: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     instructions: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     messages: Option<Opening<'a>>,
-    #[serde(borrow, default)]
     input: Option<Opening<'a>>,
+}
+
+impl<'a> BodySignals<'a> {
+    /// Reads the value of `key` from `map` into these signals when it is one of theirs, else
+    /// skips it. A field given twice keeps its last value.
+    pub(crate) fn read<'de: 'a, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match key {
+            "metadata" => self.metadata = map.next_value()?,
+            "prompt_cache_key" => self.prompt_cache_key = map.next_value()?,
+            "user" => self.user = map.next_value()?,
+            "system" => self.system = map.next_value()?,
+            "instructions" => self.instructions = map.next_value()?,
+            "messages" => self.messages = map.next_value()?,
+            "input" => self.input = map.next_value()?,
+            _ => {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for BodySignals<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(SignalsVisitor)
+    }
+}
+
+struct SignalsVisitor;
+
+impl<'de> Visitor<'de> for SignalsVisitor {
+    type Value = BodySignals<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodySignals<'de>, A::Error> {
+        let mut signals = BodySignals::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            signals.read(&key, &mut map)?;
+        }
+        Ok(signals)
+    }
 }
 
 impl Conversations {
     /// The conversation of a request from client key `client` with these headers and body
     /// (chat completions, Messages or Responses JSON); `None` when nothing identifies one.
     pub(crate) fn key(&self, client: &str, headers: &HeaderMap, body: &[u8]) -> Option<u64> {
-        if let Some(value) = HEADERS
+        self.from_headers(client, headers).or_else(|| {
+            let signals: BodySignals<'_> = serde_json::from_slice(body).unwrap_or_default();
+            self.from_body(client, &signals)
+        })
+    }
+
+    /// The conversation a request's headers name, if any: they come before its body.
+    pub(crate) fn from_headers(&self, client: &str, headers: &HeaderMap) -> Option<u64> {
+        let value = HEADERS
             .iter()
             .find_map(|name| headers.get(name))
             .map(http::HeaderValue::as_bytes)
-            .filter(|value| !value.is_empty())
-        {
-            return Some(self.hash(client, &Signal::Header(value)));
-        }
-        let signals: BodySignals<'_> = serde_json::from_slice(body).unwrap_or_default();
-        let owned = body_signal(&signals)?;
-        Some(self.hash(client, &owned.as_signal()))
+            .filter(|value| !value.is_empty())?;
+        Some(self.hash(client, &Signal::Header(value)))
+    }
+
+    /// The conversation the signals of a request's body name, if any.
+    pub(crate) fn from_body(&self, client: &str, signals: &BodySignals<'_>) -> Option<u64> {
+        let signal = body_signal(signals)?;
+        Some(self.hash(client, &signal.as_signal()))
     }
 
     fn hash(&self, client: &str, signal: &Signal<'_>) -> u64 {

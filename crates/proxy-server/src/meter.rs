@@ -66,11 +66,17 @@ impl Usage {
 pub(crate) struct UsageSink {
     recorder: Recorder,
     pool: Arc<Pool<Credential>>,
+    /// The credential of a request no credential served, shared so a meter allocates none.
+    no_credential: Arc<str>,
 }
 
 impl UsageSink {
     pub(crate) fn new(recorder: Recorder, pool: Arc<Pool<Credential>>) -> Self {
-        Self { recorder, pool }
+        Self {
+            recorder,
+            pool,
+            no_credential: Arc::from(""),
+        }
     }
 
     /// A meter for a request of `client` on `api` for `model`, when the ledger, the client's
@@ -83,8 +89,8 @@ impl UsageSink {
             pool: Arc::clone(&self.pool),
             key: None,
             api,
-            model: model.into(),
-            credential: Arc::from(""),
+            model: shared_model(model),
+            credential: Arc::clone(&self.no_credential),
             request_bytes: 0,
             started: Instant::now(),
             first_byte: None,
@@ -97,6 +103,30 @@ impl UsageSink {
 }
 
 /// The meter of one request.
+/// Models a worker thread metered last, newest first: few models carry nearly all requests,
+/// so a meter usually shares a name instead of allocating one. Per thread: no lock is shared.
+const MODELS_KEPT: usize = 4;
+
+thread_local! {
+    static RECENT_MODELS: std::cell::RefCell<Vec<Arc<str>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `model` as a shared name, from this thread's recent models when it is one of them.
+fn shared_model(model: &str) -> Arc<str> {
+    RECENT_MODELS.with_borrow_mut(|recent| {
+        if let Some(at) = recent.iter().position(|known| **known == *model) {
+            let known = recent.remove(at);
+            recent.insert(0, Arc::clone(&known));
+            return known;
+        }
+        let made: Arc<str> = Arc::from(model);
+        recent.truncate(MODELS_KEPT - 1);
+        recent.insert(0, Arc::clone(&made));
+        made
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct Meter {
     client: Arc<Client>,
@@ -270,6 +300,25 @@ impl Drop for Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_shares_the_names_of_its_recent_models() {
+        let first = shared_model("model-a");
+        assert!(Arc::ptr_eq(&first, &shared_model("model-a")));
+        for other in ["b", "c", "d"] {
+            shared_model(other);
+        }
+        assert!(
+            Arc::ptr_eq(&first, &shared_model("model-a")),
+            "still among the last four"
+        );
+        for other in ["e", "f", "g", "h"] {
+            shared_model(other);
+        }
+        let again = shared_model("model-a");
+        assert!(!Arc::ptr_eq(&first, &again), "forgotten after four others");
+        assert_eq!(&*again, "model-a");
+    }
 
     #[test]
     fn reported_usage_wins_and_its_absence_is_estimated_and_marked() {

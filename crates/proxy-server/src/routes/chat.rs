@@ -10,6 +10,7 @@ use super::{Posted, State, check_model};
 use crate::api_error::ApiError;
 use crate::body::ProxyBody;
 use crate::client::Client;
+use crate::conversation::BodySignals;
 use crate::layers::request_id::LoggedId;
 use crate::upstream::{Answer, ChatRequest, Malformed, record_completion};
 
@@ -21,7 +22,13 @@ pub(super) async fn completions(state: &State, posted: Posted) -> Response<Proxy
         bytes,
         charge,
     } = posted;
-    let chat = match parse(state, &client, bytes, id) {
+    // The headers' conversation comes first; the body is looked at only without one.
+    let from_body = |signals: &BodySignals<'_>| {
+        (state.session_affinity && conversation.is_none())
+            .then(|| state.conversations.from_body(&client.name, signals))
+            .flatten()
+    };
+    let chat = match parse(state, &client, bytes, id, from_body) {
         Ok(chat) => chat.routed(client, conversation),
         Err(error) => return error.into_response(),
     };
@@ -47,24 +54,26 @@ fn parse(
     client: &Client,
     bytes: Bytes,
     id: LoggedId,
+    conversation: impl FnOnce(&BodySignals<'_>) -> Option<u64>,
 ) -> Result<ChatRequest, ApiError> {
-    let mut chat = ChatRequest::from_client(bytes, id).map_err(|malformed| match malformed {
-        Malformed::NotAnObject => ApiError::bad_request(
-            "invalid_json",
-            "the request body must be a JSON object with `model` and `messages`",
-        ),
-        Malformed::Json(error) => ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the request body is not valid JSON ({error}); send a chat-completions request \
-                 object such as {{\"model\": \"coder-model\", \"messages\": [...]}}"
+    let mut chat =
+        ChatRequest::from_client(bytes, id, conversation).map_err(|malformed| match malformed {
+            Malformed::NotAnObject => ApiError::bad_request(
+                "invalid_json",
+                "the request body must be a JSON object with `model` and `messages`",
             ),
-        ),
-        Malformed::NoModel => ApiError::bad_request(
-            "missing_model",
-            "the request has no `model`; set it to one of the ids GET /v1/models lists",
-        ),
-    })?;
+            Malformed::Json(error) => ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "the request body is not valid JSON ({error}); send a chat-completions request \
+                 object such as {{\"model\": \"coder-model\", \"messages\": [...]}}"
+                ),
+            ),
+            Malformed::NoModel => ApiError::bad_request(
+                "missing_model",
+                "the request has no `model`; set it to one of the ids GET /v1/models lists",
+            ),
+        })?;
     Span::current().record("model", chat.model.as_str());
     check_model(
         client,

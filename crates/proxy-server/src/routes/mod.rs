@@ -205,14 +205,19 @@ where
     let (parts, body) = request.into_parts();
     let posted = match state.bodies.read(body).await {
         Ok(ReadBody { bytes, charge }) => {
-            let conversation = state
-                .session_affinity
-                .then(|| {
-                    state
-                        .conversations
-                        .key(&client.name, &parts.headers, &bytes)
-                })
-                .flatten();
+            // A chat-completions body is parsed by its handler, which reads the body's
+            // signals in the same pass; the others are parsed here for them.
+            let conversation = if !state.session_affinity {
+                None
+            } else if post == Post::ChatCompletions {
+                state
+                    .conversations
+                    .from_headers(&client.name, &parts.headers)
+            } else {
+                state
+                    .conversations
+                    .key(&client.name, &parts.headers, &bytes)
+            };
             Posted {
                 id,
                 client,

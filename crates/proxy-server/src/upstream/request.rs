@@ -24,7 +24,7 @@ use api_translate::reasoning::{Reasoning, Style};
 use bytes::Bytes;
 use credential_pool::{Flavor, ReasoningStyle};
 use serde::Deserialize;
-use serde::de::Error as _;
+use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use usage_ledger::Api;
@@ -32,6 +32,7 @@ use usage_ledger::Api;
 use super::shape;
 use super::splice;
 use crate::client::Client;
+use crate::conversation::BodySignals;
 use crate::layers::request_id::LoggedId;
 
 /// The fields that ask for a number of output tokens.
@@ -79,26 +80,75 @@ pub(crate) enum Malformed {
     NoModel,
 }
 
-/// The fields of a client's body the proxy looks at; everything else is only validated.
-#[derive(Deserialize)]
+/// The fields of a client's body the proxy looks at, and the signals of its conversation,
+/// read in one pass; everything else is only validated.
+#[derive(Default)]
 struct Summary<'a> {
-    #[serde(borrow, default)]
     model: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     max_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
     max_completion_tokens: Option<&'a RawValue>,
+    signals: BodySignals<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Summary<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SummaryVisitor)
+    }
+}
+
+struct SummaryVisitor;
+
+impl<'de> Visitor<'de> for SummaryVisitor {
+    type Value = Summary<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a chat-completions request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Summary<'de>, A::Error> {
+        let mut summary = Summary::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            // Given twice, a field the proxy acts on would be ambiguous: the upstream might
+            // read the other one.
+            let field = match &*key {
+                "model" => &mut summary.model,
+                "stream" => &mut summary.stream,
+                "max_tokens" => &mut summary.max_tokens,
+                "max_completion_tokens" => &mut summary.max_completion_tokens,
+                other => {
+                    summary.signals.read(other, &mut map)?;
+                    continue;
+                }
+            };
+            if field.is_some() {
+                return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+            }
+            *field = map.next_value()?;
+        }
+        Ok(summary)
+    }
+
+    /// An array is no request, but is read to its end first, so that a cut one is told
+    /// apart as broken JSON.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Summary<'de>, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Err(A::Error::invalid_type(serde::de::Unexpected::Seq, &self))
+    }
 }
 
 impl ChatRequest {
-    /// A client's chat-completions body.
+    /// A client's chat-completions body, in the conversation `conversation` names from the
+    /// body's signals (read in the same pass).
     ///
     /// # Errors
     ///
     /// [`Malformed`] when it is not a JSON object with a string `model`.
-    pub(crate) fn from_client(bytes: Bytes, id: LoggedId) -> Result<Self, Malformed> {
+    pub(crate) fn from_client(
+        bytes: Bytes,
+        id: LoggedId,
+        conversation: impl FnOnce(&BodySignals<'_>) -> Option<u64>,
+    ) -> Result<Self, Malformed> {
         // A derived `Deserialize` also takes an array (its fields by position): only an object
         // is a request.
         let is_object = bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
@@ -117,11 +167,12 @@ impl ChatRequest {
         let stream = summary.stream.is_some_and(|raw| raw.get() == "true");
         let output_tokens = [summary.max_tokens, summary.max_completion_tokens]
             .map(|raw| raw.and_then(|raw| token_count(raw.get())));
+        let conversation = conversation(&summary.signals);
         Ok(Self {
             model,
             stream,
             id,
-            conversation: None,
+            conversation,
             client: Client::anonymous(),
             api: Api::ChatCompletions,
             body: Body::Raw {
@@ -159,7 +210,7 @@ impl ChatRequest {
     /// The same request, from `client`, in `conversation`.
     pub(crate) fn routed(mut self, client: Arc<Client>, conversation: Option<u64>) -> Self {
         self.client = client;
-        self.conversation = conversation;
+        self.conversation = conversation.or(self.conversation);
         self
     }
 
@@ -388,7 +439,7 @@ mod tests {
     const PLAIN: Flavor = Flavor::OpenAiCompatible(ReasoningStyle::Effort);
 
     fn client(body: &str) -> Result<ChatRequest, Malformed> {
-        ChatRequest::from_client(Bytes::from(body.to_owned()), LoggedId::default())
+        ChatRequest::from_client(Bytes::from(body.to_owned()), LoggedId::default(), |_| None)
     }
 
     /// The body an OpenAI-compatible upstream gets.
@@ -546,8 +597,10 @@ mod tests {
         for body in bodies {
             let full = serde_json::from_slice::<Value>(body).expect_err("a full parse refuses it");
             let mut request =
-                ChatRequest::from_client(Bytes::copy_from_slice(body), LoggedId::default())
-                    .expect("the quick read accepts it");
+                ChatRequest::from_client(Bytes::copy_from_slice(body), LoggedId::default(), |_| {
+                    None
+                })
+                .expect("the quick read accepts it");
             let refused = request
                 .set_model("b")
                 .expect_err("an alias needs the full parse");
