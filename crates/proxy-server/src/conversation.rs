@@ -114,14 +114,14 @@ impl Conversations {
     /// The conversation of a request from client key `client` with these headers and body
     /// (chat completions, Messages or Responses JSON); `None` when nothing identifies one.
     pub(crate) fn key(&self, client: &str, headers: &HeaderMap, body: &[u8]) -> Option<u64> {
-        self.from_headers(client, headers).or_else(|| {
+        self.named_by_headers(client, headers).or_else(|| {
             let signals: BodySignals<'_> = serde_json::from_slice(body).unwrap_or_default();
-            self.from_body(client, &signals)
+            self.named_by_body(client, &signals)
         })
     }
 
     /// The conversation a request's headers name, if any: they come before its body.
-    pub(crate) fn from_headers(&self, client: &str, headers: &HeaderMap) -> Option<u64> {
+    pub(crate) fn named_by_headers(&self, client: &str, headers: &HeaderMap) -> Option<u64> {
         let value = HEADERS
             .iter()
             .find_map(|name| headers.get(name))
@@ -131,7 +131,7 @@ impl Conversations {
     }
 
     /// The conversation the signals of a request's body name, if any.
-    pub(crate) fn from_body(&self, client: &str, signals: &BodySignals<'_>) -> Option<u64> {
+    pub(crate) fn named_by_body(&self, client: &str, signals: &BodySignals<'_>) -> Option<u64> {
         let signal = body_signal(signals)?;
         Some(self.hash(client, &signal.as_signal()))
     }

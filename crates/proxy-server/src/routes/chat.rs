@@ -23,12 +23,12 @@ pub(super) async fn completions(state: &State, posted: Posted) -> Response<Proxy
         charge,
     } = posted;
     // The headers' conversation comes first; the body is looked at only without one.
-    let from_body = |signals: &BodySignals<'_>| {
+    let by_body = |signals: &BodySignals<'_>| {
         (state.session_affinity && conversation.is_none())
-            .then(|| state.conversations.from_body(&client.name, signals))
+            .then(|| state.conversations.named_by_body(&client.name, signals))
             .flatten()
     };
-    let chat = match parse(state, &client, bytes, id, from_body) {
+    let chat = match parse(state, &client, bytes, id, by_body) {
         Ok(chat) => chat.routed(client, conversation),
         Err(error) => return error.into_response(),
     };

@@ -212,7 +212,7 @@ where
             } else if post == Post::ChatCompletions {
                 state
                     .conversations
-                    .from_headers(&client.name, &parts.headers)
+                    .named_by_headers(&client.name, &parts.headers)
             } else {
                 state
                     .conversations
