@@ -71,7 +71,7 @@ impl SseParser {
             }
         }
         while !rest.is_empty() {
-            let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', rest) else {
                 if self.partial.len() + rest.len() > self.limit {
                     return Err(TooLong { limit: self.limit });
                 }
@@ -128,7 +128,7 @@ impl SseParser {
         if line[0] == b':' {
             return Ok(());
         }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
