@@ -20,6 +20,7 @@
 mod baseline;
 mod bodies;
 pub(crate) mod cliproxy;
+mod external;
 pub(crate) mod fake_qwen;
 pub(crate) mod load;
 pub(crate) mod net;
@@ -377,6 +378,14 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
             }
         }
     }
+
+    results.external = external::measure(
+        &targets[1..],
+        options.concurrency,
+        options.measure,
+        work.path(),
+    )
+    .await;
 
     eprintln!("  {OPEN_STREAMS} streams held open -> cliproxy ...");
     results.held = hold_streams(&stub, targets[3], &proxy).await;

@@ -5,7 +5,10 @@
 
 use std::{fmt::Write as _, time::Duration};
 
-use super::{bodies::LargeBodies, load::Outcome, refresh_window::RefreshWindow, summary::Summary};
+use super::{
+    bodies::LargeBodies, external::External, load::Outcome, refresh_window::RefreshWindow,
+    summary::Summary,
+};
 
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
 /// baseline pass-through's requests per second.
@@ -78,6 +81,8 @@ pub(crate) struct Results {
     pub(crate) refresh_window: RefreshWindow,
     /// Requests the stub did not expect, and the first of them.
     pub(crate) unexpected: (u64, Vec<String>),
+    /// The throughput as `wrk` measured it, when it is installed.
+    pub(crate) external: External,
 }
 
 /// A line of the budget check; `pass` is `None` for information only.
@@ -302,6 +307,8 @@ impl Results {
              `cliproxy-qwen`: `cliproxy serve` with Qwen OAuth accounts. For streams, the latency columns are the whole stream (send to `[DONE]`) \
              and TTFB is send to the first body byte.\n"
         );
+
+        out.push_str(&self.external.render());
 
         let _ = writeln!(out, "### cliproxy memory and start-up\n");
         let _ = writeln!(out, "| measure | value |");
