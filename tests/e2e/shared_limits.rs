@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use fake_qwen::{ChatStep, FakeQwen};
 
-use crate::store::move_into;
 use crate::support::server::{DAY, MODEL, Server, write_account};
 use crate::support::{Sandbox, fake_qwen};
 
@@ -77,7 +76,7 @@ async fn three_servers_share_each_accounts_rate_cap() {
         .iter()
         .map(|email| write_account(&sandbox, &fake, email, DAY).1.access_token)
         .collect();
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let servers = servers(
         &sandbox,
         &url,
@@ -132,7 +131,7 @@ async fn a_cooldown_met_by_one_server_keeps_the_others_off_the_account() {
     let sandbox = Sandbox::new(&fake);
     let (_, limited) = write_account(&sandbox, &fake, "limited@example.com", DAY);
     write_account(&sandbox, &fake, "spare@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     fake.script_chat(
         &limited.access_token,
         vec![ChatStep::RateLimited {
@@ -170,7 +169,7 @@ async fn a_refused_key_is_refused_on_every_server_and_its_heal_reaches_them_all(
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "steady@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let spare = format!(
         "[[openai-compat]]\nname = \"spare\"\nbase-url = \"{}\"\n\
          api-keys = [\"{KEY}\"]\nmodels = [\"{MODEL}\"]",
@@ -228,7 +227,7 @@ async fn servers_keep_their_own_limits_while_the_database_is_down_and_rejoin_aft
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "only@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let mut servers = servers(&sandbox, &url, 2, "[qwen]\nrequests-per-minute = 2").await;
 
     cluster.stop().unwrap();
@@ -269,7 +268,7 @@ async fn a_client_keys_requests_per_minute_holds_across_servers() {
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "only@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let servers = servers(
         &sandbox,
         &url,
@@ -325,7 +324,7 @@ async fn an_accounts_requests_per_day_counts_every_servers_requests() {
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "daily@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let mut servers = servers(
         &sandbox,
         &url,
@@ -358,7 +357,7 @@ async fn a_client_keys_tokens_per_day_counts_every_servers_answers() {
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "only@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let config = format!(
         "[qwen]\nrequests-per-minute = 0\n\
          [[client-keys]]\nname = \"team\"\nkey = \"{KEY}\"\ntokens-per-day = 1"

@@ -371,27 +371,6 @@ async fn tokens_sealed_with_the_encryption_key_serve_only_with_it() {
     assert_eq!(server.chat(MODEL, false).await.status(), 200);
 }
 
-/// Copies the sandbox's token files into the database at `url`, then removes the auth dir, so
-/// that the servers can use only the database.
-pub(crate) async fn move_into(sandbox: &Sandbox, url: &str) {
-    let auth_dir = sandbox.auth_dir();
-    sandbox
-        .run(
-            &[
-                "store",
-                "migrate",
-                "--from",
-                auth_dir.to_str().unwrap(),
-                "--to",
-                url,
-            ],
-            "",
-        )
-        .await
-        .success();
-    std::fs::remove_dir_all(&auth_dir).unwrap();
-}
-
 #[tokio::test]
 async fn a_server_killed_mid_refresh_leaves_the_account_to_another() {
     let Some(url) = test_postgres::database().await else {
@@ -402,7 +381,7 @@ async fn a_server_killed_mid_refresh_leaves_the_account_to_another() {
     let sandbox = Sandbox::new(&fake);
     // Inside the refresh lead: a server refreshes it as soon as it starts.
     let (_, first_tokens) = write_account(&sandbox, &fake, "dev@example.com", 60);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
 
     // The first server takes the row lock and sends its refresh, which Qwen holds: no answer.
     fake.hold_refreshes(true);
@@ -453,7 +432,7 @@ async fn servers_keep_serving_while_the_database_is_down_and_catch_up_after() {
     let fake = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     let (_, tokens) = write_account(&sandbox, &fake, "first@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let mut server = Server::builder(&sandbox)
         .env("CLIPROXY_STORE_URL", &url)
         .start()

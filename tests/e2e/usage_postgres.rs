@@ -13,27 +13,6 @@ use crate::support::{Sandbox, fake_qwen, run};
 
 const MANAGEMENT_KEY: &str = "test-management-key-0123456789";
 
-/// Copies the sandbox's token files into the database at `url` and removes the auth dir, so
-/// that the servers can use only the database.
-async fn move_into(sandbox: &Sandbox, url: &str) {
-    let auth_dir = sandbox.auth_dir();
-    sandbox
-        .run(
-            &[
-                "store",
-                "migrate",
-                "--from",
-                auth_dir.to_str().unwrap(),
-                "--to",
-                url,
-            ],
-            "",
-        )
-        .await
-        .success();
-    std::fs::remove_dir_all(&auth_dir).unwrap();
-}
-
 /// A server of `sandbox` on the database at `url`, with a management key.
 async fn serve_on(sandbox: &Sandbox, url: &str) -> Server {
     Server::builder(sandbox)
@@ -108,7 +87,7 @@ async fn two_servers_on_one_database_count_into_one_ledger_that_usage_reads() {
     let sandbox = Sandbox::new(&fake);
     let email = "dev@example.com";
     write_account(&sandbox, &fake, email, DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let first = serve_on(&sandbox, &url).await;
     let second = serve_on(&sandbox, &url).await;
 
@@ -182,7 +161,7 @@ async fn usage_recorded_while_the_database_is_down_arrives_when_it_is_back() {
     let fake: FakeQwen = fake_qwen().await;
     let sandbox = Sandbox::new(&fake);
     write_account(&sandbox, &fake, "dev@example.com", DAY);
-    move_into(&sandbox, &url).await;
+    sandbox.move_into_database(&url).await;
     let mut first = serve_on(&sandbox, &url).await;
     let second = serve_on(&sandbox, &url).await;
     let (prompt_before, _) = chats(&first, 1).await;

@@ -84,6 +84,17 @@ impl Sandbox {
         Run(child.wait_with_output().await.expect("cliproxy runs"))
     }
 
+    /// Copies the sandbox's token files into the database at `url` (`cliproxy store migrate`),
+    /// then removes the auth dir, so that servers can use only the database.
+    pub async fn move_into_database(&self, url: &str) {
+        let auth_dir = self.auth_dir();
+        let from = auth_dir.to_str().expect("a UTF-8 path");
+        self.run(&["store", "migrate", "--from", from, "--to", url], "")
+            .await
+            .success();
+        std::fs::remove_dir_all(&auth_dir).expect("remove the auth dir");
+    }
+
     /// Starts `cliproxy ARGS`, to follow its stderr while it runs.
     pub fn spawn(&self, args: &[&str]) -> Running {
         Running::spawn(self.command(args))
