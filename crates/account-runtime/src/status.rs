@@ -252,10 +252,9 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
 pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<LiveCredential> {
     let instant = Instant::now();
     let wall = SystemTime::now();
-    let at = |after: std::time::Duration| OffsetDateTime::from(wall + after).unix_timestamp();
-    let ago = |before: std::time::Duration| {
-        OffsetDateTime::from(wall.checked_sub(before).unwrap_or(wall)).unix_timestamp()
-    };
+    let at = |after: std::time::Duration| nearest_second(wall + after);
+    let ago =
+        |before: std::time::Duration| nearest_second(wall.checked_sub(before).unwrap_or(wall));
     let accounts: HashMap<String, Arc<crate::QwenAccount>> = accounts
         .accounts()
         .into_iter()
@@ -321,15 +320,14 @@ pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<Liv
                 },
                 upstream: status.upstream.as_ref().map(|heard| {
                     let seen = wall.checked_sub(heard.ago).unwrap_or(wall);
-                    let from_seen =
-                        |after: Duration| OffsetDateTime::from(seen + after).unix_timestamp();
+                    let from_seen = |after: Duration| nearest_second(seen + after);
                     let allowance = |allowance: &Allowance| LiveAllowance {
                         limit: allowance.limit,
                         remaining: allowance.remaining,
                         resets_at: allowance.resets_after.map(from_seen),
                     };
                     LiveUpstream {
-                        seen_at: OffsetDateTime::from(seen).unix_timestamp(),
+                        seen_at: nearest_second(seen),
                         requests: heard.said.requests.as_ref().map(allowance),
                         tokens: heard.said.tokens.as_ref().map(allowance),
                         retry_at: heard.said.retry_after.map(from_seen),
@@ -339,6 +337,13 @@ pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<Liv
             }
         })
         .collect()
+}
+
+/// `moment` in whole Unix seconds, rounded to the nearest: a moment reached through the
+/// monotonic clock (a day's end, a cooldown) lands a hair before or after the second it
+/// stands for, and flooring would show 05:02:59 for a reset configured at 05:03.
+fn nearest_second(moment: SystemTime) -> i64 {
+    OffsetDateTime::from(moment + std::time::Duration::from_millis(500)).unix_timestamp()
 }
 
 /// The state of a credential at a limit of its day.
@@ -378,4 +383,23 @@ fn read_report(path: &Path) -> Option<Report> {
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nearest_second;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn a_moment_a_hair_off_its_second_shows_that_second() {
+        let reset = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let just_before: SystemTime = reset - Duration::from_micros(40);
+        let just_after = reset + Duration::from_micros(40);
+        assert_eq!(nearest_second(just_before), 1_800_000_000);
+        assert_eq!(nearest_second(just_after), 1_800_000_000);
+        assert_eq!(
+            nearest_second(reset + Duration::from_millis(600)),
+            1_800_000_001
+        );
+    }
 }
