@@ -62,6 +62,8 @@ pub(crate) struct StreamObserver {
     logging: bool,
     /// Whether the request is metered: its usage and text are scanned for.
     metering: bool,
+    /// Scans chunks for usage and text when metering.
+    scanner: scan::ChunkScanner,
 }
 
 impl StreamObserver {
@@ -76,6 +78,7 @@ impl StreamObserver {
             done: false,
             logging: !Span::current().is_disabled(),
             metering: false,
+            scanner: scan::ChunkScanner::default(),
         }
     }
 
@@ -109,6 +112,7 @@ impl StreamObserver {
             done,
             logging,
             metering,
+            scanner,
         } = self;
         parser.feed(chunk, |event| {
             *events += 1;
@@ -127,10 +131,11 @@ impl StreamObserver {
                         .sum::<u64>();
                 }
             } else if *metering {
-                if let Some(found) = scan::usage(event.data) {
-                    *usage = Some(found);
+                let (found, chars) = scanner.scan(event.data);
+                if found.is_some() {
+                    *usage = found;
                 }
-                *text_chars += scan::text_chars(event.data);
+                *text_chars += chars;
             }
         })
     }

@@ -36,23 +36,90 @@ pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
     found
 }
 
-/// Characters of text in a chunk's `content` and `reasoning_content` strings, as the client
-/// will see them (an escape counts as one character).
-pub(crate) fn text_chars(json: &[u8]) -> u64 {
-    CONTENT
-        .find_iter(json)
-        .filter_map(|at| {
-            let key_start = if json[..at].ends_with(b"\"") {
-                at - 1
-            } else if json[..at].ends_with(b"\"reasoning_") {
-                at - b"\"reasoning_".len()
-            } else {
-                return None;
-            };
-            value_after_key(json, key_start, at + CONTENT.needle().len() - key_start)
+/// A `content` or `reasoning_content` string in a chunk: where its opening quote is, its
+/// length with both quotes, and its characters as the client will see them (an escape counts
+/// as one character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Text {
+    at: usize,
+    len: usize,
+    chars: u64,
+}
+
+/// The `content` and `reasoning_content` strings of a chunk.
+fn texts(json: &[u8]) -> impl Iterator<Item = Text> + '_ {
+    CONTENT.find_iter(json).filter_map(|at| {
+        let key_start = if json[..at].ends_with(b"\"") {
+            at - 1
+        } else if json[..at].ends_with(b"\"reasoning_") {
+            at - b"\"reasoning_".len()
+        } else {
+            return None;
+        };
+        let value = value_after_key(json, key_start, at + CONTENT.needle().len() - key_start)?;
+        let (len, chars) = string_extent(value)?;
+        Some(Text {
+            at: json.len() - value.len(),
+            len,
+            chars,
         })
-        .filter_map(string_chars)
-        .sum()
+    })
+}
+
+/// Usage and text of the chunks of one stream.
+///
+/// A stream's chunks mostly share one shape: the same bytes before their text and after it
+/// (`{"id":"c1","choices":[{"index":0,"delta":{"content":"` and `"},"finish_reason":null}]}`).
+/// The last chunk scanned in full that had one text string and no usage is kept as the shape;
+/// a chunk that is its head, then a string that ends exactly where its tail begins, then its
+/// tail, reads like that chunk (JSON reads a prefix the same way whatever follows it, and the
+/// tail then follows the same prefix), so it has no usage and that string's text. Any other
+/// chunk is scanned in full. A chunk then costs two comparisons and its text instead of two
+/// searches.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkScanner {
+    /// The shape's bytes up to and with its text's opening quote; empty when there is none.
+    head: Vec<u8>,
+    /// The shape's bytes from its text's closing quote.
+    tail: Vec<u8>,
+}
+
+impl ChunkScanner {
+    /// The usage (when the chunk reports one) and characters of text of the chunk `json`.
+    pub(crate) fn scan(&mut self, json: &[u8]) -> (Option<Usage>, u64) {
+        if let Some(chars) = self.text_of_same_shape(json) {
+            return (None, chars);
+        }
+        let usage = usage(json);
+        let (mut chars, mut count, mut last) = (0, 0, None);
+        for text in texts(json) {
+            chars += text.chars;
+            count += 1;
+            last = Some(text);
+        }
+        if let (None, 1, Some(text)) = (usage, count, last) {
+            self.head.clear();
+            self.head.extend_from_slice(&json[..=text.at]);
+            self.tail.clear();
+            self.tail.extend_from_slice(&json[text.at + text.len - 1..]);
+        }
+        (usage, chars)
+    }
+
+    /// The characters of the text of `json` when it has the kept shape.
+    fn text_of_same_shape(&self, json: &[u8]) -> Option<u64> {
+        let (head, tail) = (self.head.len(), self.tail.len());
+        if head == 0
+            || json.len() < head + tail
+            || !json.starts_with(&self.head)
+            || !json.ends_with(&self.tail)
+        {
+            return None;
+        }
+        let (len, chars) = string_extent(&json[head - 1..])?;
+        // The string's closing quote must be the tail's first byte.
+        (head - 1 + len - 1 == json.len() - tail).then_some(chars)
+    }
 }
 
 /// The bytes from the value of the key whose opening quote is at `at` (`len` bytes long), when
@@ -67,23 +134,31 @@ fn value_after_key(json: &[u8], at: usize, len: usize) -> Option<&[u8]> {
     Some(value)
 }
 
-/// Characters of the JSON string `value` starts with; `None` when it is not a string.
-fn string_chars(value: &[u8]) -> Option<u64> {
-    let mut bytes = value.strip_prefix(b"\"")?.iter();
+/// The JSON string `value` starts with: its length with both quotes, and its characters;
+/// `None` when it is not a string or does not end.
+fn string_extent(value: &[u8]) -> Option<(usize, u64)> {
+    if value.first() != Some(&b'"') {
+        return None;
+    }
+    let mut at = 1;
     let mut chars = 0;
-    while let Some(&byte) = bytes.next() {
+    while let Some(&byte) = value.get(at) {
         match byte {
-            b'"' => return Some(chars),
+            b'"' => return Some((at + 1, chars)),
             b'\\' => {
-                if bytes.next() == Some(&b'u') {
-                    bytes.nth(3);
-                }
+                at += if value.get(at + 1) == Some(&b'u') {
+                    6
+                } else {
+                    2
+                };
                 chars += 1;
+                continue;
             }
             // UTF-8 continuation bytes belong to the character before them.
             byte if byte & 0xC0 == 0x80 => {}
             _ => chars += 1,
         }
+        at += 1;
     }
     None
 }
@@ -91,6 +166,12 @@ fn string_chars(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Characters of text in one chunk, scanned in full.
+    fn text_chars(json: &[u8]) -> u64 {
+        texts(json).map(|text| text.chars).sum()
+    }
 
     #[test]
     fn finds_the_usage_of_a_whole_answer() {
@@ -159,5 +240,82 @@ mod tests {
             text_chars(br#"{"choices":[{"delta":{"text_content":"x","content":"ab"}}]}"#),
             2
         );
+    }
+
+    #[test]
+    fn chunks_of_one_shape_read_as_a_full_scan_does() {
+        let stream = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"lo \"wörld\"\n\u00e9"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"a","usage":{"prompt_tokens":5},"x":"b"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"ends in \\"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"\"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hm"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}"#,
+        ];
+        let mut scanner = ChunkScanner::default();
+        let mut shaped = 0;
+        for chunk in stream {
+            let json = chunk.as_bytes();
+            shaped += u32::from(scanner.text_of_same_shape(json).is_some());
+            assert_eq!(
+                scanner.scan(json),
+                (usage(json), text_chars(json)),
+                "{chunk}"
+            );
+        }
+        assert_eq!(
+            shaped, 3,
+            "the chunks after \"Hel\" share its shape, up to the one with usage, and the one ending in an escaped backslash"
+        );
+    }
+
+    /// Pieces of chunks: heads that open a text string, bodies (some not a string's body at
+    /// all), tails that close it.
+    fn chunk() -> impl Strategy<Value = String> {
+        let head = prop::sample::select(vec![
+            r#"{"choices":[{"delta":{"content":""#,
+            r#"{"choices":[{"delta":{"reasoning_content":""#,
+            r#"{"usage":null,"choices":[{"delta":{"content":""#,
+            r#"{"choices":[],"usage":{"prompt_tokens":4},"x":""#,
+        ]);
+        let body = prop::collection::vec(
+            prop::sample::select(vec![
+                "a",
+                "é",
+                "\\\"",
+                "\\\\",
+                "\\",
+                "\"",
+                "\\u00e9",
+                "usage",
+                "\"usage\":{\"prompt_tokens\":2},\"y\":\"",
+                "content",
+                "\",\"content\":\"zz",
+            ]),
+            0..6,
+        )
+        .prop_map(|pieces| pieces.concat());
+        let tail = prop::sample::select(vec![
+            r#""}}]}"#,
+            r#""},"finish_reason":null}]}"#,
+            r#""}}],"usage":{"prompt_tokens":9,"completion_tokens":1}}"#,
+            r#""}}],"usage":null}"#,
+        ]);
+        (head, body, tail).prop_map(|(head, body, tail)| format!("{head}{body}{tail}"))
+    }
+
+    proptest! {
+        #[test]
+        fn a_stream_of_chunks_reads_as_full_scans_do(chunks in prop::collection::vec(chunk(), 1..12)) {
+            let mut scanner = ChunkScanner::default();
+            for chunk in &chunks {
+                let json = chunk.as_bytes();
+                prop_assert_eq!(scanner.scan(json), (usage(json), text_chars(json)), "{}", chunk);
+            }
+        }
     }
 }
