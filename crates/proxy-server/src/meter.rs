@@ -46,7 +46,7 @@ pub(crate) struct Usage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub(crate) struct PromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub(crate) cached_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -102,7 +102,6 @@ impl UsageSink {
     }
 }
 
-/// The meter of one request.
 /// Models a worker thread metered last, newest first: few models carry nearly all requests,
 /// so a meter usually shares a name instead of allocating one. Per thread: no lock is shared.
 const MODELS_KEPT: usize = 4;
@@ -127,6 +126,7 @@ fn shared_model(model: &str) -> Arc<str> {
     })
 }
 
+/// The meter of one request.
 #[derive(Debug)]
 pub(crate) struct Meter {
     client: Arc<Client>,

@@ -25,6 +25,7 @@ mod scan;
 mod shape;
 mod splice;
 pub(crate) mod stream;
+mod usage_json;
 
 use std::sync::Arc;
 use std::time::Duration;

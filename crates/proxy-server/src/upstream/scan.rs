@@ -26,10 +26,7 @@ pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
         let Some(value) = value_after_key(json, at, USAGE.needle().len()) else {
             continue;
         };
-        if let Some(Ok(Some(usage))) = serde_json::Deserializer::from_slice(value)
-            .into_iter::<Option<Usage>>()
-            .next()
-        {
+        if let Some(usage) = super::usage_json::read(value) {
             found = Some(usage);
         }
     }
