@@ -118,16 +118,22 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.at + 1;
-        let mut at = start;
+        let mut end = start;
         loop {
-            match *self.bytes.get(at)? {
-                b'"' => break,
-                b'\\' => at += 2,
-                _ => at += 1,
+            end += memchr::memchr(b'"', &self.bytes[end..])?;
+            // The quote ends the string unless an odd run of backslashes escapes it.
+            let backslashes = self.bytes[start..end]
+                .iter()
+                .rev()
+                .take_while(|&&byte| byte == b'\\')
+                .count();
+            if backslashes % 2 == 0 {
+                break;
             }
+            end += 1;
         }
-        self.at = at + 1;
-        Some(&self.bytes[start..at])
+        self.at = end + 1;
+        Some(&self.bytes[start..end])
     }
 
     /// `null` as `None`, else what `read` reads.
