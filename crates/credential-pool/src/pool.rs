@@ -189,9 +189,10 @@ pub struct Pool<C> {
 struct Inner<C> {
     /// In insertion order.
     entries: Vec<Entry<C>>,
-    index: HashMap<Arc<str>, usize>,
+    /// Looked up several times a request: foldhash, not SipHash (the keys are configured).
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     /// Every model named by some `Models::Only`; includes `Models::All` entries.
-    by_model: HashMap<Box<str>, Candidates>,
+    by_model: HashMap<Box<str>, Candidates, foldhash::fast::RandomState>,
     /// `Models::All` entries, for models no `Models::Only` names.
     any_model: Candidates,
     /// Sorted keys of `by_model`.
@@ -374,8 +375,8 @@ impl<C> Pool<C> {
             config,
             inner: Mutex::new(Inner {
                 entries: Vec::new(),
-                index: HashMap::new(),
-                by_model: HashMap::new(),
+                index: HashMap::default(),
+                by_model: HashMap::default(),
                 any_model: Candidates::default(),
                 known: Vec::new(),
                 sends: VecDeque::new(),

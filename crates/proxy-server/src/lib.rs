@@ -42,6 +42,7 @@ mod live;
 mod meter;
 mod mount;
 mod proxy;
+mod recent;
 mod redact;
 mod reload;
 mod request_body;

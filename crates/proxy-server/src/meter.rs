@@ -11,6 +11,7 @@
 //! (the client key's or a credential's) wants gets no meter, and its stream is not parsed for
 //! usage.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use usage_ledger::{Api, FailureClass, Outcome, Record, Recorder};
 
 use crate::client::Client;
+use crate::recent::{Recent, same_text};
 use crate::stream_error::StreamError;
 
 /// Characters per token in the estimate (English text and code run at about four).
@@ -102,27 +104,20 @@ impl UsageSink {
     }
 }
 
-/// Models a worker thread metered last, newest first: few models carry nearly all requests,
-/// so a meter usually shares a name instead of allocating one. Per thread: no lock is shared.
-const MODELS_KEPT: usize = 4;
-
 thread_local! {
-    static RECENT_MODELS: std::cell::RefCell<Vec<Arc<str>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// The models this worker thread metered last, so a meter usually shares a name instead
+    /// of allocating one.
+    static RECENT_MODELS: RefCell<Recent<str, ()>> = const { RefCell::new(Recent::new()) };
 }
 
 /// `model` as a shared name, from this thread's recent models when it is one of them.
 fn shared_model(model: &str) -> Arc<str> {
     RECENT_MODELS.with_borrow_mut(|recent| {
-        if let Some(at) = recent.iter().position(|known| **known == *model) {
-            let known = recent.remove(at);
-            recent.insert(0, Arc::clone(&known));
-            return known;
-        }
-        let made: Arc<str> = Arc::from(model);
-        recent.truncate(MODELS_KEPT - 1);
-        recent.insert(0, Arc::clone(&made));
-        made
+        Arc::clone(
+            recent
+                .get_or_make(model, same_text, || Arc::from(model), |_| ())
+                .0,
+        )
     })
 }
 

@@ -2,6 +2,7 @@
 //! and either hand the answer to the client or try again (refreshed token on the same
 //! credential after a 401, else the next credential) within the attempt budget.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -25,6 +26,7 @@ use super::stream::UpstreamBody;
 use super::{Upstream, error_chain, headers};
 use crate::api_error::{ApiError, SERVER_ERROR};
 use crate::layers::request_id::LoggedId;
+use crate::recent::{Recent, same_text};
 use credential_pool::{Access, Credential, Flavor, RefreshFailure};
 
 /// Largest non-streaming answer held in memory.
@@ -271,10 +273,10 @@ impl Upstream {
         body: &Bytes,
         id: &LoggedId,
     ) -> Attempt {
-        let Some(authorization) = headers::bearer(&access.bearer) else {
+        let Some(authorization) = headers::shared_bearer(&access.bearer) else {
             return Attempt::Failed(Failure::BadToken);
         };
-        let Some(uri) = chat_completions_uri(&access.base_url) else {
+        let Some(uri) = shared_chat_completions_uri(&access.base_url) else {
             return Attempt::Failed(Failure::BadBaseUrl {
                 base_url: crate::redact::redact_url(&access.base_url),
             });
@@ -451,6 +453,27 @@ fn failure_class(failure: &Failure) -> FailureClass {
             FailureClass::Other
         }
     }
+}
+
+thread_local! {
+    /// The chat-completions URLs of the upstreams this worker thread sent to last.
+    static RECENT_URIS: RefCell<Recent<str, Option<Uri>>> = const { RefCell::new(Recent::new()) };
+}
+
+/// [`chat_completions_uri`] of `base_url`, made once while this thread keeps sending there
+/// (a `Uri` clones by reference counts).
+fn shared_chat_completions_uri(base_url: &Arc<str>) -> Option<Uri> {
+    RECENT_URIS.with_borrow_mut(|recent| {
+        recent
+            .get_or_make(
+                base_url,
+                same_text,
+                || Arc::clone(base_url),
+                chat_completions_uri,
+            )
+            .1
+            .clone()
+    })
 }
 
 /// The chat-completions URL under `base_url`. A URL `http` does not take as it is (a host in

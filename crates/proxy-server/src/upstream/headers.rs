@@ -2,10 +2,14 @@
 //! plain JSON headers for OpenAI-compatible API keys. Only `Authorization` is added per
 //! attempt.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::BuildError;
+use crate::recent::{Recent, same_text};
 use credential_pool::Flavor;
 
 const JSON: &str = "application/json";
@@ -92,6 +96,25 @@ pub(crate) fn bearer(token: &str) -> Option<HeaderValue> {
     let mut value = HeaderValue::try_from(format!("Bearer {token}")).ok()?;
     value.set_sensitive(true);
     Some(value)
+}
+
+thread_local! {
+    /// The `Authorization` values of the credentials this worker thread sent with last. A
+    /// refreshed token is a new string: the old value is not used again, and leaves as newer
+    /// ones come.
+    static RECENT_BEARERS: RefCell<Recent<str, Option<HeaderValue>>> =
+        const { RefCell::new(Recent::new()) };
+}
+
+/// [`bearer`] of `token`, made once while this thread keeps sending with it (a `HeaderValue`
+/// clones by reference counts).
+pub(crate) fn shared_bearer(token: &Arc<str>) -> Option<HeaderValue> {
+    RECENT_BEARERS.with_borrow_mut(|recent| {
+        recent
+            .get_or_make(token, same_text, || Arc::clone(token), bearer)
+            .1
+            .clone()
+    })
 }
 
 /// `QwenCode/<version> (<platform>; <arch>)` with Node.js's names for this machine.
