@@ -22,6 +22,7 @@ mod bodies;
 pub(crate) mod cliproxy;
 mod external;
 pub(crate) mod fake_qwen;
+mod ledger;
 pub(crate) mod load;
 pub(crate) mod net;
 mod pool;
@@ -79,6 +80,11 @@ Options:
 /// lucky or unlucky placement of threads on the cores, does not fall on one
 /// target only. The rounds' samples are pooled.
 const ROUNDS: u32 = 3;
+/// Pairs of rounds of the usage ledger's measurement ([`ledger`]), and the length of each.
+const LEDGER_PAIRS: usize = 12;
+const LEDGER_ROUND: Duration = Duration::from_millis(500);
+const LEDGER_PAIRS_QUICK: usize = 4;
+const LEDGER_ROUND_QUICK: Duration = Duration::from_millis(200);
 /// Account files of the start-up measurement.
 const STARTUP_ACCOUNTS: usize = 1000;
 /// Qwen accounts of the `cliproxy-qwen` target, as many as the API keys of `cliproxy`.
@@ -378,6 +384,27 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
             }
         }
     }
+
+    let (pairs, each) = if options.quick {
+        (LEDGER_PAIRS_QUICK, LEDGER_ROUND_QUICK)
+    } else {
+        (LEDGER_PAIRS, LEDGER_ROUND)
+    };
+    eprintln!("  the usage ledger: {pairs} pairs of {each:?} rounds, with and without ...");
+    results.ledger = ledger::measure(
+        ledger::Server {
+            target: targets[3],
+            pid: proxy.pid(),
+        },
+        ledger::Server {
+            target: targets[5],
+            pid: unrecorded_proxy.pid(),
+        },
+        options.concurrency,
+        pairs,
+        each,
+    )
+    .await;
 
     results.external = external::measure(
         &targets[1..],

@@ -6,8 +6,8 @@
 use std::{fmt::Write as _, time::Duration};
 
 use super::{
-    bodies::LargeBodies, external::External, load::Outcome, refresh_window::RefreshWindow,
-    summary::Summary,
+    bodies::LargeBodies, external::External, ledger::LedgerCost, load::Outcome,
+    refresh_window::RefreshWindow, summary::Summary,
 };
 
 /// Largest cliproxy slowdown in throughput: it must reach this share of the
@@ -83,6 +83,8 @@ pub(crate) struct Results {
     pub(crate) unexpected: (u64, Vec<String>),
     /// The throughput as `wrk` measured it, when it is installed.
     pub(crate) external: External,
+    /// The usage ledger's cost, in paired rounds.
+    pub(crate) ledger: Vec<LedgerCost>,
 }
 
 /// A line of the budget check; `pass` is `None` for information only.
@@ -125,24 +127,46 @@ impl Results {
             );
         }
 
-        for stream in [false, true] {
-            let kind = if stream { "streaming" } else { "non-streaming" };
+        for cost in &self.ledger {
+            let kind = if cost.stream {
+                "streaming"
+            } else {
+                "non-streaming"
+            };
             let c = self.concurrency;
-            if let (Some(on), Some(off)) = (
-                self.row(stream, c, "cliproxy"),
-                self.row(stream, c, UNRECORDED),
+            let (Some(median), Some((low, high))) = (cost.median(), cost.spread()) else {
+                checks.push(missing(format!("{kind} throughput with the usage ledger")));
+                continue;
+            };
+            let cpu = match (
+                cost.on.per_request(),
+                cost.off.per_request(),
+                cost.cpu_ratio(),
             ) {
-                let (on, off) = (on.requests_per_sec(), off.requests_per_sec());
-                let ratio = if off > 0.0 { on / off } else { 0.0 };
-                checks.push(Check {
-                    pass: Some(ratio >= MIN_RECORDED_RATIO),
-                    text: format!(
-                        "{kind} throughput at {c} connections with the usage ledger: cliproxy {on:.0} req/s = {:.1} % of {UNRECORDED} {off:.0} req/s (need >= {:.0} %)",
-                        ratio * 100.0,
-                        MIN_RECORDED_RATIO * 100.0
-                    ),
-                });
-            }
+                (Some(on), Some(off), Some(ratio)) => format!(
+                    "; CPU per request {} with, {} without ({:+.1} %)",
+                    fmt_duration(on),
+                    fmt_duration(off),
+                    (ratio - 1.0) * 100.0
+                ),
+                _ => String::new(),
+            };
+            checks.push(Check {
+                pass: Some(cost.errors == 0 && median >= MIN_RECORDED_RATIO),
+                text: format!(
+                    "{kind} throughput at {c} connections with the usage ledger: cliproxy = {:.1} % of {UNRECORDED} (median of {} paired rounds, {:.1} to {:.1} %; need >= {:.0} %){cpu}{}",
+                    median * 100.0,
+                    cost.ratios.len(),
+                    low * 100.0,
+                    high * 100.0,
+                    MIN_RECORDED_RATIO * 100.0,
+                    if cost.errors > 0 {
+                        format!(", {} failed requests", cost.errors)
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
         }
 
         for stream in [false, true] {
