@@ -57,6 +57,7 @@ use crate::{
 pub(crate) const HELP: &str = "\
 cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]
 cargo xtask bench --pool [--quick]
+cargo xtask bench --ledger [--quick] [--check] [--no-build]
 
 Measures cliproxy against an in-process upstream stub, next to a do-nothing
 pass-through proxy as the baseline, all on 127.0.0.1, and prints the results
@@ -73,6 +74,8 @@ Options:
   --pool            only the credential pool's selection cost per strategy
                     at 10, 100 and 1,000 credentials (credential-pool's
                     select_cost example, ~1 min; ~10 s with --quick)
+  --ledger          only the usage ledger's cost: cliproxy with and without
+                    it in 12 paired rounds per kind of request (~20 s)
 ";
 
 /// Each scenario's time is split into this many rounds that take turns
@@ -108,6 +111,8 @@ struct Options {
     quick: bool,
     /// Only the pool's selection cost.
     pool_only: bool,
+    /// Only the usage ledger's paired rounds.
+    ledger_only: bool,
 }
 
 impl Default for Options {
@@ -120,6 +125,7 @@ impl Default for Options {
             help: false,
             quick: false,
             pool_only: false,
+            ledger_only: false,
         }
     }
 }
@@ -164,6 +170,7 @@ impl Options {
                 }
                 "--quick" => options.quick = true,
                 "--pool" => options.pool_only = true,
+                "--ledger" => options.ledger_only = true,
                 "--check" => options.check = true,
                 "--no-build" => options.build = false,
                 "-h" | "--help" => options.help = true,
@@ -244,6 +251,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if options.ledger_only {
+        let costs = runtime.block_on(measure_ledger(&binaries.cliproxy, &options))?;
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        println!("\n## cargo xtask bench --ledger\n");
+        println!("{}\n", machine_facts(root, &options));
+        let checks = report::ledger_checks(&costs, options.concurrency);
+        for check in &checks {
+            println!("{check}");
+        }
+        if options.check && checks.iter().any(|check| check.pass == Some(false)) {
+            bail!("the usage ledger is over budget (see the FAIL lines above)");
+        }
+        return Ok(());
+    }
     let results = runtime.block_on(measure(&binaries, &options))?;
     runtime.shutdown_timeout(Duration::from_secs(1));
 
@@ -264,6 +285,49 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 struct Binaries {
     cliproxy: PathBuf,
     fake_qwen: PathBuf,
+}
+
+/// cliproxy with and without the usage ledger, started for the [`ledger`] phase alone.
+async fn measure_ledger(binary: &Path, options: &Options) -> Result<Vec<ledger::LedgerCost>> {
+    let work = WorkDir::create("cliproxy-bench-ledger")?;
+    let stub = Stub::start().await?;
+    let mut servers = Vec::new();
+    for (name, extra) in [("cliproxy", ""), (UNRECORDED, "usage-db = \"off\"\n")] {
+        let layout = Layout::create(&work.path().join(name))?;
+        let port = net::free_port()?;
+        layout.write_config_with(port, stub.addr(), Upstream::ApiKeys, extra)?;
+        let mut instance = Instance::spawn(binary, &layout, port)?;
+        instance.wait_ready(Probe::Health).await?;
+        let target = Target {
+            name,
+            addr: instance.addr(),
+        };
+        for stream in [false, true] {
+            load::once(target, stream).await.map_err(|error| {
+                anyhow::anyhow!("{name} does not serve: {error}\n{}", instance.log_tail())
+            })?;
+        }
+        servers.push((instance, layout));
+    }
+    let server = |at: usize| ledger::Server {
+        target: Target {
+            name: if at == 0 { "cliproxy" } else { UNRECORDED },
+            addr: servers[at].0.addr(),
+        },
+        pid: servers[at].0.pid(),
+    };
+    let (pairs, each) = ledger_rounds(options);
+    eprintln!("  the usage ledger: {pairs} pairs of {each:?} rounds, with and without ...");
+    Ok(ledger::measure(server(0), server(1), options.concurrency, pairs, each).await)
+}
+
+/// Pairs of rounds of the [`ledger`] phase, and the length of each.
+fn ledger_rounds(options: &Options) -> (usize, Duration) {
+    if options.quick {
+        (LEDGER_PAIRS_QUICK, LEDGER_ROUND_QUICK)
+    } else {
+        (LEDGER_PAIRS, LEDGER_ROUND)
+    }
 }
 
 /// Runs every phase and collects the results.
@@ -385,11 +449,7 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
         }
     }
 
-    let (pairs, each) = if options.quick {
-        (LEDGER_PAIRS_QUICK, LEDGER_ROUND_QUICK)
-    } else {
-        (LEDGER_PAIRS, LEDGER_ROUND)
-    };
+    let (pairs, each) = ledger_rounds(options);
     eprintln!("  the usage ledger: {pairs} pairs of {each:?} rounds, with and without ...");
     results.ledger = ledger::measure(
         ledger::Server {

@@ -94,6 +94,18 @@ pub(crate) struct Check {
     pub(crate) text: String,
 }
 
+impl std::fmt::Display for Check {
+    /// `- PASS  text`, `- FAIL  text` or `- info  text`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.pass {
+            Some(true) => "PASS",
+            Some(false) => "FAIL",
+            None => "info",
+        };
+        write!(f, "- {tag}  {}", self.text)
+    }
+}
+
 impl Results {
     fn row(&self, stream: bool, concurrency: usize, target: &str) -> Option<&Outcome> {
         self.rows
@@ -127,47 +139,7 @@ impl Results {
             );
         }
 
-        for cost in &self.ledger {
-            let kind = if cost.stream {
-                "streaming"
-            } else {
-                "non-streaming"
-            };
-            let c = self.concurrency;
-            let (Some(median), Some((low, high))) = (cost.median(), cost.spread()) else {
-                checks.push(missing(format!("{kind} throughput with the usage ledger")));
-                continue;
-            };
-            let cpu = match (
-                cost.on.per_request(),
-                cost.off.per_request(),
-                cost.cpu_ratio(),
-            ) {
-                (Some(on), Some(off), Some(ratio)) => format!(
-                    "; CPU per request {} with, {} without ({:+.1} %)",
-                    fmt_duration(on),
-                    fmt_duration(off),
-                    (ratio - 1.0) * 100.0
-                ),
-                _ => String::new(),
-            };
-            checks.push(Check {
-                pass: Some(cost.errors == 0 && median >= MIN_RECORDED_RATIO),
-                text: format!(
-                    "{kind} throughput at {c} connections with the usage ledger: cliproxy = {:.1} % of {UNRECORDED} (median of {} paired rounds, {:.1} to {:.1} %; need >= {:.0} %){cpu}{}",
-                    median * 100.0,
-                    cost.ratios.len(),
-                    low * 100.0,
-                    high * 100.0,
-                    MIN_RECORDED_RATIO * 100.0,
-                    if cost.errors > 0 {
-                        format!(", {} failed requests", cost.errors)
-                    } else {
-                        String::new()
-                    }
-                ),
-            });
-        }
+        checks.extend(ledger_checks(&self.ledger, self.concurrency));
 
         for stream in [false, true] {
             let kind = if stream { "streaming" } else { "non-streaming" };
@@ -429,12 +401,7 @@ impl Results {
 
         let _ = writeln!(out, "\n### Budget\n");
         for check in self.checks() {
-            let tag = match check.pass {
-                Some(true) => "PASS",
-                Some(false) => "FAIL",
-                None => "info",
-            };
-            let _ = writeln!(out, "- {tag}  {}", check.text);
+            let _ = writeln!(out, "{check}");
         }
         out
     }
@@ -443,6 +410,53 @@ impl Results {
     pub(crate) fn passed(&self) -> bool {
         self.checks().iter().all(|c| c.pass != Some(false))
     }
+}
+
+/// The budget lines of the usage ledger's paired rounds at `concurrency` connections.
+pub(crate) fn ledger_checks(costs: &[LedgerCost], concurrency: usize) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for cost in costs {
+        let kind = if cost.stream {
+            "streaming"
+        } else {
+            "non-streaming"
+        };
+        let c = concurrency;
+        let (Some(median), Some((low, high))) = (cost.median(), cost.spread()) else {
+            checks.push(missing(format!("{kind} throughput with the usage ledger")));
+            continue;
+        };
+        let cpu = match (
+            cost.on.per_request(),
+            cost.off.per_request(),
+            cost.cpu_ratio(),
+        ) {
+            (Some(on), Some(off), Some(ratio)) => format!(
+                "; CPU per request {} with, {} without ({:+.1} %)",
+                fmt_duration(on),
+                fmt_duration(off),
+                (ratio - 1.0) * 100.0
+            ),
+            _ => String::new(),
+        };
+        checks.push(Check {
+            pass: Some(cost.errors == 0 && median >= MIN_RECORDED_RATIO),
+            text: format!(
+                "{kind} throughput at {c} connections with the usage ledger: cliproxy = {:.1} % of {UNRECORDED} (median of {} paired rounds, {:.1} to {:.1} %; need >= {:.0} %){cpu}{}",
+                median * 100.0,
+                cost.ratios.len(),
+                low * 100.0,
+                high * 100.0,
+                MIN_RECORDED_RATIO * 100.0,
+                if cost.errors > 0 {
+                    format!(", {} failed requests", cost.errors)
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    checks
 }
 
 /// The refresh windows as durations, summarised.
