@@ -267,7 +267,7 @@ impl Drop for Meter {
                 estimated: false,
             }
         };
-        let now = SystemTime::now();
+        let (now, instant) = (SystemTime::now(), Instant::now());
         let spent = tokens.prompt + tokens.completion;
         let sink = &*self.sink.shared;
         self.client.spend(spent, now);
@@ -277,7 +277,7 @@ impl Drop for Meter {
         if let Some(key) = &self.key
             && spent > 0
         {
-            sink.pool.spend_tokens(key, spent, Instant::now(), now);
+            sink.pool.spend_tokens(key, spent, instant, now);
         }
         if !self.recording {
             return;
@@ -299,7 +299,7 @@ impl Drop for Meter {
             completion_tokens: tokens.completion,
             cached_tokens: tokens.cached,
             tokens_estimated: tokens.estimated,
-            latency: self.started.elapsed(),
+            latency: instant.saturating_duration_since(self.started),
             ttft: self
                 .first_byte
                 .map(|at| at.saturating_duration_since(self.started)),

@@ -14,6 +14,9 @@ const MAX_DEPTH: usize = 128;
 /// The usage `value` starts with (its bytes from the value on; what follows it is ignored):
 /// `None` for `null` and for anything that is not a usage object.
 pub(crate) fn read(value: &[u8]) -> Option<Usage> {
+    if let Some(usage) = read_plain(value) {
+        return Some(usage);
+    }
     let mut cursor = Cursor {
         bytes: value,
         at: 0,
@@ -46,6 +49,28 @@ pub(crate) fn read(value: &[u8]) -> Option<Usage> {
         Some(())
     })?;
     Some(usage)
+}
+
+/// The layout most upstreams write, `{"prompt_tokens":P,"completion_tokens":C,"total_tokens":T}`
+/// exactly, read by comparing it with that text: `None` for anything else (which [`read`]
+/// then reads member by member).
+fn read_plain(value: &[u8]) -> Option<Usage> {
+    let mut cursor = Cursor {
+        bytes: value,
+        at: 0,
+    };
+    let mut field = |name: &[u8]| {
+        cursor.literal(name).then_some(())?;
+        cursor.count()
+    };
+    let prompt_tokens = field(b"{\"prompt_tokens\":")?;
+    let completion_tokens = field(b",\"completion_tokens\":")?;
+    field(b",\"total_tokens\":")?;
+    cursor.literal(b"}").then(|| Usage {
+        prompt_tokens,
+        completion_tokens,
+        ..Usage::default()
+    })
 }
 
 /// A position in the bytes being read.
@@ -353,6 +378,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn reads_the_plain_layout_as_serde_does(
+            numbers in prop::collection::vec(
+                prop::sample::select(vec!["0", "9", "15", "01", "1.5", "2e3", "-3", "null", "18446744073709551616"]),
+                3,
+            ),
+            end in prop::sample::select(vec!["}", "}\n", "  }", ",\"x\":1}", ""]),
+        ) {
+            let value = format!(
+                "{{\"prompt_tokens\":{},\"completion_tokens\":{},\"total_tokens\":{}{end}",
+                numbers[0], numbers[1], numbers[2]
+            );
+            prop_assert_eq!(read(value.as_bytes()), by_serde(value.as_bytes()), "{}", value);
+        }
+
         #[test]
         fn reads_as_serde_does(
             members in prop::collection::vec((key(), any_value()), 0..6),
