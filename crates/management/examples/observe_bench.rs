@@ -1,5 +1,6 @@
 //! What `/metrics` costs the usage ledger's flusher per record: `Metrics::observe` timed over a
-//! million records (eight credentials, two models, two client keys), as the flusher calls it.
+//! million records (eight credentials, two models, two client keys), each shown alone: the
+//! flusher's worst case, a fold in which no two records share a key.
 //! Run with `cargo run --release -p management --example observe_bench`; docs/benchmarks.md
 //! has a run's numbers.
 
@@ -38,7 +39,7 @@ fn main() {
         let metrics = Metrics::new(hash_emails);
         let start = Instant::now();
         for record in &records {
-            metrics.observe(record);
+            metrics.observe(std::slice::from_ref(record));
         }
         let elapsed = start.elapsed();
         println!(

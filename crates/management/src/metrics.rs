@@ -396,28 +396,34 @@ impl Metrics {
 }
 
 impl RecordObserver for Metrics {
-    fn observe(&self, record: &Record) {
-        let series = self.series(record);
-        series.requests.inc();
-        if let Outcome::Failure(class) = record.outcome {
-            self.failures
-                .get_or_create(&FailureLabels {
-                    credential: self.credential_label(&record.credential),
-                    model: record.model.to_string(),
-                    client: record.client.to_string(),
-                    class: class.as_str().to_owned(),
-                })
-                .inc();
-        }
+    fn observe(&self, records: &[Record]) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let series = self.series(first);
+        series.requests.inc_by(records.len() as u64);
         let [prompt, completion, cached] = &series.tokens;
-        prompt.inc_by(record.prompt_tokens);
-        completion.inc_by(record.completion_tokens);
-        cached.inc_by(record.cached_tokens);
-        series.latency.observe(record.latency.as_secs_f64());
-        if let Some(ttft) = record.ttft {
-            series.ttfb.observe(ttft.as_secs_f64());
+        let sum = |tokens: fn(&Record) -> u64| records.iter().map(tokens).sum::<u64>();
+        prompt.inc_by(sum(|record| record.prompt_tokens));
+        completion.inc_by(sum(|record| record.completion_tokens));
+        cached.inc_by(sum(|record| record.cached_tokens));
+        for record in records {
+            if let Outcome::Failure(class) = record.outcome {
+                self.failures
+                    .get_or_create(&FailureLabels {
+                        credential: self.credential_label(&record.credential),
+                        model: record.model.to_string(),
+                        client: record.client.to_string(),
+                        class: class.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+            series.latency.observe(record.latency.as_secs_f64());
+            if let Some(ttft) = record.ttft {
+                series.ttfb.observe(ttft.as_secs_f64());
+            }
+            self.attempts.observe(f64::from(record.attempts));
         }
-        self.attempts.observe(f64::from(record.attempts));
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::batch::Batch;
 use crate::error::LedgerError;
 use crate::record::Record;
 use crate::rollup::{Rollups, hour_of};
@@ -49,8 +50,9 @@ enum Control {
 /// Sees every record the flusher takes, on the flusher's task (so never on a request's), at
 /// most [`FOLD_EVERY`] after it was recorded: how metrics are fed beside the ledger.
 pub trait RecordObserver: Send + Sync + 'static {
-    /// One finished request. Called on the flusher task: it must not block.
-    fn observe(&self, record: &Record);
+    /// Finished requests counted under one key: the same credential, client key, model, API
+    /// and hour (never empty). Called on the flusher task: it must not block.
+    fn observe(&self, records: &[Record]);
 }
 
 /// The usage ledger's constructors.
@@ -96,6 +98,7 @@ impl Ledger {
             last_prune: None,
             failing: false,
             observers: Vec::new(),
+            batch: Batch::default(),
         };
         let task = tokio::spawn(flusher.run(
             received,
@@ -205,6 +208,8 @@ struct Flusher<S> {
     failing: bool,
     /// What sees each record besides the rollups.
     observers: Vec<Arc<dyn RecordObserver>>,
+    /// The records of a fold, by key; empty between folds.
+    batch: Batch,
 }
 
 impl<S: LedgerStore> Flusher<S> {
@@ -254,20 +259,23 @@ impl<S: LedgerStore> Flusher<S> {
         }
     }
 
-    /// Adds every record that arrived to the pending rollups; whether every recorder is gone.
+    /// Adds every record that arrived to the pending rollups, and shows them to the observers,
+    /// a key's records at once; whether every recorder is gone.
     fn fold(&mut self, records: &mut mpsc::UnboundedReceiver<Record>) -> bool {
-        loop {
+        let gone = loop {
             match records.try_recv() {
-                Ok(record) => {
-                    for observer in &self.observers {
-                        observer.observe(&record);
-                    }
-                    self.pending.add(&record);
-                }
-                Err(mpsc::error::TryRecvError::Empty) => return false,
-                Err(mpsc::error::TryRecvError::Disconnected) => return true,
+                Ok(record) => self.batch.add(record),
+                Err(mpsc::error::TryRecvError::Empty) => break false,
+                Err(mpsc::error::TryRecvError::Disconnected) => break true,
             }
+        };
+        for group in self.batch.drain() {
+            for observer in &self.observers {
+                observer.observe(&group);
+            }
+            self.pending.add_all(&group);
         }
+        gone
     }
 
     /// Writes the pending rollups (and deletes old hours when due) on a blocking thread.

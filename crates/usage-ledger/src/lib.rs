@@ -46,6 +46,7 @@
 //!   so a failed flush is retried whole and a kill loses at most what was not flushed yet.
 //! - The database file is 0600 from its creation; a newer schema is refused, never changed.
 
+mod batch;
 mod columns;
 mod error;
 mod histogram;

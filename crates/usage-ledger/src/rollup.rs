@@ -161,6 +161,18 @@ impl Rollups {
             .add(record);
     }
 
+    /// Counts finished requests of one key (the same credential, client key, model, API and
+    /// hour), finding the key once.
+    pub fn add_all(&mut self, records: &[Record]) {
+        let Some(first) = records.first() else {
+            return;
+        };
+        let counters = self.counters.entry(RollupKey::of(first)).or_default();
+        for record in records {
+            counters.add(record);
+        }
+    }
+
     /// Adds every rollup of `other` to these.
     pub fn merge(&mut self, other: Rollups) {
         for (key, counters) in other.counters {

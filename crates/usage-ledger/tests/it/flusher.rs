@@ -163,8 +163,12 @@ async fn without_its_handle_the_flusher_keeps_writing_for_the_recorders() {
 struct Seen(std::sync::Mutex<Vec<String>>);
 
 impl usage_ledger::RecordObserver for Seen {
-    fn observe(&self, record: &usage_ledger::Record) {
-        self.0.lock().unwrap().push(record.credential.to_string());
+    fn observe(&self, records: &[usage_ledger::Record]) {
+        let mut seen = self.0.lock().unwrap();
+        for record in records {
+            assert_eq!(record.credential, records[0].credential, "one key a call");
+            seen.push(record.credential.to_string());
+        }
     }
 }
 
@@ -177,7 +181,9 @@ async fn observers_see_every_record_the_flusher_takes_once() {
     recorder.record(record("a@example.com", "coder-model"));
     recorder.record(record("dashscope#1", "qwen-max"));
     flusher.flush().await.unwrap();
-    assert_eq!(*seen.0.lock().unwrap(), ["a@example.com", "dashscope#1"]);
+    let mut shown = seen.0.lock().unwrap().clone();
+    shown.sort();
+    assert_eq!(shown, ["a@example.com", "dashscope#1"]);
     flusher.flush_and_close().await.unwrap();
     assert_eq!(seen.0.lock().unwrap().len(), 2, "each record is shown once");
     assert_eq!(store.total().requests, 2);
