@@ -105,6 +105,7 @@ impl UsageSink {
             request_bytes: 0,
             started: Instant::now(),
             first_byte: None,
+            answered_at: None,
             attempts: 0,
             outcome: Outcome::Failure(FailureClass::ClientCancel),
             usage: None,
@@ -149,6 +150,8 @@ pub(crate) struct Meter {
     request_bytes: u64,
     started: Instant,
     first_byte: Option<Instant>,
+    /// When a whole answer was ready (a stream's end is its meter's drop).
+    answered_at: Option<Instant>,
     attempts: u32,
     /// How the request ended: a client that left, until told otherwise.
     outcome: Outcome,
@@ -208,7 +211,9 @@ impl Meter {
 
     /// A whole answer is ready: successful with `usage` and `text_chars` of text.
     pub(crate) fn answered(mut self, usage: Option<Usage>, text_chars: u64) {
-        self.first_byte = Some(Instant::now());
+        let now = Instant::now();
+        self.first_byte = Some(now);
+        self.answered_at = Some(now);
         self.outcome = Outcome::Success;
         self.usage = usage;
         self.text_chars = text_chars;
@@ -267,7 +272,8 @@ impl Drop for Meter {
                 estimated: false,
             }
         };
-        let (now, instant) = (SystemTime::now(), Instant::now());
+        let now = SystemTime::now();
+        let instant = self.answered_at.unwrap_or_else(Instant::now);
         let spent = tokens.prompt + tokens.completion;
         let sink = &*self.sink.shared;
         self.client.spend(spent, now);

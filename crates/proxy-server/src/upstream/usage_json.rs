@@ -172,19 +172,23 @@ impl<'a> Cursor<'a> {
     /// A count of tokens: a JSON integer from 0 that fits in a `u64` (fractions, exponents
     /// and signs are not counts).
     fn count(&mut self) -> Option<u64> {
-        let digits = self.bytes[self.at..]
-            .iter()
-            .take_while(|byte| byte.is_ascii_digit())
-            .count();
-        let text = &self.bytes[self.at..self.at + digits];
-        self.at += digits;
-        let well_formed = !text.is_empty() && (text[0] != b'0' || digits == 1);
-        if !well_formed || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+        let start = self.at;
+        let mut value: u64 = 0;
+        let mut overflow = false;
+        while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
+            let next = value
+                .checked_mul(10)
+                .and_then(|tens| tens.checked_add(u64::from(digit - b'0')));
+            overflow |= next.is_none();
+            value = next.unwrap_or(0);
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        let well_formed = digits > 0 && (self.bytes[start] != b'0' || digits == 1);
+        if overflow || !well_formed || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        text.iter().try_fold(0_u64, |value, &digit| {
-            value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-        })
+        Some(value)
     }
 
     /// `prompt_tokens_details`: an object whose `cached_tokens` is kept.
