@@ -18,12 +18,28 @@ static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage
 /// The tail both text keys share: `"content"` and `"reasoning_content"` in one search.
 static CONTENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"content\""));
 
+/// How far from its end an answer's usage is looked for first: upstreams put it last, and a
+/// long answer's text need not be searched.
+const USAGE_TAIL: usize = 512;
+
 /// The `usage` object of a chat-completions answer or chunk: the last `"usage"` key's value,
 /// when it is an object of the expected shape.
 pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
+    // A usage found in the tail is the last one: every later key is in the tail too.
+    let tail = json.len().saturating_sub(USAGE_TAIL);
+    if tail > 0
+        && let Some(usage) = last_usage_from(json, tail)
+    {
+        return Some(usage);
+    }
+    last_usage_from(json, 0)
+}
+
+/// The last usage whose key starts at `from` or after.
+fn last_usage_from(json: &[u8], from: usize) -> Option<Usage> {
     let mut found = None;
-    for at in USAGE.find_iter(json) {
-        let Some(value) = value_after_key(json, at, USAGE.needle().len()) else {
+    for at in USAGE.find_iter(&json[from..]) {
+        let Some(value) = value_after_key(json, from + at, USAGE.needle().len()) else {
             continue;
         };
         if let Some(usage) = super::usage_json::read(value) {
@@ -184,6 +200,33 @@ mod tests {
         assert_eq!(usage(chunk).map(|usage| usage.prompt_tokens), Some(2));
         let nested = br#"{"choices":[],"usage":{"prompt_tokens":3},"x":{"usage":null}}"#;
         assert_eq!(usage(nested).map(|usage| usage.prompt_tokens), Some(3));
+    }
+
+    #[test]
+    fn a_long_answers_usage_is_found_at_its_end_or_anywhere() {
+        let text = "x".repeat(4 * USAGE_TAIL);
+        let at_end = format!(
+            r#"{{"choices":[{{"message":{{"content":"{text}"}}}}],"usage":{{"prompt_tokens":3}}}}"#
+        );
+        assert_eq!(
+            usage(at_end.as_bytes()).map(|usage| usage.prompt_tokens),
+            Some(3)
+        );
+        let first = format!(
+            r#"{{"usage":{{"prompt_tokens":4}},"choices":[{{"message":{{"content":"{text}"}}}}]}}"#
+        );
+        assert_eq!(
+            usage(first.as_bytes()).map(|usage| usage.prompt_tokens),
+            Some(4)
+        );
+        let both = format!(
+            r#"{{"usage":{{"prompt_tokens":4}},"choices":[{{"message":{{"content":"{text}"}}}}],"usage":null}}"#
+        );
+        assert_eq!(
+            usage(both.as_bytes()).map(|usage| usage.prompt_tokens),
+            Some(4),
+            "a null at the end is no usage: the earlier one stands"
+        );
     }
 
     #[test]
