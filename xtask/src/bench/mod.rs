@@ -671,13 +671,24 @@ fn machine_facts(root: &Path, options: &Options) -> String {
     let commit = git_commit(root);
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let model = cpu_model();
+    let plan = if options.ledger_only {
+        let (pairs, each) = ledger_rounds(options);
+        format!(
+            "{pairs} pairs of {} ms rounds per kind of request",
+            each.as_millis()
+        )
+    } else {
+        format!(
+            "{} s measured per scenario and target in {ROUNDS} rounds, {} ms warm-up in all",
+            options.measure.as_secs_f64(),
+            options.warmup().as_millis(),
+        )
+    };
     format!(
-        "{} UTC, commit {commit}, {cpus} CPUs ({model}); {} s measured per scenario and target in {ROUNDS} rounds, {} ms warm-up in all; throughput at {} connections",
+        "{} UTC, commit {commit}, {cpus} CPUs ({model}); {plan}; throughput at {} connections",
         cliproxy::rfc3339_utc(now)
             .trim_end_matches('Z')
             .replace('T', " "),
-        options.measure.as_secs_f64(),
-        options.warmup().as_millis(),
         options.concurrency
     )
 }
@@ -716,6 +727,16 @@ mod tests {
         let pool = parse(&["--pool", "--quick"]).unwrap();
         assert!(pool.pool_only && pool.quick);
         assert!(!parse(&[]).unwrap().pool_only);
+        let ledger = parse(&["--ledger", "--quick"]).unwrap();
+        assert!(ledger.ledger_only && !ledger.pool_only);
+        assert_eq!(
+            ledger_rounds(&ledger),
+            (LEDGER_PAIRS_QUICK, LEDGER_ROUND_QUICK)
+        );
+        assert_eq!(
+            ledger_rounds(&parse(&["--ledger"]).unwrap()),
+            (LEDGER_PAIRS, LEDGER_ROUND)
+        );
     }
 
     #[test]
