@@ -73,7 +73,7 @@ pub(crate) struct Entry<C> {
     pub(crate) leases: Option<Leases>,
     /// Per model id; an entry stays after its cooldown ends so consecutive
     /// failures keep counting until a success.
-    pub(crate) backoff: HashMap<Box<str>, Backoff>,
+    pub(crate) backoff: HashMap<Box<str>, Backoff, foldhash::fast::RandomState>,
     pub(crate) refusal: Option<Refusal>,
     pub(crate) exhaustion: Option<Exhaustion>,
     /// Its `requests-per-day` and `tokens-per-day`.
@@ -117,7 +117,7 @@ impl<C> Entry<C> {
             disabled: None,
             rate,
             leases: None,
-            backoff: HashMap::new(),
+            backoff: HashMap::default(),
             refusal: None,
             exhaustion: None,
             limits: DailyLimits::default(),

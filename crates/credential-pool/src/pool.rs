@@ -772,7 +772,10 @@ impl<C> Pool<C> {
         match outcome {
             Outcome::Failed => {}
             Outcome::Success => {
-                entry.backoff.remove(model);
+                // Nearly always empty: a removal would hash the model for nothing.
+                if !entry.backoff.is_empty() {
+                    entry.backoff.remove(model);
+                }
                 entry.refusal = None;
                 entry.exhaustion = None;
             }
