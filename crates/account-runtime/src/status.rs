@@ -252,9 +252,11 @@ fn report(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<u8> {
 pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<LiveCredential> {
     let instant = Instant::now();
     let wall = SystemTime::now();
-    let at = |after: std::time::Duration| nearest_second(wall + after);
-    let ago =
-        |before: std::time::Duration| nearest_second(wall.checked_sub(before).unwrap_or(wall));
+    let at = |after: std::time::Duration| whole_second(wall + after);
+    // A day's end (and an exhaustion until `quota-reset`) is a whole second of wall time,
+    // reached here through the monotonic clock: rounding finds that second again.
+    let at_day_end = |after: std::time::Duration| nearest_second(wall + after);
+    let ago = |before: std::time::Duration| whole_second(wall.checked_sub(before).unwrap_or(wall));
     let accounts: HashMap<String, Arc<crate::QwenAccount>> = accounts
         .accounts()
         .into_iter()
@@ -279,9 +281,11 @@ pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<Liv
                     next_probe: at(refused.next_probe_in),
                 }
             } else if let Some(left) = status.exhausted_for {
-                LiveState::Exhausted { until: at(left) }
+                LiveState::Exhausted {
+                    until: at_day_end(left),
+                }
             } else if let Some(left) = status.day.limited_for {
-                day_limit_state(&status.day, at(left))
+                day_limit_state(&status.day, at_day_end(left))
             } else if let (Some(left), Some(cap)) = (status.capped_for, status.requests_per_minute)
             {
                 LiveState::Capped {
@@ -316,18 +320,18 @@ pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<Liv
                     tokens: status.day.tokens,
                     requests_per_day: status.day.limits.requests.map(NonZeroU64::get),
                     tokens_per_day: status.day.limits.tokens.map(NonZeroU64::get),
-                    resets_at: status.day.resets_in.map(at),
+                    resets_at: status.day.resets_in.map(at_day_end),
                 },
                 upstream: status.upstream.as_ref().map(|heard| {
                     let seen = wall.checked_sub(heard.ago).unwrap_or(wall);
-                    let from_seen = |after: Duration| nearest_second(seen + after);
+                    let from_seen = |after: Duration| whole_second(seen + after);
                     let allowance = |allowance: &Allowance| LiveAllowance {
                         limit: allowance.limit,
                         remaining: allowance.remaining,
                         resets_at: allowance.resets_after.map(from_seen),
                     };
                     LiveUpstream {
-                        seen_at: nearest_second(seen),
+                        seen_at: whole_second(seen),
                         requests: heard.said.requests.as_ref().map(allowance),
                         tokens: heard.said.tokens.as_ref().map(allowance),
                         retry_at: heard.said.retry_after.map(from_seen),
@@ -339,9 +343,14 @@ pub fn live_credentials(accounts: &Accounts, pool: &Pool<Credential>) -> Vec<Liv
         .collect()
 }
 
-/// `moment` in whole Unix seconds, rounded to the nearest: a moment reached through the
-/// monotonic clock (a day's end, a cooldown) lands a hair before or after the second it
-/// stands for, and flooring would show 05:02:59 for a reset configured at 05:03.
+/// `moment` in whole Unix seconds, rounded down: a moment in the past never shows as future.
+fn whole_second(moment: SystemTime) -> i64 {
+    OffsetDateTime::from(moment).unix_timestamp()
+}
+
+/// `moment` in whole Unix seconds, rounded to the nearest: a whole second of wall time reached
+/// through the monotonic clock lands a hair before or after it, and flooring would show
+/// 05:02:59 for a day that ends at 05:03.
 fn nearest_second(moment: SystemTime) -> i64 {
     OffsetDateTime::from(moment + std::time::Duration::from_millis(500)).unix_timestamp()
 }
