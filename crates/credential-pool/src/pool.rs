@@ -767,6 +767,37 @@ impl<C> Pool<C> {
         let Some(&i) = inner.index.get(key) else {
             return;
         };
+        self.report_locked(&mut inner, i, model, outcome, now);
+    }
+
+    /// [`Pool::report`] of a success whose answer used `tokens`, counted in the credential's
+    /// day as [`Pool::spend_tokens`] counts them, under the one lock.
+    pub fn report_success_spending(
+        &self,
+        key: &str,
+        model: &str,
+        tokens: u64,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let mut inner = self.lock();
+        let Some(&i) = inner.index.get(key) else {
+            return;
+        };
+        let reset = inner.reset;
+        Day::current(&mut inner.entries[i].day, reset, now, wall).count_tokens(tokens);
+        self.report_locked(&mut inner, i, model, Outcome::Success, now);
+    }
+
+    /// [`Pool::report`] of the credential at `i`, under the lock.
+    fn report_locked(
+        &self,
+        inner: &mut Inner<C>,
+        i: usize,
+        model: &str,
+        outcome: Outcome,
+        now: Instant,
+    ) {
         let before = inner.before_report(i, model);
         let entry = &mut inner.entries[i];
         match outcome {

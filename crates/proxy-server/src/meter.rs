@@ -1,6 +1,7 @@
 //! What one request used and how it ended, told once when it is over: to the usage ledger
 //! (one [`Record`] per finished request), to the client key's `tokens-per-day`, and to the
-//! day of the credential that served it (the pool's `spend_tokens`).
+//! day of the credential that served it (the pool's `spend_tokens`; a whole answer's tokens go
+//! back to the caller, which counts them with the pool's report of the success).
 //!
 //! A [`Meter`] is made when a request reaches the upstream code and goes where the request's
 //! end is decided: dropped with the request's future when the client leaves before the
@@ -139,7 +140,8 @@ pub(crate) struct Meter {
     sink: UsageSink,
     /// Whether the ledger is on.
     recording: bool,
-    /// The pool key of the credential of the last attempt; `None` before any.
+    /// The pool key of the credential of the last attempt, whose day counts the tokens; `None`
+    /// before any, and once a whole answer's tokens are left to the caller.
     key: Option<Arc<str>>,
     api: Api,
     /// The model sent upstream (moved into the record).
@@ -170,6 +172,11 @@ pub(crate) struct Tokens {
 }
 
 impl Tokens {
+    /// Prompt and completion tokens together: what a day's `tokens-per-day` counts.
+    pub(crate) fn total(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
+
     /// The upstream's `usage`, else an estimate from the request's bytes and the answer's
     /// characters of text.
     pub(crate) fn of(usage: Option<Usage>, request_bytes: u64, text_chars: u64) -> Tokens {
@@ -191,6 +198,25 @@ impl Tokens {
 }
 
 impl Meter {
+    /// What the request used: nothing when nothing was answered (an upstream bills no refused
+    /// request), else the upstream's usage or an estimate.
+    fn tokens(&self) -> Tokens {
+        let answered = self.outcome == Outcome::Success
+            || self.usage.is_some()
+            || self.text_chars > 0
+            || self.first_byte.is_some();
+        if answered {
+            Tokens::of(self.usage, self.request_bytes, self.text_chars)
+        } else {
+            Tokens {
+                prompt: 0,
+                completion: 0,
+                cached: 0,
+                estimated: false,
+            }
+        }
+    }
+
     /// An upstream attempt is made with the credential under pool key `key`, labelled
     /// `credential`, sending `request_bytes`.
     pub(crate) fn attempt(&mut self, key: &Arc<str>, credential: &Arc<str>, request_bytes: usize) {
@@ -210,13 +236,18 @@ impl Meter {
     }
 
     /// A whole answer is ready: successful with `usage` and `text_chars` of text.
-    pub(crate) fn answered(mut self, usage: Option<Usage>, text_chars: u64) {
+    ///
+    /// Returns the answer's tokens: the caller counts them on the credential, with the pool's
+    /// report of the success (one lock instead of two), so this meter does not.
+    pub(crate) fn answered(mut self, usage: Option<Usage>, text_chars: u64) -> u64 {
         let now = Instant::now();
         self.first_byte = Some(now);
         self.answered_at = Some(now);
         self.outcome = Outcome::Success;
         self.usage = usage;
         self.text_chars = text_chars;
+        self.key = None;
+        self.tokens().total()
     }
 
     /// The first byte of a streamed answer reached its body.
@@ -257,24 +288,10 @@ pub(crate) fn stream_failure_class(error: &StreamError) -> FailureClass {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        let answered = self.outcome == Outcome::Success
-            || self.usage.is_some()
-            || self.text_chars > 0
-            || self.first_byte.is_some();
-        let tokens = if answered {
-            Tokens::of(self.usage, self.request_bytes, self.text_chars)
-        } else {
-            // Nothing was answered: nothing was used (an upstream bills no refused request).
-            Tokens {
-                prompt: 0,
-                completion: 0,
-                cached: 0,
-                estimated: false,
-            }
-        };
+        let tokens = self.tokens();
         let now = SystemTime::now();
         let instant = self.answered_at.unwrap_or_else(Instant::now);
-        let spent = tokens.prompt + tokens.completion;
+        let spent = tokens.total();
         let sink = &*self.sink.shared;
         self.client.spend(spent, now);
         if self.client.counts_tokens() {

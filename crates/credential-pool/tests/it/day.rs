@@ -95,8 +95,9 @@ fn tokens_per_day_count_the_answers_and_a_new_day_starts_at_zero() {
     let now = Instant::now();
     pool.spend_tokens("a", 600, now, wall());
     assert_eq!(picks(&pool, 2, now, wall()), ["a", "b"]);
-    pool.spend_tokens("a", 400, now, wall());
-    pool.spend_tokens("gone", 400, now, wall());
+    // A success's report can count its answer's tokens under the same lock.
+    pool.report_success_spending("a", MODEL, 400, now, wall());
+    pool.report_success_spending("gone", MODEL, 400, now, wall());
     assert_eq!(picks(&pool, 2, now, wall()), ["b", "b"]);
     let a = &pool.statuses(now)[0];
     assert_eq!((a.day.requests, a.day.tokens), (1, 1000));

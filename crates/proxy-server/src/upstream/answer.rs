@@ -28,18 +28,23 @@ pub(crate) enum Answer {
 
 impl Answer {
     /// Hands a successful answer's usage to `meter`: a whole answer's at once (its bytes stand
-    /// in for the text when it reports no usage), a stream's when its body is dropped.
-    pub(crate) fn metered(mut self, meter: Option<Meter>) -> Self {
+    /// in for the text when it reports no usage), a stream's when its body is dropped. Returns
+    /// a whole answer's tokens, for the caller to count on the credential (0 for a stream,
+    /// whose meter counts them, and without a meter).
+    pub(crate) fn metered(mut self, meter: Option<Meter>) -> (Self, u64) {
         let Some(meter) = meter else {
-            return self;
+            return (self, 0);
         };
-        match &mut self {
+        let tokens = match &mut self {
             Self::Complete { body, .. } => {
-                meter.answered(completion_usage(body), body.len() as u64);
+                meter.answered(completion_usage(body), body.len() as u64)
             }
-            Self::Stream { body, .. } => body.set_meter(meter),
-        }
-        self
+            Self::Stream { body, .. } => {
+                body.set_meter(meter);
+                0
+            }
+        };
+        (self, tokens)
     }
 
     pub(crate) fn into_response(self) -> Response<ProxyBody> {

@@ -145,9 +145,20 @@ impl Upstream {
                     .await
                 {
                     Attempt::Success(answer) => {
-                        self.pool
-                            .report(&lease.key, &model, Outcome::Success, Instant::now());
-                        return Ok(answer.metered(meter));
+                        let (answer, tokens) = answer.metered(meter);
+                        let now = Instant::now();
+                        if tokens > 0 {
+                            self.pool.report_success_spending(
+                                &lease.key,
+                                &model,
+                                tokens,
+                                now,
+                                SystemTime::now(),
+                            );
+                        } else {
+                            self.pool.report(&lease.key, &model, Outcome::Success, now);
+                        }
+                        return Ok(answer);
                     }
                     Attempt::PassThrough(answer) => {
                         if let Some(meter) = meter {
