@@ -103,10 +103,42 @@ impl<'de> Visitor<'de> for SignalsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodySignals<'de>, A::Error> {
         let mut signals = BodySignals::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             signals.read(&key, &mut map)?;
         }
         Ok(signals)
+    }
+}
+
+/// A JSON string borrowed from the body, owned only where escapes had to be undone: serde's
+/// own `Cow<str>` is always owned, an allocation for every key of every request.
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
     }
 }
 
@@ -221,7 +253,8 @@ fn claude_code_session(user_id: &str) -> Option<String> {
 
 /// A non-empty JSON string, borrowed unless it had escapes.
 fn string(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
-    raw.and_then(|raw| serde_json::from_str::<Cow<'_, str>>(raw.get()).ok())
+    raw.and_then(|raw| serde_json::from_str::<Text<'_>>(raw.get()).ok())
+        .map(|Text(value)| value)
         .filter(|value| !value.is_empty())
 }
 
@@ -332,6 +365,19 @@ struct Turn<'a> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn text_is_borrowed_unless_it_had_escapes() {
+        let Text(plain) = serde_json::from_str::<Text<'_>>(r#""model""#).unwrap();
+        assert!(matches!(plain, Cow::Borrowed("model")));
+        let Text(escaped) = serde_json::from_str::<Text<'_>>(r#""mod\u0065l""#).unwrap();
+        assert!(matches!(escaped, Cow::Owned(ref text) if text == "model"));
+        assert!(serde_json::from_str::<Text<'_>>("5").is_err());
+        // An escaped key is still the key it spells.
+        let signals: BodySignals<'_> =
+            serde_json::from_str(r#"{"us\u0065r":"alice","messages":[]}"#).unwrap();
+        assert_eq!(string(signals.user).as_deref(), Some("alice"));
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -32,7 +32,7 @@ use usage_ledger::Api;
 use super::shape;
 use super::splice;
 use crate::client::Client;
-use crate::conversation::BodySignals;
+use crate::conversation::{BodySignals, Text};
 use crate::layers::request_id::LoggedId;
 
 /// The fields that ask for a number of output tokens.
@@ -108,7 +108,7 @@ impl<'de> Visitor<'de> for SummaryVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Summary<'de>, A::Error> {
         let mut summary = Summary::default();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             // Given twice, a field the proxy acts on would be ambiguous: the upstream might
             // read the other one.
             let field = match &*key {
