@@ -329,12 +329,10 @@ impl<'de> Visitor<'de> for OpeningVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut turns: A) -> Result<Opening<'de>, A::Error> {
         let mut opening = Opening::default();
         loop {
-            let Some(turn) = turns.next_element::<&'de RawValue>()? else {
+            // A turn of another shape reads as no turn, and is skipped: the upstream will
+            // judge it.
+            let Some(turn) = turns.next_element::<Turn<'de>>()? else {
                 return Ok(opening);
-            };
-            // A turn of another shape is skipped, as the upstream will judge it.
-            let Ok(turn) = serde_json::from_str::<Turn<'de>>(turn.get()) else {
-                continue;
             };
             match turn.role {
                 Some("system" | "developer") if opening.system.is_none() => {
@@ -352,19 +350,177 @@ impl<'de> Visitor<'de> for OpeningVisitor {
     }
 }
 
-/// One message or input item: its role and content, borrowed.
-#[derive(Deserialize)]
+/// One message or input item: its role and content, borrowed, read in the one pass over the
+/// body (a system prompt may be tens of kilobytes: it is not read twice). A turn that is not an
+/// object, gives a field twice, or has a role that is not a plain string reads as no turn.
+#[derive(Default)]
 struct Turn<'a> {
-    #[serde(borrow, default)]
     role: Option<&'a str>,
-    #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Turn<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TurnVisitor)
+    }
+}
+
+struct TurnVisitor;
+
+impl<'de> Visitor<'de> for TurnVisitor {
+    type Value = Turn<'de>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a message, or any other JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Turn<'de>, A::Error> {
+        let (mut role, mut content) = (None::<&'de RawValue>, None::<&'de RawValue>);
+        let mut well_formed = true;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let field = match &*key {
+                "role" => &mut role,
+                "content" => &mut content,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            well_formed &= field.is_none();
+            *field = Some(map.next_value()?);
+        }
+        // `null` is no value; a role is a string read as written (one with escapes, or of
+        // another type, makes no turn).
+        let role = match role.map(RawValue::get) {
+            None | Some("null") => None,
+            Some(raw) => {
+                let plain = raw
+                    .strip_prefix('"')
+                    .and_then(|raw| raw.strip_suffix('"'))
+                    .filter(|plain| !plain.contains('\\'));
+                well_formed &= plain.is_some();
+                plain
+            }
+        };
+        let content = content.filter(|raw| raw.get() != "null");
+        Ok(if well_formed {
+            Turn { role, content }
+        } else {
+            Turn::default()
+        })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Turn<'de>, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Turn::default())
+    }
+
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<Turn<'de>, E> {
+        Ok(Turn::default())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// The turns as they were read before the one-pass `Turn`: each captured, then parsed by a
+    /// derived struct (a failure skips the turn).
+    fn opening_read_twice(messages: &str) -> (Option<String>, Option<String>) {
+        #[derive(Deserialize)]
+        struct Derived<'a> {
+            #[serde(borrow, default)]
+            role: Option<&'a str>,
+            #[serde(borrow, default)]
+            content: Option<&'a RawValue>,
+        }
+        let (mut system, mut user) = (None, None);
+        let turns: Vec<&RawValue> = serde_json::from_str(messages).unwrap();
+        for turn in turns {
+            let Ok(turn) = serde_json::from_str::<Derived<'_>>(turn.get()) else {
+                continue;
+            };
+            match turn.role {
+                Some("system" | "developer") if system.is_none() => {
+                    system = turn.content.map(|raw| raw.get().to_owned());
+                }
+                Some("user") => {
+                    user = turn.content.map(|raw| raw.get().to_owned());
+                    break;
+                }
+                _ => {}
+            }
+        }
+        (system, user)
+    }
+
+    fn turn() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let role = prop::sample::select(vec![
+            r#""role":"system""#,
+            r#""role":"developer""#,
+            r#""role":"user""#,
+            r#""role":"assistant""#,
+            r#""role":"us\u0065r""#,
+            r#""role":null"#,
+            r#""role":5"#,
+        ]);
+        let content = prop::sample::select(vec![
+            r#""content":"hi""#,
+            r#""content":"a \"b\"""#,
+            r#""content":null"#,
+            r#""content":[{"type":"text","text":"x"}]"#,
+            r#""content":{"k":1}"#,
+        ]);
+        let other = prop::sample::select(vec![r#""name":"n""#, r#""x":[1,{"role":"user"}]"#]);
+        let member = prop_oneof![
+            role.prop_map(str::to_owned),
+            content.prop_map(str::to_owned),
+            other.prop_map(str::to_owned)
+        ];
+        prop_oneof![
+            4 => prop::collection::vec(member, 0..4).prop_map(|members| format!("{{{}}}", members.join(","))),
+            1 => prop::sample::select(vec!["1", "\"user\"", "null", "[]", "true"]).prop_map(str::to_owned),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn turns_read_in_one_pass_as_they_were_read_in_two(turns in proptest::collection::vec(turn(), 0..6)) {
+            let messages = format!("[{}]", turns.join(","));
+            let one_pass: Opening<'_> = serde_json::from_str(&messages).unwrap();
+            let read = (
+                one_pass.system.map(|raw| raw.get().to_owned()),
+                one_pass.first_user.map(|raw| raw.get().to_owned()),
+            );
+            proptest::prop_assert_eq!(read, opening_read_twice(&messages), "{}", messages);
+        }
+    }
 
     #[test]
     fn text_is_borrowed_unless_it_had_escapes() {
