@@ -287,6 +287,40 @@ impl<'de: 'a, 'a> Deserialize<'de> for Opening<'a> {
     }
 }
 
+/// The `Visitor` methods of a value that every JSON scalar reads as its default (no opening,
+/// no turn): the upstream judges such a body, the conversation key only skips it.
+macro_rules! scalars_read_as_default {
+    ($de:lifetime, $value:ty) => {
+        fn visit_borrowed_str<E>(self, _: &$de str) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            Ok(<$value>::default())
+        }
+    };
+}
+
 struct OpeningVisitor;
 
 impl<'de> Visitor<'de> for OpeningVisitor {
@@ -301,33 +335,7 @@ impl<'de> Visitor<'de> for OpeningVisitor {
         Ok(Opening::default())
     }
 
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
-
-    fn visit_unit<E>(self) -> Result<Opening<'de>, E> {
-        Ok(Opening::default())
-    }
+    scalars_read_as_default!('de, Opening<'de>);
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut turns: A) -> Result<Opening<'de>, A::Error> {
         let mut opening = Opening::default();
@@ -418,33 +426,7 @@ impl<'de> Visitor<'de> for TurnVisitor {
         Ok(Turn::default())
     }
 
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
-
-    fn visit_unit<E>(self) -> Result<Turn<'de>, E> {
-        Ok(Turn::default())
-    }
+    scalars_read_as_default!('de, Turn<'de>);
 }
 
 #[cfg(test)]
