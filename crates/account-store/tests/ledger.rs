@@ -34,6 +34,14 @@ fn database() -> Option<String> {
     runtime().block_on(test_postgres::database())
 }
 
+/// Migrates the database at `url`: a ledger's first write creates its table.
+fn create_usage_table(url: &str) {
+    PgLedger::new(url)
+        .unwrap()
+        .add(&Rollups::default())
+        .unwrap();
+}
+
 fn request(credential: &str, model: &str, client: &str, seconds: u64) -> Record {
     Record {
         at: at(seconds),
@@ -184,10 +192,7 @@ fn servers_adding_to_the_same_rows_at_once_lose_nothing() {
         return;
     };
     // The schema first, so the writers race on rows, not on the migration.
-    PgLedger::new(&url)
-        .unwrap()
-        .add(&Rollups::default())
-        .unwrap();
+    create_usage_table(&url);
     const WRITERS: u64 = 4;
     const FLUSHES: u64 = 10;
     std::thread::scope(|scope| {
@@ -223,10 +228,7 @@ fn the_usage_table_has_the_ledgers_columns_in_order() {
     let Some(url) = database() else {
         return;
     };
-    PgLedger::new(&url)
-        .unwrap()
-        .add(&Rollups::default())
-        .unwrap();
+    create_usage_table(&url);
     let columns: Vec<String> = runtime().block_on(async {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await

@@ -39,6 +39,24 @@ pub struct RollupKey {
 }
 
 impl RollupKey {
+    /// The key of a stored row, from its [`KEY_COLUMNS`](crate::KEY_COLUMNS); `None` for an
+    /// API this build does not know (there is none yet), whose row is left out.
+    pub fn from_columns(
+        hour: i64,
+        credential: &str,
+        client: &str,
+        model: &str,
+        api: &str,
+    ) -> Option<Self> {
+        Some(Self {
+            hour,
+            credential: Arc::from(credential),
+            client: Arc::from(client),
+            model: Arc::from(model),
+            api: Api::from_name(api)?,
+        })
+    }
+
     /// The key `record` is counted under.
     pub fn of(record: &Record) -> Self {
         Self {
@@ -155,10 +173,7 @@ pub struct Rollups {
 impl Rollups {
     /// Counts one finished request under its key (on the flusher's task, never a request's).
     pub fn add(&mut self, record: &Record) {
-        self.counters
-            .entry(RollupKey::of(record))
-            .or_default()
-            .add(record);
+        self.add_all(std::slice::from_ref(record));
     }
 
     /// Counts finished requests of one key (the same credential, client key, model, API and

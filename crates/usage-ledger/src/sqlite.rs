@@ -11,14 +11,13 @@
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use crate::columns::{KEY_COLUMNS, counter_columns};
 use crate::error::LedgerError;
-use crate::record::Api;
 use crate::report::{GroupBy, UsageQuery, UsageReport, format_day, format_hour};
 use crate::rollup::{Counters, RollupKey, Rollups};
 use crate::store::LedgerStore;
@@ -316,18 +315,15 @@ impl LedgerStore for SqliteStore {
         let mut rows = statement.query(params![first_hour]).map_err(fail)?;
         let mut rollups = Rollups::default();
         while let Some(row) = rows.next().map_err(fail)? {
-            let api: String = row.get(4).map_err(fail)?;
-            // A row of an API this build does not know (there is none yet) is left out.
-            let Some(api) = Api::from_name(&api) else {
+            let text = |index| row.get::<_, String>(index).map_err(fail);
+            let Some(key) = RollupKey::from_columns(
+                row.get(0).map_err(fail)?,
+                &text(1)?,
+                &text(2)?,
+                &text(3)?,
+                &text(4)?,
+            ) else {
                 continue;
-            };
-            let text = |index| row.get::<_, String>(index).map(Arc::<str>::from);
-            let key = RollupKey {
-                hour: row.get(0).map_err(fail)?,
-                credential: text(1).map_err(fail)?,
-                client: text(2).map_err(fail)?,
-                model: text(3).map_err(fail)?,
-                api,
             };
             let counters = counters_from_row(row, KEY_COLUMNS.len()).map_err(fail)?;
             rollups.merge_one(key, &counters);

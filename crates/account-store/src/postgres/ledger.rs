@@ -26,7 +26,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config};
 use usage_ledger::{
-    Api, Counters, GroupBy, KEY_COLUMNS, LedgerError, LedgerStore, RollupKey, Rollups, UsageQuery,
+    Counters, GroupBy, KEY_COLUMNS, LedgerError, LedgerStore, RollupKey, Rollups, UsageQuery,
     UsageReport, counter_columns, format_day, format_hour,
 };
 
@@ -408,21 +408,15 @@ impl LedgerStore for PgLedger {
         let mut rollups = Rollups::default();
         let fail = |error| ledger_error(StoreError::postgres("read usage", &self.target, &error));
         for row in &rows {
-            let api: &str = row.try_get(4).map_err(fail)?;
-            // A row of an API this build does not know (there is none yet) is left out.
-            let Some(api) = Api::from_name(api) else {
+            let text = |index| row.try_get::<_, &str>(index).map_err(fail);
+            let Some(key) = RollupKey::from_columns(
+                row.try_get(0).map_err(fail)?,
+                text(1)?,
+                text(2)?,
+                text(3)?,
+                text(4)?,
+            ) else {
                 continue;
-            };
-            let text = |index| {
-                row.try_get::<_, &str>(index)
-                    .map(std::sync::Arc::<str>::from)
-            };
-            let key = RollupKey {
-                hour: row.try_get(0).map_err(fail)?,
-                credential: text(1).map_err(fail)?,
-                client: text(2).map_err(fail)?,
-                model: text(3).map_err(fail)?,
-                api,
             };
             let counters = counters_of(row, KEY_COLUMNS.len()).map_err(fail)?;
             rollups.merge_one(key, &counters);
