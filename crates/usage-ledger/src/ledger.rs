@@ -2,16 +2,17 @@
 //! [`Recorder`], which request tasks clone and call, and a [`FlusherHandle`] for the one task
 //! that folds records into rollups and writes them to the store.
 //!
-//! A record travels over an unbounded channel (lock-free: a few atomic operations, no
-//! allocation beyond the channel's blocks) to the flusher task. The flusher never waits on
-//! that channel, so a send wakes no task: every [`FOLD_EVERY`] it takes what arrived and adds
-//! it to its in-memory rollups, and every `flush_every` it hands the rollups to the store on
+//! A record is left in the [`Inbox`] (a vector of the recording thread's own, behind a lock
+//! no other request thread takes) for the flusher task. Nothing waits on it, so a record wakes
+//! no task: every [`FOLD_EVERY`] the flusher takes what was left and adds it to its in-memory
+//! rollups, and every `flush_every` it hands the rollups to the store on
 //! a blocking thread and starts afresh; a failed write keeps them for the next try. No request
 //! task takes a lock shared with others or does I/O, and a write in progress only queues
 //! records.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::batch::Batch;
 use crate::error::LedgerError;
+use crate::inbox::Inbox;
 use crate::record::Record;
 use crate::rollup::{Rollups, hour_of};
 use crate::sqlite::SqliteStore;
@@ -28,7 +30,7 @@ use crate::store::LedgerStore;
 /// How often the server flushes by default: what a kill -9 can lose at most.
 pub const DEFAULT_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the flusher takes the records that arrived: what they may pile up in the channel
+/// How often the flusher takes the records that were left: what they may pile up in the inbox
 /// for, at most. Waking the flusher for each record would cost each request a task wake-up.
 pub const FOLD_EVERY: Duration = Duration::from_millis(100);
 
@@ -89,7 +91,7 @@ impl Ledger {
         retention: Option<Duration>,
         flush_every: Duration,
     ) -> (Recorder, FlusherHandle) {
-        let (records, received) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox::default());
         let (control, controlled) = mpsc::unbounded_channel();
         let flusher = Flusher {
             store: Some(store),
@@ -99,16 +101,15 @@ impl Ledger {
             failing: false,
             observers: Vec::new(),
             batch: Batch::default(),
+            spare: Vec::new(),
         };
         let task = tokio::spawn(flusher.run(
-            received,
+            Arc::clone(&inbox),
             controlled,
             flush_every.max(Duration::from_millis(1)),
         ));
         (
-            Recorder {
-                sender: Some(records),
-            },
+            Recorder { inbox: Some(inbox) },
             FlusherHandle { control, task },
         )
     }
@@ -118,28 +119,25 @@ impl Ledger {
 /// increment) and every clone feeds the same ledger.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    sender: Option<mpsc::UnboundedSender<Record>>,
+    inbox: Option<Arc<Inbox>>,
 }
 
 impl Recorder {
     /// A recorder that counts nothing: what the server holds with the ledger off.
     pub fn disabled() -> Self {
-        Self { sender: None }
+        Self { inbox: None }
     }
 
     /// Whether records go anywhere.
     pub fn is_enabled(&self) -> bool {
-        self.sender
-            .as_ref()
-            .is_some_and(|sender| !sender.is_closed())
+        self.inbox.as_ref().is_some_and(|inbox| !inbox.is_closed())
     }
 
     /// Counts one finished request. It never blocks, takes no shared lock and does no I/O;
     /// after the ledger is closed, records are dropped.
     pub fn record(&self, record: Record) {
-        if let Some(sender) = &self.sender {
-            // Fails only once the ledger is closed, when nothing is counted any more.
-            let _ = sender.send(record);
+        if let Some(inbox) = &self.inbox {
+            inbox.put(record);
         }
     }
 }
@@ -210,12 +208,14 @@ struct Flusher<S> {
     observers: Vec<Arc<dyn RecordObserver>>,
     /// The records of a fold, by key; empty between folds.
     batch: Batch,
+    /// The empty vector that takes an inbox shard's place in a fold.
+    spare: Vec<Record>,
 }
 
 impl<S: LedgerStore> Flusher<S> {
     async fn run(
         mut self,
-        mut records: mpsc::UnboundedReceiver<Record>,
+        records: Arc<Inbox>,
         mut control: mpsc::UnboundedReceiver<Control>,
         flush_every: Duration,
     ) {
@@ -230,13 +230,13 @@ impl<S: LedgerStore> Flusher<S> {
             tokio::select! {
                 asked = control.recv(), if !handle_dropped => match asked {
                     Some(Control::Flush(reply)) => {
-                        self.fold(&mut records);
+                        self.fold(&records);
                         let _ = reply.send(self.write().await);
                     }
                     Some(Control::Close(reply)) => {
                         // Records sent before the close are counted; later ones are refused.
                         records.close();
-                        self.fold(&mut records);
+                        self.fold(&records);
                         let _ = reply.send(self.write().await);
                         return;
                     }
@@ -244,7 +244,7 @@ impl<S: LedgerStore> Flusher<S> {
                     None => handle_dropped = true,
                 },
                 _ = fold.tick() => {
-                    let recorders_gone = self.fold(&mut records);
+                    let recorders_gone = self.fold(&records);
                     if recorders_gone && handle_dropped {
                         // Nobody can record or flush any more: keep what was recorded.
                         let _ = self.write().await;
@@ -252,7 +252,7 @@ impl<S: LedgerStore> Flusher<S> {
                     }
                 }
                 _ = flush.tick() => {
-                    self.fold(&mut records);
+                    self.fold(&records);
                     let _ = self.write().await;
                 }
             }
@@ -261,14 +261,13 @@ impl<S: LedgerStore> Flusher<S> {
 
     /// Adds every record that arrived to the pending rollups, and shows them to the observers,
     /// a key's records at once; whether every recorder is gone.
-    fn fold(&mut self, records: &mut mpsc::UnboundedReceiver<Record>) -> bool {
-        let gone = loop {
-            match records.try_recv() {
-                Ok(record) => self.batch.add(record),
-                Err(mpsc::error::TryRecvError::Empty) => break false,
-                Err(mpsc::error::TryRecvError::Disconnected) => break true,
-            }
-        };
+    fn fold(&mut self, records: &Arc<Inbox>) -> bool {
+        // Only the flusher's own reference left: no recorder can put any more. Read before
+        // the take, and made to see every put of the recorders dropped by then.
+        let gone = Arc::strong_count(records) == 1;
+        fence(Ordering::Acquire);
+        let batch = &mut self.batch;
+        records.take(&mut self.spare, |record| batch.add(record));
         for group in self.batch.drain() {
             for observer in &self.observers {
                 observer.observe(&group);

@@ -50,6 +50,7 @@ mod batch;
 mod columns;
 mod error;
 mod histogram;
+mod inbox;
 mod ledger;
 mod record;
 mod report;
