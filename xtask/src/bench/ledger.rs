@@ -53,6 +53,16 @@ impl Spent {
 }
 
 impl LedgerCost {
+    /// Adds the pairs and CPU time of `more`, measured on other processes of the same kind.
+    pub(crate) fn merge(&mut self, more: LedgerCost) {
+        self.ratios.extend(more.ratios);
+        self.on.ticks += more.on.ticks;
+        self.on.requests += more.on.requests;
+        self.off.ticks += more.off.ticks;
+        self.off.requests += more.off.requests;
+        self.errors += more.errors;
+    }
+
     /// The median of the pairs' ratios.
     pub(crate) fn median(&self) -> Option<f64> {
         let mut sorted = self.ratios.clone();
@@ -63,6 +73,17 @@ impl LedgerCost {
             n if n % 2 == 1 => Some(sorted[middle]),
             _ => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
         }
+    }
+
+    /// The 95 % confidence interval of the median ratio, free of any assumption about the
+    /// ratios' distribution: from the k-th lowest to the k-th highest pair, k the largest rank
+    /// that leaves the true median outside with a chance of at most 2.5 % on each side (the
+    /// count of pairs below the median is binomial with p = ½). `None` under 6 pairs.
+    pub(crate) fn median_interval(&self) -> Option<(f64, f64)> {
+        let mut sorted = self.ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let k = interval_rank(sorted.len())?;
+        Some((sorted[k - 1], sorted[sorted.len() - k]))
     }
 
     /// The lowest and highest pair ratio.
@@ -123,6 +144,22 @@ pub(crate) async fn measure(
     costs
 }
 
+/// The largest rank k for `pairs` ratios with P(Binomial(pairs, ½) < k) <= 2.5 %.
+fn interval_rank(pairs: usize) -> Option<usize> {
+    let mut term = 0.5_f64.powi(i32::try_from(pairs).ok()?);
+    let mut at_most = 0.0;
+    let mut rank = None;
+    for below in 0..pairs {
+        at_most += term;
+        if at_most > 0.025 {
+            break;
+        }
+        rank = Some(below + 1);
+        term *= (pairs - below) as f64 / (below + 1) as f64;
+    }
+    rank
+}
+
 /// User and system CPU ticks `pid` has used, its threads' included.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -150,6 +187,26 @@ mod tests {
         );
         assert_eq!(cost.spread(), Some((0.95, 1.02)));
         assert_eq!(LedgerCost::default().median(), None);
+    }
+
+    #[test]
+    fn the_median_interval_takes_the_ranks_of_the_binomial_table() {
+        // Ranks of the usual tables for the median's 95 % interval.
+        assert_eq!(interval_rank(5), None);
+        assert_eq!(interval_rank(6), Some(1));
+        assert_eq!(interval_rank(12), Some(3));
+        assert_eq!(interval_rank(20), Some(6));
+        assert_eq!(interval_rank(40), Some(14));
+        let cost = LedgerCost {
+            ratios: (1..=12).rev().map(|i| f64::from(i) / 10.0).collect(),
+            ..LedgerCost::default()
+        };
+        assert_eq!(cost.median_interval(), Some((0.3, 1.0)));
+        let few = LedgerCost {
+            ratios: vec![1.0; 5],
+            ..LedgerCost::default()
+        };
+        assert_eq!(few.median_interval(), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ use crate::{
 pub(crate) const HELP: &str = "\
 cargo xtask bench [--duration SECS] [--concurrency N] [--quick] [--check] [--no-build]
 cargo xtask bench --pool [--quick]
-cargo xtask bench --ledger [--quick] [--check] [--no-build]
+cargo xtask bench --ledger [--pairs N] [--quick] [--check] [--no-build]
 
 Measures cliproxy against an in-process upstream stub, next to a do-nothing
 pass-through proxy as the baseline, all on 127.0.0.1, and prints the results
@@ -76,6 +76,8 @@ Options:
                     select_cost example, ~1 min; ~10 s with --quick)
   --ledger          only the usage ledger's cost: cliproxy with and without
                     it in 12 paired rounds per kind of request (~20 s)
+  --pairs N         paired rounds of the ledger's measurement (default 12);
+                    more pairs narrow the median's 95 % interval
 ";
 
 /// Each scenario's time is split into this many rounds that take turns
@@ -88,6 +90,8 @@ const LEDGER_PAIRS: usize = 12;
 const LEDGER_ROUND: Duration = Duration::from_millis(500);
 const LEDGER_PAIRS_QUICK: usize = 4;
 const LEDGER_ROUND_QUICK: Duration = Duration::from_millis(200);
+/// Fresh starts of both servers the ledger's pairs are shared out among.
+const LEDGER_STARTS: usize = 4;
 /// Account files of the start-up measurement.
 const STARTUP_ACCOUNTS: usize = 1000;
 /// Qwen accounts of the `cliproxy-qwen` target, as many as the API keys of `cliproxy`.
@@ -113,6 +117,8 @@ struct Options {
     pool_only: bool,
     /// Only the usage ledger's paired rounds.
     ledger_only: bool,
+    /// Pairs of the ledger's rounds, when `--pairs` sets them.
+    pairs: Option<usize>,
 }
 
 impl Default for Options {
@@ -126,6 +132,7 @@ impl Default for Options {
             quick: false,
             pool_only: false,
             ledger_only: false,
+            pairs: None,
         }
     }
 }
@@ -167,6 +174,17 @@ impl Options {
                         .with_context(|| {
                             format!("--concurrency {text:?}: give a number from 1 to 1024")
                         })?;
+                }
+                "--pairs" => {
+                    let text = value()?;
+                    options.pairs = Some(
+                        text.parse()
+                            .ok()
+                            .filter(|n| (1..=1000).contains(n))
+                            .with_context(|| {
+                                format!("--pairs {text:?}: give a number from 1 to 1000")
+                            })?,
+                    );
                 }
                 "--quick" => options.quick = true,
                 "--pool" => options.pool_only = true,
@@ -287,47 +305,74 @@ struct Binaries {
     fake_qwen: PathBuf,
 }
 
-/// cliproxy with and without the usage ledger, started for the [`ledger`] phase alone.
+/// cliproxy with and without the usage ledger, started afresh [`LEDGER_STARTS`] times (the
+/// pairs shared out among them, the one started first alternating): two identical servers
+/// differ by a few percent for the life of their processes (memory placement, which core their
+/// threads favour), which one pair of processes would carry into every round.
 async fn measure_ledger(binary: &Path, options: &Options) -> Result<Vec<ledger::LedgerCost>> {
     let work = WorkDir::create("cliproxy-bench-ledger")?;
     let stub = Stub::start().await?;
-    let mut servers = Vec::new();
-    for (name, extra) in [("cliproxy", ""), (UNRECORDED, "usage-db = \"off\"\n")] {
-        let layout = Layout::create(&work.path().join(name))?;
-        let port = net::free_port()?;
-        layout.write_config_with(port, stub.addr(), Upstream::ApiKeys, extra)?;
-        let mut instance = Instance::spawn(binary, &layout, port)?;
-        instance.wait_ready(Probe::Health).await?;
-        let target = Target {
-            name,
-            addr: instance.addr(),
-        };
-        for stream in [false, true] {
-            load::once(target, stream).await.map_err(|error| {
-                anyhow::anyhow!("{name} does not serve: {error}\n{}", instance.log_tail())
-            })?;
-        }
-        servers.push((instance, layout));
-    }
-    let server = |at: usize| ledger::Server {
-        target: Target {
-            name: if at == 0 { "cliproxy" } else { UNRECORDED },
-            addr: servers[at].0.addr(),
-        },
-        pid: servers[at].0.pid(),
-    };
     let (pairs, each) = ledger_rounds(options);
-    eprintln!("  the usage ledger: {pairs} pairs of {each:?} rounds, with and without ...");
-    Ok(ledger::measure(server(0), server(1), options.concurrency, pairs, each).await)
+    let starts = LEDGER_STARTS.clamp(1, pairs);
+    eprintln!(
+        "  the usage ledger: {pairs} pairs of {each:?} rounds, with and without, over {starts} starts of both ..."
+    );
+    let mut costs: Vec<ledger::LedgerCost> = Vec::new();
+    for start in 0..starts {
+        let mut kinds = [("cliproxy", ""), (UNRECORDED, "usage-db = \"off\"\n")];
+        if start % 2 == 1 {
+            kinds.reverse();
+        }
+        let mut servers = Vec::new();
+        for (name, extra) in kinds {
+            let layout = Layout::create(&work.path().join(format!("{name}-{start}")))?;
+            let port = net::free_port()?;
+            layout.write_config_with(port, stub.addr(), Upstream::ApiKeys, extra)?;
+            let mut instance = Instance::spawn(binary, &layout, port)?;
+            instance.wait_ready(Probe::Health).await?;
+            let target = Target {
+                name,
+                addr: instance.addr(),
+            };
+            for stream in [false, true] {
+                load::once(target, stream).await.map_err(|error| {
+                    anyhow::anyhow!("{name} does not serve: {error}\n{}", instance.log_tail())
+                })?;
+            }
+            servers.push((
+                ledger::Server {
+                    target,
+                    pid: instance.pid(),
+                },
+                instance,
+                layout,
+            ));
+        }
+        if start % 2 == 1 {
+            servers.reverse();
+        }
+        let share = pairs / starts + usize::from(start < pairs % starts);
+        let measured =
+            ledger::measure(servers[0].0, servers[1].0, options.concurrency, share, each).await;
+        if costs.is_empty() {
+            costs = measured;
+        } else {
+            for (total, more) in costs.iter_mut().zip(measured) {
+                total.merge(more);
+            }
+        }
+    }
+    Ok(costs)
 }
 
 /// Pairs of rounds of the [`ledger`] phase, and the length of each.
 fn ledger_rounds(options: &Options) -> (usize, Duration) {
-    if options.quick {
+    let (pairs, each) = if options.quick {
         (LEDGER_PAIRS_QUICK, LEDGER_ROUND_QUICK)
     } else {
         (LEDGER_PAIRS, LEDGER_ROUND)
-    }
+    };
+    (options.pairs.unwrap_or(pairs), each)
 }
 
 /// Runs every phase and collects the results.
@@ -449,22 +494,7 @@ async fn measure(binaries: &Binaries, options: &Options) -> Result<Results> {
         }
     }
 
-    let (pairs, each) = ledger_rounds(options);
-    eprintln!("  the usage ledger: {pairs} pairs of {each:?} rounds, with and without ...");
-    results.ledger = ledger::measure(
-        ledger::Server {
-            target: targets[3],
-            pid: proxy.pid(),
-        },
-        ledger::Server {
-            target: targets[5],
-            pid: unrecorded_proxy.pid(),
-        },
-        options.concurrency,
-        pairs,
-        each,
-    )
-    .await;
+    results.ledger = measure_ledger(binary, options).await?;
 
     results.external = external::measure(
         &targets[1..],
@@ -737,6 +767,11 @@ mod tests {
             ledger_rounds(&parse(&["--ledger"]).unwrap()),
             (LEDGER_PAIRS, LEDGER_ROUND)
         );
+        assert_eq!(
+            ledger_rounds(&parse(&["--ledger", "--pairs", "40"]).unwrap()),
+            (40, LEDGER_ROUND)
+        );
+        assert!(parse(&["--pairs", "0"]).is_err());
     }
 
     #[test]

@@ -426,6 +426,13 @@ pub(crate) fn ledger_checks(costs: &[LedgerCost], concurrency: usize) -> Vec<Che
             checks.push(missing(format!("{kind} throughput with the usage ledger")));
             continue;
         };
+        let interval = cost.median_interval().map_or(String::new(), |(low, high)| {
+            format!(
+                "; 95 % interval of the median {:.1} to {:.1} %",
+                low * 100.0,
+                high * 100.0
+            )
+        });
         let cpu = match (
             cost.on.per_request(),
             cost.off.per_request(),
@@ -442,7 +449,7 @@ pub(crate) fn ledger_checks(costs: &[LedgerCost], concurrency: usize) -> Vec<Che
         checks.push(Check {
             pass: Some(cost.errors == 0 && median >= MIN_RECORDED_RATIO),
             text: format!(
-                "{kind} throughput at {c} connections with the usage ledger: cliproxy = {:.1} % of {UNRECORDED} (median of {} paired rounds, {:.1} to {:.1} %; need >= {:.0} %){cpu}{}",
+                "{kind} throughput at {c} connections with the usage ledger: cliproxy = {:.1} % of {UNRECORDED} (median of {} paired rounds{interval}, {:.1} to {:.1} % in all; need >= {:.0} %){cpu}{}",
                 median * 100.0,
                 cost.ratios.len(),
                 low * 100.0,
