@@ -75,8 +75,9 @@ Options:
                     at 10, 100 and 1,000 credentials (credential-pool's
                     select_cost example, ~1 min; ~10 s with --quick)
   --ledger          only the usage ledger's cost: cliproxy with and without
-                    it in 12 paired rounds per kind of request (~20 s)
-  --pairs N         paired rounds of the ledger's measurement (default 12);
+                    it in 24 paired rounds per kind of request, over 4
+                    fresh starts of both servers (~1 min)
+  --pairs N         paired rounds of the ledger's measurement (default 24);
                     more pairs narrow the median's 95 % interval
 ";
 
@@ -86,7 +87,7 @@ Options:
 /// target only. The rounds' samples are pooled.
 const ROUNDS: u32 = 3;
 /// Pairs of rounds of the usage ledger's measurement ([`ledger`]), and the length of each.
-const LEDGER_PAIRS: usize = 12;
+const LEDGER_PAIRS: usize = 24;
 const LEDGER_ROUND: Duration = Duration::from_millis(500);
 const LEDGER_PAIRS_QUICK: usize = 4;
 const LEDGER_ROUND_QUICK: Duration = Duration::from_millis(200);
