@@ -101,7 +101,6 @@ impl Ledger {
             failing: false,
             observers: Vec::new(),
             batch: Batch::default(),
-            spare: Vec::new(),
         };
         let task = tokio::spawn(flusher.run(
             Arc::clone(&inbox),
@@ -208,8 +207,6 @@ struct Flusher<S> {
     observers: Vec<Arc<dyn RecordObserver>>,
     /// The records of a fold, by key; empty between folds.
     batch: Batch,
-    /// The empty vector that takes an inbox shard's place in a fold.
-    spare: Vec<Record>,
 }
 
 impl<S: LedgerStore> Flusher<S> {
@@ -267,7 +264,7 @@ impl<S: LedgerStore> Flusher<S> {
         let gone = Arc::strong_count(records) == 1;
         fence(Ordering::Acquire);
         let batch = &mut self.batch;
-        records.take(&mut self.spare, |record| batch.add(record));
+        records.take(|record| batch.add(record));
         for group in self.batch.drain() {
             for observer in &self.observers {
                 observer.observe(&group);
