@@ -90,9 +90,15 @@ impl UsageSink {
         }
     }
 
-    /// A meter for a request of `client` on `api` for `model`, when the ledger, the client's
-    /// token cap or a credential's wants one.
-    pub(crate) fn meter(&self, client: &Arc<Client>, api: Api, model: &str) -> Option<Meter> {
+    /// A meter for a request of `client` on `api` for `model`, timed from `started`, when the
+    /// ledger, the client's token cap or a credential's wants one.
+    pub(crate) fn meter(
+        &self,
+        client: &Arc<Client>,
+        api: Api,
+        model: &str,
+        started: Instant,
+    ) -> Option<Meter> {
         let sink = &self.shared;
         let recording = sink.recorder.is_enabled();
         (recording || client.counts_tokens() || sink.pool.counts_tokens()).then(|| Meter {
@@ -104,7 +110,7 @@ impl UsageSink {
             model: Some(shared_model(model)),
             credential: None,
             request_bytes: 0,
-            started: Instant::now(),
+            started,
             first_byte: None,
             answered_at: None,
             attempts: 0,

@@ -87,9 +87,11 @@ impl Upstream {
         let conversation = request.conversation;
         let client = Arc::clone(&request.client);
         // Dropped with this future when the client leaves first: counted as a cancel.
-        let mut meter = self.usage.meter(&client, request.api, &model);
+        // Both clocks read once for the checks before the first attempt.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let mut meter = self.usage.meter(&client, request.api, &model, now);
         // A client key past its own limits never reaches the upstream.
-        if let Err(limited) = client.admit_shared(&self.pool, Instant::now(), SystemTime::now()) {
+        if let Err(limited) = client.admit_shared(&self.pool, now, wall) {
             if let Some(meter) = meter {
                 meter.failed(FailureClass::Rate);
             }
@@ -99,14 +101,18 @@ impl Upstream {
         let mut tried: Vec<Arc<str>> = Vec::new();
         let mut last: Option<Failure> = None;
         let mut attempts = 0;
+        let mut first_clocks = Some((now, wall));
         while attempts < self.attempts {
+            let (now, wall) = first_clocks
+                .take()
+                .unwrap_or_else(|| (Instant::now(), SystemTime::now()));
             let lease = match self.pool.select_with(Selection {
                 model: &model,
                 tried: &tried,
                 conversation,
                 scope: &client.scope,
-                now: Instant::now(),
-                wall: SystemTime::now(),
+                now,
+                wall,
             }) {
                 Ok(lease) => lease,
                 Err(unavailable) => {
