@@ -36,6 +36,9 @@ mod client;
 mod config;
 mod conversation;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod glob;
 mod layers;
 mod live;

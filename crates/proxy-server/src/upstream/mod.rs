@@ -21,7 +21,7 @@ mod headers;
 pub(crate) mod observe;
 mod probe;
 mod request;
-mod scan;
+pub(crate) mod scan;
 mod shape;
 mod splice;
 pub(crate) mod stream;

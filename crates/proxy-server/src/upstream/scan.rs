@@ -59,6 +59,12 @@ struct Text {
     chars: u64,
 }
 
+/// Characters of text in one chunk, scanned in full: what [`ChunkScanner::scan`] agrees with.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn text_chars(json: &[u8]) -> u64 {
+    texts(json).map(|text| text.chars).sum()
+}
+
 /// The `content` and `reasoning_content` strings of a chunk.
 fn texts(json: &[u8]) -> impl Iterator<Item = Text> + '_ {
     CONTENT.find_iter(json).filter_map(|at| {
@@ -180,11 +186,6 @@ fn string_extent(value: &[u8]) -> Option<(usize, u64)> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    /// Characters of text in one chunk, scanned in full.
-    fn text_chars(json: &[u8]) -> u64 {
-        texts(json).map(|text| text.chars).sum()
-    }
 
     #[test]
     fn finds_the_usage_of_a_whole_answer() {
