@@ -132,8 +132,9 @@ impl Recorder {
         self.inbox.as_ref().is_some_and(|inbox| !inbox.is_closed())
     }
 
-    /// Counts one finished request. It never blocks, takes no shared lock and does no I/O;
-    /// after the ledger is closed, records are dropped.
+    /// Counts one finished request. It takes no lock another request thread takes (only its
+    /// own thread's, which the flusher holds for the time of a swap), awaits nothing and does
+    /// no I/O; after the ledger is closed, records are dropped.
     pub fn record(&self, record: Record) {
         if let Some(inbox) = &self.inbox {
             inbox.put(record);
