@@ -1,22 +1,23 @@
-//! Where request tasks leave their records for the flusher: a few vectors, each behind a lock
-//! of its own, every thread always using the same one.
+//! Where request tasks leave their records for the flusher: two vectors per core, each behind
+//! a lock of its own, every thread always using the same one.
 //!
 //! A channel shared by all request threads made every record touch the same few cache lines
 //! from every core (its tail index, a block's ready bits, the receiver's waker): under load
-//! that cost more than the rest of recording. Here a thread's push takes a lock no other
-//! request thread takes, on memory no other core writes, and the flusher swaps each vector out
-//! once a fold.
+//! that cost more than the rest of recording. Here a thread's push takes a lock another request
+//! thread takes only when there are more threads than shards, on memory no other core writes,
+//! and the flusher swaps each vector out once a fold.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::record::Record;
 
-/// How many vectors records are spread over: more than the worker threads of a runtime on a
-/// small machine, so that two of them rarely share one (sharing is correct, only slower).
-const SHARDS: usize = 16;
+/// The fewest vectors records are spread over; a machine with more cores gets two per core,
+/// so that the runtime's worker threads (one per core) rarely share one (sharing is correct,
+/// only slower).
+const MIN_SHARDS: usize = 16;
 
-/// The capacity a shard's vectors keep between folds (about 150 KiB of records each, what
+/// The capacity a shard's vectors keep between folds (about 130 KiB of records each, what
 /// 100 ms of 10,000 requests a second on one thread fill): a burst's vectors are not kept at
 /// their peak size for ever, and a busier thread only grows its vector once a fold.
 const KEEP_CAPACITY: usize = 1024;
@@ -39,10 +40,21 @@ fn lock(vector: &Mutex<Vec<Record>>) -> MutexGuard<'_, Vec<Record>> {
 }
 
 /// The records left since the flusher last took them.
-#[derive(Default)]
 pub(crate) struct Inbox {
-    shards: [Shard; SHARDS],
+    shards: Box<[Shard]>,
     closed: AtomicBool,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            shards: (0..MIN_SHARDS.max(2 * cores))
+                .map(|_| Shard::default())
+                .collect(),
+            closed: AtomicBool::new(false),
+        }
+    }
 }
 
 impl std::fmt::Debug for Inbox {
@@ -56,7 +68,7 @@ impl std::fmt::Debug for Inbox {
 impl Inbox {
     /// Leaves `record` for the flusher; after [`Inbox::close`] it is dropped.
     pub(crate) fn put(&self, record: Record) {
-        let mut records = lock(&self.shards[own_shard()].records);
+        let mut records = lock(&self.shards[own_shard() % self.shards.len()].records);
         // Read under the shard's lock: a close whose take of this shard comes later finds the
         // record, and a put after that take sees the flag the close set before it.
         if !self.closed.load(Ordering::Relaxed) {
@@ -76,7 +88,7 @@ impl Inbox {
     /// Hands every record left so far to `each`, shard by shard. Called by one task at a time
     /// (the flusher).
     pub(crate) fn take(&self, mut each: impl FnMut(Record)) {
-        for shard in &self.shards {
+        for shard in &*self.shards {
             let mut spare = lock(&shard.spare);
             std::mem::swap(&mut *lock(&shard.records), &mut *spare);
             spare.drain(..).for_each(&mut each);
@@ -85,18 +97,30 @@ impl Inbox {
     }
 }
 
-/// The shard of the calling thread: threads take the next one in turn when they first record.
+/// The flusher's hold on the inbox: when the flusher ends for any reason, a panic or a
+/// runtime shut down included, the inbox is closed and emptied, so that recorders see the
+/// ledger off instead of piling records up with nobody to take them.
+pub(crate) struct ClosedOnDrop(pub(crate) Arc<Inbox>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+        self.0.take(drop);
+    }
+}
+
+/// The calling thread's number, which picks its shard: threads take the next one in turn
+/// when they first record.
 fn own_shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
     SHARD.with(|shard| *shard)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     use super::*;
@@ -167,7 +191,7 @@ mod tests {
         let mut count = 0;
         inbox.take(|_| count += 1);
         assert_eq!(count, 10_000);
-        let shard = &inbox.shards[own_shard()];
+        let shard = &inbox.shards[own_shard() % inbox.shards.len()];
         assert!(lock(&shard.spare).capacity() <= KEEP_CAPACITY);
         // The next fold swaps the small vector in and shrinks the burst's one.
         inbox.take(|_| count += 1);

@@ -3,12 +3,13 @@
 //! that folds records into rollups and writes them to the store.
 //!
 //! A record is left in the [`Inbox`] (a vector of the recording thread's own, behind a lock
-//! no other request thread takes) for the flusher task. Nothing waits on it, so a record wakes
-//! no task: every [`FOLD_EVERY`] the flusher takes what was left and adds it to its in-memory
-//! rollups, and every `flush_every` it hands the rollups to the store on
-//! a blocking thread and starts afresh; a failed write keeps them for the next try. No request
-//! task takes a lock shared with others or does I/O, and a write in progress only queues
-//! records.
+//! another request thread rarely takes) for the flusher task. Nothing waits on it, so a record
+//! wakes no task: every [`FOLD_EVERY`] the flusher takes what was left and adds it to its
+//! in-memory rollups, and every `flush_every` it hands the rollups to the store on a blocking
+//! thread and starts afresh; a failed write keeps them for the next try. No request task does
+//! I/O, and a write in progress only lets records wait in the inbox. Should the flusher task
+//! end without a close (a panic), the inbox is closed with it, so records are dropped instead
+//! of piling up.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::batch::Batch;
 use crate::error::LedgerError;
-use crate::inbox::Inbox;
+use crate::inbox::{ClosedOnDrop, Inbox};
 use crate::record::Record;
 use crate::rollup::{Rollups, hour_of};
 use crate::sqlite::SqliteStore;
@@ -42,7 +43,7 @@ pub const MAX_PENDING_ROLLUPS: usize = 50_000;
 /// How often old hours are deleted, when a retention is set. The first flush deletes too.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// What the handle asks of the flusher. Records sent before it are taken first.
+/// What the handle asks of the flusher. Records left before it are taken first.
 enum Control {
     Flush(oneshot::Sender<Result<(), LedgerError>>),
     Close(oneshot::Sender<Result<(), LedgerError>>),
@@ -132,9 +133,10 @@ impl Recorder {
         self.inbox.as_ref().is_some_and(|inbox| !inbox.is_closed())
     }
 
-    /// Counts one finished request. It takes no lock another request thread takes (only its
-    /// own thread's, which the flusher holds for the time of a swap), awaits nothing and does
-    /// no I/O; after the ledger is closed, records are dropped.
+    /// Counts one finished request. It takes its thread's lock in the inbox (which the flusher
+    /// holds for the time of a swap, and another request thread only when there are more of
+    /// them than shards), awaits nothing and does no I/O; after the ledger is closed, records
+    /// are dropped.
     pub fn record(&self, record: Record) {
         if let Some(inbox) = &self.inbox {
             inbox.put(record);
@@ -217,6 +219,7 @@ impl<S: LedgerStore> Flusher<S> {
         mut control: mpsc::UnboundedReceiver<Control>,
         flush_every: Duration,
     ) {
+        let records = ClosedOnDrop(records);
         let start = tokio::time::Instant::now();
         let mut flush = tokio::time::interval_at(start + flush_every, flush_every);
         flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -228,13 +231,13 @@ impl<S: LedgerStore> Flusher<S> {
             tokio::select! {
                 asked = control.recv(), if !handle_dropped => match asked {
                     Some(Control::Flush(reply)) => {
-                        self.fold(&records);
+                        self.fold(&records.0);
                         let _ = reply.send(self.write().await);
                     }
                     Some(Control::Close(reply)) => {
-                        // Records sent before the close are counted; later ones are refused.
-                        records.close();
-                        self.fold(&records);
+                        // Records left before the close are counted; later ones are refused.
+                        records.0.close();
+                        self.fold(&records.0);
                         let _ = reply.send(self.write().await);
                         return;
                     }
@@ -242,7 +245,7 @@ impl<S: LedgerStore> Flusher<S> {
                     None => handle_dropped = true,
                 },
                 _ = fold.tick() => {
-                    let recorders_gone = self.fold(&records);
+                    let recorders_gone = self.fold(&records.0);
                     if recorders_gone && handle_dropped {
                         // Nobody can record or flush any more: keep what was recorded.
                         let _ = self.write().await;
@@ -250,7 +253,7 @@ impl<S: LedgerStore> Flusher<S> {
                     }
                 }
                 _ = flush.tick() => {
-                    self.fold(&records);
+                    self.fold(&records.0);
                     let _ = self.write().await;
                 }
             }

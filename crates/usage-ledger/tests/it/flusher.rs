@@ -2,10 +2,12 @@
 //! `flush_and_close`; keeps a failed write for the next; deletes old hours; and keeps what was
 //! recorded when every recorder is gone.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use usage_ledger::{
-    GroupBy, Ledger, LedgerError, LedgerStore as _, Recorder, Rollups, SqliteStore, UsageQuery,
+    GroupBy, Ledger, LedgerError, LedgerStore as _, Record, RecordObserver, Recorder, Rollups,
+    SqliteStore, UsageQuery,
 };
 
 use crate::support::{Event, MemoryStore, at, db_path, next_event, record};
@@ -187,4 +189,28 @@ async fn observers_see_every_record_the_flusher_takes_once() {
     flusher.flush_and_close().await.unwrap();
     assert_eq!(seen.0.lock().unwrap().len(), 2, "each record is shown once");
     assert_eq!(store.total().requests, 2);
+}
+
+/// Panics on the first records it is shown.
+struct Panicking;
+
+impl RecordObserver for Panicking {
+    fn observe(&self, _: &[Record]) {
+        panic!("an observer's bug");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flusher_that_panics_turns_recording_off_instead_of_piling_records_up() {
+    let (store, _events) = MemoryStore::new();
+    let (recorder, flusher) = Ledger::start(store, None, LONG);
+    flusher.observe(Arc::new(Panicking));
+    recorder.record(record("a@example.com", "coder-model"));
+    assert!(matches!(flusher.flush().await, Err(LedgerError::Closed)));
+    // The task's unwinding closes the inbox after the flush's reply is dropped: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorder.is_enabled() {
+        assert!(Instant::now() < deadline, "recording stayed on");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
