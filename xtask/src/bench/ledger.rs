@@ -8,6 +8,7 @@
 //! the neighbours on the machine move it less than throughput.
 
 use std::fs;
+use std::ops::Range;
 use std::time::Duration;
 
 use super::load::{self, Plan, Target};
@@ -100,13 +101,15 @@ impl LedgerCost {
     }
 }
 
-/// `pairs` pairs of rounds of `each` (after a warm-up of a fifth of it) for streaming and
-/// non-streaming requests at `concurrency` connections.
+/// The pairs numbered `pairs` of rounds of `each` (after a warm-up of a fifth of it) for
+/// streaming and non-streaming requests at `concurrency` connections; an even pair starts with
+/// `on`, an odd one with `off` (numbered across calls, so that shares of odd length still
+/// alternate).
 pub(crate) async fn measure(
     on: Server,
     off: Server,
     concurrency: usize,
-    pairs: usize,
+    pairs: Range<usize>,
     each: Duration,
 ) -> Vec<LedgerCost> {
     let mut costs = Vec::new();
@@ -121,7 +124,7 @@ pub(crate) async fn measure(
             stream,
             ..LedgerCost::default()
         };
-        for pair in 0..pairs {
+        for pair in pairs.clone() {
             let order = if pair % 2 == 0 { [on, off] } else { [off, on] };
             let mut rates = [0.0; 2];
             for server in order {
@@ -144,7 +147,9 @@ pub(crate) async fn measure(
     costs
 }
 
-/// The largest rank k for `pairs` ratios with P(Binomial(pairs, ½) < k) <= 2.5 %.
+/// The largest rank k for `pairs` ratios with P(Binomial(pairs, ½) < k) <= 2.5 %. Exact up
+/// to about 1,000 pairs (`--pairs` allows no more): beyond, ½ to the power of `pairs` is 0 in
+/// an `f64`.
 fn interval_rank(pairs: usize) -> Option<usize> {
     let mut term = 0.5_f64.powi(i32::try_from(pairs).ok()?);
     let mut at_most = 0.0;

@@ -319,6 +319,7 @@ async fn measure_ledger(binary: &Path, options: &Options) -> Result<Vec<ledger::
         "  the usage ledger: {pairs} pairs of {each:?} rounds, with and without, over {starts} starts of both ..."
     );
     let mut costs: Vec<ledger::LedgerCost> = Vec::new();
+    let mut pairs_done = 0;
     for start in 0..starts {
         let mut kinds = [("cliproxy", ""), (UNRECORDED, "usage-db = \"off\"\n")];
         if start % 2 == 1 {
@@ -353,8 +354,20 @@ async fn measure_ledger(binary: &Path, options: &Options) -> Result<Vec<ledger::
             servers.reverse();
         }
         let share = pairs / starts + usize::from(start < pairs % starts);
-        let measured =
-            ledger::measure(servers[0].0, servers[1].0, options.concurrency, share, each).await;
+        let measured = ledger::measure(
+            servers[0].0,
+            servers[1].0,
+            options.concurrency,
+            pairs_done..pairs_done + share,
+            each,
+        )
+        .await;
+        pairs_done += share;
+        for (_, instance, _) in &servers {
+            for line in instance.log_problems() {
+                eprintln!("cliproxy logged: {line}");
+            }
+        }
         if costs.is_empty() {
             costs = measured;
         } else {
