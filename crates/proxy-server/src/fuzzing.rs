@@ -16,9 +16,14 @@ fn tokens(usage: Usage) -> Tokens {
     )
 }
 
-/// The usage the meter reads from a whole answer.
+/// The usage as the forward search reads it (a stream chunk's way).
 pub fn usage(json: &[u8]) -> Option<Tokens> {
     scan::usage(json).map(tokens)
+}
+
+/// The usage the meter reads from a whole answer, looked for from its end.
+pub fn answer_usage(json: &[u8]) -> Option<Tokens> {
+    scan::answer_usage(json).map(tokens)
 }
 
 /// A stream chunk's usage and characters of text, scanned in full.

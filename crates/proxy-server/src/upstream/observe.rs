@@ -45,7 +45,7 @@ struct Delta<'a> {
 
 /// The usage in a whole (non-streamed) chat-completions answer, if it reports one.
 pub(crate) fn completion_usage(body: &[u8]) -> Option<Usage> {
-    scan::usage(body)
+    scan::answer_usage(body)
 }
 
 /// Incremental observer of one streamed answer.

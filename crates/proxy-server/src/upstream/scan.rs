@@ -35,6 +35,45 @@ pub(crate) fn usage(json: &[u8]) -> Option<Usage> {
     last_usage_from(json, 0)
 }
 
+/// The usage of a whole answer, as [`usage`] reads it, but looked for from the end: upstreams
+/// put `usage` last, after which an answer has no `g` (its counts' keys have none), so the
+/// last `g` is usually the key's, and the first usage found backwards in the tail is the last
+/// one. (A chunk keeps the forward search: most have no usage at all.)
+pub(crate) fn answer_usage(json: &[u8]) -> Option<Usage> {
+    let tail = json.len().saturating_sub(USAGE_TAIL);
+    last_usage_backwards(json, tail).or_else(|| {
+        // None in the tail: the last one is before it, if any.
+        (tail > 0).then(|| last_usage_from(json, 0)).flatten()
+    })
+}
+
+/// The last usage whose key starts at `from` or after, found from the end: each `g` that could
+/// be the one in a `"usage"` key, last first. An occurrence that overlaps the next one (the
+/// forward search skips it) starts right after that one's `e`, where no key can start.
+fn last_usage_backwards(json: &[u8], from: usize) -> Option<Usage> {
+    /// Where the `g` is in `"usage"`.
+    const G_AT: usize = 4;
+    let key = USAGE.needle();
+    for g in memchr::memrchr_iter(b'g', &json[from..]) {
+        let Some(start) = (from + g).checked_sub(G_AT) else {
+            break;
+        };
+        if start < from {
+            break;
+        }
+        if json.get(start..start + key.len()) != Some(key) {
+            continue;
+        }
+        let Some(value) = value_after_key(json, start, key.len()) else {
+            continue;
+        };
+        if let Some(usage) = super::usage_json::read(value) {
+            return Some(usage);
+        }
+    }
+    None
+}
+
 /// The last usage whose key starts at `from` or after.
 fn last_usage_from(json: &[u8], from: usize) -> Option<Usage> {
     let mut found = None;
@@ -349,7 +388,42 @@ mod tests {
         (head, body, tail).prop_map(|(head, body, tail)| format!("{head}{body}{tail}"))
     }
 
+    /// Answers made of pieces around and inside usage objects: keys where keys stand and
+    /// inside strings, nulls, escapes, and text long enough to push a usage out of the tail.
+    fn answer() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "{",
+                "}",
+                ",",
+                ":",
+                "\"usage\"",
+                "\"usage\":",
+                "\"usage\":{\"prompt_tokens\":3}",
+                "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}",
+                "\"usage\":null",
+                "\"usage\"usage\"",
+                "{\"usage\":{\"prompt_tokens\":7}}",
+                "\"content\":\"\\\"usage\\\":{\\\"prompt_tokens\\\":9}\"",
+                "\"x\":\"",
+                "\"",
+                "\\",
+                " ",
+                "usage",
+                "{\"prompt_tokens\":1}",
+                "\"long\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+            ]),
+            0..24,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
     proptest! {
+        #[test]
+        fn an_answer_s_usage_reads_the_same_from_the_end(json in answer()) {
+            prop_assert_eq!(answer_usage(json.as_bytes()), usage(json.as_bytes()), "{}", json);
+        }
+
         #[test]
         fn a_stream_of_chunks_reads_as_full_scans_do(chunks in prop::collection::vec(chunk(), 1..12)) {
             let mut scanner = ChunkScanner::default();
