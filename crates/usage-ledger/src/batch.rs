@@ -63,31 +63,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Outcome;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    fn record(
-        credential: &Arc<str>,
-        client: &Arc<str>,
-        model: &Arc<str>,
-        at: SystemTime,
-    ) -> Record {
-        Record {
-            at,
-            credential: Arc::clone(credential),
-            client: Arc::clone(client),
-            model: Arc::clone(model),
-            api: Api::ChatCompletions,
-            outcome: Outcome::Success,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            cached_tokens: 0,
-            tokens_estimated: false,
-            latency: Duration::from_millis(5),
-            ttft: None,
-            attempts: 1,
-        }
-    }
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn groups_share_their_names_and_hour() {
@@ -101,7 +77,7 @@ mod tests {
             (&a, noon + Duration::from_secs(59)),
             (&a, noon + Duration::from_secs(3600)),
         ] {
-            batch.add(record(credential, &client, &model, at));
+            batch.add(Record::success(credential, &client, &model, at));
         }
         let mut sizes: Vec<(String, i64, usize)> = batch
             .drain()
@@ -131,8 +107,13 @@ mod tests {
         assert_eq!(batch.drain().count(), 0);
 
         // The same name in another string is another group here; the rollups merge them.
-        batch.add(record(&a, &client, &model, noon));
-        batch.add(record(&Arc::from("dashscope#1"), &client, &model, noon));
+        batch.add(Record::success(&a, &client, &model, noon));
+        batch.add(Record::success(
+            &Arc::from("dashscope#1"),
+            &client,
+            &model,
+            noon,
+        ));
         let mut rollups = crate::rollup::Rollups::default();
         let mut groups = 0;
         for group in batch.drain() {

@@ -121,26 +121,15 @@ fn own_shard() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::SystemTime;
 
     use super::*;
-    use crate::record::{Api, Outcome};
 
     fn record(attempts: u32) -> Record {
+        let (credential, client, model) = (Arc::from("key#1"), Arc::from(""), Arc::from("m"));
         Record {
-            at: SystemTime::UNIX_EPOCH,
-            credential: Arc::from("key#1"),
-            client: Arc::from(""),
-            model: Arc::from("m"),
-            api: Api::ChatCompletions,
-            outcome: Outcome::Success,
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            cached_tokens: 0,
-            tokens_estimated: false,
-            latency: Duration::from_millis(1),
-            ttft: None,
             attempts,
+            ..Record::success(&credential, &client, &model, SystemTime::UNIX_EPOCH)
         }
     }
 

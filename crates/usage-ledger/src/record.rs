@@ -39,6 +39,34 @@ pub struct Record {
     pub attempts: u32,
 }
 
+#[cfg(test)]
+impl Record {
+    /// A successful one-attempt request of one prompt and one completion token, for this
+    /// crate's unit tests.
+    pub(crate) fn success(
+        credential: &Arc<str>,
+        client: &Arc<str>,
+        model: &Arc<str>,
+        at: SystemTime,
+    ) -> Record {
+        Record {
+            at,
+            credential: Arc::clone(credential),
+            client: Arc::clone(client),
+            model: Arc::clone(model),
+            api: Api::ChatCompletions,
+            outcome: Outcome::Success,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            cached_tokens: 0,
+            tokens_estimated: false,
+            latency: Duration::from_millis(5),
+            ttft: None,
+            attempts: 1,
+        }
+    }
+}
+
 /// The API a client spoke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Api {
