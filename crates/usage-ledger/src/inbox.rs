@@ -49,7 +49,8 @@ impl Default for Inbox {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
-            shards: (0..MIN_SHARDS.max(2 * cores))
+            // A power of two: a thread finds its shard with a mask, not a division.
+            shards: (0..MIN_SHARDS.max(2 * cores).next_power_of_two())
                 .map(|_| Shard::default())
                 .collect(),
             closed: AtomicBool::new(false),
@@ -68,12 +69,17 @@ impl std::fmt::Debug for Inbox {
 impl Inbox {
     /// Leaves `record` for the flusher; after [`Inbox::close`] it is dropped.
     pub(crate) fn put(&self, record: Record) {
-        let mut records = lock(&self.shards[own_shard() % self.shards.len()].records);
+        let mut records = lock(&self.own_shard().records);
         // Read under the shard's lock: a close whose take of this shard comes later finds the
         // record, and a put after that take sees the flag the close set before it.
         if !self.closed.load(Ordering::Relaxed) {
             records.push(record);
         }
+    }
+
+    /// The calling thread's shard.
+    fn own_shard(&self) -> &Shard {
+        &self.shards[thread_number() & (self.shards.len() - 1)]
     }
 
     /// Refuses every later [`Inbox::put`]; what was put before is still taken.
@@ -111,7 +117,7 @@ impl Drop for ClosedOnDrop {
 
 /// The calling thread's number, which picks its shard: threads take the next one in turn
 /// when they first record.
-fn own_shard() -> usize {
+fn thread_number() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +186,7 @@ mod tests {
         let mut count = 0;
         inbox.take(|_| count += 1);
         assert_eq!(count, 10_000);
-        let shard = &inbox.shards[own_shard() % inbox.shards.len()];
+        let shard = inbox.own_shard();
         assert!(lock(&shard.spare).capacity() <= KEEP_CAPACITY);
         // The next fold swaps the small vector in and shrinks the burst's one.
         inbox.take(|_| count += 1);
