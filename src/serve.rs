@@ -79,7 +79,7 @@ pub async fn run(
     // Request metrics are fed by the ledger's flusher, off the request path.
     let metrics = Arc::new(management::Metrics::new(settings.management.hash_emails));
     if let Some(ledger) = &ledger {
-        ledger.observe(Arc::clone(&metrics) as Arc<dyn usage_ledger::RecordObserver>);
+        ledger.observe(Arc::clone(&metrics) as Arc<dyn usage_ledger::TallyObserver>);
     }
     let proxy = Proxy::recording(config, Arc::clone(&pool), usage)?.mount(
         crate::management_routes::routes(

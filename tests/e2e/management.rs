@@ -737,7 +737,16 @@ async fn metrics_parse_and_count_what_the_fake_served_and_usage_matches_the_cli(
         requests,
         "every request is timed: {text}"
     );
-    assert!(sum(&scraped, "cliproxy_upstream_attempts", &[]) >= requests);
+    assert_eq!(
+        sum(&scraped, "cliproxy_time_to_first_byte_seconds", &[]),
+        5.0,
+        "the five answered requests: {text}"
+    );
+    assert_eq!(
+        sum(&scraped, "cliproxy_upstream_attempts", &[]),
+        requests,
+        "each request once: {text}"
+    );
     assert_eq!(
         sum(&scraped, "cliproxy_credentials", &[("state", "ok")]),
         2.0

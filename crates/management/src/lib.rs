@@ -18,9 +18,11 @@
 //! - Nothing here is on the request path of the API: metrics are fed by the ledger's flusher.
 //!
 //! Module order: `lib.rs` → `routes.rs` → `credentials.rs`, `logins.rs`, `dashboard.rs`,
-//! `access.rs` → `metrics.rs`, `key.rs`, `lockout.rs`, `reply.rs`.
+//! `access.rs` → `metrics.rs`, `key.rs`, `lockout.rs`, `reply.rs`; `metrics.rs` →
+//! `bucket_histogram.rs`.
 
 mod access;
+mod bucket_histogram;
 mod credentials;
 mod dashboard;
 mod key;

@@ -2,8 +2,9 @@
 //! `prometheus-client` crate.
 //!
 //! Request metrics come from the usage ledger's records ([`Metrics`] is a
-//! [`RecordObserver`]: the ledger's flusher shows it each record, off the request tasks, at most
-//! `FOLD_EVERY` after the request ended). Pool state and refresh outcomes are read when
+//! [`TallyObserver`]: the ledger's flusher shows it each fold's records counted by key, off the
+//! request tasks, at most `FOLD_EVERY` after the request ended; the histograms are
+//! [`BucketHistogram`]s, which take those counts as they are). Pool state and refresh outcomes are read when
 //! scraped. Credentials are named by their log label (`dashscope#2`, or the account's email),
 //! or with `metrics.hash-emails = true` an email by `sha256:` and the first 12 hex digits of
 //! its SHA-256.
@@ -30,10 +31,14 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use sha2::{Digest as _, Sha256};
-use usage_ledger::{Api, LATENCY_BUCKETS_SECONDS, Outcome, Record, RecordObserver};
+use usage_ledger::{
+    Api, FailureClass, Histogram, LATENCY_BUCKETS_SECONDS, MOST_ATTEMPTS_COUNTED, RollupKey, Tally,
+    TallyObserver,
+};
+
+use crate::bucket_histogram::BucketHistogram;
 
 /// The `Content-Type` of the text [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -55,6 +60,9 @@ const HASHED_KEPT: usize = 4096;
 
 /// Buckets of the upstream attempts per request.
 const ATTEMPT_BUCKETS: [f64; 6] = [0.0, 1.0, 2.0, 3.0, 5.0, 8.0];
+
+// A tally counts attempts one by one past the last bound, so its last count is all `+Inf`.
+const _: () = assert!(ATTEMPT_BUCKETS[ATTEMPT_BUCKETS.len() - 1] < MOST_ATTEMPTS_COUNTED as f64);
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -104,23 +112,39 @@ struct CredentialStateLabels {
     state: String,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS_SECONDS.iter().copied())
+fn latency_histogram() -> BucketHistogram {
+    BucketHistogram::new(&LATENCY_BUCKETS_SECONDS)
 }
 
-/// What a request's record is counted under, as the record names it: cheap to build (shared
-/// strings), so the label strings of a series are built once, not per record.
+/// A tally's latency histogram, as a [`BucketHistogram`] over [`LATENCY_BUCKETS_SECONDS`]
+/// takes it.
+fn add_latencies(histogram: &BucketHistogram, latencies: &Histogram) {
+    histogram.add(&latencies.counts, latencies.sum_us as f64 / 1e6);
+}
+
+/// A tally's requests by their attempts, as buckets over [`ATTEMPT_BUCKETS`].
+fn attempt_buckets(by_attempts: &[u64; MOST_ATTEMPTS_COUNTED + 1]) -> [u64; 7] {
+    let mut buckets = [0; ATTEMPT_BUCKETS.len() + 1];
+    for (attempts, &requests) in by_attempts.iter().enumerate() {
+        let bucket = ATTEMPT_BUCKETS.partition_point(|&bound| bound < attempts as f64);
+        buckets[bucket] += requests;
+    }
+    buckets
+}
+
+/// What a tally is counted under, as the ledger names it: cheap to build (shared strings), so
+/// the label strings of a series are built once, not per fold.
 type SeriesKey = (Arc<str>, Arc<str>, Arc<str>, Api);
 
 /// The metrics of one (credential, model, client key, API): handles that share their values
-/// with the families, so counting a record needs no label strings and no family lookup.
+/// with the families, so counting a tally needs no label strings and no family lookup.
 #[derive(Clone)]
 struct Series {
     requests: Counter,
     /// Prompt, completion and cached tokens.
     tokens: [Counter; 3],
-    latency: Histogram,
-    ttfb: Histogram,
+    latency: BucketHistogram,
+    ttfb: BucketHistogram,
 }
 
 /// Series remembered at most (the cache starts afresh past it; the families keep the values).
@@ -140,14 +164,14 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
-    latency: Family<TimingLabels, Histogram>,
-    ttfb: Family<TimingLabels, Histogram>,
-    attempts: Histogram,
+    latency: Family<TimingLabels, BucketHistogram>,
+    ttfb: Family<TimingLabels, BucketHistogram>,
+    attempts: BucketHistogram,
     refreshes: Family<OutcomeLabels, Counter>,
     credentials: Family<StateLabels, Gauge>,
     credential_state: Family<CredentialStateLabels, Gauge>,
-    /// The series of the records seen, so each label set is built once (the flusher calls
-    /// `observe`, one record at a time).
+    /// The series of the tallies seen, so each label set is built once (the flusher calls
+    /// `observe`).
     series: Mutex<HashMap<SeriesKey, Series, foldhash::fast::RandomState>>,
     /// Hashed labels of emails seen, so each is hashed once (the flusher calls `observe`).
     hashed: Mutex<HashMap<String, String>>,
@@ -169,13 +193,13 @@ impl Metrics {
         let requests = Family::default();
         let failures = Family::default();
         let tokens = Family::default();
-        let latency = Family::<TimingLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
+        let latency = Family::<TimingLabels, BucketHistogram>::new_with_constructor(
+            latency_histogram as fn() -> BucketHistogram,
         );
-        let ttfb = Family::<TimingLabels, Histogram>::new_with_constructor(
-            latency_histogram as fn() -> Histogram,
+        let ttfb = Family::<TimingLabels, BucketHistogram>::new_with_constructor(
+            latency_histogram as fn() -> BucketHistogram,
         );
-        let attempts = Histogram::new(ATTEMPT_BUCKETS.iter().copied());
+        let attempts = BucketHistogram::new(&ATTEMPT_BUCKETS);
         let refreshes = Family::default();
         let credentials = Family::default();
         let credential_state = Family::default();
@@ -342,21 +366,21 @@ pub fn state_name(state: &LiveState) -> &'static str {
 }
 
 impl Metrics {
-    /// The handles of the series `record` is counted under, created on its first record.
-    fn series(&self, record: &Record) -> Series {
+    /// The handles of the series of `key`, created on its first tally.
+    fn series(&self, rollup: &RollupKey) -> Series {
         let key: SeriesKey = (
-            Arc::clone(&record.credential),
-            Arc::clone(&record.model),
-            Arc::clone(&record.client),
-            record.api,
+            Arc::clone(&rollup.credential),
+            Arc::clone(&rollup.model),
+            Arc::clone(&rollup.client),
+            rollup.api,
         );
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = series.get(&key) {
             return known.clone();
         }
-        let credential = self.credential_label(&record.credential);
-        let model = record.model.to_string();
-        let client = record.client.to_string();
+        let credential = self.credential_label(&rollup.credential);
+        let model = rollup.model.to_string();
+        let client = rollup.client.to_string();
         let tokens = ["prompt", "completion", "cached"].map(|kind| {
             self.tokens
                 .get_or_create(&TokenLabels {
@@ -373,7 +397,7 @@ impl Metrics {
                 credential: credential.clone(),
                 model: model.clone(),
                 client: client.clone(),
-                api: record.api.as_str().to_owned(),
+                api: rollup.api.as_str().to_owned(),
             })
             .clone();
         let timing = TimingLabels {
@@ -395,41 +419,49 @@ impl Metrics {
     }
 }
 
-impl RecordObserver for Metrics {
-    fn observe(&self, records: &[Record]) {
-        let Some(first) = records.first() else {
-            return;
-        };
-        let series = self.series(first);
-        series.requests.inc_by(records.len() as u64);
+impl TallyObserver for Metrics {
+    fn observe(&self, tally: &Tally) {
+        let (key, counters) = (&tally.key, &tally.counters);
+        let series = self.series(key);
+        series.requests.inc_by(counters.requests);
         let [prompt, completion, cached] = &series.tokens;
-        let sum = |tokens: fn(&Record) -> u64| records.iter().map(tokens).sum::<u64>();
-        prompt.inc_by(sum(|record| record.prompt_tokens));
-        completion.inc_by(sum(|record| record.completion_tokens));
-        cached.inc_by(sum(|record| record.cached_tokens));
-        for record in records {
-            if let Outcome::Failure(class) = record.outcome {
+        prompt.inc_by(counters.prompt_tokens);
+        completion.inc_by(counters.completion_tokens);
+        cached.inc_by(counters.cached_tokens);
+        for class in FailureClass::ALL {
+            let failed = counters.failures_of(class);
+            if failed > 0 {
                 self.failures
                     .get_or_create(&FailureLabels {
-                        credential: self.credential_label(&record.credential),
-                        model: record.model.to_string(),
-                        client: record.client.to_string(),
+                        credential: self.credential_label(&key.credential),
+                        model: key.model.to_string(),
+                        client: key.client.to_string(),
                         class: class.as_str().to_owned(),
                     })
-                    .inc();
+                    .inc_by(failed);
             }
-            series.latency.observe(record.latency.as_secs_f64());
-            if let Some(ttft) = record.ttft {
-                series.ttfb.observe(ttft.as_secs_f64());
-            }
-            self.attempts.observe(f64::from(record.attempts));
         }
+        add_latencies(&series.latency, &counters.latency);
+        if counters.ttft.count() > 0 {
+            add_latencies(&series.ttfb, &counters.ttft);
+        }
+        self.attempts
+            .add(&attempt_buckets(&tally.attempts), counters.attempts as f64);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_fall_into_the_first_bucket_they_do_not_exceed() {
+        assert_eq!(
+            attempt_buckets(&[1, 2, 1, 0, 4, 1, 5, 6, 1, 3]),
+            // le 0, 1, 2, 3, 5 (4 and 5), 8 (6, 7 and 8), +Inf (9 and more)
+            [1, 2, 1, 0, 5, 12, 3]
+        );
+    }
 
     #[test]
     fn emails_are_hashed_only_when_asked_and_names_never() {

@@ -1,18 +1,55 @@
-//! The records of one fold, grouped by what they are counted under, so that the rollups and
-//! the observers find each group's key once instead of once a record: a fold takes thousands
-//! of records that share a few keys, and finding a key hashes its three names. Records are
-//! grouped by the identity of their names (the same shared strings), hour and API, which is
-//! cheap to compare; two groups with equal names from different strings meet again in the
-//! rollups, which compare names by their text.
+//! The records of one fold, counted by what they are counted under ([`Tally`]), so that the
+//! rollups and the observers meet each key once a fold instead of once a record: a fold takes
+//! thousands of records that share a few keys, and finding a key hashes its three names.
+//! Records are grouped by the identity of their names (the same shared strings), hour and
+//! API, which is cheap to compare; two groups with equal names from different strings meet
+//! again in the rollups, which compare names by their text.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::record::{Api, Record};
-use crate::rollup::hour_of;
+use crate::rollup::{Counters, RollupKey, hour_of};
 
-/// What a group's records share: their names' addresses (while the records hold the names,
-/// no other string has them), hour and API.
+/// Requests are counted by their number of upstream attempts up to this many; more count as
+/// this many ([`Tally::attempts`]).
+pub const MOST_ATTEMPTS_COUNTED: usize = 9;
+
+/// The requests of one fold under one key, counted: what the flusher adds to its rollups and
+/// shows to observers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// What they are counted under (the first record's names, hour and API).
+    pub key: RollupKey,
+    /// Their counts, as the rollup of `key` adds them up.
+    pub counters: Counters,
+    /// Requests by their number of upstream attempts: `attempts[n]` counts those of `n`
+    /// attempts, the last those of [`MOST_ATTEMPTS_COUNTED`] or more. (The rollups keep only
+    /// the sum, `counters.attempts`.)
+    pub attempts: [u64; MOST_ATTEMPTS_COUNTED + 1],
+}
+
+impl Tally {
+    /// No request yet, under `key`.
+    pub fn new(key: RollupKey) -> Self {
+        Self {
+            key,
+            counters: Counters::default(),
+            attempts: [0; MOST_ATTEMPTS_COUNTED + 1],
+        }
+    }
+
+    /// Counts `record`, which belongs under this tally's key.
+    pub fn add(&mut self, record: &Record) {
+        self.counters.add(record);
+        let attempts = usize::try_from(record.attempts)
+            .map_or(MOST_ATTEMPTS_COUNTED, |n| n.min(MOST_ATTEMPTS_COUNTED));
+        self.attempts[attempts] = self.attempts[attempts].saturating_add(1);
+    }
+}
+
+/// What a group's records share: their names' addresses (while the group's tally holds the
+/// first record's names, no other string has them), hour and API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
     credential: usize,
@@ -38,25 +75,25 @@ fn address(name: &Arc<str>) -> usize {
     Arc::as_ptr(name).cast::<u8>().addr()
 }
 
-/// Records grouped by [`Identity`]: every group's records have the same credential, client
+/// Records counted by [`Identity`]: every tally's records had the same credential, client
 /// key, model, API and hour.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    groups: HashMap<Identity, Vec<Record>, foldhash::fast::RandomState>,
+    groups: HashMap<Identity, Tally, foldhash::fast::RandomState>,
 }
 
 impl Batch {
-    /// Adds `record` to its group.
+    /// Counts `record` in its group's tally.
     pub(crate) fn add(&mut self, record: Record) {
         self.groups
             .entry(Identity::of(&record))
-            .or_default()
-            .push(record);
+            .or_insert_with(|| Tally::new(RollupKey::of(&record)))
+            .add(&record);
     }
 
-    /// Takes every group, leaving the batch empty.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Vec<Record>> + '_ {
-        self.groups.drain().map(|(_, records)| records)
+    /// Takes every tally, leaving the batch empty.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Tally> + '_ {
+        self.groups.drain().map(|(_, tally)| tally)
     }
 }
 
@@ -79,18 +116,13 @@ mod tests {
         ] {
             batch.add(Record::success(credential, &client, &model, at));
         }
-        let mut sizes: Vec<(String, i64, usize)> = batch
+        let mut sizes: Vec<(String, i64, u64)> = batch
             .drain()
-            .map(|group| {
-                assert!(
-                    group
-                        .iter()
-                        .all(|r| Arc::ptr_eq(&r.credential, &group[0].credential))
-                );
+            .map(|tally| {
                 (
-                    group[0].credential.to_string(),
-                    hour_of(group[0].at),
-                    group.len(),
+                    tally.key.credential.to_string(),
+                    tally.key.hour,
+                    tally.counters.requests,
                 )
             })
             .collect();
@@ -116,10 +148,39 @@ mod tests {
         ));
         let mut rollups = crate::rollup::Rollups::default();
         let mut groups = 0;
-        for group in batch.drain() {
-            rollups.add_all(&group);
+        for tally in batch.drain() {
+            rollups.merge_one(tally.key, &tally.counters);
             groups += 1;
         }
         assert_eq!((groups, rollups.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_tally_counts_as_the_rollup_does_and_attempts_one_by_one() {
+        let (credential, client, model): (Arc<str>, Arc<str>, Arc<str>) = (
+            Arc::from("dashscope#1"),
+            Arc::from("laptop"),
+            Arc::from("qwen-max"),
+        );
+        let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut tally = Tally::new(RollupKey::of(&Record::success(
+            &credential,
+            &client,
+            &model,
+            at,
+        )));
+        let mut rollups = crate::rollup::Rollups::default();
+        for attempts in [0, 1, 1, 2, 9, 10, u32::MAX] {
+            let record = Record {
+                attempts,
+                ..Record::success(&credential, &client, &model, at)
+            };
+            tally.add(&record);
+            rollups.add(&record);
+        }
+        assert_eq!(tally.attempts, [1, 2, 1, 0, 0, 0, 0, 0, 0, 3]);
+        let mut counted = crate::rollup::Rollups::default();
+        counted.merge_one(tally.key.clone(), &tally.counters);
+        assert_eq!(counted, rollups);
     }
 }

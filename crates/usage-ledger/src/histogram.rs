@@ -35,6 +35,18 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 13] = {
     bounds
 };
 
+/// [`LATENCY_BUCKETS_MS`] in nanoseconds, what [`bucket_index`] compares: one integer
+/// comparison a bound.
+const LATENCY_BUCKETS_NS: [u64; 13] = {
+    let mut bounds = [0; 13];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = LATENCY_BUCKETS_MS[i] * 1_000_000;
+        i += 1;
+    }
+    bounds
+};
+
 /// Buckets of a [`Histogram`]: one per bound, and `+Inf`.
 pub const BUCKET_COUNT: usize = LATENCY_BUCKETS_MS.len() + 1;
 
@@ -52,7 +64,10 @@ impl Histogram {
     pub fn observe(&mut self, value: Duration) {
         let index = bucket_index(value);
         self.counts[index] = self.counts[index].saturating_add(1);
-        let micros = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        let micros = value
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from(value.subsec_micros()));
         self.sum_us = self.sum_us.saturating_add(micros);
     }
 
@@ -101,8 +116,19 @@ impl Histogram {
 }
 
 /// The bucket `value` falls into: the first whose bound it does not exceed, else `+Inf`.
+///
+/// The flusher calls it twice a request: it counts the bounds below `value` in nanoseconds
+/// (saturating past 584 years, far beyond the last bound) without a branch, instead of
+/// comparing `Duration`s (seconds, then nanoseconds) in a binary search.
 pub fn bucket_index(value: Duration) -> usize {
-    LATENCY_BUCKETS.partition_point(|bound| *bound < value)
+    let nanos = value
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(value.subsec_nanos()));
+    LATENCY_BUCKETS_NS
+        .iter()
+        .map(|&bound| usize::from(bound < nanos))
+        .sum()
 }
 
 #[cfg(test)]
@@ -117,6 +143,24 @@ mod tests {
         assert_eq!(bucket_index(Duration::from_secs(600)), 12);
         assert_eq!(bucket_index(Duration::from_secs(601)), 13);
         assert_eq!(bucket_index(Duration::MAX), BUCKET_COUNT - 1);
+        assert_eq!(
+            bucket_index(Duration::new(0, 50_000_001)),
+            1,
+            "a nanosecond over"
+        );
+        for (index, bound) in LATENCY_BUCKETS.into_iter().enumerate() {
+            assert_eq!(bucket_index(bound), index);
+            assert_eq!(bucket_index(bound + Duration::from_nanos(1)), index + 1);
+        }
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        let mut histogram = Histogram::default();
+        histogram.observe(Duration::MAX);
+        histogram.observe(Duration::from_secs(1));
+        assert_eq!(histogram.sum_us, u64::MAX);
+        assert_eq!(histogram.counts[BUCKET_COUNT - 1], 1);
     }
 
     #[test]

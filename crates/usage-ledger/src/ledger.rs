@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Tally};
 use crate::error::LedgerError;
 use crate::inbox::{ClosedOnDrop, Inbox};
 use crate::record::Record;
@@ -47,15 +47,16 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 enum Control {
     Flush(oneshot::Sender<Result<(), LedgerError>>),
     Close(oneshot::Sender<Result<(), LedgerError>>),
-    Observe(Arc<dyn RecordObserver>),
+    Observe(Arc<dyn TallyObserver>),
 }
 
-/// Sees every record the flusher takes, on the flusher's task (so never on a request's), at
-/// most [`FOLD_EVERY`] after it was recorded: how metrics are fed beside the ledger.
-pub trait RecordObserver: Send + Sync + 'static {
-    /// Finished requests counted under one key: the same credential, client key, model, API
-    /// and hour (never empty). Called on the flusher task: it must not block.
-    fn observe(&self, records: &[Record]);
+/// Sees every record the flusher takes, counted, on the flusher's task (so never on a
+/// request's), at most [`FOLD_EVERY`] after it was recorded: how metrics are fed beside the
+/// ledger.
+pub trait TallyObserver: Send + Sync + 'static {
+    /// A fold's finished requests under one key: the same credential, client key, model, API
+    /// and hour (at least one request). Called on the flusher task: it must not block.
+    fn observe(&self, tally: &Tally);
 }
 
 /// The usage ledger's constructors.
@@ -170,9 +171,9 @@ impl FlusherHandle {
         answer.await.map_err(|_| LedgerError::Closed)?
     }
 
-    /// Shows every record taken from now on to `observer` too (see [`RecordObserver`]).
+    /// Shows every record taken from now on to `observer` too (see [`TallyObserver`]).
     /// Records taken before the flusher got this are not shown: call it before serving.
-    pub fn observe(&self, observer: Arc<dyn RecordObserver>) {
+    pub fn observe(&self, observer: Arc<dyn TallyObserver>) {
         // The flusher is gone only after close, when nothing is recorded any more.
         let _ = self.control.send(Control::Observe(observer));
     }
@@ -207,7 +208,7 @@ struct Flusher<S> {
     /// The last write failed: the next failure is not logged again.
     failing: bool,
     /// What sees each record besides the rollups.
-    observers: Vec<Arc<dyn RecordObserver>>,
+    observers: Vec<Arc<dyn TallyObserver>>,
     /// The records of a fold, by key; empty between folds.
     batch: Batch,
 }
@@ -261,7 +262,7 @@ impl<S: LedgerStore> Flusher<S> {
     }
 
     /// Adds every record that arrived to the pending rollups, and shows them to the observers,
-    /// a key's records at once; whether every recorder is gone.
+    /// a key's records counted at once; whether every recorder is gone.
     fn fold(&mut self, records: &Arc<Inbox>) -> bool {
         // Only the flusher's own reference left: no recorder can put any more. Read before
         // the take, and made to see every put of the recorders dropped by then.
@@ -269,11 +270,11 @@ impl<S: LedgerStore> Flusher<S> {
         fence(Ordering::Acquire);
         let batch = &mut self.batch;
         records.take(|record| batch.add(record));
-        for group in self.batch.drain() {
+        for tally in self.batch.drain() {
             for observer in &self.observers {
-                observer.observe(&group);
+                observer.observe(&tally);
             }
-            self.pending.add_all(&group);
+            self.pending.merge_one(tally.key, &tally.counters);
         }
         gone
     }

@@ -58,14 +58,15 @@ mod rollup;
 mod sqlite;
 mod store;
 
+pub use batch::{MOST_ATTEMPTS_COUNTED, Tally};
 pub use columns::{KEY_COLUMNS, counter_columns};
 pub use error::LedgerError;
 pub use histogram::{
     BUCKET_COUNT, Histogram, LATENCY_BUCKETS, LATENCY_BUCKETS_MS, LATENCY_BUCKETS_SECONDS,
 };
 pub use ledger::{
-    DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, MAX_PENDING_ROLLUPS, RecordObserver,
-    Recorder,
+    DEFAULT_FLUSH_EVERY, FOLD_EVERY, FlusherHandle, Ledger, MAX_PENDING_ROLLUPS, Recorder,
+    TallyObserver,
 };
 pub use record::{Api, FailureClass, Outcome, Record};
 pub use report::{

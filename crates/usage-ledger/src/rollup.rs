@@ -171,21 +171,12 @@ pub struct Rollups {
 }
 
 impl Rollups {
-    /// Counts one finished request under its key (on the flusher's task, never a request's).
+    /// Counts one finished request under its key.
     pub fn add(&mut self, record: &Record) {
-        self.add_all(std::slice::from_ref(record));
-    }
-
-    /// Counts finished requests of one key (the same credential, client key, model, API and
-    /// hour), finding the key once.
-    pub fn add_all(&mut self, records: &[Record]) {
-        let Some(first) = records.first() else {
-            return;
-        };
-        let counters = self.counters.entry(RollupKey::of(first)).or_default();
-        for record in records {
-            counters.add(record);
-        }
+        self.counters
+            .entry(RollupKey::of(record))
+            .or_default()
+            .add(record);
     }
 
     /// Adds every rollup of `other` to these.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use usage_ledger::{
-    GroupBy, Ledger, LedgerError, LedgerStore as _, Record, RecordObserver, Recorder, Rollups,
-    SqliteStore, UsageQuery,
+    GroupBy, Ledger, LedgerError, LedgerStore as _, Recorder, Rollups, SqliteStore, Tally,
+    TallyObserver, UsageQuery,
 };
 
 use crate::support::{Event, MemoryStore, at, db_path, next_event, record};
@@ -160,16 +160,16 @@ async fn without_its_handle_the_flusher_keeps_writing_for_the_recorders() {
     assert_eq!(store.total().requests, 2);
 }
 
-/// Counts what it is shown.
+/// Keeps the credential of each request it is shown.
 #[derive(Default)]
 struct Seen(std::sync::Mutex<Vec<String>>);
 
-impl usage_ledger::RecordObserver for Seen {
-    fn observe(&self, records: &[usage_ledger::Record]) {
+impl TallyObserver for Seen {
+    fn observe(&self, tally: &Tally) {
         let mut seen = self.0.lock().unwrap();
-        for record in records {
-            assert_eq!(record.credential, records[0].credential, "one key a call");
-            seen.push(record.credential.to_string());
+        assert!(tally.counters.requests > 0, "never an empty tally");
+        for _ in 0..tally.counters.requests {
+            seen.push(tally.key.credential.to_string());
         }
     }
 }
@@ -182,20 +182,21 @@ async fn observers_see_every_record_the_flusher_takes_once() {
     flusher.observe(seen.clone());
     recorder.record(record("a@example.com", "coder-model"));
     recorder.record(record("dashscope#1", "qwen-max"));
+    recorder.record(record("a@example.com", "coder-model"));
     flusher.flush().await.unwrap();
     let mut shown = seen.0.lock().unwrap().clone();
     shown.sort();
-    assert_eq!(shown, ["a@example.com", "dashscope#1"]);
+    assert_eq!(shown, ["a@example.com", "a@example.com", "dashscope#1"]);
     flusher.flush_and_close().await.unwrap();
-    assert_eq!(seen.0.lock().unwrap().len(), 2, "each record is shown once");
-    assert_eq!(store.total().requests, 2);
+    assert_eq!(seen.0.lock().unwrap().len(), 3, "each record is shown once");
+    assert_eq!(store.total().requests, 3);
 }
 
 /// Panics on the first records it is shown.
 struct Panicking;
 
-impl RecordObserver for Panicking {
-    fn observe(&self, _: &[Record]) {
+impl TallyObserver for Panicking {
+    fn observe(&self, _: &Tally) {
         panic!("an observer's bug");
     }
 }
