@@ -1,6 +1,7 @@
-//! What `/metrics` costs the usage ledger's flusher per record: a tally made of each of a
-//! million records (eight credentials, two models, two client keys) and `Metrics::observe`d
-//! alone: the flusher's worst case, a fold in which no two records share a key.
+//! What `/metrics` costs the usage ledger's flusher per record, over a million records (eight
+//! credentials, two models, two client keys): each record made into a tally of its own and
+//! `Metrics::observe`d, the flusher's worst case (a fold in which no two records share a key);
+//! and a tally of a thousand records of one key observed, what a busy fold shows it.
 //! Run with `cargo run --release -p management --example observe_bench`; docs/benchmarks.md
 //! has a run's numbers.
 
@@ -11,6 +12,9 @@ use management::Metrics;
 use usage_ledger::{Api, Outcome, Record, RollupKey, Tally, TallyObserver as _};
 
 const RECORDS: usize = 1_000_000;
+
+/// Records in each tally of the busy fold.
+const TALLY_RECORDS: usize = 1_000;
 
 fn main() {
     let credentials: Vec<Arc<str>> = (0..8)
@@ -43,11 +47,29 @@ fn main() {
             tally.add(record);
             metrics.observe(&tally);
         }
-        let elapsed = start.elapsed();
-        println!(
-            "hash-emails = {hash_emails}: {:.0} ns per record, {:.2} M records/s",
-            elapsed.as_nanos() as f64 / RECORDS as f64,
-            RECORDS as f64 / elapsed.as_secs_f64() / 1e6
+        report(
+            &format!("a tally a record, hash-emails = {hash_emails}"),
+            start,
         );
     }
+    let metrics = Metrics::new(false);
+    let mut tally = Tally::new(RollupKey::of(&records[0]));
+    for _ in 0..TALLY_RECORDS {
+        tally.add(&records[0]);
+    }
+    let start = Instant::now();
+    for _ in 0..RECORDS / TALLY_RECORDS {
+        metrics.observe(&tally);
+    }
+    report(&format!("tallies of {TALLY_RECORDS} records"), start);
+}
+
+/// Prints the time per record since `start`, over [`RECORDS`].
+fn report(what: &str, start: Instant) {
+    let elapsed = start.elapsed();
+    println!(
+        "{what}: {:.1} ns per record, {:.2} M records/s",
+        elapsed.as_nanos() as f64 / RECORDS as f64,
+        RECORDS as f64 / elapsed.as_secs_f64() / 1e6
+    );
 }
