@@ -75,9 +75,9 @@ Options:
                     at 10, 100 and 1,000 credentials (credential-pool's
                     select_cost example, ~1 min; ~10 s with --quick)
   --ledger          only the usage ledger's cost: cliproxy with and without
-                    it in 24 paired rounds per kind of request, over 4
-                    fresh starts of both servers (~1 min)
-  --pairs N         paired rounds of the ledger's measurement (default 24);
+                    it in 48 paired rounds per kind of request, over 8
+                    fresh starts of both servers (~2 min)
+  --pairs N         paired rounds of the ledger's measurement (default 48);
                     more pairs narrow the median's 95 % interval
 ";
 
@@ -87,12 +87,14 @@ Options:
 /// target only. The rounds' samples are pooled.
 const ROUNDS: u32 = 3;
 /// Pairs of rounds of the usage ledger's measurement ([`ledger`]), and the length of each.
-const LEDGER_PAIRS: usize = 24;
+const LEDGER_PAIRS: usize = 48;
 const LEDGER_ROUND: Duration = Duration::from_millis(500);
 const LEDGER_PAIRS_QUICK: usize = 4;
 const LEDGER_ROUND_QUICK: Duration = Duration::from_millis(200);
-/// Fresh starts of both servers the ledger's pairs are shared out among.
-const LEDGER_STARTS: usize = 4;
+/// Fresh starts of both servers the ledger's pairs are shared out among: two identical
+/// processes can differ by a few percent for their whole lives, so the more starts, the less
+/// one unlucky pair of processes weighs.
+const LEDGER_STARTS: usize = 8;
 /// Account files of the start-up measurement.
 const STARTUP_ACCOUNTS: usize = 1000;
 /// Qwen accounts of the `cliproxy-qwen` target, as many as the API keys of `cliproxy`.
