@@ -688,7 +688,13 @@ async fn metrics_parse_and_count_what_the_fake_served_and_usage_matches_the_cli(
         loop {
             every.tick().await;
             let (text, scraped) = scrape(&server).await;
-            if sum(&scraped, "cliproxy_requests_total", &[]) >= requests {
+            // A scrape may land while a fold's counts are being added: wait for all of them.
+            if sum(&scraped, "cliproxy_requests_total", &[]) >= requests
+                && sum(&scraped, "cliproxy_request_failures_total", &[]) >= 1.0
+                && sum(&scraped, "cliproxy_request_duration_seconds", &[]) >= requests
+                && sum(&scraped, "cliproxy_time_to_first_byte_seconds", &[]) >= 5.0
+                && sum(&scraped, "cliproxy_upstream_attempts", &[]) >= requests
+            {
                 break (text, scraped);
             }
         }

@@ -17,6 +17,7 @@ pub(crate) struct BucketHistogram {
     counts: Arc<Mutex<Counts>>,
 }
 
+/// What a [`BucketHistogram`]'s clones share.
 #[derive(Debug, Default)]
 struct Counts {
     /// One count a bound, then `+Inf`; not cumulative.

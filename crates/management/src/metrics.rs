@@ -4,8 +4,8 @@
 //! Request metrics come from the usage ledger's records ([`Metrics`] is a
 //! [`TallyObserver`]: the ledger's flusher shows it each fold's records counted by key, off the
 //! request tasks, at most `FOLD_EVERY` after the request ended; the histograms are
-//! [`BucketHistogram`]s, which take those counts as they are). Pool state and refresh outcomes are read when
-//! scraped. Credentials are named by their log label (`dashscope#2`, or the account's email),
+//! [`BucketHistogram`]s, which take those counts as they are). Pool state and refresh
+//! outcomes are read when scraped. Credentials are named by their log label (`dashscope#2`, or the account's email),
 //! or with `metrics.hash-emails = true` an email by `sha256:` and the first 12 hex digits of
 //! its SHA-256.
 //!
@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use account_runtime::Accounts;
 use account_runtime::status::{CredentialKind, LiveCredential, LiveState};
@@ -117,17 +117,19 @@ fn latency_histogram() -> BucketHistogram {
 }
 
 /// A tally's latency histogram, as a [`BucketHistogram`] over [`LATENCY_BUCKETS_SECONDS`]
-/// takes it.
+/// takes it. The ledger sums whole microseconds, so `_sum` drops each request's nanoseconds.
 fn add_latencies(histogram: &BucketHistogram, latencies: &Histogram) {
     histogram.add(&latencies.counts, latencies.sum_us as f64 / 1e6);
 }
 
 /// A tally's requests by their attempts, as buckets over [`ATTEMPT_BUCKETS`].
-fn attempt_buckets(by_attempts: &[u64; MOST_ATTEMPTS_COUNTED + 1]) -> [u64; 7] {
-    let mut buckets = [0; ATTEMPT_BUCKETS.len() + 1];
+fn attempt_buckets(
+    by_attempts: &[u64; MOST_ATTEMPTS_COUNTED + 1],
+) -> [u64; ATTEMPT_BUCKETS.len() + 1] {
+    let mut buckets = [0u64; ATTEMPT_BUCKETS.len() + 1];
     for (attempts, &requests) in by_attempts.iter().enumerate() {
         let bucket = ATTEMPT_BUCKETS.partition_point(|&bound| bound < attempts as f64);
-        buckets[bucket] += requests;
+        buckets[bucket] = buckets[bucket].saturating_add(requests);
     }
     buckets
 }
@@ -269,7 +271,7 @@ impl Metrics {
     /// A credential's label as metrics show it.
     pub fn credential_label(&self, label: &str) -> String {
         if self.hash_emails && label.contains('@') {
-            let mut hashed = self.hashed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut hashed = self.hashed.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(known) = hashed.get(label) {
                 return known.clone();
             }
@@ -288,7 +290,7 @@ impl Metrics {
     /// The metrics now, in the OpenMetrics text format: request metrics as observed, pool
     /// state and refresh outcomes as they are now.
     pub fn render(&self, credentials: &[LiveCredential], accounts: &Accounts) -> String {
-        let mut scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         let (registry, seen) = &mut *scrape;
         self.credentials.clear();
         self.credential_state.clear();
@@ -374,7 +376,7 @@ impl Metrics {
             Arc::clone(&rollup.client),
             rollup.api,
         );
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(known) = series.get(&key) {
             return known.clone();
         }
@@ -452,7 +454,165 @@ impl TallyObserver for Metrics {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use prometheus_client::metrics::histogram::Histogram as ReferenceHistogram;
+    use usage_ledger::{Outcome, Record};
+
     use super::*;
+
+    /// The metrics a tally feeds, as the text names them.
+    const REQUEST_METRICS: [&str; 6] = [
+        "cliproxy_requests_total",
+        "cliproxy_request_failures_total",
+        "cliproxy_tokens_total",
+        "cliproxy_request_duration_seconds",
+        "cliproxy_time_to_first_byte_seconds",
+        "cliproxy_upstream_attempts",
+    ];
+
+    /// The sample lines of the request metrics in `registry`'s text, sorted.
+    fn request_samples(registry: &Registry) -> Vec<String> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|line| REQUEST_METRICS.iter().any(|name| line.starts_with(name)))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The request metrics of `records` as `prometheus-client`'s own counters and histograms
+    /// count them, a record at a time.
+    fn counted_one_by_one(records: &[Record]) -> Registry {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let failures = Family::<FailureLabels, Counter>::default();
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let latency_buckets = || ReferenceHistogram::new(LATENCY_BUCKETS_SECONDS.iter().copied());
+        let latency = Family::<TimingLabels, ReferenceHistogram>::new_with_constructor(
+            latency_buckets as fn() -> ReferenceHistogram,
+        );
+        let ttfb = Family::<TimingLabels, ReferenceHistogram>::new_with_constructor(
+            latency_buckets as fn() -> ReferenceHistogram,
+        );
+        let attempts = ReferenceHistogram::new(ATTEMPT_BUCKETS.iter().copied());
+        for record in records {
+            let (credential, model, client) = (
+                record.credential.to_string(),
+                record.model.to_string(),
+                record.client.to_string(),
+            );
+            requests
+                .get_or_create(&RequestLabels {
+                    credential: credential.clone(),
+                    model: model.clone(),
+                    client: client.clone(),
+                    api: record.api.as_str().to_owned(),
+                })
+                .inc();
+            if let Outcome::Failure(class) = record.outcome {
+                failures
+                    .get_or_create(&FailureLabels {
+                        credential: credential.clone(),
+                        model: model.clone(),
+                        client: client.clone(),
+                        class: class.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+            for (kind, count) in [
+                ("prompt", record.prompt_tokens),
+                ("completion", record.completion_tokens),
+                ("cached", record.cached_tokens),
+            ] {
+                tokens
+                    .get_or_create(&TokenLabels {
+                        credential: credential.clone(),
+                        model: model.clone(),
+                        client: client.clone(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc_by(count);
+            }
+            let timing = TimingLabels {
+                credential,
+                model,
+                client,
+            };
+            latency
+                .get_or_create(&timing)
+                .observe(record.latency.as_secs_f64());
+            if let Some(ttft) = record.ttft {
+                ttfb.get_or_create(&timing).observe(ttft.as_secs_f64());
+            }
+            attempts.observe(f64::from(record.attempts));
+        }
+        let mut registry = Registry::with_prefix("cliproxy");
+        registry.register("requests", "", requests);
+        registry.register("request_failures", "", failures);
+        registry.register("tokens", "", tokens);
+        registry.register("request_duration_seconds", "", latency);
+        registry.register("time_to_first_byte_seconds", "", ttfb);
+        registry.register("upstream_attempts", "", attempts);
+        registry
+    }
+
+    #[test]
+    fn a_tally_writes_what_prometheus_client_writes_for_its_records_one_by_one() {
+        let (credential, client, model): (Arc<str>, Arc<str>, Arc<str>) = (
+            Arc::from("dashscope#1"),
+            Arc::from("laptop"),
+            Arc::from("qwen-max"),
+        );
+        let at = SystemTime::now();
+        let millis = Duration::from_millis;
+        // Latencies of whole binary fractions of a second, so that sums agree to the bit.
+        let records: Vec<Record> = [
+            (125, Some(125), Outcome::Success, 1),
+            (250, None, Outcome::Failure(FailureClass::Rate), 0),
+            (
+                500,
+                Some(250),
+                Outcome::Failure(FailureClass::Upstream5xx),
+                4,
+            ),
+            (2_000, Some(500), Outcome::Success, 12),
+            (4_000, None, Outcome::Failure(FailureClass::Rate), 1),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(n, (latency, ttft, outcome, attempts))| Record {
+            at,
+            credential: Arc::clone(&credential),
+            client: Arc::clone(&client),
+            model: Arc::clone(&model),
+            api: Api::ChatCompletions,
+            outcome,
+            prompt_tokens: 100 * n as u64,
+            completion_tokens: 10 * n as u64,
+            cached_tokens: n as u64,
+            tokens_estimated: n == 2,
+            latency: millis(latency),
+            ttft: ttft.map(millis),
+            attempts,
+        })
+        .collect();
+        let mut tally = Tally::new(RollupKey::of(&records[0]));
+        for record in &records {
+            tally.add(record);
+        }
+        let metrics = Metrics::new(false);
+        metrics.observe(&tally);
+        let ours = request_samples(&metrics.scrape.lock().unwrap().0);
+        assert_eq!(ours, request_samples(&counted_one_by_one(&records)));
+        assert!(
+            ours.iter()
+                .any(|line| line.starts_with("cliproxy_upstream_attempts_bucket{le=\"+Inf\"} 5")),
+            "{ours:#?}"
+        );
+    }
 
     #[test]
     fn attempts_fall_into_the_first_bucket_they_do_not_exceed() {

@@ -117,7 +117,7 @@ impl Histogram {
 
 /// The bucket `value` falls into: the first whose bound it does not exceed, else `+Inf`.
 ///
-/// The flusher calls it twice a request: it counts the bounds below `value` in nanoseconds
+/// The flusher calls it once a request, twice for one that sent a first byte: it counts the bounds below `value` in nanoseconds
 /// (saturating past 584 years, far beyond the last bound) without a branch, instead of
 /// comparing `Duration`s (seconds, then nanoseconds) in a binary search.
 pub fn bucket_index(value: Duration) -> usize {

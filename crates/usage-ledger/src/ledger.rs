@@ -207,9 +207,9 @@ struct Flusher<S> {
     last_prune: Option<Instant>,
     /// The last write failed: the next failure is not logged again.
     failing: bool,
-    /// What sees each record besides the rollups.
+    /// What sees each fold's tallies besides the rollups.
     observers: Vec<Arc<dyn TallyObserver>>,
-    /// The records of a fold, by key; empty between folds.
+    /// The tallies of a fold, by key; empty between folds.
     batch: Batch,
 }
 
