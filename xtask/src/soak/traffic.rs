@@ -33,6 +33,14 @@ use crate::bench::{
     net::{self, Connection},
 };
 
+/// The conversations the requests are turns of. An agent sends its conversation's
+/// opening again with every turn, and cliproxy pins each conversation to an account
+/// (session affinity): a few hundred conversations exercise the pins (every turn
+/// after the first finds one, and follows it when its account goes), while a new
+/// conversation per request would fill the table of pins (up to 100,000, about
+/// 9 MiB), which in a run of minutes reads as growth.
+const CONVERSATIONS: u64 = 256;
+
 /// The client key cliproxy is configured with.
 pub(crate) const API_KEY: &str = "soak-key";
 /// `Authorization` header value carrying [`API_KEY`].
@@ -75,9 +83,10 @@ impl Api {
         }
     }
 
-    /// A small request of this API.
+    /// A small request of this API: the `n`th request is a turn of conversation
+    /// `n % CONVERSATIONS`.
     fn body(self, stream: bool, n: u64) -> Bytes {
-        let prompt = format!("soak request {n}");
+        let prompt = format!("soak conversation {}", n % CONVERSATIONS);
         let body = match self {
             Api::Chat => json!({
                 "model": MODEL,
@@ -637,6 +646,12 @@ mod tests {
             let body: Value = serde_json::from_slice(&api.body(true, 1)).unwrap();
             assert_eq!(body["model"], MODEL);
             assert_eq!(body["stream"], true);
+            assert_eq!(
+                api.body(true, 1),
+                api.body(true, 1 + CONVERSATIONS),
+                "a later turn of the same conversation"
+            );
+            assert_ne!(api.body(true, 1), api.body(true, 2));
         }
         assert_eq!(BEARER, format!("Bearer {API_KEY}"));
     }
